@@ -1,0 +1,11 @@
+//! dgnam: the preferred inputs of neurons in trained Caffe classifiers, by activation
+//! maximization through a deep generator network (DGN-AM, Nguyen et al., NIPS 2016).
+
+pub mod caffe;
+pub mod graph;
+pub mod npy;
+pub mod ops;
+pub mod preprocess;
+pub mod real;
+pub mod rng;
+pub mod weights;
