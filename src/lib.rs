@@ -2,10 +2,12 @@
 //! maximization through a deep generator network (DGN-AM, Nguyen et al., NIPS 2016).
 
 pub mod caffe;
+pub mod fsutil;
 pub mod graph;
 pub mod npy;
 pub mod ops;
 pub mod preprocess;
 pub mod real;
 pub mod rng;
+pub mod tensor;
 pub mod weights;
