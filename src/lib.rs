@@ -1,7 +1,9 @@
 //! dgnam: the preferred inputs of neurons in trained Caffe classifiers, by activation
 //! maximization through a deep generator network (DGN-AM, Nguyen et al., NIPS 2016).
 
+pub mod app;
 pub mod caffe;
+pub mod convert;
 pub mod fsutil;
 pub mod graph;
 pub mod npy;

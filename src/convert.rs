@@ -1,0 +1,83 @@
+//! Caffe model (deploy prototxt + trained caffemodel) into a dgnam weights file.
+//!
+//! A trained caffemodel holds the TRAIN net (data and loss layers included); the deploy
+//! net's learnable layers are matched to it by name and every blob's shape is checked.
+
+use crate::caffe::{caffemodel, netdef, Blob, LayerBlobs, NetDef};
+use crate::graph::{same_shape_ignoring_leading_ones, Net, ParamSpec, Plan};
+use crate::real::Real;
+use crate::tensor::fmt_shape;
+use crate::weights::{self, TensorData};
+use anyhow::{ensure, Context, Result};
+use std::path::Path;
+
+/// A deploy definition with the blobs of a trained model.
+pub struct CaffeModel {
+    pub prototxt: String,
+    pub def: NetDef,
+    pub layers: Vec<LayerBlobs>,
+}
+
+pub fn load(prototxt: &Path, model: &Path) -> Result<CaffeModel> {
+    let text = std::fs::read_to_string(prototxt).with_context(|| format!("cannot read {}", prototxt.display()))?;
+    let def = netdef::parse_netdef(&text).with_context(|| format!("{}", prototxt.display()))?;
+    let layers = caffemodel::read_caffemodel(model)?;
+    Ok(CaffeModel { prototxt: text, def, layers })
+}
+
+/// For each parameter the plan needs, the stored blob with the same layer name and index.
+pub fn match_blobs<'p, 'm>(plan: &'p Plan, layers: &'m [LayerBlobs]) -> Result<Vec<(&'p ParamSpec, &'m Blob)>> {
+    let mut out = Vec::new();
+    for node in plan.nodes.iter().filter(|n| !n.params.is_empty()) {
+        let stored = layers
+            .iter()
+            .find(|l| l.name == node.layer)
+            .with_context(|| format!("the caffemodel has no layer '{}' ({}) that the net needs", node.layer, node.type_name))?;
+        ensure!(
+            stored.blobs.len() == node.params.len(),
+            "layer '{}': the caffemodel stores {} blob(s), the net needs {}",
+            node.layer,
+            stored.blobs.len(),
+            node.params.len()
+        );
+        for (spec, blob) in node.params.iter().zip(&stored.blobs) {
+            ensure!(
+                blob.data.len() == spec.len() && same_shape_ignoring_leading_ones(&blob.shape, &spec.shape),
+                "layer '{}' blob {}: the caffemodel has shape {}, the net needs {}",
+                node.layer,
+                spec.index,
+                fmt_shape(&blob.shape),
+                fmt_shape(&spec.shape)
+            );
+            out.push((spec, blob));
+        }
+    }
+    Ok(out)
+}
+
+impl CaffeModel {
+    /// The net with the caffemodel's weights, without writing a weights file.
+    pub fn net<T: Real>(&self, batch: usize) -> Result<Net<'_, T>> {
+        let plan = Plan::new(&self.def, batch)?;
+        let blobs: Vec<&Blob> = match_blobs(&plan, &self.layers)?.into_iter().map(|(_, b)| b).collect();
+        let mut next = blobs.into_iter();
+        Net::new(plan, |_| Ok(T::from_f32_slice(&next.next().context("parameter count changed")?.data)))
+    }
+
+    /// Writes the deploy text and every matched blob (in the net's own shapes) to `out`.
+    pub fn write_weights(&self, out: &Path) -> Result<(usize, usize)> {
+        let plan = Plan::new(&self.def, 1)?;
+        let matched = match_blobs(&plan, &self.layers)?;
+        let tensors: Vec<TensorData> = matched
+            .iter()
+            .map(|(spec, blob)| TensorData { layer: &spec.layer, index: spec.index as u32, shape: &spec.shape, data: &blob.data })
+            .collect();
+        weights::write(out, &self.prototxt, &tensors).with_context(|| format!("writing {}", out.display()))?;
+        Ok((tensors.len(), plan.param_count()))
+    }
+}
+
+pub fn convert(prototxt: &Path, model: &Path, out: &Path) -> Result<(usize, usize)> {
+    let m = load(prototxt, model)?;
+    m.write_weights(out).with_context(|| format!("{} with {}", prototxt.display(), model.display()))
+}
