@@ -118,10 +118,9 @@ pub fn lrn_backward<T: Real>(dims: [usize; 4], p: &LrnParam, x: &[T], y: &[T], s
             ratio[j] = dy[off + j].to_f64() * y[off + j].to_f64() / scale[off + j].to_f64();
         }
         lrn_window_sum(p.region, [c, h, w], half, &ratio, &mut tmp, &mut sum);
-        for j in 0..image {
+        for (j, &window) in sum.iter().enumerate() {
             let i = off + j;
-            let s = scale[i].to_f64();
-            let g = dy[i].to_f64() * s.powf(-beta) - coef * x[i].to_f64() * sum[j];
+            let g = dy[i].to_f64() * scale[i].to_f64().powf(-beta) - coef * x[i].to_f64() * window;
             dx[i] += T::from_f64(g);
         }
     }

@@ -68,10 +68,12 @@ pub fn eltwise_forward<T: Real>(op: EltwiseOp, coeffs: &[T], inputs: &[&[T]], y:
         EltwiseOp::Max => {
             assert_eq!(argmax.len(), len, "eltwise_forward: argmax has {} elements, y has {len}", argmax.len());
             for j in 0..len {
-                let (mut best, mut val) = (0usize, inputs[0][j]);
-                if inputs.len() > 1 && !(inputs[0][j] > inputs[1][j]) {
-                    (best, val) = (1, inputs[1][j]);
-                }
+                let (mut best, mut val) = match inputs {
+                    [a, b, ..] if a[j] > b[j] => (0, a[j]),
+                    [_, b, ..] => (1, b[j]), // Caffe's `else`: ties (and NaN) go to input 1
+                    [a] => (0, a[j]),
+                    [] => unreachable!(),
+                };
                 for (i, x) in inputs.iter().enumerate().skip(2) {
                     if x[j] > val {
                         (best, val) = (i, x[j]);
