@@ -35,7 +35,7 @@ fn check_params(
         "convolution: channel counts must be nonzero (in {in_channels}, out {out_channels})"
     );
     ensure!(
-        in_channels % group == 0 && out_channels % group == 0,
+        in_channels.is_multiple_of(group) && out_channels.is_multiple_of(group),
         "convolution: group {group} must divide both input channels {in_channels} and output channels {out_channels}"
     );
     Ok(())

@@ -52,7 +52,10 @@ impl PoolGeom {
             "pooling: kernel {kernel:?} and stride {stride:?} must be nonzero"
         );
         ensure!(in_h > 0 && in_w > 0, "pooling: empty input {in_h}x{in_w}");
-        ensure!(pad[0] < kernel[0] && pad[1] < kernel[1], "pooling: pad {pad:?} must be smaller than kernel {kernel:?}");
+        ensure!(
+            pad[0] < kernel[0] && pad[1] < kernel[1],
+            "pooling: pad {pad:?} must be smaller than kernel {kernel:?}"
+        );
         let mut out = [0usize; 2];
         for (a, size) in [in_h, in_w].into_iter().enumerate() {
             let padded = size + 2 * pad[a];
@@ -115,7 +118,8 @@ pub fn max_pool_forward<T: Real>(g: &PoolGeom, x: &[T], y: &mut [T], argmax: &mu
     if out_plane == 0 {
         return;
     }
-    let planes = x.chunks_exact(in_plane.max(1)).zip(y.chunks_exact_mut(out_plane).zip(argmax.chunks_exact_mut(out_plane)));
+    let outs = y.chunks_exact_mut(out_plane).zip(argmax.chunks_exact_mut(out_plane));
+    let planes = x.chunks_exact(in_plane.max(1)).zip(outs);
     for (xp, (yp, ap)) in planes {
         let outs = yp.iter_mut().zip(ap.iter_mut());
         for ((yv, av), (wh, wc)) in outs.zip(hw.iter().flat_map(|h| ww.iter().map(move |w| (h, w)))) {
@@ -144,7 +148,8 @@ pub fn max_pool_backward<T: Real>(g: &PoolGeom, dy: &[T], argmax: &[u32], dx: &m
     if out_plane == 0 || in_plane == 0 {
         return;
     }
-    for (dxp, (dyp, ap)) in dx.chunks_exact_mut(in_plane).zip(dy.chunks_exact(out_plane).zip(argmax.chunks_exact(out_plane))) {
+    let grads = dy.chunks_exact(out_plane).zip(argmax.chunks_exact(out_plane));
+    for (dxp, (dyp, ap)) in dx.chunks_exact_mut(in_plane).zip(grads) {
         for (&d, &a) in dyp.iter().zip(ap) {
             if a != NO_ARGMAX {
                 dxp[a as usize] += d;
@@ -306,7 +311,8 @@ mod tests {
 
     /// (batch, channels, h, w, kernel, stride, pad), None = global: overlapping, padded,
     /// ceil-rounded, dropped-last-window and asymmetric geometries.
-    const CASES: [Option<(usize, usize, usize, usize, [usize; 2], [usize; 2], [usize; 2])>; 6] = [
+    type Case = Option<(usize, usize, usize, usize, [usize; 2], [usize; 2], [usize; 2])>;
+    const CASES: [Case; 6] = [
         Some((2, 2, 6, 6, [3, 3], [2, 2], [1, 1])),
         Some((1, 3, 5, 5, [2, 2], [2, 2], [1, 1])),
         Some((2, 1, 7, 9, [3, 5], [2, 1], [2, 1])),
@@ -315,7 +321,7 @@ mod tests {
         None,
     ];
 
-    fn geom(c: &Option<(usize, usize, usize, usize, [usize; 2], [usize; 2], [usize; 2])>) -> PoolGeom {
+    fn geom(c: &Case) -> PoolGeom {
         match *c {
             Some((n, ch, h, w, k, s, p)) => PoolGeom::new(n, ch, h, w, k, s, p).unwrap(),
             None => PoolGeom::global(2, 3, 5, 4),
