@@ -1,0 +1,116 @@
+//! Real Caffe models and Caffe's own reference outputs, reproduced.
+
+mod common;
+
+use common::{argmax, fixture, rel_err};
+use dgnam::caffe::caffemodel::read_caffemodel;
+use dgnam::caffe::netdef::parse_netdef;
+use dgnam::convert::{self, CaffeModel};
+use dgnam::npy;
+use dgnam::preprocess::{load_image, Mean, Preprocess, ChannelOrder};
+
+/// Runs one single-layer OpenCV/Caffe fixture net and compares its `output` blob to the
+/// output real Caffe computed.
+fn check_opencv_layer(name: &str, input: &str) {
+    let dir = fixture("caffe/opencv_layers");
+    let text = std::fs::read_to_string(dir.join(format!("{name}.prototxt"))).unwrap();
+    let def = parse_netdef(&text).unwrap();
+    let model = dir.join(format!("{name}.caffemodel"));
+    let layers = if model.exists() { read_caffemodel(&model).unwrap() } else { vec![] };
+    let m = CaffeModel { prototxt: text, def, layers };
+    let x = npy::read(&dir.join(input)).unwrap();
+    let expected = npy::read(&dir.join(format!("{name}.npy"))).unwrap();
+    let net = m.net::<f32>(x.shape[0]).unwrap();
+    let mut st = net.state();
+    net.forward(&mut st, &[&x.data]).unwrap();
+    let out = net.plan.layer_output("output").unwrap();
+    assert_eq!(net.plan.blobs[out].shape, expected.shape, "{name}: output shape");
+    let err = rel_err(&st.values[out], &expected.data);
+    assert!(err <= 1e-5, "{name}: relative error {err:e} against Caffe");
+}
+
+#[test]
+fn grouped_convolution_matches_caffe() {
+    check_opencv_layer("layer_convolution", "blob.npy");
+}
+
+#[test]
+fn grouped_deconvolution_matches_caffe() {
+    check_opencv_layer("layer_deconvolution", "layer_deconvolution.input.npy");
+}
+
+#[test]
+fn inner_product_on_axis_3_matches_caffe() {
+    check_opencv_layer("layer_inner_product", "blob.npy");
+}
+
+#[test]
+fn padded_max_pooling_matches_caffe() {
+    check_opencv_layer("layer_pooling_max", "blob.npy");
+}
+
+#[test]
+fn padded_average_pooling_matches_caffe() {
+    check_opencv_layer("layer_pooling_ave", "blob.npy");
+}
+
+#[test]
+fn lrn_across_channels_matches_caffe() {
+    check_opencv_layer("layer_lrn_channels", "blob.npy");
+}
+
+#[test]
+fn lrn_within_channel_matches_caffe() {
+    check_opencv_layer("layer_lrn_spatial", "blob.npy");
+}
+
+#[test]
+fn softmax_matches_caffe() {
+    check_opencv_layer("layer_softmax", "blob.npy");
+}
+
+fn lenet_probabilities(dir: &str) -> Vec<f32> {
+    let m = convert::load(&fixture(&format!("caffe/{dir}/lenet.prototxt")), &fixture(&format!("caffe/{dir}/lenet_iter_10000.caffemodel"))).unwrap();
+    let pre = Preprocess { order: ChannelOrder::Bgr, mean: Mean::None, scale: 0.00390625 };
+    let x = load_image(&fixture("caffe/lenet_mnist/mnist_sample_image.png"), 1, 28, 28, &pre).unwrap();
+    let net = m.net::<f32>(1).unwrap();
+    let mut st = net.state();
+    net.forward(&mut st, &[&x.data]).unwrap();
+    st.values[net.plan.layer_output("prob").unwrap()].clone()
+}
+
+#[test]
+fn lenet_new_format_reads_the_sample_digit_as_zero() {
+    let p = lenet_probabilities("lenet_mnist");
+    assert_eq!(p.len(), 10);
+    assert_eq!(argmax(&p), 0, "probabilities {p:?}");
+    assert!(p[0] > 0.999, "p(0) = {}", p[0]);
+}
+
+#[test]
+fn lenet_v1_format_reads_the_sample_digit_as_zero() {
+    let p = lenet_probabilities("lenet_mnist_v1");
+    assert_eq!(argmax(&p), 0, "probabilities {p:?}");
+    assert!(p[0] > 0.999, "p(0) = {}", p[0]);
+}
+
+#[test]
+fn cifar10_v1_and_new_prototxts_give_identical_outputs() {
+    let model = fixture("caffe/cifar10_quick_v1/cifar10_quick_iter_5000.caffemodel");
+    let v1 = convert::load(&fixture("caffe/cifar10_quick_v1/cifar10_quick.prototxt"), &model).unwrap();
+    let new = convert::load(&fixture("caffe/cifar10_quick_v1/cifar10_quick_newformat.prototxt"), &model).unwrap();
+    let mut rng = dgnam::rng::Rng::new(3);
+    let x: Vec<f32> = (0..2 * 3 * 32 * 32).map(|_| rng.uniform(-120.0, 120.0) as f32).collect();
+    let mut outs = Vec::new();
+    for m in [&v1, &new] {
+        let net = m.net::<f32>(2).unwrap();
+        let mut st = net.state();
+        net.forward(&mut st, &[&x]).unwrap();
+        let last = net.plan.last_output();
+        assert_eq!(net.plan.blobs[last].shape, vec![2, 10]);
+        outs.push(st.values[last].clone());
+    }
+    assert_eq!(outs[0], outs[1]);
+    let sum: f32 = outs[0][..10].iter().sum();
+    assert!((sum - 1.0).abs() < 1e-5, "softmax sums to {sum}");
+}

@@ -1,0 +1,142 @@
+//! Whole nets: input gradients against finite differences, in-place semantics, and the
+//! real DGN-AM nets built at their real shapes with random weights.
+
+mod common;
+
+use common::shipped;
+use dgnam::app::input_gradient;
+use dgnam::caffe::netdef::parse_netdef;
+use dgnam::graph::{Net, UnitRef};
+use dgnam::rng::Rng;
+
+const SMALL_NET: &str = r#"
+name: "small"
+input: "data"
+input_shape { dim: 2 dim: 3 dim: 9 dim: 8 }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+        convolution_param { num_output: 4 kernel_h: 3 kernel_w: 2 stride: 2 pad: 1 } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" relu_param { negative_slope: 0.1 } }
+layer { name: "norm1" type: "LRN" bottom: "conv1" top: "norm1" lrn_param { local_size: 3 alpha: 0.5 beta: 0.75 } }
+layer { name: "pool1" type: "Pooling" bottom: "norm1" top: "pool1" pooling_param { pool: MAX kernel_size: 3 stride: 2 } }
+layer { name: "fc" type: "InnerProduct" bottom: "pool1" top: "fc" inner_product_param { num_output: 5 } }
+layer { name: "relu2" type: "ReLU" bottom: "fc" top: "fc" }
+layer { name: "drop" type: "Dropout" bottom: "fc" top: "fc" }
+layer { name: "out" type: "InnerProduct" bottom: "fc" top: "out" inner_product_param { num_output: 3 } }
+"#;
+
+fn unit_sum(net: &Net<'_, f64>, x: &[f64], layer: &str, offset: usize) -> f64 {
+    let mut st = net.state();
+    net.forward(&mut st, &[x]).unwrap();
+    let id = net.plan.layer_output(layer).unwrap();
+    let per = st.values[id].len() / net.plan.batch;
+    (0..net.plan.batch).map(|n| st.values[id][n * per + offset]).sum()
+}
+
+#[test]
+fn input_gradient_of_a_unit_matches_finite_differences() {
+    let def = parse_netdef(SMALL_NET).unwrap();
+    let net = Net::<f64>::random(&def, 2, 11).unwrap();
+    let mut rng = Rng::new(5);
+    let x = rng.uniform_vec(2 * 3 * 9 * 8, -1.0, 1.0);
+    for (layer, unit) in [("out", 1usize), ("fc", 2), ("conv1", 3)] {
+        let u = UnitRef { unit, xy: None };
+        let g = input_gradient(&net, &x, layer, u).unwrap();
+        let shape = &net.plan.blobs[net.plan.layer_output(layer).unwrap()].shape;
+        let offset = dgnam::graph::unit_offset(shape, u, layer).unwrap();
+        let eps = 1e-6;
+        let mut xp = x.clone();
+        let mut worst = 0f64;
+        for i in 0..x.len() {
+            xp[i] = x[i] + eps;
+            let up = unit_sum(&net, &xp, layer, offset);
+            xp[i] = x[i] - eps;
+            let down = unit_sum(&net, &xp, layer, offset);
+            xp[i] = x[i];
+            let fd = (up - down) / (2.0 * eps);
+            worst = worst.max((fd - g[i]).abs() / (1.0 + fd.abs()));
+        }
+        assert!(worst < 1e-6, "{layer}[{unit}]: worst relative error {worst:e}");
+        assert!(g.iter().any(|v| v.abs() > 1e-8), "{layer}[{unit}]: gradient vanished");
+    }
+}
+
+#[test]
+fn a_layer_output_is_taken_before_later_in_place_layers() {
+    let def = parse_netdef(SMALL_NET).unwrap();
+    let net = Net::<f32>::random(&def, 2, 11).unwrap();
+    let mut rng = Rng::new(9);
+    let x: Vec<f32> = (0..2 * 3 * 9 * 8).map(|_| rng.uniform(-1.0, 1.0) as f32).collect();
+    let mut st = net.state();
+    net.forward(&mut st, &[&x]).unwrap();
+    let fc = &st.values[net.plan.layer_output("fc").unwrap()];
+    let relu = &st.values[net.plan.layer_output("relu2").unwrap()];
+    assert!(fc.iter().any(|&v| v < 0.0), "fc output should keep its negative, pre-ReLU values");
+    assert!(relu.iter().all(|&v| v >= 0.0));
+    // A unit that is negative before relu2 still has a gradient at "fc" (pre-ReLU objective).
+    let neg = fc.iter().position(|&v| v < 0.0).unwrap();
+    let (n, unit) = (neg / 5, neg % 5);
+    let net1 = Net::<f32>::random(&def, 1, 11).unwrap();
+    let g1 = input_gradient(&net1, &x[n * 216..(n + 1) * 216], "fc", UnitRef { unit, xy: None }).unwrap();
+    assert!(g1.iter().any(|v| v.abs() > 0.0), "pre-ReLU unit lost its gradient");
+}
+
+fn check_real_net(file: &str, batch: usize, last: &str, last_shape: &[usize]) -> Vec<f32> {
+    let text = std::fs::read_to_string(shipped(file)).unwrap();
+    let def = parse_netdef(&text).unwrap();
+    let net = Net::<f32>::random(&def, batch, 1).unwrap();
+    let input = &net.plan.blobs[net.plan.inputs[0]];
+    assert_eq!(input.shape[0], batch);
+    let mut rng = Rng::new(2);
+    let x: Vec<f32> = (0..input.len()).map(|_| rng.normal() as f32).collect();
+    let mut st = net.state();
+    net.forward(&mut st, &[&x]).unwrap();
+    let id = net.plan.layer_output(last).unwrap();
+    assert_eq!(net.plan.blobs[id].shape, last_shape);
+    let out = st.values[id].clone();
+    assert!(out.iter().all(|v| v.is_finite()), "{file}: non-finite output");
+    assert!(out.iter().any(|&v| v != 0.0), "{file}: all-zero output");
+    out
+}
+
+#[test]
+fn caffenet_builds_at_real_shapes() {
+    for batch in [1, 4] {
+        let fc8 = check_real_net("caffenet.prototxt", batch, "fc8", &[batch, 1000]);
+        let prob = check_real_net("caffenet.prototxt", batch, "prob", &[batch, 1000]);
+        assert!(fc8.len() == prob.len());
+        for n in 0..batch {
+            let s: f32 = prob[n * 1000..(n + 1) * 1000].iter().sum();
+            assert!((s - 1.0).abs() < 1e-4);
+        }
+    }
+}
+
+#[test]
+fn fc6_generator_builds_at_real_shapes() {
+    for batch in [1, 4] {
+        check_real_net("generator-fc6.prototxt", batch, "deconv0", &[batch, 3, 256, 256]);
+    }
+}
+
+#[test]
+fn googlenet_builds_at_real_shapes() {
+    for batch in [1, 4] {
+        check_real_net("googlenet.prototxt", batch, "loss3/classifier", &[batch, 1000]);
+    }
+}
+
+#[test]
+fn caffenet_gradient_reaches_the_input_and_batching_changes_nothing() {
+    let def = parse_netdef(&std::fs::read_to_string(shipped("caffenet.prototxt")).unwrap()).unwrap();
+    let net2 = Net::<f32>::random(&def, 2, 1).unwrap();
+    let net1 = Net::<f32>::random(&def, 1, 1).unwrap();
+    let mut rng = Rng::new(4);
+    let x: Vec<f32> = (0..2 * 3 * 227 * 227).map(|_| rng.normal() as f32 * 50.0).collect();
+    let u = UnitRef { unit: 945, xy: None };
+    let g2 = input_gradient(&net2, &x, "fc8", u).unwrap();
+    let half = x.len() / 2;
+    let g1 = input_gradient(&net1, &x[half..], "fc8", u).unwrap();
+    assert!(g1.iter().all(|v| v.is_finite()) && g1.iter().any(|&v| v != 0.0));
+    let err = common::rel_err(&g2[half..], &g1);
+    assert!(err < 1e-5, "sample 1 of a batch of 2 differs from a single run: {err:e}");
+}
