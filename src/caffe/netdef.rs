@@ -1,5 +1,17 @@
 //! The prototxt tree turned into the typed [`NetDef`], with Caffe's defaults and checks.
 
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use super::prototxt::{self, Field, Message, Value};
+use super::{
+    ConvParam, EltwiseOp, EltwiseParam, InnerProductParam, InputDef, LayerDef, LayerKind, LrnParam,
+    LrnRegion, NetDef, PoolMethod, PoolParam, ReshapeParam, ScaleParam,
+};
+
 /// V1LayerParameter.LayerType as (number, enum name, new-format type name), from
 /// caffe.proto and the names Caffe's own upgrade (upgrade_proto.cpp) gives them.
 const V1_LAYER_TYPES: [(u64, &str, &str); 40] = [
@@ -87,18 +99,6 @@ pub fn v1_type_name(enum_name: &str) -> Option<&'static str> {
 pub fn v0_type_name(v0_name: &str) -> Option<&'static str> {
     V0_LAYER_TYPES.iter().find(|t| t.0 == v0_name).map(|t| t.1)
 }
-
-use std::borrow::Cow;
-use std::collections::HashSet;
-use std::path::Path;
-
-use anyhow::{anyhow, bail, Context, Result};
-
-use super::prototxt::{self, Field, Message, Value};
-use super::{
-    ConvParam, EltwiseOp, EltwiseParam, InnerProductParam, InputDef, LayerDef, LayerKind, LrnParam,
-    LrnRegion, NetDef, PoolMethod, PoolParam, ReshapeParam, ScaleParam,
-};
 
 /// Parses a deploy prototxt (new, V1 or V0 format) into a [`NetDef`] for the TEST phase.
 pub fn parse_netdef(text: &str) -> Result<NetDef> {
