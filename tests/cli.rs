@@ -216,3 +216,35 @@ fn wrong_inputs_and_flags_fail_cleanly_without_output() {
         "cuda",
     );
 }
+
+#[test]
+fn image_preprocessing_with_a_binaryproto_mean_matches_the_npy_path() {
+    let dir = scratch("cifar-mean");
+    let model = fixture("caffe/cifar10_quick_v1/cifar10_quick_iter_5000.caffemodel");
+    let net = dir.join("cifar.dgnw");
+    assert!(convert(&fixture("caffe/cifar10_quick_v1/cifar10_quick_newformat.prototxt"), &model, &net).status.success());
+    // A 40x36 picture: resized to 32x32, kept in RGB order (CIFAR's), minus the mean image.
+    let png = dir.join("pic.png");
+    image::RgbImage::from_fn(40, 36, |x, y| image::Rgb([(x * 6) as u8, (y * 7) as u8, ((x + y) * 3) as u8])).save(&png).unwrap();
+    let mean = fixture("caffe/cifar10_quick_v1/mean.binaryproto");
+    let out_a = dir.join("a");
+    let r = dgnam(&["forward", "--net", s(&net), "--input", s(&png), "--channel-order", "rgb", "--mean-file", s(&mean), "--out-dir", s(&out_a)]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+
+    let resized = image::imageops::resize(&image::open(&png).unwrap().to_rgb8(), 32, 32, image::imageops::FilterType::Triangle);
+    let m = dgnam::preprocess::read_mean_file(&mean).unwrap();
+    let mut x = vec![0f32; 3 * 1024];
+    for (i, p) in resized.pixels().enumerate() {
+        for c in 0..3 {
+            x[c * 1024 + i] = p.0[c] as f32 - m.data[c * 1024 + i];
+        }
+    }
+    let npy = dir.join("x.npy");
+    dgnam::npy::write(&npy, &[1, 3, 32, 32], &x).unwrap();
+    let out_b = dir.join("b");
+    assert!(dgnam(&["forward", "--net", s(&net), "--input", s(&npy), "--out-dir", s(&out_b)]).status.success());
+    let a = dgnam::npy::read(&out_a.join("prob.npy")).unwrap();
+    let b = dgnam::npy::read(&out_b.join("prob.npy")).unwrap();
+    assert_eq!(a.shape, vec![1, 10]);
+    assert_eq!(a.data, b.data);
+}
