@@ -11,5 +11,6 @@ pub mod ops;
 pub mod preprocess;
 pub mod real;
 pub mod rng;
+pub mod synth;
 pub mod tensor;
 pub mod weights;
