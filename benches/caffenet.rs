@@ -2,7 +2,8 @@
 //! the CPU backend, random weights, real shapes. `cargo bench --bench caffenet [-- BATCH]`.
 
 use dgnam::caffe::netdef::parse_netdef;
-use dgnam::graph::Net;
+use dgnam::backend::Cpu;
+use dgnam::graph::CpuNet;
 use dgnam::rng::Rng;
 use std::time::Instant;
 
@@ -10,7 +11,7 @@ fn main() {
     let batch: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(8);
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/weights/caffenet.prototxt")).unwrap();
     let def = parse_netdef(&text).unwrap();
-    let net = Net::<f32>::random(&def, batch, 1).unwrap();
+    let net = CpuNet::<f32>::random(&def, batch, 1, Cpu::new()).unwrap();
     let mut rng = Rng::new(0);
     let input = &net.plan.blobs[net.plan.inputs[0]];
     let x: Vec<f32> = (0..input.len()).map(|_| (rng.normal() * 50.0) as f32).collect();
@@ -19,7 +20,7 @@ fn main() {
     for n in 0..batch {
         seed[n * 1000 + 945] = 1.0;
     }
-    let mut st = net.state();
+    let mut st = net.state().unwrap();
     let mut step = || {
         let t = Instant::now();
         net.forward(&mut st, &[&x]).unwrap();

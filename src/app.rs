@@ -2,7 +2,8 @@
 
 use crate::caffe::netdef::parse_netdef;
 use crate::caffe::NetDef;
-use crate::graph::{unit_offset, BlobId, Net, Plan, UnitRef};
+use crate::backend::Backend;
+use crate::graph::{unit_offset, BlobId, CpuNet, Net, Plan, UnitRef};
 use crate::npy;
 use crate::preprocess::{self, Preprocess, PreprocessFlags};
 use crate::tensor::{fmt_shape, Tensor};
@@ -137,7 +138,7 @@ pub fn forward(net_path: &Path, input: &Path, layers: &[String], out_dir: &Path,
     let def = file.netdef()?;
     let pre = pre.resolve(def.inputs[0].shape.get(1).copied().unwrap_or(3));
     let x = read_input(input, &def, &pre)?;
-    let net = Net::<f32>::from_weights(&file, x.shape[0])?;
+    let net = CpuNet::<f32>::from_weights(&file, x.shape[0])?;
     let wanted: Vec<(String, BlobId)> = if layers.is_empty() {
         let id = net.plan.last_output();
         let name = net.plan.nodes.last().map_or(net.plan.blobs[id].name.clone(), |n| n.layer.clone());
@@ -145,13 +146,13 @@ pub fn forward(net_path: &Path, input: &Path, layers: &[String], out_dir: &Path,
     } else {
         layers.iter().map(|l| Ok((l.clone(), net.plan.layer_output(l)?))).collect::<Result<_>>()?
     };
-    let mut st = net.state();
+    let mut st = net.state()?;
     net.forward(&mut st, &[&x.data])?;
     std::fs::create_dir_all(out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
     let mut written = Vec::new();
     for (name, id) in wanted {
         let path = out_dir.join(format!("{}.npy", file_stem(&name)));
-        npy::write(&path, &net.plan.blobs[id].shape, &st.values[id])?;
+        npy::write(&path, &net.plan.blobs[id].shape, st.value(id))?;
         written.push(path);
     }
     Ok(written)
@@ -170,25 +171,28 @@ pub fn backward(
     let def = file.netdef()?;
     let pre = pre.resolve(def.inputs[0].shape.get(1).copied().unwrap_or(3));
     let x = read_input(input, &def, &pre)?;
-    let net = Net::<f32>::from_weights(&file, x.shape[0])?;
+    let net = CpuNet::<f32>::from_weights(&file, x.shape[0])?;
     let grad = input_gradient(&net, &x.data, layer, unit)?;
     npy::write(out, &x.shape, &grad)
 }
 
 /// The gradient of the sum over the batch of one unit of `layer` with respect to the input.
-pub fn input_gradient<T: crate::real::Real>(net: &Net<'_, T>, x: &[T], layer: &str, unit: UnitRef) -> Result<Vec<T>> {
+pub fn input_gradient<B: Backend>(net: &Net<B>, x: &[B::Scalar], layer: &str, unit: UnitRef) -> Result<Vec<B::Scalar>> {
+    use crate::real::Real;
     let id = net.plan.layer_output(layer)?;
     let shape = &net.plan.blobs[id].shape;
     let offset = unit_offset(shape, unit, layer)?;
     let per_sample: usize = shape[1..].iter().product();
-    let mut seed = vec![T::ZERO; shape.iter().product()];
+    let mut seed = vec![B::Scalar::ZERO; shape.iter().product()];
     for n in 0..shape[0] {
-        seed[n * per_sample + offset] = T::ONE;
+        seed[n * per_sample + offset] = B::Scalar::ONE;
     }
-    let mut st = net.state();
+    let mut st = net.state()?;
     net.forward(&mut st, &[x])?;
     net.backward(&mut st, &[(id, &seed)], false)?;
-    let g = std::mem::take(&mut st.grads[net.plan.inputs[0]]);
-    // Empty when the unit does not depend on the input at all: its gradient is zero.
-    Ok(if g.is_empty() { vec![T::ZERO; x.len()] } else { g })
+    // None when the unit does not depend on the input at all: its gradient is zero.
+    match st.grad(net.plan.inputs[0]) {
+        Some(g) => net.backend.download(g),
+        None => Ok(vec![B::Scalar::ZERO; x.len()]),
+    }
 }

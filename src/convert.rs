@@ -4,7 +4,8 @@
 //! net's learnable layers are matched to it by name and every blob's shape is checked.
 
 use crate::caffe::{caffemodel, netdef, Blob, LayerBlobs, NetDef};
-use crate::graph::{same_shape_ignoring_leading_ones, Net, ParamSpec, Plan};
+use crate::backend::Cpu;
+use crate::graph::{same_shape_ignoring_leading_ones, CpuNet, Net, ParamSpec, Plan};
 use crate::real::Real;
 use crate::tensor::fmt_shape;
 use crate::weights::{self, TensorData};
@@ -57,11 +58,14 @@ pub fn match_blobs<'p, 'm>(plan: &'p Plan, layers: &'m [LayerBlobs]) -> Result<V
 
 impl CaffeModel {
     /// The net with the caffemodel's weights, without writing a weights file.
-    pub fn net<T: Real>(&self, batch: usize) -> Result<Net<'_, T>> {
+    pub fn net<T: Real>(&self, batch: usize) -> Result<CpuNet<'_, T>> {
         let plan = Plan::new(&self.def, batch)?;
         let blobs: Vec<&Blob> = match_blobs(&plan, &self.layers)?.into_iter().map(|(_, b)| b).collect();
         let mut next = blobs.into_iter();
-        Net::new(plan, |_| Ok(T::from_f32_slice(&next.next().context("parameter count changed")?.data)))
+        Net::new(plan, Cpu::new(), |cpu, _| {
+            let data = &next.next().context("parameter count changed")?.data;
+            Ok((cpu.param_from_mapped(data), data.len()))
+        })
     }
 
     /// Writes the deploy text and every matched blob (in the net's own shapes) to `out`.

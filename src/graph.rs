@@ -7,15 +7,14 @@
 //! needs without Caffe's in-place bookkeeping.
 
 use crate::caffe::{EltwiseOp, LayerDef, LayerKind, LrnParam, NetDef, PoolMethod};
-use crate::ops::conv::{self, ConvGeom};
-use crate::ops::pool::{self, PoolGeom};
-use crate::ops::{activation, inner_product, lrn, norm, shape, softmax};
+use crate::backend::{Backend, Cpu};
+use crate::ops::conv::ConvGeom;
+use crate::ops::pool::PoolGeom;
 use crate::real::Real;
 use crate::rng::Rng;
 use crate::tensor::fmt_shape;
 use crate::weights::WeightsFile;
 use anyhow::{anyhow, bail, ensure, Context, Result};
-use std::borrow::Cow;
 use std::collections::HashMap;
 
 pub type BlobId = usize;
@@ -52,8 +51,9 @@ impl ParamSpec {
     }
 }
 
+/// What a node computes, with every size resolved; backends match on this.
 #[derive(Clone, Debug)]
-enum Op {
+pub enum Op {
     Conv { geom: ConvGeom, bias: bool },
     Deconv { geom: ConvGeom, bias: bool },
     InnerProduct { rows: usize, k: usize, n: usize, bias: bool },
@@ -77,7 +77,7 @@ pub struct Node {
     pub bottoms: Vec<BlobId>,
     pub tops: Vec<BlobId>,
     pub params: Vec<ParamSpec>,
-    op: Op,
+    pub op: Op,
 }
 
 impl Node {
@@ -407,43 +407,57 @@ pub fn same_shape_ignoring_leading_ones(a: &[usize], b: &[usize]) -> bool {
     la == lb && a[a.len() - la..] == b[b.len() - lb..]
 }
 
-/// Per-pass memory: blob values, gradients and what backward needs from forward.
-pub struct State<T> {
-    pub values: Vec<Vec<T>>,
-    pub grads: Vec<Vec<T>>,
+/// Per-pass memory on the backend: blob values, gradients, and what backward needs from
+/// forward. Buffers are allocated once and reused by every later pass.
+pub struct State<B: Backend> {
+    values: Vec<Option<B::Buf>>,
+    grads: Vec<Option<B::Buf>>,
     live: Vec<bool>,
-    aux: Vec<Aux<T>>,
+    aux: Vec<B::Aux>,
     /// Filled by `backward(.., weight_grads = true)`: one per parameter of each node.
-    pub param_grads: Vec<Vec<Vec<T>>>,
+    pub param_grads: Vec<Vec<B::Buf>>,
 }
 
-enum Aux<T> {
-    None,
-    Argmax(Vec<u32>),
-    Scale(Vec<T>),
+impl<B: Backend> State<B> {
+    /// A blob's value after `forward`.
+    pub fn value(&self, id: BlobId) -> &B::Buf {
+        self.values[id].as_ref().expect("blob buffers are only taken out during a pass")
+    }
+
+    /// A blob's gradient after `backward`, if the seeds reach it.
+    pub fn grad(&self, id: BlobId) -> Option<&B::Buf> {
+        if self.live[id] {
+            self.grads[id].as_ref()
+        } else {
+            None
+        }
+    }
 }
 
-/// A plan with its weights. Weights borrowed from a mapped f32 file are used in place.
-pub struct Net<'w, T: Real> {
+/// A plan with its weights on a backend.
+pub struct Net<B: Backend> {
     pub plan: Plan,
-    params: Vec<Vec<Cow<'w, [T]>>>,
+    pub backend: B,
+    params: Vec<Vec<B::Param>>,
 }
 
-impl<'w, T: Real> Net<'w, T> {
+/// The CPU net most code wants: f32, weights used in place from a mapped file.
+pub type CpuNet<'w, T = f32> = Net<Cpu<'w, T>>;
+
+impl<B: Backend> Net<B> {
     /// Builds a net, asking `provide` for each parameter blob in order; the length of what
     /// it returns is checked against the spec.
-    pub fn new(plan: Plan, mut provide: impl FnMut(&ParamSpec) -> Result<Cow<'w, [T]>>) -> Result<Self> {
+    pub fn new(plan: Plan, backend: B, mut provide: impl FnMut(&B, &ParamSpec) -> Result<(B::Param, usize)>) -> Result<Self> {
         let mut params = Vec::with_capacity(plan.nodes.len());
         for node in &plan.nodes {
             let mut mine = Vec::new();
             for spec in &node.params {
-                let data = provide(spec)?;
+                let (data, len) = provide(&backend, spec)?;
                 ensure!(
-                    data.len() == spec.len(),
-                    "layer '{}': parameter {} has {} values, needs {} for shape {}",
+                    len == spec.len(),
+                    "layer '{}': parameter {} has {len} values, needs {} for shape {}",
                     spec.layer,
                     spec.index,
-                    data.len(),
                     spec.len(),
                     fmt_shape(&spec.shape)
                 );
@@ -451,69 +465,49 @@ impl<'w, T: Real> Net<'w, T> {
             }
             params.push(mine);
         }
-        Ok(Net { plan, params })
+        Ok(Net { plan, backend, params })
     }
 
-    /// The net stored in a weights file, compiled for `batch`, its weights used in place.
-    pub fn from_weights(file: &'w WeightsFile, batch: usize) -> Result<Self> {
-        let def = file.netdef()?;
-        let plan = Plan::new(&def, batch).with_context(|| format!("{}", file.path.display()))?;
-        Net::new(plan, |spec| {
-            let (entry, data) = file.tensor(&spec.layer, spec.index as u32).with_context(|| {
-                format!("{}: layer '{}' has no weights blob {}", file.path.display(), spec.layer, spec.index)
-            })?;
-            ensure!(
-                same_shape_ignoring_leading_ones(&entry.shape, &spec.shape),
-                "{}: layer '{}' blob {} has shape {}, the net needs {}",
-                file.path.display(),
-                spec.layer,
-                spec.index,
-                fmt_shape(&entry.shape),
-                fmt_shape(&spec.shape)
-            );
-            Ok(T::from_f32_slice(data))
-        })
-    }
-
-    /// Random weights at the right scale for activations to neither vanish nor explode
-    /// (He-style normal weights, small random biases and statistics), for tests and benchmarks.
-    pub fn random(def: &NetDef, batch: usize, seed: u64) -> Result<Net<'static, T>> {
+    /// Random weights at a scale where activations neither vanish nor explode (He-style
+    /// normal weights, small random biases and statistics), for tests and benchmarks.
+    pub fn random(def: &NetDef, batch: usize, seed: u64, backend: B) -> Result<Self> {
         let plan = Plan::new(def, batch)?;
         let kinds: HashMap<String, &'static str> = plan.nodes.iter().map(|n| (n.layer.clone(), n.type_name)).collect();
         let mut rng = Rng::new(seed);
-        Net::new(plan, |spec| {
+        Net::new(plan, backend, |b, spec| {
             let n = spec.len();
-            let v: Vec<T> = match (kinds[&spec.layer], spec.index) {
-                ("BatchNorm", 1) | ("Scale", 0) => (0..n).map(|_| T::from_f64(rng.uniform(0.5, 1.5))).collect(),
-                ("BatchNorm", 2) => vec![T::ONE; n],
+            let v: Vec<f32> = match (kinds[&spec.layer], spec.index) {
+                ("BatchNorm", 1) | ("Scale", 0) => (0..n).map(|_| rng.uniform(0.5, 1.5) as f32).collect(),
+                ("BatchNorm", 2) => vec![1.0; n],
                 (_, 0) if spec.shape.len() >= 2 => {
                     let fan_in: usize = spec.shape[1..].iter().product();
-                    let std = (2.0 / fan_in.max(1) as f64).sqrt();
-                    (0..n).map(|_| T::from_f64(rng.normal() * std)).collect()
+                    rng.normal_vec_f32(n, (2.0 / fan_in.max(1) as f64).sqrt())
                 }
-                _ => (0..n).map(|_| T::from_f64(rng.normal() * 0.1)).collect(),
+                _ => rng.normal_vec_f32(n, 0.1),
             };
-            Ok(Cow::Owned(v))
+            Ok((b.param_from_host(&v)?, n))
         })
     }
 
-    pub fn param(&self, node: usize, index: usize) -> &[T] {
+    pub fn param(&self, node: usize, index: usize) -> &B::Param {
         &self.params[node][index]
     }
 
-    pub fn state(&self) -> State<T> {
+    /// Buffers for every blob of the plan.
+    pub fn state(&self) -> Result<State<B>> {
         let blobs = &self.plan.blobs;
-        State {
-            values: blobs.iter().map(|b| vec![T::ZERO; b.len()]).collect(),
-            grads: vec![Vec::new(); blobs.len()],
+        Ok(State {
+            values: blobs.iter().map(|b| self.backend.alloc(b.len()).map(Some)).collect::<Result<_>>()?,
+            grads: blobs.iter().map(|_| None).collect(),
             live: vec![false; blobs.len()],
-            aux: self.plan.nodes.iter().map(|_| Aux::None).collect(),
-            param_grads: vec![Vec::new(); self.plan.nodes.len()],
-        }
+            aux: self.plan.nodes.iter().map(|_| B::Aux::default()).collect(),
+            param_grads: self.plan.nodes.iter().map(|_| Vec::new()).collect(),
+        })
     }
 
-    /// Runs every layer in file order. `inputs` are in the order the net declares them.
-    pub fn forward(&self, st: &mut State<T>, inputs: &[&[T]]) -> Result<()> {
+    /// Runs every layer in file order. `inputs` are host data in the order the net declares
+    /// its inputs.
+    pub fn forward(&self, st: &mut State<B>, inputs: &[&[B::Scalar]]) -> Result<()> {
         ensure!(
             inputs.len() == self.plan.inputs.len(),
             "net '{}' takes {} input(s), got {}",
@@ -531,202 +525,168 @@ impl<'w, T: Real> Net<'w, T> {
                 fmt_shape(&b.shape),
                 x.len()
             );
-            st.values[id].copy_from_slice(x);
+            self.backend.upload(st.values[id].as_mut().context("input buffer missing")?, x)?;
         }
+        self.forward_from_inputs(st)
+    }
+
+    /// Runs every layer on whatever the input buffers already hold (the synthesis loop
+    /// writes them on the device).
+    pub fn forward_from_inputs(&self, st: &mut State<B>) -> Result<()> {
         for (i, node) in self.plan.nodes.iter().enumerate() {
             // Tops are fresh blobs, never bottoms, so they can be taken out while bottoms are read.
-            let mut tops: Vec<Vec<T>> = node.tops.iter().map(|&t| std::mem::take(&mut st.values[t])).collect();
-            let bottoms: Vec<&[T]> = node.bottoms.iter().map(|&b| st.values[b].as_slice()).collect();
-            let aux = self.forward_node(i, node, &bottoms, &mut tops);
-            st.aux[i] = aux;
+            let mut tops: Vec<B::Buf> = node.tops.iter().map(|&t| st.values[t].take().context("blob buffer missing")).collect::<Result<_>>()?;
+            let bottoms: Vec<&B::Buf> = node.bottoms.iter().map(|&b| st.values[b].as_ref().context("blob buffer missing")).collect::<Result<_>>()?;
+            let r = if let Op::Copy = node.op {
+                tops.iter_mut().try_for_each(|t| self.backend.copy(bottoms[0], t))
+            } else {
+                self.backend.forward(&node.op, &self.params[i], &bottoms, &mut tops, &mut st.aux[i])
+            };
             for (&t, v) in node.tops.iter().zip(tops) {
-                st.values[t] = v;
+                st.values[t] = Some(v);
+            }
+            r.with_context(|| format!("layer '{}' ({}) forward", node.layer, node.type_name))?;
+        }
+        Ok(())
+    }
+
+    /// Marks a blob's gradient live, allocating or zeroing it the first time in a pass.
+    fn touch(&self, st: &mut State<B>, id: BlobId) -> Result<()> {
+        if !st.live[id] {
+            st.live[id] = true;
+            match st.grads[id].as_mut() {
+                Some(g) => self.backend.zero(g)?,
+                None => st.grads[id] = Some(self.backend.alloc(self.plan.blobs[id].len())?),
             }
         }
         Ok(())
     }
 
-    fn forward_node(&self, i: usize, node: &Node, x: &[&[T]], y: &mut [Vec<T>]) -> Aux<T> {
-        let p = &self.params[i];
-        let bias = |has: bool| if has { Some(&*p[1]) } else { None };
-        match &node.op {
-            Op::Conv { geom, bias: b } => conv::conv_forward(geom, x[0], &p[0], bias(*b), &mut y[0]),
-            Op::Deconv { geom, bias: b } => conv::deconv_forward(geom, x[0], &p[0], bias(*b), &mut y[0]),
-            Op::InnerProduct { rows, k, n, bias: b } => {
-                inner_product::inner_product_forward(*rows, *k, *n, x[0], &p[0], bias(*b), &mut y[0])
-            }
-            Op::Relu { slope } => activation::relu_forward(T::from_f32(*slope), x[0], &mut y[0]),
-            Op::Copy => y.iter_mut().for_each(|t| t.copy_from_slice(x[0])),
-            Op::MaxPool(g) => {
-                let mut argmax = vec![0u32; g.output_len()];
-                pool::max_pool_forward(g, x[0], &mut y[0], &mut argmax);
-                return Aux::Argmax(argmax);
-            }
-            Op::AvePool(g) => pool::ave_pool_forward(g, x[0], &mut y[0]),
-            Op::Lrn { dims, param } => {
-                let mut scale = vec![T::ZERO; x[0].len()];
-                lrn::lrn_forward(*dims, param, x[0], &mut y[0], &mut scale);
-                return Aux::Scale(scale);
-            }
-            Op::Softmax { outer, channels, inner } => softmax::softmax_forward(*outer, *channels, *inner, x[0], &mut y[0]),
-            Op::Concat { outer, inner, channels } => shape::concat_forward(*outer, *inner, channels, x, &mut y[0]),
-            Op::Eltwise { op, coeffs } => {
-                let coeffs: Vec<T> = coeffs.iter().map(|&c| T::from_f32(c)).collect();
-                let mut argmax = vec![0u32; if *op == EltwiseOp::Max { x[0].len() } else { 0 }];
-                shape::eltwise_forward(*op, &coeffs, x, &mut y[0], &mut argmax);
-                return Aux::Argmax(argmax);
-            }
-            Op::BatchNorm { outer, channels, inner, eps } => norm::batch_norm_forward(
-                *outer, *channels, *inner, &p[0], &p[1], p[2][0], T::from_f32(*eps), x[0], &mut y[0],
-            ),
-            Op::Scale { outer, channels, inner, bias: b } => {
-                norm::scale_forward(*outer, *channels, *inner, x[0], &p[0], bias(*b), &mut y[0])
-            }
-        }
-        Aux::None
-    }
-
-    /// Back-propagates `seeds` (gradients of the objective with respect to some blobs) to
-    /// every blob they depend on; input gradients land in `st.grads[input]`. With
-    /// `weight_grads`, parameter gradients land in `st.param_grads`.
-    pub fn backward(&self, st: &mut State<T>, seeds: &[(BlobId, &[T])], weight_grads: bool) -> Result<()> {
-        st.live.iter_mut().for_each(|l| *l = false);
+    /// Back-propagates `seeds` (host gradients of the objective with respect to some blobs)
+    /// to every blob they depend on; see `seed_device` to seed with a device buffer.
+    pub fn backward(&self, st: &mut State<B>, seeds: &[(BlobId, &[B::Scalar])], weight_grads: bool) -> Result<()> {
+        self.start_backward(st)?;
         for &(id, g) in seeds {
             let b = self.plan.blobs.get(id).context("seed blob does not exist")?;
             ensure!(g.len() == b.len(), "gradient for '{}' has {} values, the blob has {}", b.name, g.len(), b.len());
-            touch(st, id, b.len());
-            st.grads[id].iter_mut().zip(g).for_each(|(d, &s)| *d += s);
+            let mut buf = self.backend.alloc(g.len())?;
+            self.backend.upload(&mut buf, g)?;
+            self.seed(st, id, &buf)?;
         }
+        self.finish_backward(st, weight_grads)
+    }
+
+    /// Clears every gradient: the first step of a backward pass.
+    pub fn start_backward(&self, st: &mut State<B>) -> Result<()> {
+        st.live.iter_mut().for_each(|l| *l = false);
+        Ok(())
+    }
+
+    /// Adds `grad` into the gradient of blob `id`.
+    pub fn seed(&self, st: &mut State<B>, id: BlobId, grad: &B::Buf) -> Result<()> {
+        self.touch(st, id)?;
+        self.backend.add_assign(st.grads[id].as_mut().context("gradient missing")?, grad)
+    }
+
+    /// Runs the nodes in reverse from the seeded gradients. Input gradients end up in
+    /// `st.grad(input)`; with `weight_grads`, parameter gradients in `st.param_grads`.
+    pub fn finish_backward(&self, st: &mut State<B>, weight_grads: bool) -> Result<()> {
         for (i, node) in self.plan.nodes.iter().enumerate().rev() {
             if !node.tops.iter().any(|&t| st.live[t]) {
                 continue;
             }
             for &t in &node.tops {
-                touch(st, t, self.plan.blobs[t].len());
+                self.touch(st, t)?;
             }
-            if weight_grads {
-                st.param_grads[i] = node.params.iter().map(|s| vec![T::ZERO; s.len()]).collect();
-            }
-            let mut dxs: Vec<Vec<T>> = Vec::with_capacity(node.bottoms.len());
             for &b in &node.bottoms {
-                touch(st, b, self.plan.blobs[b].len());
-                // A blob read twice by the same layer gets a separate buffer per use.
-                dxs.push(if node.bottoms.iter().filter(|&&o| o == b).count() > 1 {
-                    vec![T::ZERO; self.plan.blobs[b].len()]
-                } else {
-                    std::mem::take(&mut st.grads[b])
-                });
+                self.touch(st, b)?;
             }
-            let mut pgrads = std::mem::take(&mut st.param_grads[i]);
-            self.backward_node(i, node, st, &mut dxs, if weight_grads { Some(&mut pgrads) } else { None });
-            st.param_grads[i] = pgrads;
-            for (&b, dx) in node.bottoms.iter().zip(dxs) {
-                if st.grads[b].is_empty() {
-                    st.grads[b] = dx;
-                } else {
-                    st.grads[b].iter_mut().zip(&dx).for_each(|(a, d)| *a += *d);
-                }
-            }
+            let r = self.backward_node(i, node, st, weight_grads);
+            r.with_context(|| format!("layer '{}' ({}) backward", node.layer, node.type_name))?;
         }
         Ok(())
     }
 
-    fn backward_node(&self, i: usize, node: &Node, st: &State<T>, dx: &mut [Vec<T>], pg: Option<&mut Vec<Vec<T>>>) {
-        let p = &self.params[i];
-        let x: Vec<&[T]> = node.bottoms.iter().map(|&b| st.values[b].as_slice()).collect();
-        let y = &st.values[node.tops[0]];
-        let dy = &st.grads[node.tops[0]];
-        match &node.op {
-            Op::Conv { geom, bias } => {
-                conv::conv_backward_data(geom, dy, &p[0], &mut dx[0]);
-                if let Some(pg) = pg {
-                    let (dw, db) = split_weight_bias(pg, *bias);
-                    conv::conv_backward_weights(geom, x[0], dy, dw, db);
-                }
-            }
-            Op::Deconv { geom, bias } => {
-                conv::deconv_backward_data(geom, dy, &p[0], &mut dx[0]);
-                if let Some(pg) = pg {
-                    let (dw, db) = split_weight_bias(pg, *bias);
-                    conv::deconv_backward_weights(geom, x[0], dy, dw, db);
-                }
-            }
-            Op::InnerProduct { rows, k, n, bias } => {
-                inner_product::inner_product_backward_data(*rows, *k, *n, dy, &p[0], &mut dx[0]);
-                if let Some(pg) = pg {
-                    let (dw, db) = split_weight_bias(pg, *bias);
-                    inner_product::inner_product_backward_weights(*rows, *k, *n, x[0], dy, dw, db);
-                }
-            }
-            Op::Relu { slope } => activation::relu_backward(T::from_f32(*slope), x[0], dy, &mut dx[0]),
-            Op::Copy => {
-                for &t in &node.tops {
-                    if st.live[t] {
-                        dx[0].iter_mut().zip(&st.grads[t]).for_each(|(a, &g)| *a += g);
-                    }
-                }
-            }
-            Op::MaxPool(g) => {
-                if let Aux::Argmax(a) = &st.aux[i] {
-                    pool::max_pool_backward(g, dy, a, &mut dx[0]);
-                }
-            }
-            Op::AvePool(g) => pool::ave_pool_backward(g, dy, &mut dx[0]),
-            Op::Lrn { dims, param } => {
-                if let Aux::Scale(s) = &st.aux[i] {
-                    lrn::lrn_backward(*dims, param, x[0], y, s, dy, &mut dx[0]);
-                }
-            }
-            Op::Softmax { outer, channels, inner } => softmax::softmax_backward(*outer, *channels, *inner, y, dy, &mut dx[0]),
-            Op::Concat { outer, inner, channels } => {
-                let mut refs: Vec<&mut [T]> = dx.iter_mut().map(|v| v.as_mut_slice()).collect();
-                shape::concat_backward(*outer, *inner, channels, dy, &mut refs);
-            }
-            Op::Eltwise { op, coeffs } => {
-                let coeffs: Vec<T> = coeffs.iter().map(|&c| T::from_f32(c)).collect();
-                let argmax: &[u32] = match &st.aux[i] {
-                    Aux::Argmax(a) => a,
-                    _ => &[],
-                };
-                let mut refs: Vec<&mut [T]> = dx.iter_mut().map(|v| v.as_mut_slice()).collect();
-                shape::eltwise_backward(*op, &coeffs, &x, argmax, dy, &mut refs);
-            }
-            Op::BatchNorm { outer, channels, inner, eps } => {
-                let eps = T::from_f32(*eps);
-                norm::batch_norm_backward_data(*outer, *channels, *inner, &p[1], p[2][0], eps, dy, &mut dx[0]);
-                if let Some(pg) = pg {
-                    let (dmean, rest) = pg.split_at_mut(1);
-                    norm::batch_norm_backward_weights(
-                        *outer, *channels, *inner, &p[0], &p[1], p[2][0], eps, x[0], dy, &mut dmean[0], &mut rest[0],
-                    );
-                }
-            }
-            Op::Scale { outer, channels, inner, bias } => {
-                norm::scale_backward_data(*outer, *channels, *inner, &p[0], dy, &mut dx[0]);
-                if let Some(pg) = pg {
-                    let (dw, db) = split_weight_bias(pg, *bias);
-                    norm::scale_backward_weights(*outer, *channels, *inner, x[0], dy, dw, db);
+    fn backward_node(&self, i: usize, node: &Node, st: &mut State<B>, weight_grads: bool) -> Result<()> {
+        if let Op::Copy = node.op {
+            let mut dx = st.grads[node.bottoms[0]].take().context("gradient missing")?;
+            let r = node.tops.iter().try_for_each(|&t| match st.grads[t].as_ref() {
+                Some(g) if st.live[t] => self.backend.add_assign(&mut dx, g),
+                _ => Ok(()),
+            });
+            st.grads[node.bottoms[0]] = Some(dx);
+            return r;
+        }
+        if weight_grads {
+            if st.param_grads[i].len() != node.params.len() {
+                st.param_grads[i] = node.params.iter().map(|s| self.backend.alloc(s.len())).collect::<Result<_>>()?;
+            } else {
+                for g in st.param_grads[i].iter_mut() {
+                    self.backend.zero(g)?;
                 }
             }
         }
-    }
-}
-
-/// Marks a blob's gradient live, allocating (or zeroing) it the first time in a pass.
-fn touch<T: Real>(st: &mut State<T>, id: BlobId, len: usize) {
-    if !st.live[id] {
-        st.live[id] = true;
-        if st.grads[id].len() == len {
-            st.grads[id].iter_mut().for_each(|v| *v = T::ZERO);
-        } else {
-            st.grads[id] = vec![T::ZERO; len];
+        // Take each bottom's gradient out to write it; a blob read twice by the same layer
+        // gets a separate buffer per use, added afterwards.
+        let mut dxs: Vec<B::Buf> = Vec::with_capacity(node.bottoms.len());
+        let mut taken = Vec::with_capacity(node.bottoms.len());
+        for &b in &node.bottoms {
+            let shared = node.bottoms.iter().filter(|&&o| o == b).count() > 1;
+            taken.push(!shared);
+            dxs.push(if shared { self.backend.alloc(self.plan.blobs[b].len())? } else { st.grads[b].take().context("gradient missing")? });
         }
+        let mut pgrads = std::mem::take(&mut st.param_grads[i]);
+        let r = {
+            let x: Vec<&B::Buf> = node.bottoms.iter().map(|&b| st.values[b].as_ref().context("blob buffer missing")).collect::<Result<_>>()?;
+            let y = st.values[node.tops[0]].as_ref().context("blob buffer missing")?;
+            let dy = st.grads[node.tops[0]].as_ref().context("gradient missing")?;
+            let dp = if weight_grads { Some(pgrads.as_mut_slice()) } else { None };
+            self.backend.backward(&node.op, &self.params[i], &x, y, dy, &st.aux[i], &mut dxs, dp)
+        };
+        st.param_grads[i] = pgrads;
+        for ((&b, dx), was_taken) in node.bottoms.iter().zip(dxs).zip(taken) {
+            if was_taken {
+                st.grads[b] = Some(dx);
+            } else {
+                self.backend.add_assign(st.grads[b].as_mut().context("gradient missing")?, &dx)?;
+            }
+        }
+        r
     }
 }
 
-fn split_weight_bias<T>(pg: &mut [Vec<T>], bias: bool) -> (&mut [T], Option<&mut [T]>) {
-    let (w, rest) = pg.split_at_mut(1);
-    (&mut w[0], if bias { Some(&mut rest[0][..]) } else { None })
+impl<'w, T: Real> Net<Cpu<'w, T>> {
+    /// The net stored in a weights file, compiled for `batch`, its weights used in place.
+    pub fn from_weights(file: &'w WeightsFile, batch: usize) -> Result<Self> {
+        let def = file.netdef()?;
+        let plan = Plan::new(&def, batch).with_context(|| format!("{}", file.path.display()))?;
+        Net::new(plan, Cpu::new(), |cpu, spec| {
+            let data = stored_param(file, spec)?;
+            Ok((cpu.param_from_mapped(data), data.len()))
+        })
+    }
+
+    /// Host copies of a blob's value.
+    pub fn values(&self, st: &State<Cpu<'w, T>>, id: BlobId) -> Vec<T> {
+        st.value(id).clone()
+    }
+}
+
+/// A parameter's data in a weights file, its shape checked against what the net needs.
+pub fn stored_param<'w>(file: &'w WeightsFile, spec: &ParamSpec) -> Result<&'w [f32]> {
+    let (entry, data) = file
+        .tensor(&spec.layer, spec.index as u32)
+        .with_context(|| format!("{}: layer '{}' has no weights blob {}", file.path.display(), spec.layer, spec.index))?;
+    ensure!(
+        same_shape_ignoring_leading_ones(&entry.shape, &spec.shape),
+        "{}: layer '{}' blob {} has shape {}, the net needs {}",
+        file.path.display(),
+        spec.layer,
+        spec.index,
+        fmt_shape(&entry.shape),
+        fmt_shape(&spec.shape)
+    );
+    Ok(data)
 }
 
 /// A unit of a blob: index `unit` along axis 1, at spatial position (x, y) for 4-axis blobs.

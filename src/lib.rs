@@ -2,6 +2,7 @@
 //! maximization through a deep generator network (DGN-AM, Nguyen et al., NIPS 2016).
 
 pub mod app;
+pub mod backend;
 pub mod caffe;
 pub mod convert;
 pub mod fsutil;

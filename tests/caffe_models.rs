@@ -21,11 +21,11 @@ fn check_opencv_layer(name: &str, input: &str) {
     let x = npy::read(&dir.join(input)).unwrap();
     let expected = npy::read(&dir.join(format!("{name}.npy"))).unwrap();
     let net = m.net::<f32>(x.shape[0]).unwrap();
-    let mut st = net.state();
+    let mut st = net.state().unwrap();
     net.forward(&mut st, &[&x.data]).unwrap();
     let out = net.plan.layer_output("output").unwrap();
     assert_eq!(net.plan.blobs[out].shape, expected.shape, "{name}: output shape");
-    let err = rel_err(&st.values[out], &expected.data);
+    let err = rel_err(&st.value(out), &expected.data);
     assert!(err <= 1e-5, "{name}: relative error {err:e} against Caffe");
 }
 
@@ -74,9 +74,9 @@ fn lenet_probabilities(dir: &str) -> Vec<f32> {
     let pre = Preprocess { order: ChannelOrder::Bgr, mean: Mean::None, scale: 0.00390625 };
     let x = load_image(&fixture("caffe/lenet_mnist/mnist_sample_image.png"), 1, 28, 28, &pre).unwrap();
     let net = m.net::<f32>(1).unwrap();
-    let mut st = net.state();
+    let mut st = net.state().unwrap();
     net.forward(&mut st, &[&x.data]).unwrap();
-    st.values[net.plan.layer_output("prob").unwrap()].clone()
+    st.value(net.plan.layer_output("prob").unwrap()).clone()
 }
 
 #[test]
@@ -104,11 +104,11 @@ fn cifar10_v1_and_new_prototxts_give_identical_outputs() {
     let mut outs = Vec::new();
     for m in [&v1, &new] {
         let net = m.net::<f32>(2).unwrap();
-        let mut st = net.state();
+        let mut st = net.state().unwrap();
         net.forward(&mut st, &[&x]).unwrap();
         let last = net.plan.last_output();
         assert_eq!(net.plan.blobs[last].shape, vec![2, 10]);
-        outs.push(st.values[last].clone());
+        outs.push(st.value(last).clone());
     }
     assert_eq!(outs[0], outs[1]);
     let sum: f32 = outs[0][..10].iter().sum();

@@ -6,7 +6,8 @@ mod common;
 use common::shipped;
 use dgnam::app::input_gradient;
 use dgnam::caffe::netdef::parse_netdef;
-use dgnam::graph::{Net, UnitRef};
+use dgnam::backend::Cpu;
+use dgnam::graph::{CpuNet, UnitRef};
 use dgnam::rng::Rng;
 
 const SMALL_NET: &str = r#"
@@ -24,18 +25,18 @@ layer { name: "drop" type: "Dropout" bottom: "fc" top: "fc" }
 layer { name: "out" type: "InnerProduct" bottom: "fc" top: "out" inner_product_param { num_output: 3 } }
 "#;
 
-fn unit_sum(net: &Net<'_, f64>, x: &[f64], layer: &str, offset: usize) -> f64 {
-    let mut st = net.state();
+fn unit_sum(net: &CpuNet<'_, f64>, x: &[f64], layer: &str, offset: usize) -> f64 {
+    let mut st = net.state().unwrap();
     net.forward(&mut st, &[x]).unwrap();
     let id = net.plan.layer_output(layer).unwrap();
-    let per = st.values[id].len() / net.plan.batch;
-    (0..net.plan.batch).map(|n| st.values[id][n * per + offset]).sum()
+    let per = st.value(id).len() / net.plan.batch;
+    (0..net.plan.batch).map(|n| st.value(id)[n * per + offset]).sum()
 }
 
 #[test]
 fn input_gradient_of_a_unit_matches_finite_differences() {
     let def = parse_netdef(SMALL_NET).unwrap();
-    let net = Net::<f64>::random(&def, 2, 11).unwrap();
+    let net = CpuNet::<f64>::random(&def, 2, 11, Cpu::new()).unwrap();
     let mut rng = Rng::new(5);
     let x = rng.uniform_vec(2 * 3 * 9 * 8, -1.0, 1.0);
     for (layer, unit) in [("out", 1usize), ("fc", 2), ("conv1", 3)] {
@@ -63,19 +64,19 @@ fn input_gradient_of_a_unit_matches_finite_differences() {
 #[test]
 fn a_layer_output_is_taken_before_later_in_place_layers() {
     let def = parse_netdef(SMALL_NET).unwrap();
-    let net = Net::<f32>::random(&def, 2, 11).unwrap();
+    let net = CpuNet::<f32>::random(&def, 2, 11, Cpu::new()).unwrap();
     let mut rng = Rng::new(9);
     let x: Vec<f32> = (0..2 * 3 * 9 * 8).map(|_| rng.uniform(-1.0, 1.0) as f32).collect();
-    let mut st = net.state();
+    let mut st = net.state().unwrap();
     net.forward(&mut st, &[&x]).unwrap();
-    let fc = &st.values[net.plan.layer_output("fc").unwrap()];
-    let relu = &st.values[net.plan.layer_output("relu2").unwrap()];
+    let fc = &st.value(net.plan.layer_output("fc").unwrap());
+    let relu = &st.value(net.plan.layer_output("relu2").unwrap());
     assert!(fc.iter().any(|&v| v < 0.0), "fc output should keep its negative, pre-ReLU values");
     assert!(relu.iter().all(|&v| v >= 0.0));
     // A unit that is negative before relu2 still has a gradient at "fc" (pre-ReLU objective).
     let neg = fc.iter().position(|&v| v < 0.0).unwrap();
     let (n, unit) = (neg / 5, neg % 5);
-    let net1 = Net::<f32>::random(&def, 1, 11).unwrap();
+    let net1 = CpuNet::<f32>::random(&def, 1, 11, Cpu::new()).unwrap();
     let g1 = input_gradient(&net1, &x[n * 216..(n + 1) * 216], "fc", UnitRef { unit, xy: None }).unwrap();
     assert!(g1.iter().any(|v| v.abs() > 0.0), "pre-ReLU unit lost its gradient");
 }
@@ -83,16 +84,16 @@ fn a_layer_output_is_taken_before_later_in_place_layers() {
 fn check_real_net(file: &str, batch: usize, last: &str, last_shape: &[usize]) -> Vec<f32> {
     let text = std::fs::read_to_string(shipped(file)).unwrap();
     let def = parse_netdef(&text).unwrap();
-    let net = Net::<f32>::random(&def, batch, 1).unwrap();
+    let net = CpuNet::<f32>::random(&def, batch, 1, Cpu::new()).unwrap();
     let input = &net.plan.blobs[net.plan.inputs[0]];
     assert_eq!(input.shape[0], batch);
     let mut rng = Rng::new(2);
     let x: Vec<f32> = (0..input.len()).map(|_| rng.normal() as f32).collect();
-    let mut st = net.state();
+    let mut st = net.state().unwrap();
     net.forward(&mut st, &[&x]).unwrap();
     let id = net.plan.layer_output(last).unwrap();
     assert_eq!(net.plan.blobs[id].shape, last_shape);
-    let out = st.values[id].clone();
+    let out = st.value(id).clone();
     assert!(out.iter().all(|v| v.is_finite()), "{file}: non-finite output");
     assert!(out.iter().any(|&v| v != 0.0), "{file}: all-zero output");
     out
@@ -128,8 +129,8 @@ fn googlenet_builds_at_real_shapes() {
 #[test]
 fn caffenet_gradient_reaches_the_input_and_batching_changes_nothing() {
     let def = parse_netdef(&std::fs::read_to_string(shipped("caffenet.prototxt")).unwrap()).unwrap();
-    let net2 = Net::<f32>::random(&def, 2, 1).unwrap();
-    let net1 = Net::<f32>::random(&def, 1, 1).unwrap();
+    let net2 = CpuNet::<f32>::random(&def, 2, 1, Cpu::new()).unwrap();
+    let net1 = CpuNet::<f32>::random(&def, 1, 1, Cpu::new()).unwrap();
     let mut rng = Rng::new(4);
     let x: Vec<f32> = (0..2 * 3 * 227 * 227).map(|_| rng.normal() as f32 * 50.0).collect();
     let u = UnitRef { unit: 945, xy: None };
