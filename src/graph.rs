@@ -424,6 +424,11 @@ impl<B: Backend> State<B> {
         self.values[id].as_ref().expect("blob buffers are only taken out during a pass")
     }
 
+    /// A blob's buffer to write into (a net input, before `forward_from_inputs`).
+    pub fn value_mut(&mut self, id: BlobId) -> &mut B::Buf {
+        self.values[id].as_mut().expect("blob buffers are only taken out during a pass")
+    }
+
     /// A blob's gradient after `backward`, if the seeds reach it.
     pub fn grad(&self, id: BlobId) -> Option<&B::Buf> {
         if self.live[id] {

@@ -49,6 +49,13 @@ where
     }
 }
 
+fn check_crop(src_len: usize, s: [usize; 4], offset: [usize; 2], hw: [usize; 2], dst_len: usize) -> Result<()> {
+    if offset[0] + hw[0] > s[2] || offset[1] + hw[1] > s[3] || src_len != s.iter().product::<usize>() || dst_len != s[0] * s[1] * hw[0] * hw[1] {
+        bail!("crop of {}x{} at {:?} does not fit a {:?} blob", hw[0], hw[1], offset, s);
+    }
+    Ok(())
+}
+
 fn weight_and_bias<T>(pg: &mut [Vec<T>], bias: bool) -> (&mut [T], Option<&mut [T]>) {
     let (w, rest) = pg.split_at_mut(1);
     (&mut w[0], if bias { Some(&mut rest[0][..]) } else { None })
@@ -96,6 +103,63 @@ impl<'w, T: Real> Backend for Cpu<'w, T> {
 
     fn add_assign(&self, dst: &mut Vec<T>, src: &Vec<T>) -> Result<()> {
         dst.iter_mut().zip(src).for_each(|(a, &b)| *a += b);
+        Ok(())
+    }
+
+    fn crop(&self, src: &Vec<T>, s: [usize; 4], offset: [usize; 2], hw: [usize; 2], dst: &mut Vec<T>) -> Result<()> {
+        check_crop(src.len(), s, offset, hw, dst.len())?;
+        for (plane, out) in src.chunks_exact(s[2] * s[3]).zip(dst.chunks_exact_mut(hw[0] * hw[1])) {
+            for (y, row) in out.chunks_exact_mut(hw[1]).enumerate() {
+                let start = (y + offset[0]) * s[3] + offset[1];
+                row.copy_from_slice(&plane[start..start + hw[1]]);
+            }
+        }
+        Ok(())
+    }
+
+    fn crop_backward(&self, dy: &Vec<T>, s: [usize; 4], offset: [usize; 2], hw: [usize; 2], dx: &mut Vec<T>) -> Result<()> {
+        check_crop(dx.len(), s, offset, hw, dy.len())?;
+        for (plane, g) in dx.chunks_exact_mut(s[2] * s[3]).zip(dy.chunks_exact(hw[0] * hw[1])) {
+            for (y, row) in g.chunks_exact(hw[1]).enumerate() {
+                let start = (y + offset[0]) * s[3] + offset[1];
+                plane[start..start + hw[1]].iter_mut().zip(row).for_each(|(a, &b)| *a += b);
+            }
+        }
+        Ok(())
+    }
+
+    fn mean_abs_rows(&self, x: &Vec<T>, rows: usize, cols: usize) -> Result<Vec<T>> {
+        if x.len() != rows * cols || cols == 0 {
+            bail!("mean_abs_rows: {} values are not {rows} rows of {cols}", x.len());
+        }
+        // Accumulate in f64: a 4096-wide row of small gradients loses digits in f32.
+        Ok(x.chunks_exact(cols).map(|r| T::from_f64(r.iter().map(|v| v.abs().to_f64()).sum::<f64>() / cols as f64)).collect())
+    }
+
+    fn dgn_update(
+        &self,
+        code: &mut Vec<T>,
+        grad: &Vec<T>,
+        rows: usize,
+        cols: usize,
+        scale: &[Option<T>],
+        upper: Option<&Vec<T>>,
+        decay: T,
+    ) -> Result<()> {
+        if code.len() != rows * cols || grad.len() != code.len() || scale.len() != rows || upper.is_some_and(|u| u.len() != cols) {
+            bail!("dgn_update: code, gradient, scales and bounds disagree on {rows}x{cols}");
+        }
+        let decays = decay > T::ZERO && decay < T::ONE;
+        for ((c, g), s) in code.chunks_exact_mut(cols).zip(grad.chunks_exact(cols)).zip(scale) {
+            let Some(s) = *s else { continue };
+            for (j, (c, &g)) in c.iter_mut().zip(g).enumerate() {
+                let mut v = *c + s * g;
+                if let Some(u) = upper {
+                    v = v.max(T::ZERO).min(u[j]);
+                }
+                *c = if decays { v * decay } else { v };
+            }
+        }
         Ok(())
     }
 

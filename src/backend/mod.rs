@@ -31,6 +31,29 @@ pub trait Backend {
     /// dst += src
     fn add_assign(&self, dst: &mut Self::Buf, src: &Self::Buf) -> Result<()>;
 
+    /// Copies the `dst_hw` window at `offset` (y, x) out of every channel of `src`, an
+    /// N x C x H x W blob, into `dst` (N x C x dst_h x dst_w). DGN-AM's center crop.
+    fn crop(&self, src: &Self::Buf, src_shape: [usize; 4], offset: [usize; 2], dst_hw: [usize; 2], dst: &mut Self::Buf) -> Result<()>;
+    /// The crop's backward: adds `dy` (N x C x dst_h x dst_w) into the window of `dx`.
+    fn crop_backward(&self, dy: &Self::Buf, src_shape: [usize; 4], offset: [usize; 2], dst_hw: [usize; 2], dx: &mut Self::Buf) -> Result<()>;
+    /// mean |x| of each row of a rows x cols buffer (the normalizer of DGN-AM's step).
+    fn mean_abs_rows(&self, x: &Self::Buf, rows: usize, cols: usize) -> Result<Vec<Self::Scalar>>;
+    /// DGN-AM's update of a rows x cols code, per row r with `scale[r] = Some(s)`:
+    /// `code += s * grad; code = clamp(code, 0, upper) (when upper is given, one bound per
+    /// column); code *= decay (when decay is in (0, 1))`. Rows whose scale is None are left
+    /// exactly as they are (their optimization has stopped).
+    #[allow(clippy::too_many_arguments)]
+    fn dgn_update(
+        &self,
+        code: &mut Self::Buf,
+        grad: &Self::Buf,
+        rows: usize,
+        cols: usize,
+        scale: &[Option<Self::Scalar>],
+        upper: Option<&Self::Buf>,
+        decay: Self::Scalar,
+    ) -> Result<()>;
+
     /// Runs `op` forward: `y` are the node's tops (overwritten).
     fn forward(
         &self,
