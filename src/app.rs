@@ -196,3 +196,90 @@ pub fn input_gradient<B: Backend>(net: &Net<B>, x: &[B::Scalar], layer: &str, un
         None => Ok(vec![B::Scalar::ZERO; x.len()]),
     }
 }
+
+/// Everything `dgnam synthesize` takes, as the CLI parsed it.
+#[derive(Clone, Debug)]
+pub struct SynthCommand {
+    pub net: Option<PathBuf>,
+    /// None: the default fc6 generator.
+    pub generator: Option<PathBuf>,
+    pub layer: String,
+    pub units: String,
+    pub xy: Option<(usize, usize)>,
+    pub prob: bool,
+    pub gamma: f64,
+    pub schedule: crate::synth::dgn::Schedule,
+    /// None: the shipped 3x fc6 bounds; Some("none"): no clamping.
+    pub bounds: Option<PathBuf>,
+    pub seed: u64,
+    pub init_code: Option<PathBuf>,
+    pub init_image: Option<PathBuf>,
+    pub batch: usize,
+    pub out_dir: PathBuf,
+    pub render: crate::synth::render::Render,
+    pub save_every: Option<usize>,
+}
+
+fn open_default(given: &Option<PathBuf>, default: &str) -> Result<WeightsFile> {
+    let path = given.clone().unwrap_or_else(|| crate::synth::run::default_path(default));
+    open_weights(&path)
+}
+
+/// `dgnam synthesize` on the CPU backend.
+pub fn synthesize(c: &SynthCommand) -> Result<crate::synth::run::Report> {
+    use crate::synth::run::{self, Init, SynthOptions, Units};
+    let units = Units::parse(&c.units).with_context(|| format!("--units '{}'", c.units))?;
+    let clf_file = open_default(&c.net, "weights/caffenet.dgnw")?;
+    let gen_file = open_default(&c.generator, "weights/generator-fc6.dgnw")?;
+    let bounds = match &c.bounds {
+        Some(p) if p.as_os_str() == "none" => None,
+        Some(p) => Some(run::read_bounds(p)?),
+        None => Some(run::read_bounds(&run::default_path("weights/act_range/3x/fc6.txt"))?),
+    };
+    let count = match &units {
+        Units::List(l) => l.len(),
+        Units::All => usize::MAX,
+    };
+    ensure!(c.batch > 0, "--batch must be at least 1");
+    let batch = c.batch.min(count);
+    let generator = CpuNet::<f32>::from_weights(&gen_file, batch)?;
+    let classifier = CpuNet::<f32>::from_weights(&clf_file, batch)?;
+    let init = match (&c.init_code, &c.init_image) {
+        (Some(_), Some(_)) => bail!("--init-code and --init-image exclude each other"),
+        (Some(p), None) => {
+            let t = npy::read(p)?;
+            ensure!(t.shape.len() == 2, "{}: --init-code needs shape (N, code), got {}", p.display(), fmt_shape(&t.shape));
+            Init::Codes(t.data.chunks(t.shape[1].max(1)).map(|r| r.to_vec()).collect())
+        }
+        (None, Some(p)) => {
+            let def = clf_file.netdef()?;
+            let x = read_input(p, &def, &Preprocess::default_for(3))?;
+            ensure!(x.shape[0] == 1, "{}: --init-image takes one image", p.display());
+            Init::Codes(vec![crate::synth::run::encode_image(&classifier, &x.data, "fc6")?])
+        }
+        (None, None) => Init::Random,
+    };
+    let layer_blob = classifier.plan.layer_output(&c.layer)?;
+    let unit_count = classifier.plan.blobs[layer_blob].shape.get(1).copied().unwrap_or(0);
+    let labels_path = run::default_path("weights/synset_words.txt");
+    let labels = match run::read_labels(&labels_path) {
+        Ok(l) if l.len() == unit_count => Some(l),
+        _ => None,
+    };
+    let opts = SynthOptions {
+        layer: c.layer.clone(),
+        units,
+        xy: c.xy,
+        prob: c.prob,
+        gamma: c.gamma,
+        schedule: c.schedule,
+        bounds,
+        seed: c.seed,
+        init,
+        out_dir: c.out_dir.clone(),
+        render: c.render,
+        save_every: c.save_every,
+        labels,
+    };
+    run::synthesize(&generator, &classifier, &opts)
+}

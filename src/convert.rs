@@ -85,3 +85,19 @@ pub fn convert(prototxt: &Path, model: &Path, out: &Path) -> Result<(usize, usiz
     let m = load(prototxt, model)?;
     m.write_weights(out).with_context(|| format!("{} with {}", prototxt.display(), model.display()))
 }
+
+/// A weights file for a prototxt with random weights (`Net::random` with this seed): real
+/// shapes for tests and benchmarks where the trained weights are not at hand.
+pub fn write_random(prototxt: &Path, seed: u64, out: &Path) -> Result<(usize, usize)> {
+    let text = std::fs::read_to_string(prototxt).with_context(|| format!("cannot read {}", prototxt.display()))?;
+    let def = netdef::parse_netdef(&text).with_context(|| format!("{}", prototxt.display()))?;
+    let net = CpuNet::<f32>::random(&def, 1, seed, Cpu::new())?;
+    let mut tensors = Vec::new();
+    for (i, node) in net.plan.nodes.iter().enumerate() {
+        for spec in &node.params {
+            tensors.push(TensorData { layer: &spec.layer, index: spec.index as u32, shape: &spec.shape, data: net.param(i, spec.index) });
+        }
+    }
+    weights::write(out, &text, &tensors).with_context(|| format!("writing {}", out.display()))?;
+    Ok((tensors.len(), net.plan.param_count()))
+}

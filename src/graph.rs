@@ -194,6 +194,17 @@ impl Plan {
         bail!("net '{}' has no layer '{name}' (layers: {})", self.name, names.join(", "))
     }
 
+    /// The newest blob with this name: after in-place layers, their result (e.g. "fc6" after
+    /// relu6 is the post-ReLU code DGN-AM encodes images with).
+    pub fn blob_by_name(&self, name: &str) -> Result<BlobId> {
+        self.blobs.iter().rposition(|b| b.name == name).with_context(|| format!("net '{}' has no blob '{name}'", self.name))
+    }
+
+    /// The Softmax node reading this blob directly, if any (fc8 -> prob).
+    pub fn softmax_of(&self, blob: BlobId) -> Option<BlobId> {
+        self.nodes.iter().find(|n| n.type_name == "Softmax" && n.bottoms == [blob]).map(|n| n.tops[0])
+    }
+
     /// The last layer's output: what `forward` reports by default.
     pub fn last_output(&self) -> BlobId {
         self.nodes.last().map(|n| n.tops[0]).unwrap_or(self.inputs[0])

@@ -35,6 +35,8 @@ enum Command {
         #[command(flatten)]
         pre: PreArgs,
     },
+    /// The preferred image of units of a classifier, through the DGN-AM generator.
+    Synthesize(SynthArgs),
     /// Gradient of one unit (summed over the batch) with respect to the input.
     Backward {
         #[arg(long)]
@@ -55,6 +57,61 @@ enum Command {
         #[command(flatten)]
         pre: PreArgs,
     },
+}
+
+#[derive(Args)]
+struct SynthArgs {
+    /// The generator weights (default weights/generator-fc6.dgnw).
+    #[arg(long)]
+    generator: Option<PathBuf>,
+    /// The classifier weights (default weights/caffenet.dgnw).
+    #[arg(long)]
+    net: Option<PathBuf>,
+    #[arg(long, default_value = "fc8")]
+    layer: String,
+    /// Units of the layer: `945,643`, `945+643` (two at once, paper eq. 2) or `all`.
+    #[arg(long, default_value = "945")]
+    units: String,
+    /// Spatial position X,Y for convolutional units (default: the center).
+    #[arg(long)]
+    xy: Option<String>,
+    /// What to maximize: `activation` (the layer's own output) or `prob` (its softmax).
+    #[arg(long, default_value = "activation")]
+    objective: String,
+    /// Weight of the |a1 - a2| penalty for two units.
+    #[arg(long, default_value_t = 0.0)]
+    gamma: f64,
+    #[arg(long, default_value_t = 200)]
+    iters: usize,
+    #[arg(long, default_value_t = 8.0)]
+    lr: f64,
+    #[arg(long, default_value_t = 1e-10)]
+    lr_end: f64,
+    #[arg(long, default_value_t = 0.99)]
+    decay: f64,
+    /// Per-neuron upper bounds of the code (default: the shipped 3x fc6 bounds; `none` to not clamp).
+    #[arg(long)]
+    bounds: Option<PathBuf>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Initial codes, shape (N, code): row i starts unit i; one row starts every unit.
+    #[arg(long, conflicts_with = "init_image")]
+    init_code: Option<PathBuf>,
+    /// Start from the fc6 code of this image.
+    #[arg(long)]
+    init_image: Option<PathBuf>,
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    #[arg(long, default_value = "out")]
+    out_dir: PathBuf,
+    /// How PNGs are rendered: `paper` (clip to +-120, stretch) or `mean` (add the mean back).
+    #[arg(long, default_value = "paper")]
+    render: String,
+    /// Keep the image every K iterations and write an animated GIF per unit.
+    #[arg(long)]
+    save_every: Option<usize>,
+    #[arg(long, default_value = "auto")]
+    device: Device,
 }
 
 /// How an image file becomes net input (defaults: BGR minus the ImageNet mean for colour
@@ -117,6 +174,38 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             app::resolve_device(device)?;
             for p in app::forward(&net, &input, &layers, &out_dir, &flags)? {
                 println!("wrote {}", p.display());
+            }
+        }
+        Command::Synthesize(a) => {
+            let objective = match a.objective.as_str() {
+                "activation" => false,
+                "prob" => true,
+                o => anyhow::bail!("--objective: '{o}' is neither activation nor prob"),
+            };
+            let render = a.render.parse().map_err(|e| anyhow::anyhow!("--render: {e}"))?;
+            let cmd = app::SynthCommand {
+                net: a.net,
+                generator: a.generator,
+                layer: a.layer,
+                units: a.units,
+                xy: a.xy.as_deref().map(parse_xy).transpose()?,
+                prob: objective,
+                gamma: a.gamma,
+                schedule: dgnam::synth::dgn::Schedule { iters: a.iters, lr: a.lr, lr_end: a.lr_end, decay: a.decay },
+                bounds: a.bounds,
+                seed: a.seed,
+                init_code: a.init_code,
+                init_image: a.init_image,
+                batch: a.batch,
+                out_dir: a.out_dir,
+                render,
+                save_every: a.save_every,
+            };
+            app::resolve_device(a.device)?;
+            let r = app::synthesize(&cmd)?;
+            println!("{} units done, {} already there; summary in {}", r.done, r.skipped, r.summary.display());
+            if let Some(m) = r.montage {
+                println!("montage: {}", m.display());
             }
         }
         Command::Backward { net, input, layer, unit, xy, out, device, pre } => {

@@ -11,8 +11,11 @@ struct Args {
     #[arg(long)]
     prototxt: PathBuf,
     /// The trained weights (layers are matched to the deploy net by name).
-    #[arg(long)]
-    caffemodel: PathBuf,
+    #[arg(long, required_unless_present = "random_weights")]
+    caffemodel: Option<PathBuf>,
+    /// Instead of a caffemodel: random weights from this seed (for tests and benchmarks).
+    #[arg(long, conflicts_with = "caffemodel")]
+    random_weights: Option<u64>,
     /// The .dgnw file to write.
     #[arg(short = 'o', long = "out")]
     out: PathBuf,
@@ -21,7 +24,12 @@ struct Args {
 fn main() -> ExitCode {
     let a = Args::parse();
     let started = std::time::Instant::now();
-    match dgnam::convert::convert(&a.prototxt, &a.caffemodel, &a.out) {
+    let result = match (&a.caffemodel, a.random_weights) {
+        (_, Some(seed)) => dgnam::convert::write_random(&a.prototxt, seed, &a.out),
+        (Some(model), None) => dgnam::convert::convert(&a.prototxt, model, &a.out),
+        (None, None) => Err(anyhow::anyhow!("give --caffemodel or --random-weights")),
+    };
+    match result {
         Ok((tensors, params)) => {
             println!(
                 "wrote {}: {tensors} tensors, {params} parameters in {:.2} s",

@@ -1,1 +1,3 @@
+pub mod dgn;
 pub mod render;
+pub mod run;

@@ -1,0 +1,266 @@
+//! The DGN-AM loop (SPEC section 2), batched: B codes go through the generator and the
+//! classifier together, and every sample keeps its own normalization, schedule position
+//! and stopping point, so a batch gives the same numbers as B single runs.
+
+use crate::backend::Backend;
+use crate::graph::{BlobId, Net, State};
+use crate::real::Real;
+use crate::tensor::fmt_shape;
+use anyhow::{ensure, Context, Result};
+
+/// The step size schedule and decay of the paper's scripts.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Schedule {
+    pub iters: usize,
+    pub lr: f64,
+    pub lr_end: f64,
+    /// Multiplicative decay of the code after each step, applied when 0 < decay < 1.
+    pub decay: f64,
+}
+
+impl Default for Schedule {
+    fn default() -> Self {
+        Schedule { iters: 200, lr: 8.0, lr_end: 1e-10, decay: 0.99 }
+    }
+}
+
+impl Schedule {
+    /// Linear from `lr` at iteration 0 towards `lr_end` (reached at iteration `iters`).
+    pub fn step(&self, i: usize) -> f64 {
+        self.lr + (self.lr_end - self.lr) * i as f64 / self.iters.max(1) as f64
+    }
+}
+
+/// What one sample maximizes, as flat offsets into one sample of the objective blob.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Objective {
+    Single(usize),
+    /// Paper eq. 2: a1 + a2 - gamma |a1 - a2|.
+    Pair { a: usize, b: usize, gamma: f64 },
+}
+
+impl Objective {
+    pub fn value<T: Real>(&self, row: &[T]) -> f64 {
+        match *self {
+            Objective::Single(u) => row[u].to_f64(),
+            Objective::Pair { a, b, gamma } => {
+                let (x, y) = (row[a].to_f64(), row[b].to_f64());
+                x + y - gamma * (x - y).abs()
+            }
+        }
+    }
+
+    /// Writes d objective / d row into `seed` (zeroed by the caller).
+    pub fn gradient<T: Real>(&self, row: &[T], seed: &mut [T]) {
+        match *self {
+            Objective::Single(u) => seed[u] += T::ONE,
+            Objective::Pair { a, b, gamma } => {
+                let d = row[a].to_f64() - row[b].to_f64();
+                let sign = if d > 0.0 { 1.0 } else if d < 0.0 { -1.0 } else { 0.0 };
+                seed[a] += T::from_f64(1.0 - gamma * sign);
+                seed[b] += T::from_f64(1.0 + gamma * sign);
+            }
+        }
+    }
+}
+
+/// One batch's outcome, on the host.
+#[derive(Clone, Debug)]
+pub struct BatchResult<T> {
+    /// Per sample: the cropped image (classifier input) of its last iteration.
+    pub images: Vec<Vec<T>>,
+    /// Per sample: the code that produced that image.
+    pub codes: Vec<Vec<T>>,
+    /// Per sample, per iteration run: the objective's value.
+    pub activations: Vec<Vec<f64>>,
+    /// Per sample: the softmax probability of its unit at the end, where the net has one.
+    pub probabilities: Vec<Option<f64>>,
+    /// Per sample: the iteration where the gradient vanished or went non-finite.
+    pub stopped_at: Vec<Option<usize>>,
+    /// Every `save_every` iterations: each sample's image at that point.
+    pub frames: Vec<Vec<Vec<T>>>,
+}
+
+/// A generator and a classifier compiled for the same batch, with their buffers.
+pub struct Dgn<'n, B: Backend> {
+    pub generator: &'n Net<B>,
+    pub classifier: &'n Net<B>,
+    gen_state: State<B>,
+    clf_state: State<B>,
+    /// The blob the objective reads (layer L's own output, or its softmax for `prob`).
+    objective_blob: BlobId,
+    /// The softmax over the objective blob, when there is one (for reporting).
+    prob_blob: Option<BlobId>,
+    gen_out_shape: [usize; 4],
+    crop_offset: [usize; 2],
+    crop_hw: [usize; 2],
+    code_len: usize,
+    upper: Option<B::Buf>,
+    code: B::Buf,
+    gen_out_grad: B::Buf,
+    seed: B::Buf,
+}
+
+impl<'n, B: Backend> Dgn<'n, B> {
+    /// `blob` is the classifier blob the objective reads; `bounds` the per-neuron upper
+    /// bounds of the code (lower bound 0), or None for no clamping.
+    pub fn new(generator: &'n Net<B>, classifier: &'n Net<B>, blob: BlobId, bounds: Option<&[f32]>) -> Result<Self> {
+        let batch = generator.plan.batch;
+        ensure!(classifier.plan.batch == batch, "generator and classifier must run at the same batch size");
+        let gen_in = &generator.plan.blobs[generator.plan.inputs[0]];
+        let code_len = gen_in.len() / batch;
+        let out = &generator.plan.blobs[generator.plan.last_output()];
+        let clf_in = &classifier.plan.blobs[classifier.plan.inputs[0]];
+        ensure!(
+            out.shape.len() == 4 && clf_in.shape.len() == 4 && out.shape[1] == clf_in.shape[1],
+            "the generator's output {} cannot feed the classifier's input {}",
+            fmt_shape(&out.shape),
+            fmt_shape(&clf_in.shape)
+        );
+        let (gh, gw, ch, cw) = (out.shape[2], out.shape[3], clf_in.shape[2], clf_in.shape[3]);
+        ensure!(gh >= ch && gw >= cw, "the generator's {gh}x{gw} images are smaller than the classifier's {ch}x{cw} input");
+        let b = &classifier.backend;
+        let upper = match bounds {
+            Some(u) => {
+                ensure!(u.len() == code_len, "{} bounds given for a code of {code_len}", u.len());
+                let host: Vec<B::Scalar> = u.iter().map(|&v| B::Scalar::from_f32(v)).collect();
+                let mut buf = b.alloc(code_len)?;
+                b.upload(&mut buf, &host)?;
+                Some(buf)
+            }
+            None => None,
+        };
+        Ok(Dgn {
+            generator,
+            classifier,
+            gen_state: generator.state()?,
+            clf_state: classifier.state()?,
+            objective_blob: blob,
+            prob_blob: classifier.plan.softmax_of(blob),
+            gen_out_shape: [out.shape[0], out.shape[1], gh, gw],
+            crop_offset: [(gh - ch) / 2, (gw - cw) / 2],
+            crop_hw: [ch, cw],
+            code_len,
+            upper,
+            code: b.alloc(gen_in.len())?,
+            gen_out_grad: b.alloc(out.len())?,
+            seed: b.alloc(classifier.plan.blobs[blob].len())?,
+        })
+    }
+
+    pub fn batch(&self) -> usize {
+        self.generator.plan.batch
+    }
+
+    pub fn code_len(&self) -> usize {
+        self.code_len
+    }
+
+    /// Runs the loop from `init` (batch x code, row-major) with one objective per sample.
+    /// `on_iteration` is called after every iteration (progress reporting).
+    pub fn run(
+        &mut self,
+        init: &[B::Scalar],
+        objectives: &[Objective],
+        schedule: &Schedule,
+        save_every: Option<usize>,
+        on_iteration: &mut dyn FnMut(usize),
+    ) -> Result<BatchResult<B::Scalar>> {
+        let batch = self.batch();
+        let b = &self.classifier.backend;
+        ensure!(init.len() == batch * self.code_len, "initial codes: {} values for {batch} codes of {}", init.len(), self.code_len);
+        ensure!(objectives.len() == batch, "{} objectives for a batch of {batch}", objectives.len());
+        let obj_len = self.classifier.plan.blobs[self.objective_blob].len() / batch;
+        let image_len = self.clf_len_per_sample();
+        let mut result = BatchResult {
+            images: vec![Vec::new(); batch],
+            codes: vec![Vec::new(); batch],
+            activations: vec![Vec::new(); batch],
+            probabilities: vec![None; batch],
+            stopped_at: vec![None; batch],
+            frames: Vec::new(),
+        };
+        let gen_in = self.generator.plan.inputs[0];
+        let gen_out = self.generator.plan.last_output();
+        let clf_in = self.classifier.plan.inputs[0];
+        b.upload(&mut self.code, init)?;
+        let mut seed_host = vec![B::Scalar::ZERO; obj_len * batch];
+        for i in 0..schedule.iters {
+            let active: Vec<bool> = result.stopped_at.iter().map(|s| s.is_none()).collect();
+            if !active.iter().any(|&a| a) {
+                break;
+            }
+            // x0 = G(code); img = crop(x0); a = objective(Φ(img))
+            b.copy(&self.code, self.gen_state.value_mut(gen_in))?;
+            self.generator.forward_from_inputs(&mut self.gen_state)?;
+            b.crop(self.gen_state.value(gen_out), self.gen_out_shape, self.crop_offset, self.crop_hw, self.clf_state.value_mut(clf_in))?;
+            self.classifier.forward_from_inputs(&mut self.clf_state)?;
+            let values = b.download(self.clf_state.value(self.objective_blob))?;
+            seed_host.iter_mut().for_each(|v| *v = B::Scalar::ZERO);
+            for (n, obj) in objectives.iter().enumerate() {
+                let row = &values[n * obj_len..(n + 1) * obj_len];
+                if active[n] {
+                    result.activations[n].push(obj.value(row));
+                    obj.gradient(row, &mut seed_host[n * obj_len..(n + 1) * obj_len]);
+                }
+            }
+            // g = d a / d code, through Φ, the crop, then G.
+            b.upload(&mut self.seed, &seed_host)?;
+            self.classifier.start_backward(&mut self.clf_state)?;
+            self.classifier.seed(&mut self.clf_state, self.objective_blob, &self.seed)?;
+            self.classifier.finish_backward(&mut self.clf_state, false)?;
+            b.zero(&mut self.gen_out_grad)?;
+            let clf_grad = self.clf_state.grad(clf_in).context("the objective does not depend on the classifier's input")?;
+            b.crop_backward(clf_grad, self.gen_out_shape, self.crop_offset, self.crop_hw, &mut self.gen_out_grad)?;
+            self.generator.start_backward(&mut self.gen_state)?;
+            self.generator.seed(&mut self.gen_state, gen_out, &self.gen_out_grad)?;
+            self.generator.finish_backward(&mut self.gen_state, false)?;
+            let g = self.gen_state.grad(gen_in).context("the generator's output does not depend on its code")?;
+            let mean_abs = b.mean_abs_rows(g, batch, self.code_len)?;
+
+            // This iteration's image and code are the result for samples that stop here or
+            // reach the end; an image is only fetched when some sample needs it.
+            let last = i + 1 == schedule.iters;
+            let vanished: Vec<bool> = mean_abs.iter().map(|m| !(m.is_finite() && *m > B::Scalar::ZERO)).collect();
+            let finishing: Vec<bool> = (0..batch).map(|n| active[n] && (last || vanished[n])).collect();
+            let frame = save_every.is_some_and(|k| k > 0 && i % k == 0);
+            if finishing.contains(&true) || frame {
+                let images = b.download(self.clf_state.value(clf_in))?;
+                let codes = b.download(&self.code)?;
+                let probs = match self.prob_blob {
+                    Some(p) => Some(b.download(self.clf_state.value(p))?),
+                    None => None,
+                };
+                for n in (0..batch).filter(|&n| finishing[n]) {
+                    result.images[n] = images[n * image_len..(n + 1) * image_len].to_vec();
+                    result.codes[n] = codes[n * self.code_len..(n + 1) * self.code_len].to_vec();
+                    if let (Some(p), Objective::Single(u)) = (&probs, &objectives[n]) {
+                        result.probabilities[n] = Some(p[n * obj_len + u].to_f64());
+                    }
+                    if vanished[n] {
+                        result.stopped_at[n] = Some(i);
+                    }
+                }
+                if frame {
+                    result.frames.push((0..batch).map(|n| images[n * image_len..(n + 1) * image_len].to_vec()).collect());
+                }
+            }
+            // code += step / mean|g| * g; clamp to [0, U]; code *= decay. The last update
+            // would only change a code nobody uses: the result is this iteration's pair.
+            if !last {
+                let step = schedule.step(i);
+                let scale: Vec<Option<B::Scalar>> = (0..batch)
+                    .map(|n| (active[n] && !finishing[n]).then(|| B::Scalar::from_f64(step / mean_abs[n].to_f64())))
+                    .collect();
+                b.dgn_update(&mut self.code, g, batch, self.code_len, &scale, self.upper.as_ref(), B::Scalar::from_f64(schedule.decay))?;
+            }
+            on_iteration(i);
+        }
+        Ok(result)
+    }
+
+    fn clf_len_per_sample(&self) -> usize {
+        let clf_in = &self.classifier.plan.blobs[self.classifier.plan.inputs[0]];
+        clf_in.len() / self.batch()
+    }
+}
