@@ -283,3 +283,50 @@ pub fn synthesize(c: &SynthCommand) -> Result<crate::synth::run::Report> {
     };
     run::synthesize(&generator, &classifier, &opts)
 }
+
+/// `dgnam act-range`: per-neuron `mean + sigma * std` (lower bound 0) of a blob over a
+/// folder of images, written as one line of numbers (the format of the shipped bounds).
+/// The blob is the newest of that name, so `fc6` means post-ReLU fc6, the code space.
+pub fn act_range(net_path: &Path, layer: &str, images: &Path, sigma: f64, out: &Path) -> Result<(usize, usize)> {
+    let file = open_weights(net_path)?;
+    let def = file.netdef()?;
+    let net = CpuNet::<f32>::from_weights(&file, 1)?;
+    let blob = net.plan.blob_by_name(layer)?;
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(images)
+        .with_context(|| format!("cannot read the image folder {}", images.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let ext = p.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase());
+            matches!(ext.as_deref(), Some("png" | "jpg" | "jpeg" | "npy"))
+        })
+        .collect();
+    paths.sort();
+    ensure!(!paths.is_empty(), "{} holds no .png, .jpg or .npy images", images.display());
+    let pre = Preprocess::default_for(def.inputs[0].shape.get(1).copied().unwrap_or(3));
+    let n = net.plan.blobs[blob].len();
+    let (mut mean, mut m2) = (vec![0f64; n], vec![0f64; n]);
+    let mut st = net.state()?;
+    let mut count = 0usize;
+    for p in &paths {
+        let x = read_input(p, &def, &pre)?;
+        ensure!(x.shape[0] == 1, "{}: one image per file", p.display());
+        net.forward(&mut st, &[&x.data])?;
+        count += 1;
+        // Welford's update: stable for many images.
+        for (i, &v) in st.value(blob).iter().enumerate() {
+            let d = v as f64 - mean[i];
+            mean[i] += d / count as f64;
+            m2[i] += d * (v as f64 - mean[i]);
+        }
+    }
+    let line: Vec<String> = mean
+        .iter()
+        .zip(&m2)
+        .map(|(m, s2)| {
+            let bound = (m + sigma * (s2 / count as f64).sqrt()).max(0.0);
+            format!("{}", (bound * 1e4).round() / 1e4)
+        })
+        .collect();
+    crate::fsutil::write_atomic(out, format!("{}\n", line.join(" ")).as_bytes())?;
+    Ok((count, n))
+}

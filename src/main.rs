@@ -37,6 +37,19 @@ enum Command {
     },
     /// The preferred image of units of a classifier, through the DGN-AM generator.
     Synthesize(SynthArgs),
+    /// Per-neuron code bounds (mean + sigma * std, at least 0) from a folder of images.
+    ActRange {
+        #[arg(long)]
+        net: PathBuf,
+        #[arg(long, default_value = "fc6")]
+        layer: String,
+        #[arg(long)]
+        images: PathBuf,
+        #[arg(long, default_value_t = 3.0)]
+        sigma: f64,
+        #[arg(short = 'o', long = "out")]
+        out: PathBuf,
+    },
     /// Gradient of one unit (summed over the batch) with respect to the input.
     Backward {
         #[arg(long)]
@@ -207,6 +220,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(m) = r.montage {
                 println!("montage: {}", m.display());
             }
+        }
+        Command::ActRange { net, layer, images, sigma, out } => {
+            let (n, neurons) = app::act_range(&net, &layer, &images, sigma, &out)?;
+            println!("wrote {}: {neurons} bounds from {n} images", out.display());
         }
         Command::Backward { net, input, layer, unit, xy, out, device, pre } => {
             let flags = pre.flags()?;

@@ -290,3 +290,68 @@ fn init_code_and_missing_default_weights() {
     assert_eq!(r.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&r.stderr).contains("fetch-weights.sh"));
 }
+
+/// Post-ReLU fc6 of an image file through the tiny classifier, computed here directly.
+fn fc6_of(c: &Path, image: &Path) -> Vec<f32> {
+    let file = dgnam::weights::WeightsFile::open(c).unwrap();
+    let def = file.netdef().unwrap();
+    let net = CpuNet::<f32>::from_weights(&file, 1).unwrap();
+    let x = dgnam::app::read_input(image, &def, &dgnam::preprocess::Preprocess::default_for(3)).unwrap();
+    let mut st = net.state().unwrap();
+    net.forward(&mut st, &[&x.data]).unwrap();
+    let v = st.value(net.plan.blob_by_name("fc6").unwrap()).clone();
+    assert!(v.iter().all(|&a| a >= 0.0), "fc6 must be post-ReLU");
+    v
+}
+
+fn write_pictures(dir: &Path, n: u32) -> Vec<std::path::PathBuf> {
+    std::fs::create_dir_all(dir).unwrap();
+    (0..n)
+        .map(|i| {
+            let p = dir.join(format!("img{i}.png"));
+            image::RgbImage::from_fn(9, 7, |x, y| image::Rgb([(x * 25 + i * 40) as u8, (y * 30) as u8, ((x * y + i * 7) * 5) as u8]))
+                .save(&p)
+                .unwrap();
+            p
+        })
+        .collect()
+}
+
+#[test]
+fn init_image_starts_from_the_images_fc6_code() {
+    let dir = scratch("synth-init-image");
+    let (g, c) = tiny_weight_files(&dir);
+    let pics = write_pictures(&dir.join("pics"), 1);
+    let out = dir.join("out");
+    let r = synthesize(&g, &c, &out, &["--units", "2", "--init-image", s(&pics[0]), "--iters", "1"]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let code = dgnam::npy::read(&out.join("fc8_0002.code.npy")).unwrap();
+    assert!(code.data.iter().any(|&v| v > 0.0), "the test image gives an all-zero code");
+    assert_eq!(code.data, fc6_of(&c, &pics[0]));
+}
+
+#[test]
+fn act_range_is_mean_plus_k_sigma_of_post_relu_fc6() {
+    let dir = scratch("act-range");
+    let (_, c) = tiny_weight_files(&dir);
+    let pics = write_pictures(&dir.join("pics"), 4);
+    let out = dir.join("bounds.txt");
+    let r = Command::new(env!("CARGO_BIN_EXE_dgnam"))
+        .args(["act-range", "--net", s(&c), "--layer", "fc6", "--images", s(&dir.join("pics")), "--sigma", "2", "-o", s(&out)])
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(text.lines().count(), 1);
+    let got: Vec<f64> = text.split_whitespace().map(|t| t.parse().unwrap()).collect();
+    let codes: Vec<Vec<f32>> = pics.iter().map(|p| fc6_of(&c, p)).collect();
+    assert_eq!(got.len(), 8);
+    for j in 0..8 {
+        let vals: Vec<f64> = codes.iter().map(|v| v[j] as f64).collect();
+        let mean = vals.iter().sum::<f64>() / 4.0;
+        let sd = (vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / 4.0).sqrt();
+        assert!((got[j] - (mean + 2.0 * sd).max(0.0)).abs() < 1e-3, "neuron {j}: {} vs {}", got[j], mean + 2.0 * sd);
+    }
+    // The bounds file is what synthesize reads back.
+    assert_eq!(dgnam::synth::run::read_bounds(&out).unwrap().len(), 8);
+}
