@@ -15,9 +15,9 @@ fetch() { # url destination
   [ -s "$dest" ] && { echo "have $dest"; return 0; }
   echo "downloading $url"
   if command -v curl >/dev/null; then
-    curl -fL --retry 3 -o "$dest.part" "$url"
+    curl -fL --retry 3 -o "$dest.part" "$url" || { rm -f "$dest.part"; return 1; }
   else
-    wget -O "$dest.part" "$url"
+    wget -O "$dest.part" "$url" || { rm -f "$dest.part"; return 1; }
   fi
   mv "$dest.part" "$dest"
 }
