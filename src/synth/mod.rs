@@ -1,1 +1,3 @@
+pub mod demo;
+pub mod pixel;
 pub mod render;
