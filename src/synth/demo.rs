@@ -26,7 +26,7 @@ const GIF_SCALE: u32 = 4;
 const GIF_FRAMES: usize = 40;
 const GIF_DELAY_MS: u32 = 100;
 /// Extra copies of the last frame, so the GIF pauses on the result before looping.
-const GIF_HOLD: usize = 10;
+const GIF_HOLD: usize = 5;
 
 /// Where the shipped LeNet fixture lives: found through the crate's own directory, so the
 /// demo works from any working directory of a fresh clone.

@@ -29,7 +29,7 @@ pub struct PixelPriors {
 
 impl Default for PixelPriors {
     fn default() -> Self {
-        PixelPriors { iters: 200, lr: 0.02, l2_decay: 0.01, blur_every: 4, blur_sigma: 0.7, jitter: 2, clip: (0.0, 1.0) }
+        PixelPriors { iters: 200, lr: 0.05, l2_decay: 0.1, blur_every: 3, blur_sigma: 0.8, jitter: 2, clip: (0.0, 1.0) }
     }
 }
 
