@@ -3,6 +3,8 @@
 use clap::{Args, Parser, Subcommand};
 use dgnam::app::{self, Device};
 use dgnam::graph::UnitRef;
+use dgnam::synth::demo::run_demo;
+use dgnam::synth::pixel::PixelPriors;
 use dgnam::preprocess::{read_mean_file, ChannelOrder, Mean, PreprocessFlags};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -69,6 +71,16 @@ enum Command {
         device: Device,
         #[command(flatten)]
         pre: PreArgs,
+    },
+    /// Offline demo: the preferred image of each digit of the shipped LeNet, by pixel-space
+    /// activation maximization (PNGs, a labelled montage and a GIF of the run).
+    Demo {
+        #[arg(long, default_value = "demo")]
+        out_dir: PathBuf,
+        #[arg(long, default_value_t = PixelPriors::default().iters)]
+        iters: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
     },
 }
 
@@ -232,6 +244,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             app::backward(&net, &input, &layer, UnitRef { unit, xy }, &out, &flags)?;
             println!("wrote {}", out.display());
         }
+        Command::Demo { out_dir, iters, seed } => print!("{}", run_demo(&out_dir, iters, seed)?.summary()),
     }
     Ok(())
 }

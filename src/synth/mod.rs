@@ -1,3 +1,5 @@
+pub mod demo;
 pub mod dgn;
+pub mod pixel;
 pub mod render;
 pub mod run;
