@@ -201,7 +201,7 @@ pub fn input_gradient<B: Backend>(net: &Net<B>, x: &[B::Scalar], layer: &str, un
 #[derive(Clone, Debug)]
 pub struct SynthCommand {
     pub net: Option<PathBuf>,
-    /// None: the default fc6 generator.
+    /// None: the default fc6 generator; `none`: pixel-space AM with hand-designed priors.
     pub generator: Option<PathBuf>,
     pub layer: String,
     pub units: String,
@@ -230,7 +230,7 @@ pub fn synthesize(c: &SynthCommand) -> Result<crate::synth::run::Report> {
     use crate::synth::run::{self, Init, SynthOptions, Units};
     let units = Units::parse(&c.units).with_context(|| format!("--units '{}'", c.units))?;
     let clf_file = open_default(&c.net, "weights/caffenet.dgnw")?;
-    let gen_file = open_default(&c.generator, "weights/generator-fc6.dgnw")?;
+    let pixel_space = c.generator.as_ref().is_some_and(|g| g.as_os_str() == "none");
     let bounds = match &c.bounds {
         Some(p) if p.as_os_str() == "none" => None,
         Some(p) => Some(run::read_bounds(p)?),
@@ -242,7 +242,6 @@ pub fn synthesize(c: &SynthCommand) -> Result<crate::synth::run::Report> {
     };
     ensure!(c.batch > 0, "--batch must be at least 1");
     let batch = c.batch.min(count);
-    let generator = CpuNet::<f32>::from_weights(&gen_file, batch)?;
     let classifier = CpuNet::<f32>::from_weights(&clf_file, batch)?;
     let init = match (&c.init_code, &c.init_image) {
         (Some(_), Some(_)) => bail!("--init-code and --init-image exclude each other"),
@@ -281,6 +280,12 @@ pub fn synthesize(c: &SynthCommand) -> Result<crate::synth::run::Report> {
         save_every: c.save_every,
         labels,
     };
+    if pixel_space {
+        let channels = classifier.plan.blobs[classifier.plan.inputs[0]].shape.get(1).copied().unwrap_or(3);
+        return run::synthesize_pixels(&classifier, &opts, &crate::synth::pixel::PixelPriors::for_channels(channels));
+    }
+    let gen_file = open_default(&c.generator, "weights/generator-fc6.dgnw")?;
+    let generator = CpuNet::<f32>::from_weights(&gen_file, batch)?;
     run::synthesize(&generator, &classifier, &opts)
 }
 

@@ -355,3 +355,30 @@ fn act_range_is_mean_plus_k_sigma_of_post_relu_fc6() {
     // The bounds file is what synthesize reads back.
     assert_eq!(dgnam::synth::run::read_bounds(&out).unwrap().len(), 8);
 }
+
+#[test]
+fn pixel_space_synthesis_without_a_generator_on_lenet() {
+    let dir = scratch("synth-pixels");
+    let net = dir.join("lenet.dgnw");
+    let r = Command::new(env!("CARGO_BIN_EXE_dgnam-convert"))
+        .args(["--prototxt", s(&fixture("caffe/lenet_mnist/lenet.prototxt")), "--caffemodel", s(&fixture("caffe/lenet_mnist/lenet_iter_10000.caffemodel")), "-o", s(&net)])
+        .output()
+        .unwrap();
+    assert!(r.status.success());
+    let out = dir.join("out");
+    let r = Command::new(env!("CARGO_BIN_EXE_dgnam"))
+        .args(["synthesize", "--generator", "none", "--net", s(&net), "--layer", "ip2", "--units", "3,8", "--iters", "60", "--out-dir", s(&out)])
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    for u in summary["units"].as_array().unwrap() {
+        assert!(u["probability"].as_f64().unwrap() > 0.9, "{u}");
+        let acts = u["activations"].as_array().unwrap();
+        assert_eq!(acts.len(), 60);
+        assert!(acts[59].as_f64().unwrap() > acts[0].as_f64().unwrap());
+    }
+    let image = dgnam::npy::read(&out.join("ip2_0003.image.npy")).unwrap();
+    assert_eq!(image.shape, vec![1, 1, 28, 28]);
+    assert!(image.data.iter().all(|&v| (0.0..=1.0).contains(&v)));
+}

@@ -33,6 +33,21 @@ impl Default for PixelPriors {
     }
 }
 
+impl PixelPriors {
+    /// The demo's priors for one-channel nets with inputs in [0, 1]; for colour nets in
+    /// Caffe's space (BGR, 0-255 minus the ImageNet mean) the same priors scaled by 255.
+    pub fn for_channels(channels: usize) -> PixelPriors {
+        let d = PixelPriors::default();
+        if channels == 1 {
+            return d;
+        }
+        let mean = crate::preprocess::IMAGENET_MEAN_BGR;
+        let lo = -mean.iter().fold(0f32, |m, &v| m.max(v));
+        let hi = 255.0 - mean.iter().fold(f32::MAX, |m, &v| m.min(v));
+        PixelPriors { lr: d.lr * 255.0, clip: (lo, hi), ..d }
+    }
+}
+
 /// What `pixel_am` returns.
 #[derive(Clone, Debug)]
 pub struct PixelRun {

@@ -4,7 +4,8 @@
 use super::dgn::{BatchResult, Dgn, Objective, Schedule};
 use super::render::{self, Render};
 use crate::backend::Backend;
-use crate::graph::{unit_offset, BlobId, Net, UnitRef};
+use super::pixel::{pixel_am, PixelPriors};
+use crate::graph::{unit_offset, BlobId, CpuNet, Net, Plan, UnitRef};
 use crate::npy;
 use crate::real::Real;
 use crate::rng::Rng;
@@ -139,17 +140,103 @@ pub struct Report {
     pub montage: Option<PathBuf>,
 }
 
+/// The units of `opts` through the DGN-AM loop of `generator` and `classifier`.
 pub fn synthesize<B: Backend>(generator: &Net<B>, classifier: &Net<B>, opts: &SynthOptions) -> Result<Report> {
-    let layer_blob = classifier.plan.layer_output(&opts.layer)?;
-    let objective_blob: BlobId = if opts.prob {
-        classifier
-            .plan
-            .softmax_of(layer_blob)
-            .with_context(|| format!("--objective prob: no Softmax layer reads the output of '{}'", opts.layer))?
+    let objective_blob = objective_blob(&classifier.plan, opts)?;
+    let mut dgn = Dgn::new(generator, classifier, objective_blob, opts.bounds.as_deref())?;
+    let (batch, code_len) = (dgn.batch(), dgn.code_len());
+    synthesize_with(&classifier.plan, opts, batch, |jobs, progress| {
+        let mut init: Vec<B::Scalar> = Vec::with_capacity(batch * code_len);
+        for job in jobs {
+            let row = match &opts.init {
+                Init::Random => random_code(opts.seed, job.index, code_len),
+                Init::Codes(rows) => rows[if rows.len() == 1 { 0 } else { job.index }].clone(),
+            };
+            ensure!(row.len() == code_len, "initial code has {} values, the generator takes {code_len}", row.len());
+            init.extend(row.iter().map(|&v| B::Scalar::from_f32(v)));
+        }
+        let objectives: Vec<Objective> = jobs.iter().map(|j| j.objective.clone()).collect();
+        let r = dgn.run(&init, &objectives, &opts.schedule, opts.save_every, &mut |_| progress())?;
+        let f32s = |v: &Vec<B::Scalar>| v.iter().map(|x| x.to_f32()).collect::<Vec<f32>>();
+        Ok(BatchResult {
+            images: r.images.iter().map(f32s).collect(),
+            codes: r.codes.iter().map(f32s).collect(),
+            activations: r.activations,
+            probabilities: r.probabilities,
+            stopped_at: r.stopped_at,
+            frames: r.frames.iter().map(|f| f.iter().map(f32s).collect()).collect(),
+        })
+    })
+}
+
+/// `--generator none`: the units of `opts` by pixel-space activation maximization with
+/// hand-designed priors (the baseline DGN-AM is compared against). The "code" of a unit
+/// is its image.
+pub fn synthesize_pixels(classifier: &CpuNet<'_, f32>, opts: &SynthOptions, priors: &PixelPriors) -> Result<Report> {
+    ensure!(opts.init == Init::Random, "--generator none starts from noise: --init-code and --init-image need a generator");
+    let objective_blob = objective_blob(&classifier.plan, opts)?;
+    ensure!(!opts.prob, "--generator none maximizes activations; --objective prob needs a generator");
+    let input = classifier.plan.inputs[0];
+    let batch = classifier.plan.batch;
+    let per_image = classifier.plan.blobs[input].len() / batch;
+    let prob = classifier.plan.softmax_of(objective_blob);
+    let priors = PixelPriors { iters: opts.schedule.iters, ..priors.clone() };
+    synthesize_with(&classifier.plan, opts, batch, |jobs, progress| {
+        let mut refs = Vec::with_capacity(jobs.len());
+        let mut init = Vec::with_capacity(batch * per_image);
+        for job in jobs {
+            let UnitSel::One(unit) = job.sel else { bail!("--generator none takes single units, not {:?}", job.sel) };
+            refs.push(UnitRef { unit, xy: opts.xy });
+            let mut rng = Rng::new(opts.seed ^ (job.index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let (lo, hi) = priors.clip;
+            init.extend((0..per_image).map(|_| lo + (hi - lo) * rng.uniform(0.0, 0.1) as f32));
+        }
+        let r = pixel_am(classifier, &opts.layer, &refs, &priors, &init, opts.seed, opts.save_every)?;
+        (0..priors.iters).for_each(|_| progress());
+        let probabilities = match prob {
+            Some(p) => {
+                let mut st = classifier.state()?;
+                classifier.forward(&mut st, &[&r.images])?;
+                let out = &classifier.plan.blobs[objective_blob].shape;
+                let per: usize = out[1..].iter().product();
+                (0..jobs.len())
+                    .map(|n| Ok(Some(st.value(p)[n * per + unit_offset(out, refs[n], &opts.layer)?] as f64)))
+                    .collect::<Result<_>>()?
+            }
+            None => vec![None; jobs.len()],
+        };
+        let images: Vec<Vec<f32>> = r.images.chunks(per_image).map(|c| c.to_vec()).collect();
+        Ok(BatchResult {
+            codes: images.clone(),
+            images,
+            activations: (0..jobs.len()).map(|n| r.activations.iter().map(|a| a[n] as f64).collect()).collect(),
+            probabilities,
+            stopped_at: vec![None; jobs.len()],
+            frames: r.frames.iter().map(|(_, f)| f.chunks(per_image).map(|c| c.to_vec()).collect()).collect(),
+        })
+    })
+}
+
+/// The blob the objective reads: layer L's own output, or the softmax over it.
+fn objective_blob(plan: &Plan, opts: &SynthOptions) -> Result<BlobId> {
+    let layer_blob = plan.layer_output(&opts.layer)?;
+    if opts.prob {
+        plan.softmax_of(layer_blob).with_context(|| format!("--objective prob: no Softmax layer reads the output of '{}'", opts.layer))
     } else {
-        layer_blob
-    };
-    let shape = classifier.plan.blobs[layer_blob].shape.clone();
+        Ok(layer_blob)
+    }
+}
+
+/// Batching, resume, outputs and the summary, around an engine that turns one full batch
+/// of jobs into results (`progress` is called once per iteration).
+fn synthesize_with(
+    plan: &Plan,
+    opts: &SynthOptions,
+    batch: usize,
+    mut engine: impl FnMut(&[&Job], &mut dyn FnMut()) -> Result<BatchResult<f32>>,
+) -> Result<Report> {
+    let layer_blob = plan.layer_output(&opts.layer)?;
+    let shape = plan.blobs[layer_blob].shape.clone();
     let sels = match &opts.units {
         Units::All => (0..shape[1]).map(UnitSel::One).collect(),
         Units::List(l) => l.clone(),
@@ -182,31 +269,19 @@ pub fn synthesize<B: Backend>(generator: &Net<B>, classifier: &Net<B>, opts: &Sy
     if report.skipped > 0 {
         eprintln!("{} of {} units already done in {}, skipping them", report.skipped, jobs.len(), opts.out_dir.display());
     }
-
-    let mut dgn = Dgn::new(generator, classifier, objective_blob, opts.bounds.as_deref())?;
-    let batch = dgn.batch();
-    let code_len = dgn.code_len();
+    let clf_in = &plan.blobs[plan.inputs[0]].shape;
+    let chw = [clf_in[1], clf_in[2], clf_in[3]];
     let progress = progress_bar((todo.len() * opts.schedule.iters) as u64);
     for chunk in todo.chunks(batch) {
         let started = Instant::now();
         // A short last batch is padded by repeating its last unit; the copies are dropped.
         let padded: Vec<&Job> = (0..batch).map(|i| chunk[i.min(chunk.len() - 1)]).collect();
-        let mut init: Vec<B::Scalar> = Vec::with_capacity(batch * code_len);
-        for job in &padded {
-            let row = match &opts.init {
-                Init::Random => random_code(opts.seed, job.index, code_len),
-                Init::Codes(rows) => rows[if rows.len() == 1 { 0 } else { job.index }].clone(),
-            };
-            ensure!(row.len() == code_len, "initial code has {} values, the generator takes {code_len}", row.len());
-            init.extend(row.iter().map(|&v| B::Scalar::from_f32(v)));
-        }
-        let objectives: Vec<Objective> = padded.iter().map(|j| j.objective.clone()).collect();
-        progress.set_message(format!("units {}..{}", report.done + report.skipped, report.done + report.skipped + chunk.len()));
-        let result = dgn.run(&init, &objectives, &opts.schedule, opts.save_every, &mut |_| progress.inc(chunk.len() as u64))?;
+        let first = report.done + report.skipped;
+        progress.set_message(format!("units {}..{} of {}", first + 1, first + chunk.len(), jobs.len()));
+        let result = engine(&padded, &mut || progress.inc(chunk.len() as u64))?;
         let seconds = started.elapsed().as_secs_f64() / chunk.len() as f64;
-        let clf_in = &classifier.plan.blobs[classifier.plan.inputs[0]].shape;
         for (n, job) in chunk.iter().enumerate() {
-            let entry = write_unit(opts, job, &result, n, [clf_in[1], clf_in[2], clf_in[3]], seconds)?;
+            let entry = write_unit(opts, job, &result, n, chw, seconds)?;
             entries.insert(job.sel.stem(&opts.layer), entry);
             report.done += 1;
         }
@@ -229,23 +304,19 @@ fn progress_bar(total: u64) -> indicatif::ProgressBar {
     bar
 }
 
-fn write_unit<T: Real>(opts: &SynthOptions, job: &Job, r: &BatchResult<T>, n: usize, chw: [usize; 3], seconds: f64) -> Result<Value> {
+fn write_unit(opts: &SynthOptions, job: &Job, r: &BatchResult<f32>, n: usize, chw: [usize; 3], seconds: f64) -> Result<Value> {
     let stem = job.sel.stem(&opts.layer);
     let dir = &opts.out_dir;
-    let image: Vec<f32> = r.images[n].iter().map(|v| v.to_f32()).collect();
-    let code: Vec<f32> = r.codes[n].iter().map(|v| v.to_f32()).collect();
+    let (image, code) = (&r.images[n], &r.codes[n]);
     ensure!(!image.is_empty(), "unit {stem}: the loop ran no iteration");
     let png = dir.join(format!("{stem}.png"));
     let image_npy = dir.join(format!("{stem}.image.npy"));
     let code_npy = dir.join(format!("{stem}.code.npy"));
-    render::write_png(&png, &render::to_rgb(&image, chw[0], chw[1], chw[2], opts.render))?;
-    npy::write(&image_npy, &[1, chw[0], chw[1], chw[2]], &image)?;
-    npy::write(&code_npy, &[1, code.len()], &code)?;
+    render::write_png(&png, &render::to_rgb(image, chw[0], chw[1], chw[2], opts.render))?;
+    npy::write(&image_npy, &[1, chw[0], chw[1], chw[2]], image)?;
+    npy::write(&code_npy, &[1, code.len()], code)?;
     if !r.frames.is_empty() {
-        let frames: Vec<_> = r.frames.iter().map(|f| {
-            let img: Vec<f32> = f[n].iter().map(|v| v.to_f32()).collect();
-            render::to_rgb(&img, chw[0], chw[1], chw[2], opts.render)
-        }).collect();
+        let frames: Vec<_> = r.frames.iter().map(|f| render::to_rgb(&f[n], chw[0], chw[1], chw[2], opts.render)).collect();
         render::write_gif(&dir.join(format!("{stem}.gif")), &frames, 100)?;
     }
     let label = label_of(opts, &job.sel);
