@@ -113,6 +113,7 @@ pub fn read_input(path: &Path, def: &NetDef, pre: &Preprocess) -> Result<Tensor>
         fmt_shape(&t.shape),
         fmt_shape(declared)
     );
+    crate::graph::ensure_finite(&t.data, || format!("{}", path.display()))?;
     Ok(t)
 }
 

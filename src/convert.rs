@@ -50,6 +50,7 @@ pub fn match_blobs<'p, 'm>(plan: &'p Plan, layers: &'m [LayerBlobs]) -> Result<V
                 fmt_shape(&blob.shape),
                 fmt_shape(&spec.shape)
             );
+            crate::graph::ensure_finite(&blob.data, || format!("layer '{}' blob {} in the caffemodel", node.layer, spec.index))?;
             out.push((spec, blob));
         }
     }

@@ -688,6 +688,14 @@ impl<'w, T: Real> Net<Cpu<'w, T>> {
     }
 }
 
+/// Fails on the first NaN or infinity, saying where (`what`) and at which index.
+pub fn ensure_finite(data: &[f32], what: impl FnOnce() -> String) -> Result<()> {
+    match data.iter().position(|v| !v.is_finite()) {
+        Some(i) => bail!("{} holds a non-finite value ({}) at index {i}", what(), data[i]),
+        None => Ok(()),
+    }
+}
+
 /// A parameter's data in a weights file, its shape checked against what the net needs.
 pub fn stored_param<'w>(file: &'w WeightsFile, spec: &ParamSpec) -> Result<&'w [f32]> {
     let (entry, data) = file
@@ -702,6 +710,7 @@ pub fn stored_param<'w>(file: &'w WeightsFile, spec: &ParamSpec) -> Result<&'w [
         fmt_shape(&entry.shape),
         fmt_shape(&spec.shape)
     );
+    ensure_finite(data, || format!("{}: layer '{}' blob {}", file.path.display(), spec.layer, spec.index))?;
     Ok(data)
 }
 

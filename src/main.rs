@@ -232,6 +232,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(m) = r.montage {
                 println!("montage: {}", m.display());
             }
+            if !r.failed.is_empty() {
+                let names: Vec<&str> = r.failed.iter().map(|(u, _)| u.as_str()).collect();
+                anyhow::bail!("{} unit(s) went non-finite and were skipped: {}", names.len(), names.join(", "));
+            }
         }
         Command::ActRange { net, layer, images, sigma, out } => {
             let (n, neurons) = app::act_range(&net, &layer, &images, sigma, &out)?;

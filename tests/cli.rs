@@ -248,3 +248,39 @@ fn image_preprocessing_with_a_binaryproto_mean_matches_the_npy_path() {
     assert_eq!(a.shape, vec![1, 10]);
     assert_eq!(a.data, b.data);
 }
+
+#[test]
+fn non_finite_inputs_and_weights_are_refused() {
+    let dir = scratch("non-finite");
+    let net = converted_lenet(&dir);
+    let x = dir.join("nan.npy");
+    let mut data = vec![0.1f32; 784];
+    data[100] = f32::NAN;
+    dgnam::npy::write(&x, &[1, 1, 28, 28], &data).unwrap();
+    let out_dir = dir.join("out");
+    assert_clean_failure(&dgnam(&["forward", "--net", s(&net), "--input", s(&x), "--out-dir", s(&out_dir)]), "non-finite");
+    assert!(!out_dir.exists());
+
+    // A weights file whose checksums are fine but which holds an infinity.
+    let file = dgnam::weights::WeightsFile::open(&net).unwrap();
+    let owned: Vec<(String, u32, Vec<usize>, Vec<f32>)> = file
+        .header
+        .tensors
+        .iter()
+        .map(|e| {
+            let mut d = file.tensor(&e.layer, e.index).unwrap().1.to_vec();
+            if e.layer == "conv2" && e.index == 0 {
+                d[7] = f32::INFINITY;
+            }
+            (e.layer.clone(), e.index, e.shape.clone(), d)
+        })
+        .collect();
+    let tensors: Vec<dgnam::weights::TensorData> =
+        owned.iter().map(|(l, i, sh, d)| dgnam::weights::TensorData { layer: l, index: *i, shape: sh, data: d }).collect();
+    let bad = dir.join("inf.dgnw");
+    dgnam::weights::write(&bad, &file.header.prototxt, &tensors).unwrap();
+    let x = dir.join("ok.npy");
+    dgnam::npy::write(&x, &[1, 1, 28, 28], &vec![0.1; 784]).unwrap();
+    assert_clean_failure(&dgnam(&["forward", "--net", s(&bad), "--input", s(&x), "--out-dir", s(&out_dir)]), "layer 'conv2' blob 0");
+    assert!(!out_dir.exists());
+}

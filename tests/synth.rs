@@ -382,3 +382,58 @@ fn pixel_space_synthesis_without_a_generator_on_lenet() {
     assert_eq!(image.shape, vec![1, 1, 28, 28]);
     assert!(image.data.iter().all(|&v| (0.0..=1.0).contains(&v)));
 }
+
+#[test]
+fn a_non_finite_unit_is_skipped_and_reported_while_the_rest_go_on() {
+    let dir = scratch("synth-nan");
+    let (g, c) = tiny_weight_files(&dir);
+    let codes = dir.join("codes.npy");
+    let mut rows = vec![0.5f32; 16];
+    rows[3] = f32::NAN; // unit 0 starts from a poisoned code, unit 1 from a clean one
+    dgnam::npy::write(&codes, &[2, 8], &rows).unwrap();
+    let out = dir.join("out");
+    let r = synthesize(&g, &c, &out, &["--units", "0,1", "--init-code", s(&codes)]);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(1), "{err}");
+    assert!(err.contains("fc8_0000 skipped: the objective is NaN"), "{err}");
+    assert!(err.lines().last().unwrap().contains("1 unit(s) went non-finite and were skipped: fc8_0000"), "{err}");
+    assert!(out.join("fc8_0001.png").exists());
+    assert!(!out.join("fc8_0000.png").exists());
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["units"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn a_run_killed_at_any_moment_resumes_and_lists_every_unit_once() {
+    let dir = scratch("synth-kill");
+    let (g, c) = tiny_weight_files(&dir);
+    let out = dir.join("out");
+    let args = |out: &Path| -> Vec<String> {
+        ["synthesize", "--generator", s(&g), "--net", s(&c), "--bounds", "none", "--units", "all", "--batch", "1", "--iters", "20000", "--save-every", "5000", "--out-dir", s(out)]
+            .iter()
+            .map(|a| a.to_string())
+            .collect()
+    };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dgnam")).args(args(&out)).stderr(std::process::Stdio::null()).spawn().unwrap();
+    // Kill it (SIGKILL) once at least one unit is written but before the run ends.
+    let started = std::time::Instant::now();
+    while !out.join("summary.json").exists() && started.elapsed().as_secs() < 60 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let first: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let done_before = first["units"].as_array().unwrap().len();
+    assert!((1..5).contains(&done_before), "the kill should land mid-run, {done_before} units were done");
+    let r = Command::new(env!("CARGO_BIN_EXE_dgnam")).args(args(&out)).output().unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let mut units: Vec<i64> = summary["units"].as_array().unwrap().iter().map(|u| u["unit"].as_i64().unwrap()).collect();
+    units.sort();
+    assert_eq!(units, vec![0, 1, 2, 3, 4]);
+    for e in std::fs::read_dir(&out).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(!name.starts_with('.'), "a temporary file was left behind: {name}");
+    }
+    assert!(String::from_utf8_lossy(&r.stdout).contains(&format!("{} already there", done_before)));
+}

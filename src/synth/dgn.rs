@@ -75,8 +75,11 @@ pub struct BatchResult<T> {
     pub activations: Vec<Vec<f64>>,
     /// Per sample: the softmax probability of its unit at the end, where the net has one.
     pub probabilities: Vec<Option<f64>>,
-    /// Per sample: the iteration where the gradient vanished or went non-finite.
+    /// Per sample: the iteration where the gradient vanished (the loop stops there).
     pub stopped_at: Vec<Option<usize>>,
+    /// Per sample: why it failed (a non-finite objective or gradient); its image and code
+    /// are then not a result.
+    pub failed: Vec<Option<String>>,
     /// Every `save_every` iterations: each sample's image at that point.
     pub frames: Vec<Vec<Vec<T>>>,
 }
@@ -178,6 +181,7 @@ impl<'n, B: Backend> Dgn<'n, B> {
             activations: vec![Vec::new(); batch],
             probabilities: vec![None; batch],
             stopped_at: vec![None; batch],
+            failed: vec![None; batch],
             frames: Vec::new(),
         };
         let gen_in = self.generator.plan.inputs[0];
@@ -186,7 +190,7 @@ impl<'n, B: Backend> Dgn<'n, B> {
         b.upload(&mut self.code, init)?;
         let mut seed_host = vec![B::Scalar::ZERO; obj_len * batch];
         for i in 0..schedule.iters {
-            let active: Vec<bool> = result.stopped_at.iter().map(|s| s.is_none()).collect();
+            let mut active: Vec<bool> = (0..batch).map(|n| result.stopped_at[n].is_none() && result.failed[n].is_none()).collect();
             if !active.iter().any(|&a| a) {
                 break;
             }
@@ -200,7 +204,13 @@ impl<'n, B: Backend> Dgn<'n, B> {
             for (n, obj) in objectives.iter().enumerate() {
                 let row = &values[n * obj_len..(n + 1) * obj_len];
                 if active[n] {
-                    result.activations[n].push(obj.value(row));
+                    let a = obj.value(row);
+                    if !a.is_finite() {
+                        result.failed[n] = Some(format!("the objective is {a} at iteration {i}"));
+                        active[n] = false;
+                        continue;
+                    }
+                    result.activations[n].push(a);
                     obj.gradient(row, &mut seed_host[n * obj_len..(n + 1) * obj_len]);
                 }
             }
@@ -221,7 +231,13 @@ impl<'n, B: Backend> Dgn<'n, B> {
             // This iteration's image and code are the result for samples that stop here or
             // reach the end; an image is only fetched when some sample needs it.
             let last = i + 1 == schedule.iters;
-            let vanished: Vec<bool> = mean_abs.iter().map(|m| !(m.is_finite() && *m > B::Scalar::ZERO)).collect();
+            for n in 0..batch {
+                if active[n] && !mean_abs[n].is_finite() {
+                    result.failed[n] = Some(format!("the gradient is not finite at iteration {i}"));
+                    active[n] = false;
+                }
+            }
+            let vanished: Vec<bool> = mean_abs.iter().map(|m| *m == B::Scalar::ZERO).collect();
             let finishing: Vec<bool> = (0..batch).map(|n| active[n] && (last || vanished[n])).collect();
             let frame = save_every.is_some_and(|k| k > 0 && i % k == 0);
             if finishing.contains(&true) || frame {

@@ -136,6 +136,8 @@ struct Job {
 pub struct Report {
     pub done: usize,
     pub skipped: usize,
+    /// Units that went non-finite: reported, not written, retried by a rerun.
+    pub failed: Vec<(String, String)>,
     pub summary: PathBuf,
     pub montage: Option<PathBuf>,
 }
@@ -164,6 +166,7 @@ pub fn synthesize<B: Backend>(generator: &Net<B>, classifier: &Net<B>, opts: &Sy
             activations: r.activations,
             probabilities: r.probabilities,
             stopped_at: r.stopped_at,
+            failed: r.failed,
             frames: r.frames.iter().map(|f| f.iter().map(f32s).collect()).collect(),
         })
     })
@@ -212,6 +215,9 @@ pub fn synthesize_pixels(classifier: &CpuNet<'_, f32>, opts: &SynthOptions, prio
             activations: (0..jobs.len()).map(|n| r.activations.iter().map(|a| a[n] as f64).collect()).collect(),
             probabilities,
             stopped_at: vec![None; jobs.len()],
+            failed: r.activations.last().map_or(vec![None; jobs.len()], |last| {
+                last.iter().map(|a| (!a.is_finite()).then(|| format!("the activation is {a}"))).collect()
+            }),
             frames: r.frames.iter().map(|(_, f)| f.chunks(per_image).map(|c| c.to_vec()).collect()).collect(),
         })
     })
@@ -257,6 +263,7 @@ fn synthesize_with(
         ensure!(rows.len() == 1 || rows.len() == jobs.len(), "--init-code has {} rows for {} units", rows.len(), jobs.len());
     }
     std::fs::create_dir_all(&opts.out_dir).with_context(|| format!("cannot create {}", opts.out_dir.display()))?;
+    crate::fsutil::remove_stale_temporaries(&opts.out_dir)?;
     let summary_path = opts.out_dir.join("summary.json");
     let mut entries = read_summary(&summary_path)?;
     let finished = |sel: &UnitSel, entries: &BTreeMap<String, Value>| {
@@ -281,6 +288,11 @@ fn synthesize_with(
         let result = engine(&padded, &mut || progress.inc(chunk.len() as u64))?;
         let seconds = started.elapsed().as_secs_f64() / chunk.len() as f64;
         for (n, job) in chunk.iter().enumerate() {
+            if let Some(why) = &result.failed[n] {
+                progress.suspend(|| eprintln!("unit {} skipped: {why}", job.sel.stem(&opts.layer)));
+                report.failed.push((job.sel.stem(&opts.layer), why.clone()));
+                continue;
+            }
             let entry = write_unit(opts, job, &result, n, chw, seconds)?;
             entries.insert(job.sel.stem(&opts.layer), entry);
             report.done += 1;
