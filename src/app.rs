@@ -2,7 +2,8 @@
 
 use crate::caffe::netdef::parse_netdef;
 use crate::caffe::NetDef;
-use crate::backend::Backend;
+use crate::backend::cuda::compile;
+use crate::backend::{Backend, Cuda};
 use crate::graph::{unit_offset, BlobId, CpuNet, Net, Plan, UnitRef};
 use crate::npy;
 use crate::preprocess::{self, Preprocess, PreprocessFlags};
@@ -31,15 +32,50 @@ impl std::str::FromStr for Device {
     }
 }
 
-/// Picks the backend to run on, telling stderr which one it is.
+/// Picks the backend to run on (`Cpu` or `Cuda`), telling stderr which one it is and, when
+/// auto falls back to the CPU, why.
 pub fn resolve_device(d: Device) -> Result<Device> {
+    let probe = || match Cuda::probe() {
+        Ok(Some(info)) => Ok(info),
+        Ok(None) => Err("no CUDA driver found".to_string()),
+        Err(e) => Err(format!("{e:#}")),
+    };
     match d {
-        Device::Cuda => bail!("--device cuda: this build of dgnam has no CUDA backend yet; use --device cpu"),
-        Device::Auto | Device::Cpu => {
+        Device::Cpu => {
             eprintln!("device: cpu");
             Ok(Device::Cpu)
         }
+        Device::Cuda => match probe() {
+            Ok(info) => {
+                eprintln!("device: cuda ({info})");
+                Ok(Device::Cuda)
+            }
+            Err(why) => bail!("--device cuda: no usable GPU: {why}"),
+        },
+        Device::Auto => match probe() {
+            Ok(info) => {
+                eprintln!("device: cuda ({info})");
+                Ok(Device::Cuda)
+            }
+            Err(why) => {
+                eprintln!("device: cpu ({why})");
+                Ok(Device::Cpu)
+            }
+        },
     }
+}
+
+/// `dgnam kernels`: compiles every kernel source with NVRTC for `arch`, else the GPU's
+/// architecture, else sm_90; one line per source.
+pub fn kernels(arch: Option<&str>) -> Result<String> {
+    let (arch, note) = match arch {
+        Some(a) => (a.to_string(), String::new()),
+        None => match Cuda::probe() {
+            Ok(Some(info)) => (info.arch(), format!("GPU: {info}\n")),
+            _ => ("sm_90".to_string(), "no GPU: compiling for sm_90 (choose with --arch)\n".to_string()),
+        },
+    };
+    Ok(format!("{note}{}", compile::check_all(&arch)?))
 }
 
 /// A net definition from a `.dgnw` weights file or a bare `.prototxt`.
@@ -132,13 +168,29 @@ fn open_weights(path: &Path) -> Result<WeightsFile> {
 }
 
 /// `dgnam forward`: writes `<out_dir>/<layer>.npy` for each requested layer (default: the
-/// last). Everything is computed before anything is written.
-pub fn forward(net_path: &Path, input: &Path, layers: &[String], out_dir: &Path, pre: &PreprocessFlags) -> Result<Vec<PathBuf>> {
+/// last), computed on `device` (`Cpu` or `Cuda`, see `resolve_device`). Everything is
+/// computed before anything is written.
+pub fn forward(net_path: &Path, input: &Path, layers: &[String], out_dir: &Path, pre: &PreprocessFlags, device: Device) -> Result<Vec<PathBuf>> {
     let file = open_weights(net_path)?;
     let def = file.netdef()?;
     let pre = pre.resolve(def.inputs[0].shape.get(1).copied().unwrap_or(3));
     let x = read_input(input, &def, &pre)?;
-    let net = CpuNet::<f32>::from_weights(&file, x.shape[0])?;
+    let outputs = match device {
+        Device::Cuda => forward_net(&Net::<Cuda>::from_weights(&file, x.shape[0], Cuda::new()?)?, &x, layers)?,
+        Device::Cpu | Device::Auto => forward_net(&CpuNet::<f32>::from_weights(&file, x.shape[0])?, &x, layers)?,
+    };
+    std::fs::create_dir_all(out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
+    let mut written = Vec::new();
+    for (name, shape, data) in outputs {
+        let path = out_dir.join(format!("{}.npy", file_stem(&name)));
+        npy::write(&path, &shape, &data)?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+/// The requested layers' outputs (name, shape, values) after one forward pass.
+fn forward_net<B: Backend<Scalar = f32>>(net: &Net<B>, x: &Tensor, layers: &[String]) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
     let wanted: Vec<(String, BlobId)> = if layers.is_empty() {
         let id = net.plan.last_output();
         let name = net.plan.nodes.last().map_or(net.plan.blobs[id].name.clone(), |n| n.layer.clone());
@@ -148,17 +200,13 @@ pub fn forward(net_path: &Path, input: &Path, layers: &[String], out_dir: &Path,
     };
     let mut st = net.state()?;
     net.forward(&mut st, &[&x.data])?;
-    std::fs::create_dir_all(out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
-    let mut written = Vec::new();
-    for (name, id) in wanted {
-        let path = out_dir.join(format!("{}.npy", file_stem(&name)));
-        npy::write(&path, &net.plan.blobs[id].shape, st.value(id))?;
-        written.push(path);
-    }
-    Ok(written)
+    wanted
+        .into_iter()
+        .map(|(name, id)| Ok((name, net.plan.blobs[id].shape.clone(), net.backend.download(st.value(id))?)))
+        .collect()
 }
 
-/// `dgnam backward`: d(sum over the batch of layer[n, unit (, y, x)]) / d input.
+/// `dgnam backward`: d(sum over the batch of layer[n, unit (, y, x)]) / d input, on `device`.
 pub fn backward(
     net_path: &Path,
     input: &Path,
@@ -166,13 +214,16 @@ pub fn backward(
     unit: UnitRef,
     out: &Path,
     pre: &PreprocessFlags,
+    device: Device,
 ) -> Result<()> {
     let file = open_weights(net_path)?;
     let def = file.netdef()?;
     let pre = pre.resolve(def.inputs[0].shape.get(1).copied().unwrap_or(3));
     let x = read_input(input, &def, &pre)?;
-    let net = CpuNet::<f32>::from_weights(&file, x.shape[0])?;
-    let grad = input_gradient(&net, &x.data, layer, unit)?;
+    let grad = match device {
+        Device::Cuda => input_gradient(&Net::<Cuda>::from_weights(&file, x.shape[0], Cuda::new()?)?, &x.data, layer, unit)?,
+        Device::Cpu | Device::Auto => input_gradient(&CpuNet::<f32>::from_weights(&file, x.shape[0])?, &x.data, layer, unit)?,
+    };
     npy::write(out, &x.shape, &grad)
 }
 

@@ -55,6 +55,12 @@ enum Command {
         #[command(flatten)]
         pre: PreArgs,
     },
+    /// Compiles every CUDA kernel source with NVRTC and reports each (needs NVRTC, not a GPU).
+    Kernels {
+        /// Target architecture, e.g. sm_90 (default: the GPU's, else sm_90).
+        #[arg(long)]
+        arch: Option<String>,
+    },
 }
 
 /// How an image file becomes net input (defaults: BGR minus the ImageNet mean for colour
@@ -114,18 +120,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Info { net } => print!("{}", app::info(&net)?),
         Command::Forward { net, input, layers, out_dir, device, pre } => {
             let flags = pre.flags()?;
-            app::resolve_device(device)?;
-            for p in app::forward(&net, &input, &layers, &out_dir, &flags)? {
+            let device = app::resolve_device(device)?;
+            for p in app::forward(&net, &input, &layers, &out_dir, &flags, device)? {
                 println!("wrote {}", p.display());
             }
         }
         Command::Backward { net, input, layer, unit, xy, out, device, pre } => {
             let flags = pre.flags()?;
             let xy = xy.as_deref().map(parse_xy).transpose()?;
-            app::resolve_device(device)?;
-            app::backward(&net, &input, &layer, UnitRef { unit, xy }, &out, &flags)?;
+            let device = app::resolve_device(device)?;
+            app::backward(&net, &input, &layer, UnitRef { unit, xy }, &out, &flags, device)?;
             println!("wrote {}", out.display());
         }
+        Command::Kernels { arch } => print!("{}", app::kernels(arch.as_deref())?),
     }
     Ok(())
 }
