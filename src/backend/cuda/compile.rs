@@ -112,14 +112,46 @@ pub fn compile_cached(name: &str, source: &str, arch: &str) -> Result<String> {
     Ok(text)
 }
 
-/// The kernel names a PTX module defines (its `.entry` directives).
-pub fn entry_points(ptx: &str) -> Vec<String> {
-    ptx.lines()
-        .filter_map(|l| l.split(".entry").nth(1))
-        .filter_map(|rest| rest.trim().split(['(', ' ']).next())
-        .filter(|n| !n.is_empty())
-        .map(str::to_string)
-        .collect()
+/// The kind of one kernel parameter, as PTX declares it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParamKind {
+    /// 32-bit integer
+    B32,
+    /// 64-bit integer or pointer
+    B64,
+    F32,
+    F64,
+    Other,
+}
+
+/// Every kernel a PTX module defines (its `.entry` directives) with its parameter kinds, so
+/// launches can be checked against the kernel's real signature.
+pub fn entry_points(ptx: &str) -> Vec<(String, Vec<ParamKind>)> {
+    let mut out: Vec<(String, Vec<ParamKind>)> = Vec::new();
+    let mut open = false;
+    for line in ptx.lines().map(str::trim) {
+        if let Some(rest) = line.split(".entry").nth(1) {
+            let name = rest.trim().split(['(', ' ']).next().unwrap_or("");
+            out.push((name.to_string(), Vec::new()));
+            open = !rest.contains(')');
+        } else if open {
+            if let Some(decl) = line.strip_prefix(".param") {
+                let ty = decl.split_whitespace().next().unwrap_or("");
+                let kind = match ty {
+                    ".u32" | ".s32" | ".b32" => ParamKind::B32,
+                    ".u64" | ".s64" | ".b64" => ParamKind::B64,
+                    ".f32" => ParamKind::F32,
+                    ".f64" => ParamKind::F64,
+                    _ => ParamKind::Other,
+                };
+                out.last_mut().expect("inside an entry").1.push(kind);
+            }
+            if line.starts_with(')') {
+                open = false;
+            }
+        }
+    }
+    out
 }
 
 /// `dgnam kernels`: compiles every source for `arch` (no cache), one line each, `ok` or the
@@ -164,6 +196,15 @@ mod tests {
         assert_eq!(options("sm_86").unwrap()[0], "--gpu-architecture=compute_86");
         assert!(options("compute_90").is_err());
         assert!(options("sm_").is_err());
+    }
+
+    #[test]
+    fn ptx_signatures_are_read() {
+        let ptx = ".visible .entry k(\n\t.param .u32 k_param_0,\n\t.param .f32 k_param_1,\n\t.param .u64 .ptr .align 4 k_param_2\n)\n{\n}\n.visible .entry j()\n{\n}\n";
+        let e = entry_points(ptx);
+        assert_eq!(e.len(), 2);
+        assert_eq!(e[0], ("k".to_string(), vec![ParamKind::B32, ParamKind::F32, ParamKind::B64]));
+        assert_eq!(e[1], ("j".to_string(), vec![]));
     }
 
     #[test]

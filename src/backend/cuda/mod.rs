@@ -10,7 +10,8 @@ mod ops;
 use crate::graph::{stored_param, Net, Plan};
 use crate::weights::WeightsFile;
 use anyhow::{anyhow, bail, Context, Result};
-use cudarc::driver::{result as drv, sys, CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchConfig};
+use compile::ParamKind;
+use cudarc::driver::{result as drv, sys, CudaContext, CudaFunction, CudaSlice, CudaStream, CudaView, CudaViewMut, LaunchConfig};
 use cudarc::nvrtc::Ptx;
 use std::cell::{RefCell, RefMut};
 use std::collections::HashMap;
@@ -64,7 +65,7 @@ pub struct Cuda {
     pub info: DeviceInfo,
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
-    funcs: HashMap<String, CudaFunction>,
+    funcs: HashMap<String, (CudaFunction, Vec<ParamKind>)>,
     scratch: Scratch,
 }
 
@@ -101,9 +102,9 @@ impl Cuda {
         for (name, source) in compile::SOURCES {
             let ptx = compile::compile_cached(name, source, &arch)?;
             let module = ctx.load_module(Ptx::from_src(ptx.clone())).map_err(|e| anyhow!("CUDA cannot load {name} for {arch}: {e}"))?;
-            for entry in compile::entry_points(&ptx) {
+            for (entry, params) in compile::entry_points(&ptx) {
                 let f = module.load_function(&entry).map_err(|e| anyhow!("CUDA kernel {entry} of {name}: {e}"))?;
-                funcs.insert(entry, f);
+                funcs.insert(entry, (f, params));
             }
         }
         Ok(Cuda { info, ctx, stream, funcs, scratch: Scratch::default() })
@@ -122,8 +123,14 @@ impl Cuda {
         self.stream.synchronize().map_err(driver_err("synchronize"))
     }
 
-    fn func(&self, name: &str) -> Result<&CudaFunction> {
-        self.funcs.get(name).with_context(|| format!("CUDA kernel '{name}' is not in any kernel source"))
+    /// A kernel, after checking the kinds of the launch's arguments against its PTX signature
+    /// (a mismatch is an error, never a launch with garbage arguments).
+    fn func(&self, name: &str, args: &[ParamKind]) -> Result<&CudaFunction> {
+        let (f, params) = self.funcs.get(name).with_context(|| format!("CUDA kernel '{name}' is not in any kernel source"))?;
+        if params.as_slice() != args {
+            bail!("CUDA kernel {name} takes {params:?}, the launch passes {args:?}");
+        }
+        Ok(f)
     }
 
     /// A scratch buffer of at least `len` floats, grown (never shrunk) on demand.
@@ -175,13 +182,49 @@ fn blocks_of(items: usize) -> LaunchConfig {
     LaunchConfig { grid_dim: (items as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 }
 }
 
+/// What a launch argument is to PTX.
+pub(crate) trait KernelArg {
+    const KIND: ParamKind;
+}
+
+impl<T> KernelArg for &CudaSlice<T> {
+    const KIND: ParamKind = ParamKind::B64;
+}
+impl<T> KernelArg for &mut CudaSlice<T> {
+    const KIND: ParamKind = ParamKind::B64;
+}
+impl<T> KernelArg for &CudaView<'_, T> {
+    const KIND: ParamKind = ParamKind::B64;
+}
+impl<T> KernelArg for &mut CudaViewMut<'_, T> {
+    const KIND: ParamKind = ParamKind::B64;
+}
+impl KernelArg for &i32 {
+    const KIND: ParamKind = ParamKind::B32;
+}
+impl KernelArg for &u32 {
+    const KIND: ParamKind = ParamKind::B32;
+}
+impl KernelArg for &i64 {
+    const KIND: ParamKind = ParamKind::B64;
+}
+impl KernelArg for &f32 {
+    const KIND: ParamKind = ParamKind::F32;
+}
+
+pub(crate) fn kind_of<A: KernelArg>(_: &A) -> ParamKind {
+    A::KIND
+}
+
 /// Launches kernel `$name` with the given arguments. Buffers are passed as `&buf` or
-/// `&mut buf`, scalars as `&(value as type)`: each is bound to a local that outlives the launch.
+/// `&mut buf`, scalars as `&(value as type)`: each is bound to a local that outlives the
+/// launch, and their kinds are checked against the kernel's PTX signature first.
 macro_rules! launch {
     ($cuda:expr, $name:expr, $cfg:expr; $($arg:expr),* $(,)?) => {{
         use cudarc::driver::PushKernelArg as _;
         let cfg: cudarc::driver::LaunchConfig = $cfg;
-        let func = $cuda.func($name)?;
+        let kinds = [$($crate::backend::cuda::kind_of(&$arg)),*];
+        let func = $cuda.func($name, &kinds)?;
         let mut builder = $cuda.stream.launch_builder(func);
         launch!(@push builder; $($arg),*);
         // SAFETY: argument lists match the kernel signatures in kernels/*.cu, and callers
