@@ -189,8 +189,11 @@ pub fn forward(net_path: &Path, input: &Path, layers: &[String], out_dir: &Path,
     Ok(written)
 }
 
-/// The requested layers' outputs (name, shape, values) after one forward pass.
-fn forward_net<B: Backend<Scalar = f32>>(net: &Net<B>, x: &Tensor, layers: &[String]) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
+/// A layer's output on the host: (layer name, shape, values).
+type LayerOutput = (String, Vec<usize>, Vec<f32>);
+
+/// The requested layers' outputs after one forward pass.
+fn forward_net<B: Backend<Scalar = f32>>(net: &Net<B>, x: &Tensor, layers: &[String]) -> Result<Vec<LayerOutput>> {
     let wanted: Vec<(String, BlobId)> = if layers.is_empty() {
         let id = net.plan.last_output();
         let name = net.plan.nodes.last().map_or(net.plan.blobs[id].name.clone(), |n| n.layer.clone());

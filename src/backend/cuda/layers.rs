@@ -135,7 +135,7 @@ impl Cuda {
         if y.is_empty() {
             return Ok(());
         }
-        if y.len() % (channels * inner).max(1) != 0 {
+        if !y.len().is_multiple_of((channels * inner).max(1)) {
             anyhow::bail!("a blob of {} values is not a whole number of {channels} x {inner} blocks", y.len());
         }
         let n = y.len();
