@@ -163,7 +163,9 @@ impl Backend for Cuda {
         if buf.is_empty() {
             return Ok(Vec::new());
         }
-        self.stream.clone_dtoh(buf).map_err(driver_err("download"))
+        let host = self.stream.clone_dtoh(buf).map_err(driver_err("download"))?;
+        self.synchronize()?;
+        Ok(host)
     }
 
     fn copy(&self, src: &Buf, dst: &mut Buf) -> Result<()> {
@@ -199,7 +201,9 @@ impl Backend for Cuda {
         }
         let mut out = self.scratch(&self.scratch.small, rows)?;
         launch!(self, "mean_abs_rows", blocks_of(rows); x, &mut *out, &(cols as i32))?;
-        self.stream.clone_dtoh(&out.slice(..rows)).map_err(driver_err("download"))
+        let host = self.stream.clone_dtoh(&out.slice(..rows)).map_err(driver_err("download"))?;
+        self.synchronize()?;
+        Ok(host)
     }
 
     fn dgn_update(&self, code: &mut Buf, grad: &Buf, rows: usize, cols: usize, scale: &[Option<f32>], upper: Option<&Buf>, decay: f32) -> Result<()> {
