@@ -2,7 +2,8 @@
 
 use crate::caffe::netdef::parse_netdef;
 use crate::caffe::NetDef;
-use crate::backend::Backend;
+use crate::backend::cuda::compile;
+use crate::backend::{Backend, Cuda};
 use crate::graph::{unit_offset, BlobId, CpuNet, Net, Plan, UnitRef};
 use crate::npy;
 use crate::preprocess::{self, Preprocess, PreprocessFlags};
@@ -31,15 +32,50 @@ impl std::str::FromStr for Device {
     }
 }
 
-/// Picks the backend to run on, telling stderr which one it is.
+/// Picks the backend to run on (`Cpu` or `Cuda`), telling stderr which one it is and, when
+/// auto falls back to the CPU, why.
 pub fn resolve_device(d: Device) -> Result<Device> {
+    let probe = || match Cuda::probe() {
+        Ok(Some(info)) => Ok(info),
+        Ok(None) => Err("no CUDA driver found".to_string()),
+        Err(e) => Err(format!("{e:#}")),
+    };
     match d {
-        Device::Cuda => bail!("--device cuda: this build of dgnam has no CUDA backend yet; use --device cpu"),
-        Device::Auto | Device::Cpu => {
+        Device::Cpu => {
             eprintln!("device: cpu");
             Ok(Device::Cpu)
         }
+        Device::Cuda => match probe() {
+            Ok(info) => {
+                eprintln!("device: cuda ({info})");
+                Ok(Device::Cuda)
+            }
+            Err(why) => bail!("--device cuda: no usable GPU: {why}"),
+        },
+        Device::Auto => match probe() {
+            Ok(info) => {
+                eprintln!("device: cuda ({info})");
+                Ok(Device::Cuda)
+            }
+            Err(why) => {
+                eprintln!("device: cpu ({why})");
+                Ok(Device::Cpu)
+            }
+        },
     }
+}
+
+/// `dgnam kernels`: compiles every kernel source with NVRTC for `arch`, else the GPU's
+/// architecture, else sm_90; one line per source.
+pub fn kernels(arch: Option<&str>) -> Result<String> {
+    let (arch, note) = match arch {
+        Some(a) => (a.to_string(), String::new()),
+        None => match Cuda::probe() {
+            Ok(Some(info)) => (info.arch(), format!("GPU: {info}\n")),
+            _ => ("sm_90".to_string(), "no GPU: compiling for sm_90 (choose with --arch)\n".to_string()),
+        },
+    };
+    Ok(format!("{note}{}", compile::check_all(&arch)?))
 }
 
 /// A net definition from a `.dgnw` weights file or a bare `.prototxt`.
@@ -133,13 +169,32 @@ fn open_weights(path: &Path) -> Result<WeightsFile> {
 }
 
 /// `dgnam forward`: writes `<out_dir>/<layer>.npy` for each requested layer (default: the
-/// last). Everything is computed before anything is written.
-pub fn forward(net_path: &Path, input: &Path, layers: &[String], out_dir: &Path, pre: &PreprocessFlags) -> Result<Vec<PathBuf>> {
+/// last), computed on `device` (`Cpu` or `Cuda`, see `resolve_device`). Everything is
+/// computed before anything is written.
+pub fn forward(net_path: &Path, input: &Path, layers: &[String], out_dir: &Path, pre: &PreprocessFlags, device: Device) -> Result<Vec<PathBuf>> {
     let file = open_weights(net_path)?;
     let def = file.netdef()?;
     let pre = pre.resolve(def.inputs[0].shape.get(1).copied().unwrap_or(3));
     let x = read_input(input, &def, &pre)?;
-    let net = CpuNet::<f32>::from_weights(&file, x.shape[0])?;
+    let outputs = match device {
+        Device::Cuda => forward_net(&Net::<Cuda>::from_weights(&file, x.shape[0], Cuda::new()?)?, &x, layers)?,
+        Device::Cpu | Device::Auto => forward_net(&CpuNet::<f32>::from_weights(&file, x.shape[0])?, &x, layers)?,
+    };
+    std::fs::create_dir_all(out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
+    let mut written = Vec::new();
+    for (name, shape, data) in outputs {
+        let path = out_dir.join(format!("{}.npy", file_stem(&name)));
+        npy::write(&path, &shape, &data)?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+/// A layer's output on the host: (layer name, shape, values).
+type LayerOutput = (String, Vec<usize>, Vec<f32>);
+
+/// The requested layers' outputs after one forward pass.
+fn forward_net<B: Backend<Scalar = f32>>(net: &Net<B>, x: &Tensor, layers: &[String]) -> Result<Vec<LayerOutput>> {
     let wanted: Vec<(String, BlobId)> = if layers.is_empty() {
         let id = net.plan.last_output();
         let name = net.plan.nodes.last().map_or(net.plan.blobs[id].name.clone(), |n| n.layer.clone());
@@ -149,17 +204,13 @@ pub fn forward(net_path: &Path, input: &Path, layers: &[String], out_dir: &Path,
     };
     let mut st = net.state()?;
     net.forward(&mut st, &[&x.data])?;
-    std::fs::create_dir_all(out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
-    let mut written = Vec::new();
-    for (name, id) in wanted {
-        let path = out_dir.join(format!("{}.npy", file_stem(&name)));
-        npy::write(&path, &net.plan.blobs[id].shape, st.value(id))?;
-        written.push(path);
-    }
-    Ok(written)
+    wanted
+        .into_iter()
+        .map(|(name, id)| Ok((name, net.plan.blobs[id].shape.clone(), net.backend.download(st.value(id))?)))
+        .collect()
 }
 
-/// `dgnam backward`: d(sum over the batch of layer[n, unit (, y, x)]) / d input.
+/// `dgnam backward`: d(sum over the batch of layer[n, unit (, y, x)]) / d input, on `device`.
 pub fn backward(
     net_path: &Path,
     input: &Path,
@@ -167,13 +218,16 @@ pub fn backward(
     unit: UnitRef,
     out: &Path,
     pre: &PreprocessFlags,
+    device: Device,
 ) -> Result<()> {
     let file = open_weights(net_path)?;
     let def = file.netdef()?;
     let pre = pre.resolve(def.inputs[0].shape.get(1).copied().unwrap_or(3));
     let x = read_input(input, &def, &pre)?;
-    let net = CpuNet::<f32>::from_weights(&file, x.shape[0])?;
-    let grad = input_gradient(&net, &x.data, layer, unit)?;
+    let grad = match device {
+        Device::Cuda => input_gradient(&Net::<Cuda>::from_weights(&file, x.shape[0], Cuda::new()?)?, &x.data, layer, unit)?,
+        Device::Cpu | Device::Auto => input_gradient(&CpuNet::<f32>::from_weights(&file, x.shape[0])?, &x.data, layer, unit)?,
+    };
     npy::write(out, &x.shape, &grad)
 }
 
@@ -215,7 +269,8 @@ pub struct SynthCommand {
     pub seed: u64,
     pub init_code: Option<PathBuf>,
     pub init_image: Option<PathBuf>,
-    pub batch: usize,
+    /// None: 8 on the CPU, 64 on a GPU.
+    pub batch: Option<usize>,
     pub out_dir: PathBuf,
     pub render: crate::synth::render::Render,
     pub save_every: Option<usize>,
@@ -226,8 +281,8 @@ fn open_default(given: &Option<PathBuf>, default: &str) -> Result<WeightsFile> {
     open_weights(&path)
 }
 
-/// `dgnam synthesize` on the CPU backend.
-pub fn synthesize(c: &SynthCommand) -> Result<crate::synth::run::Report> {
+/// `dgnam synthesize` on the resolved device (pixel-space runs stay on the CPU).
+pub fn synthesize(c: &SynthCommand, device: Device) -> Result<crate::synth::run::Report> {
     use crate::synth::run::{self, Init, SynthOptions, Units};
     let units = Units::parse(&c.units).with_context(|| format!("--units '{}'", c.units))?;
     let clf_file = open_default(&c.net, "weights/caffenet.dgnw")?;
@@ -241,8 +296,9 @@ pub fn synthesize(c: &SynthCommand) -> Result<crate::synth::run::Report> {
         Units::List(l) => l.len(),
         Units::All => usize::MAX,
     };
-    ensure!(c.batch > 0, "--batch must be at least 1");
-    let batch = c.batch.min(count);
+    let batch = c.batch.unwrap_or(if device == Device::Cuda { 64 } else { 8 });
+    ensure!(batch > 0, "--batch must be at least 1");
+    let batch = batch.min(count);
     let classifier = CpuNet::<f32>::from_weights(&clf_file, batch)?;
     let init = match (&c.init_code, &c.init_image) {
         (Some(_), Some(_)) => bail!("--init-code and --init-image exclude each other"),
@@ -286,6 +342,12 @@ pub fn synthesize(c: &SynthCommand) -> Result<crate::synth::run::Report> {
         return run::synthesize_pixels(&classifier, &opts, &crate::synth::pixel::PixelPriors::for_channels(channels));
     }
     let gen_file = open_default(&c.generator, "weights/generator-fc6.dgnw")?;
+    if device == Device::Cuda {
+        let cuda = Cuda::new()?;
+        let classifier = Net::<Cuda>::from_weights(&clf_file, batch, cuda.share())?;
+        let generator = Net::<Cuda>::from_weights(&gen_file, batch, cuda)?;
+        return run::synthesize(&generator, &classifier, &opts);
+    }
     let generator = CpuNet::<f32>::from_weights(&gen_file, batch)?;
     run::synthesize(&generator, &classifier, &opts)
 }

@@ -509,6 +509,11 @@ impl<B: Backend> Net<B> {
         &self.params[node][index]
     }
 
+    /// Every parameter of one node, as `Backend::forward` takes them.
+    pub fn node_params(&self, node: usize) -> &[B::Param] {
+        &self.params[node]
+    }
+
     /// Buffers for every blob of the plan.
     pub fn state(&self) -> Result<State<B>> {
         let blobs = &self.plan.blobs;

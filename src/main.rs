@@ -82,6 +82,12 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+    /// Compiles every CUDA kernel source with NVRTC and reports each (needs NVRTC, not a GPU).
+    Kernels {
+        /// Target architecture, e.g. sm_90 (default: the GPU's, else sm_90).
+        #[arg(long)]
+        arch: Option<String>,
+    },
 }
 
 #[derive(Args)]
@@ -125,8 +131,9 @@ struct SynthArgs {
     /// Start from the fc6 code of this image.
     #[arg(long)]
     init_image: Option<PathBuf>,
-    #[arg(long, default_value_t = 8)]
-    batch: usize,
+    /// Units per batch (default: 8 on the CPU, 64 on a GPU).
+    #[arg(long)]
+    batch: Option<usize>,
     #[arg(long, default_value = "out")]
     out_dir: PathBuf,
     /// How PNGs are rendered: `paper` (clip to +-120, stretch) or `mean` (add the mean back).
@@ -196,8 +203,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Info { net } => print!("{}", app::info(&net)?),
         Command::Forward { net, input, layers, out_dir, device, pre } => {
             let flags = pre.flags()?;
-            app::resolve_device(device)?;
-            for p in app::forward(&net, &input, &layers, &out_dir, &flags)? {
+            let device = app::resolve_device(device)?;
+            for p in app::forward(&net, &input, &layers, &out_dir, &flags, device)? {
                 println!("wrote {}", p.display());
             }
         }
@@ -226,8 +233,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 render,
                 save_every: a.save_every,
             };
-            app::resolve_device(a.device)?;
-            let r = app::synthesize(&cmd)?;
+            let device = app::resolve_device(a.device)?;
+            let r = app::synthesize(&cmd, device)?;
             println!("{} units done, {} already there; summary in {}", r.done, r.skipped, r.summary.display());
             if let Some(m) = r.montage {
                 println!("montage: {}", m.display());
@@ -244,11 +251,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Backward { net, input, layer, unit, xy, out, device, pre } => {
             let flags = pre.flags()?;
             let xy = xy.as_deref().map(parse_xy).transpose()?;
-            app::resolve_device(device)?;
-            app::backward(&net, &input, &layer, UnitRef { unit, xy }, &out, &flags)?;
+            let device = app::resolve_device(device)?;
+            app::backward(&net, &input, &layer, UnitRef { unit, xy }, &out, &flags, device)?;
             println!("wrote {}", out.display());
         }
         Command::Demo { out_dir, iters, seed } => print!("{}", run_demo(&out_dir, iters, seed)?.summary()),
+        Command::Kernels { arch } => print!("{}", app::kernels(arch.as_deref())?),
     }
     Ok(())
 }

@@ -2,12 +2,14 @@
 //! a backend turns one node's op into kernels. `cpu` is the reference.
 
 pub mod cpu;
+pub mod cuda;
 
 use crate::graph::Op;
 use crate::real::Real;
 use anyhow::Result;
 
 pub use cpu::Cpu;
+pub use cuda::Cuda;
 
 /// One compute device. `Buf` holds activations and gradients, `Param` holds weights
 /// (the CPU uses mapped weights in place), `Aux` what a node's backward needs from its

@@ -1,0 +1,267 @@
+//! The CUDA backend: one context and stream on GPU 0, kernels from `kernels/*.cu` compiled by
+//! NVRTC (cached on disk), buffers as `CudaSlice<f32>`. cudarc loads the driver and NVRTC at
+//! run time, so a build without CUDA works; `probe` checks for both before any CUDA call.
+
+pub mod compile;
+mod layers;
+mod matmul;
+mod ops;
+
+use crate::graph::{stored_param, Net, Plan};
+use crate::weights::WeightsFile;
+use anyhow::{anyhow, bail, Context, Result};
+use compile::ParamKind;
+use cudarc::driver::{result as drv, sys, CudaContext, CudaFunction, CudaSlice, CudaStream, CudaView, CudaViewMut, LaunchConfig};
+use cudarc::nvrtc::Ptx;
+use std::cell::{RefCell, RefMut};
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+/// The GPU a run would use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceInfo {
+    pub name: String,
+    /// Compute capability (major, minor).
+    pub capability: (i32, i32),
+    pub memory_bytes: usize,
+}
+
+impl DeviceInfo {
+    /// The NVRTC target, e.g. "sm_90".
+    pub fn arch(&self) -> String {
+        format!("sm_{}{}", self.capability.0, self.capability.1)
+    }
+}
+
+impl fmt::Display for DeviceInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}, {}", self.name, self.arch())
+    }
+}
+
+/// What backward needs from a node's forward pass.
+#[derive(Default)]
+pub enum CudaAux {
+    #[default]
+    None,
+    Argmax(CudaSlice<u32>),
+    Scale(CudaSlice<f32>),
+}
+
+/// Device scratch, grown to the largest size asked for and then reused: steady state
+/// allocates nothing.
+#[derive(Default)]
+struct Scratch {
+    /// im2col columns of a run of images.
+    col: RefCell<Option<CudaSlice<f32>>>,
+    /// One blob's worth of temporaries (Eltwise PROD backward).
+    tmp: RefCell<Option<CudaSlice<f32>>>,
+    /// Per-row values of the DGN-AM helpers.
+    small: RefCell<Option<CudaSlice<f32>>>,
+}
+
+pub struct Cuda {
+    pub info: DeviceInfo,
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    funcs: HashMap<String, (CudaFunction, Vec<ParamKind>)>,
+    scratch: Scratch,
+}
+
+/// The largest im2col buffer a convolution uses before it splits the batch into runs of
+/// images (floats; 256 MiB).
+const COL_BUDGET: usize = 64 << 20;
+
+fn driver_err(what: &str) -> impl Fn(drv::DriverError) -> anyhow::Error + '_ {
+    move |e| anyhow!("CUDA {what}: {e}")
+}
+
+impl Cuda {
+    /// The first GPU, when the driver, a device and NVRTC are all there. `Ok(None)`: no CUDA
+    /// driver is installed; `Err`: the reason a present driver gives no usable GPU. Never
+    /// panics.
+    pub fn probe() -> Result<Option<DeviceInfo>> {
+        std::panic::catch_unwind(probe_driver).unwrap_or_else(|_| bail!("the CUDA driver could not be queried"))
+    }
+
+    /// A context and stream on the first GPU with every kernel loaded (compiled by NVRTC on
+    /// the first run, from the disk cache afterwards).
+    pub fn new() -> Result<Cuda> {
+        let info = Cuda::probe()?.context("no CUDA driver found")?;
+        std::panic::catch_unwind(|| Cuda::open(info)).unwrap_or_else(|_| bail!("CUDA initialization failed"))
+    }
+
+    fn open(info: DeviceInfo) -> Result<Cuda> {
+        let ctx = CudaContext::new(0).map_err(driver_err("context"))?;
+        // SAFETY: everything runs on one stream, so cudarc's cross-stream events are not needed.
+        unsafe { ctx.disable_event_tracking() };
+        let stream = ctx.default_stream();
+        let arch = info.arch();
+        let mut funcs = HashMap::new();
+        for (name, source) in compile::SOURCES {
+            let ptx = compile::compile_cached(name, source, &arch)?;
+            let module = ctx.load_module(Ptx::from_src(ptx.clone())).map_err(|e| anyhow!("CUDA cannot load {name} for {arch}: {e}"))?;
+            for (entry, params) in compile::entry_points(&ptx) {
+                let f = module.load_function(&entry).map_err(|e| anyhow!("CUDA kernel {entry} of {name}: {e}"))?;
+                funcs.insert(entry, (f, params));
+            }
+        }
+        Ok(Cuda { info, ctx, stream, funcs, scratch: Scratch::default() })
+    }
+
+    /// A second handle on the same context, stream and kernels (with its own scratch), for
+    /// nets that exchange buffers: DGN-AM's generator and classifier.
+    pub fn share(&self) -> Cuda {
+        Cuda { info: self.info.clone(), ctx: self.ctx.clone(), stream: self.stream.clone(), funcs: self.funcs.clone(), scratch: Scratch::default() }
+    }
+
+    pub fn context(&self) -> &Arc<CudaContext> {
+        &self.ctx
+    }
+
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    /// Waits for every kernel launched so far (benchmarks; downloads synchronize by themselves).
+    pub fn synchronize(&self) -> Result<()> {
+        self.stream.synchronize().map_err(driver_err("synchronize"))
+    }
+
+    /// A kernel, after checking the kinds of the launch's arguments against its PTX signature
+    /// (a mismatch is an error, never a launch with garbage arguments).
+    fn func(&self, name: &str, args: &[ParamKind]) -> Result<&CudaFunction> {
+        let (f, params) = self.funcs.get(name).with_context(|| format!("CUDA kernel '{name}' is not in any kernel source"))?;
+        if params.as_slice() != args {
+            bail!("CUDA kernel {name} takes {params:?}, the launch passes {args:?}");
+        }
+        Ok(f)
+    }
+
+    /// A scratch buffer of at least `len` floats, grown (never shrunk) on demand.
+    fn scratch<'s>(&self, cell: &'s RefCell<Option<CudaSlice<f32>>>, len: usize) -> Result<RefMut<'s, CudaSlice<f32>>> {
+        let mut slot = cell.try_borrow_mut().map_err(|_| anyhow!("CUDA scratch buffer is already in use"))?;
+        if slot.as_ref().is_none_or(|b| b.len() < len) {
+            *slot = None; // free the old one first
+            *slot = Some(self.stream.alloc_zeros::<f32>(len.max(1)).map_err(driver_err("allocation"))?);
+        }
+        Ok(RefMut::map(slot, |s| s.as_mut().expect("just allocated")))
+    }
+}
+
+fn probe_driver() -> Result<Option<DeviceInfo>> {
+    // SAFETY: only tries to dlopen the driver library by its usual names.
+    if !unsafe { sys::is_culib_present() } {
+        return Ok(None);
+    }
+    drv::init().map_err(|e| anyhow!("the CUDA driver found no usable GPU ({e})"))?;
+    let count = drv::device::get_count().map_err(driver_err("device count"))?;
+    if count < 1 {
+        bail!("the CUDA driver reports no GPU");
+    }
+    let dev = drv::device::get(0).map_err(driver_err("device 0"))?;
+    let name = drv::device::get_name(dev).map_err(driver_err("device name"))?;
+    use sys::CUdevice_attribute::{CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR as MAJOR, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR as MINOR};
+    // SAFETY: `dev` is a valid device handle from cuDeviceGet.
+    let (major, minor, memory_bytes) = unsafe {
+        (
+            drv::device::get_attribute(dev, MAJOR).map_err(driver_err("compute capability"))?,
+            drv::device::get_attribute(dev, MINOR).map_err(driver_err("compute capability"))?,
+            drv::device::total_mem(dev).map_err(driver_err("memory size"))?,
+        )
+    };
+    if !compile::nvrtc_present() {
+        bail!("a GPU ({name}) is present but NVRTC (libnvrtc.so.13) was not found; put its directory on LD_LIBRARY_PATH");
+    }
+    Ok(Some(DeviceInfo { name, capability: (major, minor), memory_bytes }))
+}
+
+/// A launch over `n` elements for the grid-stride kernels.
+fn grid_for(n: usize) -> LaunchConfig {
+    let blocks = n.div_ceil(256).clamp(1, 1 << 16) as u32;
+    LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 }
+}
+
+/// One block of 256 threads per item (reductions).
+fn blocks_of(items: usize) -> LaunchConfig {
+    LaunchConfig { grid_dim: (items as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 }
+}
+
+/// What a launch argument is to PTX.
+pub(crate) trait KernelArg {
+    const KIND: ParamKind;
+}
+
+impl<T> KernelArg for &CudaSlice<T> {
+    const KIND: ParamKind = ParamKind::B64;
+}
+impl<T> KernelArg for &mut CudaSlice<T> {
+    const KIND: ParamKind = ParamKind::B64;
+}
+impl<T> KernelArg for &CudaView<'_, T> {
+    const KIND: ParamKind = ParamKind::B64;
+}
+impl<T> KernelArg for &mut CudaViewMut<'_, T> {
+    const KIND: ParamKind = ParamKind::B64;
+}
+impl KernelArg for &i32 {
+    const KIND: ParamKind = ParamKind::B32;
+}
+impl KernelArg for &u32 {
+    const KIND: ParamKind = ParamKind::B32;
+}
+impl KernelArg for &i64 {
+    const KIND: ParamKind = ParamKind::B64;
+}
+impl KernelArg for &f32 {
+    const KIND: ParamKind = ParamKind::F32;
+}
+
+pub(crate) fn kind_of<A: KernelArg>(_: &A) -> ParamKind {
+    A::KIND
+}
+
+/// Launches kernel `$name` with the given arguments. Buffers are passed as `&buf` or
+/// `&mut buf`, scalars as `&(value as type)`: each is bound to a local that outlives the
+/// launch, and their kinds are checked against the kernel's PTX signature first.
+macro_rules! launch {
+    ($cuda:expr, $name:expr, $cfg:expr; $($arg:expr),* $(,)?) => {{
+        use cudarc::driver::PushKernelArg as _;
+        let cfg: cudarc::driver::LaunchConfig = $cfg;
+        let kinds = [$($crate::backend::cuda::kind_of(&$arg)),*];
+        let func = $cuda.func($name, &kinds)?;
+        let mut builder = $cuda.stream.launch_builder(func);
+        launch!(@push builder; $($arg),*);
+        // SAFETY: argument lists match the kernel signatures in kernels/*.cu, and callers
+        // check every buffer against the sizes the kernel touches.
+        unsafe { builder.launch(cfg) }.map(|_| ()).map_err(|e| anyhow::anyhow!("CUDA kernel {}: {e}", $name))
+    }};
+    (@push $b:ident;) => {};
+    (@push $b:ident; $a:expr $(, $rest:expr)*) => {
+        let arg = $a;
+        $b.arg(arg);
+        launch!(@push $b; $($rest),*);
+    };
+}
+pub(crate) use launch;
+
+fn ensure_len<T>(buf: &CudaSlice<T>, want: usize, what: &str) -> Result<()> {
+    if buf.len() != want {
+        bail!("{what} has {} values, expected {want}", buf.len());
+    }
+    Ok(())
+}
+
+impl Net<Cuda> {
+    /// The net stored in a weights file, compiled for `batch`, its weights uploaded once
+    /// straight from the mapped file.
+    pub fn from_weights(file: &WeightsFile, batch: usize, cuda: Cuda) -> Result<Self> {
+        let def = file.netdef()?;
+        let plan = Plan::new(&def, batch).with_context(|| format!("{}", file.path.display()))?;
+        Net::new(plan, cuda, |cuda, spec| {
+            let data = stored_param(file, spec)?;
+            Ok((crate::backend::Backend::param_from_host(cuda, data)?, data.len()))
+        })
+    }
+}
