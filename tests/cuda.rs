@@ -373,3 +373,41 @@ fn input_gradients_run_on_the_gpu() {
         assert_close(&g, &c, &format!("input gradient of {layer}[{unit}]"));
     }
 }
+
+/// The DGN-AM loop on `backend` with the tiny generator and classifier of the synthesis
+/// tests: per-iteration activations and the final codes.
+fn tiny_dgn<B: Backend<Scalar = f32>>(gen_backend: B, clf_backend: B, units: &[usize]) -> (Vec<Vec<f64>>, Vec<Vec<f32>>) {
+    use dgnam::synth::dgn::{Dgn, Objective, Schedule};
+    let read = |p: &str| parse_netdef(&std::fs::read_to_string(common::fixture(p)).unwrap()).unwrap();
+    let gen = Net::random(&read("tiny/generator.prototxt"), units.len(), 21, gen_backend).unwrap();
+    let clf = Net::random(&read("tiny/classifier.prototxt"), units.len(), 22, clf_backend).unwrap();
+    let fc8 = clf.plan.layer_output("fc8").unwrap();
+    let bounds = [3.0f32, 2.0, 4.0, 1.5, 3.0, 2.5, 5.0, 2.0];
+    let mut dgn = Dgn::new(&gen, &clf, fc8, Some(&bounds)).unwrap();
+    let init: Vec<f32> = units.iter().flat_map(|&u| dgnam::synth::run::random_code(0, u, 8)).collect();
+    let objectives: Vec<Objective> = units.iter().map(|&u| Objective::Single(u)).collect();
+    let r = dgn.run(&init, &objectives, &Schedule { iters: 10, lr: 2.0, lr_end: 1e-10, decay: 0.9 }, None, &mut |_| {}).unwrap();
+    (r.activations, r.codes)
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn the_dgn_am_loop_runs_on_the_gpu_like_on_the_cpu() {
+    let Some(cuda) = gpu() else { return };
+    let units = [0usize, 3, 4];
+    let (ga, gc) = tiny_dgn(cuda.share(), cuda, &units);
+    let (ca, cc) = tiny_dgn(Cpu::new(), Cpu::new(), &units);
+    for n in 0..units.len() {
+        let g: Vec<f32> = ga[n].iter().map(|&v| v as f32).collect();
+        let c: Vec<f32> = ca[n].iter().map(|&v| v as f32).collect();
+        // Normalized steps amplify rounding a little over 10 iterations.
+        let scale = c.iter().fold(0f32, |m, v| m.max(v.abs()));
+        for (i, (x, y)) in g.iter().zip(&c).enumerate() {
+            assert!((x - y).abs() <= 1e-3 * scale + 1e-4, "unit {}: iteration {i}: gpu {x} cpu {y}", units[n]);
+        }
+        let cs = cc[n].iter().fold(0f32, |m, v| m.max(v.abs()));
+        for (x, y) in gc[n].iter().zip(&cc[n]) {
+            assert!((x - y).abs() <= 1e-3 * cs + 1e-4, "unit {}: final code gpu {x} cpu {y}", units[n]);
+        }
+    }
+}
