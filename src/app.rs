@@ -343,13 +343,31 @@ pub fn synthesize(c: &SynthCommand, device: Device) -> Result<crate::synth::run:
     }
     let gen_file = open_default(&c.generator, "weights/generator-fc6.dgnw")?;
     if device == Device::Cuda {
-        let cuda = Cuda::new()?;
-        let classifier = Net::<Cuda>::from_weights(&clf_file, batch, cuda.share())?;
-        let generator = Net::<Cuda>::from_weights(&gen_file, batch, cuda)?;
-        return run::synthesize(&generator, &classifier, &opts);
+        // Finished units are on disk after every batch, so a retry at a smaller batch
+        // only redoes the batch that did not fit.
+        return with_oom_retry(batch, |batch| {
+            let cuda = Cuda::new()?;
+            let classifier = Net::<Cuda>::from_weights(&clf_file, batch, cuda.share())?;
+            let generator = Net::<Cuda>::from_weights(&gen_file, batch, cuda)?;
+            run::synthesize(&generator, &classifier, &opts)
+        });
     }
     let generator = CpuNet::<f32>::from_weights(&gen_file, batch)?;
     run::synthesize(&generator, &classifier, &opts)
+}
+
+/// Runs `attempt` at `batch`, halving the batch (and saying so) each time the GPU runs
+/// out of memory.
+pub fn with_oom_retry<T>(mut batch: usize, mut attempt: impl FnMut(usize) -> Result<T>) -> Result<T> {
+    loop {
+        match attempt(batch) {
+            Err(e) if batch > 1 && e.chain().any(|c| c.is::<crate::backend::cuda::OutOfMemory>()) => {
+                eprintln!("out of GPU memory at batch {batch}; retrying at batch {}", batch / 2);
+                batch /= 2;
+            }
+            r => return r,
+        }
+    }
 }
 
 /// `dgnam act-range`: per-neuron `mean + sigma * std` (lower bound 0) of a blob over a
@@ -397,4 +415,37 @@ pub fn act_range(net_path: &Path, layer: &str, images: &Path, sigma: f64, out: &
         .collect();
     crate::fsutil::write_atomic(out, format!("{}\n", line.join(" ")).as_bytes())?;
     Ok((count, n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::cuda::OutOfMemory;
+
+    #[test]
+    fn out_of_memory_halves_the_batch_and_other_errors_do_not() {
+        let mut tried = Vec::new();
+        let r = with_oom_retry(8, |b| {
+            tried.push(b);
+            if b > 2 {
+                Err(anyhow::Error::new(OutOfMemory("CUDA allocation: out of GPU memory".into())).context("layer 'conv1' forward"))
+            } else {
+                Ok(b)
+            }
+        });
+        assert_eq!(r.unwrap(), 2);
+        assert_eq!(tried, vec![8, 4, 2]);
+
+        let mut calls = 0;
+        let r: Result<()> = with_oom_retry(8, |_| {
+            calls += 1;
+            bail!("a corrupt weights file")
+        });
+        assert!(r.is_err());
+        assert_eq!(calls, 1);
+
+        // At batch 1 there is nothing left to shrink: the error stands.
+        let r: Result<()> = with_oom_retry(1, |_| Err(anyhow::Error::new(OutOfMemory("full".into()))));
+        assert!(r.unwrap_err().to_string().contains("full"));
+    }
 }

@@ -73,8 +73,27 @@ pub struct Cuda {
 /// images (floats; 256 MiB).
 const COL_BUDGET: usize = 64 << 20;
 
+/// A GPU allocation that did not fit. It is its own type so that callers can find it in an
+/// error chain and retry with less work (a smaller batch).
+#[derive(Debug)]
+pub struct OutOfMemory(pub String);
+
+impl fmt::Display for OutOfMemory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for OutOfMemory {}
+
 fn driver_err(what: &str) -> impl Fn(drv::DriverError) -> anyhow::Error + '_ {
-    move |e| anyhow!("CUDA {what}: {e}")
+    move |e| {
+        if e.0 == sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY {
+            anyhow::Error::new(OutOfMemory(format!("CUDA {what}: out of GPU memory")))
+        } else {
+            anyhow!("CUDA {what}: {e}")
+        }
+    }
 }
 
 impl Cuda {
