@@ -25,7 +25,7 @@ fn check_opencv_layer(name: &str, input: &str) {
     net.forward(&mut st, &[&x.data]).unwrap();
     let out = net.plan.layer_output("output").unwrap();
     assert_eq!(net.plan.blobs[out].shape, expected.shape, "{name}: output shape");
-    let err = rel_err(&st.value(out), &expected.data);
+    let err = rel_err(st.value(out), &expected.data);
     assert!(err <= 1e-5, "{name}: relative error {err:e} against Caffe");
 }
 

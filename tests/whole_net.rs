@@ -69,8 +69,8 @@ fn a_layer_output_is_taken_before_later_in_place_layers() {
     let x: Vec<f32> = (0..2 * 3 * 9 * 8).map(|_| rng.uniform(-1.0, 1.0) as f32).collect();
     let mut st = net.state().unwrap();
     net.forward(&mut st, &[&x]).unwrap();
-    let fc = &st.value(net.plan.layer_output("fc").unwrap());
-    let relu = &st.value(net.plan.layer_output("relu2").unwrap());
+    let fc = st.value(net.plan.layer_output("fc").unwrap());
+    let relu = st.value(net.plan.layer_output("relu2").unwrap());
     assert!(fc.iter().any(|&v| v < 0.0), "fc output should keep its negative, pre-ReLU values");
     assert!(relu.iter().all(|&v| v >= 0.0));
     // A unit that is negative before relu2 still has a gradient at "fc" (pre-ReLU objective).
