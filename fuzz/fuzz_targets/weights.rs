@@ -20,7 +20,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(file) = WeightsFile::from_bytes(&fixed) else { return };
     let Ok(def) = file.netdef() else { return };
     let Ok(plan) = Plan::new(&def, 1) else { return };
-    let small = plan.blobs.iter().map(|b| b.len()).sum::<usize>() <= 1 << 16 && plan.flops() <= 1 << 22;
+    let small = plan.blobs.iter().map(|b| b.len()).sum::<usize>() <= 1 << 18 && plan.flops() <= 1 << 24;
     let Ok(net) = CpuNet::<f32>::from_weights(&file, 1) else { return };
     if small {
         let inputs: Vec<Vec<f32>> = net.plan.inputs.iter().map(|&i| vec![0.5; net.plan.blobs[i].len()]).collect();
