@@ -111,6 +111,31 @@ fn product(dims: &[usize]) -> usize {
     dims.iter().product()
 }
 
+/// No single blob or parameter may hold more than this many elements (Caffe counts in an
+/// `int`), and a plan's blobs and parameters together may not exceed `MAX_PLAN_BYTES`: a
+/// hostile net definition fails in `Plan::new`, not in an allocation.
+pub const MAX_ELEMENTS: usize = 1 << 31;
+pub const MAX_PLAN_BYTES: u64 = 1 << 34;
+
+/// The element count of a shape, if every axis is nonempty and the count within `MAX_ELEMENTS`.
+fn checked_len(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |n, &d| if d == 0 { None } else { n.checked_mul(d) }).filter(|&n| n <= MAX_ELEMENTS)
+}
+
+/// Checks one blob or parameter shape against the limits and adds its bytes to `total`.
+fn budget(total: &mut u64, shape: &[usize], what: impl FnOnce() -> String) -> Result<()> {
+    let Some(n) = checked_len(shape) else {
+        bail!("{}: shape {} is empty or has more than {MAX_ELEMENTS} elements", what(), fmt_shape(shape));
+    };
+    *total += 4 * n as u64;
+    ensure!(
+        *total <= MAX_PLAN_BYTES,
+        "{}: the net's blobs and parameters need more than {MAX_PLAN_BYTES} bytes",
+        what()
+    );
+    Ok(())
+}
+
 impl Plan {
     /// Compiles `def` to run at batch size `batch`: the first dimension of every input is
     /// replaced by `batch`, and so is a Reshape's first dim when it equals the declared batch.
@@ -120,10 +145,12 @@ impl Plan {
         let declared_batch = def.inputs[0].shape.first().copied().unwrap_or(1);
         let mut plan = Plan { name: def.name.clone(), batch, blobs: vec![], inputs: vec![], nodes: vec![] };
         let mut by_name: HashMap<String, BlobId> = HashMap::new();
+        let mut bytes = 0u64;
         for input in &def.inputs {
             ensure!(!input.shape.is_empty(), "input '{}' has no shape", input.name);
             let mut shape = input.shape.clone();
             shape[0] = batch;
+            budget(&mut bytes, &shape, || format!("input '{}' at batch {batch}", input.name))?;
             let id = plan.add_blob(&input.name, shape);
             by_name.insert(input.name.clone(), id);
             plan.inputs.push(id);
@@ -140,6 +167,13 @@ impl Plan {
                 .collect::<Result<_>>()?;
             let shapes: Vec<Vec<usize>> = bottoms.iter().map(|&b| plan.blobs[b].shape.clone()).collect();
             let (op, top_shapes, params) = compile_layer(layer, &shapes, declared_batch, batch)?;
+            let what = |part: String| format!("layer '{}' ({}): {part}", layer.name, layer.kind.type_name());
+            for (top, shape) in layer.tops.iter().zip(&top_shapes) {
+                budget(&mut bytes, shape, || what(format!("top '{top}'")))?;
+            }
+            for (index, shape) in params.iter().enumerate() {
+                budget(&mut bytes, shape, || what(format!("parameter {index}")))?;
+            }
             ensure!(
                 layer.tops.len() == top_shapes.len(),
                 "layer '{}' ({}): expects {} top(s), has {}",
@@ -396,7 +430,8 @@ fn reshape(name: &str, bottom: &[usize], p: &crate::caffe::ReshapeParam, declare
     let mut top = bottom[..start].to_vec();
     top.extend_from_slice(&dims);
     top.extend_from_slice(&bottom[end..]);
-    let (have, want) = (product(bottom), product(&top));
+    let have = product(bottom);
+    let want = checked_len(&top).with_context(|| format!("layer '{name}' (Reshape): {} is too large", fmt_shape(&top)))?;
     if let Some(i) = infer {
         ensure!(want > 0 && have % want == 0, "layer '{name}' (Reshape): cannot infer a dim for {} from {}", fmt_shape(&top), fmt_shape(bottom));
         top[start + i] = have / want;
@@ -755,6 +790,59 @@ mod tests {
         assert!(!same_shape_ignoring_leading_ones(&[500, 800, 1], &[500, 800]));
         assert!(!same_shape_ignoring_leading_ones(&[800, 500], &[500, 800]));
         assert!(same_shape_ignoring_leading_ones(&[1], &[1, 1]));
+    }
+
+    fn plan_error(text: &str) -> String {
+        let def = crate::caffe::netdef::parse_netdef(text).unwrap();
+        format!("{:#}", Plan::new(&def, 1).unwrap_err())
+    }
+
+    fn net(input: &str, layers: &str) -> String {
+        format!("input: 'data' input_shape {{ {input} }} {layers}")
+    }
+
+    #[test]
+    fn absurd_sizes_are_errors_naming_the_layer() {
+        let ip = |n: &str| format!("layer {{ name: 'fc' type: 'InnerProduct' bottom: 'data' top: 'fc' inner_product_param {{ num_output: {n} }} }}");
+        let e = plan_error(&net("dim: 1 dim: 10", &ip("1000000000000")));
+        assert!(e.contains("layer 'fc' (InnerProduct): top 'fc': shape 1x1000000000000 is empty or has more"), "{e}");
+        let e = plan_error(&net("dim: 1 dim: 100000", &ip("100000")));
+        assert!(e.contains("layer 'fc' (InnerProduct): parameter 0: shape 100000x100000"), "{e}");
+        let e = plan_error(&net("dim: 1 dim: 1000000 dim: 1000000", ""));
+        assert!(e.contains("input 'data' at batch 1: shape 1x1000000x1000000"), "{e}");
+        // Products that overflow usize.
+        let e = plan_error(&net("dim: 1 dim: 4294967296 dim: 4294967296 dim: 4294967296", ""));
+        assert!(e.contains("more than 2147483648 elements"), "{e}");
+        let reshape = "layer { name: 'r' type: 'Reshape' bottom: 'data' top: 'r' reshape_param { shape { dim: 4294967296 dim: 4294967296 dim: 4294967296 dim: -1 } } }";
+        assert!(plan_error(&net("dim: 1 dim: 2", reshape)).contains("layer 'r' (Reshape)"));
+        // Each blob within the limit, all of them together not.
+        let relus: String = (0..5).map(|i| format!("layer {{ name: 'r{i}' type: 'ReLU' bottom: 'data' top: 'x{i}' }}")).collect();
+        let e = plan_error(&net("dim: 1 dim: 1073741824", &relus));
+        assert!(e.contains("layer 'r3' (ReLU): top 'x3': the net's blobs and parameters need more than 17179869184 bytes"), "{e}");
+    }
+
+    #[test]
+    fn huge_geometry_is_an_error_not_an_overflow() {
+        let layer = |kind: &str, block: &str, param: &str| {
+            format!("layer {{ name: 'l' type: '{kind}' bottom: 'data' top: 'l' {block} {{ {param} }} }}")
+        };
+        let big = "9223372036854775807";
+        for (kind, block, param) in [
+            ("Convolution", "convolution_param", format!("num_output: 1 kernel_size: 3 pad: {big}")),
+            ("Convolution", "convolution_param", format!("num_output: 1 kernel_size: {big} dilation: 4")),
+            ("Deconvolution", "convolution_param", format!("num_output: 1 kernel_size: 3 stride: {big}")),
+            ("Deconvolution", "convolution_param", format!("num_output: 1 kernel_size: 3 pad: {big}")),
+            ("Pooling", "pooling_param", format!("kernel_size: {big} pad: 9223372036854775806")),
+            ("Pooling", "pooling_param", format!("kernel_size: 3 pad: 1 stride: {big}")),
+            ("Convolution", "convolution_param", "num_output: 4294967296 kernel_size: 65536".to_string()),
+        ] {
+            let text = net("dim: 1 dim: 1 dim: 5 dim: 5", &layer(kind, block, &param));
+            let def = crate::caffe::netdef::parse_netdef(&text).unwrap();
+            // Some of these are legal but absurd, some plainly wrong: never a panic.
+            if let Err(e) = Plan::new(&def, 1) {
+                assert!(format!("{e:#}").contains("layer 'l'"), "{e:#}");
+            }
+        }
     }
 
     #[test]

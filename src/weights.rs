@@ -154,7 +154,8 @@ pub fn parse(bytes: &[u8]) -> Result<Header> {
     let count = fixed.u32("tensor count")? as usize;
     let data_start = fixed.usize("data start")?;
     let header_sum = fixed.u64("header checksum")?;
-    ensure!(count <= MAX_TENSORS, "header claims {count} tensors");
+    // Each table entry takes at least 36 bytes: a count the header cannot hold is a lie.
+    ensure!(count <= MAX_TENSORS && count * 36 <= data_start.saturating_sub(40), "header claims {count} tensors");
     ensure!(
         data_start >= 40 && data_start <= bytes.len() && data_start % ALIGN == 0,
         "data start {data_start} is outside the {}-byte file or misaligned",
@@ -166,6 +167,7 @@ pub fn parse(bytes: &[u8]) -> Result<Header> {
     let text_len = r.usize("prototxt length")?;
     let prototxt = std::str::from_utf8(r.take(text_len, "the prototxt")?).context("prototxt is not UTF-8")?.to_string();
     let mut tensors = Vec::with_capacity(count.min(4096));
+    let mut seen = std::collections::HashSet::new();
     for t in 0..count {
         let name_len = r.u32("a tensor name length")? as usize;
         ensure!(name_len <= MAX_NAME, "tensor {t}: name length {name_len}");
@@ -197,10 +199,7 @@ pub fn parse(bytes: &[u8]) -> Result<Header> {
             checksum(&bytes[offset..offset + byte_len]) == sum,
             "tensor {layer}[{index}]: checksum mismatch (file corrupted)"
         );
-        ensure!(
-            !tensors.iter().any(|e: &TensorEntry| e.layer == layer && e.index == index),
-            "tensor {layer}[{index}] appears twice"
-        );
+        ensure!(seen.insert((layer.clone(), index)), "tensor {layer}[{index}] appears twice");
         tensors.push(TensorEntry { layer, index, shape, offset, byte_len, checksum: sum });
     }
     let mut spans: Vec<(usize, usize)> = tensors.iter().map(|e| (e.offset, e.offset + e.byte_len)).collect();
@@ -324,5 +323,9 @@ mod tests {
         let mut b = sample();
         b[12..16].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(parse(&b).unwrap_err().to_string().contains("tensors"));
+        // Within MAX_TENSORS but more than the header has room for.
+        let mut b = sample();
+        b[12..16].copy_from_slice(&1000u32.to_le_bytes());
+        assert!(parse(&b).unwrap_err().to_string().contains("claims 1000 tensors"));
     }
 }

@@ -16,6 +16,9 @@ use super::{Blob, LayerBlobs};
 /// `int` and never uses more than a handful of axes.
 const MAX_AXES: usize = 32;
 const MAX_ELEMENTS: usize = i32::MAX as usize;
+/// Real nets have at most a few thousand layers; a tiny entry costs far more decoded than
+/// stored, so bound the count.
+const MAX_LAYERS: usize = 1 << 16;
 
 // Field numbers from caffe.proto.
 const NET_LAYER: u32 = 100;
@@ -41,11 +44,15 @@ pub fn decode_caffemodel(bytes: &[u8]) -> Result<Vec<LayerBlobs>> {
     let mut layers = Vec::new();
     for field in Reader::new(bytes) {
         let field = field?;
-        match field.number {
-            NET_LAYER => layers.push(decode_layer(&field)?),
-            NET_V1_LAYERS => layers.push(decode_v1_layer(&field)?),
-            _ => {}
+        let layer = match field.number {
+            NET_LAYER => decode_layer(&field)?,
+            NET_V1_LAYERS => decode_v1_layer(&field)?,
+            _ => continue,
+        };
+        if layers.len() == MAX_LAYERS {
+            bail!("more than {MAX_LAYERS} layers (at byte {})", field.offset);
         }
+        layers.push(layer);
     }
     if layers.is_empty() {
         bail!("no layers found (not a Caffe NetParameter?)");
@@ -454,6 +461,35 @@ mod tests {
         let missing = Path::new("/nonexistent/model.caffemodel");
         assert!(read_caffemodel(missing).unwrap_err().to_string().contains("/nonexistent/model.caffemodel"));
         assert!(decode_caffemodel(&[]).unwrap_err().to_string().contains("no layers"));
+    }
+
+    #[test]
+    fn layer_count_is_bounded() {
+        let mut layer = Vec::new();
+        bytes_field(LAYER_NAME, b"x", &mut layer);
+        let mut net = Vec::new();
+        for _ in 0..=MAX_LAYERS {
+            bytes_field(NET_LAYER, &layer, &mut net);
+        }
+        assert!(decode_caffemodel(&net).unwrap_err().to_string().contains("more than 65536 layers"));
+    }
+
+    #[test]
+    fn huge_declared_lengths_are_errors() {
+        // A layer, a blob and a packed run each claiming far more than the file holds.
+        for claimed in [1u64 << 31, 1 << 40, u64::MAX >> 1] {
+            for number in [NET_LAYER, NET_V1_LAYERS] {
+                let mut net = Vec::new();
+                key(number, 2, &mut net);
+                varint(claimed, &mut net);
+                net.extend([0x0a, 1, b'x']);
+                assert!(decode_caffemodel(&net).unwrap_err().to_string().contains("declares"));
+            }
+            let mut blob = Vec::new();
+            key(BLOB_DOUBLE_DATA, 2, &mut blob);
+            varint(claimed, &mut blob);
+            assert!(decode_blob(&blob).unwrap_err().to_string().contains("declares"));
+        }
     }
 
     #[test]

@@ -10,6 +10,9 @@ use anyhow::{anyhow, bail, Result};
 /// Nesting deeper than this is refused: real nets nest 4 levels, and recursion on
 /// hostile input must stay bounded.
 const MAX_DEPTH: usize = 100;
+/// Fields in the whole file: CaffeNet has about 300, the deepest ResNet a few thousand.
+/// Each costs ~100 bytes of tree for as little as 3 bytes of text, so bound the tree.
+const MAX_FIELDS: usize = 1 << 20;
 
 /// A 1-based position in the source text.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,7 +66,7 @@ pub struct Message {
 pub fn parse(text: &str) -> Result<Message> {
     // Editors on Windows may leave a byte-order mark; it is not part of the text.
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let mut parser = Parser { lexer: Lexer::new(text), peeked: None };
+    let mut parser = Parser { lexer: Lexer::new(text), peeked: None, fields: 0 };
     parser.message(None, 0)
 }
 
@@ -479,6 +482,8 @@ impl<'a> Lexer<'a> {
 struct Parser<'a> {
     lexer: Lexer<'a>,
     peeked: Option<(Token, Pos)>,
+    /// Fields parsed so far, against `MAX_FIELDS`.
+    fields: usize,
 }
 
 impl Parser<'_> {
@@ -497,6 +502,15 @@ impl Parser<'_> {
             Some(t) => Ok(t),
             None => self.lexer.next_token(),
         }
+    }
+
+    fn push(&mut self, message: &mut Message, field: Field) -> Result<()> {
+        self.fields += 1;
+        if self.fields > MAX_FIELDS {
+            bail!("{}: more than {MAX_FIELDS} fields", field.pos);
+        }
+        message.fields.push(field);
+        Ok(())
     }
 
     fn eat_punct(&mut self, c: char) -> Result<bool> {
@@ -540,11 +554,11 @@ impl Parser<'_> {
                 Token::Punct(open @ ('{' | '<')) => {
                     self.next()?;
                     let value = self.nested(open, next_pos, depth)?;
-                    message.fields.push(Field { name, value, pos: next_pos });
+                    self.push(&mut message, Field { name, value, pos: next_pos })?;
                 }
                 _ if colon => {
                     let (scalar, pos) = self.scalar()?;
-                    message.fields.push(Field { name, value: Value::Scalar(scalar), pos });
+                    self.push(&mut message, Field { name, value: Value::Scalar(scalar), pos })?;
                 }
                 other => bail!("{next_pos}: expected ':' or '{{' after '{name}', found {}", other.describe()),
             }
@@ -576,7 +590,7 @@ impl Parser<'_> {
                 }
                 _ => Value::Scalar(self.scalar()?.0),
             };
-            message.fields.push(Field { name: name.to_string(), value, pos });
+            self.push(message, Field { name: name.to_string(), value, pos })?;
             let (token, pos) = self.next()?;
             match token {
                 Token::Punct(',') => {}
@@ -727,6 +741,14 @@ mod tests {
         assert!(err(&deep).contains("nested more than 100 deep"));
         let ok = format!("{}{}", "a {".repeat(50), "}".repeat(50));
         assert!(parse(&ok).is_ok());
+    }
+
+    #[test]
+    fn field_count_is_bounded() {
+        let many = "a: 1 ".repeat(MAX_FIELDS + 1);
+        assert!(err(&many).contains("more than 1048576 fields"));
+        let list = format!("a: [{}1]", "1,".repeat(MAX_FIELDS));
+        assert!(err(&list).contains("more than 1048576 fields"));
     }
 
     #[test]

@@ -54,8 +54,12 @@ impl ConvGeom {
         ensure!(in_h > 0 && in_w > 0, "convolution: empty input {in_h}x{in_w}");
         let mut out = [0usize; 2];
         for (a, size) in [in_h, in_w].into_iter().enumerate() {
-            let span = dilation[a] * (kernel[a] - 1) + 1;
-            let padded = size + 2 * pad[a];
+            // Sizes come from files: overflow is an error, not a wrap.
+            let span = dilation[a].checked_mul(kernel[a] - 1).and_then(|s| s.checked_add(1));
+            let padded = pad[a].checked_mul(2).and_then(|p| p.checked_add(size));
+            let (Some(span), Some(padded)) = (span, padded) else {
+                bail!("convolution: kernel {kernel:?}, dilation {dilation:?} or pad {pad:?} is too large");
+            };
             if span > padded {
                 bail!(
                     "convolution: kernel {:?} (dilation {:?}) does not fit the input {in_h}x{in_w} padded by {pad:?}",
@@ -85,8 +89,14 @@ impl ConvGeom {
         ensure!(in_h > 0 && in_w > 0, "deconvolution: empty input {in_h}x{in_w}");
         let mut out = [0usize; 2];
         for (a, size) in [in_h, in_w].into_iter().enumerate() {
-            let full = stride[a] * (size - 1) + dilation[a] * (kernel[a] - 1) + 1;
-            if full <= 2 * pad[a] {
+            let full = stride[a]
+                .checked_mul(size - 1)
+                .zip(dilation[a].checked_mul(kernel[a] - 1))
+                .and_then(|(s, k)| s.checked_add(k)?.checked_add(1));
+            let Some(full) = full else {
+                bail!("deconvolution: stride {stride:?}, kernel {kernel:?} or dilation {dilation:?} is too large");
+            };
+            if pad[a].checked_mul(2).is_none_or(|p2| full <= p2) {
                 bail!(
                     "deconvolution: pad {pad:?} crops away the whole output of input {in_h}x{in_w} \
                      with kernel {kernel:?}, stride {stride:?}, dilation {dilation:?}"

@@ -3,7 +3,7 @@
 //! AVE dividing by the window clipped to the padded (not the real) extent.
 
 use crate::real::Real;
-use anyhow::{ensure, Result};
+use anyhow::{bail, ensure, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PoolGeom {
@@ -58,14 +58,15 @@ impl PoolGeom {
         );
         let mut out = [0usize; 2];
         for (a, size) in [in_h, in_w].into_iter().enumerate() {
-            let padded = size + 2 * pad[a];
+            let padded = pad[a].checked_mul(2).and_then(|p| p.checked_add(size));
+            let Some(padded) = padded else { bail!("pooling: pad {pad:?} is too large") };
             ensure!(
                 kernel[a] <= padded,
                 "pooling: kernel {kernel:?} larger than the input {in_h}x{in_w} padded by {pad:?}"
             );
             out[a] = (padded - kernel[a]).div_ceil(stride[a]) + 1;
             // Caffe: the last window must start inside the image or its left padding.
-            if pad[a] > 0 && (out[a] - 1) * stride[a] >= size + pad[a] {
+            if pad[a] > 0 && (out[a] - 1).saturating_mul(stride[a]) >= size + pad[a] {
                 out[a] -= 1;
             }
         }
