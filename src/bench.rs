@@ -401,14 +401,6 @@ impl KernelReport {
             self.device, self.batch, p.gflops, p.gbps, p.source, p.measured_gflops, p.measured_gbps, table_header()
         )
     }
-
-    pub fn table(&self) -> String {
-        let mut s = self.header();
-        for k in &self.kernels {
-            s.push_str(&table_row(k, &self.peak));
-        }
-        s
-    }
 }
 
 pub fn table_header() -> String {
@@ -650,14 +642,6 @@ impl StepReport {
             s.image_iterations_per_s(),
             s.projected_s()
         )
-    }
-
-    pub fn table(&self) -> String {
-        let mut s = format!("device: {}\n", self.device);
-        for st in &self.steps {
-            s.push_str(&self.row(st));
-        }
-        s
     }
 }
 
