@@ -2,6 +2,7 @@
 
 use clap::{Args, Parser, Subcommand};
 use dgnam::app::{self, Device};
+use dgnam::bench;
 use dgnam::graph::UnitRef;
 use dgnam::synth::demo::run_demo;
 use dgnam::synth::pixel::PixelPriors;
@@ -82,6 +83,9 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+    /// Benchmarks: every kernel in each direction (default), or with --net, --generator or
+    /// --batch the DGN-AM step (docs/benchmarks.md).
+    Bench(BenchArgs),
     /// Compiles every CUDA kernel source with NVRTC and reports each (needs NVRTC, not a GPU).
     Kernels {
         /// Target architecture, e.g. sm_90 (default: the GPU's, else sm_90).
@@ -144,6 +148,37 @@ struct SynthArgs {
     save_every: Option<usize>,
     #[arg(long, default_value = "auto")]
     device: Device,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    #[arg(long, default_value = "auto")]
+    device: Device,
+    /// Also write the results as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// One run per measurement and a small peak measurement (smoke tests).
+    #[arg(long)]
+    quick: bool,
+    /// Timed runs per kernel after one warm-up (default: about 0.25 s worth, 3 to 100).
+    #[arg(long, conflicts_with = "quick")]
+    reps: Option<usize>,
+    /// Batch size of the kernel benchmark.
+    #[arg(long, default_value_t = 8)]
+    kernel_batch: usize,
+    /// Step benchmark: the classifier, .dgnw or .prototxt (random weights; default weights/caffenet.prototxt).
+    #[arg(long)]
+    net: Option<PathBuf>,
+    /// Step benchmark: the generator, .dgnw or .prototxt (default weights/generator-fc6.prototxt);
+    /// `none` times the classifier's forward + backward to the input alone.
+    #[arg(long)]
+    generator: Option<PathBuf>,
+    /// Step benchmark: batch sizes to sweep, e.g. 1,8,32 (default 8).
+    #[arg(long)]
+    batch: Option<String>,
+    /// Step benchmark: iterations per batch size, the first untimed (default 5, 3 with --quick).
+    #[arg(long)]
+    iters: Option<usize>,
 }
 
 /// How an image file becomes net input (defaults: BGR minus the ImageNet mean for colour
@@ -256,6 +291,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("wrote {}", out.display());
         }
         Command::Demo { out_dir, iters, seed } => print!("{}", run_demo(&out_dir, iters, seed)?.summary()),
+        Command::Bench(a) => {
+            let device = app::resolve_device(a.device)?;
+            let json = if a.net.is_some() || a.generator.is_some() || a.batch.is_some() {
+                let opts = bench::StepOptions::resolve(a.net, a.generator, a.batch.as_deref(), a.iters, a.quick)?;
+                let report = bench::steps(device, &opts, &mut |row| print!("{row}"))?;
+                report.to_json()
+            } else {
+                let reps = match (a.quick, a.reps) {
+                    (true, _) => bench::Reps::quick(),
+                    (false, Some(n)) => bench::Reps::fixed(n),
+                    (false, None) => bench::Reps::default(),
+                };
+                let opts = bench::KernelOptions { batch: a.kernel_batch, reps, quick: a.quick, live: true };
+                bench::kernels(device, &opts)?.to_json()
+            };
+            if let Some(path) = a.json {
+                dgnam::fsutil::write_atomic(&path, serde_json::to_string_pretty(&json)?.as_bytes())?;
+                println!("wrote {}", path.display());
+            }
+        }
         Command::Kernels { arch } => print!("{}", app::kernels(arch.as_deref())?),
     }
     Ok(())

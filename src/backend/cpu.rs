@@ -226,28 +226,58 @@ impl<'w, T: Real> Backend for Cpu<'w, T> {
         dx: &mut [Vec<T>],
         dparams: Option<&mut [Vec<T>]>,
     ) -> Result<()> {
+        let data = !dx.is_empty();
         match op {
             Op::Conv { geom, bias } => {
-                conv::conv_backward_data(geom, dy, &p[0], &mut dx[0]);
+                if data {
+                    conv::conv_backward_data(geom, dy, &p[0], &mut dx[0]);
+                }
                 if let Some(pg) = dparams {
                     let (dw, db) = weight_and_bias(pg, *bias);
                     conv::conv_backward_weights(geom, x[0], dy, dw, db);
                 }
             }
             Op::Deconv { geom, bias } => {
-                conv::deconv_backward_data(geom, dy, &p[0], &mut dx[0]);
+                if data {
+                    conv::deconv_backward_data(geom, dy, &p[0], &mut dx[0]);
+                }
                 if let Some(pg) = dparams {
                     let (dw, db) = weight_and_bias(pg, *bias);
                     conv::deconv_backward_weights(geom, x[0], dy, dw, db);
                 }
             }
             Op::InnerProduct { rows, k, n, bias } => {
-                inner_product::inner_product_backward_data(*rows, *k, *n, dy, &p[0], &mut dx[0]);
+                if data {
+                    inner_product::inner_product_backward_data(*rows, *k, *n, dy, &p[0], &mut dx[0]);
+                }
                 if let Some(pg) = dparams {
                     let (dw, db) = weight_and_bias(pg, *bias);
                     inner_product::inner_product_backward_weights(*rows, *k, *n, x[0], dy, dw, db);
                 }
             }
+            Op::BatchNorm { outer, channels, inner, eps } => {
+                let eps = T::from_f32(*eps);
+                if data {
+                    norm::batch_norm_backward_data(*outer, *channels, *inner, &p[1], p[2][0], eps, dy, &mut dx[0]);
+                }
+                if let Some(pg) = dparams {
+                    let (dmean, rest) = pg.split_at_mut(1);
+                    norm::batch_norm_backward_weights(
+                        *outer, *channels, *inner, &p[0], &p[1], p[2][0], eps, x[0], dy, &mut dmean[0], &mut rest[0],
+                    );
+                }
+            }
+            Op::Scale { outer, channels, inner, bias } => {
+                if data {
+                    norm::scale_backward_data(*outer, *channels, *inner, &p[0], dy, &mut dx[0]);
+                }
+                if let Some(pg) = dparams {
+                    let (dw, db) = weight_and_bias(pg, *bias);
+                    norm::scale_backward_weights(*outer, *channels, *inner, x[0], dy, dw, db);
+                }
+            }
+            // The rest have no parameters: only a data gradient to skip.
+            _ if !data => {}
             Op::Relu { slope } => activation::relu_backward(T::from_f32(*slope), x[0], dy, &mut dx[0]),
             Op::Copy => bail!("Copy nodes are handled by the graph"),
             Op::MaxPool(g) => match aux {
@@ -273,23 +303,6 @@ impl<'w, T: Real> Backend for Cpu<'w, T> {
                 let xs: Vec<&[T]> = x.iter().map(|v| v.as_slice()).collect();
                 let mut refs: Vec<&mut [T]> = dx.iter_mut().map(|v| v.as_mut_slice()).collect();
                 shape::eltwise_backward(*op, &coeffs, &xs, argmax, dy, &mut refs);
-            }
-            Op::BatchNorm { outer, channels, inner, eps } => {
-                let eps = T::from_f32(*eps);
-                norm::batch_norm_backward_data(*outer, *channels, *inner, &p[1], p[2][0], eps, dy, &mut dx[0]);
-                if let Some(pg) = dparams {
-                    let (dmean, rest) = pg.split_at_mut(1);
-                    norm::batch_norm_backward_weights(
-                        *outer, *channels, *inner, &p[0], &p[1], p[2][0], eps, x[0], dy, &mut dmean[0], &mut rest[0],
-                    );
-                }
-            }
-            Op::Scale { outer, channels, inner, bias } => {
-                norm::scale_backward_data(*outer, *channels, *inner, &p[0], dy, &mut dx[0]);
-                if let Some(pg) = dparams {
-                    let (dw, db) = weight_and_bias(pg, *bias);
-                    norm::scale_backward_weights(*outer, *channels, *inner, x[0], dy, dw, db);
-                }
             }
         }
         Ok(())

@@ -67,7 +67,8 @@ pub trait Backend {
     ) -> Result<()>;
 
     /// Back-propagates through `op`: ADDS into `dx` (one per bottom) and, when given, into
-    /// the parameter gradients `dparams` (one per parameter).
+    /// the parameter gradients `dparams` (one per parameter). An empty `dx` skips the data
+    /// gradient (only the weight gradients are computed; benchmarks time the two apart).
     #[allow(clippy::too_many_arguments)]
     fn backward(
         &self,

@@ -306,9 +306,12 @@ impl Backend for Cuda {
         dx: &mut [Buf],
         dparams: Option<&mut [Buf]>,
     ) -> Result<()> {
+        let data = !dx.is_empty();
         match op {
             Op::Conv { geom: g, bias } => {
-                self.conv_transpose(g, dy, &p[0], &mut dx[0], true)?;
+                if data {
+                    self.conv_transpose(g, dy, &p[0], &mut dx[0], true)?;
+                }
                 if let Some(pg) = dparams {
                     let (dw, db) = weight_and_bias(pg, *bias);
                     self.conv_weight_grad(g, x[0], dy, dw)?;
@@ -318,7 +321,9 @@ impl Backend for Cuda {
                 }
             }
             Op::Deconv { geom: g, bias } => {
-                self.conv_apply(g, dy, &p[0], &mut dx[0], 1.0)?;
+                if data {
+                    self.conv_apply(g, dy, &p[0], &mut dx[0], 1.0)?;
+                }
                 if let Some(pg) = dparams {
                     let (dw, db) = weight_and_bias(pg, *bias);
                     // The convolution's weight gradient with input and output swapped.
@@ -329,7 +334,9 @@ impl Backend for Cuda {
                 }
             }
             Op::InnerProduct { rows, k, n, bias } => {
-                self.inner_product_data_grad(*rows, *k, *n, dy, &p[0], &mut dx[0])?;
+                if data {
+                    self.inner_product_data_grad(*rows, *k, *n, dy, &p[0], &mut dx[0])?;
+                }
                 if let Some(pg) = dparams {
                     let (dw, db) = weight_and_bias(pg, *bias);
                     self.inner_product_weight_grad(*rows, *k, *n, x[0], dy, dw)?;
@@ -338,6 +345,40 @@ impl Backend for Cuda {
                     }
                 }
             }
+            Op::BatchNorm { outer, channels, inner, eps } => {
+                let n = outer * channels * inner;
+                ensure_len(dy, n, "BatchNorm output gradient")?;
+                if data {
+                    ensure_len(&dx[0], n, "BatchNorm input gradient")?;
+                    launch!(self, "batch_norm_backward_data", grid_for(n);
+                        &p[1], &p[2], dy, &mut dx[0], &(n as i64), &(*channels as i32), &(*inner as i32), eps)?;
+                }
+                if let Some(pg) = dparams {
+                    let (dmean, rest) = pg.split_at_mut(1);
+                    ensure_len(x[0], n, "BatchNorm input")?;
+                    launch!(self, "batch_norm_backward_weights", blocks_of(*channels);
+                        x[0], dy, &p[0], &p[1], &p[2], &mut dmean[0], &mut rest[0],
+                        &(*outer as i32), &(*channels as i32), &(*inner as i32), eps)?;
+                }
+            }
+            Op::Scale { outer, channels, inner, bias } => {
+                let n = outer * channels * inner;
+                ensure_len(dy, n, "Scale output gradient")?;
+                if data {
+                    ensure_len(&dx[0], n, "Scale input gradient")?;
+                    launch!(self, "scale_backward_data", grid_for(n);
+                        &p[0], dy, &mut dx[0], &(n as i64), &(*channels as i32), &(*inner as i32))?;
+                }
+                if let Some(pg) = dparams {
+                    let (dw, db) = weight_and_bias(pg, *bias);
+                    self.channel_sums(dy, Some(x[0]), dw, *outer, *channels, *inner)?;
+                    if let Some(db) = db {
+                        self.channel_sums(dy, None, db, *outer, *channels, *inner)?;
+                    }
+                }
+            }
+            // The rest have no parameters: only a data gradient to skip.
+            _ if !data => {}
             Op::Relu { slope } => self.relu_backward(*slope, x[0], dy, &mut dx[0])?,
             Op::Copy => bail!("Copy nodes are handled by the graph"),
             Op::MaxPool(g) => match aux {
@@ -359,34 +400,6 @@ impl Backend for Cuda {
                 }
             }
             Op::Eltwise { op, coeffs } => self.eltwise_backward(*op, coeffs, x, dy, aux, dx)?,
-            Op::BatchNorm { outer, channels, inner, eps } => {
-                let n = outer * channels * inner;
-                ensure_len(dy, n, "BatchNorm output gradient")?;
-                ensure_len(&dx[0], n, "BatchNorm input gradient")?;
-                launch!(self, "batch_norm_backward_data", grid_for(n);
-                    &p[1], &p[2], dy, &mut dx[0], &(n as i64), &(*channels as i32), &(*inner as i32), eps)?;
-                if let Some(pg) = dparams {
-                    let (dmean, rest) = pg.split_at_mut(1);
-                    ensure_len(x[0], n, "BatchNorm input")?;
-                    launch!(self, "batch_norm_backward_weights", blocks_of(*channels);
-                        x[0], dy, &p[0], &p[1], &p[2], &mut dmean[0], &mut rest[0],
-                        &(*outer as i32), &(*channels as i32), &(*inner as i32), eps)?;
-                }
-            }
-            Op::Scale { outer, channels, inner, bias } => {
-                let n = outer * channels * inner;
-                ensure_len(dy, n, "Scale output gradient")?;
-                ensure_len(&dx[0], n, "Scale input gradient")?;
-                launch!(self, "scale_backward_data", grid_for(n);
-                    &p[0], dy, &mut dx[0], &(n as i64), &(*channels as i32), &(*inner as i32))?;
-                if let Some(pg) = dparams {
-                    let (dw, db) = weight_and_bias(pg, *bias);
-                    self.channel_sums(dy, Some(x[0]), dw, *outer, *channels, *inner)?;
-                    if let Some(db) = db {
-                        self.channel_sums(dy, None, db, *outer, *channels, *inner)?;
-                    }
-                }
-            }
         }
         Ok(())
     }
