@@ -1,7 +1,86 @@
 //! Fully connected layer: x [rows, k], w [n, k] (Caffe's layout), y [rows, n]. Every pass is
-//! one GEMM; the transposes are stride swaps, never copies.
+//! one GEMM; the transposes are stride swaps, never copies. With few rows (a DGN-AM batch
+//! against fc6's 151 MB of weights) the passes are bound by reading the weights, and a GEMM
+//! that packs them first reads them twice; there, forward and backward-data stream each
+//! weight row once instead.
 
 use crate::real::Real;
+
+/// Up to this many rows, forward and backward-data stream the weights.
+const STREAM_ROWS: usize = 16;
+
+/// Splits `0..len` into one contiguous range per worker thread and runs `f` on each.
+fn parallel_ranges(len: usize, min_per_thread: usize, f: impl Fn(std::ops::Range<usize>) + Sync) {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(len / min_per_thread.max(1)).max(1);
+    if threads == 1 {
+        return f(0..len);
+    }
+    let chunk = len.div_ceil(threads);
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let f = &f;
+            let range = t * chunk..((t + 1) * chunk).min(len);
+            s.spawn(move || f(range));
+        }
+    });
+}
+
+/// sum a[i] * b[i] with eight partial sums (vectorizes, and rounds less than one running sum).
+fn dot<T: Real>(a: &[T], b: &[T]) -> T {
+    let mut acc = [T::ZERO; 8];
+    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: T = ac.remainder().iter().zip(bc.remainder()).fold(T::ZERO, |s, (&x, &y)| s + x * y);
+    for (x, y) in ac.zip(bc) {
+        for l in 0..8 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    acc.iter().fold(tail, |s, &v| s + v)
+}
+
+/// y[r, j] = x[r] . w[j]: each weight row is read once, for every row of x.
+fn stream_forward<T: Real>(rows: usize, k: usize, n: usize, x: &[T], w: &[T], y: &mut [T]) {
+    let out = SyncPtr(y.as_mut_ptr());
+    parallel_ranges(n, 64, |js| {
+        for j in js {
+            let wj = &w[j * k..(j + 1) * k];
+            for r in 0..rows {
+                let v = dot(&x[r * k..(r + 1) * k], wj);
+                // SAFETY: each thread writes only columns j of its own range, all in bounds.
+                unsafe { *out.ptr().add(r * n + j) = v };
+            }
+        }
+    });
+}
+
+/// dx[r, cols] += sum_j dy[r, j] w[j, cols], each thread owning a block of columns.
+fn stream_backward_data<T: Real>(rows: usize, k: usize, n: usize, dy: &[T], w: &[T], dx: &mut [T]) {
+    let out = SyncPtr(dx.as_mut_ptr());
+    parallel_ranges(k, 256, |cols| {
+        for r in 0..rows {
+            // SAFETY: threads own disjoint column ranges of every row of dx.
+            let dxr = unsafe { std::slice::from_raw_parts_mut(out.ptr().add(r * k + cols.start), cols.len()) };
+            for j in 0..n {
+                let g = dy[r * n + j];
+                if g != T::ZERO {
+                    dxr.iter_mut().zip(&w[j * k + cols.start..j * k + cols.end]).for_each(|(d, &v)| *d += g * v);
+                }
+            }
+        }
+    });
+}
+
+/// A raw pointer the scoped threads may share; each writes a disjoint part.
+#[derive(Clone, Copy)]
+struct SyncPtr<T>(*mut T);
+unsafe impl<T> Send for SyncPtr<T> {}
+unsafe impl<T> Sync for SyncPtr<T> {}
+
+impl<T> SyncPtr<T> {
+    fn ptr(self) -> *mut T {
+        self.0
+    }
+}
 
 fn assert_lens(rows: usize, k: usize, n: usize, x: usize, w: usize, y: usize) {
     assert_eq!(x, rows * k, "inner product: input length {x} is not {rows} x {k}");
@@ -12,7 +91,11 @@ fn assert_lens(rows: usize, k: usize, n: usize, x: usize, w: usize, y: usize) {
 /// y = x w^T + bias (overwrites y).
 pub fn inner_product_forward<T: Real>(rows: usize, k: usize, n: usize, x: &[T], w: &[T], bias: Option<&[T]>, y: &mut [T]) {
     assert_lens(rows, k, n, x.len(), w.len(), y.len());
-    T::gemm(rows, k, n, T::ONE, x, k as isize, 1, w, 1, k as isize, T::ZERO, y, n as isize, 1);
+    if rows <= STREAM_ROWS {
+        stream_forward(rows, k, n, x, w, y);
+    } else {
+        T::gemm(rows, k, n, T::ONE, x, k as isize, 1, w, 1, k as isize, T::ZERO, y, n as isize, 1);
+    }
     if let Some(b) = bias {
         assert_eq!(b.len(), n, "inner product: bias length");
         for row in y.chunks_exact_mut(n.max(1)) {
@@ -24,7 +107,11 @@ pub fn inner_product_forward<T: Real>(rows: usize, k: usize, n: usize, x: &[T], 
 /// dx += dy w.
 pub fn inner_product_backward_data<T: Real>(rows: usize, k: usize, n: usize, dy: &[T], w: &[T], dx: &mut [T]) {
     assert_lens(rows, k, n, dx.len(), w.len(), dy.len());
-    T::gemm(rows, n, k, T::ONE, dy, n as isize, 1, w, k as isize, 1, T::ONE, dx, k as isize, 1);
+    if rows <= STREAM_ROWS {
+        stream_backward_data(rows, k, n, dy, w, dx);
+    } else {
+        T::gemm(rows, n, k, T::ONE, dy, n as isize, 1, w, k as isize, 1, T::ONE, dx, k as isize, 1);
+    }
 }
 
 /// dw += dy^T x; db += column sums of dy.
@@ -61,6 +148,32 @@ mod tests {
         let mut y = vec![0.0; rows * n];
         inner_product_forward(rows, k, n, x, w, Some(b), &mut y);
         y
+    }
+
+    #[test]
+    fn streamed_and_gemm_paths_agree_with_the_definition() {
+        // Rows on both sides of STREAM_ROWS, sizes large enough to split across threads.
+        let (k, n) = (600, 300);
+        let mut rng = Rng::new(4);
+        let w = rng.uniform_vec(n * k, -1.0, 1.0);
+        for rows in [1, 7, STREAM_ROWS, STREAM_ROWS + 1, 40] {
+            let x = rng.uniform_vec(rows * k, -1.0, 1.0);
+            let dy = rng.uniform_vec(rows * n, -1.0, 1.0);
+            let mut y = vec![0.0; rows * n];
+            inner_product_forward(rows, k, n, &x, &w, None, &mut y);
+            let mut dx = vec![0.5; rows * k];
+            inner_product_backward_data(rows, k, n, &dy, &w, &mut dx);
+            for r in 0..rows {
+                for j in 0..n {
+                    let want: f64 = (0..k).map(|i| x[r * k + i] * w[j * k + i]).sum();
+                    assert!((y[r * n + j] - want).abs() < 1e-10, "rows {rows}: y[{r},{j}]");
+                }
+                for i in (0..k).step_by(37) {
+                    let want: f64 = 0.5 + (0..n).map(|j| dy[r * n + j] * w[j * k + i]).sum::<f64>();
+                    assert!((dx[r * k + i] - want).abs() < 1e-10, "rows {rows}: dx[{r},{i}]");
+                }
+            }
+        }
     }
 
     #[test]
