@@ -53,18 +53,22 @@ fn stream_forward<T: Real>(rows: usize, k: usize, n: usize, x: &[T], w: &[T], y:
     });
 }
 
-/// dx[r, cols] += sum_j dy[r, j] w[j, cols], each thread owning a block of columns.
+/// dx[r, cols] += sum_j dy[r, j] w[j, cols], each thread owning a block of columns. The
+/// loop runs over weight rows outside, so each is read once while the block of dx (rows x
+/// cols) stays in cache.
 fn stream_backward_data<T: Real>(rows: usize, k: usize, n: usize, dy: &[T], w: &[T], dx: &mut [T]) {
     let out = SyncPtr(dx.as_mut_ptr());
     parallel_ranges(k, 256, |cols| {
-        for r in 0..rows {
-            // SAFETY: threads own disjoint column ranges of every row of dx.
-            let dxr = unsafe { std::slice::from_raw_parts_mut(out.ptr().add(r * k + cols.start), cols.len()) };
-            for j in 0..n {
+        for j in 0..n {
+            let wj = &w[j * k + cols.start..j * k + cols.end];
+            for r in 0..rows {
                 let g = dy[r * n + j];
-                if g != T::ZERO {
-                    dxr.iter_mut().zip(&w[j * k + cols.start..j * k + cols.end]).for_each(|(d, &v)| *d += g * v);
+                if g == T::ZERO {
+                    continue;
                 }
+                // SAFETY: threads own disjoint column ranges of every row of dx.
+                let dxr = unsafe { std::slice::from_raw_parts_mut(out.ptr().add(r * k + cols.start), cols.len()) };
+                dxr.iter_mut().zip(wj).for_each(|(d, &v)| *d += g * v);
             }
         }
     });

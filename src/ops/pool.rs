@@ -122,21 +122,29 @@ pub fn max_pool_forward<T: Real>(g: &PoolGeom, x: &[T], y: &mut [T], argmax: &mu
     let outs = y.chunks_exact_mut(out_plane).zip(argmax.chunks_exact_mut(out_plane));
     let planes = x.chunks_exact(in_plane.max(1)).zip(outs);
     for (xp, (yp, ap)) in planes {
-        let outs = yp.iter_mut().zip(ap.iter_mut());
-        for ((yv, av), (wh, wc)) in outs.zip(hw.iter().flat_map(|h| ww.iter().map(move |w| (h, w)))) {
-            let mut best = T::from_f32(f32::MIN);
-            let mut arg = NO_ARGMAX;
-            for ih in wh.start..wh.end {
-                let row = &xp[ih * g.in_w..(ih + 1) * g.in_w];
-                for (iw, &v) in row.iter().enumerate().take(wc.end).skip(wc.start) {
-                    if arg == NO_ARGMAX || v > best {
-                        best = v;
-                        arg = (ih * g.in_w + iw) as u32;
+        let mut o = 0;
+        for wh in &hw {
+            for wc in &ww {
+                // Ties keep the first maximum, as Caffe; an empty window (possible only
+                // without padding) keeps Caffe's -FLT_MAX and no winner. Branch-free
+                // selects: the winners of random data are unpredictable.
+                let (mut best, mut arg) = (T::from_f32(f32::MIN), NO_ARGMAX);
+                if wh.start < wh.end && wc.start < wc.end {
+                    arg = (wh.start * g.in_w + wc.start) as u32;
+                    best = xp[arg as usize];
+                }
+                for ih in wh.start..wh.end {
+                    let base = ih * g.in_w + wc.start;
+                    for (iw, &v) in xp[base..base + wc.end - wc.start].iter().enumerate() {
+                        let better = v > best;
+                        best = if better { v } else { best };
+                        arg = if better { (base + iw) as u32 } else { arg };
                     }
                 }
+                yp[o] = best;
+                ap[o] = arg;
+                o += 1;
             }
-            *yv = best;
-            *av = arg;
         }
     }
 }
