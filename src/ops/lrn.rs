@@ -177,26 +177,11 @@ mod tests {
         assert_close(&y, &want_y, 1e-12);
     }
 
-    /// Reads a little-endian f32 `.npy`, returning (shape, data).
+    /// An OpenCV/Caffe fixture array, as (shape, data).
     fn read_npy(name: &str) -> (Vec<usize>, Vec<f32>) {
-        let path = format!("{}/tests/fixtures/caffe/opencv_layers/{name}", env!("CARGO_MANIFEST_DIR"));
-        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        assert_eq!(&bytes[..6], b"\x93NUMPY", "{path}: not an npy file");
-        let (header_len, start) = if bytes[6] == 1 {
-            (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10)
-        } else {
-            (u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize, 12)
-        };
-        let header = std::str::from_utf8(&bytes[start..start + header_len]).unwrap();
-        assert!(header.contains("'<f4'") && header.contains("'fortran_order': False"), "{path}: {header}");
-        let dims = header.split("'shape': (").nth(1).unwrap().split(')').next().unwrap();
-        let shape: Vec<usize> = dims.split(',').filter(|s| !s.trim().is_empty()).map(|s| s.trim().parse().unwrap()).collect();
-        let data: Vec<f32> = bytes[start + header_len..]
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-            .collect();
-        assert_eq!(data.len(), shape.iter().product::<usize>(), "{path}: size does not match shape");
-        (shape, data)
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/caffe/opencv_layers").join(name);
+        let t = crate::npy::read(&path).unwrap();
+        (t.shape, t.data)
     }
 
     fn check_against_caffe(file: &str, p: &LrnParam) {
