@@ -373,10 +373,16 @@ pub fn with_oom_retry<T>(mut batch: usize, mut attempt: impl FnMut(usize) -> Res
 /// `dgnam act-range`: per-neuron `mean + sigma * std` (lower bound 0) of a blob over a
 /// folder of images, written as one line of numbers (the format of the shipped bounds).
 /// The blob is the newest of that name, so `fc6` means post-ReLU fc6, the code space.
-pub fn act_range(net_path: &Path, layer: &str, images: &Path, sigma: f64, out: &Path) -> Result<(usize, usize)> {
+pub fn act_range(net_path: &Path, layer: &str, images: &Path, sigma: f64, out: &Path, device: Device) -> Result<(usize, usize)> {
     let file = open_weights(net_path)?;
+    match device {
+        Device::Cuda => act_range_on(&Net::<Cuda>::from_weights(&file, 1, Cuda::new()?)?, &file, layer, images, sigma, out),
+        Device::Cpu | Device::Auto => act_range_on(&CpuNet::<f32>::from_weights(&file, 1)?, &file, layer, images, sigma, out),
+    }
+}
+
+fn act_range_on<B: Backend<Scalar = f32>>(net: &Net<B>, file: &WeightsFile, layer: &str, images: &Path, sigma: f64, out: &Path) -> Result<(usize, usize)> {
     let def = file.netdef()?;
-    let net = CpuNet::<f32>::from_weights(&file, 1)?;
     let blob = net.plan.blob_by_name(layer)?;
     let mut paths: Vec<PathBuf> = std::fs::read_dir(images)
         .with_context(|| format!("cannot read the image folder {}", images.display()))?
@@ -399,7 +405,7 @@ pub fn act_range(net_path: &Path, layer: &str, images: &Path, sigma: f64, out: &
         net.forward(&mut st, &[&x.data])?;
         count += 1;
         // Welford's update: stable for many images.
-        for (i, &v) in st.value(blob).iter().enumerate() {
+        for (i, &v) in net.backend.download(st.value(blob))?.iter().enumerate() {
             let d = v as f64 - mean[i];
             mean[i] += d / count as f64;
             m2[i] += d * (v as f64 - mean[i]);

@@ -52,6 +52,8 @@ enum Command {
         sigma: f64,
         #[arg(short = 'o', long = "out")]
         out: PathBuf,
+        #[arg(long, default_value = "auto")]
+        device: Device,
     },
     /// Gradient of one unit (summed over the batch) with respect to the input.
     Backward {
@@ -279,8 +281,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 anyhow::bail!("{} unit(s) went non-finite and were skipped: {}", names.len(), names.join(", "));
             }
         }
-        Command::ActRange { net, layer, images, sigma, out } => {
-            let (n, neurons) = app::act_range(&net, &layer, &images, sigma, &out)?;
+        Command::ActRange { net, layer, images, sigma, out, device } => {
+            let device = app::resolve_device(device)?;
+            let (n, neurons) = app::act_range(&net, &layer, &images, sigma, &out, device)?;
             println!("wrote {}: {neurons} bounds from {n} images", out.display());
         }
         Command::Backward { net, input, layer, unit, xy, out, device, pre } => {
