@@ -263,7 +263,11 @@ pub struct SynthCommand {
     pub xy: Option<(usize, usize)>,
     pub prob: bool,
     pub gamma: f64,
-    pub schedule: crate::synth::dgn::Schedule,
+    pub iters: usize,
+    /// None: the paper's default for the classifier (8, GoogLeNet 2).
+    pub lr: Option<f64>,
+    pub lr_end: f64,
+    pub decay: f64,
     /// None: the shipped 3x fc6 bounds; Some("none"): no clamping.
     pub bounds: Option<PathBuf>,
     pub seed: u64,
@@ -328,7 +332,12 @@ pub fn synthesize(c: &SynthCommand, device: Device) -> Result<crate::synth::run:
         xy: c.xy,
         prob: c.prob,
         gamma: c.gamma,
-        schedule: c.schedule,
+        schedule: crate::synth::dgn::Schedule {
+            iters: c.iters,
+            lr: c.lr.unwrap_or_else(|| default_lr(&classifier.plan.name)),
+            lr_end: c.lr_end,
+            decay: c.decay,
+        },
         bounds,
         seed: c.seed,
         init,
@@ -354,6 +363,15 @@ pub fn synthesize(c: &SynthCommand, device: Device) -> Result<crate::synth::run:
     }
     let generator = CpuNet::<f32>::from_weights(&gen_file, batch)?;
     run::synthesize(&generator, &classifier, &opts)
+}
+
+/// The paper scripts' initial step size: 2 for GoogLeNet, 8 for the AlexNet family.
+pub fn default_lr(net_name: &str) -> f64 {
+    if net_name.to_ascii_lowercase().contains("googlenet") {
+        2.0
+    } else {
+        8.0
+    }
 }
 
 /// Runs `attempt` at `batch`, halving the batch (and saying so) each time the GPU runs

@@ -120,8 +120,9 @@ struct SynthArgs {
     gamma: f64,
     #[arg(long, default_value_t = 200)]
     iters: usize,
-    #[arg(long, default_value_t = 8.0)]
-    lr: f64,
+    /// Initial step size (default: 8, or 2 for GoogLeNet, as the paper's scripts).
+    #[arg(long)]
+    lr: Option<f64>,
     #[arg(long, default_value_t = 1e-10)]
     lr_end: f64,
     #[arg(long, default_value_t = 0.99)]
@@ -260,7 +261,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 xy: a.xy.as_deref().map(parse_xy).transpose()?,
                 prob: objective,
                 gamma: a.gamma,
-                schedule: dgnam::synth::dgn::Schedule { iters: a.iters, lr: a.lr, lr_end: a.lr_end, decay: a.decay },
+                iters: a.iters,
+                lr: a.lr,
+                lr_end: a.lr_end,
+                decay: a.decay,
                 bounds: a.bounds,
                 seed: a.seed,
                 init_code: a.init_code,
