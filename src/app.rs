@@ -447,6 +447,13 @@ mod tests {
     use crate::backend::cuda::OutOfMemory;
 
     #[test]
+    fn googlenet_takes_the_papers_smaller_step() {
+        assert_eq!(default_lr("GoogleNet"), 2.0);
+        assert_eq!(default_lr(""), 8.0); // CaffeNet's prototxt has no name
+        assert_eq!(default_lr("CaffeNet"), 8.0);
+    }
+
+    #[test]
     fn out_of_memory_halves_the_batch_and_other_errors_do_not() {
         let mut tried = Vec::new();
         let r = with_oom_retry(8, |b| {
