@@ -98,7 +98,8 @@ enum Command {
 
 #[derive(Args)]
 struct SynthArgs {
-    /// The generator weights (default weights/generator-fc6.dgnw).
+    /// The generator weights (default weights/generator-fc6.dgnw; `none`: optimize pixels
+    /// directly with hand-designed priors, the baseline DGN-AM is compared against).
     #[arg(long)]
     generator: Option<PathBuf>,
     /// The classifier weights (default weights/caffenet.dgnw).
