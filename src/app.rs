@@ -168,14 +168,20 @@ fn open_weights(path: &Path) -> Result<WeightsFile> {
     WeightsFile::open(path)
 }
 
-/// `dgnam forward`: writes `<out_dir>/<layer>.npy` for each requested layer (default: the
-/// last), computed on `device` (`Cpu` or `Cuda`, see `resolve_device`). Everything is
-/// computed before anything is written.
-pub fn forward(net_path: &Path, input: &Path, layers: &[String], out_dir: &Path, pre: &PreprocessFlags, device: Device) -> Result<Vec<PathBuf>> {
+/// A weights file and an input for its net, preprocessed as the flags and the net say.
+fn open_with_input(net_path: &Path, input: &Path, pre: &PreprocessFlags) -> Result<(WeightsFile, Tensor)> {
     let file = open_weights(net_path)?;
     let def = file.netdef()?;
     let pre = pre.resolve(def.inputs[0].shape.get(1).copied().unwrap_or(3));
     let x = read_input(input, &def, &pre)?;
+    Ok((file, x))
+}
+
+/// `dgnam forward`: writes `<out_dir>/<layer>.npy` for each requested layer (default: the
+/// last), computed on `device` (`Cpu` or `Cuda`, see `resolve_device`). Everything is
+/// computed before anything is written.
+pub fn forward(net_path: &Path, input: &Path, layers: &[String], out_dir: &Path, pre: &PreprocessFlags, device: Device) -> Result<Vec<PathBuf>> {
+    let (file, x) = open_with_input(net_path, input, pre)?;
     let outputs = match device {
         Device::Cuda => forward_net(&Net::<Cuda>::from_weights(&file, x.shape[0], Cuda::new()?)?, &x, layers)?,
         Device::Cpu | Device::Auto => forward_net(&CpuNet::<f32>::from_weights(&file, x.shape[0])?, &x, layers)?,
@@ -220,10 +226,7 @@ pub fn backward(
     pre: &PreprocessFlags,
     device: Device,
 ) -> Result<()> {
-    let file = open_weights(net_path)?;
-    let def = file.netdef()?;
-    let pre = pre.resolve(def.inputs[0].shape.get(1).copied().unwrap_or(3));
-    let x = read_input(input, &def, &pre)?;
+    let (file, x) = open_with_input(net_path, input, pre)?;
     let grad = match device {
         Device::Cuda => input_gradient(&Net::<Cuda>::from_weights(&file, x.shape[0], Cuda::new()?)?, &x.data, layer, unit)?,
         Device::Cpu | Device::Auto => input_gradient(&CpuNet::<f32>::from_weights(&file, x.shape[0])?, &x.data, layer, unit)?,
@@ -303,7 +306,8 @@ pub fn synthesize(c: &SynthCommand, device: Device) -> Result<crate::synth::run:
     let batch = c.batch.unwrap_or(if device == Device::Cuda { 64 } else { 8 });
     ensure!(batch > 0, "--batch must be at least 1");
     let batch = batch.min(count);
-    let classifier = CpuNet::<f32>::from_weights(&clf_file, batch)?;
+    let clf_def = clf_file.netdef()?;
+    let clf_plan = Plan::new(&clf_def, batch)?;
     let init = match (&c.init_code, &c.init_image) {
         (Some(_), Some(_)) => bail!("--init-code and --init-image exclude each other"),
         (Some(p), None) => {
@@ -312,15 +316,15 @@ pub fn synthesize(c: &SynthCommand, device: Device) -> Result<crate::synth::run:
             Init::Codes(t.data.chunks(t.shape[1].max(1)).map(|r| r.to_vec()).collect())
         }
         (None, Some(p)) => {
-            let def = clf_file.netdef()?;
-            let x = read_input(p, &def, &Preprocess::default_for(3))?;
+            let x = read_input(p, &clf_def, &Preprocess::default_for(3))?;
             ensure!(x.shape[0] == 1, "{}: --init-image takes one image", p.display());
-            Init::Codes(vec![crate::synth::run::encode_image(&classifier, &x.data, "fc6")?])
+            let encoder = CpuNet::<f32>::from_weights(&clf_file, 1)?;
+            Init::Codes(vec![crate::synth::run::encode_image(&encoder, &x.data, "fc6")?])
         }
         (None, None) => Init::Random,
     };
-    let layer_blob = classifier.plan.layer_output(&c.layer)?;
-    let unit_count = classifier.plan.blobs[layer_blob].shape.get(1).copied().unwrap_or(0);
+    let layer_blob = clf_plan.layer_output(&c.layer)?;
+    let unit_count = clf_plan.blobs[layer_blob].shape.get(1).copied().unwrap_or(0);
     let labels_path = run::default_path("weights/synset_words.txt");
     let labels = match run::read_labels(&labels_path) {
         Ok(l) if l.len() == unit_count => Some(l),
@@ -334,7 +338,7 @@ pub fn synthesize(c: &SynthCommand, device: Device) -> Result<crate::synth::run:
         gamma: c.gamma,
         schedule: crate::synth::dgn::Schedule {
             iters: c.iters,
-            lr: c.lr.unwrap_or_else(|| default_lr(&classifier.plan.name)),
+            lr: c.lr.unwrap_or_else(|| default_lr(&clf_plan.name)),
             lr_end: c.lr_end,
             decay: c.decay,
         },
@@ -347,7 +351,8 @@ pub fn synthesize(c: &SynthCommand, device: Device) -> Result<crate::synth::run:
         labels,
     };
     if pixel_space {
-        let channels = classifier.plan.blobs[classifier.plan.inputs[0]].shape.get(1).copied().unwrap_or(3);
+        let channels = clf_plan.blobs[clf_plan.inputs[0]].shape.get(1).copied().unwrap_or(3);
+        let classifier = CpuNet::<f32>::from_weights(&clf_file, batch)?;
         return run::synthesize_pixels(&classifier, &opts, &crate::synth::pixel::PixelPriors::for_channels(channels));
     }
     let gen_file = open_default(&c.generator, "weights/generator-fc6.dgnw")?;
@@ -361,6 +366,7 @@ pub fn synthesize(c: &SynthCommand, device: Device) -> Result<crate::synth::run:
             run::synthesize(&generator, &classifier, &opts)
         });
     }
+    let classifier = CpuNet::<f32>::from_weights(&clf_file, batch)?;
     let generator = CpuNet::<f32>::from_weights(&gen_file, batch)?;
     run::synthesize(&generator, &classifier, &opts)
 }

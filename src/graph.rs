@@ -433,7 +433,7 @@ fn reshape(name: &str, bottom: &[usize], p: &crate::caffe::ReshapeParam, declare
     let have = product(bottom);
     let want = checked_len(&top).with_context(|| format!("layer '{name}' (Reshape): {} is too large", fmt_shape(&top)))?;
     if let Some(i) = infer {
-        ensure!(want > 0 && have % want == 0, "layer '{name}' (Reshape): cannot infer a dim for {} from {}", fmt_shape(&top), fmt_shape(bottom));
+        ensure!(want > 0 && have.is_multiple_of(want), "layer '{name}' (Reshape): cannot infer a dim for {} from {}", fmt_shape(&top), fmt_shape(bottom));
         top[start + i] = have / want;
     }
     ensure!(

@@ -101,8 +101,13 @@ pub struct SynthOptions {
 
 /// The initial code for unit `key` under `Init::Random`.
 pub fn random_code(seed: u64, key: usize, len: usize) -> Vec<f32> {
-    let mut rng = Rng::new(seed ^ (key as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut rng = unit_rng(seed, key);
     (0..len).map(|_| rng.normal() as f32).collect()
+}
+
+/// The random stream of unit `key`: its own, whatever else shares its batch.
+fn unit_rng(seed: u64, key: usize) -> Rng {
+    Rng::new(seed ^ (key as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15))
 }
 
 /// Reads a bounds file: whitespace-separated numbers, one per code neuron.
@@ -190,7 +195,7 @@ pub fn synthesize_pixels(classifier: &CpuNet<'_, f32>, opts: &SynthOptions, prio
         for job in jobs {
             let UnitSel::One(unit) = job.sel else { bail!("--generator none takes single units, not {:?}", job.sel) };
             refs.push(UnitRef { unit, xy: opts.xy });
-            let mut rng = Rng::new(opts.seed ^ (job.index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let mut rng = unit_rng(opts.seed, job.index);
             let (lo, hi) = priors.clip;
             init.extend((0..per_image).map(|_| lo + (hi - lo) * rng.uniform(0.0, 0.1) as f32));
         }
