@@ -80,8 +80,13 @@ fn assert_close(gpu: &[f32], cpu: &[f32], what: &str) {
     assert_eq!(gpu.len(), cpu.len(), "{what}: lengths differ");
     let scale = cpu.iter().fold(0f32, |m, v| m.max(v.abs()));
     let tol = 1e-4 * scale + 1e-5;
-    for (i, (g, c)) in gpu.iter().zip(cpu).enumerate() {
-        assert!((g - c).abs() <= tol || (g.is_nan() && c.is_nan()), "{what}: index {i}: gpu {g} vs cpu {c} (max |cpu| {scale})");
+    let bad: Vec<usize> = (0..gpu.len()).filter(|&i| !((gpu[i] - cpu[i]).abs() <= tol || (gpu[i].is_nan() && cpu[i].is_nan()))).collect();
+    if let Some(&i) = bad.first() {
+        let worst = bad.iter().copied().max_by(|&a, &b| (gpu[a] - cpu[a]).abs().total_cmp(&(gpu[b] - cpu[b]).abs())).unwrap();
+        panic!(
+            "{what}: {} of {} entries differ; first index {i}: gpu {} vs cpu {}; worst index {worst}: gpu {} vs cpu {} (max |cpu| {scale}, tolerance {tol})",
+            bad.len(), gpu.len(), gpu[i], cpu[i], gpu[worst], cpu[worst]
+        );
     }
 }
 

@@ -3,8 +3,15 @@
 
 use std::path::{Path, PathBuf};
 
+/// The repository root: where the crate was built, or (for test executables copied to
+/// another machine, as `.gpu/` is) the current directory when that path is gone.
 pub fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let built = Path::new(env!("CARGO_MANIFEST_DIR"));
+    if built.join("weights").is_dir() {
+        built
+    } else {
+        Path::new(".")
+    }
 }
 
 pub fn fixture(rel: &str) -> PathBuf {

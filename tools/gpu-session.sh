@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Prepares one GPU session: builds .gpu/ with ../shared/tools/gpu-bundle.sh, then writes
+# .gpu/session.sh, which on the GPU machine (from the repository root, $OUT set) runs, each
+# step in its own process under a time limit and inside an overall deadline:
+#   1. nvidia-smi, `dgnam kernels` for the device, `forward --device auto` twice
+#      (cold, then from the PTX cache) and against `--device cpu`;
+#   2. every ignored GPU test, one process per test (a sticky CUDA error in one cannot
+#      fail the rest); the first failing test is rerun under compute-sanitizer;
+#   3. the DGN-AM step benchmark, 1000 units x 20 iterations of synthesize, the kernel
+#      benchmark, and the PyTorch reference.
+# Logs and JSON land in $OUT. Usage: tools/gpu-session.sh [deadline seconds, default 380]
+set -euo pipefail
+cd "$(git rev-parse --show-toplevel)"
+deadline=${1:-380}
+../shared/tools/gpu-bundle.sh
+cat > .gpu/session.sh <<EOF
+#!/usr/bin/env bash
+cd "\$(dirname "\$0")/.."
+OUT=\${OUT:-/tmp/out}; mkdir -p "\$OUT"
+exec > >(tee -a "\$OUT/session.log") 2>&1
+T0=\$(date +%s); DEADLINE=$deadline
+EOF
+cat >> .gpu/session.sh <<'EOF'
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$OUT/device.txt"
+for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib $(dirname "$(find /usr /opt -name "libnvrtc.so.13*" 2>/dev/null | head -n 1)" 2>/dev/null); do [ -d "$d" ] && export LD_LIBRARY_PATH="$d:${LD_LIBRARY_PATH:-}"; done
+export REQUIRE_GPU=1 REQUIRE_NVRTC=1 RUST_BACKTRACE=1 DGNAM_CACHE_DIR=/tmp/dgnam-ptx
+B=.gpu/bin
+# step NAME LIMIT CMD...: runs CMD under min(LIMIT, time left), prints its status and time.
+step() {
+  local name=$1 limit=$2; shift 2
+  local left=$(( DEADLINE - ($(date +%s) - T0) ))
+  (( left < limit )) && limit=$left
+  if (( limit < 5 )); then echo "== $name: skipped (deadline)"; return 99; fi
+  echo "== $name (limit ${limit}s)"
+  local s=$(date +%s.%N)
+  timeout "$limit" "$@"; local rc=$?
+  echo "== $name: rc $rc, $(python3 -c "import time; print(round(time.time() - $s, 2))") s"
+  return $rc
+}
+step kernels 60 $B/dgnam kernels
+step convert 60 bash -c "$B/dgnam-convert --prototxt weights/caffenet.prototxt --random-weights 1 -o /tmp/c.dgnw && $B/dgnam-convert --prototxt weights/generator-fc6.prototxt --random-weights 2 -o /tmp/g.dgnw"
+python3 -c "import numpy as np; np.save('/tmp/x.npy', np.random.default_rng(0).uniform(-100, 100, (1, 3, 227, 227)).astype(np.float32))"
+step forward-cold 60 $B/dgnam forward --device auto --net /tmp/c.dgnw --input /tmp/x.npy --no-mean --layer fc8 --out-dir /tmp/fwd-gpu
+echo "PTX cache files: $(ls /tmp/dgnam-ptx | wc -l)"
+step forward-cached 60 $B/dgnam forward --device auto --net /tmp/c.dgnw --input /tmp/x.npy --no-mean --layer fc8 --out-dir /tmp/fwd-gpu2
+step forward-cpu 60 $B/dgnam forward --device cpu --net /tmp/c.dgnw --input /tmp/x.npy --no-mean --layer fc8 --out-dir /tmp/fwd-cpu
+python3 -c "
+import glob, numpy as np
+for g in sorted(glob.glob('/tmp/fwd-gpu/*.npy')):
+    a, b = np.load(g), np.load(g.replace('fwd-gpu', 'fwd-cpu'))
+    print('forward CLI', g.split('/')[-1], 'max|gpu-cpu|', float(np.abs(a - b).max()), 'max|cpu|', float(np.abs(b).max()))
+"
+failed=""
+for t in $($B/test-cuda --ignored --list --format terse 2>/dev/null | sed -n 's/: test$//p'); do
+  step "test $t" 240 $B/test-cuda --ignored --exact "$t" --test-threads=1 --nocapture || failed="$failed $t"
+done
+echo "FAILED TESTS:${failed:- none}"
+first=$(echo $failed | awk '{print $1}')
+if [ -n "$first" ] && command -v compute-sanitizer >/dev/null; then
+  step "sanitizer $first" 120 compute-sanitizer --print-limit 20 $B/test-cuda --ignored --exact "$first" --test-threads=1
+fi
+step bench-step 120 $B/dgnam bench --device cuda --batch 1,8,32,64,128 --json "$OUT/bench-step.json"
+step synth-1000 150 bash -c "time $B/dgnam synthesize --device cuda --net /tmp/c.dgnw --generator /tmp/g.dgnw --units all --iters 20 --batch 64 --out-dir /tmp/synth > /tmp/synth.log 2>&1; rc=\$?; tail -n 5 /tmp/synth.log; exit \$rc"
+cp /tmp/synth/summary.json "$OUT/" 2>/dev/null
+step bench-kernels 90 $B/dgnam bench --device cuda --json "$OUT/bench-kernels.json"
+step torch 90 env PYTHONUNBUFFERED=1 python3 benches/torch_reference.py --batch 1,8,32,64,128 --json "$OUT/torch.json"
+echo "total $(( $(date +%s) - T0 )) s; failed:${failed:- none}"
+EOF
+chmod +x .gpu/session.sh
+echo "ready: run 'bash .gpu/session.sh' on the GPU machine with carry [\".gpu\"]"
