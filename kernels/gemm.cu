@@ -60,14 +60,32 @@ __device__ __forceinline__ Fetch fetch_tile(const TileSource& s, int r0, int k0,
     return f;
 }
 
-__device__ __forceinline__ void store_tile(const TileSource& s, const Fetch& f, float (*sh)[TILE_M + PAD], int tid) {
+// TF32 (10-bit mantissa), rounded to nearest with ties away from zero, as cvt.rna does.
+__device__ __forceinline__ float to_tf32(float x) {
+#if defined(DGNAM_HOST_EMU)
+    return emu_to_tf32(x);
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    unsigned r;
+    asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
+    return __uint_as_float(r);
+#else
+    return x;
+#endif
+}
+
+// The tile in shared memory, K-major: sh[k][r]. TF32 rounds each value once, here.
+template <int W, bool TF32>
+__device__ __forceinline__ void store_tile(const TileSource& s, const Fetch& f, float (*sh)[W], int tid) {
+    float v[4];
+    #pragma unroll
+    for (int i = 0; i < 4; i++) v[i] = TF32 ? to_tf32(f.v[i]) : f.v[i];
     if (s.k_contiguous) {
         int r = tid / 4, k = (tid % 4) * 4;
         #pragma unroll
-        for (int i = 0; i < 4; i++) sh[k + i][r] = f.v[i];
+        for (int i = 0; i < 4; i++) sh[k + i][r] = v[i];
     } else {
         int k = tid / 16, r = (tid % 16) * 4;
-        *reinterpret_cast<float4*>(&sh[k][r]) = make_float4(f.v[0], f.v[1], f.v[2], f.v[3]);
+        *reinterpret_cast<float4*>(&sh[k][r]) = make_float4(v[0], v[1], v[2], v[3]);
     }
 }
 
@@ -104,8 +122,8 @@ extern "C" __global__ void __launch_bounds__(256) sgemm(
         for (int j = 0; j < 4; j++) acc[i][j] = 0.0f;
 
     Fetch fa = fetch_tile(sa, m0, 0, tid), fb = fetch_tile(sb, n0, 0, tid);
-    store_tile(sa, fa, As[0], tid);
-    store_tile(sb, fb, Bs[0], tid);
+    store_tile<TILE_M + PAD, false>(sa, fa, As[0], tid);
+    store_tile<TILE_N + PAD, false>(sb, fb, Bs[0], tid);
     __syncthreads();
 
     int buf = 0;
@@ -127,8 +145,8 @@ extern "C" __global__ void __launch_bounds__(256) sgemm(
         }
         if (more) {
             // The other buffer was last read before the previous barrier: safe to fill.
-            store_tile(sa, fa, As[buf ^ 1], tid);
-            store_tile(sb, fb, Bs[buf ^ 1], tid);
+            store_tile<TILE_M + PAD, false>(sa, fa, As[buf ^ 1], tid);
+            store_tile<TILE_N + PAD, false>(sb, fb, Bs[buf ^ 1], tid);
             __syncthreads();
             buf ^= 1;
         }
@@ -144,5 +162,133 @@ extern "C" __global__ void __launch_bounds__(256) sgemm(
             int n = n0 + tx * 4 + j;
             if (n < N) row[n] = beta == 0.0f ? alpha * acc[i][j] : fmaf(beta, row[n], alpha * acc[i][j]);
         }
+    }
+}
+
+
+// ---------------------------------------------------------------------------------------
+// The same product on tensor cores in TF32 (the `--precision tf32` option): inputs rounded
+// to TF32 as they enter shared memory, products accumulated in f32 by mma.sync m16n8k8.
+// Same arguments, tiles and batching as sgemm. The 8 warps of a block sit 2 (along M) by
+// 4 (along N); each computes 32 x 16 of the 64 x 64 tile as 2 x 2 mma tiles of 16 x 8.
+// A row pad of 8 floats makes the fragment reads below free of bank conflicts.
+
+#define PAD_TC 8
+
+// d += a * b for one 16 x 8 x 8 tile, fragments in the PTX ISA's m16n8k8 .tf32 layout:
+// with g = lane / 4, t = lane % 4: a = A[g][t], A[g+8][t], A[g][t+4], A[g+8][t+4];
+// b = B[t][g], B[t+4][g]; d = D[g][2t], D[g][2t+1], D[g+8][2t], D[g+8][2t+1].
+__device__ __forceinline__ void mma_tf32(float (&d)[4], const float (&a)[4], const float (&b)[2]) {
+#if defined(DGNAM_HOST_EMU)
+    emu_mma_m16n8k8(d, a, b);
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile(
+        "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(__float_as_uint(a[0])), "r"(__float_as_uint(a[1])), "r"(__float_as_uint(a[2])), "r"(__float_as_uint(a[3])),
+          "r"(__float_as_uint(b[0])), "r"(__float_as_uint(b[1])));
+#else
+    __trap();  // the host never launches this kernel below sm_80
+#endif
+}
+
+extern "C" __global__ void __launch_bounds__(256) sgemm_tf32(
+    int M, int N, int K, float alpha,
+    const float* __restrict__ A, int lda, int trans_a, long long a_s1, long long a_s2,
+    const float* __restrict__ B, int ldb, int trans_b, long long b_s1, long long b_s2,
+    float beta, float* __restrict__ C, int ldc, long long c_s1, long long c_s2, int zdiv)
+{
+    __shared__ __align__(16) float As[2][TILE_K][TILE_M + PAD_TC];
+    __shared__ __align__(16) float Bs[2][TILE_K][TILE_N + PAD_TC];
+
+    const int z = blockIdx.z, z1 = z / zdiv, z2 = z % zdiv;
+    A += z1 * a_s1 + z2 * a_s2;
+    B += z1 * b_s1 + z2 * b_s2;
+    C += z1 * c_s1 + z2 * c_s2;
+
+    const int tid = threadIdx.x;
+    const int m0 = blockIdx.y * TILE_M, n0 = blockIdx.x * TILE_N;
+    const TileSource sa = { A, lda, M, K, trans_a == 0, aligned16(A, lda) };
+    const TileSource sb = { B, ldb, N, K, trans_b != 0, aligned16(B, ldb) };
+
+    const int warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
+    const int wm = (warp / 4) * 32, wn = (warp % 4) * 16;
+    float acc[2][2][4];
+    #pragma unroll
+    for (int i = 0; i < 2; i++)
+        #pragma unroll
+        for (int j = 0; j < 2; j++)
+            #pragma unroll
+            for (int e = 0; e < 4; e++) acc[i][j][e] = 0.0f;
+
+    Fetch fa = fetch_tile(sa, m0, 0, tid), fb = fetch_tile(sb, n0, 0, tid);
+    store_tile<TILE_M + PAD_TC, true>(sa, fa, As[0], tid);
+    store_tile<TILE_N + PAD_TC, true>(sb, fb, Bs[0], tid);
+    __syncthreads();
+
+    int buf = 0;
+    for (int k0 = 0; k0 < K; k0 += TILE_K) {
+        const bool more = k0 + TILE_K < K;
+        if (more) {
+            fa = fetch_tile(sa, m0, k0 + TILE_K, tid);
+            fb = fetch_tile(sb, n0, k0 + TILE_K, tid);
+        }
+        #pragma unroll
+        for (int kk = 0; kk < TILE_K; kk += 8) {
+            float a[2][4], b[2][2];
+            #pragma unroll
+            for (int i = 0; i < 2; i++) {
+                const int m = wm + i * 16 + g;
+                a[i][0] = As[buf][kk + t][m];
+                a[i][1] = As[buf][kk + t][m + 8];
+                a[i][2] = As[buf][kk + t + 4][m];
+                a[i][3] = As[buf][kk + t + 4][m + 8];
+            }
+            #pragma unroll
+            for (int j = 0; j < 2; j++) {
+                const int n = wn + j * 8 + g;
+                b[j][0] = Bs[buf][kk + t][n];
+                b[j][1] = Bs[buf][kk + t + 4][n];
+            }
+            #pragma unroll
+            for (int i = 0; i < 2; i++)
+                #pragma unroll
+                for (int j = 0; j < 2; j++) mma_tf32(acc[i][j], a[i], b[j]);
+        }
+        if (more) {
+            store_tile<TILE_M + PAD_TC, true>(sa, fa, As[buf ^ 1], tid);
+            store_tile<TILE_N + PAD_TC, true>(sb, fb, Bs[buf ^ 1], tid);
+            __syncthreads();
+            buf ^= 1;
+        }
+    }
+
+    #pragma unroll
+    for (int i = 0; i < 2; i++)
+        #pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const int m = m0 + wm + i * 16 + g + (e >= 2 ? 8 : 0);
+            if (m >= M) continue;
+            float* row = C + (long long)m * ldc;
+            #pragma unroll
+            for (int j = 0; j < 2; j++) {
+                const int n = n0 + wn + j * 8 + 2 * t + (e & 1);
+                if (n < N) row[n] = beta == 0.0f ? alpha * acc[i][j][e] : fmaf(beta, row[n], alpha * acc[i][j][e]);
+            }
+        }
+}
+
+// C = alpha * sum over s < splits of P[s] + beta * C, where P holds `splits` dense M x N
+// partial products (split-K), and C has leading dimension ldc. Summed in a fixed order, so
+// the result does not depend on scheduling.
+extern "C" __global__ void splitk_reduce(const float* __restrict__ P, int splits, int M, int N, float alpha, float beta, float* __restrict__ C, int ldc)
+{
+    const long long total = (long long)M * N, plane = total;
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total; i += (long long)gridDim.x * blockDim.x) {
+        float s = 0.0f;
+        for (int k = 0; k < splits; k++) s += P[k * plane + i];
+        const long long m = i / N, n = i % N;
+        float* c = C + m * ldc + n;
+        *c = beta == 0.0f ? alpha * s : fmaf(beta, *c, alpha * s);
     }
 }

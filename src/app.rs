@@ -35,8 +35,21 @@ impl std::str::FromStr for Device {
 /// Picks the backend to run on (`Cpu` or `Cuda`), telling stderr which one it is and, when
 /// auto falls back to the CPU, why.
 pub fn resolve_device(d: Device) -> Result<Device> {
+    let tf32 = crate::backend::cuda::default_precision() == crate::backend::cuda::Precision::Tf32;
+    let resolved = pick_device(d)?;
+    if tf32 && resolved == Device::Cpu {
+        bail!("--precision tf32 needs a GPU (tensor cores); the CPU computes in f32");
+    }
+    Ok(resolved)
+}
+
+fn pick_device(d: Device) -> Result<Device> {
+    let suffix = match crate::backend::cuda::default_precision() {
+        crate::backend::cuda::Precision::F32 => String::new(),
+        p => format!(", {p}"),
+    };
     let probe = || match Cuda::probe() {
-        Ok(Some(info)) => Ok(info),
+        Ok(Some(info)) => Ok(format!("{info}{suffix}")),
         Ok(None) => Err("no CUDA driver found".to_string()),
         Err(e) => Err(format!("{e:#}")),
     };

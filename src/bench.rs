@@ -608,6 +608,96 @@ pub struct StepReport {
     pub device: String,
     pub opts: StepOptions,
     pub steps: Vec<StepTime>,
+    /// With `--precision tf32` on a GPU: how far TF32 lands from f32 on the same step.
+    pub tf32_error: Option<PrecisionError>,
+}
+
+/// TF32 against f32 on the DGN-AM loop, same weights, codes and units (relative to the
+/// largest f32 magnitude of each quantity).
+#[derive(Clone, Debug)]
+pub struct PrecisionError {
+    pub batch: usize,
+    /// The objective (fc8 unit) of the initial code: the forward pass alone.
+    pub objective: f64,
+    /// The first update of the code: lr * gradient / mean |gradient|.
+    pub update: f64,
+    pub iters: usize,
+    /// The objective after `iters` iterations.
+    pub final_objective: f64,
+    /// The cropped image after `iters` iterations.
+    pub final_image: f64,
+}
+
+impl PrecisionError {
+    pub fn to_json(&self) -> Value {
+        json!({
+            "batch": self.batch,
+            "objective_rel_err": self.objective,
+            "first_update_rel_err": self.update,
+            "iters": self.iters,
+            "final_objective_rel_err": self.final_objective,
+            "final_image_rel_err": self.final_image,
+        })
+    }
+
+    pub fn row(&self) -> String {
+        format!(
+            "tf32 against f32 (batch {}): objective {:.2e}, first code update {:.2e}; after {} iterations: objective {:.2e}, image {:.2e} (max |difference| / max |f32|)\n",
+            self.batch, self.objective, self.update, self.iters, self.final_objective, self.final_image
+        )
+    }
+}
+
+/// max |a - b| / max |b| over all entries.
+fn rel_err<T: Copy + Into<f64>>(a: &[Vec<T>], b: &[Vec<T>]) -> f64 {
+    let (mut diff, mut scale) = (0f64, 0f64);
+    for (x, y) in a.iter().zip(b) {
+        for (&p, &q) in x.iter().zip(y) {
+            let (p, q): (f64, f64) = (p.into(), q.into());
+            diff = diff.max((p - q).abs());
+            scale = scale.max(q.abs());
+        }
+    }
+    diff / scale.max(f64::MIN_POSITIVE)
+}
+
+/// Runs the DGN-AM loop with the generator and classifier of `opts` on the GPU in f32 and in
+/// TF32 from the same codes, and measures how far apart they land.
+pub fn precision_error(cuda: &Cuda, opts: &StepOptions, batch: usize, iters: usize) -> Result<PrecisionError> {
+    use crate::backend::cuda::Precision;
+    let gen_path = opts.generator.as_deref().context("the precision comparison needs a generator")?;
+    let (classifier, generator) = (NetSource::open(&opts.net)?, NetSource::open(gen_path)?);
+    let run = |precision: Precision, iters: usize| -> Result<crate::synth::dgn::BatchResult<f32>> {
+        let mut backend = cuda.share();
+        backend.set_precision(precision)?;
+        let clf = classifier.build(batch, 3, backend.share())?;
+        let gen = generator.build(batch, 2, backend)?;
+        let blob = objective_blob(&clf.plan);
+        let units = clf.plan.blobs[blob].len() / batch;
+        let mut dgn = Dgn::new(&gen, &clf, blob, None)?;
+        let init: Vec<f32> = Rng::new(5).uniform_vec(batch * dgn.code_len(), 0.0, 1.0).into_iter().map(|v| v as f32).collect();
+        let objectives: Vec<Objective> = (0..batch).map(|n| Objective::Single(n % units)).collect();
+        let r = dgn.run(&init, &objectives, &Schedule { iters, ..Schedule::default() }, None, &mut |_| {})?;
+        // The update: code after one step minus the initial code.
+        let codes = if iters == 1 {
+            r.codes.iter().enumerate().map(|(n, c)| c.iter().zip(&init[n * c.len()..]).map(|(a, b)| a - b).collect()).collect()
+        } else {
+            r.codes
+        };
+        Ok(crate::synth::dgn::BatchResult { codes, ..r })
+    };
+    let (f1, t1) = (run(Precision::F32, 1)?, run(Precision::Tf32, 1)?);
+    let (f, t) = (run(Precision::F32, iters)?, run(Precision::Tf32, iters)?);
+    let first = |r: &crate::synth::dgn::BatchResult<f32>| r.activations.iter().map(|a| vec![a[0]]).collect::<Vec<_>>();
+    let last = |r: &crate::synth::dgn::BatchResult<f32>| r.activations.iter().map(|a| vec![*a.last().unwrap_or(&0.0)]).collect::<Vec<_>>();
+    Ok(PrecisionError {
+        batch,
+        objective: rel_err(&first(&t1), &first(&f1)),
+        update: rel_err(&t1.codes, &f1.codes),
+        iters,
+        final_objective: rel_err(&last(&t), &last(&f)),
+        final_image: rel_err(&t.images, &f.images),
+    })
 }
 
 impl StepReport {
@@ -630,6 +720,7 @@ impl StepReport {
             "generator": self.opts.generator.as_ref().map(|g| g.display().to_string()),
             "iters": self.opts.iters,
             "steps": steps,
+            "tf32_error": self.tf32_error.as_ref().map(|e| e.to_json()),
         })
     }
 
@@ -670,7 +761,13 @@ pub fn steps(device: Device, opts: &StepOptions, progress: &mut dyn FnMut(&str))
     match device {
         Device::Cuda => {
             let cuda = Cuda::new()?;
-            steps_on(&|| Ok(cuda.share()), opts, progress)
+            let mut report = steps_on(&|| Ok(cuda.share()), opts, progress)?;
+            if cuda.precision() != crate::backend::cuda::Precision::F32 && opts.generator.is_some() {
+                let e = precision_error(&cuda, opts, opts.batches[0], 20)?;
+                progress(&e.row());
+                report.tf32_error = Some(e);
+            }
+            Ok(report)
         }
         Device::Cpu | Device::Auto => steps_on(&|| Ok(Cpu::<f32>::new()), opts, progress),
     }
@@ -679,7 +776,7 @@ pub fn steps(device: Device, opts: &StepOptions, progress: &mut dyn FnMut(&str))
 fn steps_on<B: Fence>(make: &dyn Fn() -> Result<B>, opts: &StepOptions, progress: &mut dyn FnMut(&str)) -> Result<StepReport> {
     let classifier = NetSource::open(&opts.net)?;
     let generator = opts.generator.as_deref().map(NetSource::open).transpose()?;
-    let mut report = StepReport { device: make()?.name(), opts: opts.clone(), steps: Vec::new() };
+    let mut report = StepReport { device: make()?.name(), opts: opts.clone(), steps: Vec::new(), tf32_error: None };
     progress(&format!("device: {}\n", report.device));
     for &batch in &opts.batches {
         let clf = classifier.build(batch, 3, make()?)?;

@@ -25,7 +25,7 @@ void check(const char* what, const std::vector<float>& got, const std::vector<do
 }
 dim3 d3(unsigned x, unsigned y = 1, unsigned z = 1) { dim3 d; d.x = x; d.y = y; d.z = z; return d; }
 
-void test_gemm(int M, int N, int K, int ta, int tb, int batch, int zdiv, int extra_ld, float alpha, float beta) {
+void test_gemm(int M, int N, int K, int ta, int tb, int batch, int zdiv, int extra_ld, float alpha, float beta, bool tf32 = false) {
     int lda = (ta ? M : K) + extra_ld, ldb = (tb ? K : N) + extra_ld, ldc = N + extra_ld;
     long long asz = (long long)(ta ? K : M) * lda, bsz = (long long)(tb ? N : K) * ldb, csz = (long long)M * ldc;
     // batch strides: z1 steps whole matrices, z2 a second layout (zdiv groups)
@@ -37,14 +37,17 @@ void test_gemm(int M, int N, int K, int ta, int tb, int batch, int zdiv, int ext
         long long ao = (z / zdiv) * a1 + (z % zdiv) * a2, bo = (z / zdiv) * b1 + (z % zdiv) * b2, co = (z / zdiv) * c1 + (z % zdiv) * c2;
         for (int m = 0; m < M; m++) for (int n = 0; n < N; n++) {
             double s = 0;
-            for (int k = 0; k < K; k++) s += (double)A[ao + (ta ? (long long)k * lda + m : (long long)m * lda + k)] * B[bo + (tb ? (long long)n * ldb + k : (long long)k * ldb + n)];
+            for (int k = 0; k < K; k++) {
+                float av = A[ao + (ta ? (long long)k * lda + m : (long long)m * lda + k)], bv = B[bo + (tb ? (long long)n * ldb + k : (long long)k * ldb + n)];
+                s += tf32 ? (double)emu_to_tf32(av) * emu_to_tf32(bv) : (double)av * bv;
+            }
             double& c = want[co + (long long)m * ldc + n];
             c = alpha * s + (beta == 0 ? 0 : beta * c);
         }
     }
     std::vector<float> got = C;
-    launch(sgemm, d3((N + 63) / 64, (M + 63) / 64, batch), d3(256), M, N, K, alpha, (const float*)A.data(), lda, ta, a1, a2, (const float*)B.data(), ldb, tb, b1, b2, beta, got.data(), ldc, c1, c2, zdiv);
-    char buf[200]; snprintf(buf, 200, "sgemm M%d N%d K%d ta%d tb%d batch%d zdiv%d ld+%d a%g b%g", M, N, K, ta, tb, batch, zdiv, extra_ld, alpha, beta);
+    launch(tf32 ? sgemm_tf32 : sgemm, d3((N + 63) / 64, (M + 63) / 64, batch), d3(256), M, N, K, alpha, (const float*)A.data(), lda, ta, a1, a2, (const float*)B.data(), ldb, tb, b1, b2, beta, got.data(), ldc, c1, c2, zdiv);
+    char buf[200]; snprintf(buf, 200, "%s M%d N%d K%d ta%d tb%d batch%d zdiv%d ld+%d a%g b%g", tf32 ? "sgemm_tf32" : "sgemm", M, N, K, ta, tb, batch, zdiv, extra_ld, alpha, beta);
     check(buf, got, want);
 }
 
@@ -245,6 +248,22 @@ void test_misc() {
     check("concat backward", b, bref);
 }
 
+void test_splitk_reduce() {
+    int M = 5, N = 37, S = 3, ldc = 40;
+    auto P = rnd((size_t)S * M * N), C = rnd((size_t)M * ldc);
+    for (float beta : {0.0f, 1.0f}) {
+        std::vector<double> want(C.begin(), C.end());
+        for (int m = 0; m < M; m++) for (int n = 0; n < N; n++) {
+            double s = 0;
+            for (int k = 0; k < S; k++) s += P[(size_t)k * M * N + m * N + n];
+            want[m * ldc + n] = 0.5 * s + (beta == 0 ? 0 : beta * want[m * ldc + n]);
+        }
+        std::vector<float> got = C;
+        launch(splitk_reduce, d3(1), d3(64), (const float*)P.data(), S, M, N, 0.5f, beta, got.data(), ldc);
+        check(beta == 0 ? "splitk_reduce beta 0" : "splitk_reduce beta 1", got, want);
+    }
+}
+
 int main() {
     for (int ta = 0; ta < 2; ta++) for (int tb = 0; tb < 2; tb++) {
         test_gemm(64, 64, 16, ta, tb, 1, 1, 0, 1.0f, 0.0f);
@@ -252,6 +271,10 @@ int main() {
         test_gemm(5, 3, 200, ta, tb, 1, 1, 1, 0.5f, 0.0f);
         test_gemm(96, 33, 64, ta, tb, 6, 2, 0, 1.0f, 1.0f);
         test_gemm(1, 100, 65, ta, tb, 2, 1, 3, 1.0f, 0.5f);
+        test_gemm(64, 64, 16, ta, tb, 1, 1, 0, 1.0f, 0.0f, true);
+        test_gemm(70, 130, 37, ta, tb, 1, 1, 0, 1.0f, 1.0f, true);
+        test_gemm(96, 33, 64, ta, tb, 6, 2, 0, 0.5f, 1.0f, true);
+        test_gemm(1, 100, 65, ta, tb, 2, 1, 3, 1.0f, 0.5f, true);
     }
     test_conv(3, 13, 12, 8, 5, 5, 2, 2, 1, 1, 1, 1, 1, 2);
     test_conv(4, 9, 8, 6, 3, 2, 2, 1, 1, 0, 1, 2, 2, 3);
@@ -270,6 +293,7 @@ int main() {
     test_reduce(3, 5, 17);
     test_reduce(8, 1000, 1);
     test_misc();
+    test_splitk_reduce();
     printf("%d failures\n", failures);
     return failures != 0;
 }

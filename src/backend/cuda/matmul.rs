@@ -2,7 +2,7 @@
 //! per image and group, in one batched launch per run of images), its backward passes,
 //! deconvolution (the same three passes with roles swapped) and inner product.
 
-use super::{grid_for, launch, Cuda};
+use super::{grid_for, launch, Cuda, Precision};
 use crate::ops::conv::ConvGeom;
 use anyhow::{bail, Result};
 use cudarc::driver::{CudaSlice, CudaView, CudaViewMut, LaunchConfig};
@@ -71,6 +71,65 @@ impl Cuda {
         if c.1.trans {
             bail!("GEMM output cannot be transposed");
         }
+        let kernel = match self.precision {
+            Precision::F32 => "sgemm",
+            Precision::Tf32 => "sgemm_tf32",
+        };
+        let Some((ks, splits)) = self.split_k(g) else {
+            return self.launch_gemm(kernel, g, zdiv, a, b, c);
+        };
+        // Split-K: a product with too few output tiles to fill the GPU (inner products at
+        // small batch) computes `splits` partial products over slices of K into scratch,
+        // then one pass sums them into C in a fixed order.
+        let (m, n) = (g.m, g.n);
+        let mut ws = self.scratch(&self.scratch.splitk, splits * m * n)?;
+        let a_k = if a.1.trans { a.1.ld } else { 1 };
+        let b_k = if b.1.trans { 1 } else { b.1.ld };
+        let full = g.k / ks;
+        let part = |kk: usize, batch: usize| Gemm { m, n, k: kk, alpha: 1.0, beta: 0.0, batch, zdiv: 1 };
+        if full > 0 {
+            self.launch_gemm(
+                kernel,
+                &part(ks, full),
+                1,
+                (a.0, Operand::new(a.1.ld, a.1.trans, [ks * a_k, 0])),
+                (b.0, Operand::new(b.1.ld, b.1.trans, [ks * b_k, 0])),
+                (&mut ws.slice_mut(..), Operand::new(n, false, [m * n, 0])),
+            )?;
+        }
+        let rest = g.k - full * ks;
+        if rest > 0 {
+            let (av, bv) = (a.0.slice(full * ks * a_k..), b.0.slice(full * ks * b_k..));
+            self.launch_gemm(
+                kernel,
+                &part(rest, 1),
+                1,
+                (&av, Operand::new(a.1.ld, a.1.trans, [0, 0])),
+                (&bv, Operand::new(b.1.ld, b.1.trans, [0, 0])),
+                (&mut ws.slice_mut(full * m * n..), Operand::new(n, false, [0, 0])),
+            )?;
+        }
+        let (mi, ni, ldc, si) = (i32_of(m, "M")?, i32_of(n, "N")?, i32_of(c.1.ld, "ldc")?, i32_of(splits, "splits")?);
+        launch!(self, "splitk_reduce", grid_for(m * n); &*ws, &si, &mi, &ni, &g.alpha, &g.beta, c.0, &ldc)
+    }
+
+    /// (K per slice, slices) when a single product has fewer 64 x 64 output tiles than a few
+    /// per multiprocessor and a long K; None to run it whole.
+    fn split_k(&self, g: &Gemm) -> Option<(usize, usize)> {
+        let tiles = g.m.div_ceil(64) * g.n.div_ceil(64);
+        let sms = self.info.sms;
+        if g.batch != 1 || g.k < 512 || tiles >= sms {
+            return None;
+        }
+        let want = (4 * sms).div_ceil(tiles).min(g.k / 256).min(32);
+        if want < 2 {
+            return None;
+        }
+        let ks = g.k.div_ceil(want).next_multiple_of(16);
+        Some((ks, g.k.div_ceil(ks)))
+    }
+
+    fn launch_gemm(&self, kernel: &str, g: &Gemm, zdiv: usize, a: (&CudaView<f32>, Operand), b: (&CudaView<f32>, Operand), c: (&mut CudaViewMut<f32>, Operand)) -> Result<()> {
         let cfg = LaunchConfig {
             grid_dim: (g.n.div_ceil(64) as u32, g.m.div_ceil(64) as u32, g.batch as u32),
             block_dim: (256, 1, 1),
@@ -79,7 +138,7 @@ impl Cuda {
         let (m, n, k) = (i32_of(g.m, "M")?, i32_of(g.n, "N")?, i32_of(g.k, "K")?);
         let (lda, ldb, ldc) = (i32_of(a.1.ld, "lda")?, i32_of(b.1.ld, "ldb")?, i32_of(c.1.ld, "ldc")?);
         let s = |op: &Operand, i: usize| op.strides[i] as i64;
-        launch!(self, "sgemm", cfg;
+        launch!(self, kernel, cfg;
             &m, &n, &k, &g.alpha,
             a.0, &lda, &(a.1.trans as i32), &s(&a.1, 0), &s(&a.1, 1),
             b.0, &ldb, &(b.1.trans as i32), &s(&b.1, 0), &s(&b.1, 1),

@@ -25,6 +25,8 @@ pub struct DeviceInfo {
     /// Compute capability (major, minor).
     pub capability: (i32, i32),
     pub memory_bytes: usize,
+    /// Streaming multiprocessors (sizes split-K).
+    pub sms: usize,
 }
 
 impl DeviceInfo {
@@ -37,6 +39,53 @@ impl DeviceInfo {
 impl fmt::Display for DeviceInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}, {}", self.name, self.arch())
+    }
+}
+
+/// How the matrix products (convolution, deconvolution, inner product) compute. Everything
+/// else is f32 either way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// f32 FMA on the CUDA cores (the default; matches the CPU to 1e-4 relative).
+    #[default]
+    F32,
+    /// Tensor cores: inputs rounded to TF32 (10-bit mantissa), f32 accumulation. Needs
+    /// compute capability 8.0 or newer.
+    Tf32,
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "f32" => Ok(Precision::F32),
+            "tf32" => Ok(Precision::Tf32),
+            _ => Err(format!("unknown precision '{s}' (use f32 or tf32)")),
+        }
+    }
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Precision::F32 => "f32",
+            Precision::Tf32 => "tf32",
+        })
+    }
+}
+
+/// The precision `Cuda::new` starts with (the command line's `--precision`).
+static DEFAULT_PRECISION: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+pub fn set_default_precision(p: Precision) {
+    DEFAULT_PRECISION.store(p as u8, std::sync::atomic::Ordering::Relaxed);
+}
+
+pub fn default_precision() -> Precision {
+    if DEFAULT_PRECISION.load(std::sync::atomic::Ordering::Relaxed) == Precision::Tf32 as u8 {
+        Precision::Tf32
+    } else {
+        Precision::F32
     }
 }
 
@@ -59,6 +108,8 @@ struct Scratch {
     tmp: RefCell<Option<CudaSlice<f32>>>,
     /// Per-row values of the DGN-AM helpers.
     small: RefCell<Option<CudaSlice<f32>>>,
+    /// Split-K partial products.
+    splitk: RefCell<Option<CudaSlice<f32>>>,
 }
 
 pub struct Cuda {
@@ -67,6 +118,7 @@ pub struct Cuda {
     stream: Arc<CudaStream>,
     funcs: HashMap<String, (CudaFunction, Vec<ParamKind>)>,
     scratch: Scratch,
+    precision: Precision,
 }
 
 /// The largest im2col buffer a convolution uses before it splits the batch into runs of
@@ -126,13 +178,28 @@ impl Cuda {
                 funcs.insert(entry, (f, params));
             }
         }
-        Ok(Cuda { info, ctx, stream, funcs, scratch: Scratch::default() })
+        let mut cuda = Cuda { info, ctx, stream, funcs, scratch: Scratch::default(), precision: Precision::F32 };
+        cuda.set_precision(default_precision())?;
+        Ok(cuda)
+    }
+
+    /// Chooses how matrix products compute; TF32 needs compute capability 8.0 or newer.
+    pub fn set_precision(&mut self, p: Precision) -> Result<()> {
+        if p == Precision::Tf32 && self.info.capability.0 < 8 {
+            bail!("--precision tf32 needs tensor cores with TF32 (compute capability 8.0 or newer); {} is {}", self.info.name, self.info.arch());
+        }
+        self.precision = p;
+        Ok(())
+    }
+
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// A second handle on the same context, stream and kernels (with its own scratch), for
     /// nets that exchange buffers: DGN-AM's generator and classifier.
     pub fn share(&self) -> Cuda {
-        Cuda { info: self.info.clone(), ctx: self.ctx.clone(), stream: self.stream.clone(), funcs: self.funcs.clone(), scratch: Scratch::default() }
+        Cuda { info: self.info.clone(), ctx: self.ctx.clone(), stream: self.stream.clone(), funcs: self.funcs.clone(), scratch: Scratch::default(), precision: self.precision }
     }
 
     pub fn context(&self) -> &Arc<CudaContext> {
@@ -181,19 +248,23 @@ fn probe_driver() -> Result<Option<DeviceInfo>> {
     }
     let dev = drv::device::get(0).map_err(driver_err("device 0"))?;
     let name = drv::device::get_name(dev).map_err(driver_err("device name"))?;
-    use sys::CUdevice_attribute::{CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR as MAJOR, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR as MINOR};
+    use sys::CUdevice_attribute::{
+        CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR as MAJOR, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR as MINOR,
+        CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT as SMS,
+    };
     // SAFETY: `dev` is a valid device handle from cuDeviceGet.
-    let (major, minor, memory_bytes) = unsafe {
+    let (major, minor, sms, memory_bytes) = unsafe {
         (
             drv::device::get_attribute(dev, MAJOR).map_err(driver_err("compute capability"))?,
             drv::device::get_attribute(dev, MINOR).map_err(driver_err("compute capability"))?,
+            drv::device::get_attribute(dev, SMS).map_err(driver_err("multiprocessor count"))?,
             drv::device::total_mem(dev).map_err(driver_err("memory size"))?,
         )
     };
     if !compile::nvrtc_present() {
         bail!("a GPU ({name}) is present but NVRTC (libnvrtc.so.13) was not found; put its directory on LD_LIBRARY_PATH");
     }
-    Ok(Some(DeviceInfo { name, capability: (major, minor), memory_bytes }))
+    Ok(Some(DeviceInfo { name, capability: (major, minor), memory_bytes, sms: sms.max(1) as usize }))
 }
 
 /// A launch over `n` elements for the grid-stride kernels.

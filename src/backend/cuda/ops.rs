@@ -126,7 +126,10 @@ impl Backend for Cuda {
     type Aux = CudaAux;
 
     fn name(&self) -> String {
-        format!("cuda ({})", self.info)
+        match self.precision {
+            super::Precision::F32 => format!("cuda ({})", self.info),
+            p => format!("cuda ({}, {p})", self.info),
+        }
     }
 
     fn alloc(&self, len: usize) -> Result<Buf> {
