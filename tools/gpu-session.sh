@@ -6,8 +6,8 @@
 #      (cold, then from the PTX cache) and against `--device cpu`;
 #   2. every ignored GPU test, one process per test (a sticky CUDA error in one cannot
 #      fail the rest); the first failing test is rerun under compute-sanitizer;
-#   3. the DGN-AM step benchmark, 1000 units x 20 iterations of synthesize, the kernel
-#      benchmark, and the PyTorch reference.
+#   3. the DGN-AM step benchmark in f32 and TF32, 1000 units x 20 iterations of
+#      synthesize in TF32, and the kernel benchmark at batch 64 in both precisions.
 # Logs and JSON land in $OUT. Usage: tools/gpu-session.sh [deadline seconds, default 380]
 set -euo pipefail
 cd "$(git rev-parse --show-toplevel)"
@@ -59,11 +59,12 @@ first=$(echo $failed | awk '{print $1}')
 if [ -n "$first" ] && command -v compute-sanitizer >/dev/null; then
   step "sanitizer $first" 120 compute-sanitizer --print-limit 20 $B/test-cuda --ignored --exact "$first" --test-threads=1
 fi
-step bench-step 120 $B/dgnam bench --device cuda --batch 1,8,32,64,128 --json "$OUT/bench-step.json"
-step synth-1000 150 bash -c "time $B/dgnam synthesize --device cuda --net /tmp/c.dgnw --generator /tmp/g.dgnw --units all --iters 20 --batch 64 --out-dir /tmp/synth > /tmp/synth.log 2>&1; rc=\$?; tail -n 5 /tmp/synth.log; exit \$rc"
+step bench-step-f32 90 $B/dgnam bench --device cuda --batch 1,8,32,64,128 --json "$OUT/bench-step-f32.json"
+step bench-step-tf32 90 $B/dgnam bench --device cuda --precision tf32 --batch 8,32,64,128 --json "$OUT/bench-step-tf32.json"
+step synth-1000-tf32 90 bash -c "time $B/dgnam synthesize --device cuda --precision tf32 --net /tmp/c.dgnw --generator /tmp/g.dgnw --units all --iters 20 --batch 128 --out-dir /tmp/synth > /tmp/synth.log 2>&1; rc=\$?; tail -n 5 /tmp/synth.log; exit \$rc"
 cp /tmp/synth/summary.json "$OUT/" 2>/dev/null
-step bench-kernels 90 $B/dgnam bench --device cuda --json "$OUT/bench-kernels.json"
-step torch 90 env PYTHONUNBUFFERED=1 python3 benches/torch_reference.py --batch 1,8,32,64,128 --json "$OUT/torch.json"
+step bench-kernels-f32-b64 90 $B/dgnam bench --device cuda --kernel-batch 64 --json "$OUT/bench-kernels-f32-b64.json"
+step bench-kernels-tf32-b64 90 $B/dgnam bench --device cuda --precision tf32 --kernel-batch 64 --json "$OUT/bench-kernels-tf32-b64.json"
 echo "total $(( $(date +%s) - T0 )) s; failed:${failed:- none}"
 EOF
 chmod +x .gpu/session.sh
