@@ -6,13 +6,15 @@
 // offsets each matrix by (z / zdiv) * s1 + (z % zdiv) * s2, so one launch covers every
 // (image, group) pair of a grouped convolution.
 //
-// Tiling: a 256-thread block computes a 64 x 64 tile of C, each thread a 4 x 4 register
-// block; K advances 16 at a time through shared memory, tiles loaded with float4 where the
-// matrix is 16-byte aligned and in bounds, and double-buffered through registers so the
-// next tile's global loads overlap this tile's arithmetic.
+// Tiling: a block computes a 64 x 64 tile of C; K advances 16 at a time through shared
+// memory (K-major, sh[k][row]), tiles loaded with float4 where the matrix is 16-byte aligned
+// and in bounds, and double-buffered through registers so the next tile's global loads
+// overlap this tile's arithmetic.
+//   sgemm:      64 threads, each an 8 x 8 register block: 4 float4 shared loads per 64 FMA,
+//               which keeps shared memory from limiting the FMA rate.
+//   sgemm_tf32: 128 threads (4 warps), each warp 32 x 32 as 2 x 4 mma.sync m16n8k8 tiles.
 
-#define TILE_M 64
-#define TILE_N 64
+#define TILE 64
 #define TILE_K 16
 #define PAD 4
 
@@ -27,34 +29,40 @@ struct TileSource {
     bool vec;       // 16-byte aligned base and ld % 4 == 0
 };
 
-// Each of the 256 threads fetches 4 values of the 64 x 16 tile starting at (r0, k0).
+// A 64 x 16 tile is 256 chunks of 4 values; thread tid fetches chunks tid + i * THREADS.
+template <int THREADS>
 struct Fetch {
-    float v[4];
+    float v[256 / THREADS][4];
 };
 
-__device__ __forceinline__ Fetch fetch_tile(const TileSource& s, int r0, int k0, int tid) {
-    Fetch f;
-    if (s.k_contiguous) {
-        // Thread reads 4 consecutive k of row r.
-        int r = r0 + tid / 4, k = k0 + (tid % 4) * 4;
-        const float* q = s.p + (long long)r * s.ld + k;
-        if (s.vec && r < s.rows && k + 3 < s.depth) {
-            float4 t = *reinterpret_cast<const float4*>(q);
-            f.v[0] = t.x; f.v[1] = t.y; f.v[2] = t.z; f.v[3] = t.w;
+template <int THREADS>
+__device__ __forceinline__ Fetch<THREADS> fetch_tile(const TileSource& s, int r0, int k0, int tid) {
+    Fetch<THREADS> f;
+    #pragma unroll
+    for (int c = 0; c < 256 / THREADS; c++) {
+        const int chunk = tid + c * THREADS;
+        if (s.k_contiguous) {
+            // 4 consecutive k of row r.
+            int r = r0 + chunk / 4, k = k0 + (chunk % 4) * 4;
+            const float* q = s.p + (long long)r * s.ld + k;
+            if (s.vec && r < s.rows && k + 3 < s.depth) {
+                float4 t = *reinterpret_cast<const float4*>(q);
+                f.v[c][0] = t.x; f.v[c][1] = t.y; f.v[c][2] = t.z; f.v[c][3] = t.w;
+            } else {
+                #pragma unroll
+                for (int i = 0; i < 4; i++) f.v[c][i] = (r < s.rows && k + i < s.depth) ? q[i] : 0.0f;
+            }
         } else {
-            #pragma unroll
-            for (int i = 0; i < 4; i++) f.v[i] = (r < s.rows && k + i < s.depth) ? q[i] : 0.0f;
-        }
-    } else {
-        // Thread reads 4 consecutive r of depth row k.
-        int k = k0 + tid / 16, r = r0 + (tid % 16) * 4;
-        const float* q = s.p + (long long)k * s.ld + r;
-        if (s.vec && k < s.depth && r + 3 < s.rows) {
-            float4 t = *reinterpret_cast<const float4*>(q);
-            f.v[0] = t.x; f.v[1] = t.y; f.v[2] = t.z; f.v[3] = t.w;
-        } else {
-            #pragma unroll
-            for (int i = 0; i < 4; i++) f.v[i] = (k < s.depth && r + i < s.rows) ? q[i] : 0.0f;
+            // 4 consecutive r of depth row k.
+            int k = k0 + chunk / 16, r = r0 + (chunk % 16) * 4;
+            const float* q = s.p + (long long)k * s.ld + r;
+            if (s.vec && k < s.depth && r + 3 < s.rows) {
+                float4 t = *reinterpret_cast<const float4*>(q);
+                f.v[c][0] = t.x; f.v[c][1] = t.y; f.v[c][2] = t.z; f.v[c][3] = t.w;
+            } else {
+                #pragma unroll
+                for (int i = 0; i < 4; i++) f.v[c][i] = (k < s.depth && r + i < s.rows) ? q[i] : 0.0f;
+            }
         }
     }
     return f;
@@ -73,19 +81,23 @@ __device__ __forceinline__ float to_tf32(float x) {
 #endif
 }
 
-// The tile in shared memory, K-major: sh[k][r]. TF32 rounds each value once, here.
-template <int W, bool TF32>
-__device__ __forceinline__ void store_tile(const TileSource& s, const Fetch& f, float (*sh)[W], int tid) {
-    float v[4];
+// The tile into shared memory, K-major: sh[k][r]. TF32 rounds each value once, here.
+template <int THREADS, int W, bool TF32>
+__device__ __forceinline__ void store_tile(const TileSource& s, const Fetch<THREADS>& f, float (*sh)[W], int tid) {
     #pragma unroll
-    for (int i = 0; i < 4; i++) v[i] = TF32 ? to_tf32(f.v[i]) : f.v[i];
-    if (s.k_contiguous) {
-        int r = tid / 4, k = (tid % 4) * 4;
+    for (int c = 0; c < 256 / THREADS; c++) {
+        const int chunk = tid + c * THREADS;
+        float v[4];
         #pragma unroll
-        for (int i = 0; i < 4; i++) sh[k + i][r] = v[i];
-    } else {
-        int k = tid / 16, r = (tid % 16) * 4;
-        *reinterpret_cast<float4*>(&sh[k][r]) = make_float4(v[0], v[1], v[2], v[3]);
+        for (int i = 0; i < 4; i++) v[i] = TF32 ? to_tf32(f.v[c][i]) : f.v[c][i];
+        if (s.k_contiguous) {
+            int r = chunk / 4, k = (chunk % 4) * 4;
+            #pragma unroll
+            for (int i = 0; i < 4; i++) sh[k + i][r] = v[i];
+        } else {
+            int k = chunk / 16, r = (chunk % 16) * 4;
+            *reinterpret_cast<float4*>(&sh[k][r]) = make_float4(v[0], v[1], v[2], v[3]);
+        }
     }
 }
 
@@ -93,14 +105,23 @@ __device__ __forceinline__ bool aligned16(const float* p, int ld) {
     return ((unsigned long long)p & 15ull) == 0 && (ld & 3) == 0;
 }
 
-extern "C" __global__ void __launch_bounds__(256) sgemm(
+__device__ __forceinline__ void store_c(float* C, int ldc, int M, int N, int m, int n, float v, float alpha, float beta) {
+    if (m < M && n < N) {
+        float* c = C + (long long)m * ldc + n;
+        *c = beta == 0.0f ? alpha * v : fmaf(beta, *c, alpha * v);
+    }
+}
+
+#define SGEMM_THREADS 64
+
+extern "C" __global__ void __launch_bounds__(SGEMM_THREADS) sgemm(
     int M, int N, int K, float alpha,
     const float* __restrict__ A, int lda, int trans_a, long long a_s1, long long a_s2,
     const float* __restrict__ B, int ldb, int trans_b, long long b_s1, long long b_s2,
     float beta, float* __restrict__ C, int ldc, long long c_s1, long long c_s2, int zdiv)
 {
-    __shared__ __align__(16) float As[2][TILE_K][TILE_M + PAD];
-    __shared__ __align__(16) float Bs[2][TILE_K][TILE_N + PAD];
+    __shared__ __align__(16) float As[2][TILE_K][TILE + PAD];
+    __shared__ __align__(16) float Bs[2][TILE_K][TILE + PAD];
 
     const int z = blockIdx.z, z1 = z / zdiv, z2 = z % zdiv;
     A += z1 * a_s1 + z2 * a_s2;
@@ -108,72 +129,75 @@ extern "C" __global__ void __launch_bounds__(256) sgemm(
     C += z1 * c_s1 + z2 * c_s2;
 
     const int tid = threadIdx.x;
-    const int m0 = blockIdx.y * TILE_M, n0 = blockIdx.x * TILE_N;
+    const int m0 = blockIdx.y * TILE, n0 = blockIdx.x * TILE;
     // op(A)[m][k]: stored M x K (k contiguous) unless transposed.
     const TileSource sa = { A, lda, M, K, trans_a == 0, aligned16(A, lda) };
     // op(B)[k][n]: stored K x N (n contiguous) unless transposed; its wide index is n.
     const TileSource sb = { B, ldb, N, K, trans_b != 0, aligned16(B, ldb) };
 
-    const int tx = tid % 16, ty = tid / 16;
-    float acc[4][4];
+    // Thread (tx, ty) owns rows ty*4 + {0..3} and 32 + ty*4 + {0..3}, columns likewise with
+    // tx: each group of 8 lanes reads 8 consecutive float4 (no bank conflicts).
+    const int tx = tid % 8, ty = tid / 8;
+    float acc[8][8];
     #pragma unroll
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < 8; i++)
         #pragma unroll
-        for (int j = 0; j < 4; j++) acc[i][j] = 0.0f;
+        for (int j = 0; j < 8; j++) acc[i][j] = 0.0f;
 
-    Fetch fa = fetch_tile(sa, m0, 0, tid), fb = fetch_tile(sb, n0, 0, tid);
-    store_tile<TILE_M + PAD, false>(sa, fa, As[0], tid);
-    store_tile<TILE_N + PAD, false>(sb, fb, Bs[0], tid);
+    Fetch<SGEMM_THREADS> fa = fetch_tile<SGEMM_THREADS>(sa, m0, 0, tid), fb = fetch_tile<SGEMM_THREADS>(sb, n0, 0, tid);
+    store_tile<SGEMM_THREADS, TILE + PAD, false>(sa, fa, As[0], tid);
+    store_tile<SGEMM_THREADS, TILE + PAD, false>(sb, fb, Bs[0], tid);
     __syncthreads();
 
     int buf = 0;
     for (int k0 = 0; k0 < K; k0 += TILE_K) {
         const bool more = k0 + TILE_K < K;
         if (more) {
-            fa = fetch_tile(sa, m0, k0 + TILE_K, tid);
-            fb = fetch_tile(sb, n0, k0 + TILE_K, tid);
+            fa = fetch_tile<SGEMM_THREADS>(sa, m0, k0 + TILE_K, tid);
+            fb = fetch_tile<SGEMM_THREADS>(sb, n0, k0 + TILE_K, tid);
         }
         #pragma unroll
         for (int kk = 0; kk < TILE_K; kk++) {
-            float4 a = *reinterpret_cast<const float4*>(&As[buf][kk][ty * 4]);
-            float4 b = *reinterpret_cast<const float4*>(&Bs[buf][kk][tx * 4]);
-            float av[4] = { a.x, a.y, a.z, a.w }, bv[4] = { b.x, b.y, b.z, b.w };
+            float4 a0 = *reinterpret_cast<const float4*>(&As[buf][kk][ty * 4]);
+            float4 a1 = *reinterpret_cast<const float4*>(&As[buf][kk][32 + ty * 4]);
+            float4 b0 = *reinterpret_cast<const float4*>(&Bs[buf][kk][tx * 4]);
+            float4 b1 = *reinterpret_cast<const float4*>(&Bs[buf][kk][32 + tx * 4]);
+            float av[8] = { a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w };
+            float bv[8] = { b0.x, b0.y, b0.z, b0.w, b1.x, b1.y, b1.z, b1.w };
             #pragma unroll
-            for (int i = 0; i < 4; i++)
+            for (int i = 0; i < 8; i++)
                 #pragma unroll
-                for (int j = 0; j < 4; j++) acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
+                for (int j = 0; j < 8; j++) acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
         }
         if (more) {
             // The other buffer was last read before the previous barrier: safe to fill.
-            store_tile<TILE_M + PAD, false>(sa, fa, As[buf ^ 1], tid);
-            store_tile<TILE_N + PAD, false>(sb, fb, Bs[buf ^ 1], tid);
+            store_tile<SGEMM_THREADS, TILE + PAD, false>(sa, fa, As[buf ^ 1], tid);
+            store_tile<SGEMM_THREADS, TILE + PAD, false>(sb, fb, Bs[buf ^ 1], tid);
             __syncthreads();
             buf ^= 1;
         }
     }
 
     #pragma unroll
-    for (int i = 0; i < 4; i++) {
-        int m = m0 + ty * 4 + i;
-        if (m >= M) continue;
-        float* row = C + (long long)m * ldc;
+    for (int i = 0; i < 8; i++) {
+        const int m = m0 + (i < 4 ? ty * 4 + i : 32 + ty * 4 + i - 4);
         #pragma unroll
-        for (int j = 0; j < 4; j++) {
-            int n = n0 + tx * 4 + j;
-            if (n < N) row[n] = beta == 0.0f ? alpha * acc[i][j] : fmaf(beta, row[n], alpha * acc[i][j]);
+        for (int j = 0; j < 8; j++) {
+            const int n = n0 + (j < 4 ? tx * 4 + j : 32 + tx * 4 + j - 4);
+            store_c(C, ldc, M, N, m, n, acc[i][j], alpha, beta);
         }
     }
 }
 
-
 // ---------------------------------------------------------------------------------------
 // The same product on tensor cores in TF32 (the `--precision tf32` option): inputs rounded
 // to TF32 as they enter shared memory, products accumulated in f32 by mma.sync m16n8k8.
-// Same arguments, tiles and batching as sgemm. The 8 warps of a block sit 2 (along M) by
-// 4 (along N); each computes 32 x 16 of the 64 x 64 tile as 2 x 2 mma tiles of 16 x 8.
-// A row pad of 8 floats makes the fragment reads below free of bank conflicts.
+// Same arguments, tiles and batching as sgemm. The 4 warps of a block sit 2 by 2; each
+// computes 32 x 32 of the 64 x 64 tile as 2 x 4 mma tiles of 16 x 8. A row pad of 8 floats
+// makes the fragment reads below free of bank conflicts.
 
 #define PAD_TC 8
+#define TC_THREADS 128
 
 // d += a * b for one 16 x 8 x 8 tile, fragments in the PTX ISA's m16n8k8 .tf32 layout:
 // with g = lane / 4, t = lane % 4: a = A[g][t], A[g+8][t], A[g][t+4], A[g+8][t+4];
@@ -192,14 +216,14 @@ __device__ __forceinline__ void mma_tf32(float (&d)[4], const float (&a)[4], con
 #endif
 }
 
-extern "C" __global__ void __launch_bounds__(256) sgemm_tf32(
+extern "C" __global__ void __launch_bounds__(TC_THREADS) sgemm_tf32(
     int M, int N, int K, float alpha,
     const float* __restrict__ A, int lda, int trans_a, long long a_s1, long long a_s2,
     const float* __restrict__ B, int ldb, int trans_b, long long b_s1, long long b_s2,
     float beta, float* __restrict__ C, int ldc, long long c_s1, long long c_s2, int zdiv)
 {
-    __shared__ __align__(16) float As[2][TILE_K][TILE_M + PAD_TC];
-    __shared__ __align__(16) float Bs[2][TILE_K][TILE_N + PAD_TC];
+    __shared__ __align__(16) float As[2][TILE_K][TILE + PAD_TC];
+    __shared__ __align__(16) float Bs[2][TILE_K][TILE + PAD_TC];
 
     const int z = blockIdx.z, z1 = z / zdiv, z2 = z % zdiv;
     A += z1 * a_s1 + z2 * a_s2;
@@ -207,35 +231,35 @@ extern "C" __global__ void __launch_bounds__(256) sgemm_tf32(
     C += z1 * c_s1 + z2 * c_s2;
 
     const int tid = threadIdx.x;
-    const int m0 = blockIdx.y * TILE_M, n0 = blockIdx.x * TILE_N;
+    const int m0 = blockIdx.y * TILE, n0 = blockIdx.x * TILE;
     const TileSource sa = { A, lda, M, K, trans_a == 0, aligned16(A, lda) };
     const TileSource sb = { B, ldb, N, K, trans_b != 0, aligned16(B, ldb) };
 
     const int warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
-    const int wm = (warp / 4) * 32, wn = (warp % 4) * 16;
-    float acc[2][2][4];
+    const int wm = (warp / 2) * 32, wn = (warp % 2) * 32;
+    float acc[2][4][4];
     #pragma unroll
     for (int i = 0; i < 2; i++)
         #pragma unroll
-        for (int j = 0; j < 2; j++)
+        for (int j = 0; j < 4; j++)
             #pragma unroll
             for (int e = 0; e < 4; e++) acc[i][j][e] = 0.0f;
 
-    Fetch fa = fetch_tile(sa, m0, 0, tid), fb = fetch_tile(sb, n0, 0, tid);
-    store_tile<TILE_M + PAD_TC, true>(sa, fa, As[0], tid);
-    store_tile<TILE_N + PAD_TC, true>(sb, fb, Bs[0], tid);
+    Fetch<TC_THREADS> fa = fetch_tile<TC_THREADS>(sa, m0, 0, tid), fb = fetch_tile<TC_THREADS>(sb, n0, 0, tid);
+    store_tile<TC_THREADS, TILE + PAD_TC, true>(sa, fa, As[0], tid);
+    store_tile<TC_THREADS, TILE + PAD_TC, true>(sb, fb, Bs[0], tid);
     __syncthreads();
 
     int buf = 0;
     for (int k0 = 0; k0 < K; k0 += TILE_K) {
         const bool more = k0 + TILE_K < K;
         if (more) {
-            fa = fetch_tile(sa, m0, k0 + TILE_K, tid);
-            fb = fetch_tile(sb, n0, k0 + TILE_K, tid);
+            fa = fetch_tile<TC_THREADS>(sa, m0, k0 + TILE_K, tid);
+            fb = fetch_tile<TC_THREADS>(sb, n0, k0 + TILE_K, tid);
         }
         #pragma unroll
         for (int kk = 0; kk < TILE_K; kk += 8) {
-            float a[2][4], b[2][2];
+            float a[2][4], b[4][2];
             #pragma unroll
             for (int i = 0; i < 2; i++) {
                 const int m = wm + i * 16 + g;
@@ -245,7 +269,7 @@ extern "C" __global__ void __launch_bounds__(256) sgemm_tf32(
                 a[i][3] = As[buf][kk + t + 4][m + 8];
             }
             #pragma unroll
-            for (int j = 0; j < 2; j++) {
+            for (int j = 0; j < 4; j++) {
                 const int n = wn + j * 8 + g;
                 b[j][0] = Bs[buf][kk + t][n];
                 b[j][1] = Bs[buf][kk + t + 4][n];
@@ -253,11 +277,11 @@ extern "C" __global__ void __launch_bounds__(256) sgemm_tf32(
             #pragma unroll
             for (int i = 0; i < 2; i++)
                 #pragma unroll
-                for (int j = 0; j < 2; j++) mma_tf32(acc[i][j], a[i], b[j]);
+                for (int j = 0; j < 4; j++) mma_tf32(acc[i][j], a[i], b[j]);
         }
         if (more) {
-            store_tile<TILE_M + PAD_TC, true>(sa, fa, As[buf ^ 1], tid);
-            store_tile<TILE_N + PAD_TC, true>(sb, fb, Bs[buf ^ 1], tid);
+            store_tile<TC_THREADS, TILE + PAD_TC, true>(sa, fa, As[buf ^ 1], tid);
+            store_tile<TC_THREADS, TILE + PAD_TC, true>(sb, fb, Bs[buf ^ 1], tid);
             __syncthreads();
             buf ^= 1;
         }
@@ -266,16 +290,10 @@ extern "C" __global__ void __launch_bounds__(256) sgemm_tf32(
     #pragma unroll
     for (int i = 0; i < 2; i++)
         #pragma unroll
-        for (int e = 0; e < 4; e++) {
-            const int m = m0 + wm + i * 16 + g + (e >= 2 ? 8 : 0);
-            if (m >= M) continue;
-            float* row = C + (long long)m * ldc;
+        for (int j = 0; j < 4; j++)
             #pragma unroll
-            for (int j = 0; j < 2; j++) {
-                const int n = n0 + wn + j * 8 + 2 * t + (e & 1);
-                if (n < N) row[n] = beta == 0.0f ? alpha * acc[i][j][e] : fmaf(beta, row[n], alpha * acc[i][j][e]);
-            }
-        }
+            for (int e = 0; e < 4; e++)
+                store_c(C, ldc, M, N, m0 + wm + i * 16 + g + (e >= 2 ? 8 : 0), n0 + wn + j * 8 + 2 * t + (e & 1), acc[i][j][e], alpha, beta);
 }
 
 // C = alpha * sum over s < splits of P[s] + beta * C, where P holds `splits` dense M x N

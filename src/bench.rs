@@ -626,6 +626,9 @@ pub struct PrecisionError {
     pub final_objective: f64,
     /// The cropped image after `iters` iterations.
     pub final_image: f64,
+    /// For scale: the same two quantities for f32 started from codes nudged by 1e-6.
+    pub nudged_final_objective: f64,
+    pub nudged_final_image: f64,
 }
 
 impl PrecisionError {
@@ -637,13 +640,15 @@ impl PrecisionError {
             "iters": self.iters,
             "final_objective_rel_err": self.final_objective,
             "final_image_rel_err": self.final_image,
+            "f32_nudged_1e-6_final_objective_rel_err": self.nudged_final_objective,
+            "f32_nudged_1e-6_final_image_rel_err": self.nudged_final_image,
         })
     }
 
     pub fn row(&self) -> String {
         format!(
-            "tf32 against f32 (batch {}): objective {:.2e}, first code update {:.2e}; after {} iterations: objective {:.2e}, image {:.2e} (max |difference| / max |f32|)\n",
-            self.batch, self.objective, self.update, self.iters, self.final_objective, self.final_image
+            "tf32 against f32 (batch {}, max |difference| / max |f32|): objective {:.2e}, first code update {:.2e}; after {} iterations: objective {:.2e}, image {:.2e} (f32 from codes nudged by 1e-6: {:.2e}, {:.2e})\n",
+            self.batch, self.objective, self.update, self.iters, self.final_objective, self.final_image, self.nudged_final_objective, self.nudged_final_image
         )
     }
 }
@@ -662,12 +667,18 @@ fn rel_err<T: Copy + Into<f64>>(a: &[Vec<T>], b: &[Vec<T>]) -> f64 {
 }
 
 /// Runs the DGN-AM loop with the generator and classifier of `opts` on the GPU in f32 and in
-/// TF32 from the same codes, and measures how far apart they land.
+/// TF32 from the same codes, and measures how far apart they land. For scale, it also runs
+/// f32 from codes perturbed by 1e-6 (relative): how much the loop itself amplifies a tiny
+/// difference over `iters` iterations.
 pub fn precision_error(cuda: &Cuda, opts: &StepOptions, batch: usize, iters: usize) -> Result<PrecisionError> {
     use crate::backend::cuda::Precision;
+    use crate::synth::dgn::BatchResult;
     let gen_path = opts.generator.as_deref().context("the precision comparison needs a generator")?;
     let (classifier, generator) = (NetSource::open(&opts.net)?, NetSource::open(gen_path)?);
-    let run = |precision: Precision, iters: usize| -> Result<crate::synth::dgn::BatchResult<f32>> {
+    let gen_plan = Plan::new(&generator.def, 1)?;
+    let code_len = gen_plan.blobs[gen_plan.inputs[0]].len();
+    let init: Vec<f32> = Rng::new(5).uniform_vec(batch * code_len, 0.0, 1.0).into_iter().map(|v| v as f32).collect();
+    let run = |precision: Precision, init: &[f32], iters: usize| -> Result<BatchResult<f32>> {
         let mut backend = cuda.share();
         backend.set_precision(precision)?;
         let clf = classifier.build(batch, 3, backend.share())?;
@@ -675,28 +686,29 @@ pub fn precision_error(cuda: &Cuda, opts: &StepOptions, batch: usize, iters: usi
         let blob = objective_blob(&clf.plan);
         let units = clf.plan.blobs[blob].len() / batch;
         let mut dgn = Dgn::new(&gen, &clf, blob, None)?;
-        let init: Vec<f32> = Rng::new(5).uniform_vec(batch * dgn.code_len(), 0.0, 1.0).into_iter().map(|v| v as f32).collect();
+        ensure!(dgn.code_len() == code_len, "the generator's code has {} values, expected {code_len}", dgn.code_len());
         let objectives: Vec<Objective> = (0..batch).map(|n| Objective::Single(n % units)).collect();
-        let r = dgn.run(&init, &objectives, &Schedule { iters, ..Schedule::default() }, None, &mut |_| {})?;
-        // The update: code after one step minus the initial code.
-        let codes = if iters == 1 {
-            r.codes.iter().enumerate().map(|(n, c)| c.iter().zip(&init[n * c.len()..]).map(|(a, b)| a - b).collect()).collect()
-        } else {
-            r.codes
-        };
-        Ok(crate::synth::dgn::BatchResult { codes, ..r })
+        dgn.run(init, &objectives, &Schedule { iters, ..Schedule::default() }, None, &mut |_| {})
     };
-    let (f1, t1) = (run(Precision::F32, 1)?, run(Precision::Tf32, 1)?);
-    let (f, t) = (run(Precision::F32, iters)?, run(Precision::Tf32, iters)?);
-    let first = |r: &crate::synth::dgn::BatchResult<f32>| r.activations.iter().map(|a| vec![a[0]]).collect::<Vec<_>>();
-    let last = |r: &crate::synth::dgn::BatchResult<f32>| r.activations.iter().map(|a| vec![*a.last().unwrap_or(&0.0)]).collect::<Vec<_>>();
+    // With 2 iterations, the returned code is the one after the first update.
+    let update = |r: &BatchResult<f32>| -> Vec<Vec<f32>> {
+        r.codes.iter().enumerate().map(|(n, c)| c.iter().zip(&init[n * code_len..]).map(|(a, b)| a - b).collect()).collect()
+    };
+    let (f2, t2) = (run(Precision::F32, &init, 2)?, run(Precision::Tf32, &init, 2)?);
+    let (f, t) = (run(Precision::F32, &init, iters)?, run(Precision::Tf32, &init, iters)?);
+    let nudged: Vec<f32> = init.iter().enumerate().map(|(i, v)| v * (1.0 + if i % 2 == 0 { 1e-6 } else { -1e-6 })).collect();
+    let p = run(Precision::F32, &nudged, iters)?;
+    let first = |r: &BatchResult<f32>| r.activations.iter().map(|a| vec![a[0]]).collect::<Vec<_>>();
+    let last = |r: &BatchResult<f32>| r.activations.iter().map(|a| vec![*a.last().unwrap_or(&0.0)]).collect::<Vec<_>>();
     Ok(PrecisionError {
         batch,
-        objective: rel_err(&first(&t1), &first(&f1)),
-        update: rel_err(&t1.codes, &f1.codes),
+        objective: rel_err(&first(&t2), &first(&f2)),
+        update: rel_err(&update(&t2), &update(&f2)),
         iters,
         final_objective: rel_err(&last(&t), &last(&f)),
         final_image: rel_err(&t.images, &f.images),
+        nudged_final_objective: rel_err(&last(&p), &last(&f)),
+        nudged_final_image: rel_err(&p.images, &f.images),
     })
 }
 

@@ -46,7 +46,7 @@ void test_gemm(int M, int N, int K, int ta, int tb, int batch, int zdiv, int ext
         }
     }
     std::vector<float> got = C;
-    launch(tf32 ? sgemm_tf32 : sgemm, d3((N + 63) / 64, (M + 63) / 64, batch), d3(256), M, N, K, alpha, (const float*)A.data(), lda, ta, a1, a2, (const float*)B.data(), ldb, tb, b1, b2, beta, got.data(), ldc, c1, c2, zdiv);
+    launch(tf32 ? sgemm_tf32 : sgemm, d3((N + 63) / 64, (M + 63) / 64, batch), d3(tf32 ? 128 : 64), M, N, K, alpha, (const float*)A.data(), lda, ta, a1, a2, (const float*)B.data(), ldb, tb, b1, b2, beta, got.data(), ldc, c1, c2, zdiv);
     char buf[200]; snprintf(buf, 200, "%s M%d N%d K%d ta%d tb%d batch%d zdiv%d ld+%d a%g b%g", tf32 ? "sgemm_tf32" : "sgemm", M, N, K, ta, tb, batch, zdiv, extra_ld, alpha, beta);
     check(buf, got, want);
 }
@@ -72,12 +72,12 @@ void test_conv(int C, int H, int W, int O, int kh, int kw, int sh, int sw, int p
     size_t col_img = (size_t)C * kh * kw * ohw;
     std::vector<float> col(col_img * N), y((size_t)N * O * ohw);
     launch(im2col, d3(7), d3(256), (const float*)x.data(), col.data(), N, C, H, W, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw);
-    launch(sgemm, d3((ohw + 63) / 64, (og + 63) / 64, N * group), d3(256), og, ohw, kk, 1.0f, (const float*)w.data(), kk, 0, 0LL, (long long)og * kk,
+    launch(sgemm, d3((ohw + 63) / 64, (og + 63) / 64, N * group), d3(64), og, ohw, kk, 1.0f, (const float*)w.data(), kk, 0, 0LL, (long long)og * kk,
            (const float*)col.data(), ohw, 0, (long long)col_img, (long long)kk * ohw, 0.0f, y.data(), ohw, (long long)O * ohw, (long long)og * ohw, group);
     char buf[200]; snprintf(buf, 200, "conv fwd C%d %dx%d O%d k%dx%d s%d,%d p%d,%d d%d,%d g%d N%d", C, H, W, O, kh, kw, sh, sw, ph, pw, dh, dw, group, N);
     check(buf, y, y_ref);
     // backward data: col = W^T dy, col2im (accumulate onto a copy of ones)
-    launch(sgemm, d3((ohw + 63) / 64, (kk + 63) / 64, N * group), d3(256), kk, ohw, og, 1.0f, (const float*)w.data(), kk, 1, 0LL, (long long)og * kk,
+    launch(sgemm, d3((ohw + 63) / 64, (kk + 63) / 64, N * group), d3(64), kk, ohw, og, 1.0f, (const float*)w.data(), kk, 1, 0LL, (long long)og * kk,
            (const float*)dy.data(), ohw, 0, (long long)O * ohw, (long long)og * ohw, 0.0f, col.data(), ohw, (long long)col_img, (long long)kk * ohw, group);
     std::vector<float> dx(dx_ref.size(), 1.0f);
     for (auto& v : dx_ref) v += 1.0;
@@ -101,7 +101,7 @@ void test_conv(int C, int H, int W, int O, int kh, int kw, int sh, int sw, int p
     }
     std::vector<float> dwv((size_t)O * kk, 0.5f);
     for (int n = 0; n < N; n++)
-        launch(sgemm, d3((kk + 63) / 64, (og + 63) / 64, group), d3(256), og, kk, ohw, 1.0f, (const float*)(dy.data() + (size_t)n * O * ohw), ohw, 0, 0LL, (long long)og * ohw,
+        launch(sgemm, d3((kk + 63) / 64, (og + 63) / 64, group), d3(64), og, kk, ohw, 1.0f, (const float*)(dy.data() + (size_t)n * O * ohw), ohw, 0, 0LL, (long long)og * ohw,
                (const float*)(col.data() + n * col_img), ohw, 1, 0LL, (long long)kk * ohw, 1.0f, dwv.data(), kk, 0LL, (long long)og * kk, group);
     snprintf(buf, 200, "conv bwd-weights g%d N%d", group, N);
     check(buf, dwv, dw_ref);

@@ -132,7 +132,8 @@ impl Cuda {
     fn launch_gemm(&self, kernel: &str, g: &Gemm, zdiv: usize, a: (&CudaView<f32>, Operand), b: (&CudaView<f32>, Operand), c: (&mut CudaViewMut<f32>, Operand)) -> Result<()> {
         let cfg = LaunchConfig {
             grid_dim: (g.n.div_ceil(64) as u32, g.m.div_ceil(64) as u32, g.batch as u32),
-            block_dim: (256, 1, 1),
+            // kernels/gemm.cu: SGEMM_THREADS and TC_THREADS.
+            block_dim: (if kernel == "sgemm_tf32" { 128 } else { 64 }, 1, 1),
             shared_mem_bytes: 0,
         };
         let (m, n, k) = (i32_of(g.m, "M")?, i32_of(g.n, "N")?, i32_of(g.k, "K")?);
