@@ -44,12 +44,8 @@ pub fn resolve_device(d: Device) -> Result<Device> {
 }
 
 fn pick_device(d: Device) -> Result<Device> {
-    let suffix = match crate::backend::cuda::default_precision() {
-        crate::backend::cuda::Precision::F32 => String::new(),
-        p => format!(", {p}"),
-    };
     let probe = || match Cuda::probe() {
-        Ok(Some(info)) => Ok(format!("{info}{suffix}")),
+        Ok(Some(info)) => Ok(info.describe(crate::backend::cuda::default_precision())),
         Ok(None) => Err("no CUDA driver found".to_string()),
         Err(e) => Err(format!("{e:#}")),
     };

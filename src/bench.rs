@@ -517,6 +517,16 @@ pub fn objective_blob(plan: &Plan) -> usize {
     }
 }
 
+/// The benchmarks' starting codes: uniform in [0, 1), the same for every run.
+fn bench_codes(batch: usize, code_len: usize) -> Vec<f32> {
+    Rng::new(5).uniform_vec(batch * code_len, 0.0, 1.0).into_iter().map(|v| v as f32).collect()
+}
+
+/// Sample n maximizes unit n (mod the layer's width).
+fn one_unit_each(batch: usize, units: usize) -> Vec<Objective> {
+    (0..batch).map(|n| Objective::Single(n % units)).collect()
+}
+
 /// Median seconds of one DGN-AM iteration over the iterations after the first.
 pub fn dgn_step<B: Fence>(generator: &Net<B>, classifier: &Net<B>, iters: usize) -> Result<f64> {
     ensure!(iters >= 2, "the step benchmark needs at least 2 iterations (the first is a warm-up)");
@@ -524,8 +534,8 @@ pub fn dgn_step<B: Fence>(generator: &Net<B>, classifier: &Net<B>, iters: usize)
     let blob = objective_blob(&classifier.plan);
     let units = classifier.plan.blobs[blob].len() / batch;
     let mut dgn = Dgn::new(generator, classifier, blob, None)?;
-    let init: Vec<f32> = Rng::new(5).uniform_vec(batch * dgn.code_len(), 0.0, 1.0).into_iter().map(|v| v as f32).collect();
-    let objectives: Vec<Objective> = (0..batch).map(|n| Objective::Single(n % units)).collect();
+    let init = bench_codes(batch, dgn.code_len());
+    let objectives = one_unit_each(batch, units);
     let schedule = Schedule { iters, ..Schedule::default() };
     let mut stamps = Vec::with_capacity(iters);
     let mut fence_err = None;
@@ -677,7 +687,7 @@ pub fn precision_error(cuda: &Cuda, opts: &StepOptions, batch: usize, iters: usi
     let (classifier, generator) = (NetSource::open(&opts.net)?, NetSource::open(gen_path)?);
     let gen_plan = Plan::new(&generator.def, 1)?;
     let code_len = gen_plan.blobs[gen_plan.inputs[0]].len();
-    let init: Vec<f32> = Rng::new(5).uniform_vec(batch * code_len, 0.0, 1.0).into_iter().map(|v| v as f32).collect();
+    let init = bench_codes(batch, code_len);
     let run = |precision: Precision, init: &[f32], iters: usize| -> Result<BatchResult<f32>> {
         let mut backend = cuda.share();
         backend.set_precision(precision)?;
@@ -687,8 +697,7 @@ pub fn precision_error(cuda: &Cuda, opts: &StepOptions, batch: usize, iters: usi
         let units = clf.plan.blobs[blob].len() / batch;
         let mut dgn = Dgn::new(&gen, &clf, blob, None)?;
         ensure!(dgn.code_len() == code_len, "the generator's code has {} values, expected {code_len}", dgn.code_len());
-        let objectives: Vec<Objective> = (0..batch).map(|n| Objective::Single(n % units)).collect();
-        dgn.run(init, &objectives, &Schedule { iters, ..Schedule::default() }, None, &mut |_| {})
+        dgn.run(init, &one_unit_each(batch, units), &Schedule { iters, ..Schedule::default() }, None, &mut |_| {})
     };
     // With 2 iterations, the returned code is the one after the first update.
     let update = |r: &BatchResult<f32>| -> Vec<Vec<f32>> {

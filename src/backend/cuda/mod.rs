@@ -34,6 +34,14 @@ impl DeviceInfo {
     pub fn arch(&self) -> String {
         format!("sm_{}{}", self.capability.0, self.capability.1)
     }
+
+    /// "NVIDIA H200, sm_90", with ", tf32" when matrix products run in TF32.
+    pub fn describe(&self, precision: Precision) -> String {
+        match precision {
+            Precision::F32 => self.to_string(),
+            p => format!("{self}, {p}"),
+        }
+    }
 }
 
 impl fmt::Display for DeviceInfo {

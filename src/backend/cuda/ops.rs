@@ -126,10 +126,7 @@ impl Backend for Cuda {
     type Aux = CudaAux;
 
     fn name(&self) -> String {
-        match self.precision {
-            super::Precision::F32 => format!("cuda ({})", self.info),
-            p => format!("cuda ({}, {p})", self.info),
-        }
+        format!("cuda ({})", self.info.describe(self.precision))
     }
 
     fn alloc(&self, len: usize) -> Result<Buf> {
