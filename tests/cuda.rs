@@ -57,6 +57,26 @@ fn every_kernel_compiles_for_sm80_and_sm90() {
 }
 
 #[test]
+fn every_kernel_runs_right_under_the_host_emulation() {
+    // tools/kernel_emu compiles kernels/*.cu with g++ under a small CUDA emulation and
+    // checks every kernel against double-precision references (about a minute on 2 cores).
+    // It guards the kernels' logic on machines without a GPU; REQUIRE_KERNEL_EMU=1 (CI)
+    // makes a missing g++ a failure.
+    let gxx = std::process::Command::new("g++").arg("--version").output().is_ok_and(|o| o.status.success());
+    if !gxx {
+        assert!(!env_on("REQUIRE_KERNEL_EMU"), "REQUIRE_KERNEL_EMU=1 but g++ is not installed");
+        eprintln!("skipped: g++ not found, so the kernels were not run under the host emulation");
+        return;
+    }
+    let out = std::process::Command::new("bash").arg(common::root().join("tools/kernel_emu/run.sh")).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let failed: Vec<&str> = text.lines().filter(|l| l.starts_with("FAIL")).collect();
+    assert!(out.status.success() && text.contains("\n0 failures"), "kernel emulation: {failed:?}\n{}", String::from_utf8_lossy(&out.stderr));
+    let checked = text.lines().filter(|l| l.starts_with("ok ")).count();
+    assert!(checked >= 90, "only {checked} kernel checks ran");
+}
+
+#[test]
 fn the_ptx_cache_serves_the_second_compilation() {
     if !compile::nvrtc_present() {
         eprintln!("skipped: NVRTC not found");
