@@ -144,7 +144,7 @@ struct SynthArgs {
     /// Start from the fc6 code of this image.
     #[arg(long)]
     init_image: Option<PathBuf>,
-    /// Units per batch (default: 8 on the CPU, 64 on a GPU).
+    /// Units per batch (default: 8 on the CPU, 128 on a GPU).
     #[arg(long)]
     batch: Option<usize>,
     #[arg(long, default_value = "out")]
