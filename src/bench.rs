@@ -107,9 +107,13 @@ fn median(v: &mut [f64]) -> f64 {
     }
 }
 
-/// FP32 peak and memory bandwidth the kernels are rated against.
+/// The compute peak and memory bandwidth the kernels are rated against. With
+/// `--precision tf32` on a GPU, convolutions and inner products are rated against the
+/// dense TF32 tensor-core peak instead of the FP32 one.
 #[derive(Clone, Debug)]
 pub struct Peak {
+    /// "fp32", or "tf32 tensor cores".
+    pub kind: &'static str,
     pub gflops: f64,
     pub gbps: f64,
     pub source: String,
@@ -136,6 +140,22 @@ pub fn datasheet_peak(name: &str, memory_bytes: usize) -> Option<(f64, f64, &'st
         (19_500.0, 2_039.0, "A100 80GB SXM datasheet")
     } else if n.contains("A100") {
         (19_500.0, 1_555.0, "A100 40GB datasheet")
+    } else {
+        return None;
+    })
+}
+
+/// Datasheet dense TF32 tensor-core peak in GFLOP/s (half the "with sparsity" figure).
+pub fn datasheet_tf32_peak(name: &str) -> Option<(f64, &'static str)> {
+    let n = name.to_ascii_uppercase();
+    Some(if n.contains("H200") {
+        (494_500.0, "H200 datasheet")
+    } else if n.contains("H100") && n.contains("PCIE") {
+        (378_000.0, "H100 PCIe datasheet")
+    } else if n.contains("H100") && !n.contains("NVL") {
+        (494_700.0, "H100 SXM datasheet")
+    } else if n.contains("A100") {
+        (156_000.0, "A100 datasheet")
     } else {
         return None;
     })
@@ -384,7 +404,8 @@ impl KernelReport {
             "device": self.device,
             "batch": self.batch,
             "peak": {
-                "fp32_gflops": self.peak.gflops,
+                "kind": self.peak.kind,
+                "gflops": self.peak.gflops,
                 "bandwidth_gbps": self.peak.gbps,
                 "source": self.peak.source,
                 "measured_gemm_gflops": self.peak.measured_gflops,
@@ -397,8 +418,8 @@ impl KernelReport {
     pub fn header(&self) -> String {
         let p = &self.peak;
         format!(
-            "device: {}, batch {}\npeak: {:.0} GFLOP/s FP32, {:.0} GB/s ({}); measured {:.0} GFLOP/s GEMM, {:.0} GB/s copy\n{}",
-            self.device, self.batch, p.gflops, p.gbps, p.source, p.measured_gflops, p.measured_gbps, table_header()
+            "device: {}, batch {}\npeak: {:.0} GFLOP/s {}, {:.0} GB/s ({}); measured {:.0} GFLOP/s GEMM, {:.0} GB/s copy\n{}",
+            self.device, self.batch, p.gflops, p.kind, p.gbps, p.source, p.measured_gflops, p.measured_gbps, table_header()
         )
     }
 }
@@ -446,13 +467,15 @@ pub fn kernels(device: Device, opts: &KernelOptions) -> Result<KernelReport> {
         Device::Cuda => {
             let cuda = Cuda::new()?;
             let info = cuda.info.clone();
-            kernels_on(&|| Ok(cuda.share()), Some(&info), opts)
+            let tf32 = cuda.precision() == crate::backend::cuda::Precision::Tf32;
+            kernels_on(&|| Ok(cuda.share()), Some((&info, tf32)), opts)
         }
         Device::Cpu | Device::Auto => kernels_on(&|| Ok(Cpu::<f32>::new()), None, opts),
     }
 }
 
-fn kernels_on<B: Fence>(make: &dyn Fn() -> Result<B>, gpu: Option<&DeviceInfo>, opts: &KernelOptions) -> Result<KernelReport> {
+/// `gpu`: the device and whether its matrix products run in TF32.
+fn kernels_on<B: Fence>(make: &dyn Fn() -> Result<B>, gpu: Option<(&DeviceInfo, bool)>, opts: &KernelOptions) -> Result<KernelReport> {
     let backend = make()?;
     let (gemm_n, copy_mib, runs) = match (gpu, opts.quick) {
         (_, true) => (512, 16, 2),
@@ -460,10 +483,17 @@ fn kernels_on<B: Fence>(make: &dyn Fn() -> Result<B>, gpu: Option<&DeviceInfo>, 
         (None, false) => (2048, 256, 5),
     };
     let (mg, mb, msrc) = measure_peak(&backend, gemm_n, copy_mib, runs)?;
-    let peak = match gpu.and_then(|i| datasheet_peak(&i.name, i.memory_bytes)) {
-        Some((g, b, src)) => Peak { gflops: g, gbps: b, source: src.into(), measured_gflops: mg, measured_gbps: mb },
-        None => Peak { gflops: mg, gbps: mb, source: msrc, measured_gflops: mg, measured_gbps: mb },
+    let mut peak = match gpu.and_then(|(i, _)| datasheet_peak(&i.name, i.memory_bytes)) {
+        Some((g, b, src)) => Peak { kind: "fp32", gflops: g, gbps: b, source: src.into(), measured_gflops: mg, measured_gbps: mb },
+        None => Peak { kind: "fp32", gflops: mg, gbps: mb, source: msrc, measured_gflops: mg, measured_gbps: mb },
     };
+    if let Some((info, true)) = gpu {
+        // The GEMM measured above ran in TF32 too: the fallback when the GPU is not listed.
+        let (g, src) = datasheet_tf32_peak(&info.name).map_or((mg, "measured: our TF32 GEMM"), |(g, s)| (g, s));
+        peak.kind = "tf32 tensor cores";
+        peak.gflops = g;
+        peak.source = format!("{src}; bandwidth: {}", peak.source);
+    }
     let device = backend.name();
     let generator = Net::random(&parse_prototxt("weights/generator-fc6.prototxt")?, opts.batch, 2, make()?)?;
     let classifier = Net::random(&parse_prototxt("weights/caffenet.prototxt")?, opts.batch, 3, make()?)?;
@@ -832,6 +862,10 @@ mod tests {
         assert_eq!(datasheet_peak("NVIDIA H200", 141 << 30).unwrap().1, 4_800.0);
         assert_eq!(datasheet_peak("NVIDIA A100-SXM4-40GB", 40 << 30).unwrap().1, 1_555.0);
         assert_eq!(datasheet_peak("NVIDIA A100-SXM4-80GB", 80 << 30).unwrap().1, 2_039.0);
+        assert_eq!(datasheet_tf32_peak("NVIDIA H100 80GB HBM3").unwrap().0, 494_700.0);
+        assert_eq!(datasheet_tf32_peak("NVIDIA H100 PCIe").unwrap().0, 378_000.0);
+        assert_eq!(datasheet_tf32_peak("NVIDIA H200").unwrap().0, 494_500.0);
+        assert!(datasheet_tf32_peak("NVIDIA H100 NVL").is_none(), "not listed: measured instead");
         assert!(datasheet_peak("NVIDIA GeForce RTX 4090", 24 << 30).is_none());
     }
 

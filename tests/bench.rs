@@ -34,7 +34,8 @@ fn kernel_json_has_every_layer_in_every_direction() {
     let v = bench_json(&["--kernel-batch", "1"], &dir.join("k.json"));
     assert_eq!(v["device"], "cpu");
     assert_eq!(v["batch"], 1);
-    positive(&v["peak"]["fp32_gflops"], "peak GFLOP/s");
+    positive(&v["peak"]["gflops"], "peak GFLOP/s");
+    assert_eq!(v["peak"]["kind"], "fp32", "the CPU is rated against its FP32 GEMM");
     positive(&v["peak"]["bandwidth_gbps"], "peak GB/s");
     let kernels = v["kernels"].as_array().unwrap();
     for k in kernels {
