@@ -35,17 +35,17 @@ impl std::str::FromStr for Device {
 /// Picks the backend to run on (`Cpu` or `Cuda`), telling stderr which one it is and, when
 /// auto falls back to the CPU, why.
 pub fn resolve_device(d: Device) -> Result<Device> {
-    let tf32 = crate::backend::cuda::default_precision() == crate::backend::cuda::Precision::Tf32;
-    let resolved = pick_device(d)?;
-    if tf32 && resolved == Device::Cpu {
+    let precision = crate::backend::cuda::default_precision();
+    let resolved = pick_device(d, precision)?;
+    if precision == crate::backend::cuda::Precision::Tf32 && resolved == Device::Cpu {
         bail!("--precision tf32 needs a GPU (tensor cores); the CPU computes in f32");
     }
     Ok(resolved)
 }
 
-fn pick_device(d: Device) -> Result<Device> {
+fn pick_device(d: Device, precision: crate::backend::cuda::Precision) -> Result<Device> {
     let probe = || match Cuda::probe() {
-        Ok(Some(info)) => Ok(info.describe(crate::backend::cuda::default_precision())),
+        Ok(Some(info)) => Ok(info.describe(precision)),
         Ok(None) => Err("no CUDA driver found".to_string()),
         Err(e) => Err(format!("{e:#}")),
     };

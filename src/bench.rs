@@ -489,7 +489,7 @@ fn kernels_on<B: Fence>(make: &dyn Fn() -> Result<B>, gpu: Option<(&DeviceInfo, 
     };
     if let Some((info, true)) = gpu {
         // The GEMM measured above ran in TF32 too: the fallback when the GPU is not listed.
-        let (g, src) = datasheet_tf32_peak(&info.name).map_or((mg, "measured: our TF32 GEMM"), |(g, s)| (g, s));
+        let (g, src) = datasheet_tf32_peak(&info.name).unwrap_or((mg, "measured: our TF32 GEMM"));
         peak.kind = "tf32 tensor cores";
         peak.gflops = g;
         peak.source = format!("{src}; bandwidth: {}", peak.source);
