@@ -2,7 +2,7 @@
 //! the CPU backend, random weights, real shapes. `cargo bench --bench caffenet [-- BATCH]`.
 
 use dgnam::caffe::netdef::parse_netdef;
-use dgnam::backend::Cpu;
+use dgnam::device::Cpu;
 use dgnam::graph::CpuNet;
 use dgnam::rng::Rng;
 use std::time::Instant;

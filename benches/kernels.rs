@@ -4,15 +4,16 @@
 
 use dgnam::app::Device;
 use dgnam::bench::{self, KernelOptions, Reps, StepOptions};
+use dgnam::device::cuda::Precision;
 
 fn main() -> anyhow::Result<()> {
     // cargo passes `--bench`; the first number is the batch.
     let batch: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(8);
     let opts = KernelOptions { batch, reps: Reps::fixed(3), quick: false, live: true };
-    bench::kernels(Device::Cpu, &opts)?;
+    bench::kernels(Device::Cpu, Precision::F32, &opts)?;
     for generator in [None, Some("none")] {
         let opts = StepOptions::resolve(None, generator.map(Into::into), Some(&batch.to_string()), Some(3), false)?;
-        bench::steps(Device::Cpu, &opts, &mut |row| print!("{row}"))?;
+        bench::steps(Device::Cpu, Precision::F32, &opts, &mut |row| print!("{row}"))?;
     }
     Ok(())
 }

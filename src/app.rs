@@ -2,8 +2,9 @@
 
 use crate::caffe::netdef::parse_netdef;
 use crate::caffe::NetDef;
-use crate::backend::cuda::compile;
-use crate::backend::{Backend, Cuda};
+use crate::device::cuda::{compile, Precision};
+use crate::device::{Cpu, Cuda};
+use crate::ops::Kernels;
 use crate::graph::{unit_offset, BlobId, CpuNet, Net, Plan, UnitRef};
 use crate::npy;
 use crate::preprocess::{self, Preprocess, PreprocessFlags};
@@ -32,18 +33,40 @@ impl std::str::FromStr for Device {
     }
 }
 
+/// Every kernel source dgnam launches: the ops' and DGN-AM's own.
+pub fn kernel_sources() -> Vec<compile::KernelSource> {
+    let mut all = crate::ops::KERNEL_SOURCES.to_vec();
+    all.push(crate::synth::kernels::SOURCE);
+    all
+}
+
+/// The precision `--precision` asked for (set once by the binary).
+static PRECISION: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+pub fn set_default_precision(p: Precision) {
+    PRECISION.store(p as u8, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn default_precision() -> Precision {
+    if PRECISION.load(std::sync::atomic::Ordering::Relaxed) == Precision::Tf32 as u8 {
+        Precision::Tf32
+    } else {
+        Precision::F32
+    }
+}
+
 /// Picks the backend to run on (`Cpu` or `Cuda`), telling stderr which one it is and, when
 /// auto falls back to the CPU, why.
 pub fn resolve_device(d: Device) -> Result<Device> {
-    let precision = crate::backend::cuda::default_precision();
+    let precision = default_precision();
     let resolved = pick_device(d, precision)?;
-    if precision == crate::backend::cuda::Precision::Tf32 && resolved == Device::Cpu {
+    if precision == Precision::Tf32 && resolved == Device::Cpu {
         bail!("--precision tf32 needs a GPU (tensor cores); the CPU computes in f32");
     }
     Ok(resolved)
 }
 
-fn pick_device(d: Device, precision: crate::backend::cuda::Precision) -> Result<Device> {
+fn pick_device(d: Device, precision: Precision) -> Result<Device> {
     let probe = || match Cuda::probe() {
         Ok(Some(info)) => Ok(info.describe(precision)),
         Ok(None) => Err("no CUDA driver found".to_string()),
@@ -84,7 +107,7 @@ pub fn kernels(arch: Option<&str>) -> Result<String> {
             _ => ("sm_90".to_string(), "no GPU: compiling for sm_90 (choose with --arch)\n".to_string()),
         },
     };
-    Ok(format!("{note}{}", compile::check_all(&arch)?))
+    Ok(format!("{note}{}", compile::check_all(&arch, &kernel_sources())?))
 }
 
 /// A net definition from a `.dgnw` weights file or a bare `.prototxt`.
@@ -192,8 +215,8 @@ fn open_with_input(net_path: &Path, input: &Path, pre: &PreprocessFlags) -> Resu
 pub fn forward(net_path: &Path, input: &Path, layers: &[String], out_dir: &Path, pre: &PreprocessFlags, device: Device) -> Result<Vec<PathBuf>> {
     let (file, x) = open_with_input(net_path, input, pre)?;
     let outputs = match device {
-        Device::Cuda => forward_net(&Net::<Cuda>::from_weights(&file, x.shape[0], Cuda::new()?)?, &x, layers)?,
-        Device::Cpu | Device::Auto => forward_net(&CpuNet::<f32>::from_weights(&file, x.shape[0])?, &x, layers)?,
+        Device::Cuda => forward_net(&Net::<Cuda>::from_weights(&file, x.shape[0], Cuda::new(default_precision())?)?, &x, layers)?,
+        Device::Cpu | Device::Auto => forward_net(&CpuNet::<f32>::from_weights(&file, x.shape[0], Cpu::new())?, &x, layers)?,
     };
     std::fs::create_dir_all(out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
     let mut written = Vec::new();
@@ -209,7 +232,7 @@ pub fn forward(net_path: &Path, input: &Path, layers: &[String], out_dir: &Path,
 type LayerOutput = (String, Vec<usize>, Vec<f32>);
 
 /// The requested layers' outputs after one forward pass.
-fn forward_net<B: Backend<Scalar = f32>>(net: &Net<B>, x: &Tensor, layers: &[String]) -> Result<Vec<LayerOutput>> {
+fn forward_net<B: Kernels<Scalar = f32>>(net: &Net<B>, x: &Tensor, layers: &[String]) -> Result<Vec<LayerOutput>> {
     let wanted: Vec<(String, BlobId)> = if layers.is_empty() {
         let id = net.plan.last_output();
         let name = net.plan.nodes.last().map_or(net.plan.blobs[id].name.clone(), |n| n.layer.clone());
@@ -237,14 +260,14 @@ pub fn backward(
 ) -> Result<()> {
     let (file, x) = open_with_input(net_path, input, pre)?;
     let grad = match device {
-        Device::Cuda => input_gradient(&Net::<Cuda>::from_weights(&file, x.shape[0], Cuda::new()?)?, &x.data, layer, unit)?,
-        Device::Cpu | Device::Auto => input_gradient(&CpuNet::<f32>::from_weights(&file, x.shape[0])?, &x.data, layer, unit)?,
+        Device::Cuda => input_gradient(&Net::<Cuda>::from_weights(&file, x.shape[0], Cuda::new(default_precision())?)?, &x.data, layer, unit)?,
+        Device::Cpu | Device::Auto => input_gradient(&CpuNet::<f32>::from_weights(&file, x.shape[0], Cpu::new())?, &x.data, layer, unit)?,
     };
     npy::write(out, &x.shape, &grad)
 }
 
 /// The gradient of the sum over the batch of one unit of `layer` with respect to the input.
-pub fn input_gradient<B: Backend>(net: &Net<B>, x: &[B::Scalar], layer: &str, unit: UnitRef) -> Result<Vec<B::Scalar>> {
+pub fn input_gradient<B: Kernels>(net: &Net<B>, x: &[B::Scalar], layer: &str, unit: UnitRef) -> Result<Vec<B::Scalar>> {
     use crate::real::Real;
     let id = net.plan.layer_output(layer)?;
     let shape = &net.plan.blobs[id].shape;
@@ -328,7 +351,7 @@ pub fn synthesize(c: &SynthCommand, device: Device) -> Result<crate::synth::run:
         (None, Some(p)) => {
             let x = read_input(p, &clf_def, &Preprocess::default_for(3))?;
             ensure!(x.shape[0] == 1, "{}: --init-image takes one image", p.display());
-            let encoder = CpuNet::<f32>::from_weights(&clf_file, 1)?;
+            let encoder = CpuNet::<f32>::from_weights(&clf_file, 1, Cpu::new())?;
             Init::Codes(vec![crate::synth::run::encode_image(&encoder, &x.data, "fc6")?])
         }
         (None, None) => Init::Random,
@@ -362,7 +385,7 @@ pub fn synthesize(c: &SynthCommand, device: Device) -> Result<crate::synth::run:
     };
     if pixel_space {
         let channels = clf_plan.blobs[clf_plan.inputs[0]].shape.get(1).copied().unwrap_or(3);
-        let classifier = CpuNet::<f32>::from_weights(&clf_file, batch)?;
+        let classifier = CpuNet::<f32>::from_weights(&clf_file, batch, Cpu::new())?;
         return run::synthesize_pixels(&classifier, &opts, &crate::synth::pixel::PixelPriors::for_channels(channels));
     }
     let gen_file = open_default(&c.generator, "weights/generator-fc6.dgnw")?;
@@ -370,14 +393,14 @@ pub fn synthesize(c: &SynthCommand, device: Device) -> Result<crate::synth::run:
         // Finished units are on disk after every batch, so a retry at a smaller batch
         // only redoes the batch that did not fit.
         return with_oom_retry(batch, |batch| {
-            let cuda = Cuda::new()?;
+            let cuda = Cuda::new(default_precision())?;
             let classifier = Net::<Cuda>::from_weights(&clf_file, batch, cuda.share())?;
             let generator = Net::<Cuda>::from_weights(&gen_file, batch, cuda)?;
             run::synthesize(&generator, &classifier, &opts)
         });
     }
-    let classifier = CpuNet::<f32>::from_weights(&clf_file, batch)?;
-    let generator = CpuNet::<f32>::from_weights(&gen_file, batch)?;
+    let classifier = CpuNet::<f32>::from_weights(&clf_file, batch, Cpu::new())?;
+    let generator = CpuNet::<f32>::from_weights(&gen_file, batch, Cpu::new())?;
     run::synthesize(&generator, &classifier, &opts)
 }
 
@@ -395,7 +418,7 @@ pub fn default_lr(net_name: &str) -> f64 {
 pub fn with_oom_retry<T>(mut batch: usize, mut attempt: impl FnMut(usize) -> Result<T>) -> Result<T> {
     loop {
         match attempt(batch) {
-            Err(e) if batch > 1 && e.chain().any(|c| c.is::<crate::backend::cuda::OutOfMemory>()) => {
+            Err(e) if batch > 1 && e.chain().any(|c| c.is::<crate::device::cuda::OutOfMemory>()) => {
                 eprintln!("out of GPU memory at batch {batch}; retrying at batch {}", batch / 2);
                 batch /= 2;
             }
@@ -410,12 +433,12 @@ pub fn with_oom_retry<T>(mut batch: usize, mut attempt: impl FnMut(usize) -> Res
 pub fn act_range(net_path: &Path, layer: &str, images: &Path, sigma: f64, out: &Path, device: Device) -> Result<(usize, usize)> {
     let file = open_weights(net_path)?;
     match device {
-        Device::Cuda => act_range_on(&Net::<Cuda>::from_weights(&file, 1, Cuda::new()?)?, &file, layer, images, sigma, out),
-        Device::Cpu | Device::Auto => act_range_on(&CpuNet::<f32>::from_weights(&file, 1)?, &file, layer, images, sigma, out),
+        Device::Cuda => act_range_on(&Net::<Cuda>::from_weights(&file, 1, Cuda::new(default_precision())?)?, &file, layer, images, sigma, out),
+        Device::Cpu | Device::Auto => act_range_on(&CpuNet::<f32>::from_weights(&file, 1, Cpu::new())?, &file, layer, images, sigma, out),
     }
 }
 
-fn act_range_on<B: Backend<Scalar = f32>>(net: &Net<B>, file: &WeightsFile, layer: &str, images: &Path, sigma: f64, out: &Path) -> Result<(usize, usize)> {
+fn act_range_on<B: Kernels<Scalar = f32>>(net: &Net<B>, file: &WeightsFile, layer: &str, images: &Path, sigma: f64, out: &Path) -> Result<(usize, usize)> {
     let def = file.netdef()?;
     let blob = net.plan.blob_by_name(layer)?;
     let mut paths: Vec<PathBuf> = std::fs::read_dir(images)
@@ -460,7 +483,7 @@ fn act_range_on<B: Backend<Scalar = f32>>(net: &Net<B>, file: &WeightsFile, laye
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::cuda::OutOfMemory;
+    use crate::device::cuda::OutOfMemory;
 
     #[test]
     fn googlenet_takes_the_papers_smaller_step() {

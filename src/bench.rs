@@ -5,8 +5,10 @@
 //! `benches/kernels.rs` call these.
 
 use crate::app::{read_netdef, Device};
-use crate::backend::cuda::DeviceInfo;
-use crate::backend::{Backend, Cpu, Cuda};
+use crate::device::cuda::{DeviceInfo, Precision};
+use crate::device::{Backend, Cpu, Cuda};
+use crate::ops::Kernels;
+use crate::synth::kernels::DgnKernels;
 use crate::caffe::NetDef;
 use crate::graph::{stored_param, Net, Node, Op, Plan};
 use crate::rng::Rng;
@@ -21,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// A backend whose calls may return before the work is done (CUDA launches).
-pub trait Fence: Backend<Scalar = f32> {
+pub trait Fence: DgnKernels<Scalar = f32> {
     /// Waits for all queued work.
     fn fence(&self) -> Result<()>;
 }
@@ -171,8 +173,8 @@ pub fn measure_peak<B: Fence>(b: &B, gemm_n: usize, copy_mib: usize, runs: usize
     let x = random_buf(b, &mut rng, n * n)?;
     let w = vec![b.param_from_host(&rng.normal_vec_f32(n * n, 1.0))?];
     let mut y = vec![b.alloc(n * n)?];
-    let mut aux = B::Aux::default();
-    let gemm = best_of(b, runs, || b.forward(&op, &w, &[&x], &mut y, &mut aux))?;
+    let mut aux = crate::ops::Aux::<B>::default();
+    let gemm = best_of(b, runs, || crate::ops::forward(b, &op, &w, &[&x], &mut y, &mut aux))?;
     let len = copy_mib << 18;
     let src = random_buf(b, &mut rng, len)?;
     let mut dst = b.alloc(len)?;
@@ -297,7 +299,7 @@ pub fn bench_node<B: Fence>(net: &Net<B>, label: &str, i: usize, reps: &Reps, rn
     let mut dx = alloc(&node.bottoms)?;
     let mut dparams: Vec<B::Buf> = node.params.iter().map(|s| b.alloc(s.len())).collect::<Result<_>>()?;
     let params = net.node_params(i);
-    let mut aux = B::Aux::default();
+    let mut aux = crate::ops::Aux::<B>::default();
     let mut out = Vec::new();
     let mut record = |dir: Direction, seconds: f64| {
         out.push(KernelTime {
@@ -310,13 +312,13 @@ pub fn bench_node<B: Fence>(net: &Net<B>, label: &str, i: usize, reps: &Reps, rn
         })
     };
     let ctx = |dir: Direction| format!("{label}/{} ({}) {}", node.layer, node.type_name, dir.as_str());
-    let t = time_median(b, reps, || b.forward(&node.op, params, &x, &mut y, &mut aux)).with_context(|| ctx(Direction::Forward))?;
+    let t = time_median(b, reps, || crate::ops::forward(b, &node.op, params, &x, &mut y, &mut aux)).with_context(|| ctx(Direction::Forward))?;
     record(Direction::Forward, t);
-    let t = time_median(b, reps, || b.backward(&node.op, params, &x, &y[0], &dy, &aux, &mut dx, None))
+    let t = time_median(b, reps, || crate::ops::backward(b, &node.op, params, &x, &y[0], &dy, &aux, &mut dx, None))
         .with_context(|| ctx(Direction::BackwardData))?;
     record(Direction::BackwardData, t);
     if !node.params.is_empty() {
-        let t = time_median(b, reps, || b.backward(&node.op, params, &x, &y[0], &dy, &aux, &mut [], Some(&mut dparams)))
+        let t = time_median(b, reps, || crate::ops::backward(b, &node.op, params, &x, &y[0], &dy, &aux, &mut [], Some(&mut dparams)))
             .with_context(|| ctx(Direction::BackwardWeights))?;
         record(Direction::BackwardWeights, t);
     }
@@ -462,12 +464,12 @@ fn parse_prototxt(rel: &str) -> Result<NetDef> {
 
 /// `dgnam bench`: every kernel of CaffeNet and the fc6 generator (random weights) at
 /// `opts.batch` on `device`.
-pub fn kernels(device: Device, opts: &KernelOptions) -> Result<KernelReport> {
+pub fn kernels(device: Device, precision: Precision, opts: &KernelOptions) -> Result<KernelReport> {
     match device {
         Device::Cuda => {
-            let cuda = Cuda::new()?;
+            let cuda = Cuda::new(precision)?;
             let info = cuda.info.clone();
-            let tf32 = cuda.precision() == crate::backend::cuda::Precision::Tf32;
+            let tf32 = cuda.precision() == Precision::Tf32;
             kernels_on(&|| Ok(cuda.share()), Some((&info, tf32)), opts)
         }
         Device::Cpu | Device::Auto => kernels_on(&|| Ok(Cpu::<f32>::new()), None, opts),
@@ -524,7 +526,7 @@ impl NetSource {
         Ok(NetSource { path: path.to_path_buf(), def, file })
     }
 
-    pub fn build<B: Backend>(&self, batch: usize, seed: u64, backend: B) -> Result<Net<B>> {
+    pub fn build<B: Kernels>(&self, batch: usize, seed: u64, backend: B) -> Result<Net<B>> {
         let ctx = || format!("{}", self.path.display());
         match &self.file {
             None => Net::random(&self.def, batch, seed, backend).with_context(ctx),
@@ -711,7 +713,6 @@ fn rel_err<T: Copy + Into<f64>>(a: &[Vec<T>], b: &[Vec<T>]) -> f64 {
 /// f32 from codes perturbed by 1e-6 (relative): how much the loop itself amplifies a tiny
 /// difference over `iters` iterations.
 pub fn precision_error(cuda: &Cuda, opts: &StepOptions, batch: usize, iters: usize) -> Result<PrecisionError> {
-    use crate::backend::cuda::Precision;
     use crate::synth::dgn::BatchResult;
     let gen_path = opts.generator.as_deref().context("the precision comparison needs a generator")?;
     let (classifier, generator) = (NetSource::open(&opts.net)?, NetSource::open(gen_path)?);
@@ -807,13 +808,13 @@ impl StepOptions {
 
 /// `dgnam bench --net .. --generator .. --batch ..`: the step at each batch size;
 /// `progress` gets each table row as it is measured.
-pub fn steps(device: Device, opts: &StepOptions, progress: &mut dyn FnMut(&str)) -> Result<StepReport> {
+pub fn steps(device: Device, precision: Precision, opts: &StepOptions, progress: &mut dyn FnMut(&str)) -> Result<StepReport> {
     ensure!(!opts.batches.is_empty() && opts.batches.iter().all(|&b| b > 0), "--batch needs batch sizes of at least 1");
     match device {
         Device::Cuda => {
-            let cuda = Cuda::new()?;
+            let cuda = Cuda::new(precision)?;
             let mut report = steps_on(&|| Ok(cuda.share()), opts, progress)?;
-            if cuda.precision() != crate::backend::cuda::Precision::F32 && opts.generator.is_some() {
+            if cuda.precision() != Precision::F32 && opts.generator.is_some() {
                 let e = precision_error(&cuda, opts, opts.batches[0], 20)?;
                 progress(&e.row());
                 report.tf32_error = Some(e);

@@ -4,7 +4,7 @@
 //! net's learnable layers are matched to it by name and every blob's shape is checked.
 
 use crate::caffe::{caffemodel, netdef, Blob, LayerBlobs, NetDef};
-use crate::backend::Cpu;
+use crate::device::{Cpu, FromMapped};
 use crate::graph::{same_shape_ignoring_leading_ones, CpuNet, Net, ParamSpec, Plan};
 use crate::real::Real;
 use crate::tensor::fmt_shape;
@@ -65,7 +65,7 @@ impl CaffeModel {
         let mut next = blobs.into_iter();
         Net::new(plan, Cpu::new(), |cpu, _| {
             let data = &next.next().context("parameter count changed")?.data;
-            Ok((cpu.param_from_mapped(data), data.len()))
+            Ok((cpu.param_from_mapped(data)?, data.len()))
         })
     }
 

@@ -2,12 +2,13 @@
 //! maximization through a deep generator network (DGN-AM, Nguyen et al., NIPS 2016).
 
 pub mod app;
-pub mod backend;
+pub mod device;
 pub mod bench;
 pub mod caffe;
 pub mod convert;
 pub mod fsutil;
 pub mod graph;
+pub mod ir;
 pub mod npy;
 pub mod ops;
 pub mod preprocess;

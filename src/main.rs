@@ -2,7 +2,8 @@
 
 use clap::{Args, Parser, Subcommand};
 use dgnam::app::{self, Device};
-use dgnam::backend::cuda::{set_default_precision, Precision};
+use dgnam::app::set_default_precision;
+use dgnam::device::cuda::Precision;
 use dgnam::bench;
 use dgnam::graph::UnitRef;
 use dgnam::synth::demo::run_demo;
@@ -309,7 +310,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let device = app::resolve_device(a.device)?;
             let json = if a.net.is_some() || a.generator.is_some() || a.batch.is_some() {
                 let opts = bench::StepOptions::resolve(a.net, a.generator, a.batch.as_deref(), a.iters, a.quick)?;
-                let report = bench::steps(device, &opts, &mut |row| print!("{row}"))?;
+                let report = bench::steps(device, cli.precision, &opts, &mut |row| print!("{row}"))?;
                 report.to_json()
             } else {
                 let reps = match (a.quick, a.reps) {
@@ -318,7 +319,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     (false, None) => bench::Reps::default(),
                 };
                 let opts = bench::KernelOptions { batch: a.kernel_batch, reps, quick: a.quick, live: true };
-                bench::kernels(device, &opts)?.to_json()
+                bench::kernels(device, cli.precision, &opts)?.to_json()
             };
             if let Some(path) = a.json {
                 dgnam::fsutil::write_atomic(&path, serde_json::to_string_pretty(&json)?.as_bytes())?;

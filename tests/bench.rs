@@ -4,7 +4,8 @@
 mod common;
 
 use common::{fixture, scratch};
-use dgnam::backend::{Backend, Cpu};
+use dgnam::device::Cpu;
+use dgnam::ops;
 use dgnam::caffe::netdef::parse_netdef;
 use dgnam::graph::{CpuNet, Op};
 use dgnam::rng::Rng;
@@ -121,21 +122,21 @@ fn split_backward_matches_full(proto: &str) {
         let pzeros = || -> Vec<Vec<f32>> { node.params.iter().map(|s| vec![0.0; s.len()]).collect() };
         let mut aux = Default::default();
         let p = net.node_params(i);
-        b.forward(&node.op, p, &x, &mut y, &mut aux).unwrap();
+        ops::forward(b, &node.op, p, &x, &mut y, &mut aux).unwrap();
         let (mut dx, mut dp) = (zeros(), pzeros());
-        b.backward(&node.op, p, &x, &y[0], &dy, &aux, &mut dx, Some(&mut dp)).unwrap();
+        ops::backward(b, &node.op, p, &x, &y[0], &dy, &aux, &mut dx, Some(&mut dp)).unwrap();
         let mut dx_only = zeros();
-        b.backward(&node.op, p, &x, &y[0], &dy, &aux, &mut dx_only, None).unwrap();
+        ops::backward(b, &node.op, p, &x, &y[0], &dy, &aux, &mut dx_only, None).unwrap();
         assert_eq!(dx_only, dx, "{}: data gradient", node.layer);
         let mut dp_only = pzeros();
-        b.backward(&node.op, p, &x, &y[0], &dy, &aux, &mut [], Some(&mut dp_only)).unwrap();
+        ops::backward(b, &node.op, p, &x, &y[0], &dy, &aux, &mut [], Some(&mut dp_only)).unwrap();
         assert_eq!(dp_only, dp, "{}: weight gradients", node.layer);
         if !node.params.is_empty() {
             assert!(dp.iter().any(|g| g.iter().any(|&v| v != 0.0)), "{}: weight gradients are zero", node.layer);
             weighted += 1;
         }
         // Nothing to do at all: an op without parameters and no dx.
-        b.backward(&node.op, p, &x, &y[0], &dy, &aux, &mut [], None).unwrap();
+        ops::backward(b, &node.op, p, &x, &y[0], &dy, &aux, &mut [], None).unwrap();
     }
     assert!(weighted > 0);
 }

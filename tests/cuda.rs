@@ -13,8 +13,10 @@
 mod common;
 
 use common::shipped;
-use dgnam::backend::cuda::compile;
-use dgnam::backend::{Backend, Cpu, Cuda};
+use dgnam::device::cuda::compile;
+use dgnam::device::cuda::Precision;
+use dgnam::device::{Backend, Cpu, Cuda};
+use dgnam::synth::kernels::DgnKernels;
 use dgnam::caffe::netdef::parse_netdef;
 use dgnam::graph::{CpuNet, Net, Op};
 use dgnam::rng::Rng;
@@ -26,7 +28,7 @@ fn env_on(name: &str) -> bool {
 /// The GPU backend, or None (saying why) when there is no GPU and REQUIRE_GPU is not set.
 fn gpu() -> Option<Cuda> {
     let why = match Cuda::probe() {
-        Ok(Some(_)) => return Some(Cuda::new().expect("a GPU is present but the CUDA backend failed to start")),
+        Ok(Some(_)) => return Some(Cuda::new(Precision::F32).expect("a GPU is present but the CUDA backend failed to start")),
         Ok(None) => "no CUDA driver found".to_string(),
         Err(e) => format!("{e:#}"),
     };
@@ -43,9 +45,9 @@ fn every_kernel_compiles_for_sm80_and_sm90() {
         return;
     }
     for arch in ["sm_80", "sm_90"] {
-        let report = compile::check_all(arch).unwrap_or_else(|e| panic!("{e:#}"));
+        let report = compile::check_all(arch, &dgnam::app::kernel_sources()).unwrap_or_else(|e| panic!("{e:#}"));
         eprintln!("{report}");
-        for (name, source) in compile::SOURCES {
+        for compile::KernelSource { name, text: source } in dgnam::app::kernel_sources() {
             let ptx = compile::compile(name, source, &compile::options(arch).unwrap()).unwrap();
             let entries = compile::entry_points(&ptx);
             assert!(!entries.is_empty(), "{name} defines no kernel");
@@ -84,7 +86,7 @@ fn the_ptx_cache_serves_the_second_compilation() {
     }
     let dir = common::scratch("ptx-cache");
     std::env::set_var("DGNAM_CACHE_DIR", &dir);
-    let (name, source) = compile::SOURCES[0];
+    let compile::KernelSource { name, text: source } = dgnam::app::kernel_sources()[0];
     let first = compile::compile_cached(name, source, "sm_90").unwrap();
     let files: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
     assert_eq!(files.len(), 1, "one PTX file per source and architecture");
@@ -123,11 +125,11 @@ fn random(rng: &mut Rng, n: usize, lo: f64, hi: f64) -> Vec<f32> {
 /// backward (data and weight gradients) on the GPU from the CPU's values of its bottoms.
 /// Generic over the second backend so the harness itself is tested (CPU against CPU) on
 /// machines without a GPU.
-fn compare<B: Backend<Scalar = f32>>(other: B, proto: &str, batch: usize, seed: u64) {
+fn compare<B: DgnKernels<Scalar = f32>>(other: B, proto: &str, batch: usize, seed: u64) {
     compare_within(other, proto, batch, seed, 1e-4)
 }
 
-fn compare_within<B: Backend<Scalar = f32>>(other: B, proto: &str, batch: usize, seed: u64, rel: f32) {
+fn compare_within<B: DgnKernels<Scalar = f32>>(other: B, proto: &str, batch: usize, seed: u64, rel: f32) {
     let assert_close = |g: &[f32], c: &[f32], what: &str| assert_within(g, c, what, rel);
     let def = parse_netdef(proto).unwrap();
     let cpu = CpuNet::<f32>::random(&def, batch, seed, Cpu::new()).unwrap();
@@ -154,8 +156,8 @@ fn compare_within<B: Backend<Scalar = f32>>(other: B, proto: &str, batch: usize,
         let mut cy: Vec<Vec<f32>> = node.tops.iter().map(|&t| vec![0.0; cpu.plan.blobs[t].len()]).collect();
         let mut gy: Vec<_> = node.tops.iter().map(|&t| gb.alloc(cpu.plan.blobs[t].len()).unwrap()).collect();
         let (mut caux, mut gaux) = (Default::default(), Default::default());
-        cb.forward(&node.op, cpu.node_params(i), &xs, &mut cy, &mut caux).unwrap();
-        gb.forward(&node.op, gpu.node_params(i), &gx_refs, &mut gy, &mut gaux).unwrap();
+        dgnam::ops::forward(cb, &node.op, cpu.node_params(i), &xs, &mut cy, &mut caux).unwrap();
+        dgnam::ops::forward(gb, &node.op, gpu.node_params(i), &gx_refs, &mut gy, &mut gaux).unwrap();
         for (t, (g, c)) in gy.iter().zip(&cy).enumerate() {
             assert_close(&gb.download(g).unwrap(), c, &what(&format!("forward top {t}")));
         }
@@ -176,8 +178,8 @@ fn compare_within<B: Backend<Scalar = f32>>(other: B, proto: &str, batch: usize,
         let gy0 = gb.alloc(cy[0].len()).unwrap();
         let mut gy0 = gy0;
         gb.upload(&mut gy0, &cy[0]).unwrap();
-        cb.backward(&node.op, cpu.node_params(i), &xs, &cy[0], &dy, &caux, &mut cdx, Some(&mut cdp)).unwrap();
-        gb.backward(&node.op, gpu.node_params(i), &gx_refs, &gy0, &gdy, &gaux, &mut gdx, Some(&mut gdp)).unwrap();
+        dgnam::ops::backward(cb, &node.op, cpu.node_params(i), &xs, &cy[0], &dy, &caux, &mut cdx, Some(&mut cdp)).unwrap();
+        dgnam::ops::backward(gb, &node.op, gpu.node_params(i), &gx_refs, &gy0, &gdy, &gaux, &mut gdx, Some(&mut gdp)).unwrap();
         for (b, (g, c)) in gdx.iter().zip(&cdx).enumerate() {
             assert_close(&gb.download(g).unwrap(), c, &what(&format!("backward, gradient of bottom {b}")));
         }
@@ -197,7 +199,7 @@ fn compare_ops(cases: &[String], input_shape: &str, batches: &[usize]) {
     }
     for body in cases {
         for &batch in batches {
-            compare(Cuda::new().unwrap(), &op_net(body, input_shape), batch, 7 + batch as u64);
+            compare(Cuda::new(Precision::F32).unwrap(), &op_net(body, input_shape), batch, 7 + batch as u64);
         }
     }
 }
@@ -205,7 +207,7 @@ fn compare_ops(cases: &[String], input_shape: &str, batches: &[usize]) {
 /// A CUDA backend computing matrix products in TF32.
 fn tf32() -> Option<Cuda> {
     let mut cuda = gpu()?;
-    cuda.set_precision(dgnam::backend::cuda::Precision::Tf32).expect("TF32 needs compute capability 8.0");
+    cuda.set_precision(Precision::Tf32).expect("TF32 needs compute capability 8.0");
     Some(cuda)
 }
 
@@ -450,7 +452,7 @@ fn input_gradients_run_on_the_gpu() {
 
 /// The DGN-AM loop on `backend` with the tiny generator and classifier of the synthesis
 /// tests: per-iteration activations and the final codes.
-fn tiny_dgn<B: Backend<Scalar = f32>>(gen_backend: B, clf_backend: B, units: &[usize]) -> (Vec<Vec<f64>>, Vec<Vec<f32>>) {
+fn tiny_dgn<B: DgnKernels<Scalar = f32>>(gen_backend: B, clf_backend: B, units: &[usize]) -> (Vec<Vec<f64>>, Vec<Vec<f32>>) {
     use dgnam::synth::dgn::{Dgn, Objective, Schedule};
     let read = |p: &str| parse_netdef(&std::fs::read_to_string(common::fixture(p)).unwrap()).unwrap();
     let gen = Net::random(&read("tiny/generator.prototxt"), units.len(), 21, gen_backend).unwrap();

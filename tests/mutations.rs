@@ -245,7 +245,7 @@ fn weights_to_net(bytes: &[u8]) {
             check_plan_limits(&plan);
         }
     }
-    let _ = CpuNet::<f32>::from_weights(&file, 1);
+    let _ = CpuNet::<f32>::from_weights(&file, 1, dgnam::device::Cpu::new());
 }
 
 /// The header checksum made right again, so a mutated header reaches the table checks.

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{fixture, scratch};
-use dgnam::backend::Cpu;
+use dgnam::device::Cpu;
 use dgnam::caffe::netdef::parse_netdef;
 use dgnam::graph::{unit_offset, CpuNet, UnitRef};
 use dgnam::real::Real;
@@ -220,7 +220,7 @@ fn synthesize_writes_every_output_and_resumes() {
 
     // The saved code reproduces the saved image through the generator (G(code) = image).
     let gen_file = dgnam::weights::WeightsFile::open(&g).unwrap();
-    let gen = CpuNet::<f32>::from_weights(&gen_file, 1).unwrap();
+    let gen = CpuNet::<f32>::from_weights(&gen_file, 1, dgnam::device::Cpu::new()).unwrap();
     let code = dgnam::npy::read(&out.join("fc8_0003.code.npy")).unwrap();
     let mut st = gen.state().unwrap();
     gen.forward(&mut st, &[&code.data]).unwrap();
@@ -295,7 +295,7 @@ fn init_code_and_missing_default_weights() {
 fn fc6_of(c: &Path, image: &Path) -> Vec<f32> {
     let file = dgnam::weights::WeightsFile::open(c).unwrap();
     let def = file.netdef().unwrap();
-    let net = CpuNet::<f32>::from_weights(&file, 1).unwrap();
+    let net = CpuNet::<f32>::from_weights(&file, 1, dgnam::device::Cpu::new()).unwrap();
     let x = dgnam::app::read_input(image, &def, &dgnam::preprocess::Preprocess::default_for(3)).unwrap();
     let mut st = net.state().unwrap();
     net.forward(&mut st, &[&x.data]).unwrap();

@@ -6,7 +6,7 @@ mod common;
 use common::shipped;
 use dgnam::app::input_gradient;
 use dgnam::caffe::netdef::parse_netdef;
-use dgnam::backend::Cpu;
+use dgnam::device::Cpu;
 use dgnam::graph::{CpuNet, UnitRef};
 use dgnam::rng::Rng;
 

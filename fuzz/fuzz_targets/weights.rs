@@ -21,7 +21,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(def) = file.netdef() else { return };
     let Ok(plan) = Plan::new(&def, 1) else { return };
     let small = plan.blobs.iter().map(|b| b.len()).sum::<usize>() <= 1 << 18 && plan.flops() <= 1 << 24;
-    let Ok(net) = CpuNet::<f32>::from_weights(&file, 1) else { return };
+    let Ok(net) = CpuNet::<f32>::from_weights(&file, 1, dgnam::device::Cpu::new()) else { return };
     if small {
         let inputs: Vec<Vec<f32>> = net.plan.inputs.iter().map(|&i| vec![0.5; net.plan.blobs[i].len()]).collect();
         let refs: Vec<&[f32]> = inputs.iter().map(Vec::as_slice).collect();

@@ -1,17 +1,250 @@
-//! CPU reference kernels, one file per layer family. Every function is generic over
-//! [`Real`](crate::real::Real) so the same code runs in f32 (production) and f64 (gradient
-//! checks). Conventions: NCHW row-major slices; forward functions overwrite their output;
-//! backward functions ADD into the gradients they produce (a blob read by several layers
-//! sums its gradients).
+//! The ops, one folder per op family. Each folder holds the family's kernel trait (what a
+//! device must provide to run it), its CPU reference (`cpu.rs`, generic over the scalar so
+//! gradient checks run it in f64), its CUDA launcher (`cuda.rs`, over `kernels/<op>.cu`) and
+//! its tests. Geometries and parameters come from `crate::ir`; buffers from `crate::device`.
+//!
+//! [`forward`] and [`backward`] are the one dispatch of a node's [`Op`] to its family, for
+//! every device. Conventions: NCHW row-major buffers; forward overwrites its outputs;
+//! backward ADDS into the gradients it produces (a blob read by several layers sums them).
 
 pub mod activation;
+pub mod concat;
 pub mod conv;
+pub mod elementwise;
+pub mod eltwise;
+pub mod gemm;
 pub mod inner_product;
 pub mod lrn;
 pub mod norm;
 pub mod pool;
-pub mod shape;
 pub mod softmax;
 
 #[cfg(test)]
 pub mod gradcheck;
+
+use crate::device::cuda::compile::KernelSource;
+use crate::device::Backend;
+use crate::ir::Op;
+use activation::ActivationKernels;
+use anyhow::{bail, Result};
+use concat::ConcatKernels;
+use conv::ConvKernels;
+use elementwise::ElementwiseKernels;
+use eltwise::EltwiseKernels;
+use inner_product::InnerProductKernels;
+use lrn::LrnKernels;
+use norm::NormKernels;
+use pool::PoolKernels;
+use softmax::SoftmaxKernels;
+
+/// Every kernel source the ops launch, for `dgnam kernels` and the compile checks.
+pub const KERNEL_SOURCES: &[KernelSource] = &[
+    gemm::cuda::SOURCE,
+    conv::cuda::SOURCE,
+    elementwise::cuda::SOURCE,
+    activation::cuda::SOURCE,
+    pool::cuda::SOURCE,
+    lrn::cuda::SOURCE,
+    softmax::cuda::SOURCE,
+    concat::cuda::SOURCE,
+    eltwise::cuda::SOURCE,
+    norm::cuda::SOURCE,
+];
+
+/// What a node's backward needs from its forward (max-pool winners, LRN scales), kept across
+/// passes so steady state allocates nothing.
+pub enum Aux<B: Backend> {
+    None,
+    Index(B::Index),
+    Buf(B::Buf),
+}
+
+impl<B: Backend> Default for Aux<B> {
+    fn default() -> Self {
+        Aux::None
+    }
+}
+
+impl<B: Backend> Aux<B> {
+    /// An index buffer of `len`, allocated on the first pass and reused afterwards.
+    pub fn index(&mut self, dev: &B, len: usize) -> Result<&mut B::Index> {
+        if !matches!(self, Aux::Index(a) if dev.index_len(a) == len.max(1)) {
+            *self = Aux::Index(dev.alloc_index(len)?);
+        }
+        match self {
+            Aux::Index(a) => Ok(a),
+            _ => unreachable!("just set"),
+        }
+    }
+
+    /// A scalar buffer of `len`, allocated on the first pass and reused afterwards.
+    pub fn buf(&mut self, dev: &B, len: usize) -> Result<&mut B::Buf> {
+        if !matches!(self, Aux::Buf(a) if dev.len(a) == len) {
+            *self = Aux::Buf(dev.alloc(len)?);
+        }
+        match self {
+            Aux::Buf(a) => Ok(a),
+            _ => unreachable!("just set"),
+        }
+    }
+
+    /// The index buffer the forward pass left, or an error naming `what`.
+    pub fn indices(&self, what: &str) -> Result<&B::Index> {
+        match self {
+            Aux::Index(a) => Ok(a),
+            _ => bail!("{what} backward without a forward pass"),
+        }
+    }
+
+    /// The scalar buffer the forward pass left, or an error naming `what`.
+    pub fn values(&self, what: &str) -> Result<&B::Buf> {
+        match self {
+            Aux::Buf(a) => Ok(a),
+            _ => bail!("{what} backward without a forward pass"),
+        }
+    }
+}
+
+/// A device that runs every op.
+pub trait Kernels:
+    Backend
+    + ElementwiseKernels
+    + ActivationKernels
+    + ConvKernels
+    + InnerProductKernels
+    + PoolKernels
+    + LrnKernels
+    + SoftmaxKernels
+    + ConcatKernels
+    + EltwiseKernels
+    + NormKernels
+{
+}
+
+impl<B> Kernels for B where
+    B: Backend
+        + ElementwiseKernels
+        + ActivationKernels
+        + ConvKernels
+        + InnerProductKernels
+        + PoolKernels
+        + LrnKernels
+        + SoftmaxKernels
+        + ConcatKernels
+        + EltwiseKernels
+        + NormKernels
+{
+}
+
+fn bias_of<P>(p: &[P], has: bool) -> Option<&P> {
+    if has {
+        Some(&p[1])
+    } else {
+        None
+    }
+}
+
+fn weight_and_bias<G>(pg: &mut [G], bias: bool) -> (&mut G, Option<&mut G>) {
+    let (w, rest) = pg.split_at_mut(1);
+    (&mut w[0], if bias { Some(&mut rest[0]) } else { None })
+}
+
+/// Runs `op` forward: `y` are the node's tops (overwritten).
+pub fn forward<B: Kernels>(dev: &B, op: &Op, p: &[B::Param], x: &[&B::Buf], y: &mut [B::Buf], aux: &mut Aux<B>) -> Result<()> {
+    match op {
+        Op::Conv { geom, bias } => dev.conv_forward(geom, x[0], &p[0], bias_of(p, *bias), &mut y[0]),
+        Op::Deconv { geom, bias } => dev.deconv_forward(geom, x[0], &p[0], bias_of(p, *bias), &mut y[0]),
+        Op::InnerProduct { rows, k, n, bias } => dev.inner_product_forward(*rows, *k, *n, x[0], &p[0], bias_of(p, *bias), &mut y[0]),
+        Op::Relu { slope } => dev.relu_forward(*slope, x[0], &mut y[0]),
+        Op::Copy => y.iter_mut().try_for_each(|t| dev.copy(x[0], t)),
+        Op::MaxPool(g) => dev.max_pool_forward(g, x[0], &mut y[0], aux),
+        Op::AvePool(g) => dev.ave_pool_forward(g, x[0], &mut y[0]),
+        Op::Lrn { dims, param } => dev.lrn_forward(*dims, param, x[0], &mut y[0], aux),
+        Op::Softmax { outer, channels, inner } => dev.softmax_forward(*outer, *channels, *inner, x[0], &mut y[0]),
+        Op::Concat { outer, inner, channels } => dev.concat_forward(*outer, *inner, channels, x, &mut y[0]),
+        Op::Eltwise { op, coeffs } => dev.eltwise_forward(*op, coeffs, x, &mut y[0], aux),
+        Op::BatchNorm { outer, channels, inner, eps } => dev.batch_norm_forward(*outer, *channels, *inner, *eps, p, x[0], &mut y[0]),
+        Op::Scale { outer, channels, inner, bias } => {
+            dev.scale_forward(*outer, *channels, *inner, x[0], &p[0], bias_of(p, *bias), &mut y[0])
+        }
+    }
+}
+
+/// Back-propagates through `op`: ADDS into `dx` (one per bottom) and, when given, into the
+/// parameter gradients `dparams` (one per parameter). An empty `dx` skips the data gradient
+/// (only the weight gradients are computed; benchmarks time the two apart).
+#[allow(clippy::too_many_arguments)]
+pub fn backward<B: Kernels>(
+    dev: &B,
+    op: &Op,
+    p: &[B::Param],
+    x: &[&B::Buf],
+    y: &B::Buf,
+    dy: &B::Buf,
+    aux: &Aux<B>,
+    dx: &mut [B::Buf],
+    dparams: Option<&mut [B::Buf]>,
+) -> Result<()> {
+    let data = !dx.is_empty();
+    match op {
+        Op::Conv { geom, bias } => {
+            if data {
+                dev.conv_backward_data(geom, dy, &p[0], &mut dx[0])?;
+            }
+            if let Some(pg) = dparams {
+                let (dw, db) = weight_and_bias(pg, *bias);
+                dev.conv_backward_weights(geom, x[0], dy, dw, db)?;
+            }
+        }
+        Op::Deconv { geom, bias } => {
+            if data {
+                dev.deconv_backward_data(geom, dy, &p[0], &mut dx[0])?;
+            }
+            if let Some(pg) = dparams {
+                let (dw, db) = weight_and_bias(pg, *bias);
+                dev.deconv_backward_weights(geom, x[0], dy, dw, db)?;
+            }
+        }
+        Op::InnerProduct { rows, k, n, bias } => {
+            if data {
+                dev.inner_product_backward_data(*rows, *k, *n, dy, &p[0], &mut dx[0])?;
+            }
+            if let Some(pg) = dparams {
+                let (dw, db) = weight_and_bias(pg, *bias);
+                dev.inner_product_backward_weights(*rows, *k, *n, x[0], dy, dw, db)?;
+            }
+        }
+        Op::BatchNorm { outer, channels, inner, eps } => {
+            if data {
+                dev.batch_norm_backward_data(*outer, *channels, *inner, *eps, p, dy, &mut dx[0])?;
+            }
+            if let Some(pg) = dparams {
+                dev.batch_norm_backward_weights(*outer, *channels, *inner, *eps, p, x[0], dy, pg)?;
+            }
+        }
+        Op::Scale { outer, channels, inner, bias } => {
+            if data {
+                dev.scale_backward_data(*outer, *channels, *inner, &p[0], dy, &mut dx[0])?;
+            }
+            if let Some(pg) = dparams {
+                let (dw, db) = weight_and_bias(pg, *bias);
+                dev.scale_backward_weights(*outer, *channels, *inner, x[0], dy, dw, db)?;
+            }
+        }
+        // The rest have no parameters: only a data gradient to skip.
+        _ if !data => {}
+        Op::Relu { slope } => dev.relu_backward(*slope, x[0], dy, &mut dx[0])?,
+        Op::Copy => {
+            for d in dx.iter_mut() {
+                dev.add_assign(d, dy)?;
+            }
+        }
+        Op::MaxPool(g) => dev.max_pool_backward(g, dy, aux, &mut dx[0])?,
+        Op::AvePool(g) => dev.ave_pool_backward(g, dy, &mut dx[0])?,
+        Op::Lrn { dims, param } => dev.lrn_backward(*dims, param, x[0], y, aux, dy, &mut dx[0])?,
+        Op::Softmax { outer, channels, inner } => dev.softmax_backward(*outer, *channels, *inner, y, dy, &mut dx[0])?,
+        Op::Concat { outer, inner, channels } => dev.concat_backward(*outer, *inner, channels, dy, dx)?,
+        Op::Eltwise { op, coeffs } => dev.eltwise_backward(*op, coeffs, x, aux, dy, dx)?,
+    }
+    Ok(())
+}

@@ -2,7 +2,7 @@
 //! classifier together, and every sample keeps its own normalization, schedule position
 //! and stopping point, so a batch gives the same numbers as B single runs.
 
-use crate::backend::Backend;
+use super::kernels::DgnKernels;
 use crate::graph::{BlobId, Net, State};
 use crate::real::Real;
 use crate::tensor::fmt_shape;
@@ -85,7 +85,7 @@ pub struct BatchResult<T> {
 }
 
 /// A generator and a classifier compiled for the same batch, with their buffers.
-pub struct Dgn<'n, B: Backend> {
+pub struct Dgn<'n, B: DgnKernels> {
     pub generator: &'n Net<B>,
     pub classifier: &'n Net<B>,
     gen_state: State<B>,
@@ -104,7 +104,7 @@ pub struct Dgn<'n, B: Backend> {
     seed: B::Buf,
 }
 
-impl<'n, B: Backend> Dgn<'n, B> {
+impl<'n, B: DgnKernels> Dgn<'n, B> {
     /// `blob` is the classifier blob the objective reads; `bounds` the per-neuron upper
     /// bounds of the code (lower bound 0), or None for no clamping.
     pub fn new(generator: &'n Net<B>, classifier: &'n Net<B>, blob: BlobId, bounds: Option<&[f32]>) -> Result<Self> {

@@ -1,5 +1,6 @@
 pub mod demo;
 pub mod dgn;
+pub mod kernels;
 pub mod pixel;
 pub mod render;
 pub mod run;

@@ -3,7 +3,7 @@
 
 use super::dgn::{BatchResult, Dgn, Objective, Schedule};
 use super::render::{self, Render};
-use crate::backend::Backend;
+use super::kernels::DgnKernels;
 use super::pixel::{pixel_am, PixelPriors};
 use crate::graph::{unit_offset, BlobId, CpuNet, Net, Plan, UnitRef};
 use crate::npy;
@@ -148,7 +148,7 @@ pub struct Report {
 }
 
 /// The units of `opts` through the DGN-AM loop of `generator` and `classifier`.
-pub fn synthesize<B: Backend>(generator: &Net<B>, classifier: &Net<B>, opts: &SynthOptions) -> Result<Report> {
+pub fn synthesize<B: DgnKernels>(generator: &Net<B>, classifier: &Net<B>, opts: &SynthOptions) -> Result<Report> {
     let objective_blob = objective_blob(&classifier.plan, opts)?;
     let mut dgn = Dgn::new(generator, classifier, objective_blob, opts.bounds.as_deref())?;
     let (batch, code_len) = (dgn.batch(), dgn.code_len());
@@ -426,7 +426,7 @@ pub fn default_path(rel: &str) -> PathBuf {
 }
 
 /// The code of an image: post-ReLU `layer` (fc6) of the classifier's forward pass.
-pub fn encode_image<B: Backend>(classifier: &Net<B>, image: &[B::Scalar], layer: &str) -> Result<Vec<f32>> {
+pub fn encode_image<B: DgnKernels>(classifier: &Net<B>, image: &[B::Scalar], layer: &str) -> Result<Vec<f32>> {
     let blob = classifier.plan.blob_by_name(layer)?;
     let mut st = classifier.state()?;
     let batch = classifier.plan.batch;

@@ -2,13 +2,17 @@
 #include "cuda_emu.h"
 #include <cstdio>
 #include <random>
+#include "../../kernels/common.cuh"
 #include "../../kernels/gemm.cu"
 #include "../../kernels/conv.cu"
 #include "../../kernels/pool.cu"
 #include "../../kernels/lrn.cu"
 #include "../../kernels/softmax.cu"
 #include "../../kernels/elementwise.cu"
-#include "../../kernels/reduce.cu"
+#include "../../kernels/activation.cu"
+#include "../../kernels/norm.cu"
+#include "../../kernels/concat.cu"
+#include "../../kernels/eltwise.cu"
 #include "../../kernels/dgn.cu"
 
 static std::mt19937 rng(1);

@@ -1,0 +1,86 @@
+//! The CPU device: host vectors. Generic over the scalar so gradient checks run the very same
+//! op code in f64.
+
+use super::{Backend, FromMapped};
+use crate::real::Real;
+use anyhow::{bail, Result};
+use std::borrow::Cow;
+use std::marker::PhantomData;
+
+/// `'w` is the lifetime of a mapped weights file whose f32 tensors are used in place.
+pub struct Cpu<'w, T: Real = f32>(PhantomData<&'w T>);
+
+impl<T: Real> Default for Cpu<'_, T> {
+    fn default() -> Self {
+        Cpu(PhantomData)
+    }
+}
+
+impl<T: Real> Cpu<'_, T> {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl<'w, T: Real> FromMapped<'w> for Cpu<'w, T> {
+    /// Mapped f32 weights, borrowed (or widened for f64).
+    fn param_from_mapped(&self, data: &'w [f32]) -> Result<Cow<'w, [T]>> {
+        Ok(T::from_f32_slice(data))
+    }
+}
+
+impl<'w, T: Real> Backend for Cpu<'w, T> {
+    type Scalar = T;
+    type Buf = Vec<T>;
+    type Param = Cow<'w, [T]>;
+    type Index = Vec<u32>;
+
+    fn name(&self) -> String {
+        "cpu".into()
+    }
+
+    fn alloc(&self, len: usize) -> Result<Vec<T>> {
+        Ok(vec![T::ZERO; len])
+    }
+
+    fn alloc_index(&self, len: usize) -> Result<Vec<u32>> {
+        Ok(vec![0; len])
+    }
+
+    fn len(&self, buf: &Vec<T>) -> usize {
+        buf.len()
+    }
+
+    fn index_len(&self, index: &Vec<u32>) -> usize {
+        index.len()
+    }
+
+    fn zero(&self, buf: &mut Vec<T>) -> Result<()> {
+        buf.iter_mut().for_each(|v| *v = T::ZERO);
+        Ok(())
+    }
+
+    fn param_from_host(&self, data: &[f32]) -> Result<Cow<'w, [T]>> {
+        Ok(Cow::Owned(data.iter().map(|&v| T::from_f32(v)).collect()))
+    }
+
+    fn upload(&self, buf: &mut Vec<T>, data: &[T]) -> Result<()> {
+        if buf.len() != data.len() {
+            bail!("upload of {} values into a buffer of {}", data.len(), buf.len());
+        }
+        buf.copy_from_slice(data);
+        Ok(())
+    }
+
+    fn download(&self, buf: &Vec<T>) -> Result<Vec<T>> {
+        Ok(buf.clone())
+    }
+
+    fn copy(&self, src: &Vec<T>, dst: &mut Vec<T>) -> Result<()> {
+        if src.len() != dst.len() {
+            bail!("copy of {} values into a buffer of {}", src.len(), dst.len());
+        }
+        dst.copy_from_slice(src);
+        Ok(())
+    }
+}

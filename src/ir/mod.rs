@@ -1,0 +1,46 @@
+//! dgnam's intermediate representation, a leaf: the net definition in dgnam's own types
+//! (what the Caffe and later ONNX importers produce), the geometries of convolution and
+//! pooling, the resolved [`Op`] of each node, its shapes and FLOPs. It imports nothing from
+//! the importers, the devices, the ops or the graph.
+
+mod conv;
+mod netdef;
+mod pool;
+pub mod shapes;
+
+pub use conv::ConvGeom;
+pub use netdef::*;
+pub use pool::{windows, PoolGeom, Window};
+pub use shapes::{compile_layer, Compiled, MAX_ELEMENTS};
+
+/// What a node computes, with every size resolved; the ops dispatch on this.
+#[derive(Clone, Debug)]
+pub enum Op {
+    Conv { geom: ConvGeom, bias: bool },
+    Deconv { geom: ConvGeom, bias: bool },
+    InnerProduct { rows: usize, k: usize, n: usize, bias: bool },
+    Relu { slope: f32 },
+    /// Dropout at inference, Reshape, Flatten and each top of a Split: the data passes unchanged.
+    Copy,
+    MaxPool(PoolGeom),
+    AvePool(PoolGeom),
+    Lrn { dims: [usize; 4], param: LrnParam },
+    Softmax { outer: usize, channels: usize, inner: usize },
+    Concat { outer: usize, inner: usize, channels: Vec<usize> },
+    Eltwise { op: EltwiseOp, coeffs: Vec<f32> },
+    BatchNorm { outer: usize, channels: usize, inner: usize, eps: f32 },
+    Scale { outer: usize, channels: usize, inner: usize, bias: bool },
+}
+
+
+impl Op {
+    /// 2 x multiply-adds of the forward pass for the matrix products; `None` for the rest
+    /// (they are counted by the elements they write).
+    pub fn matmul_flops(&self) -> Option<u64> {
+        match self {
+            Op::Conv { geom, .. } | Op::Deconv { geom, .. } => Some(geom.flops()),
+            Op::InnerProduct { rows, k, n, .. } => Some(2 * (*rows as u64) * (*k as u64) * (*n as u64)),
+            _ => None,
+        }
+    }
+}

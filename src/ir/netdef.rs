@@ -1,0 +1,149 @@
+//! A net as its definition declares it, in dgnam's own types: what the importers (Caffe
+//! today) produce and the graph compiles.
+
+/// One net as the deploy prototxt declares it. `Input` layers and the legacy top-level
+/// `input:` fields both end up in `inputs`; `layers` keeps file order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NetDef {
+    pub name: String,
+    pub inputs: Vec<InputDef>,
+    pub layers: Vec<LayerDef>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct InputDef {
+    pub name: String,
+    pub shape: Vec<usize>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayerDef {
+    pub name: String,
+    pub kind: LayerKind,
+    pub bottoms: Vec<String>,
+    pub tops: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum LayerKind {
+    Convolution(ConvParam),
+    Deconvolution(ConvParam),
+    InnerProduct(InnerProductParam),
+    ReLU { negative_slope: f32 },
+    Dropout,
+    Pooling(PoolParam),
+    Lrn(LrnParam),
+    Softmax { axis: i64 },
+    Reshape(ReshapeParam),
+    Flatten { axis: i64, end_axis: i64 },
+    Concat { axis: i64 },
+    Eltwise(EltwiseParam),
+    BatchNorm { eps: f32 },
+    Scale(ScaleParam),
+    Split,
+}
+
+impl LayerKind {
+    /// The Caffe type name, as written in new-format prototxts.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            LayerKind::Convolution(_) => "Convolution",
+            LayerKind::Deconvolution(_) => "Deconvolution",
+            LayerKind::InnerProduct(_) => "InnerProduct",
+            LayerKind::ReLU { .. } => "ReLU",
+            LayerKind::Dropout => "Dropout",
+            LayerKind::Pooling(_) => "Pooling",
+            LayerKind::Lrn(_) => "LRN",
+            LayerKind::Softmax { .. } => "Softmax",
+            LayerKind::Reshape(_) => "Reshape",
+            LayerKind::Flatten { .. } => "Flatten",
+            LayerKind::Concat { .. } => "Concat",
+            LayerKind::Eltwise(_) => "Eltwise",
+            LayerKind::BatchNorm { .. } => "BatchNorm",
+            LayerKind::Scale(_) => "Scale",
+            LayerKind::Split => "Split",
+        }
+    }
+}
+
+/// Convolution and Deconvolution share Caffe's `convolution_param`.
+/// Pairs are [height, width].
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConvParam {
+    pub num_output: usize,
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub pad: [usize; 2],
+    pub dilation: [usize; 2],
+    pub group: usize,
+    pub bias_term: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct InnerProductParam {
+    pub num_output: usize,
+    pub bias_term: bool,
+    /// Flatten from this axis on (negative counts from the end).
+    pub axis: i64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolMethod {
+    Max,
+    Ave,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct PoolParam {
+    pub method: PoolMethod,
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub pad: [usize; 2],
+    pub global: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LrnRegion {
+    AcrossChannels,
+    WithinChannel,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct LrnParam {
+    pub region: LrnRegion,
+    pub local_size: usize,
+    pub alpha: f32,
+    pub beta: f32,
+    pub k: f32,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReshapeParam {
+    /// As written: 0 copies the bottom's dim, -1 is inferred.
+    pub dims: Vec<i64>,
+    pub axis: i64,
+    /// -1: all remaining axes.
+    pub num_axes: i64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EltwiseOp {
+    Prod,
+    Sum,
+    Max,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct EltwiseParam {
+    pub op: EltwiseOp,
+    /// Per-bottom coefficients for SUM; empty means all 1.
+    pub coeffs: Vec<f32>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScaleParam {
+    pub axis: i64,
+    pub num_axes: i64,
+    pub bias_term: bool,
+}
+

@@ -1,0 +1,46 @@
+//! Concat on the GPU: `kernels/concat.cu`, one strided copy per input.
+
+use super::ConcatKernels;
+use crate::device::cuda::compile::KernelSource;
+use crate::device::cuda::{ensure_len, grid_for, launch, Cuda};
+use anyhow::Result;
+use cudarc::driver::CudaSlice;
+
+pub const SOURCE: KernelSource = KernelSource { name: "concat.cu", text: include_str!("../../../kernels/concat.cu") };
+
+type Buf = CudaSlice<f32>;
+
+impl ConcatKernels for Cuda {
+    fn concat_forward(&self, outer: usize, inner: usize, channels: &[usize], x: &[&Buf], y: &mut Buf) -> Result<()> {
+        let row = channels.iter().sum::<usize>() * inner;
+        ensure_len(y, outer * row, "concatenation")?;
+        let mut start = 0;
+        for (part, &c) in x.iter().zip(channels) {
+            let block = c * inner;
+            ensure_len(part, outer * block, "concatenated input")?;
+            if !part.is_empty() {
+                launch!(self, SOURCE, "concat_copy", grid_for(part.len());
+                    &mut *y, *part, &(part.len() as i64), &(block as i64), &(row as i64), &(start as i64), &0i32)?;
+            }
+            start += block;
+        }
+        Ok(())
+    }
+
+    fn concat_backward(&self, outer: usize, inner: usize, channels: &[usize], dy: &Buf, dx: &mut [Buf]) -> Result<()> {
+        let row = channels.iter().sum::<usize>() * inner;
+        ensure_len(dy, outer * row, "concatenation gradient")?;
+        let mut start = 0;
+        for (part, &c) in dx.iter_mut().zip(channels) {
+            let block = c * inner;
+            ensure_len(part, outer * block, "concatenated input gradient")?;
+            if !part.is_empty() {
+                let n = part.len();
+                launch!(self, SOURCE, "concat_copy", grid_for(n);
+                    dy, &mut *part, &(n as i64), &(block as i64), &(row as i64), &(start as i64), &1i32)?;
+            }
+            start += block;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,625 @@
+//! Convolution and deconvolution (Caffe semantics), by im2col / col2im plus one GEMM per
+//! image and group. Deconvolution is not a second implementation: its forward pass is the
+//! convolution's backward-data pass, its backward-data pass the convolution's forward pass,
+//! and its weight gradient the convolution's with the roles of input and output swapped.
+
+use super::ConvKernels;
+use crate::device::Cpu;
+use crate::real::Real;
+use anyhow::Result;
+use std::borrow::Cow;
+use crate::ir::ConvGeom;
+
+/// The column buffer for one whole image (all groups), allocated once per call.
+fn col_buffer<T: Real>(g: &ConvGeom) -> Vec<T> {
+    if g.is_pointwise() {
+        Vec::new()
+    } else {
+        vec![T::ZERO; g.in_channels * g.kernel[0] * g.kernel[1] * g.out_plane()]
+    }
+}
+
+/// Output positions o in 0..out whose input coordinate o*stride + offset lies in 0..size,
+/// as a range, so the copy loops below need no per-element test.
+fn valid_range(out: usize, size: usize, offset: isize, stride: usize) -> (usize, usize) {
+    let s = stride as isize;
+    let lo = if offset >= 0 { 0 } else { (-offset + s - 1) / s };
+    let room = size as isize - offset;
+    let hi = if room <= 0 { 0 } else { ((room + s - 1) / s).min(out as isize) };
+    let lo = lo.min(hi);
+    (lo as usize, hi as usize)
+}
+
+/// Visits every row (channel, ki, kj) of one image's column matrix with, per output row oh
+/// whose input row is inside the image, the input offset of the first valid output column.
+/// Shared by im2col and col2im so the two are transposes of each other by construction.
+#[inline(always)]
+fn for_each_col_row(
+    g: &ConvGeom,
+    mut row_fn: impl FnMut(usize, usize, (usize, usize), (usize, usize), usize, usize),
+) {
+    let [kh, kw] = g.kernel;
+    let [sh, sw] = g.stride;
+    let [ph, pw] = g.pad;
+    let [dh, dw] = g.dilation;
+    for c in 0..g.in_channels {
+        for ki in 0..kh {
+            let h_off = (ki * dh) as isize - ph as isize;
+            let hr = valid_range(g.out_h, g.in_h, h_off, sh);
+            for kj in 0..kw {
+                let w_off = (kj * dw) as isize - pw as isize;
+                let mut wr = valid_range(g.out_w, g.in_w, w_off, sw);
+                if wr.0 == wr.1 {
+                    wr = (0, 0); // keeps iw0 a valid (empty) slice start
+                }
+                let row = (c * kh + ki) * kw + kj;
+                // Input column of output column wr.0 (in range by construction of wr).
+                let iw0 = if wr.1 > 0 { wr.0 * sw + kj * dw - pw } else { 0 };
+                row_fn(row, c, hr, wr, ki * dh, iw0);
+            }
+        }
+    }
+}
+
+/// col[(c*kh + ki)*kw + kj][oh*out_w + ow] = x[c][oh*sh - ph + ki*dh][ow*sw - pw + kj*dw], 0 outside.
+fn im2col<T: Real>(g: &ConvGeom, x: &[T], col: &mut [T]) {
+    let (ow_n, ohw, plane, sh, sw, ph) =
+        (g.out_w, g.out_plane(), g.in_plane(), g.stride[0], g.stride[1], g.pad[0]);
+    for_each_col_row(g, |row, c, (h_lo, h_hi), (w_lo, w_hi), kh_off, iw0| {
+        let dst_row = &mut col[row * ohw..(row + 1) * ohw];
+        let src_plane = &x[c * plane..(c + 1) * plane];
+        dst_row[..h_lo * ow_n].fill(T::ZERO);
+        dst_row[h_hi * ow_n..].fill(T::ZERO);
+        for (oh, dst) in dst_row[h_lo * ow_n..h_hi * ow_n].chunks_exact_mut(ow_n).enumerate() {
+            let ih = (h_lo + oh) * sh + kh_off - ph;
+            dst[..w_lo].fill(T::ZERO);
+            dst[w_hi..].fill(T::ZERO);
+            let dst = &mut dst[w_lo..w_hi];
+            let src = &src_plane[ih * g.in_w..(ih + 1) * g.in_w];
+            if sw == 1 {
+                dst.copy_from_slice(&src[iw0..iw0 + dst.len()]);
+            } else {
+                for (d, s) in dst.iter_mut().zip(src[iw0..].iter().step_by(sw)) {
+                    *d = *s;
+                }
+            }
+        }
+    });
+}
+
+/// The transpose of im2col: x[c][ih][iw] += every column entry that im2col read from there.
+fn col2im_add<T: Real>(g: &ConvGeom, col: &[T], x: &mut [T]) {
+    let (ow_n, ohw, plane, sh, sw, ph) =
+        (g.out_w, g.out_plane(), g.in_plane(), g.stride[0], g.stride[1], g.pad[0]);
+    for_each_col_row(g, |row, c, (h_lo, h_hi), (w_lo, w_hi), kh_off, iw0| {
+        let src_row = &col[row * ohw..(row + 1) * ohw];
+        let dst_plane = &mut x[c * plane..(c + 1) * plane];
+        for (oh, src) in src_row[h_lo * ow_n..h_hi * ow_n].chunks_exact(ow_n).enumerate() {
+            let ih = (h_lo + oh) * sh + kh_off - ph;
+            let src = &src[w_lo..w_hi];
+            let dst = &mut dst_plane[ih * g.in_w..(ih + 1) * g.in_w];
+            if sw == 1 {
+                for (d, s) in dst[iw0..iw0 + src.len()].iter_mut().zip(src) {
+                    *d += *s;
+                }
+            } else {
+                for (d, s) in dst[iw0..].iter_mut().step_by(sw).zip(src) {
+                    *d += *s;
+                }
+            }
+        }
+    });
+}
+
+/// y[n][c][..] += bias[c].
+fn add_channel_bias<T: Real>(y: &mut [T], channels: usize, plane: usize, bias: &[T]) {
+    assert_eq!(bias.len(), channels, "bias has the wrong length");
+    if plane == 0 {
+        return;
+    }
+    for (i, map) in y.chunks_exact_mut(plane).enumerate() {
+        let b = bias[i % channels];
+        map.iter_mut().for_each(|v| *v += b);
+    }
+}
+
+/// db[c] += sum over images and positions of dy[n][c][..].
+fn add_channel_sums<T: Real>(dy: &[T], channels: usize, plane: usize, db: &mut [T]) {
+    assert_eq!(db.len(), channels, "bias gradient has the wrong length");
+    if plane == 0 {
+        return;
+    }
+    for (i, map) in dy.chunks_exact(plane).enumerate() {
+        // Sum each map on its own first: fewer rounding steps than adding into db directly.
+        let mut s = T::ZERO;
+        for &v in map {
+            s += v;
+        }
+        db[i % channels] += s;
+    }
+}
+
+/// y = conv(x) + beta * y (beta is 0 or 1), no bias.
+fn conv_apply<T: Real>(g: &ConvGeom, x: &[T], w: &[T], y: &mut [T], beta: T) {
+    let (og, kk, ohw) = (g.out_channels / g.group, g.group_rows(), g.out_plane());
+    let (x_img, y_img) = (g.in_channels * g.in_plane(), g.out_channels * ohw);
+    let mut col = col_buffer::<T>(g);
+    for n in 0..g.batch {
+        let xn = &x[n * x_img..(n + 1) * x_img];
+        let yn = &mut y[n * y_img..(n + 1) * y_img];
+        let src: &[T] = if g.is_pointwise() {
+            xn
+        } else {
+            im2col(g, xn, &mut col);
+            &col
+        };
+        for gi in 0..g.group {
+            T::gemm(
+                og, kk, ohw, T::ONE,
+                &w[gi * og * kk..(gi + 1) * og * kk], kk as isize, 1,
+                &src[gi * kk * ohw..(gi + 1) * kk * ohw], ohw as isize, 1,
+                beta, &mut yn[gi * og * ohw..(gi + 1) * og * ohw], ohw as isize, 1,
+            );
+        }
+    }
+}
+
+fn assert_lens(g: &ConvGeom, input: usize, w: usize, output: usize) {
+    assert_eq!(input, g.input_len(), "conv: input length does not match {g:?}");
+    assert_eq!(w, g.weight_len(), "conv: weight length does not match {g:?}");
+    assert_eq!(output, g.output_len(), "conv: output length does not match {g:?}");
+}
+
+/// y = conv(x) + bias (overwrites y). x: [N, C, H, W], w: [O, C/group, kh, kw], y: [N, O, OH, OW].
+pub fn conv_forward<T: Real>(g: &ConvGeom, x: &[T], w: &[T], bias: Option<&[T]>, y: &mut [T]) {
+    assert_lens(g, x.len(), w.len(), y.len());
+    conv_apply(g, x, w, y, T::ZERO);
+    if let Some(b) = bias {
+        add_channel_bias(y, g.out_channels, g.out_plane(), b);
+    }
+}
+
+/// dx += conv^T(dy): per group, col = W^T dy, then col2im.
+pub fn conv_backward_data<T: Real>(g: &ConvGeom, dy: &[T], w: &[T], dx: &mut [T]) {
+    assert_lens(g, dx.len(), w.len(), dy.len());
+    let (og, kk, ohw) = (g.out_channels / g.group, g.group_rows(), g.out_plane());
+    let (x_img, y_img) = (g.in_channels * g.in_plane(), g.out_channels * ohw);
+    let mut col = col_buffer::<T>(g);
+    for n in 0..g.batch {
+        let dy_n = &dy[n * y_img..(n + 1) * y_img];
+        let dxn = &mut dx[n * x_img..(n + 1) * x_img];
+        let pointwise = g.is_pointwise();
+        // Pointwise: accumulate straight into dx; otherwise fill the column buffer first.
+        let (dst, beta): (&mut [T], T) = if pointwise { (&mut *dxn, T::ONE) } else { (&mut col, T::ZERO) };
+        for gi in 0..g.group {
+            T::gemm(
+                kk, og, ohw, T::ONE,
+                &w[gi * og * kk..(gi + 1) * og * kk], 1, kk as isize,
+                &dy_n[gi * og * ohw..(gi + 1) * og * ohw], ohw as isize, 1,
+                beta, &mut dst[gi * kk * ohw..(gi + 1) * kk * ohw], ohw as isize, 1,
+            );
+        }
+        if !pointwise {
+            col2im_add(g, &col, dxn);
+        }
+    }
+}
+
+/// dw += dy col^T per image and group; db += per-channel sums of dy.
+pub fn conv_backward_weights<T: Real>(g: &ConvGeom, x: &[T], dy: &[T], dw: &mut [T], db: Option<&mut [T]>) {
+    assert_lens(g, x.len(), dw.len(), dy.len());
+    let (og, kk, ohw) = (g.out_channels / g.group, g.group_rows(), g.out_plane());
+    let (x_img, y_img) = (g.in_channels * g.in_plane(), g.out_channels * ohw);
+    let mut col = col_buffer::<T>(g);
+    for n in 0..g.batch {
+        let xn = &x[n * x_img..(n + 1) * x_img];
+        let dy_n = &dy[n * y_img..(n + 1) * y_img];
+        let src: &[T] = if g.is_pointwise() {
+            xn
+        } else {
+            im2col(g, xn, &mut col);
+            &col
+        };
+        for gi in 0..g.group {
+            T::gemm(
+                og, ohw, kk, T::ONE,
+                &dy_n[gi * og * ohw..(gi + 1) * og * ohw], ohw as isize, 1,
+                &src[gi * kk * ohw..(gi + 1) * kk * ohw], 1, ohw as isize,
+                T::ONE, &mut dw[gi * og * kk..(gi + 1) * og * kk], kk as isize, 1,
+            );
+        }
+    }
+    if let Some(db) = db {
+        add_channel_sums(dy, g.out_channels, ohw, db);
+    }
+}
+
+/// Deconvolution forward (y overwritten): the convolution's backward-data pass plus bias.
+/// x: deconv input [N, g.out_channels, g.out_h, g.out_w]; y: [N, g.in_channels, g.in_h, g.in_w].
+pub fn deconv_forward<T: Real>(g: &ConvGeom, x: &[T], w: &[T], bias: Option<&[T]>, y: &mut [T]) {
+    assert_lens(g, y.len(), w.len(), x.len());
+    y.fill(T::ZERO);
+    conv_backward_data(g, x, w, y);
+    if let Some(b) = bias {
+        add_channel_bias(y, g.in_channels, g.in_plane(), b);
+    }
+}
+
+/// dx += the convolution's forward pass of dy (no bias).
+pub fn deconv_backward_data<T: Real>(g: &ConvGeom, dy: &[T], w: &[T], dx: &mut [T]) {
+    assert_lens(g, dy.len(), w.len(), dx.len());
+    conv_apply(g, dy, w, dx, T::ONE);
+}
+
+/// dw += the convolution's weight gradient with x and dy swapped; db (g.in_channels) += sums of dy.
+pub fn deconv_backward_weights<T: Real>(g: &ConvGeom, x: &[T], dy: &[T], dw: &mut [T], db: Option<&mut [T]>) {
+    assert_lens(g, dy.len(), dw.len(), x.len());
+    conv_backward_weights(g, dy, x, dw, None);
+    if let Some(db) = db {
+        add_channel_sums(dy, g.in_channels, g.in_plane(), db);
+    }
+}
+
+impl<'w, T: Real> ConvKernels for Cpu<'w, T> {
+    fn conv_forward(&self, g: &ConvGeom, x: &Vec<T>, w: &Cow<'w, [T]>, bias: Option<&Cow<'w, [T]>>, y: &mut Vec<T>) -> Result<()> {
+        conv_forward(g, x, w, bias.map(|b| &**b), y);
+        Ok(())
+    }
+
+    fn conv_backward_data(&self, g: &ConvGeom, dy: &Vec<T>, w: &Cow<'w, [T]>, dx: &mut Vec<T>) -> Result<()> {
+        conv_backward_data(g, dy, w, dx);
+        Ok(())
+    }
+
+    fn conv_backward_weights(&self, g: &ConvGeom, x: &Vec<T>, dy: &Vec<T>, dw: &mut Vec<T>, db: Option<&mut Vec<T>>) -> Result<()> {
+        conv_backward_weights(g, x, dy, dw, db.map(|b| b.as_mut_slice()));
+        Ok(())
+    }
+
+    fn deconv_forward(&self, g: &ConvGeom, x: &Vec<T>, w: &Cow<'w, [T]>, bias: Option<&Cow<'w, [T]>>, y: &mut Vec<T>) -> Result<()> {
+        deconv_forward(g, x, w, bias.map(|b| &**b), y);
+        Ok(())
+    }
+
+    fn deconv_backward_data(&self, g: &ConvGeom, dy: &Vec<T>, w: &Cow<'w, [T]>, dx: &mut Vec<T>) -> Result<()> {
+        deconv_backward_data(g, dy, w, dx);
+        Ok(())
+    }
+
+    fn deconv_backward_weights(&self, g: &ConvGeom, x: &Vec<T>, dy: &Vec<T>, dw: &mut Vec<T>, db: Option<&mut Vec<T>>) -> Result<()> {
+        deconv_backward_weights(g, x, dy, dw, db.map(|b| b.as_mut_slice()));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::gradcheck::{check, dot, Rng};
+
+    fn close(a: &[f64], b: &[f64], tol: f64, what: &str) {
+        assert_eq!(a.len(), b.len(), "{what}: lengths differ");
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!((x - y).abs() <= tol * (1.0 + y.abs()), "{what}: index {i}: {x} vs {y}");
+        }
+    }
+
+    /// Convolution by its definition.
+    fn naive_conv(g: &ConvGeom, x: &[f64], w: &[f64], bias: Option<&[f64]>) -> Vec<f64> {
+        let (cg, og) = (g.in_channels / g.group, g.out_channels / g.group);
+        let [kh, kw] = g.kernel;
+        let mut y = vec![0.0; g.output_len()];
+        for n in 0..g.batch {
+            for o in 0..g.out_channels {
+                for oh in 0..g.out_h {
+                    for ow in 0..g.out_w {
+                        let mut s = bias.map_or(0.0, |b| b[o]);
+                        for c in 0..cg {
+                            let ci = (o / og) * cg + c;
+                            for ki in 0..kh {
+                                for kj in 0..kw {
+                                    let ih = (oh * g.stride[0] + ki * g.dilation[0]) as isize - g.pad[0] as isize;
+                                    let iw = (ow * g.stride[1] + kj * g.dilation[1]) as isize - g.pad[1] as isize;
+                                    if ih < 0 || iw < 0 || ih >= g.in_h as isize || iw >= g.in_w as isize {
+                                        continue;
+                                    }
+                                    let xi = ((n * g.in_channels + ci) * g.in_h + ih as usize) * g.in_w + iw as usize;
+                                    s += x[xi] * w[((o * cg + c) * kh + ki) * kw + kj];
+                                }
+                            }
+                        }
+                        y[((n * g.out_channels + o) * g.out_h + oh) * g.out_w + ow] = s;
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    /// Caffe deconvolution by its definition: scatter every input pixel times the kernel.
+    /// Params are the deconvolution's own (input channels ci, output channels co).
+    #[allow(clippy::too_many_arguments)]
+    fn naive_deconv(
+        n_img: usize, ci: usize, h: usize, w_: usize, co: usize, k: [usize; 2], s: [usize; 2],
+        p: [usize; 2], d: [usize; 2], group: usize, x: &[f64], w: &[f64], bias: Option<&[f64]>,
+    ) -> (Vec<f64>, usize, usize) {
+        let oh = s[0] * (h - 1) + d[0] * (k[0] - 1) + 1 - 2 * p[0];
+        let ow = s[1] * (w_ - 1) + d[1] * (k[1] - 1) + 1 - 2 * p[1];
+        let (cig, cog) = (ci / group, co / group);
+        let mut y = vec![0.0; n_img * co * oh * ow];
+        for n in 0..n_img {
+            for c in 0..ci {
+                for ih in 0..h {
+                    for iw in 0..w_ {
+                        let v = x[((n * ci + c) * h + ih) * w_ + iw];
+                        for cl in 0..cog {
+                            let out_c = (c / cig) * cog + cl;
+                            for ki in 0..k[0] {
+                                for kj in 0..k[1] {
+                                    let yh = (ih * s[0] + ki * d[0]) as isize - p[0] as isize;
+                                    let yw = (iw * s[1] + kj * d[1]) as isize - p[1] as isize;
+                                    if yh < 0 || yw < 0 || yh >= oh as isize || yw >= ow as isize {
+                                        continue;
+                                    }
+                                    y[((n * co + out_c) * oh + yh as usize) * ow + yw as usize] +=
+                                        v * w[((c * cog + cl) * k[0] + ki) * k[1] + kj];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(b) = bias {
+            for (i, v) in y.iter_mut().enumerate() {
+                *v += b[(i / (oh * ow)) % co];
+            }
+        }
+        (y, oh, ow)
+    }
+
+    type Case = (usize, usize, usize, usize, usize, [usize; 2], [usize; 2], [usize; 2], [usize; 2], usize);
+
+    /// (batch, in_c, h, w, out_c, kernel, stride, pad, dilation, group): odd sizes, asymmetric
+    /// kernels, stride, pad, dilation 2, groups 1/2/3, the pointwise shortcut.
+    const CASES: [Case; 7] = [
+        (2, 3, 7, 6, 4, [3, 2], [2, 1], [1, 0], [1, 1], 1),
+        (2, 4, 9, 8, 6, [3, 3], [1, 2], [2, 1], [2, 2], 2),
+        (1, 6, 5, 7, 3, [1, 1], [1, 1], [0, 0], [1, 1], 3),
+        (2, 3, 6, 5, 6, [2, 3], [3, 2], [1, 2], [2, 1], 3),
+        (1, 2, 5, 4, 2, [1, 1], [2, 2], [0, 0], [1, 1], 1),
+        (2, 6, 5, 5, 4, [5, 3], [1, 1], [2, 1], [1, 1], 2),
+        (1, 2, 3, 4, 3, [3, 3], [2, 2], [2, 2], [2, 1], 1),
+    ];
+
+    fn conv_geom(c: &Case) -> ConvGeom {
+        ConvGeom::new(c.0, c.1, c.2, c.3, c.4, c.5, c.6, c.7, c.8, c.9).unwrap()
+    }
+
+    fn deconv_geom(c: &Case) -> ConvGeom {
+        ConvGeom::for_deconv(c.0, c.1, c.2, c.3, c.4, c.5, c.6, c.7, c.8, c.9).unwrap()
+    }
+
+    #[test]
+    fn geometry_sizes_and_errors() {
+        let g = ConvGeom::new(8, 3, 227, 227, 96, [11, 11], [4, 4], [0, 0], [1, 1], 1).unwrap();
+        assert_eq!((g.out_h, g.out_w), (55, 55));
+        assert_eq!(g.weight_len(), 96 * 3 * 121);
+        assert_eq!(g.flops(), 2 * 8 * 96 * 55 * 55 * 3 * 121);
+        let g = ConvGeom::new(1, 96, 27, 27, 256, [5, 5], [1, 1], [2, 2], [1, 1], 2).unwrap();
+        assert_eq!((g.out_h, g.out_w, g.weight_len()), (27, 27, 256 * 48 * 25));
+        // Dilation 2 makes a 3x3 kernel span 5: (7 + 0 - 5)/1 + 1 = 3; floor rounding: (8-3)/2+1 = 3.
+        let g = ConvGeom::new(1, 1, 7, 8, 1, [3, 3], [1, 2], [0, 0], [2, 1], 1).unwrap();
+        assert_eq!((g.out_h, g.out_w), (3, 3));
+        assert!(ConvGeom::new(1, 1, 4, 4, 1, [3, 3], [1, 1], [0, 0], [2, 2], 1).is_err());
+        assert!(ConvGeom::new(1, 1, 2, 2, 1, [5, 5], [1, 1], [1, 1], [1, 1], 1).is_err());
+        assert!(ConvGeom::new(1, 1, 3, 3, 1, [5, 5], [1, 1], [1, 1], [1, 1], 1).is_ok());
+        assert!(ConvGeom::new(1, 4, 5, 5, 6, [3, 3], [1, 1], [0, 0], [1, 1], 4).is_err());
+        assert!(ConvGeom::new(1, 3, 5, 5, 6, [3, 3], [1, 1], [0, 0], [1, 1], 2).is_err());
+        assert!(ConvGeom::new(1, 3, 5, 5, 6, [3, 0], [1, 1], [0, 0], [1, 1], 1).is_err());
+        assert!(ConvGeom::new(1, 3, 5, 5, 6, [3, 3], [0, 1], [0, 0], [1, 1], 1).is_err());
+        assert!(ConvGeom::new(1, 3, 5, 5, 6, [3, 3], [1, 1], [0, 0], [1, 0], 1).is_err());
+        assert!(ConvGeom::new(1, 3, 5, 5, 6, [3, 3], [1, 1], [0, 0], [1, 1], 0).is_err());
+
+        // DeePSiM-style upsampling: 4x4, k4 s2 p1 -> 8x8; the geometry is the conv 8x8 -> 4x4.
+        let g = ConvGeom::for_deconv(2, 256, 4, 4, 128, [4, 4], [2, 2], [1, 1], [1, 1], 1).unwrap();
+        assert_eq!((g.in_channels, g.in_h, g.in_w), (128, 8, 8));
+        assert_eq!((g.out_channels, g.out_h, g.out_w), (256, 4, 4));
+        assert_eq!(g.weight_len(), 256 * 128 * 16);
+        // s*(H-1) + d*(k-1)+1 - 2p with asymmetric everything: 3*4 + 2*2+1 - 2 = 15; 1*2 + 3 - 0 = 5.
+        let g = ConvGeom::for_deconv(1, 2, 5, 3, 4, [3, 3], [3, 1], [1, 0], [2, 1], 2).unwrap();
+        assert_eq!((g.in_h, g.in_w, g.out_h, g.out_w), (15, 5, 5, 3));
+        assert!(ConvGeom::for_deconv(1, 1, 1, 1, 1, [2, 2], [1, 1], [1, 1], [1, 1], 1).is_err());
+        assert!(ConvGeom::for_deconv(1, 2, 3, 3, 3, [2, 2], [1, 1], [0, 0], [1, 1], 2).is_err());
+    }
+
+    #[test]
+    fn conv_forward_hand_worked() {
+        // 3x3 input 1..9, 3x3 box kernel, pad 1: every output is its neighbourhood sum, + bias 1.
+        let x: Vec<f64> = (1..=9).map(f64::from).collect();
+        let w = vec![1.0; 9];
+        let g = ConvGeom::new(1, 1, 3, 3, 1, [3, 3], [1, 1], [1, 1], [1, 1], 1).unwrap();
+        let mut y = vec![f64::NAN; 9]; // forward must overwrite
+        conv_forward(&g, &x, &w, Some(&[1.0]), &mut y);
+        assert_eq!(y, vec![13.0, 22.0, 17.0, 28.0, 46.0, 34.0, 25.0, 40.0, 29.0]);
+        // Stride 2 picks the corners of that map.
+        let g = ConvGeom::new(1, 1, 3, 3, 1, [3, 3], [2, 2], [1, 1], [1, 1], 1).unwrap();
+        let mut y = vec![0.0; 4];
+        conv_forward(&g, &x, &w, None, &mut y);
+        assert_eq!(y, vec![12.0, 16.0, 24.0, 28.0]);
+        // Orientation: a 2x2 kernel [[1,0],[0,-1]] is x[i][j] - x[i+1][j+1] (correlation, not flipped).
+        let g = ConvGeom::new(1, 1, 3, 3, 1, [2, 2], [1, 1], [0, 0], [1, 1], 1).unwrap();
+        let mut y = vec![0.0; 4];
+        conv_forward(&g, &x, &[1.0, 2.0, 0.0, -1.0], None, &mut y);
+        assert_eq!(y, vec![0.0, 2.0, 6.0, 8.0]); // x[i][j] + 2 x[i][j+1] - x[i+1][j+1]
+        // Groups: channel block g only feeds output block g.
+        let g = ConvGeom::new(1, 2, 1, 1, 2, [1, 1], [1, 1], [0, 0], [1, 1], 2).unwrap();
+        let mut y = vec![0.0; 2];
+        conv_forward(&g, &[3.0, 5.0], &[2.0, 10.0], None, &mut y);
+        assert_eq!(y, vec![6.0, 50.0]);
+    }
+
+    #[test]
+    fn deconv_forward_hand_worked() {
+        // x = [[1,0],[0,2]] scatters 1*w at (0,0) and 2*w at (1,1): 3x3 output.
+        let x = [1.0, 0.0, 0.0, 2.0];
+        let w = [1.0, 2.0, 3.0, 4.0];
+        let g = ConvGeom::for_deconv(1, 1, 2, 2, 1, [2, 2], [1, 1], [0, 0], [1, 1], 1).unwrap();
+        let mut y = vec![f64::NAN; 9];
+        deconv_forward(&g, &x, &w, Some(&[0.5]), &mut y);
+        assert_eq!(y, vec![1.5, 2.5, 0.5, 3.5, 6.5, 4.5, 0.5, 6.5, 8.5]);
+        // Pad 1 crops one pixel from each border: only the centre remains.
+        let g = ConvGeom::for_deconv(1, 1, 2, 2, 1, [2, 2], [1, 1], [1, 1], [1, 1], 1).unwrap();
+        let mut y = vec![0.0; 1];
+        deconv_forward(&g, &x, &w, None, &mut y);
+        assert_eq!(y, vec![6.0]);
+        // Stride 2 with a 2x2 kernel tiles copies of w scaled by each pixel, no overlap.
+        let g = ConvGeom::for_deconv(1, 1, 1, 2, 1, [2, 2], [2, 2], [0, 0], [1, 1], 1).unwrap();
+        let mut y = vec![0.0; 8];
+        deconv_forward(&g, &[1.0, -1.0], &w, None, &mut y);
+        assert_eq!(y, vec![1.0, 2.0, -1.0, -2.0, 3.0, 4.0, -3.0, -4.0]);
+        // Weights are [C_in, C_out, kh, kw]: input channel 0 writes output channels 0 and 1.
+        let g = ConvGeom::for_deconv(1, 1, 1, 1, 2, [1, 1], [1, 1], [0, 0], [1, 1], 1).unwrap();
+        let mut y = vec![0.0; 2];
+        deconv_forward(&g, &[2.0], &[3.0, 7.0], None, &mut y);
+        assert_eq!(y, vec![6.0, 14.0]);
+    }
+
+    #[test]
+    fn conv_matches_naive_reference() {
+        let mut rng = Rng::new(11);
+        for c in &CASES {
+            let g = conv_geom(c);
+            let x = rng.uniform_vec(g.input_len(), -1.0, 1.0);
+            let w = rng.uniform_vec(g.weight_len(), -1.0, 1.0);
+            let b = rng.uniform_vec(g.out_channels, -1.0, 1.0);
+            let mut y = vec![0.0; g.output_len()];
+            conv_forward(&g, &x, &w, Some(&b), &mut y);
+            close(&y, &naive_conv(&g, &x, &w, Some(&b)), 1e-12, &format!("conv {c:?}"));
+        }
+    }
+
+    #[test]
+    fn deconv_matches_naive_reference() {
+        let mut rng = Rng::new(12);
+        for c in &CASES {
+            let g = deconv_geom(c);
+            let x = rng.uniform_vec(g.output_len(), -1.0, 1.0);
+            let w = rng.uniform_vec(g.weight_len(), -1.0, 1.0);
+            let b = rng.uniform_vec(g.in_channels, -1.0, 1.0);
+            let mut y = vec![0.0; g.input_len()];
+            deconv_forward(&g, &x, &w, Some(&b), &mut y);
+            let (want, oh, ow) = naive_deconv(c.0, c.1, c.2, c.3, c.4, c.5, c.6, c.7, c.8, c.9, &x, &w, Some(&b));
+            assert_eq!((g.in_h, g.in_w), (oh, ow));
+            close(&y, &want, 1e-12, &format!("deconv {c:?}"));
+        }
+    }
+
+    #[test]
+    fn f32_path_agrees_with_f64() {
+        let mut rng = Rng::new(13);
+        let g = conv_geom(&CASES[1]);
+        let x = rng.uniform_vec(g.input_len(), -1.0, 1.0);
+        let w = rng.uniform_vec(g.weight_len(), -1.0, 1.0);
+        let mut y64 = vec![0.0; g.output_len()];
+        conv_forward(&g, &x, &w, None, &mut y64);
+        let to32 = |v: &[f64]| v.iter().map(|&a| a as f32).collect::<Vec<f32>>();
+        let mut y32 = vec![0.0f32; g.output_len()];
+        conv_forward(&g, &to32(&x), &to32(&w), None, &mut y32);
+        let y32: Vec<f64> = y32.iter().map(|&v| v as f64).collect();
+        close(&y32, &y64, 1e-5, "f32 vs f64");
+    }
+
+    fn conv_out(g: &ConvGeom, x: &[f64], w: &[f64], b: &[f64]) -> Vec<f64> {
+        let mut y = vec![0.0; g.output_len()];
+        conv_forward(g, x, w, Some(b), &mut y);
+        y
+    }
+
+    fn deconv_out(g: &ConvGeom, x: &[f64], w: &[f64], b: &[f64]) -> Vec<f64> {
+        let mut y = vec![0.0; g.input_len()];
+        deconv_forward(g, x, w, Some(b), &mut y);
+        y
+    }
+
+    #[test]
+    fn conv_gradients() {
+        let mut rng = Rng::new(14);
+        for c in &CASES {
+            let g = conv_geom(c);
+            let x = rng.uniform_vec(g.input_len(), -1.0, 1.0);
+            let w = rng.uniform_vec(g.weight_len(), -1.0, 1.0);
+            let b = rng.uniform_vec(g.out_channels, -1.0, 1.0);
+            let r = rng.uniform_vec(g.output_len(), -1.0, 1.0);
+            let mut dx = vec![0.0; x.len()];
+            conv_backward_data(&g, &r, &w, &mut dx);
+            let mut dw = vec![0.0; w.len()];
+            let mut db = vec![0.0; b.len()];
+            conv_backward_weights(&g, &x, &r, &mut dw, Some(&mut db));
+            check(&format!("conv dx {c:?}"), &x, &dx, |x| dot(&conv_out(&g, x, &w, &b), &r));
+            check(&format!("conv dw {c:?}"), &w, &dw, |w| dot(&conv_out(&g, &x, w, &b), &r));
+            check(&format!("conv db {c:?}"), &b, &db, |b| dot(&conv_out(&g, &x, &w, b), &r));
+        }
+    }
+
+    #[test]
+    fn deconv_gradients() {
+        let mut rng = Rng::new(15);
+        for c in &CASES {
+            let g = deconv_geom(c);
+            let x = rng.uniform_vec(g.output_len(), -1.0, 1.0);
+            let w = rng.uniform_vec(g.weight_len(), -1.0, 1.0);
+            let b = rng.uniform_vec(g.in_channels, -1.0, 1.0);
+            let r = rng.uniform_vec(g.input_len(), -1.0, 1.0);
+            let mut dx = vec![0.0; x.len()];
+            deconv_backward_data(&g, &r, &w, &mut dx);
+            let mut dw = vec![0.0; w.len()];
+            let mut db = vec![0.0; b.len()];
+            deconv_backward_weights(&g, &x, &r, &mut dw, Some(&mut db));
+            check(&format!("deconv dx {c:?}"), &x, &dx, |x| dot(&deconv_out(&g, x, &w, &b), &r));
+            check(&format!("deconv dw {c:?}"), &w, &dw, |w| dot(&deconv_out(&g, &x, w, &b), &r));
+            check(&format!("deconv db {c:?}"), &b, &db, |b| dot(&deconv_out(&g, &x, &w, b), &r));
+        }
+    }
+
+    #[test]
+    fn backward_accumulates() {
+        let mut rng = Rng::new(16);
+        for c in [&CASES[0], &CASES[2]] {
+            let g = conv_geom(c);
+            let x = rng.uniform_vec(g.input_len(), -1.0, 1.0);
+            let w = rng.uniform_vec(g.weight_len(), -1.0, 1.0);
+            let dy = rng.uniform_vec(g.output_len(), -1.0, 1.0);
+            let (mut dx1, mut dw1, mut db1) = (vec![0.0; x.len()], vec![0.0; w.len()], vec![0.0; g.out_channels]);
+            conv_backward_data(&g, &dy, &w, &mut dx1);
+            conv_backward_weights(&g, &x, &dy, &mut dw1, Some(&mut db1));
+            let (mut dx2, mut dw2, mut db2) = (dx1.clone(), dw1.clone(), db1.clone());
+            conv_backward_data(&g, &dy, &w, &mut dx2);
+            conv_backward_weights(&g, &x, &dy, &mut dw2, Some(&mut db2));
+            let twice = |v: &[f64]| v.iter().map(|a| 2.0 * a).collect::<Vec<_>>();
+            close(&dx2, &twice(&dx1), 1e-12, "conv dx accumulates");
+            close(&dw2, &twice(&dw1), 1e-12, "conv dw accumulates");
+            close(&db2, &twice(&db1), 1e-12, "conv db accumulates");
+
+            // Deconv: x has the conv output's shape, dy the conv input's.
+            let (mut dx1, mut dw1, mut db1) = (vec![0.0; dy.len()], vec![0.0; w.len()], vec![0.0; g.in_channels]);
+            deconv_backward_data(&g, &x, &w, &mut dx1);
+            deconv_backward_weights(&g, &dy, &x, &mut dw1, Some(&mut db1));
+            let (mut dx2, mut dw2, mut db2) = (dx1.clone(), dw1.clone(), db1.clone());
+            deconv_backward_data(&g, &x, &w, &mut dx2);
+            deconv_backward_weights(&g, &dy, &x, &mut dw2, Some(&mut db2));
+            close(&dx2, &twice(&dx1), 1e-12, "deconv dx accumulates");
+            close(&dw2, &twice(&dw1), 1e-12, "deconv dw accumulates");
+            close(&db2, &twice(&db1), 1e-12, "deconv db accumulates");
+            assert!(dx1.iter().any(|v| *v != 0.0) && dw1.iter().any(|v| *v != 0.0), "vacuous check");
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "input length")]
+    fn wrong_length_panics() {
+        let g = ConvGeom::new(1, 1, 3, 3, 1, [2, 2], [1, 1], [0, 0], [1, 1], 1).unwrap();
+        let mut y = vec![0.0f32; 4];
+        conv_forward(&g, &[0.0; 8], &[0.0; 4], None, &mut y);
+    }
+}

@@ -1,0 +1,257 @@
+//! Local response normalization, both Caffe regions. `dims` = [batch, channels, height, width].
+//!
+//! ACROSS_CHANNELS: `scale = k + alpha/n * sum_{|c'-c| <= (n-1)/2} x_c'^2`.
+//! WITHIN_CHANNEL:  `scale = 1 + alpha/(n*n) * sum_{n x n window around (h,w)} x^2` (Caffe builds it
+//! from AVE pooling with pad (n-1)/2, whose divisor is always n*n there, and ignores k).
+//! Both: `y = x * scale^-beta`.
+//!
+//! Both windows are symmetric, so "the outputs whose window contains p" is the window around p:
+//! `dx_p = dy_p * scale_p^-beta - 2*alpha*beta/N * x_p * sum_{q in window(p)} dy_q * y_q / scale_q`
+//! with N = n (across) or n*n (within). Window sums are running sums, O(1) per element whatever
+//! n is, and kept in f64 so the add-then-subtract of a running sum does not drift in f32.
+
+use super::LrnKernels;
+use crate::device::Cpu;
+use crate::ir::{LrnParam, LrnRegion};
+use crate::ops::Aux;
+use crate::real::Real;
+use anyhow::Result;
+
+/// `dst[i*stride] = sum of src[j*stride] over |j - i| <= half, 0 <= j < len` (zero padded).
+fn window_sum(src: &[f64], dst: &mut [f64], len: usize, stride: usize, half: usize) {
+    let mut sum = 0.0;
+    for j in 0..half.min(len) {
+        sum += src[j * stride];
+    }
+    for i in 0..len {
+        if i + half < len {
+            sum += src[(i + half) * stride];
+        }
+        dst[i * stride] = sum;
+        if i >= half {
+            sum -= src[(i - half) * stride];
+        }
+    }
+}
+
+/// Sums `src` (one image, [c, h, w]) over each element's LRN window into `dst`;
+/// `tmp` is scratch of the same size (the spatial window is separable: rows, then columns).
+fn lrn_window_sum(region: LrnRegion, [c, h, w]: [usize; 3], half: usize, src: &[f64], tmp: &mut [f64], dst: &mut [f64]) {
+    let hw = h * w;
+    match region {
+        LrnRegion::AcrossChannels => {
+            for p in 0..hw {
+                window_sum(&src[p..], &mut dst[p..], c, hw, half);
+            }
+        }
+        LrnRegion::WithinChannel => {
+            for plane in 0..c {
+                let s = &src[plane * hw..][..hw];
+                let t = &mut tmp[plane * hw..][..hw];
+                let d = &mut dst[plane * hw..][..hw];
+                for row in 0..h {
+                    window_sum(&s[row * w..], &mut t[row * w..], w, 1, half);
+                }
+                for col in 0..w {
+                    window_sum(&t[col..], &mut d[col..], h, w, half);
+                }
+            }
+        }
+    }
+}
+
+/// (additive constant, multiplier of the window sum, N of the gradient formula).
+fn coefficients(p: &LrnParam) -> (f64, f64, f64) {
+    let n = p.local_size as f64;
+    match p.region {
+        LrnRegion::AcrossChannels => (p.k as f64, p.alpha as f64 / n, n),
+        LrnRegion::WithinChannel => (1.0, p.alpha as f64 / (n * n), n * n),
+    }
+}
+
+fn check_lengths(dims: [usize; 4], what: &str, slices: &[(&str, usize)]) {
+    let count: usize = dims.iter().product();
+    for (name, len) in slices {
+        assert_eq!(*len, count, "{what}: {name} has {len} elements, dims {dims:?} need {count}");
+    }
+}
+
+/// Overwrites `y` and `scale` (the latter is what the backward pass needs).
+pub fn lrn_forward<T: Real>(dims: [usize; 4], p: &LrnParam, x: &[T], y: &mut [T], scale: &mut [T]) {
+    check_lengths(dims, "lrn_forward", &[("x", x.len()), ("y", y.len()), ("scale", scale.len())]);
+    let [n, c, h, w] = dims;
+    let image = c * h * w;
+    let half = (p.local_size.max(1) - 1) / 2;
+    let (k, a, _) = coefficients(p);
+    let beta = p.beta as f64;
+    let (mut sq, mut tmp, mut sum) = (vec![0.0; image], vec![0.0; image], vec![0.0; image]);
+    for img in 0..n {
+        let range = img * image..(img + 1) * image;
+        let (xi, yi, si) = (&x[range.clone()], &mut y[range.clone()], &mut scale[range]);
+        for (q, &v) in sq.iter_mut().zip(xi) {
+            let v = v.to_f64();
+            *q = v * v;
+        }
+        lrn_window_sum(p.region, [c, h, w], half, &sq, &mut tmp, &mut sum);
+        for j in 0..image {
+            let s = k + a * sum[j];
+            si[j] = T::from_f64(s);
+            yi[j] = T::from_f64(xi[j].to_f64() * s.powf(-beta));
+        }
+    }
+}
+
+/// Adds the input gradient into `dx`, from the forward's `x`, `y` and `scale`.
+#[allow(clippy::too_many_arguments)]
+pub fn lrn_backward<T: Real>(dims: [usize; 4], p: &LrnParam, x: &[T], y: &[T], scale: &[T], dy: &[T], dx: &mut [T]) {
+    check_lengths(
+        dims,
+        "lrn_backward",
+        &[("x", x.len()), ("y", y.len()), ("scale", scale.len()), ("dy", dy.len()), ("dx", dx.len())],
+    );
+    let [n, c, h, w] = dims;
+    let image = c * h * w;
+    let half = (p.local_size.max(1) - 1) / 2;
+    let (_, _, big_n) = coefficients(p);
+    let (alpha, beta) = (p.alpha as f64, p.beta as f64);
+    let coef = 2.0 * alpha * beta / big_n;
+    let (mut ratio, mut tmp, mut sum) = (vec![0.0; image], vec![0.0; image], vec![0.0; image]);
+    for img in 0..n {
+        let off = img * image;
+        for j in 0..image {
+            ratio[j] = dy[off + j].to_f64() * y[off + j].to_f64() / scale[off + j].to_f64();
+        }
+        lrn_window_sum(p.region, [c, h, w], half, &ratio, &mut tmp, &mut sum);
+        for (j, &window) in sum.iter().enumerate() {
+            let i = off + j;
+            let g = dy[i].to_f64() * scale[i].to_f64().powf(-beta) - coef * x[i].to_f64() * window;
+            dx[i] += T::from_f64(g);
+        }
+    }
+}
+
+impl<T: Real> LrnKernels for Cpu<'_, T> {
+    fn lrn_forward(&self, dims: [usize; 4], p: &LrnParam, x: &Vec<T>, y: &mut Vec<T>, aux: &mut Aux<Self>) -> Result<()> {
+        lrn_forward(dims, p, x, y, aux.buf(self, x.len())?);
+        Ok(())
+    }
+
+    fn lrn_backward(&self, dims: [usize; 4], p: &LrnParam, x: &Vec<T>, y: &Vec<T>, aux: &Aux<Self>, dy: &Vec<T>, dx: &mut Vec<T>) -> Result<()> {
+        lrn_backward(dims, p, x, y, aux.values("LRN")?, dy, dx);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::gradcheck::{self, Rng};
+
+    fn param(region: LrnRegion, local_size: usize, alpha: f32, beta: f32, k: f32) -> LrnParam {
+        LrnParam { region, local_size, alpha, beta, k }
+    }
+
+    fn forward(dims: [usize; 4], p: &LrnParam, x: &[f64]) -> (Vec<f64>, Vec<f64>) {
+        let mut y = vec![0.0; x.len()];
+        let mut s = vec![0.0; x.len()];
+        lrn_forward(dims, p, x, &mut y, &mut s);
+        (y, s)
+    }
+
+    fn assert_close(got: &[f64], want: &[f64], tol: f64) {
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!((g - w).abs() <= tol, "index {i}: got {g}, want {w}");
+        }
+    }
+
+    #[test]
+    fn across_channels_by_hand() {
+        // alpha/n = 1, beta = 1/2, k = 1: scale_c = 1 + sum of squares of the neighbours.
+        let p = param(LrnRegion::AcrossChannels, 3, 3.0, 0.5, 1.0);
+        let (y, s) = forward([1, 4, 1, 1], &p, &[1.0, 2.0, 3.0, 4.0]);
+        assert_close(&s, &[6.0, 15.0, 30.0, 26.0], 1e-12);
+        let want = [1.0 / 6f64.sqrt(), 2.0 / 15f64.sqrt(), 3.0 / 30f64.sqrt(), 4.0 / 26f64.sqrt()];
+        assert_close(&y, &want, 1e-12);
+    }
+
+    #[test]
+    fn within_channel_by_hand_ignores_k() {
+        // alpha/(n*n) = 1, beta = 1: y = x / (1 + sum of squares in the clipped 3x3 window).
+        let p = param(LrnRegion::WithinChannel, 3, 9.0, 1.0, 5.0);
+        let x: Vec<f64> = (1..=9).map(|v| v as f64).collect();
+        let (y, s) = forward([1, 1, 3, 3], &p, &x);
+        let sq = |idx: &[usize]| 1.0 + idx.iter().map(|&i| x[i] * x[i]).sum::<f64>();
+        let want_s = [
+            sq(&[0, 1, 3, 4]), sq(&[0, 1, 2, 3, 4, 5]), sq(&[1, 2, 4, 5]),
+            sq(&[0, 1, 3, 4, 6, 7]), sq(&[0, 1, 2, 3, 4, 5, 6, 7, 8]), sq(&[1, 2, 4, 5, 7, 8]),
+            sq(&[3, 4, 6, 7]), sq(&[3, 4, 5, 6, 7, 8]), sq(&[4, 5, 7, 8]),
+        ];
+        assert_eq!(want_s[0], 47.0);
+        assert_eq!(want_s[4], 286.0);
+        assert_close(&s, &want_s, 1e-12);
+        let want_y: Vec<f64> = x.iter().zip(&want_s).map(|(v, s)| v / s).collect();
+        assert_close(&y, &want_y, 1e-12);
+    }
+
+    /// An OpenCV/Caffe fixture array, as (shape, data).
+    fn read_npy(name: &str) -> (Vec<usize>, Vec<f32>) {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/caffe/opencv_layers").join(name);
+        let t = crate::npy::read(&path).unwrap();
+        (t.shape, t.data)
+    }
+
+    fn check_against_caffe(file: &str, p: &LrnParam) {
+        let (shape, x) = read_npy("blob.npy");
+        let (cshape, want) = read_npy(file);
+        assert_eq!(shape, cshape);
+        let dims = [shape[0], shape[1], shape[2], shape[3]];
+        let mut y = vec![0.0f32; x.len()];
+        let mut s = vec![0.0f32; x.len()];
+        lrn_forward(dims, p, &x, &mut y, &mut s);
+        let max_ref = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let max_err = y.iter().zip(&want).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(max_err <= 1e-5 * max_ref, "{file}: max error {max_err}, max |caffe| {max_ref}");
+    }
+
+    #[test]
+    fn across_channels_matches_caffe() {
+        check_against_caffe("layer_lrn_channels.npy", &param(LrnRegion::AcrossChannels, 5, 1.1, 0.75, 1.0));
+    }
+
+    #[test]
+    fn within_channel_matches_caffe() {
+        // k is deliberately not 1: Caffe ignores it for this region.
+        check_against_caffe("layer_lrn_spatial.npy", &param(LrnRegion::WithinChannel, 5, 0.9, 0.75, 2.0));
+    }
+
+    fn gradcheck_lrn(dims: [usize; 4], p: &LrnParam, seed: u64) {
+        let mut rng = Rng::new(seed);
+        let count: usize = dims.iter().product();
+        let x = rng.uniform_vec(count, -2.0, 2.0);
+        let r = rng.uniform_vec(count, -1.0, 1.0);
+        let (y, s) = forward(dims, p, &x);
+        let mut dx = vec![0.0; count];
+        lrn_backward(dims, p, &x, &y, &s, &r, &mut dx);
+        gradcheck::check(&format!("lrn {p:?} {dims:?}"), &x, &dx, |xp| gradcheck::dot(&forward(dims, p, xp).0, &r));
+        // Accumulates: a second call doubles it.
+        let once = dx.clone();
+        lrn_backward(dims, p, &x, &y, &s, &r, &mut dx);
+        for (a, b) in dx.iter().zip(&once) {
+            assert!((a - 2.0 * b).abs() <= 1e-12 * (1.0 + b.abs()));
+        }
+    }
+
+    #[test]
+    fn gradcheck_across_channels() {
+        gradcheck_lrn([2, 7, 3, 4], &param(LrnRegion::AcrossChannels, 3, 0.7, 0.75, 1.5), 11);
+        gradcheck_lrn([2, 7, 3, 4], &param(LrnRegion::AcrossChannels, 5, 1.1, 0.6, 1.0), 12);
+        // Window wider than the channel count.
+        gradcheck_lrn([1, 2, 2, 3], &param(LrnRegion::AcrossChannels, 5, 1.3, 0.75, 2.0), 13);
+    }
+
+    #[test]
+    fn gradcheck_within_channel() {
+        gradcheck_lrn([2, 3, 5, 6], &param(LrnRegion::WithinChannel, 3, 0.9, 0.75, 1.0), 21);
+        gradcheck_lrn([1, 2, 4, 3], &param(LrnRegion::WithinChannel, 5, 1.2, 0.5, 1.0), 22);
+    }
+}
