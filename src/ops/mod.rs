@@ -8,6 +8,7 @@
 //! backward ADDS into the gradients it produces (a blob read by several layers sums them).
 
 pub mod activation;
+pub mod cases;
 pub mod concat;
 pub mod conv;
 pub mod elementwise;
@@ -19,7 +20,6 @@ pub mod norm;
 pub mod pool;
 pub mod softmax;
 
-#[cfg(test)]
 pub mod gradcheck;
 
 use crate::device::cuda::compile::KernelSource;

@@ -1,5 +1,6 @@
 //! ReLU and leaky ReLU (Caffe's `negative_slope`; the DGN generators use 0.3).
 
+pub mod cases;
 pub mod cpu;
 pub mod cuda;
 

@@ -1,6 +1,7 @@
 //! Concat along one axis: input i viewed as [outer, channels[i] * inner], the output as
 //! [outer, sum(channels) * inner].
 
+pub mod cases;
 pub mod cpu;
 pub mod cuda;
 

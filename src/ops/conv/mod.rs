@@ -4,6 +4,7 @@
 //! gradient the convolution's with input and output swapped. `ConvGeom` (in `crate::ir`) of
 //! a deconvolution is that of the convolution it transposes.
 
+pub mod cases;
 pub mod cpu;
 pub mod cuda;
 

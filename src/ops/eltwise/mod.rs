@@ -2,6 +2,7 @@
 //! ties follow Caffe's loop exactly: inputs 0 and 1 compare with `x0 > x1` (a tie goes to 1),
 //! and each later input wins only when strictly greater.
 
+pub mod cases;
 pub mod cpu;
 pub mod cuda;
 

@@ -1,5 +1,6 @@
 //! InnerProduct: x [rows, k] times the weights [n, k] transposed, plus a bias.
 
+pub mod cases;
 pub mod cpu;
 pub mod cuda;
 

@@ -1,6 +1,7 @@
 //! Local response normalization, both Caffe regions (ACROSS_CHANNELS and WITHIN_CHANNEL);
 //! `dims` = [batch, channels, height, width]. The formulas are in `cpu.rs`.
 
+pub mod cases;
 pub mod cpu;
 pub mod cuda;
 

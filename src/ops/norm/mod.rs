@@ -2,6 +2,7 @@
 //! [outer, channels, inner]. BatchNorm's parameters are Caffe's three blobs: the running sums
 //! of mean and variance and their scale factor (the statistics are blob / factor).
 
+pub mod cases;
 pub mod cpu;
 pub mod cuda;
 

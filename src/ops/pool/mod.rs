@@ -2,6 +2,7 @@
 //! Rust copy; `kernels/pool.cu` is the CUDA one): MAX ignores padding, AVE divides by the
 //! window clipped to the padded (not the real) extent.
 
+pub mod cases;
 pub mod cpu;
 pub mod cuda;
 

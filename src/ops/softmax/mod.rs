@@ -1,6 +1,7 @@
 //! Softmax over the middle axis of [outer, channels, inner] (Caffe's axis 1 when outer is
 //! the batch and inner the spatial size).
 
+pub mod cases;
 pub mod cpu;
 pub mod cuda;
 

@@ -1,0 +1,61 @@
+//! The test cases of the ops, one table per op family (`<op>/cases.rs`), each case a small
+//! net around the op: its input shape and its layers, in prototxt. The same tables drive every
+//! verifier: the f64 finite-difference check of the data and weight gradients
+//! (`tests/op_cases.rs`), the GPU-against-CPU comparison (`tests/cuda.rs`) and the host
+//! emulation of the CUDA kernels (the geometries of the compiled cases).
+
+/// One small net exercising an op: odd sizes, strides, pads, groups, asymmetric kernels.
+#[derive(Clone, Copy, Debug)]
+pub struct Case {
+    /// The op family (the folder under `src/ops/`).
+    pub family: &'static str,
+    /// The input blob's shape, prototxt `input_shape` body (batch first).
+    pub input: &'static str,
+    /// The layers, reading the input `data`.
+    pub layers: &'static str,
+}
+
+impl Case {
+    /// The whole net definition.
+    pub fn prototxt(&self) -> String {
+        format!("name: \"{}\"\ninput: \"data\"\ninput_shape {{ {} }}\n{}", self.family, self.input, self.layers)
+    }
+}
+
+/// The shape most cases use: 2 images of 6 channels, 11 x 10.
+pub const SHAPE: &str = "dim: 2 dim: 6 dim: 11 dim: 10";
+
+/// Layers whose data passes unchanged (one `Op::Copy` each).
+pub const COPY: &[Case] = &[
+    Case { family: "copy", input: SHAPE, layers: "layer { name: 'l' type: 'Dropout' bottom: 'data' top: 'l' }" },
+    Case { family: "copy", input: SHAPE, layers: "layer { name: 'l' type: 'Flatten' bottom: 'data' top: 'l' }" },
+    Case {
+        family: "copy",
+        input: SHAPE,
+        layers: "layer { name: 'a' type: 'ReLU' bottom: 'data' top: 'a' relu_param { negative_slope: 0.5 } }
+                 layer { name: 's' type: 'Split' bottom: 'a' top: 's1' top: 's2' }
+                 layer { name: 'e' type: 'Eltwise' bottom: 's1' bottom: 's2' top: 'e' eltwise_param { operation: PROD } }",
+    },
+    Case {
+        family: "copy",
+        input: SHAPE,
+        layers: "layer { name: 'r' type: 'Reshape' bottom: 'data' top: 'r' reshape_param { shape { dim: 0 dim: -1 dim: 5 } } }",
+    },
+];
+
+/// Every case of every op family.
+pub fn all() -> Vec<Case> {
+    [
+        super::conv::cases::CASES,
+        super::inner_product::cases::CASES,
+        super::activation::cases::CASES,
+        super::pool::cases::CASES,
+        super::lrn::cases::CASES,
+        super::softmax::cases::CASES,
+        super::concat::cases::CASES,
+        super::eltwise::cases::CASES,
+        super::norm::cases::CASES,
+        COPY,
+    ]
+    .concat()
+}

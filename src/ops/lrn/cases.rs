@@ -1,0 +1,8 @@
+//! LRN cases, both regions.
+
+use crate::ops::cases::{Case, SHAPE};
+
+pub const CASES: &[Case] = &[
+    Case { family: "lrn", input: SHAPE, layers: "layer { name: 'l' type: 'LRN' bottom: 'data' top: 'l' lrn_param { local_size: 5 alpha: 0.3 beta: 0.75 k: 2 } }" },
+    Case { family: "lrn", input: SHAPE, layers: "layer { name: 'l' type: 'LRN' bottom: 'data' top: 'l' lrn_param { local_size: 3 alpha: 0.5 beta: 0.75 norm_region: WITHIN_CHANNEL } }" },
+];

@@ -1,0 +1,17 @@
+//! Pooling cases: ceil-rounded windows, asymmetric kernels and strides, padding (with the
+//! last window dropped), stride larger than the kernel, global pooling.
+
+use crate::ops::cases::{Case, SHAPE};
+
+const fn pool(layers: &'static str) -> Case {
+    Case { family: "pool", input: SHAPE, layers }
+}
+
+pub const CASES: &[Case] = &[
+    pool("layer { name: 'l' type: 'Pooling' bottom: 'data' top: 'l' pooling_param { pool: MAX kernel_size: 3 stride: 2 } }"),
+    pool("layer { name: 'l' type: 'Pooling' bottom: 'data' top: 'l' pooling_param { pool: MAX kernel_h: 3 kernel_w: 2 stride_h: 2 stride_w: 3 pad: 1 } }"),
+    pool("layer { name: 'l' type: 'Pooling' bottom: 'data' top: 'l' pooling_param { pool: AVE kernel_size: 3 stride: 2 pad: 1 } }"),
+    pool("layer { name: 'l' type: 'Pooling' bottom: 'data' top: 'l' pooling_param { pool: AVE kernel_size: 2 stride: 3 } }"),
+    pool("layer { name: 'l' type: 'Pooling' bottom: 'data' top: 'l' pooling_param { pool: MAX global_pooling: true } }"),
+    pool("layer { name: 'l' type: 'Pooling' bottom: 'data' top: 'l' pooling_param { pool: AVE global_pooling: true } }"),
+];
