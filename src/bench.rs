@@ -4,14 +4,13 @@
 //! classifier forward + backward to the input), timed per iteration. `dgnam bench` and
 //! `benches/kernels.rs` call these.
 
-use crate::app::{read_netdef, Device};
+use crate::io::{default_path, read_netdef, Device};
 use crate::backend::cuda::DeviceInfo;
 use crate::backend::{Backend, Cpu, Cuda};
 use crate::caffe::NetDef;
 use crate::graph::{stored_param, Net, Node, Op, Plan};
 use crate::rng::Rng;
 use crate::synth::dgn::{Dgn, Objective, Schedule};
-use crate::synth::run::default_path;
 use crate::tensor::fmt_shape;
 use crate::weights::WeightsFile;
 use anyhow::{bail, ensure, Context, Result};
