@@ -245,6 +245,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Synthesize { opts, device } => {
+            opts.check()?;
             let device = self::device(device)?;
             let r = app::synthesize(&opts, device, &Bar::default())?;
             println!("{} units done, {} already there; summary in {}", r.done, r.skipped, r.summary.display());

@@ -674,3 +674,25 @@ fn a_conv_unit_also_gets_its_image_cropped_to_its_receptive_field() {
     assert!(r.status.success());
     assert!(!out.join("fc8_0001.field.png").exists());
 }
+
+#[test]
+fn default_bounds_fall_back_to_2x_and_say_which_file() {
+    let dir = scratch("synth-bounds-2x");
+    // The tiny classifier with pool1 called pool5: the 16-value generator's code layer.
+    let text = std::fs::read_to_string(fixture("tiny/classifier.prototxt")).unwrap().replace("pool1", "pool5");
+    let proto = dir.join("clf-pool5.prototxt");
+    std::fs::write(&proto, text).unwrap();
+    let c = dir.join("clf-pool5.dgnw");
+    let r = Command::new(env!("CARGO_BIN_EXE_dgnam-convert")).args(["--prototxt", s(&proto), "--random-weights", "22", "-o", s(&c)]).output().unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let g = pool_generator(&dir);
+    let r = Command::new(env!("CARGO_BIN_EXE_dgnam"))
+        .args(["synthesize", "--generator", s(&g), "--net", s(&c), "--units", "1", "--iters", "2", "--out-dir", s(&dir.join("out"))])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(err.contains("bounds: no 3x bounds for pool5; using") && err.contains("2x/pool5.txt"), "{err}");
+    // CaffeNet's 9216 pool5 bounds do not fit this tiny code: an error, after the note.
+    assert_eq!(r.status.code(), Some(1), "{err}");
+    assert!(err.contains("9216 bounds given for a code of 16"), "{err}");
+}
