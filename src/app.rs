@@ -1,37 +1,20 @@
 //! What the command-line tools do, as library calls: the binaries only parse flags.
 
-use crate::caffe::netdef::parse_netdef;
-use crate::caffe::NetDef;
 use crate::device::cuda::{compile, Precision};
 use crate::device::{Cpu, Cuda};
 use crate::ops::Kernels;
 use crate::graph::{unit_offset, BlobId, CpuNet, Net, Plan, UnitRef};
+pub use crate::io::{read_netdef, Device};
+use crate::io::{file_stem, open_or_default, open_weights, Progress};
+use crate::caffe::NetDef;
 use crate::npy;
 use crate::preprocess::{self, Preprocess, PreprocessFlags};
+use crate::synth::run::{self, Init, Prepared, Report, SynthOptions, Units};
 use crate::tensor::{fmt_shape, Tensor};
 use crate::weights::WeightsFile;
 use anyhow::{bail, ensure, Context, Result};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Device {
-    Auto,
-    Cpu,
-    Cuda,
-}
-
-impl std::str::FromStr for Device {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "auto" => Ok(Device::Auto),
-            "cpu" => Ok(Device::Cpu),
-            "cuda" => Ok(Device::Cuda),
-            _ => Err(format!("unknown device '{s}' (use auto, cpu or cuda)")),
-        }
-    }
-}
 
 /// Every kernel source dgnam launches: the ops' and DGN-AM's own.
 pub fn kernel_sources() -> Vec<compile::KernelSource> {
@@ -40,59 +23,31 @@ pub fn kernel_sources() -> Vec<compile::KernelSource> {
     all
 }
 
-/// The precision `--precision` asked for (set once by the binary).
-static PRECISION: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
-
-pub fn set_default_precision(p: Precision) {
-    PRECISION.store(p as u8, std::sync::atomic::Ordering::Relaxed);
-}
-
-fn default_precision() -> Precision {
-    if PRECISION.load(std::sync::atomic::Ordering::Relaxed) == Precision::Tf32 as u8 {
-        Precision::Tf32
-    } else {
-        Precision::F32
-    }
-}
-
-/// Picks the backend to run on (`Cpu` or `Cuda`), telling stderr which one it is and, when
-/// auto falls back to the CPU, why.
-pub fn resolve_device(d: Device) -> Result<Device> {
-    let precision = default_precision();
+/// Picks the backend to run on (`Cpu` or `Cuda`), with the line that tells the user which
+/// one it is and, when auto falls back to the CPU, why (`device: cpu (no CUDA driver found)`).
+pub fn resolve_device(d: Device, precision: Precision) -> Result<(Device, String)> {
     let resolved = pick_device(d, precision)?;
-    if precision == Precision::Tf32 && resolved == Device::Cpu {
+    if precision == Precision::Tf32 && resolved.0 == Device::Cpu {
         bail!("--precision tf32 needs a GPU (tensor cores); the CPU computes in f32");
     }
     Ok(resolved)
 }
 
-fn pick_device(d: Device, precision: Precision) -> Result<Device> {
+fn pick_device(d: Device, precision: Precision) -> Result<(Device, String)> {
     let probe = || match Cuda::probe() {
         Ok(Some(info)) => Ok(info.describe(precision)),
         Ok(None) => Err("no CUDA driver found".to_string()),
         Err(e) => Err(format!("{e:#}")),
     };
     match d {
-        Device::Cpu => {
-            eprintln!("device: cpu");
-            Ok(Device::Cpu)
-        }
+        Device::Cpu => Ok((Device::Cpu, "device: cpu".to_string())),
         Device::Cuda => match probe() {
-            Ok(info) => {
-                eprintln!("device: cuda ({info})");
-                Ok(Device::Cuda)
-            }
+            Ok(info) => Ok((Device::Cuda, format!("device: cuda ({info})"))),
             Err(why) => bail!("--device cuda: no usable GPU: {why}"),
         },
         Device::Auto => match probe() {
-            Ok(info) => {
-                eprintln!("device: cuda ({info})");
-                Ok(Device::Cuda)
-            }
-            Err(why) => {
-                eprintln!("device: cpu ({why})");
-                Ok(Device::Cpu)
-            }
+            Ok(info) => Ok((Device::Cuda, format!("device: cuda ({info})"))),
+            Err(why) => Ok((Device::Cpu, format!("device: cpu ({why})"))),
         },
     }
 }
@@ -108,17 +63,6 @@ pub fn kernels(arch: Option<&str>) -> Result<String> {
         },
     };
     Ok(format!("{note}{}", compile::check_all(&arch, &kernel_sources())?))
-}
-
-/// A net definition from a `.dgnw` weights file or a bare `.prototxt`.
-pub fn read_netdef(path: &Path) -> Result<(NetDef, Option<WeightsFile>)> {
-    if path.extension().and_then(|e| e.to_str()) == Some("prototxt") {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let def = parse_netdef(&text).with_context(|| format!("{}", path.display()))?;
-        return Ok((def, None));
-    }
-    let file = WeightsFile::open(path)?;
-    Ok((file.netdef()?, Some(file)))
 }
 
 /// `dgnam info`: layers, output shapes and parameter counts (batch as declared).
@@ -185,21 +129,6 @@ pub fn read_input(path: &Path, def: &NetDef, pre: &Preprocess) -> Result<Tensor>
     Ok(t)
 }
 
-/// A layer name as a file name.
-pub fn file_stem(layer: &str) -> String {
-    layer.replace('/', "_")
-}
-
-fn open_weights(path: &Path) -> Result<WeightsFile> {
-    if !path.exists() && path.extension().and_then(|e| e.to_str()) == Some("dgnw") {
-        bail!(
-            "weights file {} does not exist: convert a Caffe model with dgnam-convert, or run tools/fetch-weights.sh",
-            path.display()
-        );
-    }
-    WeightsFile::open(path)
-}
-
 /// A weights file and an input for its net, preprocessed as the flags and the net say.
 fn open_with_input(net_path: &Path, input: &Path, pre: &PreprocessFlags) -> Result<(WeightsFile, Tensor)> {
     let file = open_weights(net_path)?;
@@ -212,10 +141,11 @@ fn open_with_input(net_path: &Path, input: &Path, pre: &PreprocessFlags) -> Resu
 /// `dgnam forward`: writes `<out_dir>/<layer>.npy` for each requested layer (default: the
 /// last), computed on `device` (`Cpu` or `Cuda`, see `resolve_device`). Everything is
 /// computed before anything is written.
-pub fn forward(net_path: &Path, input: &Path, layers: &[String], out_dir: &Path, pre: &PreprocessFlags, device: Device) -> Result<Vec<PathBuf>> {
+#[allow(clippy::too_many_arguments)]
+pub fn forward(net_path: &Path, input: &Path, layers: &[String], out_dir: &Path, pre: &PreprocessFlags, device: Device, precision: Precision) -> Result<Vec<PathBuf>> {
     let (file, x) = open_with_input(net_path, input, pre)?;
     let outputs = match device {
-        Device::Cuda => forward_net(&Net::<Cuda>::from_weights(&file, x.shape[0], Cuda::new(default_precision())?)?, &x, layers)?,
+        Device::Cuda => forward_net(&Net::<Cuda>::from_weights(&file, x.shape[0], Cuda::new(precision)?)?, &x, layers)?,
         Device::Cpu | Device::Auto => forward_net(&CpuNet::<f32>::from_weights(&file, x.shape[0], Cpu::new())?, &x, layers)?,
     };
     std::fs::create_dir_all(out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
@@ -257,10 +187,11 @@ pub fn backward(
     out: &Path,
     pre: &PreprocessFlags,
     device: Device,
+    precision: Precision,
 ) -> Result<()> {
     let (file, x) = open_with_input(net_path, input, pre)?;
     let grad = match device {
-        Device::Cuda => input_gradient(&Net::<Cuda>::from_weights(&file, x.shape[0], Cuda::new(default_precision())?)?, &x.data, layer, unit)?,
+        Device::Cuda => input_gradient(&Net::<Cuda>::from_weights(&file, x.shape[0], Cuda::new(precision)?)?, &x.data, layer, unit)?,
         Device::Cpu | Device::Auto => input_gradient(&CpuNet::<f32>::from_weights(&file, x.shape[0], Cpu::new())?, &x.data, layer, unit)?,
     };
     npy::write(out, &x.shape, &grad)
@@ -287,121 +218,79 @@ pub fn input_gradient<B: Kernels>(net: &Net<B>, x: &[B::Scalar], layer: &str, un
     }
 }
 
-/// Everything `dgnam synthesize` takes, as the CLI parsed it.
-#[derive(Clone, Debug)]
-pub struct SynthCommand {
-    pub net: Option<PathBuf>,
-    /// None: the default fc6 generator; `none`: pixel-space AM with hand-designed priors.
-    pub generator: Option<PathBuf>,
-    pub layer: String,
-    pub units: String,
-    pub xy: Option<(usize, usize)>,
-    pub prob: bool,
-    pub gamma: f64,
-    pub iters: usize,
-    /// None: the paper's default for the classifier (8, GoogLeNet 2).
-    pub lr: Option<f64>,
-    pub lr_end: f64,
-    pub decay: f64,
-    /// None: the shipped 3x fc6 bounds; Some("none"): no clamping.
-    pub bounds: Option<PathBuf>,
-    pub seed: u64,
-    pub init_code: Option<PathBuf>,
-    pub init_image: Option<PathBuf>,
-    /// None: 8 on the CPU, 128 on a GPU.
-    pub batch: Option<usize>,
-    pub out_dir: PathBuf,
-    pub render: crate::synth::render::Render,
-    pub save_every: Option<usize>,
-}
-
-fn open_default(given: &Option<PathBuf>, default: &str) -> Result<WeightsFile> {
-    let path = given.clone().unwrap_or_else(|| crate::synth::run::default_path(default));
-    open_weights(&path)
-}
-
-/// `dgnam synthesize` on the resolved device (pixel-space runs stay on the CPU).
-pub fn synthesize(c: &SynthCommand, device: Device) -> Result<crate::synth::run::Report> {
-    use crate::synth::run::{self, Init, SynthOptions, Units};
-    let units = Units::parse(&c.units).with_context(|| format!("--units '{}'", c.units))?;
-    let clf_file = open_default(&c.net, "weights/caffenet.dgnw")?;
-    let pixel_space = c.generator.as_ref().is_some_and(|g| g.as_os_str() == "none");
-    let bounds = match &c.bounds {
-        Some(p) if p.as_os_str() == "none" => None,
-        Some(p) => Some(run::read_bounds(p)?),
-        None => Some(run::read_bounds(&run::default_path("weights/act_range/3x/fc6.txt"))?),
-    };
-    let count = match &units {
+/// `dgnam synthesize` on the resolved device (pixel-space runs stay on the CPU). Notes
+/// (the bounds file chosen, out-of-memory retries) and progress go to `progress`.
+pub fn synthesize(o: &SynthOptions, device: Device, precision: Precision, progress: &dyn Progress) -> Result<Report> {
+    o.check()?;
+    let clf_file = open_or_default(o.net.as_deref(), crate::io::DEFAULT_NET)?;
+    let count = match &o.units {
         Units::List(l) => l.len(),
         Units::All => usize::MAX,
     };
     // On an H200, batch 128 ran 2 to 5 % faster per image than 64 (docs/gpu-report.md).
-    let batch = c.batch.unwrap_or(if device == Device::Cuda { 128 } else { 8 });
-    ensure!(batch > 0, "--batch must be at least 1");
-    let batch = batch.min(count);
+    let batch = o.batch.unwrap_or(if device == Device::Cuda { 128 } else { 8 }).min(count);
     let clf_def = clf_file.netdef()?;
     let clf_plan = Plan::new(&clf_def, batch)?;
-    let init = match (&c.init_code, &c.init_image) {
-        (Some(_), Some(_)) => bail!("--init-code and --init-image exclude each other"),
-        (Some(p), None) => {
+    let layer_blob = clf_plan.layer_output(&o.layer)?;
+    let unit_count = clf_plan.blobs[layer_blob].shape.get(1).copied().unwrap_or(0);
+    let labels = run::labels_for(o.labels.as_deref(), unit_count)?;
+    let schedule = o.schedule(default_lr(&clf_plan.name));
+    if o.pixel_space() {
+        ensure!(o.init_code.is_none() && o.init_image.is_none(), "--generator none starts from noise: --init-code and --init-image need a generator");
+        let channels = clf_plan.blobs[clf_plan.inputs[0]].shape.get(1).copied().unwrap_or(3);
+        let classifier = CpuNet::<f32>::from_weights(&clf_file, batch, Cpu::new())?;
+        let prep = Prepared { schedule, bounds: None, init: Init::Random, labels };
+        return run::synthesize_pixels(&classifier, o, &prep, &crate::synth::pixel::PixelPriors::for_channels(channels), progress);
+    }
+    let gen_file = open_or_default(o.generator.as_deref(), crate::io::DEFAULT_GENERATOR)?;
+    let gen_plan = Plan::new(&gen_file.netdef()?, 1)?;
+    let code_len = gen_plan.blobs[gen_plan.inputs[0]].len();
+    let code_layer = run::code_layer(&clf_plan, code_len, o.encoder_layer.as_deref(), o.generator.as_deref())?;
+    let bounds = match &o.bounds {
+        Some(p) if p.as_os_str() == "none" => None,
+        Some(p) => Some(run::read_bounds(p)?),
+        None => {
+            let layer = code_layer.as_deref().with_context(|| {
+                format!("no layer of the classifier has the generator's {code_len} code values, so there are no default bounds: give --bounds FILE or --bounds none")
+            })?;
+            let (path, note) = run::shipped_bounds(&crate::io::default_path(crate::io::ACT_RANGE_DIR), layer)?;
+            if let Some(note) = note {
+                progress.message(&note);
+            }
+            Some(run::read_bounds(&path)?)
+        }
+    };
+    let init = match (&o.init_code, &o.init_image) {
+        (Some(p), _) => {
             let t = npy::read(p)?;
             ensure!(t.shape.len() == 2, "{}: --init-code needs shape (N, code), got {}", p.display(), fmt_shape(&t.shape));
             Init::Codes(t.data.chunks(t.shape[1].max(1)).map(|r| r.to_vec()).collect())
         }
         (None, Some(p)) => {
+            let layer = code_layer.as_deref().with_context(|| {
+                format!("--init-image: no layer of the classifier has the generator's {code_len} code values; name one with --encoder-layer")
+            })?;
             let x = read_input(p, &clf_def, &Preprocess::default_for(3))?;
             ensure!(x.shape[0] == 1, "{}: --init-image takes one image", p.display());
             let encoder = CpuNet::<f32>::from_weights(&clf_file, 1, Cpu::new())?;
-            Init::Codes(vec![crate::synth::run::encode_image(&encoder, &x.data, "fc6")?])
+            Init::Codes(vec![run::encode_image(&encoder, &x.data, layer)?])
         }
         (None, None) => Init::Random,
     };
-    let layer_blob = clf_plan.layer_output(&c.layer)?;
-    let unit_count = clf_plan.blobs[layer_blob].shape.get(1).copied().unwrap_or(0);
-    let labels_path = run::default_path("weights/synset_words.txt");
-    let labels = match run::read_labels(&labels_path) {
-        Ok(l) if l.len() == unit_count => Some(l),
-        _ => None,
-    };
-    let opts = SynthOptions {
-        layer: c.layer.clone(),
-        units,
-        xy: c.xy,
-        prob: c.prob,
-        gamma: c.gamma,
-        schedule: crate::synth::dgn::Schedule {
-            iters: c.iters,
-            lr: c.lr.unwrap_or_else(|| default_lr(&clf_plan.name)),
-            lr_end: c.lr_end,
-            decay: c.decay,
-        },
-        bounds,
-        seed: c.seed,
-        init,
-        out_dir: c.out_dir.clone(),
-        render: c.render,
-        save_every: c.save_every,
-        labels,
-    };
-    if pixel_space {
-        let channels = clf_plan.blobs[clf_plan.inputs[0]].shape.get(1).copied().unwrap_or(3);
-        let classifier = CpuNet::<f32>::from_weights(&clf_file, batch, Cpu::new())?;
-        return run::synthesize_pixels(&classifier, &opts, &crate::synth::pixel::PixelPriors::for_channels(channels));
-    }
-    let gen_file = open_default(&c.generator, "weights/generator-fc6.dgnw")?;
+    let prep = Prepared { schedule, bounds, init, labels };
     if device == Device::Cuda {
         // Finished units are on disk after every batch, so a retry at a smaller batch
         // only redoes the batch that did not fit.
-        return with_oom_retry(batch, |batch| {
-            let cuda = Cuda::new(default_precision())?;
+        return with_oom_retry(batch, progress, |batch| {
+            let cuda = Cuda::new(precision)?;
             let classifier = Net::<Cuda>::from_weights(&clf_file, batch, cuda.share())?;
             let generator = Net::<Cuda>::from_weights(&gen_file, batch, cuda)?;
-            run::synthesize(&generator, &classifier, &opts)
+            run::synthesize(&generator, &classifier, o, &prep, progress)
         });
     }
     let classifier = CpuNet::<f32>::from_weights(&clf_file, batch, Cpu::new())?;
     let generator = CpuNet::<f32>::from_weights(&gen_file, batch, Cpu::new())?;
-    run::synthesize(&generator, &classifier, &opts)
+    run::synthesize(&generator, &classifier, o, &prep, progress)
 }
 
 /// The paper scripts' initial step size: 2 for GoogLeNet, 8 for the AlexNet family.
@@ -413,13 +302,13 @@ pub fn default_lr(net_name: &str) -> f64 {
     }
 }
 
-/// Runs `attempt` at `batch`, halving the batch (and saying so) each time the GPU runs
-/// out of memory.
-pub fn with_oom_retry<T>(mut batch: usize, mut attempt: impl FnMut(usize) -> Result<T>) -> Result<T> {
+/// Runs `attempt` at `batch`, halving the batch (and saying so to `progress`) each time
+/// the GPU runs out of memory.
+pub fn with_oom_retry<T>(mut batch: usize, progress: &dyn Progress, mut attempt: impl FnMut(usize) -> Result<T>) -> Result<T> {
     loop {
         match attempt(batch) {
             Err(e) if batch > 1 && e.chain().any(|c| c.is::<crate::device::cuda::OutOfMemory>()) => {
-                eprintln!("out of GPU memory at batch {batch}; retrying at batch {}", batch / 2);
+                progress.message(&format!("out of GPU memory at batch {batch}; retrying at batch {}", batch / 2));
                 batch /= 2;
             }
             r => return r,
@@ -430,10 +319,11 @@ pub fn with_oom_retry<T>(mut batch: usize, mut attempt: impl FnMut(usize) -> Res
 /// `dgnam act-range`: per-neuron `mean + sigma * std` (lower bound 0) of a blob over a
 /// folder of images, written as one line of numbers (the format of the shipped bounds).
 /// The blob is the newest of that name, so `fc6` means post-ReLU fc6, the code space.
-pub fn act_range(net_path: &Path, layer: &str, images: &Path, sigma: f64, out: &Path, device: Device) -> Result<(usize, usize)> {
+#[allow(clippy::too_many_arguments)]
+pub fn act_range(net_path: &Path, layer: &str, images: &Path, sigma: f64, out: &Path, device: Device, precision: Precision) -> Result<(usize, usize)> {
     let file = open_weights(net_path)?;
     match device {
-        Device::Cuda => act_range_on(&Net::<Cuda>::from_weights(&file, 1, Cuda::new(default_precision())?)?, &file, layer, images, sigma, out),
+        Device::Cuda => act_range_on(&Net::<Cuda>::from_weights(&file, 1, Cuda::new(precision)?)?, &file, layer, images, sigma, out),
         Device::Cpu | Device::Auto => act_range_on(&CpuNet::<f32>::from_weights(&file, 1, Cpu::new())?, &file, layer, images, sigma, out),
     }
 }
@@ -495,7 +385,7 @@ mod tests {
     #[test]
     fn out_of_memory_halves_the_batch_and_other_errors_do_not() {
         let mut tried = Vec::new();
-        let r = with_oom_retry(8, |b| {
+        let r = with_oom_retry(8, &crate::io::Silent, |b| {
             tried.push(b);
             if b > 2 {
                 Err(anyhow::Error::new(OutOfMemory("CUDA allocation: out of GPU memory".into())).context("layer 'conv1' forward"))
@@ -507,7 +397,7 @@ mod tests {
         assert_eq!(tried, vec![8, 4, 2]);
 
         let mut calls = 0;
-        let r: Result<()> = with_oom_retry(8, |_| {
+        let r: Result<()> = with_oom_retry(8, &crate::io::Silent, |_| {
             calls += 1;
             bail!("a corrupt weights file")
         });
@@ -515,7 +405,7 @@ mod tests {
         assert_eq!(calls, 1);
 
         // At batch 1 there is nothing left to shrink: the error stands.
-        let r: Result<()> = with_oom_retry(1, |_| Err(anyhow::Error::new(OutOfMemory("full".into()))));
+        let r: Result<()> = with_oom_retry(1, &crate::io::Silent, |_| Err(anyhow::Error::new(OutOfMemory("full".into()))));
         assert!(r.unwrap_err().to_string().contains("full"));
     }
 }

@@ -4,16 +4,15 @@
 //! classifier forward + backward to the input), timed per iteration. `dgnam bench` and
 //! `benches/kernels.rs` call these.
 
-use crate::app::{read_netdef, Device};
 use crate::device::cuda::{DeviceInfo, Precision};
 use crate::device::{Backend, Cpu, Cuda};
+use crate::io::{default_path, read_netdef, Device};
 use crate::ops::Kernels;
 use crate::synth::kernels::DgnKernels;
 use crate::caffe::NetDef;
 use crate::graph::{stored_param, Net, Node, Op, Plan};
 use crate::rng::Rng;
 use crate::synth::dgn::{Dgn, Objective, Schedule};
-use crate::synth::run::default_path;
 use crate::tensor::fmt_shape;
 use crate::weights::WeightsFile;
 use anyhow::{bail, ensure, Context, Result};

@@ -8,6 +8,7 @@ pub mod caffe;
 pub mod convert;
 pub mod fsutil;
 pub mod graph;
+pub mod io;
 pub mod ir;
 pub mod npy;
 pub mod ops;

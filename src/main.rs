@@ -2,13 +2,16 @@
 
 use clap::{Args, Parser, Subcommand};
 use dgnam::app::{self, Device};
-use dgnam::app::set_default_precision;
 use dgnam::device::cuda::Precision;
 use dgnam::bench;
 use dgnam::graph::UnitRef;
+use dgnam::io::Progress;
 use dgnam::synth::demo::run_demo;
+use dgnam::synth::options::{parse_xy, SynthOptions};
 use dgnam::synth::pixel::PixelPriors;
 use dgnam::preprocess::{read_mean_file, ChannelOrder, Mean, PreprocessFlags};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::cell::RefCell;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -45,7 +48,12 @@ enum Command {
         pre: PreArgs,
     },
     /// The preferred image of units of a classifier, through the DGN-AM generator.
-    Synthesize(SynthArgs),
+    Synthesize {
+        #[command(flatten)]
+        opts: SynthOptions,
+        #[arg(long, default_value = "auto")]
+        device: Device,
+    },
     /// Per-neuron code bounds (mean + sigma * std, at least 0) from a folder of images.
     ActRange {
         #[arg(long)]
@@ -100,64 +108,6 @@ enum Command {
         #[arg(long)]
         arch: Option<String>,
     },
-}
-
-#[derive(Args)]
-struct SynthArgs {
-    /// The generator weights (default weights/generator-fc6.dgnw; `none`: optimize pixels
-    /// directly with hand-designed priors, the baseline DGN-AM is compared against).
-    #[arg(long)]
-    generator: Option<PathBuf>,
-    /// The classifier weights (default weights/caffenet.dgnw).
-    #[arg(long)]
-    net: Option<PathBuf>,
-    #[arg(long, default_value = "fc8")]
-    layer: String,
-    /// Units of the layer: `945,643`, `945+643` (two at once, paper eq. 2) or `all`.
-    #[arg(long, default_value = "945")]
-    units: String,
-    /// Spatial position X,Y for convolutional units (default: the center).
-    #[arg(long)]
-    xy: Option<String>,
-    /// What to maximize: `activation` (the layer's own output) or `prob` (its softmax).
-    #[arg(long, default_value = "activation")]
-    objective: String,
-    /// Weight of the |a1 - a2| penalty for two units.
-    #[arg(long, default_value_t = 0.0)]
-    gamma: f64,
-    #[arg(long, default_value_t = 200)]
-    iters: usize,
-    /// Initial step size (default: 8, or 2 for GoogLeNet, as the paper's scripts).
-    #[arg(long)]
-    lr: Option<f64>,
-    #[arg(long, default_value_t = 1e-10)]
-    lr_end: f64,
-    #[arg(long, default_value_t = 0.99)]
-    decay: f64,
-    /// Per-neuron upper bounds of the code (default: the shipped 3x fc6 bounds; `none` to not clamp).
-    #[arg(long)]
-    bounds: Option<PathBuf>,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Initial codes, shape (N, code): row i starts unit i; one row starts every unit.
-    #[arg(long, conflicts_with = "init_image")]
-    init_code: Option<PathBuf>,
-    /// Start from the fc6 code of this image.
-    #[arg(long)]
-    init_image: Option<PathBuf>,
-    /// Units per batch (default: 8 on the CPU, 128 on a GPU).
-    #[arg(long)]
-    batch: Option<usize>,
-    #[arg(long, default_value = "out")]
-    out_dir: PathBuf,
-    /// How PNGs are rendered: `paper` (clip to +-120, stretch) or `mean` (add the mean back).
-    #[arg(long, default_value = "paper")]
-    render: String,
-    /// Keep the image every K iterations and write an animated GIF per unit.
-    #[arg(long)]
-    save_every: Option<usize>,
-    #[arg(long, default_value = "auto")]
-    device: Device,
 }
 
 #[derive(Args)]
@@ -234,56 +184,70 @@ impl PreArgs {
     }
 }
 
-fn parse_xy(s: &str) -> anyhow::Result<(usize, usize)> {
-    let parts: Vec<&str> = s.split(',').collect();
-    match parts.as_slice() {
-        [x, y] => Ok((x.trim().parse()?, y.trim().parse()?)),
-        _ => anyhow::bail!("expected X,Y"),
+/// The library's progress on stderr: a bar while a run goes, its notes as lines above it.
+#[derive(Default)]
+struct Bar(RefCell<Option<ProgressBar>>);
+
+impl Progress for Bar {
+    fn start(&self, total: u64, what: &str) {
+        let bar = ProgressBar::new(total);
+        let template = format!("{{bar:40}} {{pos}}/{{len}} {what}, {{per_sec}}, {{elapsed}} elapsed, {{eta}} left, {{msg}}");
+        if let Ok(style) = ProgressStyle::with_template(&template) {
+            bar.set_style(style);
+        }
+        if let Some(old) = self.0.replace(Some(bar)) {
+            old.finish_and_clear();
+        }
     }
-    .map_err(|e: anyhow::Error| anyhow::anyhow!("--xy '{s}': {e}"))
+
+    fn status(&self, what: &str) {
+        if let Some(bar) = &*self.0.borrow() {
+            bar.set_message(what.to_string());
+        }
+    }
+
+    fn advance(&self, n: u64) {
+        if let Some(bar) = &*self.0.borrow() {
+            bar.inc(n);
+        }
+    }
+
+    fn message(&self, line: &str) {
+        match &*self.0.borrow() {
+            Some(bar) => bar.suspend(|| eprintln!("{line}")),
+            None => eprintln!("{line}"),
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = self.0.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// Resolves `--device`, telling stderr which device it is.
+fn device(d: Device, precision: Precision) -> anyhow::Result<Device> {
+    let (device, line) = app::resolve_device(d, precision)?;
+    eprintln!("{line}");
+    Ok(device)
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    set_default_precision(cli.precision);
+    let precision = cli.precision;
     match cli.command {
         Command::Info { net } => print!("{}", app::info(&net)?),
         Command::Forward { net, input, layers, out_dir, device, pre } => {
             let flags = pre.flags()?;
-            let device = app::resolve_device(device)?;
-            for p in app::forward(&net, &input, &layers, &out_dir, &flags, device)? {
+            let device = self::device(device, precision)?;
+            for p in app::forward(&net, &input, &layers, &out_dir, &flags, device, precision)? {
                 println!("wrote {}", p.display());
             }
         }
-        Command::Synthesize(a) => {
-            let objective = match a.objective.as_str() {
-                "activation" => false,
-                "prob" => true,
-                o => anyhow::bail!("--objective: '{o}' is neither activation nor prob"),
-            };
-            let render = a.render.parse().map_err(|e| anyhow::anyhow!("--render: {e}"))?;
-            let cmd = app::SynthCommand {
-                net: a.net,
-                generator: a.generator,
-                layer: a.layer,
-                units: a.units,
-                xy: a.xy.as_deref().map(parse_xy).transpose()?,
-                prob: objective,
-                gamma: a.gamma,
-                iters: a.iters,
-                lr: a.lr,
-                lr_end: a.lr_end,
-                decay: a.decay,
-                bounds: a.bounds,
-                seed: a.seed,
-                init_code: a.init_code,
-                init_image: a.init_image,
-                batch: a.batch,
-                out_dir: a.out_dir,
-                render,
-                save_every: a.save_every,
-            };
-            let device = app::resolve_device(a.device)?;
-            let r = app::synthesize(&cmd, device)?;
+        Command::Synthesize { opts, device } => {
+            opts.check()?;
+            let device = self::device(device, precision)?;
+            let r = app::synthesize(&opts, device, precision, &Bar::default())?;
             println!("{} units done, {} already there; summary in {}", r.done, r.skipped, r.summary.display());
             if let Some(m) = r.montage {
                 println!("montage: {}", m.display());
@@ -294,23 +258,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::ActRange { net, layer, images, sigma, out, device } => {
-            let device = app::resolve_device(device)?;
-            let (n, neurons) = app::act_range(&net, &layer, &images, sigma, &out, device)?;
+            let device = self::device(device, precision)?;
+            let (n, neurons) = app::act_range(&net, &layer, &images, sigma, &out, device, precision)?;
             println!("wrote {}: {neurons} bounds from {n} images", out.display());
         }
         Command::Backward { net, input, layer, unit, xy, out, device, pre } => {
             let flags = pre.flags()?;
-            let xy = xy.as_deref().map(parse_xy).transpose()?;
-            let device = app::resolve_device(device)?;
-            app::backward(&net, &input, &layer, UnitRef { unit, xy }, &out, &flags, device)?;
+            let xy = xy.as_deref().map(parse_xy).transpose().map_err(|e| anyhow::anyhow!("--xy {e}"))?;
+            let device = self::device(device, precision)?;
+            app::backward(&net, &input, &layer, UnitRef { unit, xy }, &out, &flags, device, precision)?;
             println!("wrote {}", out.display());
         }
-        Command::Demo { out_dir, iters, seed } => print!("{}", run_demo(&out_dir, iters, seed)?.summary()),
+        Command::Demo { out_dir, iters, seed } => print!("{}", run_demo(&out_dir, iters, seed, &Bar::default())?.summary()),
         Command::Bench(a) => {
-            let device = app::resolve_device(a.device)?;
+            let device = self::device(a.device, precision)?;
             let json = if a.net.is_some() || a.generator.is_some() || a.batch.is_some() {
                 let opts = bench::StepOptions::resolve(a.net, a.generator, a.batch.as_deref(), a.iters, a.quick)?;
-                let report = bench::steps(device, cli.precision, &opts, &mut |row| print!("{row}"))?;
+                let report = bench::steps(device, precision, &opts, &mut |row| print!("{row}"))?;
                 report.to_json()
             } else {
                 let reps = match (a.quick, a.reps) {
@@ -319,7 +283,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     (false, None) => bench::Reps::default(),
                 };
                 let opts = bench::KernelOptions { batch: a.kernel_batch, reps, quick: a.quick, live: true };
-                bench::kernels(device, cli.precision, &opts)?.to_json()
+                bench::kernels(device, precision, &opts)?.to_json()
             };
             if let Some(path) = a.json {
                 dgnam::fsutil::write_atomic(&path, serde_json::to_string_pretty(&json)?.as_bytes())?;
@@ -331,8 +295,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A clap error as one line (`error: ... [possible values: ...]`), like every other error.
+fn one_line(rendered: &str) -> String {
+    let keep = |l: &&str| !l.trim().is_empty() && !l.starts_with("For more information") && !l.starts_with("Usage:");
+    rendered.lines().filter(keep).map(str::trim).collect::<Vec<_>>().join(" ")
+}
+
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(), // --help, --version
+        Err(e) => {
+            eprintln!("{}", one_line(&e.render().to_string()));
+            return ExitCode::from(2);
+        }
+    };
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -284,3 +284,20 @@ fn non_finite_inputs_and_weights_are_refused() {
     assert_clean_failure(&dgnam(&["forward", "--net", s(&bad), "--input", s(&x), "--out-dir", s(&out_dir)]), "layer 'conv2' blob 0");
     assert!(!out_dir.exists());
 }
+
+#[test]
+fn flag_errors_are_one_line_too() {
+    let r = dgnam(&["synthesize", "--objective", "nope"]);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("error: invalid value 'nope' for '--objective") && err.contains("activation, prob"), "{err}");
+    let r = dgnam(&["synthesize", "--render", "sepia"]);
+    assert!(String::from_utf8_lossy(&r.stderr).contains("[possible values: paper, mean]"));
+    // Help still prints in full, on stdout.
+    let r = dgnam(&["synthesize", "--help"]);
+    assert!(r.status.success());
+    for flag in ["--encoder-layer", "--labels", "--decay", "--objective"] {
+        assert!(String::from_utf8_lossy(&r.stdout).contains(flag), "{flag} missing from the help");
+    }
+}

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{argmax, fixture, scratch};
+use common::{argmax, scratch, shipped};
 use dgnam::convert;
 use dgnam::synth::demo::run_demo;
 use dgnam::synth::pixel::PixelPriors;
@@ -14,14 +14,10 @@ use std::process::Command;
 fn demo_synthesizes_each_digit_so_lenet_recognizes_it() {
     let dir = scratch("demo");
     let iters = PixelPriors::default().iters;
-    let report = run_demo(&dir, iters, 0).unwrap();
+    let report = run_demo(&dir, iters, 0, &dgnam::io::Silent).unwrap();
 
     // Classify the returned images again, independently of the demo's own numbers.
-    let m = convert::load(
-        &fixture("caffe/lenet_mnist/lenet.prototxt"),
-        &fixture("caffe/lenet_mnist/lenet_iter_10000.caffemodel"),
-    )
-    .unwrap();
+    let m = convert::load(&shipped("demo/lenet.prototxt"), &shipped("demo/lenet_iter_10000.caffemodel")).unwrap();
     let net = m.net::<f32>(10).unwrap();
     let batch: Vec<f32> = report.images.concat();
     assert_eq!(batch.len(), 10 * 28 * 28);
@@ -73,6 +69,8 @@ fn demo_command_prints_one_line_per_digit_and_the_paths() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    // The library reports, the binary prints.
+    assert!(String::from_utf8_lossy(&out.stderr).contains("demo: the preferred image of each LeNet digit"));
     let digit_lines: Vec<&str> = stdout.lines().filter(|l| l.starts_with("digit ")).collect();
     assert_eq!(digit_lines.len(), 10, "{stdout}");
     for (d, line) in digit_lines.iter().enumerate() {
@@ -81,6 +79,12 @@ fn demo_command_prints_one_line_per_digit_and_the_paths() {
     for name in ["montage.png", "demo.gif", "digit_0.png", "digit_9.png"] {
         assert!(dir.join(name).is_file(), "{name} missing");
         assert!(stdout.contains(dir.join(name).to_str().unwrap()), "{name} not printed: {stdout}");
+    }
+
+    // The model is the one shipped in weights/demo/, identical to the test fixture.
+    assert_eq!(dgnam::synth::demo::lenet_dir().canonicalize().unwrap(), shipped("demo").canonicalize().unwrap());
+    for f in ["lenet.prototxt", "lenet_iter_10000.caffemodel"] {
+        assert_eq!(std::fs::read(shipped("demo").join(f)).unwrap(), std::fs::read(common::fixture("caffe/lenet_mnist").join(f)).unwrap());
     }
 
     let bad = Command::new(env!("CARGO_BIN_EXE_dgnam")).args(["demo", "--out-dir", dir.to_str().unwrap(), "--iters", "0"]).output().unwrap();

@@ -437,3 +437,262 @@ fn a_run_killed_at_any_moment_resumes_and_lists_every_unit_once() {
     }
     assert!(String::from_utf8_lossy(&r.stdout).contains(&format!("{} already there", done_before)));
 }
+
+fn read_bytes(dir: &Path, stem: &str, ext: &str) -> Vec<u8> {
+    std::fs::read(dir.join(format!("{stem}.{ext}"))).unwrap_or_else(|e| panic!("{stem}.{ext}: {e}"))
+}
+
+#[track_caller]
+fn assert_same_unit(a: &Path, b: &Path, stem: &str) {
+    for ext in ["image.npy", "code.npy", "png"] {
+        assert!(read_bytes(a, stem, ext) == read_bytes(b, stem, ext), "{stem}.{ext} differs between {} and {}", a.display(), b.display());
+    }
+}
+
+#[test]
+fn a_units_start_depends_on_the_unit_not_its_position_or_batch() {
+    let dir = scratch("synth-keyed");
+    let (g, c) = tiny_weight_files(&dir);
+    let run = |name: &str, extra: &[&str]| {
+        let out = dir.join(name);
+        let r = synthesize(&g, &c, &out, extra);
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        out
+    };
+    let alone = run("alone", &["--units", "2"]);
+    for (name, batch) in [("all-1", "1"), ("all-3", "3"), ("all-5", "5")] {
+        assert_same_unit(&alone, &run(name, &["--units", "all", "--batch", batch]), "fc8_0002");
+    }
+    let three = run("three", &["--units", "3"]);
+    assert_same_unit(&three, &run("one-three", &["--units", "1,3"]), "fc8_0003");
+    assert_same_unit(&three, &run("four-three", &["--units", "4,0,3", "--batch", "2"]), "fc8_0003");
+    // Different units start differently.
+    assert_ne!(read_bytes(&alone, "fc8_0002", "code.npy"), read_bytes(&three, "fc8_0003", "code.npy"));
+    // A conv unit at the default position is the unit at the center.
+    let center = run("center", &["--layer", "conv1", "--units", "1"]);
+    let given = run("given", &["--layer", "conv1", "--units", "0,1", "--xy", "2,2"]);
+    assert_same_unit(&center, &given, "conv1_0001");
+}
+
+fn converted_lenet(dir: &Path) -> std::path::PathBuf {
+    let net = dir.join("lenet.dgnw");
+    let r = Command::new(env!("CARGO_BIN_EXE_dgnam-convert"))
+        .args(["--prototxt", s(&fixture("caffe/lenet_mnist/lenet.prototxt")), "--caffemodel", s(&fixture("caffe/lenet_mnist/lenet_iter_10000.caffemodel")), "-o", s(&net)])
+        .output()
+        .unwrap();
+    assert!(r.status.success());
+    net
+}
+
+#[test]
+fn pixel_space_units_are_the_same_alone_and_in_a_batch() {
+    let dir = scratch("synth-pixels-keyed");
+    let net = converted_lenet(&dir);
+    let run = |name: &str, extra: &[&str]| {
+        let out = dir.join(name);
+        let mut args = vec!["synthesize", "--generator", "none", "--net", s(&net), "--layer", "ip2", "--iters", "12", "--out-dir", s(&out)];
+        args.extend_from_slice(extra);
+        let r = Command::new(env!("CARGO_BIN_EXE_dgnam")).args(&args).output().unwrap();
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        out
+    };
+    let alone = run("alone", &["--units", "3"]);
+    assert_same_unit(&alone, &run("pair", &["--units", "1,3", "--batch", "1"]), "ip2_0003");
+    assert_same_unit(&alone, &run("batch", &["--units", "8,3,5", "--batch", "3"]), "ip2_0003");
+    let all = run("all", &["--units", "all", "--batch", "4"]);
+    assert_same_unit(&alone, &all, "ip2_0003");
+    assert_ne!(read_bytes(&all, "ip2_0003", "image.npy"), read_bytes(&all, "ip2_0004", "image.npy"));
+}
+
+#[test]
+fn decay_outside_the_half_open_unit_interval_is_refused() {
+    let dir = scratch("synth-decay");
+    let (g, c) = tiny_weight_files(&dir);
+    for bad in ["0", "1.5", "-0.5", "NaN", "inf"] {
+        let out = dir.join(format!("out-{bad}"));
+        let r = synthesize(&g, &c, &out, &["--units", "1", "--decay", bad]);
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert_eq!(r.status.code(), Some(1), "--decay {bad}: {err}");
+        let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty() && !l.starts_with("device:")).collect();
+        assert_eq!(lines.len(), 1, "{err}");
+        assert!(lines[0].starts_with("error: --decay"), "{err}");
+        assert!(!out.exists(), "--decay {bad}: output written");
+    }
+    // 1 means no decay, and is accepted.
+    let r = synthesize(&g, &c, &dir.join("out-1"), &["--units", "1", "--decay", "1"]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+}
+
+/// The tiny classifier with `units` outputs at fc8, as a weights file.
+fn tiny_classifier_with(dir: &Path, units: usize) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(fixture("tiny/classifier.prototxt")).unwrap();
+    let proto = dir.join(format!("clf{units}.prototxt"));
+    let changed = text.replace("top: \"fc8\" inner_product_param { num_output: 5 }", &format!("top: \"fc8\" inner_product_param {{ num_output: {units} }}"));
+    assert_ne!(changed, text);
+    std::fs::write(&proto, changed).unwrap();
+    let out = dir.join(format!("clf{units}.dgnw"));
+    let r = Command::new(env!("CARGO_BIN_EXE_dgnam-convert")).args(["--prototxt", s(&proto), "--random-weights", "22", "-o", s(&out)]).output().unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    out
+}
+
+fn labels_in(out: &Path) -> Vec<String> {
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    summary["units"].as_array().unwrap().iter().map(|u| u["label"].as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn labels_follow_the_number_of_units_or_the_labels_flag() {
+    let dir = scratch("synth-labels");
+    let (g, c5) = tiny_weight_files(&dir);
+    let run = |c: &Path, name: &str, extra: &[&str]| {
+        let out = dir.join(name);
+        let mut args = vec!["--units", "0,1", "--iters", "1"];
+        args.extend_from_slice(extra);
+        let r = synthesize(&g, c, &out, &args);
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        labels_in(&out)
+    };
+    assert_eq!(run(&tiny_classifier_with(&dir, 1000), "imagenet", &[]), ["tench", "goldfish"]);
+    assert_eq!(run(&tiny_classifier_with(&dir, 205), "places", &[]), ["abbey", "airport terminal"]);
+    assert_eq!(run(&c5, "none", &[]), ["fc8 #0", "fc8 #1"]);
+    let names = dir.join("names.txt");
+    std::fs::write(&names, "cat\ndog, a good one\nbird\nfish\nfrog\n").unwrap();
+    assert_eq!(run(&c5, "given", &["--labels", s(&names)]), ["cat", "dog, a good one"]);
+    // A list that does not fit the layer is an error naming the flag.
+    std::fs::write(&names, "cat\ndog\n").unwrap();
+    let r = synthesize(&g, &c5, &dir.join("bad"), &["--units", "0", "--labels", s(&names)]);
+    assert_eq!(r.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("--labels"), "{}", String::from_utf8_lossy(&r.stderr));
+}
+
+#[test]
+fn label_files_parse_in_each_shipped_format() {
+    let imagenet = dgnam::synth::run::read_labels(&common::shipped("synset_words.txt")).unwrap();
+    assert_eq!((imagenet.len(), imagenet[945].as_str()), (1000, "bell pepper"));
+    let places = dgnam::synth::run::read_labels(&common::shipped("categoryIndex_places205.txt")).unwrap();
+    assert_eq!(places.len(), 205);
+    assert_eq!((places[0].as_str(), places[13].as_str(), places[204].as_str()), ("abbey", "apartment building/outdoor", "yard"));
+}
+
+/// A generator whose code is 4x2x2 (the size of the tiny classifier's pool1), like the
+/// pool5 generator's 256x6x6 for CaffeNet.
+fn pool_generator(dir: &Path) -> std::path::PathBuf {
+    let proto = dir.join("gen-pool.prototxt");
+    std::fs::write(
+        &proto,
+        r#"name: "tiny_pool_generator"
+input: "feat"
+input_shape { dim: 1 dim: 4 dim: 2 dim: 2 }
+layer { name: "defc" type: "InnerProduct" bottom: "feat" top: "defc" inner_product_param { num_output: 48 } }
+layer { name: "relu_defc" type: "ReLU" bottom: "defc" top: "defc" relu_param { negative_slope: 0.3 } }
+layer { name: "reshape" type: "Reshape" bottom: "defc" top: "reshape_defc" reshape_param { shape { dim: 1 dim: 3 dim: 4 dim: 4 } } }
+layer { name: "deconv0" type: "Deconvolution" bottom: "reshape_defc" top: "deconv0" convolution_param { num_output: 3 kernel_size: 4 stride: 2 pad: 1 } }
+"#,
+    )
+    .unwrap();
+    let out = dir.join("gen-pool.dgnw");
+    let r = Command::new(env!("CARGO_BIN_EXE_dgnam-convert")).args(["--prototxt", s(&proto), "--random-weights", "23", "-o", s(&out)]).output().unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    out
+}
+
+#[test]
+fn init_image_encodes_at_the_layer_that_fits_the_generator() {
+    let dir = scratch("synth-encoder");
+    let (_, c) = tiny_weight_files(&dir);
+    let g = pool_generator(&dir);
+    let pics = write_pictures(&dir.join("pics"), 1);
+    let out = dir.join("out");
+    let r = synthesize(&g, &c, &out, &["--units", "2", "--init-image", s(&pics[0]), "--iters", "1"]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let code = dgnam::npy::read(&out.join("fc8_0002.code.npy")).unwrap();
+    // pool1 of the image, computed here directly.
+    let file = dgnam::weights::WeightsFile::open(&c).unwrap();
+    let net = CpuNet::<f32>::from_weights(&file, 1, dgnam::device::Cpu::new()).unwrap();
+    let x = dgnam::app::read_input(&pics[0], &file.netdef().unwrap(), &dgnam::preprocess::Preprocess::default_for(3)).unwrap();
+    let mut st = net.state().unwrap();
+    net.forward(&mut st, &[&x.data]).unwrap();
+    assert_eq!(code.shape, vec![1, 16]);
+    assert_eq!(&code.data, st.value(net.plan.blob_by_name("pool1").unwrap()));
+    let same = synthesize(&g, &c, &dir.join("out2"), &["--units", "2", "--init-image", s(&pics[0]), "--iters", "1", "--encoder-layer", "pool1"]);
+    assert!(same.status.success());
+    assert_eq!(read_bytes(&out, "fc8_0002", "code.npy"), read_bytes(&dir.join("out2"), "fc8_0002", "code.npy"));
+
+    // A layer of another size is refused, naming the flag.
+    let r = synthesize(&g, &c, &dir.join("bad"), &["--units", "2", "--init-image", s(&pics[0]), "--encoder-layer", "fc6"]);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(1), "{err}");
+    assert!(err.contains("--encoder-layer fc6") && err.contains("16"), "{err}");
+    assert!(!dir.join("bad").exists());
+}
+
+#[test]
+fn the_code_layer_and_its_shipped_bounds_follow_the_generator() {
+    use dgnam::synth::run::{code_layer, shipped_bounds};
+    let def = parse_netdef(&std::fs::read_to_string(common::shipped("caffenet.prototxt")).unwrap()).unwrap();
+    let plan = dgnam::graph::Plan::new(&def, 2).unwrap();
+    let layer = |n: usize, given: Option<&str>, gen: &str| code_layer(&plan, n, given, Some(Path::new(gen)));
+    assert_eq!(layer(4096, None, "weights/generator-fc6.dgnw").unwrap().as_deref(), Some("fc6"));
+    assert_eq!(layer(4096, None, "mine.dgnw").unwrap().as_deref(), Some("fc6"));
+    assert_eq!(layer(4096, None, "weights/generator-fc7.dgnw").unwrap().as_deref(), Some("fc7"));
+    assert_eq!(layer(9216, None, "weights/generator-pool5.dgnw").unwrap().as_deref(), Some("pool5"));
+    assert_eq!(layer(1234, None, "g.dgnw").unwrap(), None);
+    assert_eq!(layer(4096, Some("fc7"), "g.dgnw").unwrap().as_deref(), Some("fc7"));
+    let e = layer(9216, Some("fc6"), "g.dgnw").unwrap_err().to_string();
+    assert!(e.contains("--encoder-layer fc6") && e.contains("4096") && e.contains("9216"), "{e}");
+
+    let dir = common::shipped("act_range");
+    let (p, note) = shipped_bounds(&dir, "fc6").unwrap();
+    assert_eq!((p, note), (dir.join("3x/fc6.txt"), None));
+    // pool5 has no 3x bounds: 2x, and a note saying which file.
+    let (p, note) = shipped_bounds(&dir, "pool5").unwrap();
+    assert_eq!(p, dir.join("2x/pool5.txt"));
+    assert!(note.unwrap().contains("2x/pool5.txt"));
+    assert_eq!(dgnam::synth::run::read_bounds(&p).unwrap().len(), 9216);
+    assert!(shipped_bounds(&dir, "conv9").unwrap_err().to_string().contains("--bounds"));
+}
+
+#[test]
+fn a_conv_unit_also_gets_its_image_cropped_to_its_receptive_field() {
+    let dir = scratch("synth-field");
+    let (g, c) = tiny_weight_files(&dir);
+    let out = dir.join("out");
+    // conv1 is a 3x3 convolution over the 6x6 input: unit (1, 2) sees columns 1..4, rows 2..5.
+    let r = synthesize(&g, &c, &out, &["--layer", "conv1", "--units", "2", "--xy", "1,2"]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let full = image::open(out.join("conv1_0002.png")).unwrap().to_rgb8();
+    let field = image::open(out.join("conv1_0002.field.png")).unwrap().to_rgb8();
+    assert_eq!(field.dimensions(), (3, 3));
+    assert_eq!(field, image::imageops::crop_imm(&full, 1, 2, 3, 3).to_image());
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let u = &summary["units"][0];
+    assert_eq!(u["field"], serde_json::json!([1, 2, 4, 5]));
+    assert_eq!(u["field_png"], "conv1_0002.field.png");
+    // Output units see everything: no crop.
+    let r = synthesize(&g, &c, &out, &["--units", "1"]);
+    assert!(r.status.success());
+    assert!(!out.join("fc8_0001.field.png").exists());
+}
+
+#[test]
+fn default_bounds_fall_back_to_2x_and_say_which_file() {
+    let dir = scratch("synth-bounds-2x");
+    // The tiny classifier with pool1 called pool5: the 16-value generator's code layer.
+    let text = std::fs::read_to_string(fixture("tiny/classifier.prototxt")).unwrap().replace("pool1", "pool5");
+    let proto = dir.join("clf-pool5.prototxt");
+    std::fs::write(&proto, text).unwrap();
+    let c = dir.join("clf-pool5.dgnw");
+    let r = Command::new(env!("CARGO_BIN_EXE_dgnam-convert")).args(["--prototxt", s(&proto), "--random-weights", "22", "-o", s(&c)]).output().unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let g = pool_generator(&dir);
+    let r = Command::new(env!("CARGO_BIN_EXE_dgnam"))
+        .args(["synthesize", "--generator", s(&g), "--net", s(&c), "--units", "1", "--iters", "2", "--out-dir", s(&dir.join("out"))])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(err.contains("bounds: no 3x bounds for pool5; using") && err.contains("2x/pool5.txt"), "{err}");
+    // CaffeNet's 9216 pool5 bounds do not fit this tiny code: an error, after the note.
+    assert_eq!(r.status.code(), Some(1), "{err}");
+    assert!(err.contains("9216 bounds given for a code of 16"), "{err}");
+}

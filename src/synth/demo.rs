@@ -1,11 +1,12 @@
 //! `dgnam demo`: the preferred image of each of LeNet's ten digits, by pixel-space
-//! activation maximization, on the model that ships with the tests. Needs no downloads
-//! and runs in seconds on a CPU.
+//! activation maximization, on the LeNet that ships in `weights/demo/`. Needs no
+//! downloads and runs in seconds on a CPU.
 
 use super::pixel::{pixel_am, PixelPriors};
 use super::render::{montage, to_rgb, write_gif, write_png, Render};
 use crate::convert;
 use crate::graph::{CpuNet, UnitRef};
+use crate::io::Progress;
 use crate::rng::Rng;
 use anyhow::{ensure, Context, Result};
 use image::imageops::{resize, FilterType};
@@ -28,10 +29,11 @@ const GIF_DELAY_MS: u32 = 100;
 /// Extra copies of the last frame, so the GIF pauses on the result before looping.
 const GIF_HOLD: usize = 5;
 
-/// Where the shipped LeNet fixture lives: found through the crate's own directory, so the
-/// demo works from any working directory of a fresh clone.
+/// Where the shipped LeNet lives (`weights/demo/`, provenance in its PROVENANCE.md): in the
+/// working directory, else through the crate's own directory, so the demo works from any
+/// working directory of a fresh clone.
 pub fn lenet_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/caffe/lenet_mnist")
+    crate::io::default_path(crate::io::DEMO_DIR)
 }
 
 #[derive(Clone, Debug)]
@@ -91,15 +93,16 @@ fn digit_montage(images: &[f32], probs: &[f32], scale: u32) -> RgbImage {
     montage(&tiles, Some(5))
 }
 
-pub fn run_demo(out_dir: &Path, iters: usize, seed: u64) -> Result<DemoReport> {
+/// `dgnam demo` into `out_dir`; `progress` hears what it does.
+pub fn run_demo(out_dir: &Path, iters: usize, seed: u64, progress: &dyn Progress) -> Result<DemoReport> {
     let start = Instant::now();
     ensure!(iters > 0, "--iters must be at least 1");
     let dir = lenet_dir();
     let (prototxt, model) = (dir.join("lenet.prototxt"), dir.join("lenet_iter_10000.caffemodel"));
     for f in [&prototxt, &model] {
-        ensure!(f.is_file(), "the demo's LeNet model is missing: {} (it ships with the repository's tests/fixtures)", f.display());
+        ensure!(f.is_file(), "the demo's LeNet model is missing: {} (it ships in the repository's weights/demo/)", f.display());
     }
-    eprintln!("demo: the preferred image of each LeNet digit ({LAYER} units 0-9), pixel-space activation maximization, {iters} iterations, seed {seed}");
+    progress.message(&format!("demo: the preferred image of each LeNet digit ({LAYER} units 0-9), pixel-space activation maximization, {iters} iterations, seed {seed}"));
 
     let caffe = convert::load(&prototxt, &model)?;
     let net = caffe.net::<f32>(DIGITS)?;
@@ -113,7 +116,7 @@ pub fn run_demo(out_dir: &Path, iters: usize, seed: u64) -> Result<DemoReport> {
     let init: Vec<f32> = (0..DIGITS * 28 * 28).map(|_| rng.uniform(0.0, 0.1) as f32).collect();
     let units: Vec<UnitRef> = (0..DIGITS).map(|unit| UnitRef { unit, xy: None }).collect();
     let frame_every = iters.div_ceil(GIF_FRAMES);
-    let run = pixel_am(&net, LAYER, &units, &priors, &init, rng.next_u64(), Some(frame_every))?;
+    let run = pixel_am(&net, LAYER, &units, &priors, &init, &[rng.next_u64()], Some(frame_every))?;
 
     let (scores, probs) = classify(&net, &run.images)?;
     std::fs::create_dir_all(out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;

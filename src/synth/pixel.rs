@@ -62,14 +62,15 @@ pub struct PixelRun {
 /// Maximizes, for each sample n of the batch, unit `units[n]` of `layer` by gradient
 /// ascent on the input, starting from `init`. One backward pass serves the whole batch:
 /// the seed has a single 1 per sample, so each image receives the gradient of its own
-/// unit only. `seed` drives the jitter.
+/// unit only. `seeds` drive the jitter: one seed per sample gives each its own stream (a
+/// sample then moves as it would alone), a single seed one stream for the whole batch.
 pub fn pixel_am(
     net: &CpuNet<f32>,
     layer: &str,
     units: &[UnitRef],
     priors: &PixelPriors,
     init: &[f32],
-    seed: u64,
+    seeds: &[u64],
     frame_every: Option<usize>,
 ) -> Result<PixelRun> {
     let input = net.plan.inputs[0];
@@ -80,6 +81,7 @@ pub fn pixel_am(
     ensure!(units.len() == n, "{} units for a batch of {n}: give one unit per sample", units.len());
     ensure!(init.len() == n * per_image, "initial images have {} values, the net's input needs {}", init.len(), n * per_image);
     ensure!(priors.clip.0 < priors.clip.1, "clip range {:?} is empty", priors.clip);
+    ensure!(seeds.len() == 1 || seeds.len() == n, "{} jitter seeds for a batch of {n}: give one, or one per sample", seeds.len());
 
     let out = net.plan.layer_output(layer)?;
     let out_shape = &net.plan.blobs[out].shape;
@@ -91,7 +93,7 @@ pub fn pixel_am(
         seed_grad[o] = 1.0;
     }
 
-    let mut rng = Rng::new(seed);
+    let mut rngs: Vec<Rng> = seeds.iter().map(|&s| Rng::new(s)).collect();
     let mut st = net.state()?;
     let mut x = init.to_vec();
     let mut shifted = vec![0f32; x.len()];
@@ -105,8 +107,13 @@ pub fn pixel_am(
         }
         // Jitter: the net sees a shifted image, so no pixel pattern is tied to one position.
         let j = priors.jitter as i64;
-        let shifts: Vec<(i64, i64)> =
-            (0..n).map(|_| (rand_shift(&mut rng, j), rand_shift(&mut rng, j))).collect();
+        let shared = rngs.len() == 1;
+        let shifts: Vec<(i64, i64)> = (0..n)
+            .map(|s| {
+                let rng = &mut rngs[if shared { 0 } else { s }];
+                (rand_shift(rng, j), rand_shift(rng, j))
+            })
+            .collect();
         for (s, &(dx, dy)) in shifts.iter().enumerate() {
             let r = s * per_image..(s + 1) * per_image;
             roll(&x[r.clone()], &mut shifted[r], c, h, w, dx, dy);

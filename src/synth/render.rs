@@ -9,23 +9,12 @@ use std::io::Cursor;
 use std::path::Path;
 
 /// How a net-space image (BGR, mean subtracted, C x H x W f32) becomes a picture.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Render {
     /// The paper's figures: BGR -> RGB, clip to [-120, 120], stretch min..max to 0..255.
     Paper,
     /// Add the ImageNet mean back, clamp to 0..255, BGR -> RGB.
     Mean,
-}
-
-impl std::str::FromStr for Render {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> Result<Render> {
-        match s {
-            "paper" => Ok(Render::Paper),
-            "mean" => Ok(Render::Mean),
-            _ => bail!("unknown render mode '{s}' (expected paper or mean)"),
-        }
-    }
 }
 
 /// Paper clip bound: the released DGN-AM code shows images in [-120, 120].

@@ -2,10 +2,13 @@
 //! soon as its batch is done (atomically), so an interrupted run resumes where it stopped.
 
 use super::dgn::{BatchResult, Dgn, Objective, Schedule};
-use super::render::{self, Render};
+use super::field::{receptive_field, Field};
 use super::kernels::DgnKernels;
+pub use super::options::{SynthOptions, UnitSel, Units};
 use super::pixel::{pixel_am, PixelPriors};
+use super::render;
 use crate::graph::{unit_offset, BlobId, CpuNet, Net, Plan, UnitRef};
+use crate::io::{default_path, Progress, IMAGENET_LABELS, PLACES_LABELS};
 use crate::npy;
 use crate::real::Real;
 use crate::rng::Rng;
@@ -15,36 +18,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-/// One thing to visualize: a unit, or two at once (paper eq. 2).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum UnitSel {
-    One(usize),
-    Two(usize, usize),
-}
-
 impl UnitSel {
-    /// `945`, or `945+643` for two units.
-    pub fn parse(s: &str) -> Result<UnitSel> {
-        let num = |t: &str| t.trim().parse::<usize>().with_context(|| format!("'{t}' is not a unit number"));
-        Ok(match s.split_once('+') {
-            Some((a, b)) => UnitSel::Two(num(a)?, num(b)?),
-            None => UnitSel::One(num(s)?),
-        })
-    }
-
-    fn units(&self) -> Vec<usize> {
-        match *self {
-            UnitSel::One(u) => vec![u],
-            UnitSel::Two(a, b) => vec![a, b],
-        }
-    }
-
-    /// The file name stem: `fc8_0945`, `fc8_0945+0643`.
-    pub fn stem(&self, layer: &str) -> String {
-        let units: Vec<String> = self.units().iter().map(|u| format!("{u:04}")).collect();
-        format!("{}_{}", crate::app::file_stem(layer), units.join("+"))
-    }
-
     fn json(&self) -> Value {
         match *self {
             UnitSel::One(u) => json!(u),
@@ -53,61 +27,50 @@ impl UnitSel {
     }
 }
 
-#[derive(Clone, Debug, PartialEq)]
-pub enum Units {
-    List(Vec<UnitSel>),
-    All,
-}
-
-impl Units {
-    pub fn parse(s: &str) -> Result<Units> {
-        if s.trim() == "all" {
-            return Ok(Units::All);
-        }
-        let list = s.split(',').filter(|t| !t.trim().is_empty()).map(UnitSel::parse).collect::<Result<Vec<_>>>()?;
-        ensure!(!list.is_empty(), "no units given");
-        Ok(Units::List(list))
-    }
-}
-
 /// Where the initial codes come from.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Init {
-    /// N(0, 1) from the seed, unclipped; each unit draws its own stream, so a unit's start
-    /// does not depend on what else is in its batch.
+    /// N(0, 1) from the seed, unclipped; each unit draws its own stream (`unit_key`), so a
+    /// unit's start does not depend on what else is in its run or its batch.
     Random,
     /// Rows of an (N, code) array: row i starts unit i, a single row starts every unit.
     Codes(Vec<Vec<f32>>),
 }
 
+/// What a run takes beyond its options, read from files and resolved against the nets.
 #[derive(Clone, Debug)]
-pub struct SynthOptions {
-    pub layer: String,
-    pub units: Units,
-    pub xy: Option<(usize, usize)>,
-    /// Maximize the softmax probability of the unit instead of its activation.
-    pub prob: bool,
-    pub gamma: f64,
+pub struct Prepared {
     pub schedule: Schedule,
+    /// Per-neuron upper bounds of the code; None: no clamping.
     pub bounds: Option<Vec<f32>>,
-    pub seed: u64,
     pub init: Init,
-    pub out_dir: PathBuf,
-    pub render: Render,
-    pub save_every: Option<usize>,
     /// Names for the units of the layer (ImageNet classes for fc8).
     pub labels: Option<Vec<String>>,
 }
 
-/// The initial code for unit `key` under `Init::Random`.
+/// The initial code of random stream `key` (a unit's is `unit_key`) under `Init::Random`.
 pub fn random_code(seed: u64, key: usize, len: usize) -> Vec<f32> {
     let mut rng = unit_rng(seed, key);
     (0..len).map(|_| rng.normal() as f32).collect()
 }
 
-/// The random stream of unit `key`: its own, whatever else shares its batch.
+/// The random stream `key`: its own, whatever else shares its batch.
 fn unit_rng(seed: u64, key: usize) -> Rng {
     Rng::new(seed ^ (key as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+}
+
+/// The random stream key of a unit: FNV-1a of its layer, unit(s) and position (`xy` as
+/// resolved: a conv unit given no --xy is at the center and gets the center's key). It
+/// does not depend on where the unit stands in --units or in which batch it runs.
+pub fn unit_key(layer: &str, sel: &UnitSel, xy: Option<(usize, usize)>) -> usize {
+    let units: Vec<String> = sel.units().iter().map(|u| u.to_string()).collect();
+    let at = xy.map_or("-".to_string(), |(x, y)| format!("{x},{y}"));
+    let text = format!("{layer}\u{0}{}\u{0}{at}", units.join("+"));
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h as usize
 }
 
 /// Reads a bounds file: whitespace-separated numbers, one per code neuron.
@@ -118,21 +81,103 @@ pub fn read_bounds(path: &Path) -> Result<Vec<f32>> {
         .collect()
 }
 
-/// Class names from a synset_words.txt line `n01440764 tench, Tinca tinca` -> `tench`.
+/// The shipped bounds of code layer `layer` in `dir` (weights/act_range): `3x/<layer>.txt`
+/// (the paper's default), else `2x`, else `1x`; with a note saying so when it is not 3x.
+pub fn shipped_bounds(dir: &Path, layer: &str) -> Result<(PathBuf, Option<String>)> {
+    let name = format!("{}.txt", crate::io::file_stem(layer));
+    for k in ["3x", "2x", "1x"] {
+        let p = dir.join(k).join(&name);
+        if p.is_file() {
+            let note = (k != "3x").then(|| format!("bounds: no 3x bounds for {layer}; using {}", p.display()));
+            return Ok((p, note));
+        }
+    }
+    bail!("no shipped bounds for '{layer}' in {}/{{3x,2x,1x}}: give --bounds FILE, or --bounds none", dir.display())
+}
+
+/// The blob an encoder layer gives: the newest of its top's name, so `fc6` is post-ReLU.
+fn encoder_blob(plan: &Plan, layer: &str) -> Result<BlobId> {
+    let top = plan.layer_output(layer)?;
+    plan.blob_by_name(&plan.blobs[top].name)
+}
+
+/// The classifier layer whose output is the generator's code of `code_len` values per
+/// sample: `given` (--encoder-layer) when its size fits; else, among the layers of that
+/// size, the one the generator file is named after (`generator-fc7.dgnw`: fc7), else fc6,
+/// else the first. None when no layer has that size.
+pub fn code_layer(plan: &Plan, code_len: usize, given: Option<&str>, generator: Option<&Path>) -> Result<Option<String>> {
+    let per_sample = |b: BlobId| plan.blobs[b].len() / plan.batch;
+    if let Some(l) = given {
+        let n = per_sample(encoder_blob(plan, l).with_context(|| format!("--encoder-layer {l}"))?);
+        ensure!(n == code_len, "--encoder-layer {l}: '{l}' has {n} values per sample, the generator's code has {code_len}");
+        return Ok(Some(l.to_string()));
+    }
+    let fits: Vec<&str> = plan
+        .nodes
+        .iter()
+        .filter(|n| !n.tops.is_empty() && !n.bottoms.iter().any(|&b| plan.blobs[b].name == plan.blobs[n.tops[0]].name))
+        .filter(|n| encoder_blob(plan, &n.layer).is_ok_and(|b| per_sample(b) == code_len))
+        .map(|n| n.layer.as_str())
+        .collect();
+    let stem = generator.and_then(|g| g.file_stem()).map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let named = fits.iter().find(|l| stem.ends_with(&format!("-{l}")) || stem.ends_with(&format!("_{l}")));
+    Ok(named.or(fits.iter().find(|&&l| l == "fc6")).or(fits.first()).map(|l| l.to_string()))
+}
+
+/// Unit names from a file, one per line: ImageNet's `n01440764 tench, Tinca tinca` ->
+/// `tench`, Places205's `airport_terminal 1` -> `airport terminal`, anything else as it is.
 pub fn read_labels(path: &Path) -> Result<Vec<String>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read labels {}", path.display()))?;
-    Ok(text
-        .lines()
-        .map(|l| {
-            let rest = l.split_once(' ').map_or(l, |(_, r)| r);
-            rest.split(',').next().unwrap_or(rest).trim().to_string()
-        })
-        .collect())
+    let mut lines: Vec<&str> = text.lines().collect();
+    while lines.last().is_some_and(|l| l.trim().is_empty()) {
+        lines.pop();
+    }
+    Ok(lines.into_iter().map(label_of_line).collect())
+}
+
+fn label_of_line(line: &str) -> String {
+    let l = line.trim();
+    let (first, rest) = l.split_once(' ').unwrap_or((l, ""));
+    let is_synset = first.len() == 9 && first.starts_with('n') && first[1..].bytes().all(|b| b.is_ascii_digit());
+    if is_synset {
+        return rest.split(',').next().unwrap_or(rest).trim().to_string();
+    }
+    if let Some((name, index)) = l.rsplit_once(' ') {
+        if !index.is_empty() && index.bytes().all(|b| b.is_ascii_digit()) {
+            // Places' index lists sometimes keep the folder path: `/a/abbey 0`.
+            let name = name.trim();
+            let name = match name.strip_prefix('/').and_then(|n| n.split_once('/')) {
+                Some((_, n)) => n,
+                None => name,
+            };
+            return name.replace('_', " ");
+        }
+    }
+    l.to_string()
+}
+
+/// The names of a layer's `units`: from `given` (--labels, one per unit); else ImageNet's
+/// for 1000 units, Places205's for 205; else none (`fc8 #2`).
+pub fn labels_for(given: Option<&Path>, units: usize) -> Result<Option<Vec<String>>> {
+    if let Some(p) = given {
+        let l = read_labels(p).with_context(|| "--labels".to_string())?;
+        ensure!(l.len() == units, "--labels {}: {} names for the {units} units of the layer", p.display(), l.len());
+        return Ok(Some(l));
+    }
+    let shipped = match units {
+        1000 => IMAGENET_LABELS,
+        205 => PLACES_LABELS,
+        _ => return Ok(None),
+    };
+    Ok(read_labels(&default_path(shipped)).ok().filter(|l| l.len() == units))
 }
 
 struct Job {
     sel: UnitSel,
+    /// Its position in the expanded unit list (the --init-code row it takes).
     index: usize,
+    /// Its random stream (`unit_key`).
+    key: usize,
     objective: Objective,
 }
 
@@ -148,22 +193,28 @@ pub struct Report {
 }
 
 /// The units of `opts` through the DGN-AM loop of `generator` and `classifier`.
-pub fn synthesize<B: DgnKernels>(generator: &Net<B>, classifier: &Net<B>, opts: &SynthOptions) -> Result<Report> {
+pub fn synthesize<B: DgnKernels>(
+    generator: &Net<B>,
+    classifier: &Net<B>,
+    opts: &SynthOptions,
+    prep: &Prepared,
+    progress: &dyn Progress,
+) -> Result<Report> {
     let objective_blob = objective_blob(&classifier.plan, opts)?;
-    let mut dgn = Dgn::new(generator, classifier, objective_blob, opts.bounds.as_deref())?;
+    let mut dgn = Dgn::new(generator, classifier, objective_blob, prep.bounds.as_deref())?;
     let (batch, code_len) = (dgn.batch(), dgn.code_len());
-    synthesize_with(&classifier.plan, opts, batch, |jobs, progress| {
+    synthesize_with(&classifier.plan, opts, prep, batch, progress, |jobs, advance| {
         let mut init: Vec<B::Scalar> = Vec::with_capacity(batch * code_len);
         for job in jobs {
-            let row = match &opts.init {
-                Init::Random => random_code(opts.seed, job.index, code_len),
+            let row = match &prep.init {
+                Init::Random => random_code(opts.seed, job.key, code_len),
                 Init::Codes(rows) => rows[if rows.len() == 1 { 0 } else { job.index }].clone(),
             };
             ensure!(row.len() == code_len, "initial code has {} values, the generator takes {code_len}", row.len());
             init.extend(row.iter().map(|&v| B::Scalar::from_f32(v)));
         }
         let objectives: Vec<Objective> = jobs.iter().map(|j| j.objective.clone()).collect();
-        let r = dgn.run(&init, &objectives, &opts.schedule, opts.save_every, &mut |_| progress())?;
+        let r = dgn.run(&init, &objectives, &prep.schedule, opts.save_every, &mut |_| advance())?;
         let f32s = |v: &Vec<B::Scalar>| v.iter().map(|x| x.to_f32()).collect::<Vec<f32>>();
         Ok(BatchResult {
             images: r.images.iter().map(f32s).collect(),
@@ -179,28 +230,37 @@ pub fn synthesize<B: DgnKernels>(generator: &Net<B>, classifier: &Net<B>, opts: 
 
 /// `--generator none`: the units of `opts` by pixel-space activation maximization with
 /// hand-designed priors (the baseline DGN-AM is compared against). The "code" of a unit
-/// is its image.
-pub fn synthesize_pixels(classifier: &CpuNet<'_, f32>, opts: &SynthOptions, priors: &PixelPriors) -> Result<Report> {
-    ensure!(opts.init == Init::Random, "--generator none starts from noise: --init-code and --init-image need a generator");
+/// is its image. Each unit draws its start and its jitter from its own stream, so a batch
+/// gives what single runs give.
+pub fn synthesize_pixels(
+    classifier: &CpuNet<'_, f32>,
+    opts: &SynthOptions,
+    prep: &Prepared,
+    priors: &PixelPriors,
+    progress: &dyn Progress,
+) -> Result<Report> {
+    ensure!(prep.init == Init::Random, "--generator none starts from noise: --init-code and --init-image need a generator");
     let objective_blob = objective_blob(&classifier.plan, opts)?;
-    ensure!(!opts.prob, "--generator none maximizes activations; --objective prob needs a generator");
+    ensure!(!opts.prob(), "--generator none maximizes activations; --objective prob needs a generator");
     let input = classifier.plan.inputs[0];
     let batch = classifier.plan.batch;
     let per_image = classifier.plan.blobs[input].len() / batch;
     let prob = classifier.plan.softmax_of(objective_blob);
-    let priors = PixelPriors { iters: opts.schedule.iters, ..priors.clone() };
-    synthesize_with(&classifier.plan, opts, batch, |jobs, progress| {
+    let priors = PixelPriors { iters: prep.schedule.iters, ..priors.clone() };
+    synthesize_with(&classifier.plan, opts, prep, batch, progress, |jobs, advance| {
         let mut refs = Vec::with_capacity(jobs.len());
         let mut init = Vec::with_capacity(batch * per_image);
+        let mut seeds = Vec::with_capacity(jobs.len());
         for job in jobs {
             let UnitSel::One(unit) = job.sel else { bail!("--generator none takes single units, not {:?}", job.sel) };
             refs.push(UnitRef { unit, xy: opts.xy });
-            let mut rng = unit_rng(opts.seed, job.index);
+            let mut rng = unit_rng(opts.seed, job.key);
             let (lo, hi) = priors.clip;
             init.extend((0..per_image).map(|_| lo + (hi - lo) * rng.uniform(0.0, 0.1) as f32));
+            seeds.push(rng.next_u64());
         }
-        let r = pixel_am(classifier, &opts.layer, &refs, &priors, &init, opts.seed, opts.save_every)?;
-        (0..priors.iters).for_each(|_| progress());
+        let r = pixel_am(classifier, &opts.layer, &refs, &priors, &init, &seeds, opts.save_every)?;
+        (0..priors.iters).for_each(|_| advance());
         let probabilities = match prob {
             Some(p) => {
                 let mut st = classifier.state()?;
@@ -231,7 +291,7 @@ pub fn synthesize_pixels(classifier: &CpuNet<'_, f32>, opts: &SynthOptions, prio
 /// The blob the objective reads: layer L's own output, or the softmax over it.
 fn objective_blob(plan: &Plan, opts: &SynthOptions) -> Result<BlobId> {
     let layer_blob = plan.layer_output(&opts.layer)?;
-    if opts.prob {
+    if opts.prob() {
         plan.softmax_of(layer_blob).with_context(|| format!("--objective prob: no Softmax layer reads the output of '{}'", opts.layer))
     } else {
         Ok(layer_blob)
@@ -239,11 +299,13 @@ fn objective_blob(plan: &Plan, opts: &SynthOptions) -> Result<BlobId> {
 }
 
 /// Batching, resume, outputs and the summary, around an engine that turns one full batch
-/// of jobs into results (`progress` is called once per iteration).
+/// of jobs into results (`advance` is called once per iteration).
 fn synthesize_with(
     plan: &Plan,
     opts: &SynthOptions,
+    prep: &Prepared,
     batch: usize,
+    progress: &dyn Progress,
     mut engine: impl FnMut(&[&Job], &mut dyn FnMut()) -> Result<BatchResult<f32>>,
 ) -> Result<Report> {
     let layer_blob = plan.layer_output(&opts.layer)?;
@@ -252,21 +314,24 @@ fn synthesize_with(
         Units::All => (0..shape[1]).map(UnitSel::One).collect(),
         Units::List(l) => l.clone(),
     };
+    // The position the units are at: a conv unit's (default the center), none for others.
+    let at = if shape.len() == 4 { Some(opts.xy.unwrap_or((shape[3] / 2, shape[2] / 2))) } else { opts.xy };
     let mut jobs = Vec::new();
     for (index, sel) in sels.iter().enumerate() {
         let off = |u| unit_offset(&shape, UnitRef { unit: u, xy: opts.xy }, &opts.layer);
         let objective = match *sel {
             UnitSel::One(u) => Objective::Single(off(u)?),
             UnitSel::Two(a, b) => {
-                ensure!(!opts.prob, "--objective prob takes single units, not {a}+{b}");
+                ensure!(!opts.prob(), "--objective prob takes single units, not {a}+{b}");
                 Objective::Pair { a: off(a)?, b: off(b)?, gamma: opts.gamma }
             }
         };
-        jobs.push(Job { sel: sel.clone(), index, objective });
+        jobs.push(Job { sel: sel.clone(), index, key: unit_key(&opts.layer, sel, at), objective });
     }
-    if let Init::Codes(rows) = &opts.init {
+    if let Init::Codes(rows) = &prep.init {
         ensure!(rows.len() == 1 || rows.len() == jobs.len(), "--init-code has {} rows for {} units", rows.len(), jobs.len());
     }
+    let field = at.and_then(|(x, y)| receptive_field(plan, layer_blob, x, y));
     std::fs::create_dir_all(&opts.out_dir).with_context(|| format!("cannot create {}", opts.out_dir.display()))?;
     crate::fsutil::remove_stale_temporaries(&opts.out_dir)?;
     let summary_path = opts.out_dir.join("summary.json");
@@ -279,49 +344,50 @@ fn synthesize_with(
     let todo: Vec<&Job> = jobs.iter().filter(|j| !finished(&j.sel, &entries)).collect();
     let mut report = Report { skipped: jobs.len() - todo.len(), summary: summary_path.clone(), ..Report::default() };
     if report.skipped > 0 {
-        eprintln!("{} of {} units already done in {}, skipping them", report.skipped, jobs.len(), opts.out_dir.display());
+        progress.message(&format!("{} of {} units already done in {}, skipping them", report.skipped, jobs.len(), opts.out_dir.display()));
     }
     let clf_in = &plan.blobs[plan.inputs[0]].shape;
     let chw = [clf_in[1], clf_in[2], clf_in[3]];
-    let progress = progress_bar((todo.len() * opts.schedule.iters) as u64);
+    progress.start((todo.len() * prep.schedule.iters) as u64, "iterations");
     for chunk in todo.chunks(batch) {
         let started = Instant::now();
         // A short last batch is padded by repeating its last unit; the copies are dropped.
         let padded: Vec<&Job> = (0..batch).map(|i| chunk[i.min(chunk.len() - 1)]).collect();
         let first = report.done + report.skipped;
-        progress.set_message(format!("units {}..{} of {}", first + 1, first + chunk.len(), jobs.len()));
-        let result = engine(&padded, &mut || progress.inc(chunk.len() as u64))?;
+        progress.status(&format!("units {}..{} of {}", first + 1, first + chunk.len(), jobs.len()));
+        let result = engine(&padded, &mut || progress.advance(chunk.len() as u64))?;
         let seconds = started.elapsed().as_secs_f64() / chunk.len() as f64;
         for (n, job) in chunk.iter().enumerate() {
             if let Some(why) = &result.failed[n] {
-                progress.suspend(|| eprintln!("unit {} skipped: {why}", job.sel.stem(&opts.layer)));
+                progress.message(&format!("unit {} skipped: {why}", job.sel.stem(&opts.layer)));
                 report.failed.push((job.sel.stem(&opts.layer), why.clone()));
                 continue;
             }
-            let entry = write_unit(opts, job, &result, n, chw, seconds)?;
+            let entry = write_unit(opts, prep, job, &result, n, chw, field, seconds)?;
             entries.insert(job.sel.stem(&opts.layer), entry);
             report.done += 1;
         }
         write_summary(&summary_path, &jobs, &opts.layer, &entries)?;
     }
-    progress.finish_and_clear();
+    progress.finish();
     write_summary(&summary_path, &jobs, &opts.layer, &entries)?;
-    report.montage = write_montage(opts, &jobs, &entries)?;
+    report.montage = write_montage(opts, prep, &jobs, &entries)?;
     Ok(report)
 }
 
-fn progress_bar(total: u64) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::new(total);
-    let style = indicatif::ProgressStyle::with_template(
-        "{bar:40} {pos}/{len} iterations, {per_sec}, {elapsed} elapsed, {eta} left, {msg}",
-    );
-    if let Ok(style) = style {
-        bar.set_style(style);
-    }
-    bar
-}
-
-fn write_unit(opts: &SynthOptions, job: &Job, r: &BatchResult<f32>, n: usize, chw: [usize; 3], seconds: f64) -> Result<Value> {
+/// Writes one unit's files; a conv unit also gets `<stem>.field.png`, the image cropped to
+/// what the unit sees (`field`).
+#[allow(clippy::too_many_arguments)]
+fn write_unit(
+    opts: &SynthOptions,
+    prep: &Prepared,
+    job: &Job,
+    r: &BatchResult<f32>,
+    n: usize,
+    chw: [usize; 3],
+    field: Option<Field>,
+    seconds: f64,
+) -> Result<Value> {
     let stem = job.sel.stem(&opts.layer);
     let dir = &opts.out_dir;
     let (image, code) = (&r.images[n], &r.codes[n]);
@@ -329,14 +395,24 @@ fn write_unit(opts: &SynthOptions, job: &Job, r: &BatchResult<f32>, n: usize, ch
     let png = dir.join(format!("{stem}.png"));
     let image_npy = dir.join(format!("{stem}.image.npy"));
     let code_npy = dir.join(format!("{stem}.code.npy"));
-    render::write_png(&png, &render::to_rgb(image, chw[0], chw[1], chw[2], opts.render))?;
+    let rgb = render::to_rgb(image, chw[0], chw[1], chw[2], opts.render);
+    render::write_png(&png, &rgb)?;
     npy::write(&image_npy, &[1, chw[0], chw[1], chw[2]], image)?;
     npy::write(&code_npy, &[1, code.len()], code)?;
+    let field_png = match field {
+        Some(f) => {
+            let p = dir.join(format!("{stem}.field.png"));
+            let crop = image::imageops::crop_imm(&rgb, f.x0 as u32, f.y0 as u32, f.width() as u32, f.height() as u32).to_image();
+            render::write_png(&p, &crop)?;
+            Some(p)
+        }
+        None => None,
+    };
     if !r.frames.is_empty() {
         let frames: Vec<_> = r.frames.iter().map(|f| render::to_rgb(&f[n], chw[0], chw[1], chw[2], opts.render)).collect();
         render::write_gif(&dir.join(format!("{stem}.gif")), &frames, 100)?;
     }
-    let label = label_of(opts, &job.sel);
+    let label = label_of(opts, prep, &job.sel);
     let name = |p: &Path| p.file_name().map(|f| f.to_string_lossy().into_owned());
     Ok(json!({
         "layer": opts.layer,
@@ -350,11 +426,13 @@ fn write_unit(opts: &SynthOptions, job: &Job, r: &BatchResult<f32>, n: usize, ch
         "png": name(&png),
         "image": name(&image_npy),
         "code": name(&code_npy),
+        "field": field.map(|f| json!([f.x0, f.y0, f.x1, f.y1])),
+        "field_png": field_png.as_deref().and_then(name),
     }))
 }
 
-fn label_of(opts: &SynthOptions, sel: &UnitSel) -> String {
-    let one = |u: usize| match &opts.labels {
+fn label_of(opts: &SynthOptions, prep: &Prepared, sel: &UnitSel) -> String {
+    let one = |u: usize| match &prep.labels {
         Some(l) if u < l.len() => l[u].clone(),
         _ => format!("{} #{u}", opts.layer),
     };
@@ -386,7 +464,7 @@ fn write_summary(path: &Path, jobs: &[Job], layer: &str, entries: &BTreeMap<Stri
     crate::fsutil::write_atomic(path, text.as_bytes())
 }
 
-fn write_montage(opts: &SynthOptions, jobs: &[Job], entries: &BTreeMap<String, Value>) -> Result<Option<PathBuf>> {
+fn write_montage(opts: &SynthOptions, prep: &Prepared, jobs: &[Job], entries: &BTreeMap<String, Value>) -> Result<Option<PathBuf>> {
     let mut tiles = Vec::new();
     let small = jobs.len() > 64;
     for job in jobs {
@@ -397,7 +475,7 @@ fn write_montage(opts: &SynthOptions, jobs: &[Job], entries: &BTreeMap<String, V
             .to_rgb8();
         let img = if small { image::imageops::thumbnail(&img, img.width() / 2, img.height() / 2) } else { img };
         let units: Vec<String> = job.sel.units().iter().map(|u| u.to_string()).collect();
-        let mut caption = format!("{} {}", units.join("+"), label_of(opts, &job.sel));
+        let mut caption = format!("{} {}", units.join("+"), label_of(opts, prep, &job.sel));
         if let Some(p) = entry.get("probability").and_then(|p| p.as_f64()) {
             caption.push_str(&format!(" p={p:.2}"));
         }
@@ -411,23 +489,10 @@ fn write_montage(opts: &SynthOptions, jobs: &[Job], entries: &BTreeMap<String, V
     Ok(Some(path))
 }
 
-/// Paths the defaults point to: relative to the working directory, else to the crate.
-pub fn default_path(rel: &str) -> PathBuf {
-    let here = PathBuf::from(rel);
-    if here.exists() {
-        return here;
-    }
-    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
-    if shipped.exists() {
-        shipped
-    } else {
-        here
-    }
-}
-
-/// The code of an image: post-ReLU `layer` (fc6) of the classifier's forward pass.
+/// The code of an image: encoder layer `layer` of the classifier's forward pass, after any
+/// in-place layer on it (`fc6` is post-ReLU, the code space of the fc6 generator).
 pub fn encode_image<B: DgnKernels>(classifier: &Net<B>, image: &[B::Scalar], layer: &str) -> Result<Vec<f32>> {
-    let blob = classifier.plan.blob_by_name(layer)?;
+    let blob = encoder_blob(&classifier.plan, layer)?;
     let mut st = classifier.state()?;
     let batch = classifier.plan.batch;
     let per = classifier.plan.blobs[classifier.plan.inputs[0]].len() / batch;
