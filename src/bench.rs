@@ -452,8 +452,6 @@ pub struct KernelOptions {
     pub reps: Reps,
     /// A small peak measurement (tests).
     pub quick: bool,
-    /// Print each row to stdout as it is measured.
-    pub live: bool,
 }
 
 fn parse_prototxt(rel: &str) -> Result<NetDef> {
@@ -462,21 +460,21 @@ fn parse_prototxt(rel: &str) -> Result<NetDef> {
 }
 
 /// `dgnam bench`: every kernel of CaffeNet and the fc6 generator (random weights) at
-/// `opts.batch` on `device`.
-pub fn kernels(device: Device, precision: Precision, opts: &KernelOptions) -> Result<KernelReport> {
+/// `opts.batch` on `device`; `rows` gets the table's header and each row as it is measured.
+pub fn kernels(device: Device, precision: Precision, opts: &KernelOptions, rows: &mut dyn FnMut(&str)) -> Result<KernelReport> {
     match device {
         Device::Cuda => {
             let cuda = Cuda::new(precision)?;
             let info = cuda.info.clone();
             let tf32 = cuda.precision() == Precision::Tf32;
-            kernels_on(&|| Ok(cuda.share()), Some((&info, tf32)), opts)
+            kernels_on(&|| Ok(cuda.share()), Some((&info, tf32)), opts, rows)
         }
-        Device::Cpu | Device::Auto => kernels_on(&|| Ok(Cpu::<f32>::new()), None, opts),
+        Device::Cpu | Device::Auto => kernels_on(&|| Ok(Cpu::<f32>::new()), None, opts, rows),
     }
 }
 
 /// `gpu`: the device and whether its matrix products run in TF32.
-fn kernels_on<B: Fence>(make: &dyn Fn() -> Result<B>, gpu: Option<(&DeviceInfo, bool)>, opts: &KernelOptions) -> Result<KernelReport> {
+fn kernels_on<B: Fence>(make: &dyn Fn() -> Result<B>, gpu: Option<(&DeviceInfo, bool)>, opts: &KernelOptions, rows: &mut dyn FnMut(&str)) -> Result<KernelReport> {
     let backend = make()?;
     let (gemm_n, copy_mib, runs) = match (gpu, opts.quick) {
         (_, true) => (512, 16, 2),
@@ -499,15 +497,9 @@ fn kernels_on<B: Fence>(make: &dyn Fn() -> Result<B>, gpu: Option<(&DeviceInfo, 
     let generator = Net::random(&parse_prototxt("weights/generator-fc6.prototxt")?, opts.batch, 2, make()?)?;
     let classifier = Net::random(&parse_prototxt("weights/caffenet.prototxt")?, opts.batch, 3, make()?)?;
     let mut report = KernelReport { device, batch: opts.batch, peak, kernels: Vec::new() };
-    if opts.live {
-        print!("{}", report.header());
-    }
+    rows(&report.header());
     let peak = report.peak.clone();
-    let mut progress = |k: &KernelTime| {
-        if opts.live {
-            print!("{}", table_row(k, &peak));
-        }
-    };
+    let mut progress = |k: &KernelTime| rows(&table_row(k, &peak));
     report.kernels = bench_nets(&[("generator", &generator), ("caffenet", &classifier)], &opts.reps, &mut progress)?;
     Ok(report)
 }

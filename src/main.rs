@@ -282,8 +282,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     (false, Some(n)) => bench::Reps::fixed(n),
                     (false, None) => bench::Reps::default(),
                 };
-                let opts = bench::KernelOptions { batch: a.kernel_batch, reps, quick: a.quick, live: true };
-                bench::kernels(device, precision, &opts)?.to_json()
+                let opts = bench::KernelOptions { batch: a.kernel_batch, reps, quick: a.quick };
+                bench::kernels(device, precision, &opts, &mut |row| print!("{row}"))?.to_json()
             };
             if let Some(path) = a.json {
                 dgnam::fsutil::write_atomic(&path, serde_json::to_string_pretty(&json)?.as_bytes())?;
