@@ -179,6 +179,7 @@ fn forward_net<B: Kernels<Scalar = f32>>(net: &Net<B>, x: &Tensor, layers: &[Str
 }
 
 /// `dgnam backward`: d(sum over the batch of layer[n, unit (, y, x)]) / d input, on `device`.
+#[allow(clippy::too_many_arguments)]
 pub fn backward(
     net_path: &Path,
     input: &Path,

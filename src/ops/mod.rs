@@ -59,6 +59,8 @@ pub enum Aux<B: Backend> {
     Buf(B::Buf),
 }
 
+// Written out: a derive would ask `B: Default`.
+#[allow(clippy::derivable_impls)]
 impl<B: Backend> Default for Aux<B> {
     fn default() -> Self {
         Aux::None
