@@ -2,8 +2,9 @@
 //! ignored test with the reason instead of a silent pass (tests/cuda.rs):
 //! - `has_gxx`: g++ is on PATH (tools/kernel_emu runs every kernel under a host emulation);
 //! - `has_nvrtc`: libnvrtc.so* is in a directory of LD_LIBRARY_PATH or a usual system one;
-//! - `require_kernel_emu`, `require_nvrtc`: REQUIRE_KERNEL_EMU=1 / REQUIRE_NVRTC=1 (CI), under
-//!   which those tests run whatever was found, so a missing tool fails them.
+//! - `require_kernel_emu`, `require_nvrtc`: REQUIRE_KERNEL_EMU=1 / REQUIRE_NVRTC=1 (CI): the
+//!   tests run whatever was found, so a missing tool fails them.
+//!
 //! The library itself does not use these.
 
 use std::env;
