@@ -848,17 +848,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn datasheet_peaks_by_name() {
-        assert_eq!(datasheet_peak("NVIDIA H100 80GB HBM3", 80 << 30).unwrap().1, 3_350.0);
-        assert_eq!(datasheet_peak("NVIDIA H100 PCIe", 80 << 30).unwrap().0, 51_000.0);
-        assert_eq!(datasheet_peak("NVIDIA H200", 141 << 30).unwrap().1, 4_800.0);
-        assert_eq!(datasheet_peak("NVIDIA A100-SXM4-40GB", 40 << 30).unwrap().1, 1_555.0);
-        assert_eq!(datasheet_peak("NVIDIA A100-SXM4-80GB", 80 << 30).unwrap().1, 2_039.0);
-        assert_eq!(datasheet_tf32_peak("NVIDIA H100 80GB HBM3").unwrap().0, 494_700.0);
-        assert_eq!(datasheet_tf32_peak("NVIDIA H100 PCIe").unwrap().0, 378_000.0);
-        assert_eq!(datasheet_tf32_peak("NVIDIA H200").unwrap().0, 494_500.0);
-        assert!(datasheet_tf32_peak("NVIDIA H100 NVL").is_none(), "not listed: measured instead");
-        assert!(datasheet_peak("NVIDIA GeForce RTX 4090", 24 << 30).is_none());
+    fn datasheet_lookup_matches_names_to_variants() {
+        let peak = |name: &str, gib: usize| datasheet_peak(name, gib << 30).map(|p| p.2);
+        let tf32 = |name: &str| datasheet_tf32_peak(name).map(|p| p.1);
+        // nvidia-smi's names: SXM parts carry no form factor, PCIe and NVL parts do.
+        assert_eq!(peak("NVIDIA H100 80GB HBM3", 80), Some("H100 SXM datasheet"));
+        assert_eq!(peak("NVIDIA H100 PCIe", 80), Some("H100 PCIe datasheet"));
+        assert_eq!(peak("NVIDIA H100 NVL", 94), Some("H100 NVL datasheet"));
+        assert_eq!(peak("NVIDIA H200", 141), Some("H200 datasheet"));
+        assert_eq!(peak("nvidia h100 pcie", 80), Some("H100 PCIe datasheet"), "case does not matter");
+        // A100s: the memory size tells the 40 GB part from the 80 GB ones.
+        assert_eq!(peak("NVIDIA A100-SXM4-40GB", 40), Some("A100 40GB datasheet"));
+        assert_eq!(peak("NVIDIA A100-PCIE-40GB", 40), Some("A100 40GB datasheet"));
+        assert_eq!(peak("NVIDIA A100-SXM4-80GB", 80), Some("A100 80GB SXM datasheet"));
+        assert_eq!(peak("NVIDIA A100 80GB PCIe", 80), Some("A100 80GB PCIe datasheet"));
+        assert_eq!(peak("NVIDIA GeForce RTX 4090", 24), None);
+        assert_eq!(peak("Tesla V100-SXM2-16GB", 16), None);
+        assert_eq!(tf32("NVIDIA H100 80GB HBM3"), Some("H100 SXM datasheet"));
+        assert_eq!(tf32("NVIDIA H100 PCIe"), Some("H100 PCIe datasheet"));
+        assert_eq!(tf32("NVIDIA H100 NVL"), None, "not listed: measured instead");
+        assert_eq!(tf32("NVIDIA H200"), Some("H200 datasheet"));
+        assert_eq!(tf32("NVIDIA A100-SXM4-80GB"), Some("A100 datasheet"));
+        assert_eq!(tf32("NVIDIA GeForce RTX 4090"), None);
+        // The table's entries in the right rows: a PCIe part is slower than its SXM sibling.
+        let at = |name: &str| datasheet_peak(name, 80 << 30).unwrap();
+        let (sxm, pcie) = (at("NVIDIA H100 80GB HBM3"), at("NVIDIA H100 PCIe"));
+        assert!(pcie.0 < sxm.0 && pcie.1 < sxm.1, "H100 PCIe {pcie:?} vs SXM {sxm:?}");
+        assert!(at("NVIDIA A100 80GB PCIe").1 < at("NVIDIA A100-SXM4-80GB").1);
+        assert!(datasheet_tf32_peak("NVIDIA H100 PCIe").unwrap().0 < datasheet_tf32_peak("NVIDIA H100 80GB HBM3").unwrap().0);
     }
 
     #[test]

@@ -102,6 +102,7 @@ fn check_all(what: &str, mutants: impl IntoIterator<Item = (String, Vec<u8>)>, p
     }
     std::panic::set_hook(hook);
     println!("{what}: {count} mutants");
+    assert!(count > 0, "{what}: no mutants were made");
     assert!(failures.is_empty(), "{what}: {} of {count} mutants failed:\n{}", failures.len(), failures.join("\n"));
 }
 
@@ -275,6 +276,9 @@ fn prototxt_mutants() {
     ];
     for (i, path) in files.into_iter().enumerate() {
         let text = read(path.clone());
+        // The original reaches Plan::new, so mutants get past the first bytes.
+        let def = netdef::parse_netdef(&String::from_utf8_lossy(&text)).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+        Plan::new(&def, 1).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
         let mutants = generic_mutants(&text, 2000, i as u64).chain(number_mutants(&text, 2000));
         check_all(&path.display().to_string(), mutants, prototxt_to_plan);
     }
@@ -304,15 +308,18 @@ fn caffemodel_and_binaryproto_mutants() {
     };
     for name in ["layer_convolution", "layer_deconvolution", "layer_inner_product"] {
         let bytes = read(fixture(&format!("caffe/opencv_layers/{name}.caffemodel")));
+        assert!(!caffemodel::decode_caffemodel(&bytes).unwrap().is_empty(), "{name}: no layers");
         let mutants = generic_mutants(&bytes, 1000, 1).chain(huge_varint_mutants(&bytes, 200));
         check_all(name, mutants, decode_model);
     }
     // A real trained model: fewer mutants, it is 1.7 MB.
     let lenet = read(fixture("caffe/lenet_mnist/lenet_iter_10000.caffemodel"));
+    caffemodel::decode_caffemodel(&lenet).unwrap();
     let mutants = generic_mutants(&lenet, 40, 2).chain(huge_varint_mutants(&lenet, 30));
     check_all("lenet caffemodel", mutants, decode_model);
 
     let mean = read(fixture("caffe/cifar10_quick_v1/mean.binaryproto"));
+    caffemodel::decode_blob(&mean).unwrap();
     let mutants = generic_mutants(&mean, 300, 3).chain(huge_varint_mutants(&mean, 50));
     check_all("mean.binaryproto", mutants, |b| {
         let _ = caffemodel::decode_blob(b);
@@ -325,9 +332,11 @@ fn npy_mutants() {
     let parse = |b: &[u8]| {
         let _ = dgnam::npy::parse(b);
     };
+    dgnam::npy::parse(&small).unwrap();
     check_all("small npy", generic_mutants(&small, 400, 4).chain(number_mutants(&small, 100)), parse);
     // The float64 ImageNet mean: its header fully, the 1.5 MB body sparsely.
     let mean = read(fixture("caffe/imagenet_mean/ilsvrc_2012_mean.npy"));
+    dgnam::npy::parse(&mean).unwrap();
     let header = generic_mutants(&mean[..128], 128, 5).map(|(name, mut head)| {
         head.extend_from_slice(&mean[128..]);
         (format!("header mutant: {name}"), head)
@@ -347,7 +356,8 @@ fn weights_file_mutants() {
     model.write_weights(&path).unwrap();
     let bytes = read(path);
     let data_start = u64::from_le_bytes(bytes[16..24].try_into().unwrap()) as usize;
-    weights_to_net(&bytes);
+    // The original builds a net, so mutants get as far as the weights.
+    CpuNet::<f32>::from_weights(&WeightsFile::from_bytes(&bytes).unwrap(), 1, dgnam::device::Cpu::new()).unwrap();
 
     check_all("lenet.dgnw", generic_mutants(&bytes, 60, 7), weights_to_net);
     // The header in full, raw and with its checksum made right again (structure checks).

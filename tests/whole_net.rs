@@ -104,10 +104,15 @@ fn caffenet_builds_at_real_shapes() {
     for batch in [1, 4] {
         let fc8 = check_real_net("caffenet.prototxt", batch, "fc8", &[batch, 1000]);
         let prob = check_real_net("caffenet.prototxt", batch, "prob", &[batch, 1000]);
-        assert!(fc8.len() == prob.len());
+        // prob is the softmax of fc8, image by image.
         for n in 0..batch {
-            let s: f32 = prob[n * 1000..(n + 1) * 1000].iter().sum();
-            assert!((s - 1.0).abs() < 1e-4);
+            let (logits, p) = (&fc8[n * 1000..(n + 1) * 1000], &prob[n * 1000..(n + 1) * 1000]);
+            let max = logits.iter().fold(f64::MIN, |m, &v| m.max(v as f64));
+            let sum: f64 = logits.iter().map(|&v| (v as f64 - max).exp()).sum();
+            for (i, (&l, &q)) in logits.iter().zip(p).enumerate() {
+                let want = (l as f64 - max).exp() / sum;
+                assert!((q as f64 - want).abs() <= 1e-4 * want + 1e-9, "image {n}, class {i}: prob {q}, softmax of fc8 {want}");
+            }
         }
     }
 }

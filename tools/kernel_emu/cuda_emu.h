@@ -1,19 +1,25 @@
-// Minimal host emulation of the CUDA features the kernels use: one std::thread per CUDA
-// thread, blocks run one after another, __syncthreads as a block barrier, warp shuffles
-// through a per-warp exchange buffer.
+// Minimal host emulation of the CUDA features the kernels use. The threads of a block are
+// fibers (ucontext) on one OS thread, run in thread order, each until its next barrier:
+// __syncthreads is a block barrier and warp shuffles go through a per-warp exchange buffer
+// between two warp barriers. Blocks run one after another. Being cooperative, it is
+// deterministic, and a missing barrier shows as a thread reading shared memory that a
+// later thread has not written yet; real GPU races (and misaligned vector loads) stay unseen.
 #pragma once
-#include <barrier>
+#include <ucontext.h>
 #include <cmath>
+#include <cstdint>
+#include <cstdlib>
 #include <cstring>
-#include <thread>
 #include <vector>
 #include <functional>
 #include <memory>
 #include <algorithm>
+#include <set>
+#include <string>
 using std::min; using std::max;
 #define DGNAM_HOST_EMU 1
 struct dim3 { unsigned x = 1, y = 1, z = 1; };
-inline thread_local dim3 threadIdx, blockIdx;
+inline dim3 threadIdx, blockIdx;  // those of the running fiber
 inline dim3 blockDim, gridDim;
 #define __global__
 #define __device__
@@ -24,8 +30,57 @@ inline dim3 blockDim, gridDim;
 #define __align__(n) __attribute__((aligned(n)))
 struct alignas(16) float4 { float x, y, z, w; };
 inline float4 make_float4(float a, float b, float c, float d) { return {a, b, c, d}; }
-inline std::barrier<>* g_block_barrier;
-inline std::vector<std::unique_ptr<std::barrier<>>> g_warp_barriers;
+
+// Fiber switching: on x86-64 a plain swap of the callee-saved registers and the stack
+// pointer (SysV ABI), elsewhere ucontext (slower: it saves the signal mask by a syscall).
+void emu_fiber_start();
+#if defined(__x86_64__)
+extern "C" void emu_switch(void** save_sp, void* load_sp);
+asm(".text\n.globl emu_switch\n.type emu_switch,@function\nemu_switch:\n"
+    "pushq %rbp\npushq %rbx\npushq %r12\npushq %r13\npushq %r14\npushq %r15\n"
+    "movq %rsp, (%rdi)\nmovq %rsi, %rsp\n"
+    "popq %r15\npopq %r14\npopq %r13\npopq %r12\npopq %rbx\npopq %rbp\nret\n");
+struct EmuContext { void* sp; };
+inline void emu_swap(EmuContext& from, EmuContext& to) { emu_switch(&from.sp, to.sp); }
+// A new context "returns" into emu_fiber_start with the stack aligned as after a call.
+inline void emu_start(EmuContext& c, char* stack, size_t size) {
+    auto top = (uintptr_t)(stack + size) & ~(uintptr_t)15;
+    void** sp = (void**)(top - 64);
+    std::memset(sp, 0, 64);
+    sp[6] = (void*)&emu_fiber_start;
+    c.sp = sp;
+}
+#else
+struct EmuContext { ucontext_t uc; };
+inline void emu_swap(EmuContext& from, EmuContext& to) { swapcontext(&from.uc, &to.uc); }
+inline void emu_start(EmuContext& c, char* stack, size_t size) {
+    getcontext(&c.uc);
+    c.uc.uc_stack.ss_sp = stack;
+    c.uc.uc_stack.ss_size = size;
+    c.uc.uc_link = nullptr;
+    makecontext(&c.uc, emu_fiber_start, 0);
+}
+#endif
+struct EmuFiber { EmuContext ctx; bool done; };
+inline std::vector<EmuFiber> g_fibers;
+inline std::vector<std::unique_ptr<char[]>> g_stacks;
+inline EmuContext g_scheduler;
+inline unsigned g_current;
+inline std::function<void()> g_body;
+constexpr size_t EMU_STACK = 256 << 10;
+inline void emu_yield() { emu_swap(g_fibers[g_current].ctx, g_scheduler); }
+// Waits until `n` fibers have arrived; the last one to arrive goes straight on.
+struct EmuBarrier {
+    unsigned n, count = 0, generation = 0;
+    explicit EmuBarrier(unsigned n) : n(n) {}
+    void arrive_and_wait() {
+        unsigned g = generation;
+        if (++count == n) { count = 0; generation++; return; }
+        while (generation == g) emu_yield();
+    }
+};
+inline std::unique_ptr<EmuBarrier> g_block_barrier;
+inline std::vector<std::unique_ptr<EmuBarrier>> g_warp_barriers;
 inline double g_warp_buf[64][32];
 inline void __syncthreads() { g_block_barrier->arrive_and_wait(); }
 template <typename T> T __shfl_xor_sync(unsigned, T v, int o) {
@@ -63,17 +118,43 @@ inline void emu_mma_m16n8k8(float (&d)[4], const float (&a)[4], const float (&b)
     }
     g_warp_barriers[w]->arrive_and_wait();
 }
+// A fiber runs the kernel once, then hands back to the scheduler for good.
+inline void emu_fiber_start() {
+    g_body();
+    g_fibers[g_current].done = true;
+    emu_yield();
+    std::abort();  // never resumed
+}
+// Runs every block in turn, each as blockDim fibers scheduled round robin until all return.
 template <typename... A, typename... B>
 void launch(void (*k)(A...), dim3 grid, dim3 block, B... args) {
     gridDim = grid; blockDim = block;
     unsigned nt = block.x * block.y * block.z;
+    g_body = [&] { k(args...); };
+    while (g_stacks.size() < nt) g_stacks.emplace_back(new char[EMU_STACK]);
+    g_fibers.resize(nt);
     for (unsigned bz = 0; bz < grid.z; bz++) for (unsigned by = 0; by < grid.y; by++) for (unsigned bx = 0; bx < grid.x; bx++) {
-        std::barrier<> bar(nt);
-        g_block_barrier = &bar;
+        blockIdx = {bx, by, bz};
+        g_block_barrier.reset(new EmuBarrier(nt));
         g_warp_barriers.clear();
-        for (unsigned w = 0; w < (nt + 31) / 32; w++) g_warp_barriers.emplace_back(new std::barrier<>(std::min(32u, nt - w * 32)));
-        std::vector<std::thread> ts;
-        for (unsigned t = 0; t < nt; t++) ts.emplace_back([&, t] { threadIdx = {t, 0, 0}; blockIdx = {bx, by, bz}; k(args...); });
-        for (auto& th : ts) th.join();
+        for (unsigned w = 0; w < (nt + 31) / 32; w++) g_warp_barriers.emplace_back(new EmuBarrier(std::min(32u, nt - w * 32)));
+        for (unsigned t = 0; t < nt; t++) {
+            g_fibers[t].done = false;
+            emu_start(g_fibers[t].ctx, g_stacks[t].get(), EMU_STACK);
+        }
+        for (unsigned left = nt; left > 0;) {
+            left = 0;
+            for (unsigned t = 0; t < nt; t++) {
+                if (g_fibers[t].done) continue;
+                g_current = t;
+                threadIdx = {t, 0, 0};
+                emu_swap(g_scheduler, g_fibers[t].ctx);
+                left += !g_fibers[t].done;
+            }
+        }
     }
 }
+// Every launch goes through LAUNCH, which records the entry point's name: the harness
+// prints the set at the end, and the test suite checks it against kernels/*.cu.
+inline std::set<std::string> g_launched;
+#define LAUNCH(kernel, ...) (g_launched.insert(#kernel), launch(kernel, __VA_ARGS__))

@@ -1,7 +1,29 @@
-// Host check of kernels/*.cu: see run.sh.
+// Host check of kernels/*.cu: see run.sh. The cases come one per line from the file named
+// as the first argument, or from stdin ('#' starts a comment):
+//   gemm M N K trans_a trans_b batch zdiv extra_ld alpha beta tf32
+//   conv C H W O kh kw sh sw ph pw dh dw group N
+//   pool planes H W kh kw sh sw ph pw
+//   lrn N C H W local_size within
+//   softmax outer channels inner
+//   reduce outer channels inner        (channel_sums, batch_norm_backward_weights, mean_abs_rows)
+//   elementwise outer channels inner   (relu, axpby, mul_assign, bias_add, scale, batch_norm, eltwise max)
+//   dgn rows cols
+//   crop N C H W crop_h crop_w oy ox
+//   concat outer inner c0 c1 ...
+//   splitk M N splits ldc
+// Each case launches its kernels with the arguments src/backend/cuda passes (grid-stride
+// kernels on a few blocks, so each thread takes several turns) and checks every output
+// against a double-precision reference written from Caffe's definitions. Backward kernels
+// add into their gradients: each runs once from zeroed gradients and once from random ones.
+// Kernels that overwrite run on NaN-filled outputs, which they must never read.
+// Prints "ok"/"FAIL" per check, then "launched: <entry points>" and "<n> failures".
 #include "cuda_emu.h"
+#include <cstdarg>
 #include <cstdio>
+#include <fstream>
+#include <iostream>
 #include <random>
+#include <sstream>
 #include "../../kernels/common.cuh"
 #include "../../kernels/gemm.cu"
 #include "../../kernels/conv.cu"
@@ -15,100 +37,181 @@
 #include "../../kernels/eltwise.cu"
 #include "../../kernels/dgn.cu"
 
+using Vf = std::vector<float>;
+using Vd = std::vector<double>;
 static std::mt19937 rng(1);
-std::vector<float> rnd(size_t n) { std::uniform_real_distribution<float> d(-1, 1); std::vector<float> v(n); for (auto& x : v) x = d(rng); return v; }
-int failures = 0;
-void check(const char* what, const std::vector<float>& got, const std::vector<double>& want) {
-    double mx = 0, err = 0;
-    for (size_t i = 0; i < want.size(); i++) { mx = std::max(mx, std::fabs(want[i])); }
-    size_t worst = 0;
-    for (size_t i = 0; i < want.size(); i++) { double e = std::fabs(got[i] - want[i]); if (e > err) { err = e; worst = i; } }
-    bool ok = err <= 1e-4 * mx + 1e-5 && got.size() == want.size();
-    if (!ok) { failures++; printf("FAIL %s: err %g at %zu (got %g want %g) max %g\n", what, err, worst, got[worst], want[worst], mx); }
-    else printf("ok   %s (err %.2g, max %.3g)\n", what, err, mx);
-}
+Vf rnd(size_t n) { std::uniform_real_distribution<float> d(-1, 1); Vf v(n); for (auto& x : v) x = d(rng); return v; }
+Vf nans(size_t n) { return Vf(n, NAN); }
+Vd absd(const Vf& v) { Vd m(v.size()); for (size_t i = 0; i < v.size(); i++) m[i] = std::fabs(v[i]); return m; }
+Vd dbl(const Vf& v) { return Vd(v.begin(), v.end()); }
+// Backward passes start from zeroed gradients, then from random ones (accumulation).
+std::vector<Vf> starts(size_t n) { return {Vf(n, 0.0f), rnd(n)}; }
+const char* start_name(const Vf& s) { return s.empty() || s[0] == 0.0f ? "from 0" : "from random"; }
 dim3 d3(unsigned x, unsigned y = 1, unsigned z = 1) { dim3 d; d.x = x; d.y = y; d.z = z; return d; }
+std::string fmt(const char* f, ...) { char b[300]; va_list a; va_start(a, f); vsnprintf(b, sizeof b, f, a); va_end(a); return b; }
 
-void test_gemm(int M, int N, int K, int ta, int tb, int batch, int zdiv, int extra_ld, float alpha, float beta, bool tf32 = false) {
+// Per element: |got - want| <= RTOL * |want| + ATOL * mag, mag being the sum of the absolute
+// values of the terms that make up want (the accumulator it was added to included). f32
+// summation of K terms is off by at most K * 2^-24 * mag; the longest f32 sum here has
+// K = 200 (1.2e-5 * mag), so ATOL = 2e-5 holds it without flakiness, yet any missing, extra
+// or misplaced term larger than 2e-5 of its sum fails. RTOL = 1e-4 covers the few-ulp error of
+// expf/powf/sqrtf and softmax's normalization. An element whose terms are all 0 (zeroed
+// accumulators, pixels no window touches) must be exactly 0; NaN matches only NaN.
+const double RTOL = 1e-4, ATOL = 2e-5;
+int failures = 0;
+
+void report(const std::string& what, size_t n, size_t bad, size_t worst, double got, double want, double tol, double ratio) {
+    if (bad) { failures++; printf("FAIL %s: %zu of %zu differ; worst at %zu: got %.9g want %.9g (tolerance %.3g)\n", what.c_str(), bad, n, worst, got, want, tol); }
+    else printf("ok   %s (worst error %.2g of tolerance, %zu values)\n", what.c_str(), ratio, n);
+}
+
+void check(const std::string& what, const Vf& got, const Vd& want, const Vd& mag) {
+    if (got.size() != want.size() || mag.size() != want.size()) { failures++; printf("FAIL %s: %zu values, want %zu\n", what.c_str(), got.size(), want.size()); return; }
+    size_t bad = 0, worst = 0; double worst_ratio = -1;
+    for (size_t i = 0; i < want.size(); i++) {
+        double g = got[i], w = want[i], tol = RTOL * std::fabs(w) + ATOL * mag[i], e = std::fabs(g - w), ratio;
+        if (std::isnan(g) || std::isnan(w)) ratio = std::isnan(g) && std::isnan(w) ? 0 : INFINITY;
+        else ratio = e == 0 ? 0 : tol == 0 ? INFINITY : e / tol;
+        if (ratio > 1) bad++;
+        if (ratio > worst_ratio) { worst_ratio = ratio; worst = i; }
+    }
+    report(what, want.size(), bad, worst, got[worst], want[worst], RTOL * std::fabs(want[worst]) + ATOL * mag[worst], worst_ratio);
+}
+
+// Element-wise results with no sum behind them.
+void check(const std::string& what, const Vf& got, const Vd& want) {
+    Vd mag(want.size());
+    for (size_t i = 0; i < want.size(); i++) mag[i] = std::fabs(want[i]);
+    check(what, got, want, mag);
+}
+
+// Copies and selections (crop, concat, max, winners): bit for bit (NaN matches NaN).
+template <typename T> void check_exact(const std::string& what, const std::vector<T>& got, const std::vector<T>& want) {
+    if (got.size() != want.size()) { failures++; printf("FAIL %s: %zu values, want %zu\n", what.c_str(), got.size(), want.size()); return; }
+    size_t bad = 0, first = 0;
+    for (size_t i = 0; i < want.size(); i++)
+        if (std::memcmp(&got[i], &want[i], sizeof(T)) != 0 && !(got[i] != got[i] && want[i] != want[i])) { if (!bad) first = i; bad++; }
+    report(what, want.size(), bad, first, bad ? (double)got[first] : 0, bad ? (double)want[first] : 0, 0, 0);
+}
+
+void test_gemm(int M, int N, int K, int ta, int tb, int batch, int zdiv, int extra_ld, float alpha, float beta, int tf32) {
     int lda = (ta ? M : K) + extra_ld, ldb = (tb ? K : N) + extra_ld, ldc = N + extra_ld;
     long long asz = (long long)(ta ? K : M) * lda, bsz = (long long)(tb ? N : K) * ldb, csz = (long long)M * ldc;
-    // batch strides: z1 steps whole matrices, z2 a second layout (zdiv groups)
+    // batch strides: z1 steps whole runs of zdiv matrices, z2 a matrix within a run
     long long a1 = asz * zdiv, a2 = asz, b1 = bsz * zdiv, b2 = bsz, c1 = csz * zdiv, c2 = csz;
     int nz1 = (batch + zdiv - 1) / zdiv;
     auto A = rnd(asz * zdiv * nz1 + 3), B = rnd(bsz * zdiv * nz1 + 3), C = rnd(csz * zdiv * nz1 + 3);
-    std::vector<double> want(C.begin(), C.end());
+    if (beta == 0) C = nans(C.size());  // beta == 0 never reads C
+    Vd want = dbl(C), mag = absd(C);
     for (int z = 0; z < batch; z++) {
         long long ao = (z / zdiv) * a1 + (z % zdiv) * a2, bo = (z / zdiv) * b1 + (z % zdiv) * b2, co = (z / zdiv) * c1 + (z % zdiv) * c2;
         for (int m = 0; m < M; m++) for (int n = 0; n < N; n++) {
-            double s = 0;
+            double s = 0, a = 0;
             for (int k = 0; k < K; k++) {
                 float av = A[ao + (ta ? (long long)k * lda + m : (long long)m * lda + k)], bv = B[bo + (tb ? (long long)n * ldb + k : (long long)k * ldb + n)];
-                s += tf32 ? (double)emu_to_tf32(av) * emu_to_tf32(bv) : (double)av * bv;
+                double p = tf32 ? (double)emu_to_tf32(av) * emu_to_tf32(bv) : (double)av * bv;
+                s += p; a += std::fabs(p);
             }
-            double& c = want[co + (long long)m * ldc + n];
-            c = alpha * s + (beta == 0 ? 0 : beta * c);
+            size_t i = co + (long long)m * ldc + n;
+            mag[i] = std::fabs(alpha) * a + (beta == 0 ? 0 : std::fabs(beta * want[i]));
+            want[i] = alpha * s + (beta == 0 ? 0 : beta * want[i]);
         }
     }
-    std::vector<float> got = C;
-    launch(tf32 ? sgemm_tf32 : sgemm, d3((N + 63) / 64, (M + 63) / 64, batch), d3(tf32 ? 128 : 64), M, N, K, alpha, (const float*)A.data(), lda, ta, a1, a2, (const float*)B.data(), ldb, tb, b1, b2, beta, got.data(), ldc, c1, c2, zdiv);
-    char buf[200]; snprintf(buf, 200, "%s M%d N%d K%d ta%d tb%d batch%d zdiv%d ld+%d a%g b%g", tf32 ? "sgemm_tf32" : "sgemm", M, N, K, ta, tb, batch, zdiv, extra_ld, alpha, beta);
-    check(buf, got, want);
+    Vf got = C;
+    dim3 grid = d3((N + 63) / 64, (M + 63) / 64, batch);
+    if (tf32) LAUNCH(sgemm_tf32, grid, d3(128), M, N, K, alpha, (const float*)A.data(), lda, ta, a1, a2, (const float*)B.data(), ldb, tb, b1, b2, beta, got.data(), ldc, c1, c2, zdiv);
+    else LAUNCH(sgemm, grid, d3(64), M, N, K, alpha, (const float*)A.data(), lda, ta, a1, a2, (const float*)B.data(), ldb, tb, b1, b2, beta, got.data(), ldc, c1, c2, zdiv);
+    check(fmt("%s M%d N%d K%d ta%d tb%d batch%d zdiv%d ld+%d a%g b%g", tf32 ? "sgemm_tf32" : "sgemm", M, N, K, ta, tb, batch, zdiv, extra_ld, alpha, beta), got, want, mag);
+}
+
+// One f32 SGEMM launch as matmul.rs's launch_gemm makes it: C = alpha op(A) op(B) + beta C,
+// with (stride over z / zdiv, stride over z % zdiv) per operand.
+void gemm(int M, int N, int K, const float* A, int lda, int ta, long long a1, long long a2, const float* B, int ldb, int tb, long long b1, long long b2,
+          float beta, float* C, int ldc, long long c1, long long c2, int batch, int zdiv) {
+    LAUNCH(sgemm, d3((N + 63) / 64, (M + 63) / 64, batch), d3(64), M, N, K, 1.0f, A, lda, ta, a1, a2, B, ldb, tb, b1, b2, beta, C, ldc, c1, c2, zdiv);
 }
 
 void test_conv(int C, int H, int W, int O, int kh, int kw, int sh, int sw, int ph, int pw, int dh, int dw, int group, int N) {
     int OH = (H + 2 * ph - (dh * (kh - 1) + 1)) / sh + 1, OW = (W + 2 * pw - (dw * (kw - 1) + 1)) / sw + 1;
     int cg = C / group, og = O / group, kk = cg * kh * kw, ohw = OH * OW;
-    auto x = rnd((size_t)N * C * H * W), w = rnd((size_t)O * kk), dy = rnd((size_t)N * O * ohw);
-    std::vector<double> y_ref((size_t)N * O * ohw, 0.0), dx_ref((size_t)N * C * H * W, 0.0);
+    long long x_img = (long long)C * H * W, y_img = (long long)O * ohw, col_img = (long long)C * kh * kw * ohw;
+    bool pointwise = kh == 1 && kw == 1 && sh == 1 && sw == 1 && ph == 0 && pw == 0;  // matmul.rs: no im2col
+    auto x = rnd(N * x_img), w = rnd((size_t)O * kk), dy = rnd(N * y_img), col_in = rnd(N * col_img);
+    std::string g = fmt("C%d %dx%d O%d k%dx%d s%d,%d p%d,%d d%d,%d g%d N%d", C, H, W, O, kh, kw, sh, sw, ph, pw, dh, dw, group, N);
+    // Caffe's convolution loops: y = conv(x), dx = conv^T(dy), dw = dy (x) x; and the column
+    // matrix im2col makes, col2im's sums of it.
+    Vd y(N * y_img, 0), ym(y.size(), 0), dx(N * x_img, 0), dxm(dx.size(), 0), dwr(w.size(), 0), dwm(w.size(), 0);
+    Vd col(N * col_img, 0), im(N * x_img, 0), imm(im.size(), 0);
     for (int n = 0; n < N; n++) for (int o = 0; o < O; o++) for (int oh = 0; oh < OH; oh++) for (int ow = 0; ow < OW; ow++) {
-        double s = 0;
+        size_t yi = (((size_t)n * O + o) * OH + oh) * OW + ow;
         for (int c = 0; c < cg; c++) for (int ki = 0; ki < kh; ki++) for (int kj = 0; kj < kw; kj++) {
             int ih = oh * sh - ph + ki * dh, iw = ow * sw - pw + kj * dw;
             if (ih < 0 || iw < 0 || ih >= H || iw >= W) continue;
-            int ci = (o / og) * cg + c;
-            size_t xi = (((size_t)n * C + ci) * H + ih) * W + iw;
-            double wv = w[((o * cg + c) * kh + ki) * kw + kj];
-            s += x[xi] * wv;
-            dx_ref[xi] += dy[(((size_t)n * O + o) * OH + oh) * OW + ow] * wv;
+            size_t xi = (((size_t)n * C + (o / og) * cg + c) * H + ih) * W + iw, wi = ((o * cg + c) * kh + ki) * kw + kj;
+            y[yi] += (double)x[xi] * w[wi]; ym[yi] += std::fabs((double)x[xi] * w[wi]);
+            dx[xi] += (double)dy[yi] * w[wi]; dxm[xi] += std::fabs((double)dy[yi] * w[wi]);
+            dwr[wi] += (double)dy[yi] * x[xi]; dwm[wi] += std::fabs((double)dy[yi] * x[xi]);
         }
-        y_ref[(((size_t)n * O + o) * OH + oh) * OW + ow] = s;
     }
-    size_t col_img = (size_t)C * kh * kw * ohw;
-    std::vector<float> col(col_img * N), y((size_t)N * O * ohw);
-    launch(im2col, d3(7), d3(256), (const float*)x.data(), col.data(), N, C, H, W, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw);
-    launch(sgemm, d3((ohw + 63) / 64, (og + 63) / 64, N * group), d3(64), og, ohw, kk, 1.0f, (const float*)w.data(), kk, 0, 0LL, (long long)og * kk,
-           (const float*)col.data(), ohw, 0, (long long)col_img, (long long)kk * ohw, 0.0f, y.data(), ohw, (long long)O * ohw, (long long)og * ohw, group);
-    char buf[200]; snprintf(buf, 200, "conv fwd C%d %dx%d O%d k%dx%d s%d,%d p%d,%d d%d,%d g%d N%d", C, H, W, O, kh, kw, sh, sw, ph, pw, dh, dw, group, N);
-    check(buf, y, y_ref);
-    // backward data: col = W^T dy, col2im (accumulate onto a copy of ones)
-    launch(sgemm, d3((ohw + 63) / 64, (kk + 63) / 64, N * group), d3(64), kk, ohw, og, 1.0f, (const float*)w.data(), kk, 1, 0LL, (long long)og * kk,
-           (const float*)dy.data(), ohw, 0, (long long)O * ohw, (long long)og * ohw, 0.0f, col.data(), ohw, (long long)col_img, (long long)kk * ohw, group);
-    std::vector<float> dx(dx_ref.size(), 1.0f);
-    for (auto& v : dx_ref) v += 1.0;
-    launch(col2im, d3(5), d3(256), (const float*)col.data(), dx.data(), N, 1, C, H, W, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw);
-    snprintf(buf, 200, "conv bwd-data C%d %dx%d O%d k%dx%d s%d,%d p%d,%d d%d,%d g%d N%d", C, H, W, O, kh, kw, sh, sw, ph, pw, dh, dw, group, N);
-    check(buf, dx, dx_ref);
-    // backward weights: dW_g += dy_g col_g^T per image
-    std::vector<double> dw_ref((size_t)O * kk, 0.5);
-    for (int n = 0; n < N; n++) for (int o = 0; o < O; o++) for (int r = 0; r < kk; r++) {
-        int gi = o / og; double s = 0;
-        for (int p = 0; p < ohw; p++) s += (double)dy[((size_t)n * O + o) * ohw + p] * col[n * col_img + ((size_t)gi * kk + r) * ohw + p];
-        dw_ref[(size_t)o * kk + r] += s;
+    for (int n = 0; n < N; n++) for (int c = 0; c < C; c++) for (int ki = 0; ki < kh; ki++) for (int kj = 0; kj < kw; kj++)
+        for (int oh = 0; oh < OH; oh++) for (int ow = 0; ow < OW; ow++) {
+            size_t ci = n * col_img + (((size_t)c * kh + ki) * kw + kj) * ohw + oh * OW + ow;
+            int ih = oh * sh - ph + ki * dh, iw = ow * sw - pw + kj * dw;
+            if (ih < 0 || iw < 0 || ih >= H || iw >= W) continue;
+            size_t xi = (((size_t)n * C + c) * H + ih) * W + iw;
+            col[ci] = x[xi];
+            im[xi] += col_in[ci]; imm[xi] += std::fabs(col_in[ci]);
+        }
+    // im2col and col2im on their own (col2im: accumulate = 1 from 0 and from random, and
+    // accumulate = 0, the deconvolution forward's path, over NaN).
+    Vf gcol = nans(N * col_img);
+    LAUNCH(im2col, d3(7), d3(256), (const float*)x.data(), gcol.data(), N, C, H, W, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw);
+    check("im2col " + g, gcol, col);
+    for (auto& s : starts(im.size())) {
+        Vf got = s; Vd want = im, m = imm;
+        for (size_t i = 0; i < s.size(); i++) { want[i] += s[i]; m[i] += std::fabs(s[i]); }
+        LAUNCH(col2im, d3(5), d3(256), (const float*)col_in.data(), got.data(), N, 1, C, H, W, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw);
+        check(std::string("col2im accumulate ") + start_name(s) + " " + g, got, want, m);
     }
-    // recompute col of x (it was overwritten)
-    launch(im2col, d3(7), d3(256), (const float*)x.data(), col.data(), N, C, H, W, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw);
-    std::fill(dw_ref.begin(), dw_ref.end(), 0.5);
-    for (int n = 0; n < N; n++) for (int o = 0; o < O; o++) for (int r = 0; r < kk; r++) {
-        int gi = o / og; double s = 0;
-        for (int p = 0; p < ohw; p++) s += (double)dy[((size_t)n * O + o) * ohw + p] * col[n * col_img + ((size_t)gi * kk + r) * ohw + p];
-        dw_ref[(size_t)o * kk + r] += s;
+    Vf over = nans(im.size());
+    LAUNCH(col2im, d3(5), d3(256), (const float*)col_in.data(), over.data(), N, 0, C, H, W, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw);
+    check("col2im overwrite " + g, over, im, imm);
+
+    // The backend's three passes (matmul.rs: conv_apply, conv_transpose, conv_weight_grad),
+    // one run of all N images.
+    Vf cols(pointwise ? 0 : N * col_img);
+    const float* B = x.data();
+    long long b_img = x_img;
+    if (!pointwise) {
+        LAUNCH(im2col, d3(7), d3(256), (const float*)x.data(), cols.data(), N, C, H, W, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw);
+        B = cols.data(); b_img = col_img;
     }
-    std::vector<float> dwv((size_t)O * kk, 0.5f);
-    for (int n = 0; n < N; n++)
-        launch(sgemm, d3((kk + 63) / 64, (og + 63) / 64, group), d3(64), og, kk, ohw, 1.0f, (const float*)(dy.data() + (size_t)n * O * ohw), ohw, 0, 0LL, (long long)og * ohw,
-               (const float*)(col.data() + n * col_img), ohw, 1, 0LL, (long long)kk * ohw, 1.0f, dwv.data(), kk, 0LL, (long long)og * kk, group);
-    snprintf(buf, 200, "conv bwd-weights g%d N%d", group, N);
-    check(buf, dwv, dw_ref);
+    Vf gy = nans(y.size());
+    gemm(og, ohw, kk, w.data(), kk, 0, 0, (long long)og * kk, B, ohw, 0, b_img, (long long)kk * ohw, 0.0f, gy.data(), ohw, y_img, (long long)og * ohw, N * group, group);
+    check("conv forward " + g, gy, y, ym);
+    // backward data: accumulate from 0 and from random, then overwrite (deconvolution forward)
+    for (int pass = 0; pass < 3; pass++) {
+        int accumulate = pass < 2;
+        Vf got = pass == 0 ? Vf(dx.size(), 0.0f) : pass == 1 ? rnd(dx.size()) : nans(dx.size());
+        Vd want = dx, m = dxm;
+        if (accumulate) for (size_t i = 0; i < got.size(); i++) { want[i] += got[i]; m[i] += std::fabs(got[i]); }
+        if (pointwise) {
+            gemm(kk, ohw, og, w.data(), kk, 1, 0, (long long)og * kk, dy.data(), ohw, 0, y_img, (long long)og * ohw, accumulate ? 1.0f : 0.0f, got.data(), ohw, x_img, (long long)kk * ohw, N * group, group);
+        } else {
+            Vf c = nans(cols.size());
+            gemm(kk, ohw, og, w.data(), kk, 1, 0, (long long)og * kk, dy.data(), ohw, 0, y_img, (long long)og * ohw, 0.0f, c.data(), ohw, col_img, (long long)kk * ohw, N * group, group);
+            LAUNCH(col2im, d3(5), d3(256), (const float*)c.data(), got.data(), N, accumulate, C, H, W, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw);
+        }
+        check(std::string(pass == 0 ? "conv backward-data from 0 " : pass == 1 ? "conv backward-data from random " : "conv backward-data overwriting (deconv forward) ") + g, got, want, m);
+    }
+    // backward weights: dW_g += dy_g col_g^T, image by image
+    for (auto& s : starts(w.size())) {
+        Vf got = s; Vd want = dwr, m = dwm;
+        for (size_t i = 0; i < s.size(); i++) { want[i] += s[i]; m[i] += std::fabs(s[i]); }
+        for (int n = 0; n < N; n++)
+            gemm(og, kk, ohw, dy.data() + n * y_img, ohw, 0, 0, (long long)og * ohw, B + n * b_img, ohw, 1, 0, (long long)kk * ohw, 1.0f, got.data(), kk, 0, (long long)og * kk, group, group);
+        check(std::string("conv backward-weights ") + start_name(s) + " " + g, got, want, m);
+    }
 }
 
 // Caffe's pooling loops, written out as in pooling_layer.cpp.
@@ -116,39 +219,52 @@ void test_pool(int planes, int H, int W, int kh, int kw, int sh, int sw, int ph,
     auto outsz = [](int size, int k, int s, int p) { int o = (size + 2 * p - k + s - 1) / s + 1; if (p > 0 && (o - 1) * s >= size + p) o--; return o; };
     int OH = outsz(H, kh, sh, ph), OW = outsz(W, kw, sw, pw);
     auto x = rnd((size_t)planes * H * W), dy = rnd((size_t)planes * OH * OW);
-    std::vector<double> ymax(planes * OH * OW), yave(planes * OH * OW), dxmax(planes * H * W, 0), dxave(planes * H * W, 0);
+    size_t ny = planes * OH * OW, nx = planes * H * W;
+    Vd ymax(ny), yave(ny), yavem(ny), dxmax(nx, 0), dxmaxm(nx, 0), dxave(nx, 0), dxavem(nx, 0);
+    std::vector<unsigned> amax(ny);
     for (int p = 0; p < planes; p++) for (int oh = 0; oh < OH; oh++) for (int ow = 0; ow < OW; ow++) {
         int hs = oh * sh - ph, ws = ow * sw - pw, he = std::min(hs + kh, H + ph), we = std::min(ws + kw, W + pw);
         int pool = (he - hs) * (we - ws);
         int hs2 = std::max(hs, 0), ws2 = std::max(ws, 0), he2 = std::min(he, H), we2 = std::min(we, W);
-        double m = -3.402823466e+38; int arg = -1; double s = 0;
-        for (int h = hs2; h < he2; h++) for (int w = ws2; w < we2; w++) { double v = x[(p * H + h) * W + w]; if (v > m) { m = v; arg = h * W + w; } s += v; }
+        double m = -3.402823466e+38; int arg = -1; double s = 0, a = 0;
+        for (int h = hs2; h < he2; h++) for (int w = ws2; w < we2; w++) { double v = x[(p * H + h) * W + w]; if (v > m) { m = v; arg = h * W + w; } s += v; a += std::fabs(v); }
         int o = (p * OH + oh) * OW + ow;
-        ymax[o] = m; yave[o] = s / pool;
-        if (arg >= 0) dxmax[p * H * W + arg] += dy[o];
-        for (int h = hs2; h < he2; h++) for (int w = ws2; w < we2; w++) dxave[(p * H + h) * W + w] += dy[o] / pool;
+        ymax[o] = m; yave[o] = s / pool; yavem[o] = a / pool; amax[o] = arg < 0 ? 0xffffffffu : arg;
+        if (arg >= 0) { dxmax[p * H * W + arg] += dy[o]; dxmaxm[p * H * W + arg] += std::fabs(dy[o]); }
+        for (int h = hs2; h < he2; h++) for (int w = ws2; w < we2; w++) { dxave[(p * H + h) * W + w] += dy[o] / pool; dxavem[(p * H + h) * W + w] += std::fabs(dy[o]) / pool; }
     }
-    std::vector<float> y(ymax.size()), dx(dxmax.size(), 0.0f); std::vector<unsigned> am(ymax.size());
-    char buf[200]; snprintf(buf, 200, "pool %dx%d k%dx%d s%d,%d p%d,%d -> %dx%d", H, W, kh, kw, sh, sw, ph, pw, OH, OW);
-    launch(max_pool_forward, d3(3), d3(256), (const float*)x.data(), y.data(), am.data(), planes, H, W, OH, OW, kh, kw, sh, sw, ph, pw);
-    check((std::string("max fwd ") + buf).c_str(), y, ymax);
-    launch(max_pool_backward, d3(3), d3(256), (const float*)dy.data(), (const unsigned*)am.data(), dx.data(), planes, H, W, OH, OW, kh, kw, sh, sw, ph, pw);
-    check((std::string("max bwd ") + buf).c_str(), dx, dxmax);
-    launch(ave_pool_forward, d3(3), d3(256), (const float*)x.data(), y.data(), planes, H, W, OH, OW, kh, kw, sh, sw, ph, pw);
-    check((std::string("ave fwd ") + buf).c_str(), y, yave);
-    std::fill(dx.begin(), dx.end(), 0.0f);
-    launch(ave_pool_backward, d3(3), d3(256), (const float*)dy.data(), dx.data(), planes, H, W, OH, OW, kh, kw, sh, sw, ph, pw);
-    check((std::string("ave bwd ") + buf).c_str(), dx, dxave);
+    std::string g = fmt("pool %dx%d k%dx%d s%d,%d p%d,%d -> %dx%d", H, W, kh, kw, sh, sw, ph, pw, OH, OW);
+    Vf y = nans(ny); std::vector<unsigned> am(ny, 0xdeadbeefu);
+    LAUNCH(max_pool_forward, d3(3), d3(256), (const float*)x.data(), y.data(), am.data(), planes, H, W, OH, OW, kh, kw, sh, sw, ph, pw);
+    Vf ymaxf(ymax.begin(), ymax.end());
+    check_exact("max fwd " + g, y, ymaxf);
+    check_exact("max winners " + g, am, amax);
+    for (auto& s : starts(nx)) {
+        Vf dx = s; Vd want = dxmax, m = dxmaxm;
+        for (size_t i = 0; i < nx; i++) { want[i] += s[i]; m[i] += std::fabs(s[i]); }
+        LAUNCH(max_pool_backward, d3(3), d3(256), (const float*)dy.data(), (const unsigned*)am.data(), dx.data(), planes, H, W, OH, OW, kh, kw, sh, sw, ph, pw);
+        check(std::string("max bwd ") + start_name(s) + " " + g, dx, want, m);
+    }
+    y = nans(ny);
+    LAUNCH(ave_pool_forward, d3(3), d3(256), (const float*)x.data(), y.data(), planes, H, W, OH, OW, kh, kw, sh, sw, ph, pw);
+    check("ave fwd " + g, y, yave, yavem);
+    for (auto& s : starts(nx)) {
+        Vf dx = s; Vd want = dxave, m = dxavem;
+        for (size_t i = 0; i < nx; i++) { want[i] += s[i]; m[i] += std::fabs(s[i]); }
+        LAUNCH(ave_pool_backward, d3(3), d3(256), (const float*)dy.data(), dx.data(), planes, H, W, OH, OW, kh, kw, sh, sw, ph, pw);
+        check(std::string("ave bwd ") + start_name(s) + " " + g, dx, want, m);
+    }
 }
 
 void test_lrn(int N, int C, int H, int W, int size, int within) {
     float alpha = 0.7f, beta = 0.75f, k = 2.0f;
     int half = (size - 1) / 2; double nn = within ? size * size : size;
-    double add = within ? 1.0 : k, mul = alpha / nn, coef = 2 * alpha * beta / nn;
+    // layers.rs lrn_constants, as f32
+    float add = within ? 1.0f : k, mul = (float)(alpha / nn), coef = (float)(2 * alpha * beta / nn);
     size_t total = (size_t)N * C * H * W;
     auto x = rnd(total), dy = rnd(total);
     auto at = [&](int n, int c, int h, int w) { return (((size_t)n * C + c) * H + h) * W + w; };
-    std::vector<double> scale(total), y(total), dx(total);
+    Vd scale(total), y(total), dx(total), dxm(total);
     auto win = [&](int n, int c, int h, int w, auto f) { double s = 0;
         if (!within) { for (int cc = c - half; cc <= c + half; cc++) if (cc >= 0 && cc < C) s += f(at(n, cc, h, w)); }
         else for (int hh = h - half; hh <= h + half; hh++) for (int ww = w - half; ww <= w + half; ww++) if (hh >= 0 && hh < H && ww >= 0 && ww < W) s += f(at(n, c, hh, ww));
@@ -160,144 +276,312 @@ void test_lrn(int N, int C, int H, int W, int size, int within) {
     }
     for (int n = 0; n < N; n++) for (int c = 0; c < C; c++) for (int h = 0; h < H; h++) for (int w = 0; w < W; w++) {
         size_t i = at(n, c, h, w);
-        dx[i] = 0.25 + dy[i] * std::pow(scale[i], -beta) - coef * x[i] * win(n, c, h, w, [&](size_t j) { return dy[j] * y[j] / scale[j]; });
+        double s = win(n, c, h, w, [&](size_t j) { return dy[j] * y[j] / scale[j]; }), sa = win(n, c, h, w, [&](size_t j) { return std::fabs(dy[j] * y[j] / scale[j]); });
+        dx[i] = dy[i] * std::pow(scale[i], -beta) - coef * x[i] * s;
+        dxm[i] = std::fabs(dy[i] * std::pow(scale[i], -beta)) + coef * std::fabs(x[i]) * sa;
     }
-    std::vector<float> gy(total), gs(total), gdx(total, 0.25f);
-    launch(lrn_forward, d3(4), d3(256), (const float*)x.data(), gy.data(), gs.data(), (long long)total, C, H, W, half, within, (float)add, (float)mul, beta);
-    check(within ? "lrn within fwd" : "lrn across fwd", gy, y);
-    check(within ? "lrn within scale" : "lrn across scale", gs, scale);
-    launch(lrn_backward, d3(4), d3(256), (const float*)x.data(), (const float*)gy.data(), (const float*)gs.data(), (const float*)dy.data(), gdx.data(), (long long)total, C, H, W, half, within, beta, (float)coef);
-    check(within ? "lrn within bwd" : "lrn across bwd", gdx, dx);
+    std::string g = fmt("lrn %s N%d C%d %dx%d size %d", within ? "within" : "across", N, C, H, W, size);
+    Vf gy = nans(total), gs = nans(total);
+    LAUNCH(lrn_forward, d3(4), d3(256), (const float*)x.data(), gy.data(), gs.data(), (long long)total, C, H, W, half, within, add, mul, beta);
+    check(g + " fwd", gy, y);
+    check(g + " scale", gs, scale);
+    for (auto& s : starts(total)) {
+        Vf got = s; Vd want = dx, m = dxm;
+        for (size_t i = 0; i < total; i++) { want[i] += s[i]; m[i] += std::fabs(s[i]); }
+        LAUNCH(lrn_backward, d3(4), d3(256), (const float*)x.data(), (const float*)gy.data(), (const float*)gs.data(), (const float*)dy.data(), got.data(), (long long)total, C, H, W, half, within, beta, coef);
+        check(g + " bwd " + start_name(s), got, want, m);
+    }
 }
 
 void test_softmax(int outer, int channels, int inner) {
     auto x = rnd((size_t)outer * channels * inner), dy = rnd(x.size());
     for (auto& v : x) v *= 10;
-    std::vector<double> y(x.size()), dx(x.size());
+    Vd y(x.size()), dx(x.size()), dxm(x.size());
     for (int o = 0; o < outer; o++) for (int i = 0; i < inner; i++) {
         auto at = [&](int c) { return ((size_t)o * channels + c) * inner + i; };
-        double m = -1e30, s = 0, d = 0;
+        double m = -1e30, s = 0, d = 0, da = 0;
         for (int c = 0; c < channels; c++) m = std::max(m, (double)x[at(c)]);
         for (int c = 0; c < channels; c++) s += std::exp(x[at(c)] - m);
-        for (int c = 0; c < channels; c++) { y[at(c)] = std::exp(x[at(c)] - m) / s; d += dy[at(c)] * y[at(c)]; }
-        for (int c = 0; c < channels; c++) dx[at(c)] = 1.0 + y[at(c)] * (dy[at(c)] - d);
+        for (int c = 0; c < channels; c++) { y[at(c)] = std::exp(x[at(c)] - m) / s; d += dy[at(c)] * y[at(c)]; da += std::fabs(dy[at(c)] * y[at(c)]); }
+        for (int c = 0; c < channels; c++) { dx[at(c)] = y[at(c)] * (dy[at(c)] - d); dxm[at(c)] = y[at(c)] * (std::fabs(dy[at(c)]) + da); }
     }
-    std::vector<float> gy(x.size()), gdx(x.size(), 1.0f);
-    launch(softmax_forward, d3(outer * inner), d3(256), (const float*)x.data(), gy.data(), channels, inner);
-    check("softmax fwd", gy, y);
-    launch(softmax_backward, d3(outer * inner), d3(256), (const float*)gy.data(), (const float*)dy.data(), gdx.data(), channels, inner);
-    check("softmax bwd", gdx, dx);
+    std::string g = fmt("softmax %dx%dx%d", outer, channels, inner);
+    Vf gy = nans(x.size());
+    LAUNCH(softmax_forward, d3(outer * inner), d3(256), (const float*)x.data(), gy.data(), channels, inner);
+    check(g + " fwd", gy, y);
+    for (auto& s : starts(x.size())) {
+        Vf got = s; Vd want = dx, m = dxm;
+        for (size_t i = 0; i < s.size(); i++) { want[i] += s[i]; m[i] += std::fabs(s[i]); }
+        LAUNCH(softmax_backward, d3(outer * inner), d3(256), (const float*)gy.data(), (const float*)dy.data(), got.data(), channels, inner);
+        check(g + " bwd " + start_name(s), got, want, m);
+    }
 }
 
 void test_reduce(int outer, int channels, int inner) {
     auto dy = rnd((size_t)outer * channels * inner), x = rnd(dy.size()), mean = rnd(channels), var = rnd(channels);
     for (auto& v : var) v = std::fabs(v) + 0.5f;
-    std::vector<float> factor = {0.9f};
-    std::vector<double> s1(channels, 1.0), s2(channels, 1.0), dm(channels, 0.0), dv(channels, 0.0);
-    double inv_s = 1.0 / 0.9f;
+    std::string g = fmt("%dx%dx%d", outer, channels, inner);
+    Vd s1(channels, 0), s1m(channels, 0), s2(channels, 0), s2m(channels, 0);
     for (int o = 0; o < outer; o++) for (int c = 0; c < channels; c++) for (int i = 0; i < inner; i++) {
         size_t j = ((size_t)o * channels + c) * inner + i;
-        s1[c] += dy[j]; s2[c] += (double)dy[j] * x[j];
-        double v = var[c] * inv_s + 1e-5;
-        dm[c] += -dy[j] * inv_s / std::sqrt(v);
-        dv[c] += -0.5 * dy[j] * (x[j] - mean[c] * inv_s) * inv_s / (v * std::sqrt(v));
+        s1[c] += dy[j]; s1m[c] += std::fabs(dy[j]); s2[c] += (double)dy[j] * x[j]; s2m[c] += std::fabs((double)dy[j] * x[j]);
     }
-    std::vector<float> g1(channels, 1.0f), g2(channels, 1.0f), gm(channels, 0.0f), gv(channels, 0.0f);
-    launch(channel_sums, d3(channels), d3(256), (const float*)dy.data(), (const float*)dy.data(), 0, g1.data(), outer, channels, inner);
-    launch(channel_sums, d3(channels), d3(256), (const float*)dy.data(), (const float*)x.data(), 1, g2.data(), outer, channels, inner);
-    check("channel sums", g1, s1);
-    check("channel dot", g2, s2);
-    launch(batch_norm_backward_weights, d3(channels), d3(256), (const float*)x.data(), (const float*)dy.data(), (const float*)mean.data(), (const float*)var.data(), (const float*)factor.data(), gm.data(), gv.data(), outer, channels, inner, 1e-5f);
-    check("bn dmean", gm, dm);
-    check("bn dvar", gv, dv);
-    int rows = outer, cols = channels * inner;
-    std::vector<double> mar(rows); std::vector<float> gmar(rows);
-    for (int r = 0; r < rows; r++) { double s = 0; for (int c = 0; c < cols; c++) s += std::fabs(dy[(size_t)r * cols + c]); mar[r] = s / cols; }
-    launch(mean_abs_rows, d3(rows), d3(256), (const float*)dy.data(), gmar.data(), cols);
-    check("mean_abs_rows", gmar, mar);
-}
-
-void test_misc() {
-    int rows = 3, cols = 700;
-    auto code = rnd(rows * cols), grad = rnd(rows * cols), upper = rnd(cols);
-    for (auto& u : upper) u = std::fabs(u) * 0.5f;
-    std::vector<float> step = {2.0f, 0.0f, -1.5f}, active = {1, 0, 1};
-    std::vector<double> want(code.begin(), code.end());
-    for (int r = 0; r < rows; r++) if (active[r] != 0) for (int j = 0; j < cols; j++) {
-        double v = code[r * cols + j] + step[r] * grad[r * cols + j];
-        v = std::min(std::max(v, 0.0), (double)upper[j]);
-        want[r * cols + j] = v * 0.99f;
+    for (auto& s : starts(channels)) {
+        Vf g1 = s, g2 = s; Vd w1 = s1, m1 = s1m, w2 = s2, m2 = s2m;
+        for (int c = 0; c < channels; c++) { w1[c] += s[c]; w2[c] += s[c]; m1[c] += std::fabs(s[c]); m2[c] += std::fabs(s[c]); }
+        // layers.rs channel_sums: without x, dy is passed in its place
+        LAUNCH(channel_sums, d3(channels), d3(256), (const float*)dy.data(), (const float*)dy.data(), 0, g1.data(), outer, channels, inner);
+        LAUNCH(channel_sums, d3(channels), d3(256), (const float*)dy.data(), (const float*)x.data(), 1, g2.data(), outer, channels, inner);
+        check("channel sums " + g + " " + start_name(s), g1, w1, m1);
+        check("channel dot " + g + " " + start_name(s), g2, w2, m2);
     }
-    std::vector<float> got = code;
-    launch(dgn_update, d3(2), d3(256), got.data(), (const float*)grad.data(), (const float*)step.data(), (const float*)active.data(), (const float*)upper.data(), 1, (long long)(rows * cols), cols, 0.99f, 1);
-    check("dgn_update", got, want);
-    // crop
-    int N = 2, C = 3, H = 9, W = 11, dh = 4, dw = 5, oy = 3, ox = 2;
-    auto big = rnd(N * C * H * W); std::vector<float> small(N * C * dh * dw); std::vector<double> sw(small.size()), bw(big.begin(), big.end());
-    for (int p = 0; p < N * C; p++) for (int y = 0; y < dh; y++) for (int x = 0; x < dw; x++) { sw[(p * dh + y) * dw + x] = big[(p * H + y + oy) * W + x + ox]; bw[(p * H + y + oy) * W + x + ox] += sw[(p * dh + y) * dw + x]; }
-    launch(crop, d3(1), d3(256), big.data(), small.data(), (long long)small.size(), H, W, dh, dw, oy, ox, 0);
-    check("crop", small, sw);
-    launch(crop, d3(1), d3(256), big.data(), small.data(), (long long)small.size(), H, W, dh, dw, oy, ox, 1);
-    check("crop backward", big, bw);
-    // concat
-    int outer = 3, inner = 5, c0 = 2, c1 = 4, row = (c0 + c1) * inner;
-    auto a = rnd(outer * c0 * inner), b = rnd(outer * c1 * inner); std::vector<float> whole(outer * row); std::vector<double> wref(whole.size());
-    for (int o = 0; o < outer; o++) { for (int j = 0; j < c0 * inner; j++) wref[o * row + j] = a[o * c0 * inner + j]; for (int j = 0; j < c1 * inner; j++) wref[o * row + c0 * inner + j] = b[o * c1 * inner + j]; }
-    launch(concat_copy, d3(1), d3(256), whole.data(), a.data(), (long long)a.size(), (long long)c0 * inner, (long long)row, 0LL, 0);
-    launch(concat_copy, d3(1), d3(256), whole.data(), b.data(), (long long)b.size(), (long long)c1 * inner, (long long)row, (long long)c0 * inner, 0);
-    check("concat", whole, wref);
-    std::vector<double> bref(b.begin(), b.end());
-    for (int o = 0; o < outer; o++) for (int j = 0; j < c1 * inner; j++) bref[o * c1 * inner + j] += whole[o * row + c0 * inner + j];
-    launch(concat_copy, d3(1), d3(256), whole.data(), b.data(), (long long)b.size(), (long long)c1 * inner, (long long)row, (long long)c0 * inner, 1);
-    check("concat backward", b, bref);
-}
-
-void test_splitk_reduce() {
-    int M = 5, N = 37, S = 3, ldc = 40;
-    auto P = rnd((size_t)S * M * N), C = rnd((size_t)M * ldc);
-    for (float beta : {0.0f, 1.0f}) {
-        std::vector<double> want(C.begin(), C.end());
-        for (int m = 0; m < M; m++) for (int n = 0; n < N; n++) {
-            double s = 0;
-            for (int k = 0; k < S; k++) s += P[(size_t)k * M * N + m * N + n];
-            want[m * ldc + n] = 0.5 * s + (beta == 0 ? 0 : beta * want[m * ldc + n]);
+    for (float f : {0.9f, 0.0f}) {
+        double inv_s = f == 0 ? 0 : 1.0 / f;
+        Vd dm(channels, 0), dmm(channels, 0), dv(channels, 0), dvm(channels, 0);
+        for (int o = 0; o < outer; o++) for (int c = 0; c < channels; c++) for (int i = 0; i < inner; i++) {
+            size_t j = ((size_t)o * channels + c) * inner + i;
+            double v = var[c] * inv_s + 1e-5f, t = -dy[j] * inv_s / std::sqrt(v), u = -0.5 * dy[j] * (x[j] - mean[c] * inv_s) * inv_s / (v * std::sqrt(v));
+            dm[c] += t; dmm[c] += std::fabs(t); dv[c] += u; dvm[c] += std::fabs(u);
         }
-        std::vector<float> got = C;
-        launch(splitk_reduce, d3(1), d3(64), (const float*)P.data(), S, M, N, 0.5f, beta, got.data(), ldc);
-        check(beta == 0 ? "splitk_reduce beta 0" : "splitk_reduce beta 1", got, want);
+        std::vector<float> factor = {f};
+        for (auto& s : starts(channels)) {
+            Vf gm = s, gv = s; Vd wm = dm, mm = dmm, wv = dv, mv = dvm;
+            for (int c = 0; c < channels; c++) { wm[c] += s[c]; wv[c] += s[c]; mm[c] += std::fabs(s[c]); mv[c] += std::fabs(s[c]); }
+            LAUNCH(batch_norm_backward_weights, d3(channels), d3(256), (const float*)x.data(), (const float*)dy.data(), (const float*)mean.data(), (const float*)var.data(), (const float*)factor.data(), gm.data(), gv.data(), outer, channels, inner, 1e-5f);
+            check(fmt("bn dmean %s factor %g ", g.c_str(), f) + start_name(s), gm, wm, mm);
+            check(fmt("bn dvariance %s factor %g ", g.c_str(), f) + start_name(s), gv, wv, mv);
+        }
+    }
+    int rows = outer, cols = channels * inner;
+    Vd mar(rows); Vf gmar = nans(rows);
+    for (int r = 0; r < rows; r++) { double s = 0; for (int c = 0; c < cols; c++) s += std::fabs(dy[(size_t)r * cols + c]); mar[r] = s / cols; }
+    LAUNCH(mean_abs_rows, d3(rows), d3(256), (const float*)dy.data(), gmar.data(), cols);
+    check("mean_abs_rows " + g, gmar, mar);
+}
+
+// The kernels of elementwise.cu other than crop and concat, over [outer, channels, inner].
+void test_elementwise(int outer, int channels, int inner) {
+    long long n = (long long)outer * channels * inner;
+    auto x = rnd(n), x2 = rnd(n), x3 = rnd(n), dy = rnd(n), gamma = rnd(channels), beta = rnd(channels), mean = rnd(channels), var = rnd(channels);
+    for (auto& v : var) v = std::fabs(v) + 0.5f;
+    for (long long i = 0; i < n; i += 7) x[i] = 0.0f;         // ReLU: x > 0 strictly
+    for (long long i = 0; i < n; i += 5) x2[i] = x[i];        // Eltwise MAX ties: input 1 wins
+    for (long long i = 0; i < n; i += 6) x3[i] = std::max(x[i], x2[i]);  // a later input wins only when greater
+    auto ch = [&](long long i) { return (int)((i / inner) % channels); };
+    std::string g = fmt("%dx%dx%d", outer, channels, inner);
+    dim3 grid = d3(3), block = d3(256);
+    for (float slope : {0.0f, 0.3f}) {
+        Vf y = nans(n); Vf want(n);
+        for (long long i = 0; i < n; i++) want[i] = x[i] > 0 ? x[i] : slope * x[i];
+        LAUNCH(relu_forward, grid, block, (const float*)x.data(), y.data(), n, slope);
+        check_exact(fmt("relu fwd slope %g %s", slope, g.c_str()), y, want);
+        for (auto& s : starts(n)) {
+            Vf dx = s; Vd w(n), m(n);
+            for (long long i = 0; i < n; i++) { double d = x[i] > 0 ? dy[i] : slope * dy[i]; w[i] = s[i] + d; m[i] = std::fabs(s[i]) + std::fabs(d); }
+            LAUNCH(relu_backward, grid, block, (const float*)x.data(), (const float*)dy.data(), dx.data(), n, slope);
+            check(fmt("relu bwd slope %g %s ", slope, g.c_str()) + start_name(s), dx, w, m);
+        }
+    }
+    for (auto [a, b] : {std::pair{0.5f, 0.0f}, std::pair{1.5f, -2.0f}}) {
+        Vf y = b == 0 ? nans(n) : x2; Vd w(n), m(n);  // b == 0 never reads y
+        for (long long i = 0; i < n; i++) { w[i] = a * x[i] + (b == 0 ? 0.0 : b * x2[i]); m[i] = std::fabs(a * x[i]) + (b == 0 ? 0.0 : std::fabs(b * x2[i])); }
+        LAUNCH(axpby, grid, block, (const float*)x.data(), y.data(), n, a, b);
+        check(fmt("axpby a %g b %g %s", a, b, g.c_str()), y, w, m);
+    }
+    {
+        Vf y = x2; Vd w(n);
+        for (long long i = 0; i < n; i++) w[i] = (double)x2[i] * x[i];
+        LAUNCH(mul_assign, grid, block, (const float*)x.data(), y.data(), n);
+        check("mul_assign " + g, y, w);
+        y = x2; Vd wb(n), mb(n);
+        for (long long i = 0; i < n; i++) { wb[i] = (double)x2[i] + gamma[ch(i)]; mb[i] = std::fabs(x2[i]) + std::fabs(gamma[ch(i)]); }
+        LAUNCH(bias_add, grid, block, y.data(), (const float*)gamma.data(), n, channels, inner);
+        check("bias_add " + g, y, wb, mb);
+    }
+    for (int has_beta : {0, 1}) {
+        Vf y = nans(n); Vd w(n), m(n);
+        for (long long i = 0; i < n; i++) { double t = (double)x[i] * gamma[ch(i)], b = has_beta ? beta[ch(i)] : 0.0; w[i] = t + b; m[i] = std::fabs(t) + std::fabs(b); }
+        // ops.rs: without a bias, gamma is passed in its place
+        LAUNCH(scale_forward, grid, block, (const float*)x.data(), (const float*)gamma.data(), (const float*)(has_beta ? beta : gamma).data(), has_beta, y.data(), n, channels, inner);
+        check(fmt("scale fwd bias %d %s", has_beta, g.c_str()), y, w, m);
+    }
+    for (auto& s : starts(n)) {
+        Vf dx = s; Vd w(n), m(n);
+        for (long long i = 0; i < n; i++) { double d = (double)dy[i] * gamma[ch(i)]; w[i] = s[i] + d; m[i] = std::fabs(s[i]) + std::fabs(d); }
+        LAUNCH(scale_backward_data, grid, block, (const float*)gamma.data(), (const float*)dy.data(), dx.data(), n, channels, inner);
+        check("scale bwd-data " + g + " " + start_name(s), dx, w, m);
+    }
+    const float eps = 1e-5f;
+    for (float f : {0.9f, 0.0f}) {
+        double inv_s = f == 0 ? 0 : 1.0 / f;
+        std::vector<float> factor = {f};
+        auto isd = [&](long long i) { return 1.0 / std::sqrt(var[ch(i)] * inv_s + eps); };
+        Vf y = nans(n); Vd w(n), m(n);
+        for (long long i = 0; i < n; i++) { w[i] = (x[i] - mean[ch(i)] * inv_s) * isd(i); m[i] = (std::fabs(x[i]) + std::fabs(mean[ch(i)] * inv_s)) * isd(i); }
+        LAUNCH(batch_norm_forward, grid, block, (const float*)x.data(), (const float*)mean.data(), (const float*)var.data(), (const float*)factor.data(), y.data(), n, channels, inner, eps);
+        check(fmt("batch_norm fwd factor %g %s", f, g.c_str()), y, w, m);
+        for (auto& s : starts(n)) {
+            Vf dx = s; Vd w(n), m(n);
+            for (long long i = 0; i < n; i++) { double d = dy[i] * isd(i); w[i] = s[i] + d; m[i] = std::fabs(s[i]) + std::fabs(d); }
+            LAUNCH(batch_norm_backward_data, grid, block, (const float*)var.data(), (const float*)factor.data(), (const float*)dy.data(), dx.data(), n, channels, inner, eps);
+            check(fmt("batch_norm bwd-data factor %g %s ", f, g.c_str()) + start_name(s), dx, w, m);
+        }
+    }
+    // Eltwise MAX over three inputs, Caffe's loop: x0 > x1 picks 0 (ties go to 1), a later
+    // input wins only when strictly greater.
+    Vf y = nans(n), ym(n); std::vector<unsigned> am(n, 0xdeadbeefu), amw(n);
+    for (long long i = 0; i < n; i++) { if (x[i] > x2[i]) { ym[i] = x[i]; amw[i] = 0; } else { ym[i] = x2[i]; amw[i] = 1; } }
+    LAUNCH(eltwise_max_first, grid, block, (const float*)x.data(), (const float*)x2.data(), y.data(), am.data(), n);
+    check_exact("eltwise max of 2 " + g, y, ym);
+    check_exact("eltwise max winners of 2 " + g, am, amw);
+    for (long long i = 0; i < n; i++) if (x3[i] > ym[i]) { ym[i] = x3[i]; amw[i] = 2; }
+    LAUNCH(eltwise_max_next, grid, block, (const float*)x3.data(), y.data(), am.data(), n, 2u);
+    check_exact("eltwise max of 3 " + g, y, ym);
+    check_exact("eltwise max winners of 3 " + g, am, amw);
+    for (unsigned idx = 0; idx < 3; idx++)
+        for (auto& s : starts(n)) {
+            Vf dx = s; Vd w(n);
+            for (long long i = 0; i < n; i++) w[i] = s[i] + (amw[i] == idx ? dy[i] : 0.0);
+            LAUNCH(eltwise_max_backward, grid, block, (const float*)dy.data(), (const unsigned*)am.data(), dx.data(), n, idx);
+            check(fmt("eltwise max bwd input %u %s ", idx, g.c_str()) + start_name(s), dx, w);
+        }
+}
+
+// ops.rs dgn_update: per row a step and an active flag; rows with no step stay as they are.
+void test_dgn(int rows, int cols) {
+    long long n = (long long)rows * cols;
+    auto code = rnd(n), grad = rnd(n), upper = rnd(cols);
+    for (auto& u : upper) u = std::fabs(u) * 0.5f;
+    Vf step(rows), active(rows);
+    for (int r = 0; r < rows; r++) { active[r] = r % 3 != 1; step[r] = active[r] ? 2.0f - 1.5f * r : 0.0f; }
+    for (auto [has_upper, decay] : {std::pair{1, 0.99f}, std::pair{0, 1.0f}, std::pair{1, 0.0f}}) {
+        int decays = decay > 0 && decay < 1;
+        Vd w = dbl(code), m = absd(code);
+        for (long long i = 0; i < n; i++) {
+            int r = i / cols;
+            if (!active[r]) continue;
+            double v = code[i] + (double)step[r] * grad[i];
+            m[i] = std::fabs(code[i]) + std::fabs((double)step[r] * grad[i]);
+            if (has_upper) v = std::min(std::max(v, 0.0), (double)upper[i % cols]);
+            w[i] = decays ? v * decay : v;
+            if (decays) m[i] *= decay;
+        }
+        Vf got = code;
+        LAUNCH(dgn_update, d3(2), d3(256), got.data(), (const float*)grad.data(), (const float*)step.data(), (const float*)active.data(), (const float*)(has_upper ? upper : grad).data(), has_upper, n, cols, decay, decays);
+        std::string g = fmt("dgn_update %dx%d bound %d decay %g", rows, cols, has_upper, decay);
+        check(g, got, w, m);
+        Vf stopped, stopped_want;
+        for (long long i = 0; i < n; i++) if (!active[i / cols]) { stopped.push_back(got[i]); stopped_want.push_back(code[i]); }
+        check_exact(g + ": stopped rows untouched", stopped, stopped_want);
     }
 }
 
-int main() {
-    for (int ta = 0; ta < 2; ta++) for (int tb = 0; tb < 2; tb++) {
-        test_gemm(64, 64, 16, ta, tb, 1, 1, 0, 1.0f, 0.0f);
-        test_gemm(70, 130, 37, ta, tb, 1, 1, 0, 1.0f, 1.0f);
-        test_gemm(5, 3, 200, ta, tb, 1, 1, 1, 0.5f, 0.0f);
-        test_gemm(96, 33, 64, ta, tb, 6, 2, 0, 1.0f, 1.0f);
-        test_gemm(1, 100, 65, ta, tb, 2, 1, 3, 1.0f, 0.5f);
-        test_gemm(64, 64, 16, ta, tb, 1, 1, 0, 1.0f, 0.0f, true);
-        test_gemm(70, 130, 37, ta, tb, 1, 1, 0, 1.0f, 1.0f, true);
-        test_gemm(96, 33, 64, ta, tb, 6, 2, 0, 0.5f, 1.0f, true);
-        test_gemm(1, 100, 65, ta, tb, 2, 1, 3, 1.0f, 0.5f, true);
+void test_crop(int N, int C, int H, int W, int dh, int dw, int oy, int ox) {
+    auto big = rnd((size_t)N * C * H * W);
+    size_t ns = (size_t)N * C * dh * dw;
+    auto small_dy = rnd(ns);
+    auto src = [&](size_t i) { size_t x = i % dw, y = (i / dw) % dh, p = i / ((size_t)dw * dh); return (p * H + y + oy) * W + x + ox; };
+    Vf small = nans(ns), want(ns);
+    for (size_t i = 0; i < ns; i++) want[i] = big[src(i)];
+    std::string g = fmt("crop %dx%dx%dx%d to %dx%d at %d,%d", N, C, H, W, dh, dw, oy, ox);
+    LAUNCH(crop, d3(1), d3(256), big.data(), small.data(), (long long)ns, H, W, dh, dw, oy, ox, 0);
+    check_exact(g, small, want);
+    for (auto& s : starts(big.size())) {
+        Vf dx = s; Vd w = dbl(s);
+        for (size_t i = 0; i < ns; i++) w[src(i)] += small_dy[i];
+        LAUNCH(crop, d3(1), d3(256), dx.data(), small_dy.data(), (long long)ns, H, W, dh, dw, oy, ox, 1);
+        check(g + " backward " + start_name(s), dx, w);
     }
-    test_conv(3, 13, 12, 8, 5, 5, 2, 2, 1, 1, 1, 1, 1, 2);
-    test_conv(4, 9, 8, 6, 3, 2, 2, 1, 1, 0, 1, 2, 2, 3);
-    test_conv(6, 7, 7, 4, 1, 1, 1, 1, 0, 0, 1, 1, 2, 2);
-    test_conv(8, 6, 6, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1);
-    test_conv(4, 5, 5, 4, 4, 4, 2, 2, 1, 1, 1, 1, 1, 2);
-    test_pool(5, 13, 13, 3, 3, 2, 2, 0, 0);
-    test_pool(4, 10, 9, 3, 2, 2, 3, 1, 1);
-    test_pool(3, 7, 7, 2, 2, 3, 3, 0, 0);
-    test_pool(3, 6, 5, 6, 5, 1, 1, 0, 0);
-    test_pool(2, 8, 8, 3, 3, 1, 1, 2, 2);
-    test_lrn(2, 7, 4, 5, 5, 0);
-    test_lrn(2, 3, 6, 7, 3, 1);
-    test_softmax(3, 1000, 1);
-    test_softmax(2, 7, 5);
-    test_reduce(3, 5, 17);
-    test_reduce(8, 1000, 1);
-    test_misc();
-    test_splitk_reduce();
-    printf("%d failures\n", failures);
+}
+
+void test_concat(int outer, int inner, const std::vector<int>& chans) {
+    long long row = 0;
+    for (int c : chans) row += (long long)c * inner;
+    std::vector<Vf> parts; for (int c : chans) parts.push_back(rnd((size_t)outer * c * inner));
+    auto dwhole = rnd(outer * row);
+    Vf whole = nans(outer * row), want(outer * row, NAN);
+    std::string g = fmt("concat outer %d inner %d of %zu", outer, inner, chans.size());
+    long long start = 0;
+    for (size_t k = 0; k < chans.size(); k++) {
+        long long block = (long long)chans[k] * inner;
+        for (int o = 0; o < outer; o++) for (long long j = 0; j < block; j++) want[o * row + start + j] = parts[k][o * block + j];
+        LAUNCH(concat_copy, d3(1), d3(256), whole.data(), parts[k].data(), (long long)parts[k].size(), block, row, start, 0);
+        start += block;
+    }
+    check_exact(g, whole, want);
+    start = 0;
+    for (size_t k = 0; k < chans.size(); k++) {
+        long long block = (long long)chans[k] * inner;
+        for (auto& s : starts(parts[k].size())) {
+            Vf dp = s; Vd w = dbl(s);
+            for (int o = 0; o < outer; o++) for (long long j = 0; j < block; j++) w[o * block + j] += dwhole[o * row + start + j];
+            LAUNCH(concat_copy, d3(1), d3(256), dwhole.data(), dp.data(), (long long)dp.size(), block, row, start, 1);
+            check(fmt("%s backward part %zu ", g.c_str(), k) + start_name(s), dp, w);
+        }
+        start += block;
+    }
+}
+
+void test_splitk(int M, int N, int S, int ldc) {
+    auto P = rnd((size_t)S * M * N);
+    for (float beta : {0.0f, 1.0f}) {
+        Vf C = beta == 0 ? nans((size_t)M * ldc) : rnd((size_t)M * ldc);
+        Vd want = dbl(C), mag = absd(C);
+        for (int m = 0; m < M; m++) for (int n = 0; n < N; n++) {
+            double s = 0, a = 0;
+            for (int k = 0; k < S; k++) { s += P[(size_t)k * M * N + m * N + n]; a += std::fabs(P[(size_t)k * M * N + m * N + n]); }
+            double& c = want[m * ldc + n];
+            mag[m * ldc + n] = 0.5 * a + (beta == 0 ? 0 : std::fabs(beta * c));
+            c = 0.5 * s + (beta == 0 ? 0 : beta * c);
+        }
+        Vf got = C;
+        LAUNCH(splitk_reduce, d3(1), d3(64), (const float*)P.data(), S, M, N, 0.5f, beta, got.data(), ldc);
+        check(fmt("splitk_reduce M%d N%d splits %d ldc %d beta %g", M, N, S, ldc, beta), got, want, mag);
+    }
+}
+
+// One case line; false when it is malformed.
+bool run_case(const std::string& line) {
+    std::istringstream in(line);
+    std::string kind;
+    if (!(in >> kind)) return true;  // blank
+    std::vector<double> a;
+    for (double v; in >> v;) a.push_back(v);
+    if (!in.eof()) return false;
+    auto n = [&](size_t want) { return a.size() == want; };
+    auto i = [&](size_t k) { return (int)a[k]; };
+    if (kind == "gemm" && n(11)) test_gemm(i(0), i(1), i(2), i(3), i(4), i(5), i(6), i(7), (float)a[8], (float)a[9], i(10));
+    else if (kind == "conv" && n(14)) test_conv(i(0), i(1), i(2), i(3), i(4), i(5), i(6), i(7), i(8), i(9), i(10), i(11), i(12), i(13));
+    else if (kind == "pool" && n(9)) test_pool(i(0), i(1), i(2), i(3), i(4), i(5), i(6), i(7), i(8));
+    else if (kind == "lrn" && n(6)) test_lrn(i(0), i(1), i(2), i(3), i(4), i(5));
+    else if (kind == "softmax" && n(3)) test_softmax(i(0), i(1), i(2));
+    else if (kind == "reduce" && n(3)) test_reduce(i(0), i(1), i(2));
+    else if (kind == "elementwise" && n(3)) test_elementwise(i(0), i(1), i(2));
+    else if (kind == "dgn" && n(2)) test_dgn(i(0), i(1));
+    else if (kind == "crop" && n(8)) test_crop(i(0), i(1), i(2), i(3), i(4), i(5), i(6), i(7));
+    else if (kind == "concat" && a.size() >= 3) test_concat(i(0), i(1), std::vector<int>(a.begin() + 2, a.end()));
+    else if (kind == "splitk" && n(4)) test_splitk(i(0), i(1), i(2), i(3));
+    else return false;
+    return true;
+}
+
+int main(int argc, char** argv) {
+    std::ifstream file;
+    if (argc > 1) {
+        file.open(argv[1]);
+        if (!file) { fprintf(stderr, "cannot read %s\n", argv[1]); return 2; }
+    }
+    std::istream& in = argc > 1 ? static_cast<std::istream&>(file) : std::cin;
+    int cases = 0;
+    for (std::string line; std::getline(in, line);) {
+        line = line.substr(0, line.find('#'));
+        if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+        cases++;
+        if (!run_case(line)) { failures++; printf("FAIL malformed case: %s\n", line.c_str()); }
+        fflush(stdout);
+    }
+    printf("%d cases\nlaunched:", cases);
+    for (auto& k : g_launched) printf(" %s", k.c_str());
+    printf("\n%d failures\n", failures);
     return failures != 0;
 }

@@ -1,11 +1,20 @@
 #!/usr/bin/env bash
-# Runs every kernel of kernels/*.cu on the CPU under a small CUDA emulation (one std::thread
+# Runs the kernels of kernels/*.cu on the CPU under a small CUDA emulation (one std::thread
 # per CUDA thread, block barriers, warp shuffles) against naive double-precision references.
 # Checks kernel logic (tiling, index arithmetic, window rules) without a GPU; it cannot see
 # GPU-only faults (misaligned vector loads, races the emulation's scheduling hides).
-# Needs g++ with C++20. About a minute on 2 cores.
+# Needs g++ with C++20.
+#
+# Usage: run.sh [CASES]  (the cases, one per line, from the file CASES or from stdin; the
+# line formats are at the top of kernels_on_host.cpp). The test suite's cases are the tables
+# in tests/cuda.rs, which runs them with every entry point checked as launched:
+#   cargo test --release --test cuda host_emulation
 set -euo pipefail
-cd "$(dirname "$0")"
+dir="$(cd "$(dirname "$0")" && pwd)"
 out=$(mktemp -d)
-g++ -std=c++20 -O1 -pthread -w kernels_on_host.cpp -o "$out/kernels_on_host"
-"$out/kernels_on_host"
+trap 'rm -rf "$out"' EXIT
+# x86-64: cuda_emu.h switches fibers by hand, which CET shadow stacks would refuse.
+flags=()
+[ "$(uname -m)" = x86_64 ] && flags+=(-fcf-protection=none)
+g++ -std=c++20 -O1 -w "${flags[@]}" "$dir/kernels_on_host.cpp" -o "$out/kernels_on_host"
+"$out/kernels_on_host" "$@"
