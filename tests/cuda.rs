@@ -27,6 +27,7 @@ use dgnam::device::{Backend, Cpu, Cuda};
 use dgnam::synth::kernels::DgnKernels;
 use dgnam::caffe::netdef::parse_netdef;
 use dgnam::graph::{CpuNet, Net, Op};
+use dgnam::ops::cases::{self, Case};
 use dgnam::rng::Rng;
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -529,13 +530,21 @@ fn op_net(body: &str, input_shape: &str) -> String {
     format!("name: \"op\"\ninput: \"data\"\ninput_shape {{ {input_shape} }}\n{body}")
 }
 
-fn compare_ops(cases: &[String], input_shape: &str, batches: &[usize]) {
+/// The cases of these op families from their tables in `dgnam::ops` (each family's
+/// `cases.rs`), keeping those whose layers mention `kind` when given.
+fn cases_of(families: &[&str], kind: Option<&str>) -> Vec<Case> {
+    let v: Vec<Case> = cases::all().into_iter().filter(|c| families.contains(&c.family) && kind.is_none_or(|k| c.layers.contains(k))).collect();
+    assert!(!v.is_empty(), "no cases for {families:?}");
+    v
+}
+
+fn compare_ops(cases: &[Case], batches: &[usize]) {
     if gpu().is_none() {
         return;
     }
-    for body in cases {
+    for case in cases {
         for &batch in batches {
-            compare(Cuda::new(Precision::F32).unwrap(), &op_net(body, input_shape), batch, 7 + batch as u64, F32);
+            compare(Cuda::new(Precision::F32).unwrap(), &case.prototxt(), batch, 7 + batch as u64, F32);
         }
     }
 }
@@ -547,91 +556,16 @@ fn tf32() -> Option<Cuda> {
     Some(cuda)
 }
 
-const SHAPE: &str = "dim: 2 dim: 6 dim: 11 dim: 10";
-
-fn layers(kind: &str, param: &str, variants: &[&str]) -> Vec<String> {
-    variants
-        .iter()
-        .map(|v| format!("layer {{ name: \"l\" type: \"{kind}\" bottom: \"data\" top: \"l\" {param} {{ {v} }} }}"))
-        .collect()
-}
-
-fn conv_cases() -> Vec<String> {
-    layers("Convolution", "convolution_param", &[
-        "num_output: 8 kernel_size: 3",
-        "num_output: 6 kernel_h: 3 kernel_w: 2 stride_h: 2 stride_w: 1 pad_h: 1 pad_w: 0 group: 2",
-        "num_output: 4 kernel_size: 3 dilation: 2 pad: 2 group: 2 bias_term: false",
-        "num_output: 9 kernel_size: 1 group: 3",
-        "num_output: 5 kernel_size: 5 stride: 3 pad: 2",
-    ])
-}
-
-fn deconv_cases() -> Vec<String> {
-    layers("Deconvolution", "convolution_param", &[
-        "num_output: 4 kernel_size: 4 stride: 2 pad: 1",
-        "num_output: 6 kernel_h: 3 kernel_w: 2 stride: 2 group: 2",
-        "num_output: 3 kernel_size: 3 pad: 1 bias_term: false",
-        "num_output: 4 kernel_size: 1 group: 2",
-    ])
-}
-
-fn inner_product_cases() -> Vec<String> {
-    // num_output 7 over 660 inputs has one output tile and K >= 512: split-K, with a ragged
-    // last slice.
-    layers("InnerProduct", "inner_product_param", &["num_output: 7", "num_output: 130 bias_term: false", "num_output: 5 axis: 2"])
-}
-
-fn pool_cases() -> Vec<String> {
-    layers("Pooling", "pooling_param", &[
-        "pool: MAX kernel_size: 3 stride: 2",
-        "pool: MAX kernel_h: 3 kernel_w: 2 stride_h: 2 stride_w: 3 pad: 1",
-        "pool: AVE kernel_size: 3 stride: 2 pad: 1",
-        "pool: AVE kernel_size: 2 stride: 3",
-        "pool: MAX global_pooling: true",
-        "pool: AVE global_pooling: true",
-    ])
-}
-
-fn pointwise_cases() -> Vec<String> {
-    let mut v = layers("LRN", "lrn_param", &[
-        "local_size: 5 alpha: 0.3 beta: 0.75 k: 2",
-        "local_size: 3 alpha: 0.5 beta: 0.75 norm_region: WITHIN_CHANNEL",
-    ]);
-    v.extend(layers("ReLU", "relu_param", &["", "negative_slope: 0.3"]));
-    for kind in ["Softmax", "Dropout", "Flatten"] {
-        v.push(format!("layer {{ name: \"l\" type: \"{kind}\" bottom: \"data\" top: \"l\" }}"));
-    }
-    v
-}
-
-fn combining_cases() -> Vec<String> {
-    let split = "layer { name: \"a\" type: \"ReLU\" bottom: \"data\" top: \"a\" relu_param { negative_slope: 0.5 } }\n\
-                 layer { name: \"b\" type: \"Scale\" bottom: \"data\" top: \"b\" scale_param { bias_term: true } }\n";
-    [
-        "layer { name: \"c\" type: \"Concat\" bottom: \"a\" bottom: \"b\" bottom: \"a\" top: \"c\" }",
-        "layer { name: \"c\" type: \"Concat\" bottom: \"a\" bottom: \"b\" top: \"c\" concat_param { axis: 2 } }",
-        "layer { name: \"e\" type: \"Eltwise\" bottom: \"a\" bottom: \"b\" bottom: \"data\" top: \"e\" eltwise_param { operation: SUM coeff: 0.5 coeff: -2 coeff: 1 } }",
-        "layer { name: \"e\" type: \"Eltwise\" bottom: \"a\" bottom: \"b\" bottom: \"data\" top: \"e\" eltwise_param { operation: PROD } }",
-        "layer { name: \"e\" type: \"Eltwise\" bottom: \"a\" bottom: \"b\" bottom: \"data\" top: \"e\" eltwise_param { operation: MAX } }",
-        "layer { name: \"n\" type: \"BatchNorm\" bottom: \"b\" top: \"n\" batch_norm_param { eps: 0.001 } }",
-        "layer { name: \"s\" type: \"Scale\" bottom: \"a\" top: \"s\" scale_param { bias_term: false } }",
-        "layer { name: \"s\" type: \"Split\" bottom: \"a\" top: \"s1\" top: \"s2\" }",
-    ]
-    .iter()
-    .map(|l| format!("{split}{l}"))
-    .collect()
-}
 
 #[test]
 fn the_comparison_harness_passes_an_exact_copy_and_catches_small_errors() {
-    let all = [conv_cases(), deconv_cases(), inner_product_cases(), pool_cases(), pointwise_cases(), combining_cases()].concat();
-    for body in &all {
-        compare(Cpu::<f32>::new(), &op_net(body, SHAPE), 2, 3, F32);
+    for case in cases::all() {
+        compare(Cpu::<f32>::new(), &case.prototxt(), 2, 3, F32);
     }
     let softmax = op_net("layer { name: \"s\" type: \"Softmax\" bottom: \"data\" top: \"s\" }", "dim: 3 dim: 1000");
     compare(Cpu::<f32>::new(), &softmax, 8, 3, F32);
     // 1 % off in one forward output.
-    let conv = op_net(&conv_cases()[0], SHAPE);
+    let conv = cases_of(&["conv"], Some("Convolution"))[0].prototxt();
     let msg = panic_message(|| compare_skewed(Cpu::<f32>::new(), &conv, 2, 3, F32, Skew { forward: 1.01, ..EXACT }));
     assert!(msg.contains("forward") && msg.contains("differ"), "{msg}");
     // 1 % off in the 1000-way softmax's gradient (entries near 1e-3): seen from zeroed
@@ -660,39 +594,38 @@ fn the_tolerance_is_per_element() {
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn convolution_matches_the_cpu() {
-    compare_ops(&conv_cases(), SHAPE, &[1, 3]);
+    compare_ops(&cases_of(&["conv"], Some("'Convolution'")), &[1, 3]);
 }
 
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn deconvolution_matches_the_cpu() {
-    compare_ops(&deconv_cases(), SHAPE, &[1, 3]);
+    compare_ops(&cases_of(&["conv"], Some("'Deconvolution'")), &[1, 3]);
 }
 
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn inner_product_matches_the_cpu() {
-    compare_ops(&inner_product_cases(), SHAPE, &[1, 4]);
+    compare_ops(&cases_of(&["inner_product"], None), &[1, 4]);
 }
 
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn pooling_matches_the_cpu() {
-    compare_ops(&pool_cases(), SHAPE, &[1, 2]);
+    compare_ops(&cases_of(&["pool"], None), &[1, 2]);
 }
 
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn lrn_relu_softmax_and_copies_match_the_cpu() {
-    compare_ops(&pointwise_cases(), SHAPE, &[1, 2]);
-    let softmax = ["layer { name: \"s\" type: \"Softmax\" bottom: \"data\" top: \"s\" }".to_string()];
-    compare_ops(&softmax, "dim: 3 dim: 1000", &[1, 8]);
+    compare_ops(&cases_of(&["lrn", "activation", "copy"], None), &[1, 2]);
+    compare_ops(&cases_of(&["softmax"], None), &[1, 8]);
 }
 
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn concat_eltwise_batchnorm_scale_match_the_cpu() {
-    compare_ops(&combining_cases(), SHAPE, &[1, 2]);
+    compare_ops(&cases_of(&["concat", "eltwise", "norm"], None), &[1, 2]);
 }
 
 #[test]
@@ -748,9 +681,9 @@ fn matrix_products_in_tf32_match_the_cpu_to_tf32_rounding() {
     if gpu().is_none() {
         return;
     }
-    for body in [conv_cases(), deconv_cases(), inner_product_cases()].concat() {
+    for case in cases_of(&["conv", "inner_product"], None) {
         for batch in [1, 3] {
-            compare(tf32().unwrap(), &op_net(&body, SHAPE), batch, 7 + batch as u64, TF32);
+            compare(tf32().unwrap(), &case.prototxt(), batch, 7 + batch as u64, TF32);
         }
     }
     let big = "layer { name: \"l\" type: \"Convolution\" bottom: \"data\" top: \"l\" convolution_param { num_output: 96 kernel_size: 5 pad: 2 } }";
