@@ -1,13 +1,13 @@
 //! What the command-line tools do, as library calls: the binaries only parse flags.
 
+use crate::caffe::NetDef;
 use crate::device::cuda::{compile, Precision};
 use crate::device::{Cpu, Cuda};
-use crate::ops::Kernels;
 use crate::graph::{unit_offset, BlobId, CpuNet, Net, Plan, UnitRef};
-pub use crate::io::{read_netdef, Device};
 use crate::io::{file_stem, open_or_default, open_weights, Progress};
-use crate::caffe::NetDef;
+pub use crate::io::{read_netdef, Device};
 use crate::npy;
+use crate::ops::Kernels;
 use crate::preprocess::{self, Preprocess, PreprocessFlags};
 use crate::synth::run::{self, Init, Prepared, Report, SynthOptions, Units};
 use crate::tensor::{fmt_shape, Tensor};
@@ -142,7 +142,15 @@ fn open_with_input(net_path: &Path, input: &Path, pre: &PreprocessFlags) -> Resu
 /// last), computed on `device` (`Cpu` or `Cuda`, see `resolve_device`). Everything is
 /// computed before anything is written.
 #[allow(clippy::too_many_arguments)]
-pub fn forward(net_path: &Path, input: &Path, layers: &[String], out_dir: &Path, pre: &PreprocessFlags, device: Device, precision: Precision) -> Result<Vec<PathBuf>> {
+pub fn forward(
+    net_path: &Path,
+    input: &Path,
+    layers: &[String],
+    out_dir: &Path,
+    pre: &PreprocessFlags,
+    device: Device,
+    precision: Precision,
+) -> Result<Vec<PathBuf>> {
     let (file, x) = open_with_input(net_path, input, pre)?;
     let outputs = match device {
         Device::Cuda => forward_net(&Net::<Cuda>::from_weights(&file, x.shape[0], Cuda::new(precision)?)?, &x, layers)?,
@@ -172,10 +180,7 @@ fn forward_net<B: Kernels<Scalar = f32>>(net: &Net<B>, x: &Tensor, layers: &[Str
     };
     let mut st = net.state()?;
     net.forward(&mut st, &[&x.data])?;
-    wanted
-        .into_iter()
-        .map(|(name, id)| Ok((name, net.plan.blobs[id].shape.clone(), net.backend.download(st.value(id))?)))
-        .collect()
+    wanted.into_iter().map(|(name, id)| Ok((name, net.plan.blobs[id].shape.clone(), net.backend.download(st.value(id))?))).collect()
 }
 
 /// `dgnam backward`: d(sum over the batch of layer[n, unit (, y, x)]) / d input, on `device`.
@@ -237,7 +242,10 @@ pub fn synthesize(o: &SynthOptions, device: Device, precision: Precision, progre
     let labels = run::labels_for(o.labels.as_deref(), unit_count)?;
     let schedule = o.schedule(default_lr(&clf_plan.name));
     if o.pixel_space() {
-        ensure!(o.init_code.is_none() && o.init_image.is_none(), "--generator none starts from noise: --init-code and --init-image need a generator");
+        ensure!(
+            o.init_code.is_none() && o.init_image.is_none(),
+            "--generator none starts from noise: --init-code and --init-image need a generator"
+        );
         let channels = clf_plan.blobs[clf_plan.inputs[0]].shape.get(1).copied().unwrap_or(3);
         let classifier = CpuNet::<f32>::from_weights(&clf_file, batch, Cpu::new())?;
         let prep = Prepared { schedule, bounds: None, init: Init::Random, labels };
@@ -269,7 +277,9 @@ pub fn synthesize(o: &SynthOptions, device: Device, precision: Precision, progre
         }
         (None, Some(p)) => {
             let layer = code_layer.as_deref().with_context(|| {
-                format!("--init-image: no layer of the classifier has the generator's {code_len} code values; name one with --encoder-layer")
+                format!(
+                    "--init-image: no layer of the classifier has the generator's {code_len} code values; name one with --encoder-layer"
+                )
             })?;
             let x = read_input(p, &clf_def, &Preprocess::default_for(3))?;
             ensure!(x.shape[0] == 1, "{}: --init-image takes one image", p.display());
@@ -321,7 +331,15 @@ pub fn with_oom_retry<T>(mut batch: usize, progress: &dyn Progress, mut attempt:
 /// folder of images, written as one line of numbers (the format of the shipped bounds).
 /// The blob is the newest of that name, so `fc6` means post-ReLU fc6, the code space.
 #[allow(clippy::too_many_arguments)]
-pub fn act_range(net_path: &Path, layer: &str, images: &Path, sigma: f64, out: &Path, device: Device, precision: Precision) -> Result<(usize, usize)> {
+pub fn act_range(
+    net_path: &Path,
+    layer: &str,
+    images: &Path,
+    sigma: f64,
+    out: &Path,
+    device: Device,
+    precision: Precision,
+) -> Result<(usize, usize)> {
     let file = open_weights(net_path)?;
     match device {
         Device::Cuda => act_range_on(&Net::<Cuda>::from_weights(&file, 1, Cuda::new(precision)?)?, &file, layer, images, sigma, out),
@@ -329,7 +347,14 @@ pub fn act_range(net_path: &Path, layer: &str, images: &Path, sigma: f64, out: &
     }
 }
 
-fn act_range_on<B: Kernels<Scalar = f32>>(net: &Net<B>, file: &WeightsFile, layer: &str, images: &Path, sigma: f64, out: &Path) -> Result<(usize, usize)> {
+fn act_range_on<B: Kernels<Scalar = f32>>(
+    net: &Net<B>,
+    file: &WeightsFile,
+    layer: &str,
+    images: &Path,
+    sigma: f64,
+    out: &Path,
+) -> Result<(usize, usize)> {
     let def = file.netdef()?;
     let blob = net.plan.blob_by_name(layer)?;
     let mut paths: Vec<PathBuf> = std::fs::read_dir(images)

@@ -4,15 +4,15 @@
 //! classifier forward + backward to the input), timed per iteration. `dgnam bench` and
 //! `benches/kernels.rs` call these.
 
+use crate::caffe::NetDef;
 use crate::device::cuda::{DeviceInfo, Precision};
 use crate::device::{Backend, Cpu, Cuda};
+use crate::graph::{stored_param, Net, Node, Op, Plan};
 use crate::io::{default_path, read_netdef, Device};
 use crate::ops::Kernels;
-use crate::synth::kernels::DgnKernels;
-use crate::caffe::NetDef;
-use crate::graph::{stored_param, Net, Node, Op, Plan};
 use crate::rng::Rng;
 use crate::synth::dgn::{Dgn, Objective, Schedule};
+use crate::synth::kernels::DgnKernels;
 use crate::tensor::fmt_shape;
 use crate::weights::WeightsFile;
 use anyhow::{bail, ensure, Context, Result};
@@ -311,7 +311,8 @@ pub fn bench_node<B: Fence>(net: &Net<B>, label: &str, i: usize, reps: &Reps, rn
         })
     };
     let ctx = |dir: Direction| format!("{label}/{} ({}) {}", node.layer, node.type_name, dir.as_str());
-    let t = time_median(b, reps, || crate::ops::forward(b, &node.op, params, &x, &mut y, &mut aux)).with_context(|| ctx(Direction::Forward))?;
+    let t =
+        time_median(b, reps, || crate::ops::forward(b, &node.op, params, &x, &mut y, &mut aux)).with_context(|| ctx(Direction::Forward))?;
     record(Direction::Forward, t);
     let t = time_median(b, reps, || crate::ops::backward(b, &node.op, params, &x, &y[0], &dy, &aux, &mut dx, None))
         .with_context(|| ctx(Direction::BackwardData))?;
@@ -420,7 +421,15 @@ impl KernelReport {
         let p = &self.peak;
         format!(
             "device: {}, batch {}\npeak: {:.0} GFLOP/s {}, {:.0} GB/s ({}); measured {:.0} GFLOP/s GEMM, {:.0} GB/s copy\n{}",
-            self.device, self.batch, p.gflops, p.kind, p.gbps, p.source, p.measured_gflops, p.measured_gbps, table_header()
+            self.device,
+            self.batch,
+            p.gflops,
+            p.kind,
+            p.gbps,
+            p.source,
+            p.measured_gflops,
+            p.measured_gbps,
+            table_header()
         )
     }
 }
@@ -474,7 +483,12 @@ pub fn kernels(device: Device, precision: Precision, opts: &KernelOptions, rows:
 }
 
 /// `gpu`: the device and whether its matrix products run in TF32.
-fn kernels_on<B: Fence>(make: &dyn Fn() -> Result<B>, gpu: Option<(&DeviceInfo, bool)>, opts: &KernelOptions, rows: &mut dyn FnMut(&str)) -> Result<KernelReport> {
+fn kernels_on<B: Fence>(
+    make: &dyn Fn() -> Result<B>,
+    gpu: Option<(&DeviceInfo, bool)>,
+    opts: &KernelOptions,
+    rows: &mut dyn FnMut(&str),
+) -> Result<KernelReport> {
     let backend = make()?;
     let (gemm_n, copy_mib, runs) = match (gpu, opts.quick) {
         (_, true) => (512, 16, 2),
@@ -782,7 +796,13 @@ impl StepReport {
 impl StepOptions {
     /// The command line's choices, defaults filled in: CaffeNet and the fc6 generator with
     /// random weights, batch 8, 5 iterations (3 when quick); a generator `none` drops it.
-    pub fn resolve(net: Option<PathBuf>, generator: Option<PathBuf>, batch: Option<&str>, iters: Option<usize>, quick: bool) -> Result<Self> {
+    pub fn resolve(
+        net: Option<PathBuf>,
+        generator: Option<PathBuf>,
+        batch: Option<&str>,
+        iters: Option<usize>,
+        quick: bool,
+    ) -> Result<Self> {
         let generator = match generator {
             Some(g) if g.as_os_str() == "none" => None,
             Some(g) => Some(g),
@@ -836,7 +856,11 @@ fn steps_on<B: Fence>(make: &dyn Fn() -> Result<B>, opts: &StepOptions, progress
 
 /// Parses `1,8,32`.
 pub fn parse_batches(s: &str) -> Result<Vec<usize>> {
-    let v: Vec<usize> = s.split(',').map(|p| p.trim().parse::<usize>()).collect::<std::result::Result<_, _>>().with_context(|| format!("--batch '{s}': expected a list like 1,8,32"))?;
+    let v: Vec<usize> = s
+        .split(',')
+        .map(|p| p.trim().parse::<usize>())
+        .collect::<std::result::Result<_, _>>()
+        .with_context(|| format!("--batch '{s}': expected a list like 1,8,32"))?;
     if v.is_empty() || v.contains(&0) {
         bail!("--batch '{s}': batch sizes must be at least 1");
     }

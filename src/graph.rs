@@ -7,8 +7,8 @@
 //! needs without Caffe's in-place bookkeeping.
 
 use crate::device::{Backend, Cpu, FromMapped};
-pub use crate::ir::shapes::MAX_PLAN_BYTES;
 use crate::ir::shapes::checked_len;
+pub use crate::ir::shapes::MAX_PLAN_BYTES;
 pub use crate::ir::MAX_ELEMENTS;
 use crate::ir::{compile_layer, NetDef};
 use crate::ops::{Aux, Kernels};
@@ -88,11 +88,7 @@ fn budget(total: &mut u64, shape: &[usize], what: impl FnOnce() -> String) -> Re
         bail!("{}: shape {} is empty or has more than {MAX_ELEMENTS} elements", what(), fmt_shape(shape));
     };
     *total += 4 * n as u64;
-    ensure!(
-        *total <= MAX_PLAN_BYTES,
-        "{}: the net's blobs and parameters need more than {MAX_PLAN_BYTES} bytes",
-        what()
-    );
+    ensure!(*total <= MAX_PLAN_BYTES, "{}: the net's blobs and parameters need more than {MAX_PLAN_BYTES} bytes", what());
     Ok(())
 }
 
@@ -120,9 +116,10 @@ impl Plan {
                 .bottoms
                 .iter()
                 .map(|b| {
-                    by_name.get(b).copied().ok_or_else(|| {
-                        anyhow!("layer '{}': bottom '{b}' is not produced by any earlier layer or input", layer.name)
-                    })
+                    by_name
+                        .get(b)
+                        .copied()
+                        .ok_or_else(|| anyhow!("layer '{}': bottom '{b}' is not produced by any earlier layer or input", layer.name))
                 })
                 .collect::<Result<_>>()?;
             let shapes: Vec<Vec<usize>> = bottoms.iter().map(|&b| plan.blobs[b].shape.clone()).collect();
@@ -152,11 +149,8 @@ impl Plan {
                     id
                 })
                 .collect();
-            let params = params
-                .into_iter()
-                .enumerate()
-                .map(|(index, shape)| ParamSpec { layer: layer.name.clone(), index, shape })
-                .collect();
+            let params =
+                params.into_iter().enumerate().map(|(index, shape)| ParamSpec { layer: layer.name.clone(), index, shape }).collect();
             plan.nodes.push(Node { layer: layer.name.clone(), type_name: layer.kind.type_name(), bottoms, tops, params, op });
         }
         Ok(plan)
@@ -336,14 +330,7 @@ impl<B: Kernels> Net<B> {
         );
         for (&id, x) in self.plan.inputs.iter().zip(inputs) {
             let b = &self.plan.blobs[id];
-            ensure!(
-                x.len() == b.len(),
-                "input '{}' needs {} values (shape {}), got {}",
-                b.name,
-                b.len(),
-                fmt_shape(&b.shape),
-                x.len()
-            );
+            ensure!(x.len() == b.len(), "input '{}' needs {} values (shape {}), got {}", b.name, b.len(), fmt_shape(&b.shape), x.len());
             self.backend.upload(st.values[id].as_mut().context("input buffer missing")?, x)?;
         }
         self.forward_from_inputs(st)
@@ -354,8 +341,10 @@ impl<B: Kernels> Net<B> {
     pub fn forward_from_inputs(&self, st: &mut State<B>) -> Result<()> {
         for (i, node) in self.plan.nodes.iter().enumerate() {
             // Tops are fresh blobs, never bottoms, so they can be taken out while bottoms are read.
-            let mut tops: Vec<B::Buf> = node.tops.iter().map(|&t| st.values[t].take().context("blob buffer missing")).collect::<Result<_>>()?;
-            let bottoms: Vec<&B::Buf> = node.bottoms.iter().map(|&b| st.values[b].as_ref().context("blob buffer missing")).collect::<Result<_>>()?;
+            let mut tops: Vec<B::Buf> =
+                node.tops.iter().map(|&t| st.values[t].take().context("blob buffer missing")).collect::<Result<_>>()?;
+            let bottoms: Vec<&B::Buf> =
+                node.bottoms.iter().map(|&b| st.values[b].as_ref().context("blob buffer missing")).collect::<Result<_>>()?;
             let r = crate::ops::forward(&self.backend, &node.op, &self.params[i], &bottoms, &mut tops, &mut st.aux[i]);
             for (&t, v) in node.tops.iter().zip(tops) {
                 st.values[t] = Some(v);
@@ -448,11 +437,16 @@ impl<B: Kernels> Net<B> {
         for &b in &node.bottoms {
             let shared = node.bottoms.iter().filter(|&&o| o == b).count() > 1;
             taken.push(!shared);
-            dxs.push(if shared { self.backend.alloc(self.plan.blobs[b].len())? } else { st.grads[b].take().context("gradient missing")? });
+            dxs.push(if shared {
+                self.backend.alloc(self.plan.blobs[b].len())?
+            } else {
+                st.grads[b].take().context("gradient missing")?
+            });
         }
         let mut pgrads = std::mem::take(&mut st.param_grads[i]);
         let r = {
-            let x: Vec<&B::Buf> = node.bottoms.iter().map(|&b| st.values[b].as_ref().context("blob buffer missing")).collect::<Result<_>>()?;
+            let x: Vec<&B::Buf> =
+                node.bottoms.iter().map(|&b| st.values[b].as_ref().context("blob buffer missing")).collect::<Result<_>>()?;
             let y = st.values[node.tops[0]].as_ref().context("blob buffer missing")?;
             let dy = st.grads[node.tops[0]].as_ref().context("gradient missing")?;
             let dp = if weight_grads { Some(pgrads.as_mut_slice()) } else { None };
@@ -568,7 +562,9 @@ mod tests {
 
     #[test]
     fn absurd_sizes_are_errors_naming_the_layer() {
-        let ip = |n: &str| format!("layer {{ name: 'fc' type: 'InnerProduct' bottom: 'data' top: 'fc' inner_product_param {{ num_output: {n} }} }}");
+        let ip = |n: &str| {
+            format!("layer {{ name: 'fc' type: 'InnerProduct' bottom: 'data' top: 'fc' inner_product_param {{ num_output: {n} }} }}")
+        };
         let e = plan_error(&net("dim: 1 dim: 10", &ip("1000000000000")));
         assert!(e.contains("layer 'fc' (InnerProduct): top 'fc': shape 1x1000000000000 is empty or has more"), "{e}");
         let e = plan_error(&net("dim: 1 dim: 100000", &ip("100000")));

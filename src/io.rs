@@ -92,10 +92,7 @@ pub fn read_netdef(path: &Path) -> Result<(NetDef, Option<WeightsFile>)> {
 /// A weights file; a missing `.dgnw` says how to get one.
 pub fn open_weights(path: &Path) -> Result<WeightsFile> {
     if !path.exists() && path.extension().and_then(|e| e.to_str()) == Some("dgnw") {
-        bail!(
-            "weights file {} does not exist: convert a Caffe model with dgnam-convert, or run tools/fetch-weights.sh",
-            path.display()
-        );
+        bail!("weights file {} does not exist: convert a Caffe model with dgnam-convert, or run tools/fetch-weights.sh", path.display());
     }
     WeightsFile::open(path)
 }

@@ -2,10 +2,10 @@
 //! maximization through a deep generator network (DGN-AM, Nguyen et al., NIPS 2016).
 
 pub mod app;
-pub mod device;
 pub mod bench;
 pub mod caffe;
 pub mod convert;
+pub mod device;
 pub mod fsutil;
 pub mod graph;
 pub mod io;

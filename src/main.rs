@@ -2,14 +2,14 @@
 
 use clap::{Args, Parser, Subcommand};
 use dgnam::app::{self, Device};
-use dgnam::device::cuda::Precision;
 use dgnam::bench;
+use dgnam::device::cuda::Precision;
 use dgnam::graph::UnitRef;
 use dgnam::io::Progress;
+use dgnam::preprocess::{read_mean_file, ChannelOrder, Mean, PreprocessFlags};
 use dgnam::synth::demo::run_demo;
 use dgnam::synth::options::{parse_xy, SynthOptions};
 use dgnam::synth::pixel::PixelPriors;
-use dgnam::preprocess::{read_mean_file, ChannelOrder, Mean, PreprocessFlags};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::cell::RefCell;
 use std::path::PathBuf;

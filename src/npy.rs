@@ -55,9 +55,7 @@ pub fn parse(bytes: &[u8]) -> Result<Tensor> {
     let data = if width == 4 {
         body.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
     } else {
-        body.chunks_exact(8)
-            .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
-            .collect()
+        body.chunks_exact(8).map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32).collect()
     };
     Tensor::new(shape, data)
 }
@@ -82,10 +80,7 @@ fn dict_value<'a>(header: &'a str, key: &str) -> Option<&'a str> {
 }
 
 fn parse_shape(text: &str) -> Result<Vec<usize>> {
-    let inner = text
-        .strip_prefix('(')
-        .and_then(|t| t.strip_suffix(')'))
-        .with_context(|| format!("shape '{text}' is not a tuple"))?;
+    let inner = text.strip_prefix('(').and_then(|t| t.strip_suffix(')')).with_context(|| format!("shape '{text}' is not a tuple"))?;
     let dims: Result<Vec<usize>> = inner
         .split(',')
         .map(str::trim)

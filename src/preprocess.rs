@@ -159,10 +159,6 @@ pub struct PreprocessFlags {
 impl PreprocessFlags {
     pub fn resolve(&self, channels: usize) -> Preprocess {
         let d = Preprocess::default_for(channels);
-        Preprocess {
-            order: self.order.unwrap_or(d.order),
-            mean: self.mean.clone().unwrap_or(d.mean),
-            scale: self.scale.unwrap_or(d.scale),
-        }
+        Preprocess { order: self.order.unwrap_or(d.order), mean: self.mean.clone().unwrap_or(d.mean), scale: self.scale.unwrap_or(d.scale) }
     }
 }

@@ -35,10 +35,18 @@ pub trait Real:
     fn abs(self) -> Self;
     fn is_finite(self) -> bool;
     fn max(self, other: Self) -> Self {
-        if other > self { other } else { self }
+        if other > self {
+            other
+        } else {
+            self
+        }
     }
     fn min(self, other: Self) -> Self {
-        if other < self { other } else { self }
+        if other < self {
+            other
+        } else {
+            self
+        }
     }
     /// Borrow f32 data as this type when it already is f32, convert otherwise.
     fn from_f32_slice(data: &[f32]) -> std::borrow::Cow<'_, [Self]>;
@@ -47,10 +55,20 @@ pub trait Real:
     /// (so a transpose is a swap of strides). A is m x k, B is k x n, C is m x n.
     #[allow(clippy::too_many_arguments)]
     fn gemm(
-        m: usize, k: usize, n: usize, alpha: Self,
-        a: &[Self], a_rs: isize, a_cs: isize,
-        b: &[Self], b_rs: isize, b_cs: isize,
-        beta: Self, c: &mut [Self], c_rs: isize, c_cs: isize,
+        m: usize,
+        k: usize,
+        n: usize,
+        alpha: Self,
+        a: &[Self],
+        a_rs: isize,
+        a_cs: isize,
+        b: &[Self],
+        b_rs: isize,
+        b_cs: isize,
+        beta: Self,
+        c: &mut [Self],
+        c_rs: isize,
+        c_cs: isize,
     );
 }
 

@@ -189,21 +189,14 @@ pub fn parse(bytes: &[u8]) -> Result<Header> {
         let sum = r.u64("a tensor checksum")?;
         let count = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
         let expect = count.and_then(|c| c.checked_mul(4));
-        ensure!(
-            expect == Some(byte_len),
-            "tensor {layer}[{index}]: shape {} does not match its {byte_len} bytes",
-            fmt_shape(&shape)
-        );
+        ensure!(expect == Some(byte_len), "tensor {layer}[{index}]: shape {} does not match its {byte_len} bytes", fmt_shape(&shape));
         let end = offset.checked_add(byte_len);
         ensure!(
             offset >= data_start && offset % ALIGN == 0 && end.is_some_and(|e| e <= bytes.len()),
             "tensor {layer}[{index}]: bytes {offset}..+{byte_len} lie outside the data section of a {}-byte file (truncated?)",
             bytes.len()
         );
-        ensure!(
-            checksum(&bytes[offset..offset + byte_len]) == sum,
-            "tensor {layer}[{index}]: checksum mismatch (file corrupted)"
-        );
+        ensure!(checksum(&bytes[offset..offset + byte_len]) == sum, "tensor {layer}[{index}]: checksum mismatch (file corrupted)");
         ensure!(seen.insert((layer.clone(), index)), "tensor {layer}[{index}] appears twice");
         tensors.push(TensorEntry { layer, index, shape, offset, byte_len, checksum: sum });
     }
@@ -228,8 +221,7 @@ pub fn to_bytes(prototxt: &str, tensors: &[TensorData]) -> Vec<u8> {
     table.extend_from_slice(prototxt.as_bytes());
     // Offsets depend on where the data starts, which depends on the table size: the table's
     // size is known before the offsets are filled in, so compute it first.
-    let table_len: usize = 8 + prototxt.len()
-        + tensors.iter().map(|t| 4 + t.layer.len() + 8 + 8 * t.shape.len() + 24).sum::<usize>();
+    let table_len: usize = 8 + prototxt.len() + tensors.iter().map(|t| 4 + t.layer.len() + 8 + 8 * t.shape.len() + 24).sum::<usize>();
     let data_start = (32 + table_len).div_ceil(ALIGN) * ALIGN;
     let mut offset = data_start;
     let mut end = data_start; // no padding after the last tensor: the file ends with its data

@@ -4,10 +4,10 @@
 mod common;
 
 use common::{fixture, scratch};
-use dgnam::device::Cpu;
-use dgnam::ops;
 use dgnam::caffe::netdef::parse_netdef;
+use dgnam::device::Cpu;
 use dgnam::graph::{CpuNet, Op};
+use dgnam::ops;
 use dgnam::rng::Rng;
 use serde_json::Value;
 use std::path::Path;
@@ -52,20 +52,43 @@ fn kernel_json_has_every_layer_in_every_direction() {
     let has = |name: &str, dir: &str| kernels.iter().any(|k| k["name"] == name && k["direction"] == dir);
     let all = ["forward", "backward-data", "backward-weights"];
     let weighted = [
-        "caffenet/conv1", "caffenet/conv2", "caffenet/conv3", "caffenet/conv4", "caffenet/conv5",
-        "caffenet/fc6", "caffenet/fc7", "caffenet/fc8",
-        "generator/defc7", "generator/defc6", "generator/defc5",
-        "generator/deconv5", "generator/conv5_1", "generator/deconv4", "generator/conv4_1", "generator/deconv3",
-        "generator/conv3_1", "generator/deconv2", "generator/deconv1", "generator/deconv0",
+        "caffenet/conv1",
+        "caffenet/conv2",
+        "caffenet/conv3",
+        "caffenet/conv4",
+        "caffenet/conv5",
+        "caffenet/fc6",
+        "caffenet/fc7",
+        "caffenet/fc8",
+        "generator/defc7",
+        "generator/defc6",
+        "generator/defc5",
+        "generator/deconv5",
+        "generator/conv5_1",
+        "generator/deconv4",
+        "generator/conv4_1",
+        "generator/deconv3",
+        "generator/conv3_1",
+        "generator/deconv2",
+        "generator/deconv1",
+        "generator/deconv0",
     ];
     for name in weighted {
         for d in all {
             assert!(has(name, d), "{name} {d} missing");
         }
     }
-    for name in ["caffenet/pool1", "caffenet/pool2", "caffenet/pool5", "caffenet/norm1", "caffenet/norm2", "caffenet/relu1",
-        "generator/relu_deconv1", "caffenet/prob", "dgn/crop"]
-    {
+    for name in [
+        "caffenet/pool1",
+        "caffenet/pool2",
+        "caffenet/pool5",
+        "caffenet/norm1",
+        "caffenet/norm2",
+        "caffenet/relu1",
+        "generator/relu_deconv1",
+        "caffenet/prob",
+        "dgn/crop",
+    ] {
         assert!(has(name, "forward") && has(name, "backward-data") && !has(name, "backward-weights"), "{name}");
     }
     let gemm = kernels.iter().find(|k| k["name"] == "caffenet/fc6").unwrap();

@@ -7,7 +7,7 @@ use dgnam::caffe::caffemodel::read_caffemodel;
 use dgnam::caffe::netdef::parse_netdef;
 use dgnam::convert::{self, CaffeModel};
 use dgnam::npy;
-use dgnam::preprocess::{load_image, Mean, Preprocess, ChannelOrder};
+use dgnam::preprocess::{load_image, ChannelOrder, Mean, Preprocess};
 
 /// Runs one single-layer OpenCV/Caffe fixture net and compares its `output` blob to the
 /// output real Caffe computed.
@@ -70,7 +70,8 @@ fn softmax_matches_caffe() {
 }
 
 fn lenet_probabilities(dir: &str) -> Vec<f32> {
-    let m = convert::load(&fixture(&format!("caffe/{dir}/lenet.prototxt")), &fixture(&format!("caffe/{dir}/lenet_iter_10000.caffemodel"))).unwrap();
+    let m = convert::load(&fixture(&format!("caffe/{dir}/lenet.prototxt")), &fixture(&format!("caffe/{dir}/lenet_iter_10000.caffemodel")))
+        .unwrap();
     let pre = Preprocess { order: ChannelOrder::Bgr, mean: Mean::None, scale: 0.00390625 };
     let x = load_image(&fixture("caffe/lenet_mnist/mnist_sample_image.png"), 1, 28, 28, &pre).unwrap();
     let net = m.net::<f32>(1).unwrap();

@@ -59,7 +59,21 @@ fn convert_info_forward_backward_on_lenet() {
 
     let image = fixture("caffe/lenet_mnist/mnist_sample_image.png");
     let out_dir = dir.join("fwd");
-    let r = dgnam(&["forward", "--net", s(&net), "--input", s(&image), "--scale", "0.00390625", "--layer", "prob", "--layer", "ip1", "--out-dir", s(&out_dir)]);
+    let r = dgnam(&[
+        "forward",
+        "--net",
+        s(&net),
+        "--input",
+        s(&image),
+        "--scale",
+        "0.00390625",
+        "--layer",
+        "prob",
+        "--layer",
+        "ip1",
+        "--out-dir",
+        s(&out_dir),
+    ]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     assert!(String::from_utf8_lossy(&r.stderr).contains("device: cpu"));
     let prob = dgnam::npy::read(&out_dir.join("prob.npy")).unwrap();
@@ -71,7 +85,21 @@ fn convert_info_forward_backward_on_lenet() {
     assert!(ip1.data.iter().any(|&v| v < 0.0));
 
     let grad = dir.join("grad.npy");
-    let r = dgnam(&["backward", "--net", s(&net), "--input", s(&image), "--scale", "0.00390625", "--layer", "ip2", "--unit", "0", "--out", s(&grad)]);
+    let r = dgnam(&[
+        "backward",
+        "--net",
+        s(&net),
+        "--input",
+        s(&image),
+        "--scale",
+        "0.00390625",
+        "--layer",
+        "ip2",
+        "--unit",
+        "0",
+        "--out",
+        s(&grad),
+    ]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let g = dgnam::npy::read(&grad).unwrap();
     assert_eq!(g.shape, vec![1, 1, 28, 28]);
@@ -228,7 +256,19 @@ fn image_preprocessing_with_a_binaryproto_mean_matches_the_npy_path() {
     image::RgbImage::from_fn(40, 36, |x, y| image::Rgb([(x * 6) as u8, (y * 7) as u8, ((x + y) * 3) as u8])).save(&png).unwrap();
     let mean = fixture("caffe/cifar10_quick_v1/mean.binaryproto");
     let out_a = dir.join("a");
-    let r = dgnam(&["forward", "--net", s(&net), "--input", s(&png), "--channel-order", "rgb", "--mean-file", s(&mean), "--out-dir", s(&out_a)]);
+    let r = dgnam(&[
+        "forward",
+        "--net",
+        s(&net),
+        "--input",
+        s(&png),
+        "--channel-order",
+        "rgb",
+        "--mean-file",
+        s(&mean),
+        "--out-dir",
+        s(&out_a),
+    ]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
 
     let resized = image::imageops::resize(&image::open(&png).unwrap().to_rgb8(), 32, 32, image::imageops::FilterType::Triangle);

@@ -21,14 +21,14 @@
 mod common;
 
 use common::shipped;
+use dgnam::caffe::netdef::parse_netdef;
 use dgnam::device::cuda::compile;
 use dgnam::device::cuda::Precision;
 use dgnam::device::{Backend, Cpu, Cuda};
-use dgnam::synth::kernels::DgnKernels;
-use dgnam::caffe::netdef::parse_netdef;
 use dgnam::graph::{CpuNet, Net, Op};
 use dgnam::ops::cases::{self, Case};
 use dgnam::rng::Rng;
+use dgnam::synth::kernels::DgnKernels;
 use std::collections::BTreeSet;
 use std::io::Write;
 
@@ -62,7 +62,8 @@ fn require_nvrtc() {
 /// `extern "C" __global__ void [__launch_bounds__(...)] NAME(`.
 fn source_entry_points() -> Vec<(String, Vec<String>)> {
     let dir = common::root().join("kernels");
-    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "cu")).collect();
+    let mut files: Vec<_> =
+        std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "cu")).collect();
     files.sort();
     assert!(!files.is_empty(), "no kernels in {}", dir.display());
     files
@@ -74,7 +75,11 @@ fn source_entry_points() -> Vec<(String, Vec<String>)> {
                 .split("__global__")
                 .skip(1)
                 .map(|rest| {
-                    let rest = rest.trim_start().strip_prefix("void").unwrap_or_else(|| panic!("{}: a __global__ that is not `void`", path.display())).trim_start();
+                    let rest = rest
+                        .trim_start()
+                        .strip_prefix("void")
+                        .unwrap_or_else(|| panic!("{}: a __global__ that is not `void`", path.display()))
+                        .trim_start();
                     let rest = match rest.strip_prefix("__launch_bounds__") {
                         Some(r) => &r[r.find(')').unwrap() + 1..],
                         None => rest,
@@ -109,7 +114,8 @@ fn every_kernel_compiles_for_sm80_and_sm90() {
             }
             // The source parser the emulation's coverage check relies on reads what NVRTC reads.
             let from_ptx: BTreeSet<&str> = entries.iter().map(|(e, _)| e.as_str()).collect();
-            let from_source: BTreeSet<&str> = declared.iter().find(|(f, _)| f == name).map(|(_, n)| n.iter().map(String::as_str).collect()).unwrap_or_default();
+            let from_source: BTreeSet<&str> =
+                declared.iter().find(|(f, _)| f == name).map(|(_, n)| n.iter().map(String::as_str).collect()).unwrap_or_default();
             assert_eq!(from_ptx, from_source, "{name}: entry points in the PTX and in the source text");
         }
     }
@@ -291,10 +297,8 @@ struct CropCase {
     offset: [usize; 2],
 }
 
-const CROP_CASES: &[CropCase] = &[
-    CropCase { shape: [2, 3, 9, 11], hw: [4, 5], offset: [3, 2] },
-    CropCase { shape: [2, 4, 31, 29], hw: [20, 17], offset: [5, 6] },
-];
+const CROP_CASES: &[CropCase] =
+    &[CropCase { shape: [2, 3, 9, 11], hw: [4, 5], offset: [3, 2] }, CropCase { shape: [2, 4, 31, 29], hw: [20, 17], offset: [5, 6] }];
 
 /// concat_copy: parts of `channels[i] * inner` per outer row, forward and backward.
 struct ConcatCase {
@@ -303,7 +307,8 @@ struct ConcatCase {
     channels: &'static [usize],
 }
 
-const CONCAT_CASES: &[ConcatCase] = &[ConcatCase { outer: 3, inner: 5, channels: &[2, 4] }, ConcatCase { outer: 4, inner: 40, channels: &[3, 1, 5] }];
+const CONCAT_CASES: &[ConcatCase] =
+    &[ConcatCase { outer: 3, inner: 5, channels: &[2, 4] }, ConcatCase { outer: 4, inner: 40, channels: &[3, 1, 5] }];
 
 /// splitk_reduce: [m, n, splits, ldc]
 const SPLITK_CASES: &[[usize; 4]] = &[[5, 37, 3, 40], [70, 130, 4, 130]];
@@ -317,8 +322,16 @@ fn emulation_input() -> Vec<String> {
     lines.extend(REDUCE_CASES.iter().map(|d| d.line("reduce")));
     lines.extend(ELEMENTWISE_CASES.iter().map(|d| d.line("elementwise")));
     lines.extend(DGN_CASES.iter().map(|[r, c]| format!("dgn {r} {c}")));
-    lines.extend(CROP_CASES.iter().map(|CropCase { shape: [n, c, h, w], hw: [ch, cw], offset: [oy, ox] }| format!("crop {n} {c} {h} {w} {ch} {cw} {oy} {ox}")));
-    lines.extend(CONCAT_CASES.iter().map(|c| format!("concat {} {} {}", c.outer, c.inner, c.channels.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(" "))));
+    lines.extend(
+        CROP_CASES
+            .iter()
+            .map(|CropCase { shape: [n, c, h, w], hw: [ch, cw], offset: [oy, ox] }| format!("crop {n} {c} {h} {w} {ch} {cw} {oy} {ox}")),
+    );
+    lines.extend(
+        CONCAT_CASES
+            .iter()
+            .map(|c| format!("concat {} {} {}", c.outer, c.inner, c.channels.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(" "))),
+    );
     lines.extend(SPLITK_CASES.iter().map(|[m, n, s, ldc]| format!("splitk {m} {n} {s} {ldc}")));
     lines
 }
@@ -333,7 +346,11 @@ fn every_kernel_runs_right_under_the_host_emulation() {
     // each case's kernels against double-precision references (a few seconds). It guards the
     // kernels' logic on machines without a GPU.
     let gxx = std::process::Command::new("g++").arg("--version").output().is_ok_and(|o| o.status.success());
-    assert!(gxx, "g++ cannot be run, so the kernels cannot be checked under the host emulation (REQUIRE_KERNEL_EMU={})", std::env::var("REQUIRE_KERNEL_EMU").unwrap_or_default());
+    assert!(
+        gxx,
+        "g++ cannot be run, so the kernels cannot be checked under the host emulation (REQUIRE_KERNEL_EMU={})",
+        std::env::var("REQUIRE_KERNEL_EMU").unwrap_or_default()
+    );
     let input = emulation_input();
     let mut child = std::process::Command::new("bash")
         .arg(common::root().join("tools/kernel_emu/run.sh"))
@@ -353,7 +370,8 @@ fn every_kernel_runs_right_under_the_host_emulation() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(text.contains(&format!("{} cases\n", input.len())), "not every case ran:\n{text}");
-    let launched: BTreeSet<&str> = text.lines().find_map(|l| l.strip_prefix("launched:")).expect("no `launched:` line").split_whitespace().collect();
+    let launched: BTreeSet<&str> =
+        text.lines().find_map(|l| l.strip_prefix("launched:")).expect("no `launched:` line").split_whitespace().collect();
     let missing: Vec<String> = source_entry_points()
         .iter()
         .flat_map(|(file, names)| names.iter().filter(|n| !launched.contains(n.as_str())).map(move |n| format!("{file}: {n}")))
@@ -533,7 +551,8 @@ fn op_net(body: &str, input_shape: &str) -> String {
 /// The cases of these op families from their tables in `dgnam::ops` (each family's
 /// `cases.rs`), keeping those whose layers mention `kind` when given.
 fn cases_of(families: &[&str], kind: Option<&str>) -> Vec<Case> {
-    let v: Vec<Case> = cases::all().into_iter().filter(|c| families.contains(&c.family) && kind.is_none_or(|k| c.layers.contains(k))).collect();
+    let v: Vec<Case> =
+        cases::all().into_iter().filter(|c| families.contains(&c.family) && kind.is_none_or(|k| c.layers.contains(k))).collect();
     assert!(!v.is_empty(), "no cases for {families:?}");
     v
 }
@@ -555,7 +574,6 @@ fn tf32() -> Option<Cuda> {
     cuda.set_precision(Precision::Tf32).expect("TF32 needs compute capability 8.0");
     Some(cuda)
 }
-
 
 #[test]
 fn the_comparison_harness_passes_an_exact_copy_and_catches_small_errors() {
@@ -637,7 +655,11 @@ fn crop_mean_abs_and_dgn_update_match_the_cpu() {
     let s = [2, 3, 19, 17];
     let (offset, hw) = ([4, 3], [11, 9]);
     let src = random(&mut rng, s.iter().product(), -1.0, 1.0);
-    let up = |b: &Cuda, v: &[f32]| { let mut d = b.alloc(v.len()).unwrap(); b.upload(&mut d, v).unwrap(); d };
+    let up = |b: &Cuda, v: &[f32]| {
+        let mut d = b.alloc(v.len()).unwrap();
+        b.upload(&mut d, v).unwrap();
+        d
+    };
     let mut cdst = vec![0.0; 2 * 3 * 11 * 9];
     let mut gdst = gpu.alloc(cdst.len()).unwrap();
     cpu.crop(&src, s, offset, hw, &mut cdst).unwrap();
@@ -694,7 +716,14 @@ fn matrix_products_in_tf32_match_the_cpu_to_tf32_rounding() {
 #[ignore = "needs a CUDA GPU"]
 fn tf32_lands_close_to_f32_on_the_dgn_am_loop() {
     let Some(cuda) = gpu() else { return };
-    let opts = dgnam::bench::StepOptions::resolve(Some(shipped("caffenet.prototxt")), Some(shipped("generator-fc6.prototxt")), Some("4"), None, false).unwrap();
+    let opts = dgnam::bench::StepOptions::resolve(
+        Some(shipped("caffenet.prototxt")),
+        Some(shipped("generator-fc6.prototxt")),
+        Some("4"),
+        None,
+        false,
+    )
+    .unwrap();
     let e = dgnam::bench::precision_error(&cuda, &opts, 4, 20).unwrap();
     eprint!("{}", e.row());
     assert!(e.objective < 1e-2, "objective: {e:?}");

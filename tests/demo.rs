@@ -87,7 +87,8 @@ fn demo_command_prints_one_line_per_digit_and_the_paths() {
         assert_eq!(std::fs::read(shipped("demo").join(f)).unwrap(), std::fs::read(common::fixture("caffe/lenet_mnist").join(f)).unwrap());
     }
 
-    let bad = Command::new(env!("CARGO_BIN_EXE_dgnam")).args(["demo", "--out-dir", dir.to_str().unwrap(), "--iters", "0"]).output().unwrap();
+    let bad =
+        Command::new(env!("CARGO_BIN_EXE_dgnam")).args(["demo", "--out-dir", dir.to_str().unwrap(), "--iters", "0"]).output().unwrap();
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("error: --iters must be at least 1"));
 }

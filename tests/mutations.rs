@@ -347,11 +347,9 @@ fn npy_mutants() {
 #[test]
 fn weights_file_mutants() {
     let dir = scratch("mutations-weights");
-    let model = dgnam::convert::load(
-        &fixture("caffe/lenet_mnist/lenet.prototxt"),
-        &fixture("caffe/lenet_mnist/lenet_iter_10000.caffemodel"),
-    )
-    .unwrap();
+    let model =
+        dgnam::convert::load(&fixture("caffe/lenet_mnist/lenet.prototxt"), &fixture("caffe/lenet_mnist/lenet_iter_10000.caffemodel"))
+            .unwrap();
     let path = dir.join("lenet.dgnw");
     model.write_weights(&path).unwrap();
     let bytes = read(path);

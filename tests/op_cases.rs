@@ -59,13 +59,20 @@ fn check_case(case: &Case, seed: u64) {
             // plus the first and the last.
             let n = spec.len();
             let stride = n.div_ceil(MAX_WEIGHT_ENTRIES).max(1);
-            let mut entries: Vec<usize> = (0..n).step_by(stride).map(|s| s + (rng.next_u64() % stride.min(n - s) as u64) as usize).collect();
+            let mut entries: Vec<usize> =
+                (0..n).step_by(stride).map(|s| s + (rng.next_u64() % stride.min(n - s) as u64) as usize).collect();
             entries.extend([0, n - 1]);
-            check_entries(&what(&format!("layer '{}' weight gradient {j} ({n} values)", spec.layer)), &params[i][j], analytic, entries, |wp| {
-                let mut p = params.clone();
-                p[i][j] = wp.to_vec();
-                loss(&net_with(&plan, &p), &x, &r)
-            });
+            check_entries(
+                &what(&format!("layer '{}' weight gradient {j} ({n} values)", spec.layer)),
+                &params[i][j],
+                analytic,
+                entries,
+                |wp| {
+                    let mut p = params.clone();
+                    p[i][j] = wp.to_vec();
+                    loss(&net_with(&plan, &p), &x, &r)
+                },
+            );
         }
     }
 }

@@ -4,8 +4,8 @@
 mod common;
 
 use common::{fixture, scratch};
-use dgnam::device::Cpu;
 use dgnam::caffe::netdef::parse_netdef;
+use dgnam::device::Cpu;
 use dgnam::graph::{unit_offset, CpuNet, UnitRef};
 use dgnam::real::Real;
 use dgnam::synth::dgn::{Dgn, Objective, Schedule};
@@ -361,13 +361,34 @@ fn pixel_space_synthesis_without_a_generator_on_lenet() {
     let dir = scratch("synth-pixels");
     let net = dir.join("lenet.dgnw");
     let r = Command::new(env!("CARGO_BIN_EXE_dgnam-convert"))
-        .args(["--prototxt", s(&fixture("caffe/lenet_mnist/lenet.prototxt")), "--caffemodel", s(&fixture("caffe/lenet_mnist/lenet_iter_10000.caffemodel")), "-o", s(&net)])
+        .args([
+            "--prototxt",
+            s(&fixture("caffe/lenet_mnist/lenet.prototxt")),
+            "--caffemodel",
+            s(&fixture("caffe/lenet_mnist/lenet_iter_10000.caffemodel")),
+            "-o",
+            s(&net),
+        ])
         .output()
         .unwrap();
     assert!(r.status.success());
     let out = dir.join("out");
     let r = Command::new(env!("CARGO_BIN_EXE_dgnam"))
-        .args(["synthesize", "--generator", "none", "--net", s(&net), "--layer", "ip2", "--units", "3,8", "--iters", "60", "--out-dir", s(&out)])
+        .args([
+            "synthesize",
+            "--generator",
+            "none",
+            "--net",
+            s(&net),
+            "--layer",
+            "ip2",
+            "--units",
+            "3,8",
+            "--iters",
+            "60",
+            "--out-dir",
+            s(&out),
+        ])
         .output()
         .unwrap();
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
@@ -409,10 +430,28 @@ fn a_run_killed_at_any_moment_resumes_and_lists_every_unit_once() {
     let (g, c) = tiny_weight_files(&dir);
     let out = dir.join("out");
     let args = |out: &Path| -> Vec<String> {
-        ["synthesize", "--generator", s(&g), "--net", s(&c), "--bounds", "none", "--units", "all", "--batch", "1", "--iters", "20000", "--save-every", "5000", "--out-dir", s(out)]
-            .iter()
-            .map(|a| a.to_string())
-            .collect()
+        [
+            "synthesize",
+            "--generator",
+            s(&g),
+            "--net",
+            s(&c),
+            "--bounds",
+            "none",
+            "--units",
+            "all",
+            "--batch",
+            "1",
+            "--iters",
+            "20000",
+            "--save-every",
+            "5000",
+            "--out-dir",
+            s(out),
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect()
     };
     let mut child = Command::new(env!("CARGO_BIN_EXE_dgnam")).args(args(&out)).stderr(std::process::Stdio::null()).spawn().unwrap();
     // Kill it (SIGKILL) once at least one unit is written but before the run ends.
@@ -477,7 +516,14 @@ fn a_units_start_depends_on_the_unit_not_its_position_or_batch() {
 fn converted_lenet(dir: &Path) -> std::path::PathBuf {
     let net = dir.join("lenet.dgnw");
     let r = Command::new(env!("CARGO_BIN_EXE_dgnam-convert"))
-        .args(["--prototxt", s(&fixture("caffe/lenet_mnist/lenet.prototxt")), "--caffemodel", s(&fixture("caffe/lenet_mnist/lenet_iter_10000.caffemodel")), "-o", s(&net)])
+        .args([
+            "--prototxt",
+            s(&fixture("caffe/lenet_mnist/lenet.prototxt")),
+            "--caffemodel",
+            s(&fixture("caffe/lenet_mnist/lenet_iter_10000.caffemodel")),
+            "-o",
+            s(&net),
+        ])
         .output()
         .unwrap();
     assert!(r.status.success());
@@ -527,11 +573,17 @@ fn decay_outside_the_half_open_unit_interval_is_refused() {
 fn tiny_classifier_with(dir: &Path, units: usize) -> std::path::PathBuf {
     let text = std::fs::read_to_string(fixture("tiny/classifier.prototxt")).unwrap();
     let proto = dir.join(format!("clf{units}.prototxt"));
-    let changed = text.replace("top: \"fc8\" inner_product_param { num_output: 5 }", &format!("top: \"fc8\" inner_product_param {{ num_output: {units} }}"));
+    let changed = text.replace(
+        "top: \"fc8\" inner_product_param { num_output: 5 }",
+        &format!("top: \"fc8\" inner_product_param {{ num_output: {units} }}"),
+    );
     assert_ne!(changed, text);
     std::fs::write(&proto, changed).unwrap();
     let out = dir.join(format!("clf{units}.dgnw"));
-    let r = Command::new(env!("CARGO_BIN_EXE_dgnam-convert")).args(["--prototxt", s(&proto), "--random-weights", "22", "-o", s(&out)]).output().unwrap();
+    let r = Command::new(env!("CARGO_BIN_EXE_dgnam-convert"))
+        .args(["--prototxt", s(&proto), "--random-weights", "22", "-o", s(&out)])
+        .output()
+        .unwrap();
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     out
 }
@@ -592,7 +644,10 @@ layer { name: "deconv0" type: "Deconvolution" bottom: "reshape_defc" top: "decon
     )
     .unwrap();
     let out = dir.join("gen-pool.dgnw");
-    let r = Command::new(env!("CARGO_BIN_EXE_dgnam-convert")).args(["--prototxt", s(&proto), "--random-weights", "23", "-o", s(&out)]).output().unwrap();
+    let r = Command::new(env!("CARGO_BIN_EXE_dgnam-convert"))
+        .args(["--prototxt", s(&proto), "--random-weights", "23", "-o", s(&out)])
+        .output()
+        .unwrap();
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     out
 }
@@ -615,7 +670,8 @@ fn init_image_encodes_at_the_layer_that_fits_the_generator() {
     net.forward(&mut st, &[&x.data]).unwrap();
     assert_eq!(code.shape, vec![1, 16]);
     assert_eq!(&code.data, st.value(net.plan.blob_by_name("pool1").unwrap()));
-    let same = synthesize(&g, &c, &dir.join("out2"), &["--units", "2", "--init-image", s(&pics[0]), "--iters", "1", "--encoder-layer", "pool1"]);
+    let same =
+        synthesize(&g, &c, &dir.join("out2"), &["--units", "2", "--init-image", s(&pics[0]), "--iters", "1", "--encoder-layer", "pool1"]);
     assert!(same.status.success());
     assert_eq!(read_bytes(&out, "fc8_0002", "code.npy"), read_bytes(&dir.join("out2"), "fc8_0002", "code.npy"));
 
@@ -683,7 +739,10 @@ fn default_bounds_fall_back_to_2x_and_say_which_file() {
     let proto = dir.join("clf-pool5.prototxt");
     std::fs::write(&proto, text).unwrap();
     let c = dir.join("clf-pool5.dgnw");
-    let r = Command::new(env!("CARGO_BIN_EXE_dgnam-convert")).args(["--prototxt", s(&proto), "--random-weights", "22", "-o", s(&c)]).output().unwrap();
+    let r = Command::new(env!("CARGO_BIN_EXE_dgnam-convert"))
+        .args(["--prototxt", s(&proto), "--random-weights", "22", "-o", s(&c)])
+        .output()
+        .unwrap();
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let g = pool_generator(&dir);
     let r = Command::new(env!("CARGO_BIN_EXE_dgnam"))

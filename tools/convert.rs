@@ -31,11 +31,7 @@ fn main() -> ExitCode {
     };
     match result {
         Ok((tensors, params)) => {
-            println!(
-                "wrote {}: {tensors} tensors, {params} parameters in {:.2} s",
-                a.out.display(),
-                started.elapsed().as_secs_f64()
-            );
+            println!("wrote {}: {tensors} tensors, {params} parameters in {:.2} s", a.out.display(), started.elapsed().as_secs_f64());
             ExitCode::SUCCESS
         }
         Err(e) => {

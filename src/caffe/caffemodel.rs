@@ -90,12 +90,7 @@ impl RawLayer<'_> {
             .blobs
             .iter()
             .enumerate()
-            .map(|(i, field)| {
-                field
-                    .message()
-                    .and_then(decode_blob_message)
-                    .map_err(|e| anyhow!("layer '{name}' blob {i}: {e:#}"))
-            })
+            .map(|(i, field)| field.message().and_then(decode_blob_message).map_err(|e| anyhow!("layer '{name}' blob {i}: {e:#}")))
             .collect::<Result<Vec<_>>>()?;
         Ok(LayerBlobs { name, type_name: self.type_name.unwrap_or_default(), blobs })
     }
@@ -125,9 +120,8 @@ fn decode_v1_layer(entry: &WireField<'_>) -> Result<LayerBlobs> {
             V1_NAME => raw.name = Some(field.string()?),
             V1_TYPE => {
                 let number = field.varint()?;
-                let name = v1_type_name_by_number(number).ok_or_else(|| {
-                    anyhow!("layer at byte {}: unknown V1 layer type {number}", entry.offset)
-                })?;
+                let name = v1_type_name_by_number(number)
+                    .ok_or_else(|| anyhow!("layer at byte {}: unknown V1 layer type {number}", entry.offset))?;
                 raw.type_name = Some(name.to_string());
             }
             V1_BLOBS => raw.blobs.push(field),
@@ -202,8 +196,7 @@ fn decode_blob_message(reader: Reader<'_>) -> Result<Blob> {
     let count = element_count(&shape).map_err(|e| anyhow!("blob at byte {start}: {e}"))?;
 
     // Caffe prefers double_data whenever it is present.
-    let values =
-        if double_data.is_empty() { data } else { double_data.into_iter().map(|v| v as f32).collect() };
+    let values = if double_data.is_empty() { data } else { double_data.into_iter().map(|v| v as f32).collect() };
     if values.is_empty() {
         bail!("blob at byte {start} with shape {shape:?} holds no values");
     }
@@ -311,17 +304,7 @@ mod tests {
         let types: Vec<_> = layers.iter().map(|l| l.type_name.as_str()).collect();
         assert_eq!(
             types,
-            [
-                "Data",
-                "Convolution",
-                "Pooling",
-                "Convolution",
-                "Pooling",
-                "InnerProduct",
-                "ReLU",
-                "InnerProduct",
-                "SoftmaxWithLoss"
-            ]
+            ["Data", "Convolution", "Pooling", "Convolution", "Pooling", "InnerProduct", "ReLU", "InnerProduct", "SoftmaxWithLoss"]
         );
         assert_eq!(shapes(layer(&layers, "conv1")), vec![vec![20, 1, 5, 5], vec![1, 1, 1, 20]]);
         assert_eq!(shapes(layer(&layers, "ip1")), vec![vec![1, 1, 500, 800], vec![1, 1, 1, 500]]);
@@ -329,8 +312,7 @@ mod tests {
 
     #[test]
     fn cifar10_v1_and_mean() {
-        let layers =
-            read_caffemodel(&fixture("cifar10_quick_v1/cifar10_quick_iter_5000.caffemodel")).unwrap();
+        let layers = read_caffemodel(&fixture("cifar10_quick_v1/cifar10_quick_iter_5000.caffemodel")).unwrap();
         assert_eq!(shapes(layer(&layers, "conv1"))[0], vec![32, 3, 5, 5]);
         assert_eq!(shapes(layer(&layers, "conv3"))[0], vec![64, 32, 5, 5]);
         assert_eq!(shapes(layer(&layers, "ip1"))[0], vec![1, 1, 64, 1024]);
@@ -514,8 +496,7 @@ mod tests {
     #[test]
     fn truncated_files_are_errors_not_panics() {
         let bytes = std::fs::read(fixture("lenet_mnist/lenet_iter_10000.caffemodel")).unwrap();
-        for end in [1, 2, 10, 100, 1000, bytes.len() / 3, bytes.len() / 2, bytes.len() - 100, bytes.len() - 1]
-        {
+        for end in [1, 2, 10, 100, 1000, bytes.len() / 3, bytes.len() / 2, bytes.len() - 100, bytes.len() - 1] {
             assert!(decode_caffemodel(&bytes[..end]).is_err(), "truncated at {end} was accepted");
         }
         // Everywhere else too: an error or a shorter but valid model, never a panic.

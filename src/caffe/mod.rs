@@ -7,8 +7,8 @@ pub mod prototxt;
 pub mod wire;
 
 pub use crate::ir::{
-    ConvParam, EltwiseOp, EltwiseParam, InnerProductParam, InputDef, LayerDef, LayerKind, LrnParam, LrnRegion, NetDef,
-    PoolMethod, PoolParam, ReshapeParam, ScaleParam,
+    ConvParam, EltwiseOp, EltwiseParam, InnerProductParam, InputDef, LayerDef, LayerKind, LrnParam, LrnRegion, NetDef, PoolMethod,
+    PoolParam, ReshapeParam, ScaleParam,
 };
 
 /// One stored parameter array of a trained model.

@@ -8,8 +8,8 @@ use anyhow::{anyhow, bail, Context, Result};
 
 use super::prototxt::{self, Field, Message, Value};
 use super::{
-    ConvParam, EltwiseOp, EltwiseParam, InnerProductParam, InputDef, LayerDef, LayerKind, LrnParam,
-    LrnRegion, NetDef, PoolMethod, PoolParam, ReshapeParam, ScaleParam,
+    ConvParam, EltwiseOp, EltwiseParam, InnerProductParam, InputDef, LayerDef, LayerKind, LrnParam, LrnRegion, NetDef, PoolMethod,
+    PoolParam, ReshapeParam, ScaleParam,
 };
 
 /// V1LayerParameter.LayerType as (number, enum name, new-format type name), from
@@ -120,8 +120,7 @@ pub fn netdef_from_message(root: &Message) -> Result<NetDef> {
         bail!("the net mixes new-format 'layer' and legacy 'layers' entries");
     }
     let mut layers = Vec::new();
-    let entries =
-        new_layers.iter().map(|m| (m, Format::New)).chain(v1_layers.iter().map(|m| (m, Format::V1)));
+    let entries = new_layers.iter().map(|m| (m, Format::New)).chain(v1_layers.iter().map(|m| (m, Format::V1)));
     for (index, (message, format)) in entries.enumerate() {
         let layer = RawLayer::read(message, format).map_err(|e| anyhow!("layer #{}: {e:#}", index + 1))?;
         if !layer.included {
@@ -156,11 +155,7 @@ fn top_level_inputs(root: &Message) -> Result<Vec<InputDef>> {
         (false, true) => shapes.iter().map(|s| s.get_i64s("dim")).collect::<Result<_>>()?,
         (true, false) => {
             if dims.len() != 4 * names.len() {
-                bail!(
-                    "{} input_dim values for {} inputs; each input takes exactly 4",
-                    dims.len(),
-                    names.len()
-                );
+                bail!("{} input_dim values for {} inputs; each input takes exactly 4", dims.len(), names.len());
             }
             dims.chunks(4).map(<[i64]>::to_vec).collect()
         }
@@ -233,15 +228,7 @@ impl<'a> RawLayer<'a> {
             }
         };
         let included = included_in_test_phase(message)?;
-        Ok(RawLayer {
-            name,
-            written_type,
-            type_name,
-            bottoms,
-            tops,
-            params: Cow::Borrowed(message),
-            included,
-        })
+        Ok(RawLayer { name, written_type, type_name, bottoms, tops, params: Cow::Borrowed(message), included })
     }
 
     fn convert(self, name: String) -> Result<Converted> {
@@ -308,8 +295,7 @@ impl<'a> RawLayer<'a> {
             .iter()
             .enumerate()
             .map(|(i, top)| {
-                let shape =
-                    shapes.get(i).or(shapes.first()).ok_or_else(|| anyhow!("input_param has no shape"))?;
+                let shape = shapes.get(i).or(shapes.first()).ok_or_else(|| anyhow!("input_param has no shape"))?;
                 input_def(top, &shape.get_i64s("dim")?)
             })
             .collect()
@@ -388,8 +374,7 @@ fn rule_matches_test_phase(rule: &Message) -> Result<bool> {
         Some("TRAIN") => return Ok(false),
         Some(other) => bail!("unknown phase '{other}'"),
     }
-    let level_ok = rule.get_i64("min_level")?.is_none_or(|min| min <= 0)
-        && rule.get_i64("max_level")?.is_none_or(|max| max >= 0);
+    let level_ok = rule.get_i64("min_level")?.is_none_or(|min| min <= 0) && rule.get_i64("max_level")?.is_none_or(|max| max >= 0);
     // With no stages in the state, a rule that requires one never matches.
     Ok(level_ok && !rule.has("stage"))
 }
@@ -410,13 +395,8 @@ fn v0_params(v0: &Field, type_name: &str) -> Result<Message> {
             ],
         ),
         "InnerProduct" => ("inner_product_param", &[("num_output", "num_output"), ("biasterm", "bias_term")]),
-        "Pooling" => (
-            "pooling_param",
-            &[("pool", "pool"), ("kernelsize", "kernel_size"), ("pad", "pad"), ("stride", "stride")],
-        ),
-        "LRN" => {
-            ("lrn_param", &[("local_size", "local_size"), ("alpha", "alpha"), ("beta", "beta"), ("k", "k")])
-        }
+        "Pooling" => ("pooling_param", &[("pool", "pool"), ("kernelsize", "kernel_size"), ("pad", "pad"), ("stride", "stride")]),
+        "LRN" => ("lrn_param", &[("local_size", "local_size"), ("alpha", "alpha"), ("beta", "beta"), ("k", "k")]),
         "Concat" => ("concat_param", &[("concat_dim", "concat_dim")]),
         _ => return Ok(Message::default()),
     };
@@ -424,12 +404,7 @@ fn v0_params(v0: &Field, type_name: &str) -> Result<Message> {
         .as_msg()?
         .fields
         .iter()
-        .filter_map(|f| {
-            renames
-                .iter()
-                .find(|(old, _)| *old == f.name)
-                .map(|(_, new)| Field { name: new.to_string(), ..f.clone() })
-        })
+        .filter_map(|f| renames.iter().find(|(old, _)| *old == f.name).map(|(_, new)| Field { name: new.to_string(), ..f.clone() }))
         .collect();
     let value = Value::Message(Message { fields });
     Ok(Message { fields: vec![Field { name: block_name.to_string(), value, pos: v0.pos }] })
@@ -479,8 +454,7 @@ fn conv_param(layer: &Message) -> Result<ConvParam> {
         bail!("{B}: num_output must be positive");
     }
     let pair = |name, prefix| spatial_pair(&p, name, prefix).map_err(|e| anyhow!("{B}: {e:#}"));
-    let kernel = pair("kernel_size", "kernel")?
-        .ok_or_else(|| anyhow!("{B}: kernel_size (or kernel_h and kernel_w) is required"))?;
+    let kernel = pair("kernel_size", "kernel")?.ok_or_else(|| anyhow!("{B}: kernel_size (or kernel_h and kernel_w) is required"))?;
     let kernel = positive_pair(B, "kernel size", kernel)?;
     let stride = positive_pair(B, "stride", pair("stride", "stride")?.unwrap_or([1, 1]))?;
     let pad = pair("pad", "pad")?.unwrap_or([0, 0]);
@@ -598,9 +572,7 @@ fn concat_axis(layer: &Message) -> Result<i64> {
     match (p.get_i64("axis")?, p.get_usize("concat_dim")?) {
         (Some(_), Some(_)) => bail!("concat_param: give axis or the legacy concat_dim, not both"),
         (Some(axis), None) => Ok(axis),
-        (None, Some(dim)) => {
-            i64::try_from(dim).map_err(|_| anyhow!("concat_param: concat_dim {dim} is too large"))
-        }
+        (None, Some(dim)) => i64::try_from(dim).map_err(|_| anyhow!("concat_param: concat_dim {dim} is too large")),
         (None, None) => Ok(1),
     }
 }
@@ -630,11 +602,7 @@ fn scale_param(layer: &Message) -> Result<ScaleParam> {
     if num_axes < -1 {
         bail!("scale_param: num_axes must be -1 or more, got {num_axes}");
     }
-    Ok(ScaleParam {
-        axis: p.get_i64("axis")?.unwrap_or(1),
-        num_axes,
-        bias_term: p.get_bool("bias_term")?.unwrap_or(false),
-    })
+    Ok(ScaleParam { axis: p.get_i64("axis")?.unwrap_or(1), num_axes, bias_term: p.get_bool("bias_term")?.unwrap_or(false) })
 }
 
 #[cfg(test)]
@@ -708,28 +676,13 @@ mod tests {
         assert_eq!((conv2.group, conv2.pad, conv2.kernel, conv2.bias_term), (2, [2, 2], [5, 5], true));
         assert_eq!(
             find(&net, "norm1").kind,
-            LayerKind::Lrn(LrnParam {
-                region: LrnRegion::AcrossChannels,
-                local_size: 5,
-                alpha: 1e-4,
-                beta: 0.75,
-                k: 1.0
-            })
+            LayerKind::Lrn(LrnParam { region: LrnRegion::AcrossChannels, local_size: 5, alpha: 1e-4, beta: 0.75, k: 1.0 })
         );
         assert_eq!(
             find(&net, "pool5").kind,
-            LayerKind::Pooling(PoolParam {
-                method: PoolMethod::Max,
-                kernel: [3, 3],
-                stride: [2, 2],
-                pad: [0, 0],
-                global: false
-            })
+            LayerKind::Pooling(PoolParam { method: PoolMethod::Max, kernel: [3, 3], stride: [2, 2], pad: [0, 0], global: false })
         );
-        assert_eq!(
-            find(&net, "fc8").kind,
-            LayerKind::InnerProduct(InnerProductParam { num_output: 1000, bias_term: true, axis: 1 })
-        );
+        assert_eq!(find(&net, "fc8").kind, LayerKind::InnerProduct(InnerProductParam { num_output: 1000, bias_term: true, axis: 1 }));
         assert_eq!(find(&net, "relu1").kind, LayerKind::ReLU { negative_slope: 0.0 });
         assert_eq!(
             (find(&net, "relu1").bottoms.as_slice(), find(&net, "relu1").tops.as_slice()),
@@ -742,20 +695,13 @@ mod tests {
     fn generators() {
         let fc6 = read("weights/generator-fc6.prototxt");
         assert_eq!(fc6.inputs, vec![input("feat", &[1, 4096])]);
-        assert_eq!(
-            find(&fc6, "reshape").kind,
-            LayerKind::Reshape(ReshapeParam { dims: vec![1, 256, 4, 4], axis: 0, num_axes: -1 })
-        );
+        assert_eq!(find(&fc6, "reshape").kind, LayerKind::Reshape(ReshapeParam { dims: vec![1, 256, 4, 4], axis: 0, num_axes: -1 }));
         assert_eq!(find(&fc6, "reshape").tops, vec!["reshape_defc5".to_string()]);
         assert_eq!(find(&fc6, "relu_defc7").kind, LayerKind::ReLU { negative_slope: 0.3 });
         for name in ["deconv5", "deconv4", "deconv3", "deconv2", "deconv1", "deconv0"] {
             assert!(matches!(find(&fc6, name).kind, LayerKind::Deconvolution(_)), "{name}");
             let p = conv(&fc6, name);
-            assert_eq!(
-                (p.stride, p.kernel, p.pad, p.group, p.dilation),
-                ([2, 2], [4, 4], [1, 1], 1, [1, 1]),
-                "{name}"
-            );
+            assert_eq!((p.stride, p.kernel, p.pad, p.group, p.dilation), ([2, 2], [4, 4], [1, 1], 1, [1, 1]), "{name}");
         }
         assert_eq!(conv(&fc6, "deconv0").num_output, 3);
         assert_eq!(conv(&fc6, "conv5_1").kernel, [3, 3]);
@@ -797,22 +743,13 @@ mod tests {
         let p = conv(&net, "output");
         assert_eq!((p.num_output, p.kernel, p.pad, p.stride, p.group), (12, [4, 5], [0, 1], [2, 3], 3));
         let deconv = read(&format!("{dir}/layer_deconvolution.prototxt"));
-        assert_eq!(
-            deconv.layers[0].kind,
-            LayerKind::Deconvolution(ConvParam { dilation: [1, 1], bias_term: true, ..p })
-        );
+        assert_eq!(deconv.layers[0].kind, LayerKind::Deconvolution(ConvParam { dilation: [1, 1], bias_term: true, ..p }));
         assert_eq!(deconv.inputs[0].shape, vec![2, 12, 36, 37]);
 
         let lrn = read(&format!("{dir}/layer_lrn_channels.prototxt"));
         assert_eq!(
             lrn.layers[0].kind,
-            LayerKind::Lrn(LrnParam {
-                region: LrnRegion::AcrossChannels,
-                local_size: 5,
-                alpha: 1.1,
-                beta: 0.75,
-                k: 1.0
-            })
+            LayerKind::Lrn(LrnParam { region: LrnRegion::AcrossChannels, local_size: 5, alpha: 1.1, beta: 0.75, k: 1.0 })
         );
         let lrn = read(&format!("{dir}/layer_lrn_spatial.prototxt"));
         let LayerKind::Lrn(spatial) = &lrn.layers[0].kind else { panic!() };
@@ -821,43 +758,24 @@ mod tests {
         let pool = read(&format!("{dir}/layer_pooling_ave.prototxt"));
         assert_eq!(
             pool.layers[0].kind,
-            LayerKind::Pooling(PoolParam {
-                method: PoolMethod::Ave,
-                kernel: [3, 5],
-                stride: [2, 1],
-                pad: [2, 1],
-                global: false
-            })
+            LayerKind::Pooling(PoolParam { method: PoolMethod::Ave, kernel: [3, 5], stride: [2, 1], pad: [2, 1], global: false })
         );
         let ip = read(&format!("{dir}/layer_inner_product.prototxt"));
-        assert_eq!(
-            ip.layers[0].kind,
-            LayerKind::InnerProduct(InnerProductParam { num_output: 2, bias_term: true, axis: 3 })
-        );
-        assert_eq!(
-            read(&format!("{dir}/layer_softmax.prototxt")).layers[0].kind,
-            LayerKind::Softmax { axis: 1 }
-        );
+        assert_eq!(ip.layers[0].kind, LayerKind::InnerProduct(InnerProductParam { num_output: 2, bias_term: true, axis: 3 }));
+        assert_eq!(read(&format!("{dir}/layer_softmax.prototxt")).layers[0].kind, LayerKind::Softmax { axis: 1 });
     }
 
     #[test]
     fn googlenet() {
         let net = read("weights/googlenet.prototxt");
         assert_eq!(net.inputs, vec![input("data", &[1, 3, 224, 224])]);
-        let concats: Vec<_> =
-            net.layers.iter().filter(|l| matches!(l.kind, LayerKind::Concat { axis: 1 })).collect();
+        let concats: Vec<_> = net.layers.iter().filter(|l| matches!(l.kind, LayerKind::Concat { axis: 1 })).collect();
         assert_eq!(concats.len(), 9);
         let output = find(&net, "inception_3a/output");
-        assert_eq!(
-            output.bottoms,
-            ["inception_3a/1x1", "inception_3a/3x3", "inception_3a/5x5", "inception_3a/pool_proj"]
-        );
+        assert_eq!(output.bottoms, ["inception_3a/1x1", "inception_3a/3x3", "inception_3a/5x5", "inception_3a/pool_proj"]);
         assert_eq!(conv(&net, "conv1/7x7_s2").pad, [3, 3]);
         assert_eq!(net.layers.last().map(|l| l.name.as_str()), Some("prob"));
-        assert!(matches!(
-            find(&net, "loss3/classifier").kind,
-            LayerKind::InnerProduct(InnerProductParam { num_output: 1000, .. })
-        ));
+        assert!(matches!(find(&net, "loss3/classifier").kind, LayerKind::InnerProduct(InnerProductParam { num_output: 1000, .. })));
     }
 
     #[test]
@@ -870,19 +788,13 @@ mod tests {
         let places_kinds: Vec<_> = kinds(&net).into_iter().filter(|&k| k != "Dropout").collect();
         assert_eq!(places_kinds, kinds(&caffenet));
         let conv1 = conv(&net, "conv1");
-        assert_eq!(
-            (conv1.num_output, conv1.kernel, conv1.stride, conv1.bias_term),
-            (96, [11, 11], [4, 4], true)
-        );
+        assert_eq!((conv1.num_output, conv1.kernel, conv1.stride, conv1.bias_term), (96, [11, 11], [4, 4], true));
         let conv2 = conv(&net, "conv2");
         assert_eq!((conv2.group, conv2.pad, conv2.kernel), (2, [2, 2], [5, 5]));
         assert_eq!(find(&net, "conv1").bottoms, ["data"]);
         assert_eq!(find(&net, "norm1").kind, find(&caffenet, "norm1").kind);
         assert_eq!(find(&net, "pool5").kind, find(&caffenet, "pool5").kind);
-        assert!(matches!(
-            find(&net, "fc8").kind,
-            LayerKind::InnerProduct(InnerProductParam { num_output: 205, .. })
-        ));
+        assert!(matches!(find(&net, "fc8").kind, LayerKind::InnerProduct(InnerProductParam { num_output: 205, .. })));
     }
 
     #[test]
@@ -898,10 +810,11 @@ mod tests {
         assert!(net.layers.is_empty());
         assert!(error("input: 'a' input_dim: 1 input_dim: 2").contains("2 input_dim values for 1 inputs"));
         assert!(error("input: 'a'").contains("1 inputs but 0 input shapes"));
-        assert!(error("input: 'a' input_shape { dim: 0 }")
-            .contains("input 'a': shape [0] must have positive dimensions"));
-        assert!(error("layer { name: 'in' type: 'Input' top: 'y' top: 'z' input_param { shape { dim: 3 } shape { dim: 3 } shape { dim: 1 } } }")
-            .contains("layer 'in': input_param gives 3 shapes for 2 tops"));
+        assert!(error("input: 'a' input_shape { dim: 0 }").contains("input 'a': shape [0] must have positive dimensions"));
+        assert!(error(
+            "layer { name: 'in' type: 'Input' top: 'y' top: 'z' input_param { shape { dim: 3 } shape { dim: 3 } shape { dim: 1 } } }"
+        )
+        .contains("layer 'in': input_param gives 3 shapes for 2 tops"));
     }
 
     #[test]
@@ -927,7 +840,10 @@ mod tests {
         .unwrap();
         let names: Vec<_> = net.layers.iter().map(|l| l.name.as_str()).collect();
         assert_eq!(names, ["test_only", "kept"]);
-        let v1 = parse_netdef("layers { name: 'data' type: DATA include { phase: TRAIN } } layers { name: 'r' type: RELU bottom: 'x' top: 'x' }").unwrap();
+        let v1 = parse_netdef(
+            "layers { name: 'data' type: DATA include { phase: TRAIN } } layers { name: 'r' type: RELU bottom: 'x' top: 'x' }",
+        )
+        .unwrap();
         assert_eq!(v1.layers.len(), 1);
     }
 
@@ -962,20 +878,11 @@ mod tests {
         );
         assert_eq!(
             kinds[1],
-            LayerKind::Pooling(PoolParam {
-                method: PoolMethod::Ave,
-                kernel: [0, 0],
-                stride: [1, 1],
-                pad: [0, 0],
-                global: true
-            })
+            LayerKind::Pooling(PoolParam { method: PoolMethod::Ave, kernel: [0, 0], stride: [1, 1], pad: [0, 0], global: true })
         );
         assert_eq!(kinds[2], LayerKind::Flatten { axis: 1, end_axis: -1 });
         assert_eq!(kinds[3], LayerKind::Concat { axis: 0 });
-        assert_eq!(
-            kinds[4],
-            LayerKind::Eltwise(EltwiseParam { op: EltwiseOp::Sum, coeffs: vec![1.0, -1.0] })
-        );
+        assert_eq!(kinds[4], LayerKind::Eltwise(EltwiseParam { op: EltwiseOp::Sum, coeffs: vec![1.0, -1.0] }));
         assert_eq!(kinds[5], LayerKind::Eltwise(EltwiseParam { op: EltwiseOp::Max, coeffs: vec![] }));
         assert_eq!(kinds[6], LayerKind::BatchNorm { eps: 1e-5 });
         assert_eq!(kinds[7], LayerKind::Scale(ScaleParam { axis: 1, num_axes: 1, bias_term: true }));
@@ -1003,79 +910,59 @@ mod tests {
 
     #[test]
     fn bad_nets_are_clear_errors() {
-        assert_eq!(
-            error("layer { name: 'x1' type: 'Frobnicate' }"),
-            "layer 'x1': unsupported layer type 'Frobnicate'"
-        );
-        assert_eq!(
-            error("layers { name: 'l' type: SOFTMAX_LOSS bottom: 'a' }"),
-            "layer 'l': unsupported layer type 'SOFTMAX_LOSS'"
-        );
-        assert_eq!(
-            error("layers { name: 'l' type: WHATEVER }"),
-            "layer 'l': unsupported layer type 'WHATEVER'"
-        );
-        assert_eq!(
-            error("layer { type: 'ReLU' bottom: 'a' top: 'a' }"),
-            "layer #1 (type 'ReLU') has no name"
-        );
+        assert_eq!(error("layer { name: 'x1' type: 'Frobnicate' }"), "layer 'x1': unsupported layer type 'Frobnicate'");
+        assert_eq!(error("layers { name: 'l' type: SOFTMAX_LOSS bottom: 'a' }"), "layer 'l': unsupported layer type 'SOFTMAX_LOSS'");
+        assert_eq!(error("layers { name: 'l' type: WHATEVER }"), "layer 'l': unsupported layer type 'WHATEVER'");
+        assert_eq!(error("layer { type: 'ReLU' bottom: 'a' top: 'a' }"), "layer #1 (type 'ReLU') has no name");
         assert_eq!(error("layer { name: 'n' bottom: 'a' }"), "layer 'n': no layer type given");
-        assert!(error("layer { name: 'x1' type: 'ReLU'")
-            .contains("expected '}' to close the '{' of line 1, column 7"));
+        assert!(error("layer { name: 'x1' type: 'ReLU'").contains("expected '}' to close the '{' of line 1, column 7"));
         assert_eq!(
             error("layer { name: 'c'\n type: 'Convolution' convolution_param { num_output: 1x } }"),
             "prototxt line 2, column 54: bad number '1x'"
         );
         assert_eq!(error("layer { name: 'oops }"), "prototxt line 1, column 15: unterminated string");
-        assert_eq!(
-            error(&conv_layer("kernel_size: 3")),
-            "layer 'conv1': convolution_param: num_output is required"
-        );
-        assert_eq!(
-            error(&conv_layer("num_output: 0 kernel_size: 3")),
-            "layer 'conv1': convolution_param: num_output must be positive"
-        );
+        assert_eq!(error(&conv_layer("kernel_size: 3")), "layer 'conv1': convolution_param: num_output is required");
+        assert_eq!(error(&conv_layer("num_output: 0 kernel_size: 3")), "layer 'conv1': convolution_param: num_output must be positive");
         assert_eq!(
             error(&conv_layer("num_output: 4")),
             "layer 'conv1': convolution_param: kernel_size (or kernel_h and kernel_w) is required"
         );
-        assert!(error(&conv_layer("num_output: 4 kernel_size: 0"))
-            .contains("kernel size must be positive, got [0, 0]"));
-        assert!(
-            error(&conv_layer("num_output: 4 kernel_size: 3 stride: 0")).contains("stride must be positive")
-        );
+        assert!(error(&conv_layer("num_output: 4 kernel_size: 0")).contains("kernel size must be positive, got [0, 0]"));
+        assert!(error(&conv_layer("num_output: 4 kernel_size: 3 stride: 0")).contains("stride must be positive"));
         assert!(error(&conv_layer("num_output: 4 kernel_size: 3 group: 3"))
             .contains("layer 'conv1': convolution_param: group 3 does not divide num_output 4"));
-        assert!(error(&conv_layer("num_output: 4 kernel_h: 3"))
-            .contains("kernel_h and kernel_w must be given together"));
+        assert!(error(&conv_layer("num_output: 4 kernel_h: 3")).contains("kernel_h and kernel_w must be given together"));
         assert!(error(&conv_layer("num_output: 4 kernel_size: 3 kernel_w: 3")).contains("cannot be combined"));
-        assert!(error(&conv_layer("num_output: 4 kernel_size: 3 kernel_size: 3 kernel_size: 3"))
-            .contains("only 2-D"));
-        assert!(error(&conv_layer("num_output: -4 kernel_size: 3"))
-            .contains("layer 'conv1': prototxt line 1, column"));
+        assert!(error(&conv_layer("num_output: 4 kernel_size: 3 kernel_size: 3 kernel_size: 3")).contains("only 2-D"));
+        assert!(error(&conv_layer("num_output: -4 kernel_size: 3")).contains("layer 'conv1': prototxt line 1, column"));
+        assert!(error(&conv_layer("num_output: 4 num_output: 5 kernel_size: 3")).contains("given more than once"));
+        assert!(error("layer { name: 'p' type: 'Pooling' bottom: 'a' top: 'b' pooling_param { pool: STOCHASTIC kernel_size: 2 } }")
+            .contains("STOCHASTIC is not supported"));
+        assert!(error("layer { name: 'p' type: 'Pooling' bottom: 'a' top: 'b' pooling_param { kernel_size: 2 pad: 2 } }")
+            .contains("must be smaller than the kernel"));
+        assert!(error("layer { name: 'p' type: 'Pooling' bottom: 'a' top: 'b' pooling_param { global_pooling: true kernel_size: 2 } }")
+            .contains("cannot be given with global_pooling"));
         assert!(
-            error(&conv_layer("num_output: 4 num_output: 5 kernel_size: 3")).contains("given more than once")
+            error("layer { name: 'n' type: 'LRN' bottom: 'a' top: 'b' lrn_param { local_size: 4 } }").contains("local_size must be odd")
         );
-        assert!(error("layer { name: 'p' type: 'Pooling' bottom: 'a' top: 'b' pooling_param { pool: STOCHASTIC kernel_size: 2 } }").contains("STOCHASTIC is not supported"));
-        assert!(error("layer { name: 'p' type: 'Pooling' bottom: 'a' top: 'b' pooling_param { kernel_size: 2 pad: 2 } }").contains("must be smaller than the kernel"));
-        assert!(error("layer { name: 'p' type: 'Pooling' bottom: 'a' top: 'b' pooling_param { global_pooling: true kernel_size: 2 } }").contains("cannot be given with global_pooling"));
-        assert!(error("layer { name: 'n' type: 'LRN' bottom: 'a' top: 'b' lrn_param { local_size: 4 } }")
-            .contains("local_size must be odd"));
-        assert!(error("layer { name: 'e' type: 'Eltwise' bottom: 'a' bottom: 'b' top: 'c' eltwise_param { operation: PROD coeff: 1 coeff: 1 } }").contains("only allowed with SUM"));
         assert!(error(
-            "layer { name: 'e' type: 'Eltwise' bottom: 'a' bottom: 'b' top: 'c' eltwise_param { coeff: 1 } }"
+            "layer { name: 'e' type: 'Eltwise' bottom: 'a' bottom: 'b' top: 'c' eltwise_param { operation: PROD coeff: 1 coeff: 1 } }"
         )
-        .contains("1 coefficients for 2 bottoms"));
-        assert!(error("layer { name: 'r' type: 'Reshape' bottom: 'a' top: 'b' reshape_param { shape { dim: -1 dim: -1 } } }").contains("at most one"));
-        assert!(error("layer { name: 'i' type: 'InnerProduct' bottom: 'a' top: 'b' inner_product_param { num_output: 2 transpose: true } }").contains("transpose"));
-        assert_eq!(
-            error("layer { name: 'r' type: 'ReLU' bottom: 'a' }"),
-            "layer 'r': takes exactly 1 top(s), got 0"
-        );
-        assert!(error("layer { name: 'e' type: 'Eltwise' bottom: 'a' top: 'c' }")
-            .contains("at least 2 bottom(s), got 1"));
-        assert!(error("layer { name: 'x' type: 'ReLU' bottom: 'a' top: 'a' } layer { name: 'x' type: 'ReLU' bottom: 'a' top: 'a' }").contains("used by more than one layer"));
-        assert!(error("layer { name: 'x' type: 'ReLU' bottom: 'a' top: 'a' include { phase: TEST } exclude { phase: TRAIN } }").contains("not both"));
+        .contains("only allowed with SUM"));
+        assert!(error("layer { name: 'e' type: 'Eltwise' bottom: 'a' bottom: 'b' top: 'c' eltwise_param { coeff: 1 } }")
+            .contains("1 coefficients for 2 bottoms"));
+        assert!(error("layer { name: 'r' type: 'Reshape' bottom: 'a' top: 'b' reshape_param { shape { dim: -1 dim: -1 } } }")
+            .contains("at most one"));
+        assert!(error(
+            "layer { name: 'i' type: 'InnerProduct' bottom: 'a' top: 'b' inner_product_param { num_output: 2 transpose: true } }"
+        )
+        .contains("transpose"));
+        assert_eq!(error("layer { name: 'r' type: 'ReLU' bottom: 'a' }"), "layer 'r': takes exactly 1 top(s), got 0");
+        assert!(error("layer { name: 'e' type: 'Eltwise' bottom: 'a' top: 'c' }").contains("at least 2 bottom(s), got 1"));
+        assert!(error("layer { name: 'x' type: 'ReLU' bottom: 'a' top: 'a' } layer { name: 'x' type: 'ReLU' bottom: 'a' top: 'a' }")
+            .contains("used by more than one layer"));
+        assert!(error("layer { name: 'x' type: 'ReLU' bottom: 'a' top: 'a' include { phase: TEST } exclude { phase: TRAIN } }")
+            .contains("not both"));
         assert!(error("layer { name: 'x' type: 3 }").contains("expects a quoted string, got '3'"));
     }
 }

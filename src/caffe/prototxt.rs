@@ -395,8 +395,7 @@ impl<'a> Lexer<'a> {
         }
         let mut previous = ' ';
         while let Some(&c) = self.chars.peek() {
-            let exponent_sign =
-                (c == '-' || c == '+') && (previous == 'e' || previous == 'E') && !text.contains(['x', 'X']);
+            let exponent_sign = (c == '-' || c == '+') && (previous == 'e' || previous == 'E') && !text.contains(['x', 'X']);
             if c.is_ascii_alphanumeric() || c == '.' || c == '_' || exponent_sign {
                 text.push(c);
                 previous = c;
@@ -632,8 +631,7 @@ mod tests {
 
     #[test]
     fn scalars_of_each_kind() {
-        let m =
-            parse("a: 1 b: -2.5e-3 c: \"x y\" d: FOO e: true f: 'q' g: 0. h: inf i: -inf j: 1e-30").unwrap();
+        let m = parse("a: 1 b: -2.5e-3 c: \"x y\" d: FOO e: true f: 'q' g: 0. h: inf i: -inf j: 1e-30").unwrap();
         assert_eq!(m.get_usize("a").unwrap(), Some(1));
         assert_eq!(m.get_f64("b").unwrap(), Some(-2.5e-3));
         assert_eq!(m.get_str("c").unwrap(), Some("x y"));
@@ -697,19 +695,11 @@ mod tests {
             m.get_usize("a").unwrap_err().to_string(),
             "prototxt line 1, column 4: field 'a' expects a non-negative integer, got the string \"1\""
         );
-        assert!(m
-            .get_str("b")
-            .unwrap_err()
-            .to_string()
-            .contains("line 2, column 3: field 'b' expects a quoted string, got a message"));
+        assert!(m.get_str("b").unwrap_err().to_string().contains("line 2, column 3: field 'b' expects a quoted string, got a message"));
         assert!(m.get_msg("c").unwrap_err().to_string().contains("expects a message in braces, got 'X'"));
         assert!(m.get_str("c").unwrap_err().to_string().contains("expects a quoted string"));
         assert!(m.get_bool("c").unwrap_err().to_string().contains("true or false"));
-        assert!(m
-            .get_usize("d")
-            .unwrap_err()
-            .to_string()
-            .contains("line 5, column 4: field 'd' is given more than once"));
+        assert!(m.get_usize("d").unwrap_err().to_string().contains("line 5, column 4: field 'd' is given more than once"));
         assert_eq!(m.get_usizes("d").unwrap(), vec![1, 2]);
     }
 
@@ -729,10 +719,7 @@ mod tests {
         assert_eq!(err("a: @"), "prototxt line 1, column 4: unexpected character '@'");
         assert_eq!(err("a: -foo"), "prototxt line 1, column 4: bad number '-foo'");
         assert_eq!(err("a: \"\\q\""), "prototxt line 1, column 6: unknown escape '\\q' in string");
-        assert_eq!(
-            err("a: [1 2]"),
-            "prototxt line 1, column 7: expected ',' or ']' in a list, found the number '2'"
-        );
+        assert_eq!(err("a: [1 2]"), "prototxt line 1, column 7: expected ',' or ']' in a list, found the number '2'");
     }
 
     #[test]
@@ -754,8 +741,7 @@ mod tests {
     #[test]
     fn arbitrary_bytes_never_panic() {
         // A cheap deterministic fuzz: every prefix of a real file and some byte soup.
-        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/weights/caffenet.prototxt"))
-            .unwrap();
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/weights/caffenet.prototxt")).unwrap();
         for end in (0..text.len()).step_by(7) {
             if text.is_char_boundary(end) {
                 let _ = parse(&text[..end]);

@@ -45,9 +45,8 @@ impl<'a> WireField<'a> {
 
     pub fn string(&self) -> Result<String> {
         let bytes = self.bytes()?;
-        String::from_utf8(bytes.to_vec()).map_err(|_| {
-            anyhow!("protobuf field {} at byte {}: string is not valid UTF-8", self.number, self.offset)
-        })
+        String::from_utf8(bytes.to_vec())
+            .map_err(|_| anyhow!("protobuf field {} at byte {}: string is not valid UTF-8", self.number, self.offset))
     }
 
     pub fn varint(&self) -> Result<u64> {
@@ -121,19 +120,13 @@ impl<'a> Reader<'a> {
                 return Ok(value);
             }
         }
-        bail!(
-            "protobuf: truncated varint at byte {start} (the data ends at byte {})",
-            self.base + self.bytes.len()
-        )
+        bail!("protobuf: truncated varint at byte {start} (the data ends at byte {})", self.base + self.bytes.len())
     }
 
     fn take(&mut self, len: u64, what: &str, field_offset: usize) -> Result<&'a [u8]> {
         let left = self.remaining();
         let len = usize::try_from(len).ok().filter(|&n| n <= left.len()).ok_or_else(|| {
-            anyhow!(
-                "protobuf: field at byte {field_offset} declares {len} bytes of {what} but only {} remain",
-                left.len()
-            )
+            anyhow!("protobuf: field at byte {field_offset} declares {len} bytes of {what} but only {} remain", left.len())
         })?;
         let (taken, _) = left.split_at(len);
         self.position += len;
@@ -239,8 +232,7 @@ pub fn extend_f64(out: &mut Vec<f64>, field: &WireField<'_>) -> Result<()> {
 
 /// `max_count` bounds the result so a long packed run cannot grow it without limit.
 pub fn extend_varints(out: &mut Vec<u64>, field: &WireField<'_>, max_count: usize) -> Result<()> {
-    let too_many =
-        || anyhow!("protobuf field {} at byte {}: more than {max_count} values", field.number, field.offset);
+    let too_many = || anyhow!("protobuf field {} at byte {}: more than {max_count} values", field.number, field.offset);
     match field.value {
         WireValue::Varint(v) => {
             if out.len() >= max_count {
@@ -272,27 +264,17 @@ mod tests {
 
     #[test]
     fn varints() {
-        let mut r = Reader::new(&[
-            0x00, 0x01, 0xac, 0x02, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01,
-        ]);
+        let mut r = Reader::new(&[0x00, 0x01, 0xac, 0x02, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]);
         assert_eq!(r.read_varint().unwrap(), 0);
         assert_eq!(r.read_varint().unwrap(), 1);
         assert_eq!(r.read_varint().unwrap(), 300);
         assert_eq!(r.read_varint().unwrap(), u64::MAX);
         assert!(r.is_empty());
         // 11 continuation bytes, and a 10th byte with more than the top bit.
-        assert!(Reader::new(&[0xff; 11])
-            .read_varint()
-            .unwrap_err()
-            .to_string()
-            .contains("longer than 10 bytes"));
+        assert!(Reader::new(&[0xff; 11]).read_varint().unwrap_err().to_string().contains("longer than 10 bytes"));
         let overflow = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02];
         assert!(Reader::new(&overflow).read_varint().unwrap_err().to_string().contains("overflows"));
-        assert!(Reader::new(&[0x80, 0x80])
-            .read_varint()
-            .unwrap_err()
-            .to_string()
-            .contains("truncated varint at byte 0"));
+        assert!(Reader::new(&[0x80, 0x80]).read_varint().unwrap_err().to_string().contains("truncated varint at byte 0"));
     }
 
     #[test]
@@ -311,11 +293,7 @@ mod tests {
         let mut floats = vec![];
         extend_f32(&mut floats, &f[3]).unwrap();
         assert_eq!(floats, vec![1.0]);
-        assert!(f[0]
-            .bytes()
-            .unwrap_err()
-            .to_string()
-            .contains("expected length-delimited bytes, found a varint"));
+        assert!(f[0].bytes().unwrap_err().to_string().contains("expected length-delimited bytes, found a varint"));
     }
 
     #[test]
@@ -343,9 +321,6 @@ mod tests {
         extend_f64(&mut d, &fields(&doubles).unwrap()[0]).unwrap();
         assert_eq!(d, vec![1.0]);
         let ragged = [0x0a, 3, 0, 0, 0];
-        assert!(extend_f32(&mut vec![], &fields(&ragged).unwrap()[0])
-            .unwrap_err()
-            .to_string()
-            .contains("multiple of 4"));
+        assert!(extend_f32(&mut vec![], &fields(&ragged).unwrap()[0]).unwrap_err().to_string().contains("multiple of 4"));
     }
 }

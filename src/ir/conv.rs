@@ -20,17 +20,18 @@ pub struct ConvGeom {
 }
 
 fn check_params(
-    in_channels: usize, out_channels: usize, kernel: [usize; 2], stride: [usize; 2],
-    dilation: [usize; 2], group: usize,
+    in_channels: usize,
+    out_channels: usize,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    dilation: [usize; 2],
+    group: usize,
 ) -> Result<()> {
     ensure!(
         kernel.iter().chain(&stride).chain(&dilation).all(|&v| v > 0) && group > 0,
         "convolution: kernel {kernel:?}, stride {stride:?}, dilation {dilation:?} and group {group} must be nonzero"
     );
-    ensure!(
-        in_channels > 0 && out_channels > 0,
-        "convolution: channel counts must be nonzero (in {in_channels}, out {out_channels})"
-    );
+    ensure!(in_channels > 0 && out_channels > 0, "convolution: channel counts must be nonzero (in {in_channels}, out {out_channels})");
     ensure!(
         in_channels.is_multiple_of(group) && out_channels.is_multiple_of(group),
         "convolution: group {group} must divide both input channels {in_channels} and output channels {out_channels}"
@@ -44,8 +45,16 @@ impl ConvGeom {
     /// any kernel/stride/dilation/group is zero.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        batch: usize, in_channels: usize, in_h: usize, in_w: usize, out_channels: usize,
-        kernel: [usize; 2], stride: [usize; 2], pad: [usize; 2], dilation: [usize; 2], group: usize,
+        batch: usize,
+        in_channels: usize,
+        in_h: usize,
+        in_w: usize,
+        out_channels: usize,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        pad: [usize; 2],
+        dilation: [usize; 2],
+        group: usize,
     ) -> Result<ConvGeom> {
         check_params(in_channels, out_channels, kernel, stride, dilation, group)?;
         ensure!(in_h > 0 && in_w > 0, "convolution: empty input {in_h}x{in_w}");
@@ -58,17 +67,11 @@ impl ConvGeom {
                 bail!("convolution: kernel {kernel:?}, dilation {dilation:?} or pad {pad:?} is too large");
             };
             if span > padded {
-                bail!(
-                    "convolution: kernel {:?} (dilation {:?}) does not fit the input {in_h}x{in_w} padded by {pad:?}",
-                    kernel, dilation
-                );
+                bail!("convolution: kernel {:?} (dilation {:?}) does not fit the input {in_h}x{in_w} padded by {pad:?}", kernel, dilation);
             }
             out[a] = (padded - span) / stride[a] + 1;
         }
-        Ok(ConvGeom {
-            batch, in_channels, in_h, in_w, out_channels, out_h: out[0], out_w: out[1],
-            kernel, stride, pad, dilation, group,
-        })
+        Ok(ConvGeom { batch, in_channels, in_h, in_w, out_channels, out_h: out[0], out_w: out[1], kernel, stride, pad, dilation, group })
     }
 
     /// Caffe Deconvolution with these params on an input of in_channels x in_h x in_w,
@@ -79,8 +82,16 @@ impl ConvGeom {
     /// are then exactly that convolution's [out, in/group, kh, kw] weights.
     #[allow(clippy::too_many_arguments)]
     pub fn for_deconv(
-        batch: usize, in_channels: usize, in_h: usize, in_w: usize, out_channels: usize,
-        kernel: [usize; 2], stride: [usize; 2], pad: [usize; 2], dilation: [usize; 2], group: usize,
+        batch: usize,
+        in_channels: usize,
+        in_h: usize,
+        in_w: usize,
+        out_channels: usize,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        pad: [usize; 2],
+        dilation: [usize; 2],
+        group: usize,
     ) -> Result<ConvGeom> {
         check_params(in_channels, out_channels, kernel, stride, dilation, group)?;
         ensure!(in_h > 0 && in_w > 0, "deconvolution: empty input {in_h}x{in_w}");
@@ -101,9 +112,7 @@ impl ConvGeom {
             }
             out[a] = full - 2 * pad[a];
         }
-        let g = ConvGeom::new(
-            batch, out_channels, out[0], out[1], in_channels, kernel, stride, pad, dilation, group,
-        )?;
+        let g = ConvGeom::new(batch, out_channels, out[0], out[1], in_channels, kernel, stride, pad, dilation, group)?;
         // The convolution maps the deconv output size back onto the deconv input size exactly.
         debug_assert_eq!((g.out_h, g.out_w), (in_h, in_w));
         Ok(g)
@@ -123,9 +132,7 @@ impl ConvGeom {
 
     /// 2 * multiply-adds of the forward pass.
     pub fn flops(&self) -> u64 {
-        2 * (self.output_len() as u64)
-            * (self.in_channels / self.group) as u64
-            * (self.kernel[0] * self.kernel[1]) as u64
+        2 * (self.output_len() as u64) * (self.in_channels / self.group) as u64 * (self.kernel[0] * self.kernel[1]) as u64
     }
 
     /// A 1x1 stride-1 unpadded convolution reads its input directly as the column matrix.

@@ -16,22 +16,58 @@ pub use shapes::{compile_layer, Compiled, MAX_ELEMENTS};
 /// What a node computes, with every size resolved; the ops dispatch on this.
 #[derive(Clone, Debug)]
 pub enum Op {
-    Conv { geom: ConvGeom, bias: bool },
-    Deconv { geom: ConvGeom, bias: bool },
-    InnerProduct { rows: usize, k: usize, n: usize, bias: bool },
-    Relu { slope: f32 },
+    Conv {
+        geom: ConvGeom,
+        bias: bool,
+    },
+    Deconv {
+        geom: ConvGeom,
+        bias: bool,
+    },
+    InnerProduct {
+        rows: usize,
+        k: usize,
+        n: usize,
+        bias: bool,
+    },
+    Relu {
+        slope: f32,
+    },
     /// Dropout at inference, Reshape, Flatten and each top of a Split: the data passes unchanged.
     Copy,
     MaxPool(PoolGeom),
     AvePool(PoolGeom),
-    Lrn { dims: [usize; 4], param: LrnParam },
-    Softmax { outer: usize, channels: usize, inner: usize },
-    Concat { outer: usize, inner: usize, channels: Vec<usize> },
-    Eltwise { op: EltwiseOp, coeffs: Vec<f32> },
-    BatchNorm { outer: usize, channels: usize, inner: usize, eps: f32 },
-    Scale { outer: usize, channels: usize, inner: usize, bias: bool },
+    Lrn {
+        dims: [usize; 4],
+        param: LrnParam,
+    },
+    Softmax {
+        outer: usize,
+        channels: usize,
+        inner: usize,
+    },
+    Concat {
+        outer: usize,
+        inner: usize,
+        channels: Vec<usize>,
+    },
+    Eltwise {
+        op: EltwiseOp,
+        coeffs: Vec<f32>,
+    },
+    BatchNorm {
+        outer: usize,
+        channels: usize,
+        inner: usize,
+        eps: f32,
+    },
+    Scale {
+        outer: usize,
+        channels: usize,
+        inner: usize,
+        bias: bool,
+    },
 }
-
 
 impl Op {
     /// 2 x multiply-adds of the forward pass for the matrix products; `None` for the rest

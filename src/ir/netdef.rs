@@ -146,4 +146,3 @@ pub struct ScaleParam {
     pub num_axes: i64,
     pub bias_term: bool,
 }
-

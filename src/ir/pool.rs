@@ -43,26 +43,22 @@ pub fn windows(out: usize, size: usize, k: usize, s: usize, p: usize) -> Vec<Win
 
 impl PoolGeom {
     pub fn new(
-        batch: usize, channels: usize, in_h: usize, in_w: usize, kernel: [usize; 2],
-        stride: [usize; 2], pad: [usize; 2],
+        batch: usize,
+        channels: usize,
+        in_h: usize,
+        in_w: usize,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        pad: [usize; 2],
     ) -> Result<PoolGeom> {
-        ensure!(
-            kernel.iter().chain(&stride).all(|&v| v > 0),
-            "pooling: kernel {kernel:?} and stride {stride:?} must be nonzero"
-        );
+        ensure!(kernel.iter().chain(&stride).all(|&v| v > 0), "pooling: kernel {kernel:?} and stride {stride:?} must be nonzero");
         ensure!(in_h > 0 && in_w > 0, "pooling: empty input {in_h}x{in_w}");
-        ensure!(
-            pad[0] < kernel[0] && pad[1] < kernel[1],
-            "pooling: pad {pad:?} must be smaller than kernel {kernel:?}"
-        );
+        ensure!(pad[0] < kernel[0] && pad[1] < kernel[1], "pooling: pad {pad:?} must be smaller than kernel {kernel:?}");
         let mut out = [0usize; 2];
         for (a, size) in [in_h, in_w].into_iter().enumerate() {
             let padded = pad[a].checked_mul(2).and_then(|p| p.checked_add(size));
             let Some(padded) = padded else { bail!("pooling: pad {pad:?} is too large") };
-            ensure!(
-                kernel[a] <= padded,
-                "pooling: kernel {kernel:?} larger than the input {in_h}x{in_w} padded by {pad:?}"
-            );
+            ensure!(kernel[a] <= padded, "pooling: kernel {kernel:?} larger than the input {in_h}x{in_w} padded by {pad:?}");
             out[a] = (padded - kernel[a]).div_ceil(stride[a]) + 1;
             // Caffe: the last window must start inside the image or its left padding.
             if pad[a] > 0 && (out[a] - 1).saturating_mul(stride[a]) >= size + pad[a] {
@@ -74,10 +70,7 @@ impl PoolGeom {
 
     /// The kernel covers the whole input: one output per channel.
     pub fn global(batch: usize, channels: usize, in_h: usize, in_w: usize) -> PoolGeom {
-        PoolGeom {
-            batch, channels, in_h, in_w, out_h: 1, out_w: 1,
-            kernel: [in_h, in_w], stride: [1, 1], pad: [0, 0],
-        }
+        PoolGeom { batch, channels, in_h, in_w, out_h: 1, out_w: 1, kernel: [in_h, in_w], stride: [1, 1], pad: [0, 0] }
     }
 
     pub fn input_len(&self) -> usize {
@@ -99,4 +92,3 @@ impl PoolGeom {
         (self.in_h * self.in_w, self.out_h * self.out_w)
     }
 }
-

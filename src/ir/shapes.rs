@@ -46,8 +46,7 @@ pub fn compile_layer(layer: &LayerDef, shapes: &[Vec<usize>], declared_batch: us
     Ok(match &layer.kind {
         LayerKind::Convolution(p) => {
             let [n, c, h, w] = four_d()?;
-            let geom = ConvGeom::new(n, c, h, w, p.num_output, p.kernel, p.stride, p.pad, p.dilation, p.group)
-                .with_context(ctx)?;
+            let geom = ConvGeom::new(n, c, h, w, p.num_output, p.kernel, p.stride, p.pad, p.dilation, p.group).with_context(ctx)?;
             let mut params = vec![vec![p.num_output, c / p.group, p.kernel[0], p.kernel[1]]];
             if p.bias_term {
                 params.push(vec![p.num_output]);
@@ -56,8 +55,7 @@ pub fn compile_layer(layer: &LayerDef, shapes: &[Vec<usize>], declared_batch: us
         }
         LayerKind::Deconvolution(p) => {
             let [n, c, h, w] = four_d()?;
-            let geom = ConvGeom::for_deconv(n, c, h, w, p.num_output, p.kernel, p.stride, p.pad, p.dilation, p.group)
-                .with_context(ctx)?;
+            let geom = ConvGeom::for_deconv(n, c, h, w, p.num_output, p.kernel, p.stride, p.pad, p.dilation, p.group).with_context(ctx)?;
             let mut params = vec![vec![c, p.num_output / p.group, p.kernel[0], p.kernel[1]]];
             if p.bias_term {
                 params.push(vec![p.num_output]);
@@ -123,14 +121,8 @@ pub fn compile_layer(layer: &LayerDef, shapes: &[Vec<usize>], declared_batch: us
             let first = &shapes[0];
             let a = canonical_axis(*axis, first.len(), name)?;
             for s in shapes {
-                let same = s.len() == first.len()
-                    && s.iter().zip(first).enumerate().all(|(i, (x, y))| i == a || x == y);
-                ensure!(
-                    same,
-                    "layer '{name}' (Concat): bottom shapes {} and {} differ off axis {a}",
-                    fmt_shape(first),
-                    fmt_shape(s)
-                );
+                let same = s.len() == first.len() && s.iter().zip(first).enumerate().all(|(i, (x, y))| i == a || x == y);
+                ensure!(same, "layer '{name}' (Concat): bottom shapes {} and {} differ off axis {a}", fmt_shape(first), fmt_shape(s));
             }
             let channels: Vec<usize> = shapes.iter().map(|s| s[a]).collect();
             let mut top = first.clone();
@@ -141,12 +133,7 @@ pub fn compile_layer(layer: &LayerDef, shapes: &[Vec<usize>], declared_batch: us
         LayerKind::Eltwise(p) => {
             ensure!(shapes.len() >= 2, "layer '{name}' (Eltwise): needs at least two bottoms");
             for s in &shapes[1..] {
-                ensure!(
-                    s == &shapes[0],
-                    "layer '{name}' (Eltwise): bottom shapes {} and {} differ",
-                    fmt_shape(&shapes[0]),
-                    fmt_shape(s)
-                );
+                ensure!(s == &shapes[0], "layer '{name}' (Eltwise): bottom shapes {} and {} differ", fmt_shape(&shapes[0]), fmt_shape(s));
             }
             ensure!(
                 p.coeffs.is_empty() || (p.op == EltwiseOp::Sum && p.coeffs.len() == shapes.len()),
@@ -212,7 +199,12 @@ fn reshape(name: &str, bottom: &[usize], p: &ReshapeParam, declared_batch: usize
     let have = product(bottom);
     let want = checked_len(&top).with_context(|| format!("layer '{name}' (Reshape): {} is too large", fmt_shape(&top)))?;
     if let Some(i) = infer {
-        ensure!(want > 0 && have.is_multiple_of(want), "layer '{name}' (Reshape): cannot infer a dim for {} from {}", fmt_shape(&top), fmt_shape(bottom));
+        ensure!(
+            want > 0 && have.is_multiple_of(want),
+            "layer '{name}' (Reshape): cannot infer a dim for {} from {}",
+            fmt_shape(&top),
+            fmt_shape(bottom)
+        );
         top[start + i] = have / want;
     }
     ensure!(
@@ -224,4 +216,3 @@ fn reshape(name: &str, bottom: &[usize], p: &ReshapeParam, declared_batch: usize
     );
     Ok(top)
 }
-

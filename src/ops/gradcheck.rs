@@ -32,7 +32,10 @@ pub fn check_entries(what: &str, x: &[f64], analytic: &[f64], entries: impl Into
     assert!(
         worst.0 < 1e-6,
         "{what}: gradient mismatch at index {}: finite difference {} vs analytic {} (rel err {:e})",
-        worst.1, worst.2, worst.3, worst.0
+        worst.1,
+        worst.2,
+        worst.3,
+        worst.0
     );
     assert!(analytic.iter().any(|v| *v != 0.0), "{what}: gradient is all zero, the check is vacuous");
 }

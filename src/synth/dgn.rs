@@ -36,7 +36,11 @@ impl Schedule {
 pub enum Objective {
     Single(usize),
     /// Paper eq. 2: a1 + a2 - gamma |a1 - a2|.
-    Pair { a: usize, b: usize, gamma: f64 },
+    Pair {
+        a: usize,
+        b: usize,
+        gamma: f64,
+    },
 }
 
 impl Objective {
@@ -56,7 +60,13 @@ impl Objective {
             Objective::Single(u) => seed[u] += T::ONE,
             Objective::Pair { a, b, gamma } => {
                 let d = row[a].to_f64() - row[b].to_f64();
-                let sign = if d > 0.0 { 1.0 } else if d < 0.0 { -1.0 } else { 0.0 };
+                let sign = if d > 0.0 {
+                    1.0
+                } else if d < 0.0 {
+                    -1.0
+                } else {
+                    0.0
+                };
                 seed[a] += T::from_f64(1.0 - gamma * sign);
                 seed[b] += T::from_f64(1.0 + gamma * sign);
             }
@@ -265,9 +275,8 @@ impl<'n, B: DgnKernels> Dgn<'n, B> {
             // would only change a code nobody uses: the result is this iteration's pair.
             if !last {
                 let step = schedule.step(i);
-                let scale: Vec<Option<B::Scalar>> = (0..batch)
-                    .map(|n| (active[n] && !finishing[n]).then(|| B::Scalar::from_f64(step / mean_abs[n].to_f64())))
-                    .collect();
+                let scale: Vec<Option<B::Scalar>> =
+                    (0..batch).map(|n| (active[n] && !finishing[n]).then(|| B::Scalar::from_f64(step / mean_abs[n].to_f64()))).collect();
                 b.dgn_update(&mut self.code, g, batch, self.code_len, &scale, self.upper.as_ref(), B::Scalar::from_f64(schedule.decay))?;
             }
             on_iteration(i);

@@ -18,7 +18,14 @@ pub trait DgnKernels: Kernels {
     /// N x C x H x W blob, into `dst` (N x C x dst_h x dst_w). DGN-AM's center crop.
     fn crop(&self, src: &Self::Buf, src_shape: [usize; 4], offset: [usize; 2], dst_hw: [usize; 2], dst: &mut Self::Buf) -> Result<()>;
     /// The crop's backward: adds `dy` (N x C x dst_h x dst_w) into the window of `dx`.
-    fn crop_backward(&self, dy: &Self::Buf, src_shape: [usize; 4], offset: [usize; 2], dst_hw: [usize; 2], dx: &mut Self::Buf) -> Result<()>;
+    fn crop_backward(
+        &self,
+        dy: &Self::Buf,
+        src_shape: [usize; 4],
+        offset: [usize; 2],
+        dst_hw: [usize; 2],
+        dx: &mut Self::Buf,
+    ) -> Result<()>;
     /// mean |x| of each row of a rows x cols buffer (the normalizer of DGN-AM's step).
     fn mean_abs_rows(&self, x: &Self::Buf, rows: usize, cols: usize) -> Result<Vec<Self::Scalar>>;
     /// DGN-AM's update of a rows x cols code, per row r with `scale[r] = Some(s)`:
@@ -39,7 +46,11 @@ pub trait DgnKernels: Kernels {
 }
 
 fn check_crop(src_len: usize, s: [usize; 4], offset: [usize; 2], hw: [usize; 2], dst_len: usize) -> Result<()> {
-    if offset[0] + hw[0] > s[2] || offset[1] + hw[1] > s[3] || src_len != s.iter().product::<usize>() || dst_len != s[0] * s[1] * hw[0] * hw[1] {
+    if offset[0] + hw[0] > s[2]
+        || offset[1] + hw[1] > s[3]
+        || src_len != s.iter().product::<usize>()
+        || dst_len != s[0] * s[1] * hw[0] * hw[1]
+    {
         bail!("crop of {}x{} at {:?} does not fit a {:?} blob", hw[0], hw[1], offset, s);
     }
     Ok(())
@@ -83,7 +94,16 @@ impl<T: Real> DgnKernels for Cpu<'_, T> {
         Ok(x.chunks_exact(cols).map(|r| T::from_f64(r.iter().map(|v| v.abs().to_f64()).sum::<f64>() / cols as f64)).collect())
     }
 
-    fn dgn_update(&self, code: &mut Vec<T>, grad: &Vec<T>, rows: usize, cols: usize, scale: &[Option<T>], upper: Option<&Vec<T>>, decay: T) -> Result<()> {
+    fn dgn_update(
+        &self,
+        code: &mut Vec<T>,
+        grad: &Vec<T>,
+        rows: usize,
+        cols: usize,
+        scale: &[Option<T>],
+        upper: Option<&Vec<T>>,
+        decay: T,
+    ) -> Result<()> {
         check_update(code.len(), grad.len(), rows, cols, scale.len(), upper.map(|u| u.len()))?;
         let decays = decay > T::ZERO && decay < T::ONE;
         for ((c, g), s) in code.chunks_exact_mut(cols).zip(grad.chunks_exact(cols)).zip(scale) {
@@ -137,7 +157,16 @@ impl DgnKernels for Cuda {
         Ok(host)
     }
 
-    fn dgn_update(&self, code: &mut Buf, grad: &Buf, rows: usize, cols: usize, scale: &[Option<f32>], upper: Option<&Buf>, decay: f32) -> Result<()> {
+    fn dgn_update(
+        &self,
+        code: &mut Buf,
+        grad: &Buf,
+        rows: usize,
+        cols: usize,
+        scale: &[Option<f32>],
+        upper: Option<&Buf>,
+        decay: f32,
+    ) -> Result<()> {
         check_update(code.len(), grad.len(), rows, cols, scale.len(), upper.map(|u| u.len()))?;
         if code.is_empty() {
             return Ok(());

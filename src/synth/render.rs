@@ -56,10 +56,7 @@ pub fn to_rgb(chw: &[f32], channels: usize, height: usize, width: usize, mode: R
 
 /// Maps the finite min..max of `values` linearly onto 0..255 (a constant image gives 128).
 fn stretch(values: impl Iterator<Item = f32> + Clone) -> Vec<f32> {
-    let (lo, hi) = values
-        .clone()
-        .filter(|v| v.is_finite())
-        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    let (lo, hi) = values.clone().filter(|v| v.is_finite()).fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
     if hi <= lo {
         return values.map(|_| 128.0).collect();
     }

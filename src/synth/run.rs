@@ -76,9 +76,7 @@ pub fn unit_key(layer: &str, sel: &UnitSel, xy: Option<(usize, usize)>) -> usize
 /// Reads a bounds file: whitespace-separated numbers, one per code neuron.
 pub fn read_bounds(path: &Path) -> Result<Vec<f32>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read bounds file {}", path.display()))?;
-    text.split_whitespace()
-        .map(|t| t.parse::<f32>().map_err(|_| anyhow::anyhow!("{}: '{t}' is not a number", path.display())))
-        .collect()
+    text.split_whitespace().map(|t| t.parse::<f32>().map_err(|_| anyhow::anyhow!("{}: '{t}' is not a number", path.display()))).collect()
 }
 
 /// The shipped bounds of code layer `layer` in `dir` (weights/act_range): `3x/<layer>.txt`
@@ -445,7 +443,8 @@ fn label_of(opts: &SynthOptions, prep: &Prepared, sel: &UnitSel) -> String {
 fn read_summary(path: &Path) -> Result<BTreeMap<String, Value>> {
     let mut map = BTreeMap::new();
     let Ok(text) = std::fs::read_to_string(path) else { return Ok(map) };
-    let v: Value = serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON; move it away to start over", path.display()))?;
+    let v: Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON; move it away to start over", path.display()))?;
     for u in v.get("units").and_then(|u| u.as_array()).into_iter().flatten() {
         if let Some(png) = u.get("png").and_then(|p| p.as_str()) {
             map.insert(png.trim_end_matches(".png").to_string(), u.clone());

@@ -12,9 +12,9 @@ use compile::{KernelSource, ParamKind};
 use cudarc::driver::{result as drv, sys, CudaContext, CudaFunction, CudaSlice, CudaStream, CudaView, CudaViewMut, LaunchConfig};
 use cudarc::nvrtc::Ptx;
 use std::cell::{RefCell, RefMut};
-use std::rc::Rc;
 use std::collections::HashMap;
 use std::fmt;
+use std::rc::Rc;
 use std::sync::Arc;
 
 /// The GPU a run would use.
@@ -162,7 +162,11 @@ impl Cuda {
     /// Chooses how matrix products compute; TF32 needs compute capability 8.0 or newer.
     pub fn set_precision(&mut self, p: Precision) -> Result<()> {
         if p == Precision::Tf32 && self.info.capability.0 < 8 {
-            bail!("--precision tf32 needs tensor cores with TF32 (compute capability 8.0 or newer); {} is {}", self.info.name, self.info.arch());
+            bail!(
+                "--precision tf32 needs tensor cores with TF32 (compute capability 8.0 or newer); {} is {}",
+                self.info.name,
+                self.info.arch()
+            );
         }
         self.precision = p;
         Ok(())
@@ -192,7 +196,14 @@ impl Cuda {
     /// A second handle on the same context, stream and kernels (with its own scratch), for
     /// nets that exchange buffers: DGN-AM's generator and classifier.
     pub fn share(&self) -> Cuda {
-        Cuda { info: self.info.clone(), ctx: self.ctx.clone(), stream: self.stream.clone(), loaded: self.loaded.clone(), scratch: Scratch::default(), precision: self.precision }
+        Cuda {
+            info: self.info.clone(),
+            ctx: self.ctx.clone(),
+            stream: self.stream.clone(),
+            loaded: self.loaded.clone(),
+            scratch: Scratch::default(),
+            precision: self.precision,
+        }
     }
 
     pub fn context(&self) -> &Arc<CudaContext> {
@@ -214,10 +225,8 @@ impl Cuda {
     pub(crate) fn func(&self, source: &KernelSource, name: &str, args: &[ParamKind]) -> Result<CudaFunction> {
         self.load(source)?;
         let loaded = self.loaded.borrow();
-        let (f, params) = loaded
-            .get(source.name)
-            .and_then(|m| m.get(name))
-            .with_context(|| format!("CUDA kernel '{name}' is not in {}", source.name))?;
+        let (f, params) =
+            loaded.get(source.name).and_then(|m| m.get(name)).with_context(|| format!("CUDA kernel '{name}' is not in {}", source.name))?;
         if params.as_slice() != args {
             bail!("CUDA kernel {name} takes {params:?}, the launch passes {args:?}");
         }

@@ -69,11 +69,7 @@ mod tests {
         let mut rng = Rng::new(1);
         for slope in [0.0, 0.3] {
             // Keep inputs away from the kink so finite differences do not straddle it.
-            let x: Vec<f64> = rng
-                .uniform_vec(37, -2.0, 2.0)
-                .into_iter()
-                .map(|v| if v.abs() < 0.01 { v + 0.05 } else { v })
-                .collect();
+            let x: Vec<f64> = rng.uniform_vec(37, -2.0, 2.0).into_iter().map(|v| if v.abs() < 0.01 { v + 0.05 } else { v }).collect();
             let r = rng.uniform_vec(37, -1.0, 1.0);
             let mut dx = vec![0.0; 37];
             relu_backward(slope, &x, &r, &mut dx);

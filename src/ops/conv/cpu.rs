@@ -5,10 +5,10 @@
 
 use super::ConvKernels;
 use crate::device::Cpu;
+use crate::ir::ConvGeom;
 use crate::real::Real;
 use anyhow::Result;
 use std::borrow::Cow;
-use crate::ir::ConvGeom;
 
 /// The column buffer for one whole image (all groups), allocated once per call.
 fn col_buffer<T: Real>(g: &ConvGeom) -> Vec<T> {
@@ -34,10 +34,7 @@ fn valid_range(out: usize, size: usize, offset: isize, stride: usize) -> (usize,
 /// whose input row is inside the image, the input offset of the first valid output column.
 /// Shared by im2col and col2im so the two are transposes of each other by construction.
 #[inline(always)]
-fn for_each_col_row(
-    g: &ConvGeom,
-    mut row_fn: impl FnMut(usize, usize, (usize, usize), (usize, usize), usize, usize),
-) {
+fn for_each_col_row(g: &ConvGeom, mut row_fn: impl FnMut(usize, usize, (usize, usize), (usize, usize), usize, usize)) {
     let [kh, kw] = g.kernel;
     let [sh, sw] = g.stride;
     let [ph, pw] = g.pad;
@@ -63,8 +60,7 @@ fn for_each_col_row(
 
 /// col[(c*kh + ki)*kw + kj][oh*out_w + ow] = x[c][oh*sh - ph + ki*dh][ow*sw - pw + kj*dw], 0 outside.
 fn im2col<T: Real>(g: &ConvGeom, x: &[T], col: &mut [T]) {
-    let (ow_n, ohw, plane, sh, sw, ph) =
-        (g.out_w, g.out_plane(), g.in_plane(), g.stride[0], g.stride[1], g.pad[0]);
+    let (ow_n, ohw, plane, sh, sw, ph) = (g.out_w, g.out_plane(), g.in_plane(), g.stride[0], g.stride[1], g.pad[0]);
     for_each_col_row(g, |row, c, (h_lo, h_hi), (w_lo, w_hi), kh_off, iw0| {
         let dst_row = &mut col[row * ohw..(row + 1) * ohw];
         let src_plane = &x[c * plane..(c + 1) * plane];
@@ -89,8 +85,7 @@ fn im2col<T: Real>(g: &ConvGeom, x: &[T], col: &mut [T]) {
 
 /// The transpose of im2col: x[c][ih][iw] += every column entry that im2col read from there.
 fn col2im_add<T: Real>(g: &ConvGeom, col: &[T], x: &mut [T]) {
-    let (ow_n, ohw, plane, sh, sw, ph) =
-        (g.out_w, g.out_plane(), g.in_plane(), g.stride[0], g.stride[1], g.pad[0]);
+    let (ow_n, ohw, plane, sh, sw, ph) = (g.out_w, g.out_plane(), g.in_plane(), g.stride[0], g.stride[1], g.pad[0]);
     for_each_col_row(g, |row, c, (h_lo, h_hi), (w_lo, w_hi), kh_off, iw0| {
         let src_row = &col[row * ohw..(row + 1) * ohw];
         let dst_plane = &mut x[c * plane..(c + 1) * plane];
@@ -155,10 +150,20 @@ fn conv_apply<T: Real>(g: &ConvGeom, x: &[T], w: &[T], y: &mut [T], beta: T) {
         };
         for gi in 0..g.group {
             T::gemm(
-                og, kk, ohw, T::ONE,
-                &w[gi * og * kk..(gi + 1) * og * kk], kk as isize, 1,
-                &src[gi * kk * ohw..(gi + 1) * kk * ohw], ohw as isize, 1,
-                beta, &mut yn[gi * og * ohw..(gi + 1) * og * ohw], ohw as isize, 1,
+                og,
+                kk,
+                ohw,
+                T::ONE,
+                &w[gi * og * kk..(gi + 1) * og * kk],
+                kk as isize,
+                1,
+                &src[gi * kk * ohw..(gi + 1) * kk * ohw],
+                ohw as isize,
+                1,
+                beta,
+                &mut yn[gi * og * ohw..(gi + 1) * og * ohw],
+                ohw as isize,
+                1,
             );
         }
     }
@@ -193,10 +198,20 @@ pub fn conv_backward_data<T: Real>(g: &ConvGeom, dy: &[T], w: &[T], dx: &mut [T]
         let (dst, beta): (&mut [T], T) = if pointwise { (&mut *dxn, T::ONE) } else { (&mut col, T::ZERO) };
         for gi in 0..g.group {
             T::gemm(
-                kk, og, ohw, T::ONE,
-                &w[gi * og * kk..(gi + 1) * og * kk], 1, kk as isize,
-                &dy_n[gi * og * ohw..(gi + 1) * og * ohw], ohw as isize, 1,
-                beta, &mut dst[gi * kk * ohw..(gi + 1) * kk * ohw], ohw as isize, 1,
+                kk,
+                og,
+                ohw,
+                T::ONE,
+                &w[gi * og * kk..(gi + 1) * og * kk],
+                1,
+                kk as isize,
+                &dy_n[gi * og * ohw..(gi + 1) * og * ohw],
+                ohw as isize,
+                1,
+                beta,
+                &mut dst[gi * kk * ohw..(gi + 1) * kk * ohw],
+                ohw as isize,
+                1,
             );
         }
         if !pointwise {
@@ -222,10 +237,20 @@ pub fn conv_backward_weights<T: Real>(g: &ConvGeom, x: &[T], dy: &[T], dw: &mut 
         };
         for gi in 0..g.group {
             T::gemm(
-                og, ohw, kk, T::ONE,
-                &dy_n[gi * og * ohw..(gi + 1) * og * ohw], ohw as isize, 1,
-                &src[gi * kk * ohw..(gi + 1) * kk * ohw], 1, ohw as isize,
-                T::ONE, &mut dw[gi * og * kk..(gi + 1) * og * kk], kk as isize, 1,
+                og,
+                ohw,
+                kk,
+                T::ONE,
+                &dy_n[gi * og * ohw..(gi + 1) * og * ohw],
+                ohw as isize,
+                1,
+                &src[gi * kk * ohw..(gi + 1) * kk * ohw],
+                1,
+                ohw as isize,
+                T::ONE,
+                &mut dw[gi * og * kk..(gi + 1) * og * kk],
+                kk as isize,
+                1,
             );
         }
     }
@@ -340,8 +365,19 @@ mod tests {
     /// Params are the deconvolution's own (input channels ci, output channels co).
     #[allow(clippy::too_many_arguments)]
     fn naive_deconv(
-        n_img: usize, ci: usize, h: usize, w_: usize, co: usize, k: [usize; 2], s: [usize; 2],
-        p: [usize; 2], d: [usize; 2], group: usize, x: &[f64], w: &[f64], bias: Option<&[f64]>,
+        n_img: usize,
+        ci: usize,
+        h: usize,
+        w_: usize,
+        co: usize,
+        k: [usize; 2],
+        s: [usize; 2],
+        p: [usize; 2],
+        d: [usize; 2],
+        group: usize,
+        x: &[f64],
+        w: &[f64],
+        bias: Option<&[f64]>,
     ) -> (Vec<f64>, usize, usize) {
         let oh = s[0] * (h - 1) + d[0] * (k[0] - 1) + 1 - 2 * p[0];
         let ow = s[1] * (w_ - 1) + d[1] * (k[1] - 1) + 1 - 2 * p[1];
@@ -452,7 +488,7 @@ mod tests {
         let mut y = vec![0.0; 4];
         conv_forward(&g, &x, &[1.0, 2.0, 0.0, -1.0], None, &mut y);
         assert_eq!(y, vec![0.0, 2.0, 6.0, 8.0]); // x[i][j] + 2 x[i][j+1] - x[i+1][j+1]
-        // Groups: channel block g only feeds output block g.
+                                                 // Groups: channel block g only feeds output block g.
         let g = ConvGeom::new(1, 2, 1, 1, 2, [1, 1], [1, 1], [0, 0], [1, 1], 2).unwrap();
         let mut y = vec![0.0; 2];
         conv_forward(&g, &[3.0, 5.0], &[2.0, 10.0], None, &mut y);

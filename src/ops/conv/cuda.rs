@@ -60,8 +60,19 @@ impl ConvKernels for Cuda {
 impl Cuda {
     fn conv_geom_args(g: &ConvGeom) -> [i32; 13] {
         [
-            g.in_channels, g.in_h, g.in_w, g.out_h, g.out_w, g.kernel[0], g.kernel[1],
-            g.stride[0], g.stride[1], g.pad[0], g.pad[1], g.dilation[0], g.dilation[1],
+            g.in_channels,
+            g.in_h,
+            g.in_w,
+            g.out_h,
+            g.out_w,
+            g.kernel[0],
+            g.kernel[1],
+            g.stride[0],
+            g.stride[1],
+            g.pad[0],
+            g.pad[1],
+            g.dilation[0],
+            g.dilation[1],
         ]
         .map(|v| v as i32)
     }
@@ -119,7 +130,14 @@ impl Cuda {
 
     /// dx (+)= conv^T(dy): per group col = W^T dy, then col2im. `accumulate = false`
     /// overwrites dx (the deconvolution's forward pass).
-    fn conv_transpose(&self, g: &ConvGeom, dy: &CudaSlice<f32>, w: &CudaSlice<f32>, dx: &mut CudaSlice<f32>, accumulate: bool) -> Result<()> {
+    fn conv_transpose(
+        &self,
+        g: &ConvGeom,
+        dy: &CudaSlice<f32>,
+        w: &CudaSlice<f32>,
+        dx: &mut CudaSlice<f32>,
+        accumulate: bool,
+    ) -> Result<()> {
         check_conv(g, dx.len(), w.len(), dy.len())?;
         let (og, kk, ohw) = (g.out_channels / g.group, g.group_rows(), g.out_h * g.out_w);
         let (x_img, y_img) = (g.in_channels * g.in_h * g.in_w, g.out_channels * ohw);
@@ -133,7 +151,8 @@ impl Cuda {
             let b = (&dyv, Operand::new(ohw, false, [y_img, og * ohw]));
             let mut dxv = dx.slice_mut(n0 * x_img..(n0 + nb) * x_img);
             if g.is_pointwise() {
-                let spec = Gemm { m: kk, n: ohw, k: og, alpha: 1.0, beta: if accumulate { 1.0 } else { 0.0 }, batch: nb * g.group, zdiv: g.group };
+                let spec =
+                    Gemm { m: kk, n: ohw, k: og, alpha: 1.0, beta: if accumulate { 1.0 } else { 0.0 }, batch: nb * g.group, zdiv: g.group };
                 self.gemm(&spec, a, b, (&mut dxv, Operand::new(ohw, false, [x_img, kk * ohw])))?;
             } else {
                 let spec = Gemm { m: kk, n: ohw, k: og, alpha: 1.0, beta: 0.0, batch: nb * g.group, zdiv: g.group };
@@ -159,7 +178,8 @@ impl Cuda {
             }
             for i in 0..nb {
                 let n = n0 + i;
-                let bv = if g.is_pointwise() { x.slice(n * x_img..(n + 1) * x_img) } else { col.slice(i * col_len(g)..(i + 1) * col_len(g)) };
+                let bv =
+                    if g.is_pointwise() { x.slice(n * x_img..(n + 1) * x_img) } else { col.slice(i * col_len(g)..(i + 1) * col_len(g)) };
                 let dyv = dy.slice(n * y_img..(n + 1) * y_img);
                 let spec = Gemm { m: og, n: kk, k: ohw, alpha: 1.0, beta: 1.0, batch: g.group, zdiv: g.group };
                 self.gemm(
@@ -185,4 +205,3 @@ fn check_conv(g: &ConvGeom, input: usize, w: usize, output: usize) -> Result<()>
     }
     Ok(())
 }
-

@@ -20,10 +20,24 @@ pub trait ConvKernels: Backend {
     /// dx += conv^T(dy)
     fn conv_backward_data(&self, g: &ConvGeom, dy: &Self::Buf, w: &Self::Param, dx: &mut Self::Buf) -> Result<()>;
     /// dw += dy col(x)^T; db += the sums of dy per output channel.
-    fn conv_backward_weights(&self, g: &ConvGeom, x: &Self::Buf, dy: &Self::Buf, dw: &mut Self::Buf, db: Option<&mut Self::Buf>) -> Result<()>;
+    fn conv_backward_weights(
+        &self,
+        g: &ConvGeom,
+        x: &Self::Buf,
+        dy: &Self::Buf,
+        dw: &mut Self::Buf,
+        db: Option<&mut Self::Buf>,
+    ) -> Result<()>;
     /// y = conv^T(x) + bias (overwrites y).
     fn deconv_forward(&self, g: &ConvGeom, x: &Self::Buf, w: &Self::Param, bias: Option<&Self::Param>, y: &mut Self::Buf) -> Result<()>;
     /// dx += conv(dy)
     fn deconv_backward_data(&self, g: &ConvGeom, dy: &Self::Buf, w: &Self::Param, dx: &mut Self::Buf) -> Result<()>;
-    fn deconv_backward_weights(&self, g: &ConvGeom, x: &Self::Buf, dy: &Self::Buf, dw: &mut Self::Buf, db: Option<&mut Self::Buf>) -> Result<()>;
+    fn deconv_backward_weights(
+        &self,
+        g: &ConvGeom,
+        x: &Self::Buf,
+        dy: &Self::Buf,
+        dw: &mut Self::Buf,
+        db: Option<&mut Self::Buf>,
+    ) -> Result<()>;
 }

@@ -107,7 +107,15 @@ impl<T: Real> EltwiseKernels for Cpu<'_, T> {
         Ok(())
     }
 
-    fn eltwise_backward(&self, op: EltwiseOp, coeffs: &[f32], x: &[&Vec<T>], aux: &Aux<Self>, dy: &Vec<T>, dx: &mut [Vec<T>]) -> Result<()> {
+    fn eltwise_backward(
+        &self,
+        op: EltwiseOp,
+        coeffs: &[f32],
+        x: &[&Vec<T>],
+        aux: &Aux<Self>,
+        dy: &Vec<T>,
+        dx: &mut [Vec<T>],
+    ) -> Result<()> {
         let coeffs: Vec<T> = coeffs.iter().map(|&c| T::from_f32(c)).collect();
         let argmax: &[u32] = if op == EltwiseOp::Max { aux.indices("Eltwise MAX")? } else { &[] };
         let xs: Vec<&[T]> = x.iter().map(|v| v.as_slice()).collect();
@@ -174,12 +182,8 @@ mod tests {
         let len = 23;
         let xs: Vec<Vec<f64>> = (0..3).map(|_| rng.uniform_vec(len, -2.0, 2.0)).collect();
         let r = rng.uniform_vec(len, -1.0, 1.0);
-        let cases: [(EltwiseOp, Vec<f64>); 4] = [
-            (EltwiseOp::Sum, vec![0.5, -1.5, 2.0]),
-            (EltwiseOp::Sum, vec![]),
-            (EltwiseOp::Prod, vec![]),
-            (EltwiseOp::Max, vec![]),
-        ];
+        let cases: [(EltwiseOp, Vec<f64>); 4] =
+            [(EltwiseOp::Sum, vec![0.5, -1.5, 2.0]), (EltwiseOp::Sum, vec![]), (EltwiseOp::Prod, vec![]), (EltwiseOp::Max, vec![])];
         for (op, coeffs) in cases {
             let (_, argmax) = run(op, &coeffs, &xs);
             let dxs = grads(op, &coeffs, &xs, &argmax, &r);

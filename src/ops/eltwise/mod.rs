@@ -17,5 +17,13 @@ pub trait EltwiseKernels: Backend + Sized {
     /// `coeffs` are SUM's per-input coefficients (empty: all 1). MAX keeps its winners in `aux`.
     fn eltwise_forward(&self, op: EltwiseOp, coeffs: &[f32], x: &[&Self::Buf], y: &mut Self::Buf, aux: &mut Aux<Self>) -> Result<()>;
     #[allow(clippy::too_many_arguments)]
-    fn eltwise_backward(&self, op: EltwiseOp, coeffs: &[f32], x: &[&Self::Buf], aux: &Aux<Self>, dy: &Self::Buf, dx: &mut [Self::Buf]) -> Result<()>;
+    fn eltwise_backward(
+        &self,
+        op: EltwiseOp,
+        coeffs: &[f32],
+        x: &[&Self::Buf],
+        aux: &Aux<Self>,
+        dy: &Self::Buf,
+        dx: &mut [Self::Buf],
+    ) -> Result<()>;
 }

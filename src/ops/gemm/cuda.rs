@@ -55,16 +55,20 @@ fn i32_of(v: usize, what: &str) -> Result<i32> {
 }
 
 impl Cuda {
-    pub(crate) fn gemm(&self, g: &Gemm, a: (&CudaView<f32>, Operand), b: (&CudaView<f32>, Operand), c: (&mut CudaViewMut<f32>, Operand)) -> Result<()> {
+    pub(crate) fn gemm(
+        &self,
+        g: &Gemm,
+        a: (&CudaView<f32>, Operand),
+        b: (&CudaView<f32>, Operand),
+        c: (&mut CudaViewMut<f32>, Operand),
+    ) -> Result<()> {
         if g.m == 0 || g.n == 0 || g.batch == 0 {
             return Ok(());
         }
         let zdiv = g.zdiv.max(1);
-        for (what, len, op, rows, cols) in [
-            ("A", a.0.len(), a.1, g.m, g.k),
-            ("B", b.0.len(), b.1, g.k, g.n),
-            ("C", c.0.len(), c.1, g.m, g.n),
-        ] {
+        for (what, len, op, rows, cols) in
+            [("A", a.0.len(), a.1, g.m, g.k), ("B", b.0.len(), b.1, g.k, g.n), ("C", c.0.len(), c.1, g.m, g.n)]
+        {
             let need = op.extent(rows, cols, g.batch, zdiv);
             if need > len {
                 bail!("GEMM operand {what} needs {need} values, has {len}");
@@ -131,7 +135,15 @@ impl Cuda {
         Some((ks, g.k.div_ceil(ks)))
     }
 
-    fn launch_gemm(&self, kernel: &str, g: &Gemm, zdiv: usize, a: (&CudaView<f32>, Operand), b: (&CudaView<f32>, Operand), c: (&mut CudaViewMut<f32>, Operand)) -> Result<()> {
+    fn launch_gemm(
+        &self,
+        kernel: &str,
+        g: &Gemm,
+        zdiv: usize,
+        a: (&CudaView<f32>, Operand),
+        b: (&CudaView<f32>, Operand),
+        c: (&mut CudaViewMut<f32>, Operand),
+    ) -> Result<()> {
         let cfg = LaunchConfig {
             grid_dim: (g.n.div_ceil(64) as u32, g.m.div_ceil(64) as u32, g.batch as u32),
             // kernels/gemm.cu: SGEMM_THREADS and TC_THREADS.

@@ -4,7 +4,19 @@
 use crate::ops::cases::{Case, SHAPE};
 
 pub const CASES: &[Case] = &[
-    Case { family: "inner_product", input: SHAPE, layers: "layer { name: 'l' type: 'InnerProduct' bottom: 'data' top: 'l' inner_product_param { num_output: 7 } }" },
-    Case { family: "inner_product", input: SHAPE, layers: "layer { name: 'l' type: 'InnerProduct' bottom: 'data' top: 'l' inner_product_param { num_output: 130 bias_term: false } }" },
-    Case { family: "inner_product", input: SHAPE, layers: "layer { name: 'l' type: 'InnerProduct' bottom: 'data' top: 'l' inner_product_param { num_output: 5 axis: 2 } }" },
+    Case {
+        family: "inner_product",
+        input: SHAPE,
+        layers: "layer { name: 'l' type: 'InnerProduct' bottom: 'data' top: 'l' inner_product_param { num_output: 7 } }",
+    },
+    Case {
+        family: "inner_product",
+        input: SHAPE,
+        layers: "layer { name: 'l' type: 'InnerProduct' bottom: 'data' top: 'l' inner_product_param { num_output: 130 bias_term: false } }",
+    },
+    Case {
+        family: "inner_product",
+        input: SHAPE,
+        layers: "layer { name: 'l' type: 'InnerProduct' bottom: 'data' top: 'l' inner_product_param { num_output: 5 axis: 2 } }",
+    },
 ];

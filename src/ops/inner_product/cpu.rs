@@ -169,7 +169,16 @@ pub fn inner_product_backward_weights<T: Real>(rows: usize, k: usize, n: usize, 
 }
 
 impl<'w, T: Real> InnerProductKernels for Cpu<'w, T> {
-    fn inner_product_forward(&self, rows: usize, k: usize, n: usize, x: &Vec<T>, w: &Cow<'w, [T]>, bias: Option<&Cow<'w, [T]>>, y: &mut Vec<T>) -> Result<()> {
+    fn inner_product_forward(
+        &self,
+        rows: usize,
+        k: usize,
+        n: usize,
+        x: &Vec<T>,
+        w: &Cow<'w, [T]>,
+        bias: Option<&Cow<'w, [T]>>,
+        y: &mut Vec<T>,
+    ) -> Result<()> {
         inner_product_forward(rows, k, n, x, w, bias.map(|b| &**b), y);
         Ok(())
     }
@@ -179,7 +188,16 @@ impl<'w, T: Real> InnerProductKernels for Cpu<'w, T> {
         Ok(())
     }
 
-    fn inner_product_backward_weights(&self, rows: usize, k: usize, n: usize, x: &Vec<T>, dy: &Vec<T>, dw: &mut Vec<T>, db: Option<&mut Vec<T>>) -> Result<()> {
+    fn inner_product_backward_weights(
+        &self,
+        rows: usize,
+        k: usize,
+        n: usize,
+        x: &Vec<T>,
+        dy: &Vec<T>,
+        dw: &mut Vec<T>,
+        db: Option<&mut Vec<T>>,
+    ) -> Result<()> {
         inner_product_backward_weights(rows, k, n, x, dy, dw, db.map(|b| b.as_mut_slice()));
         Ok(())
     }

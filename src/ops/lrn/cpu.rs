@@ -104,11 +104,7 @@ pub fn lrn_forward<T: Real>(dims: [usize; 4], p: &LrnParam, x: &[T], y: &mut [T]
 /// Adds the input gradient into `dx`, from the forward's `x`, `y` and `scale`.
 #[allow(clippy::too_many_arguments)]
 pub fn lrn_backward<T: Real>(dims: [usize; 4], p: &LrnParam, x: &[T], y: &[T], scale: &[T], dy: &[T], dx: &mut [T]) {
-    check_lengths(
-        dims,
-        "lrn_backward",
-        &[("x", x.len()), ("y", y.len()), ("scale", scale.len()), ("dy", dy.len()), ("dx", dx.len())],
-    );
+    check_lengths(dims, "lrn_backward", &[("x", x.len()), ("y", y.len()), ("scale", scale.len()), ("dy", dy.len()), ("dx", dx.len())]);
     let [n, c, h, w] = dims;
     let image = c * h * w;
     let half = (p.local_size.max(1) - 1) / 2;
@@ -136,7 +132,16 @@ impl<T: Real> LrnKernels for Cpu<'_, T> {
         Ok(())
     }
 
-    fn lrn_backward(&self, dims: [usize; 4], p: &LrnParam, x: &Vec<T>, y: &Vec<T>, aux: &Aux<Self>, dy: &Vec<T>, dx: &mut Vec<T>) -> Result<()> {
+    fn lrn_backward(
+        &self,
+        dims: [usize; 4],
+        p: &LrnParam,
+        x: &Vec<T>,
+        y: &Vec<T>,
+        aux: &Aux<Self>,
+        dy: &Vec<T>,
+        dx: &mut Vec<T>,
+    ) -> Result<()> {
         lrn_backward(dims, p, x, y, aux.values("LRN")?, dy, dx);
         Ok(())
     }
@@ -182,9 +187,15 @@ mod tests {
         let (y, s) = forward([1, 1, 3, 3], &p, &x);
         let sq = |idx: &[usize]| 1.0 + idx.iter().map(|&i| x[i] * x[i]).sum::<f64>();
         let want_s = [
-            sq(&[0, 1, 3, 4]), sq(&[0, 1, 2, 3, 4, 5]), sq(&[1, 2, 4, 5]),
-            sq(&[0, 1, 3, 4, 6, 7]), sq(&[0, 1, 2, 3, 4, 5, 6, 7, 8]), sq(&[1, 2, 4, 5, 7, 8]),
-            sq(&[3, 4, 6, 7]), sq(&[3, 4, 5, 6, 7, 8]), sq(&[4, 5, 7, 8]),
+            sq(&[0, 1, 3, 4]),
+            sq(&[0, 1, 2, 3, 4, 5]),
+            sq(&[1, 2, 4, 5]),
+            sq(&[0, 1, 3, 4, 6, 7]),
+            sq(&[0, 1, 2, 3, 4, 5, 6, 7, 8]),
+            sq(&[1, 2, 4, 5, 7, 8]),
+            sq(&[3, 4, 6, 7]),
+            sq(&[3, 4, 5, 6, 7, 8]),
+            sq(&[4, 5, 7, 8]),
         ];
         assert_eq!(want_s[0], 47.0);
         assert_eq!(want_s[4], 286.0);

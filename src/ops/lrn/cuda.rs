@@ -43,7 +43,9 @@ impl LrnKernels for Cuda {
     fn lrn_backward(&self, dims: [usize; 4], p: &LrnParam, x: &Buf, y: &Buf, aux: &Aux<Self>, dy: &Buf, dx: &mut Buf) -> Result<()> {
         let n: usize = dims.iter().product();
         let scale = aux.values("LRN")?;
-        for (b, what) in [(x, "LRN input"), (y, "LRN output"), (scale, "LRN scale"), (dy, "LRN output gradient"), (&*dx, "LRN input gradient")] {
+        for (b, what) in
+            [(x, "LRN input"), (y, "LRN output"), (scale, "LRN scale"), (dy, "LRN output gradient"), (&*dx, "LRN input gradient")]
+        {
             ensure_len(b, n, what)?;
         }
         let (_, _, coef) = lrn_constants(p);

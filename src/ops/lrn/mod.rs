@@ -16,5 +16,14 @@ pub trait LrnKernels: Backend + Sized {
     /// y = x * scale^-beta; the scales are kept in `aux` for the backward pass.
     fn lrn_forward(&self, dims: [usize; 4], p: &LrnParam, x: &Self::Buf, y: &mut Self::Buf, aux: &mut Aux<Self>) -> Result<()>;
     #[allow(clippy::too_many_arguments)]
-    fn lrn_backward(&self, dims: [usize; 4], p: &LrnParam, x: &Self::Buf, y: &Self::Buf, aux: &Aux<Self>, dy: &Self::Buf, dx: &mut Self::Buf) -> Result<()>;
+    fn lrn_backward(
+        &self,
+        dims: [usize; 4],
+        p: &LrnParam,
+        x: &Self::Buf,
+        y: &Self::Buf,
+        aux: &Aux<Self>,
+        dy: &Self::Buf,
+        dx: &mut Self::Buf,
+    ) -> Result<()>;
 }

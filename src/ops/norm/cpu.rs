@@ -13,7 +13,11 @@ fn check_len(what: &str, name: &str, len: usize, want: usize) {
 /// Caffe stores running sums plus a scale factor s; the statistics are blob / s, with
 /// 1/s taken as 0 when s == 0 (Caffe's rule for an untrained net).
 fn inverse_scale_factor<T: Real>(s: T) -> T {
-    if s == T::ZERO { T::ZERO } else { T::ONE / s }
+    if s == T::ZERO {
+        T::ZERO
+    } else {
+        T::ONE / s
+    }
 }
 
 /// Calls `f(c, range of one channel's contiguous run)` for every run of x.
@@ -30,7 +34,17 @@ fn for_each_run(outer: usize, channels: usize, inner: usize, mut f: impl FnMut(u
 /// the statistics are mean/s and variance/s, with 1/s taken as 0 when s == 0 (Caffe's rule).
 /// y = (x - mean/s) / sqrt(variance/s + eps).
 #[allow(clippy::too_many_arguments)]
-pub fn batch_norm_forward<T: Real>(outer: usize, channels: usize, inner: usize, mean: &[T], variance: &[T], scale_factor: T, eps: T, x: &[T], y: &mut [T]) {
+pub fn batch_norm_forward<T: Real>(
+    outer: usize,
+    channels: usize,
+    inner: usize,
+    mean: &[T],
+    variance: &[T],
+    scale_factor: T,
+    eps: T,
+    x: &[T],
+    y: &mut [T],
+) {
     let count = outer * channels * inner;
     check_len("batch_norm_forward", "mean", mean.len(), channels);
     check_len("batch_norm_forward", "variance", variance.len(), channels);
@@ -48,7 +62,16 @@ pub fn batch_norm_forward<T: Real>(outer: usize, channels: usize, inner: usize, 
 
 /// `dx += dy / sqrt(variance/s + eps)`.
 #[allow(clippy::too_many_arguments)]
-pub fn batch_norm_backward_data<T: Real>(outer: usize, channels: usize, inner: usize, variance: &[T], scale_factor: T, eps: T, dy: &[T], dx: &mut [T]) {
+pub fn batch_norm_backward_data<T: Real>(
+    outer: usize,
+    channels: usize,
+    inner: usize,
+    variance: &[T],
+    scale_factor: T,
+    eps: T,
+    dy: &[T],
+    dx: &mut [T],
+) {
     let count = outer * channels * inner;
     check_len("batch_norm_backward_data", "variance", variance.len(), channels);
     check_len("batch_norm_backward_data", "dy", dy.len(), count);
@@ -66,7 +89,19 @@ pub fn batch_norm_backward_data<T: Real>(outer: usize, channels: usize, inner: u
 /// With v = variance/s + eps: dmean += -sum(dy) / (s * sqrt(v)),
 /// dvariance += -sum(dy * (x - mean/s)) / (2 * s * v^1.5).
 #[allow(clippy::too_many_arguments)]
-pub fn batch_norm_backward_weights<T: Real>(outer: usize, channels: usize, inner: usize, mean: &[T], variance: &[T], scale_factor: T, eps: T, x: &[T], dy: &[T], dmean: &mut [T], dvariance: &mut [T]) {
+pub fn batch_norm_backward_weights<T: Real>(
+    outer: usize,
+    channels: usize,
+    inner: usize,
+    mean: &[T],
+    variance: &[T],
+    scale_factor: T,
+    eps: T,
+    x: &[T],
+    dy: &[T],
+    dmean: &mut [T],
+    dvariance: &mut [T],
+) {
     let count = outer * channels * inner;
     let what = "batch_norm_backward_weights";
     check_len(what, "mean", mean.len(), channels);
@@ -123,7 +158,15 @@ pub fn scale_backward_data<T: Real>(outer: usize, channels: usize, inner: usize,
 }
 
 /// `dgamma[c] += sum dy * x`, `dbeta[c] += sum dy` over the channel's elements.
-pub fn scale_backward_weights<T: Real>(outer: usize, channels: usize, inner: usize, x: &[T], dy: &[T], dgamma: &mut [T], dbeta: Option<&mut [T]>) {
+pub fn scale_backward_weights<T: Real>(
+    outer: usize,
+    channels: usize,
+    inner: usize,
+    x: &[T],
+    dy: &[T],
+    dgamma: &mut [T],
+    dbeta: Option<&mut [T]>,
+) {
     let count = outer * channels * inner;
     check_len("scale_backward_weights", "x", x.len(), count);
     check_len("scale_backward_weights", "dy", dy.len(), count);
@@ -147,33 +190,87 @@ pub fn scale_backward_weights<T: Real>(outer: usize, channels: usize, inner: usi
 }
 
 impl<'w, T: Real> NormKernels for Cpu<'w, T> {
-    fn batch_norm_forward(&self, outer: usize, channels: usize, inner: usize, eps: f32, p: &[Cow<'w, [T]>], x: &Vec<T>, y: &mut Vec<T>) -> Result<()> {
+    fn batch_norm_forward(
+        &self,
+        outer: usize,
+        channels: usize,
+        inner: usize,
+        eps: f32,
+        p: &[Cow<'w, [T]>],
+        x: &Vec<T>,
+        y: &mut Vec<T>,
+    ) -> Result<()> {
         batch_norm_forward(outer, channels, inner, &p[0], &p[1], p[2][0], T::from_f32(eps), x, y);
         Ok(())
     }
 
-    fn batch_norm_backward_data(&self, outer: usize, channels: usize, inner: usize, eps: f32, p: &[Cow<'w, [T]>], dy: &Vec<T>, dx: &mut Vec<T>) -> Result<()> {
+    fn batch_norm_backward_data(
+        &self,
+        outer: usize,
+        channels: usize,
+        inner: usize,
+        eps: f32,
+        p: &[Cow<'w, [T]>],
+        dy: &Vec<T>,
+        dx: &mut Vec<T>,
+    ) -> Result<()> {
         batch_norm_backward_data(outer, channels, inner, &p[1], p[2][0], T::from_f32(eps), dy, dx);
         Ok(())
     }
 
-    fn batch_norm_backward_weights(&self, outer: usize, channels: usize, inner: usize, eps: f32, p: &[Cow<'w, [T]>], x: &Vec<T>, dy: &Vec<T>, dparams: &mut [Vec<T>]) -> Result<()> {
+    fn batch_norm_backward_weights(
+        &self,
+        outer: usize,
+        channels: usize,
+        inner: usize,
+        eps: f32,
+        p: &[Cow<'w, [T]>],
+        x: &Vec<T>,
+        dy: &Vec<T>,
+        dparams: &mut [Vec<T>],
+    ) -> Result<()> {
         let (dmean, rest) = dparams.split_at_mut(1);
         batch_norm_backward_weights(outer, channels, inner, &p[0], &p[1], p[2][0], T::from_f32(eps), x, dy, &mut dmean[0], &mut rest[0]);
         Ok(())
     }
 
-    fn scale_forward(&self, outer: usize, channels: usize, inner: usize, x: &Vec<T>, gamma: &Cow<'w, [T]>, beta: Option<&Cow<'w, [T]>>, y: &mut Vec<T>) -> Result<()> {
+    fn scale_forward(
+        &self,
+        outer: usize,
+        channels: usize,
+        inner: usize,
+        x: &Vec<T>,
+        gamma: &Cow<'w, [T]>,
+        beta: Option<&Cow<'w, [T]>>,
+        y: &mut Vec<T>,
+    ) -> Result<()> {
         scale_forward(outer, channels, inner, x, gamma, beta.map(|b| &**b), y);
         Ok(())
     }
 
-    fn scale_backward_data(&self, outer: usize, channels: usize, inner: usize, gamma: &Cow<'w, [T]>, dy: &Vec<T>, dx: &mut Vec<T>) -> Result<()> {
+    fn scale_backward_data(
+        &self,
+        outer: usize,
+        channels: usize,
+        inner: usize,
+        gamma: &Cow<'w, [T]>,
+        dy: &Vec<T>,
+        dx: &mut Vec<T>,
+    ) -> Result<()> {
         scale_backward_data(outer, channels, inner, gamma, dy, dx);
         Ok(())
     }
 
-    fn scale_backward_weights(&self, outer: usize, channels: usize, inner: usize, x: &Vec<T>, dy: &Vec<T>, dgamma: &mut Vec<T>, dbeta: Option<&mut Vec<T>>) -> Result<()> {
+    fn scale_backward_weights(
+        &self,
+        outer: usize,
+        channels: usize,
+        inner: usize,
+        x: &Vec<T>,
+        dy: &Vec<T>,
+        dgamma: &mut Vec<T>,
+        dbeta: Option<&mut Vec<T>>,
+    ) -> Result<()> {
         scale_backward_weights(outer, channels, inner, x, dy, dgamma, dbeta.map(|b| b.as_mut_slice()));
         Ok(())
     }

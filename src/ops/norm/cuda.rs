@@ -20,7 +20,16 @@ impl NormKernels for Cuda {
             x, &p[0], &p[1], &p[2], y, &(n as i64), &(channels as i32), &(inner as i32), &eps)
     }
 
-    fn batch_norm_backward_data(&self, outer: usize, channels: usize, inner: usize, eps: f32, p: &[Buf], dy: &Buf, dx: &mut Buf) -> Result<()> {
+    fn batch_norm_backward_data(
+        &self,
+        outer: usize,
+        channels: usize,
+        inner: usize,
+        eps: f32,
+        p: &[Buf],
+        dy: &Buf,
+        dx: &mut Buf,
+    ) -> Result<()> {
         let n = outer * channels * inner;
         ensure_len(dy, n, "BatchNorm output gradient")?;
         ensure_len(dx, n, "BatchNorm input gradient")?;
@@ -28,7 +37,17 @@ impl NormKernels for Cuda {
             &p[1], &p[2], dy, dx, &(n as i64), &(channels as i32), &(inner as i32), &eps)
     }
 
-    fn batch_norm_backward_weights(&self, outer: usize, channels: usize, inner: usize, eps: f32, p: &[Buf], x: &Buf, dy: &Buf, dparams: &mut [Buf]) -> Result<()> {
+    fn batch_norm_backward_weights(
+        &self,
+        outer: usize,
+        channels: usize,
+        inner: usize,
+        eps: f32,
+        p: &[Buf],
+        x: &Buf,
+        dy: &Buf,
+        dparams: &mut [Buf],
+    ) -> Result<()> {
         let n = outer * channels * inner;
         ensure_len(dy, n, "BatchNorm output gradient")?;
         ensure_len(x, n, "BatchNorm input")?;
@@ -38,7 +57,16 @@ impl NormKernels for Cuda {
             &(outer as i32), &(channels as i32), &(inner as i32), &eps)
     }
 
-    fn scale_forward(&self, outer: usize, channels: usize, inner: usize, x: &Buf, gamma: &Buf, beta: Option<&Buf>, y: &mut Buf) -> Result<()> {
+    fn scale_forward(
+        &self,
+        outer: usize,
+        channels: usize,
+        inner: usize,
+        x: &Buf,
+        gamma: &Buf,
+        beta: Option<&Buf>,
+        y: &mut Buf,
+    ) -> Result<()> {
         let n = outer * channels * inner;
         ensure_len(x, n, "Scale input")?;
         ensure_len(y, n, "Scale output")?;
@@ -55,7 +83,16 @@ impl NormKernels for Cuda {
             gamma, dy, dx, &(n as i64), &(channels as i32), &(inner as i32))
     }
 
-    fn scale_backward_weights(&self, outer: usize, channels: usize, inner: usize, x: &Buf, dy: &Buf, dgamma: &mut Buf, dbeta: Option<&mut Buf>) -> Result<()> {
+    fn scale_backward_weights(
+        &self,
+        outer: usize,
+        channels: usize,
+        inner: usize,
+        x: &Buf,
+        dy: &Buf,
+        dgamma: &mut Buf,
+        dbeta: Option<&mut Buf>,
+    ) -> Result<()> {
         ensure_len(dy, outer * channels * inner, "Scale output gradient")?;
         self.channel_sums(dy, Some(x), dgamma, outer, channels, inner)?;
         if let Some(db) = dbeta {

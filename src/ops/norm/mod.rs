@@ -9,18 +9,74 @@ pub mod cuda;
 use crate::device::Backend;
 use anyhow::Result;
 
-pub use cpu::{batch_norm_backward_data, batch_norm_backward_weights, batch_norm_forward, scale_backward_data, scale_backward_weights, scale_forward};
+pub use cpu::{
+    batch_norm_backward_data, batch_norm_backward_weights, batch_norm_forward, scale_backward_data, scale_backward_weights, scale_forward,
+};
 
 #[allow(clippy::too_many_arguments)]
 pub trait NormKernels: Backend {
     /// y = (x - mean/s) / sqrt(variance/s + eps), `p` = [mean, variance, s].
-    fn batch_norm_forward(&self, outer: usize, channels: usize, inner: usize, eps: f32, p: &[Self::Param], x: &Self::Buf, y: &mut Self::Buf) -> Result<()>;
-    fn batch_norm_backward_data(&self, outer: usize, channels: usize, inner: usize, eps: f32, p: &[Self::Param], dy: &Self::Buf, dx: &mut Self::Buf) -> Result<()>;
+    fn batch_norm_forward(
+        &self,
+        outer: usize,
+        channels: usize,
+        inner: usize,
+        eps: f32,
+        p: &[Self::Param],
+        x: &Self::Buf,
+        y: &mut Self::Buf,
+    ) -> Result<()>;
+    fn batch_norm_backward_data(
+        &self,
+        outer: usize,
+        channels: usize,
+        inner: usize,
+        eps: f32,
+        p: &[Self::Param],
+        dy: &Self::Buf,
+        dx: &mut Self::Buf,
+    ) -> Result<()>;
     /// Adds the gradients with respect to the stored mean and variance into `dparams[0..2]`
     /// (the scale factor gets none).
-    fn batch_norm_backward_weights(&self, outer: usize, channels: usize, inner: usize, eps: f32, p: &[Self::Param], x: &Self::Buf, dy: &Self::Buf, dparams: &mut [Self::Buf]) -> Result<()>;
+    fn batch_norm_backward_weights(
+        &self,
+        outer: usize,
+        channels: usize,
+        inner: usize,
+        eps: f32,
+        p: &[Self::Param],
+        x: &Self::Buf,
+        dy: &Self::Buf,
+        dparams: &mut [Self::Buf],
+    ) -> Result<()>;
     /// y = x * gamma[c] (+ beta[c])
-    fn scale_forward(&self, outer: usize, channels: usize, inner: usize, x: &Self::Buf, gamma: &Self::Param, beta: Option<&Self::Param>, y: &mut Self::Buf) -> Result<()>;
-    fn scale_backward_data(&self, outer: usize, channels: usize, inner: usize, gamma: &Self::Param, dy: &Self::Buf, dx: &mut Self::Buf) -> Result<()>;
-    fn scale_backward_weights(&self, outer: usize, channels: usize, inner: usize, x: &Self::Buf, dy: &Self::Buf, dgamma: &mut Self::Buf, dbeta: Option<&mut Self::Buf>) -> Result<()>;
+    fn scale_forward(
+        &self,
+        outer: usize,
+        channels: usize,
+        inner: usize,
+        x: &Self::Buf,
+        gamma: &Self::Param,
+        beta: Option<&Self::Param>,
+        y: &mut Self::Buf,
+    ) -> Result<()>;
+    fn scale_backward_data(
+        &self,
+        outer: usize,
+        channels: usize,
+        inner: usize,
+        gamma: &Self::Param,
+        dy: &Self::Buf,
+        dx: &mut Self::Buf,
+    ) -> Result<()>;
+    fn scale_backward_weights(
+        &self,
+        outer: usize,
+        channels: usize,
+        inner: usize,
+        x: &Self::Buf,
+        dy: &Self::Buf,
+        dgamma: &mut Self::Buf,
+        dbeta: Option<&mut Self::Buf>,
+    ) -> Result<()>;
 }

@@ -201,7 +201,7 @@ mod tests {
         max_pool_forward(&g, &x, &mut y, &mut arg);
         assert_eq!(y, vec![5.0, 8.0, -1.0, 7.0]);
         assert_eq!(arg, vec![1, 6, 8, 11]); // ties: the first maximum (row-major) wins
-        // Padding is ignored, not a zero: all-negative input keeps negative maxima.
+                                            // Padding is ignored, not a zero: all-negative input keeps negative maxima.
         let xn: Vec<f64> = (0..9).map(|i| -1.0 - i as f64).collect();
         let g = PoolGeom::new(1, 1, 3, 3, [2, 2], [2, 2], [1, 1]).unwrap();
         assert_eq!((g.out_h, g.out_w), (2, 2));

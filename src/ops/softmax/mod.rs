@@ -14,5 +14,13 @@ pub trait SoftmaxKernels: Backend {
     fn softmax_forward(&self, outer: usize, channels: usize, inner: usize, x: &Self::Buf, y: &mut Self::Buf) -> Result<()>;
     /// dx += the softmax's Jacobian (from its output `y`) applied to dy.
     #[allow(clippy::too_many_arguments)]
-    fn softmax_backward(&self, outer: usize, channels: usize, inner: usize, y: &Self::Buf, dy: &Self::Buf, dx: &mut Self::Buf) -> Result<()>;
+    fn softmax_backward(
+        &self,
+        outer: usize,
+        channels: usize,
+        inner: usize,
+        y: &Self::Buf,
+        dy: &Self::Buf,
+        dx: &mut Self::Buf,
+    ) -> Result<()>;
 }
