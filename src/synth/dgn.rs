@@ -74,6 +74,12 @@ impl Objective {
     }
 }
 
+/// Where the classifier's input sits in the generator's image: centered, rounding down
+/// (the paper's code: 256 -> 227 starts at (256 - 227) / 2 = 14).
+pub fn center_crop_offset(generated: [usize; 2], input: [usize; 2]) -> [usize; 2] {
+    [(generated[0] - input[0]) / 2, (generated[1] - input[1]) / 2]
+}
+
 /// One batch's outcome, on the host.
 #[derive(Clone, Debug)]
 pub struct BatchResult<T> {
@@ -151,7 +157,7 @@ impl<'n, B: DgnKernels> Dgn<'n, B> {
             objective_blob: blob,
             prob_blob: classifier.plan.softmax_of(blob),
             gen_out_shape: [out.shape[0], out.shape[1], gh, gw],
-            crop_offset: [(gh - ch) / 2, (gw - cw) / 2],
+            crop_offset: center_crop_offset([gh, gw], [ch, cw]),
             crop_hw: [ch, cw],
             code_len,
             upper,

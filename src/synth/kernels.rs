@@ -188,6 +188,38 @@ impl DgnKernels for Cuda {
 
 #[cfg(test)]
 mod tests {
+    use super::DgnKernels;
+    use crate::device::Cpu;
+    use crate::synth::dgn::center_crop_offset;
+
+    #[test]
+    fn the_crop_takes_the_center_227_of_256_and_its_backward_fills_only_that_window() {
+        let offset = center_crop_offset([256, 256], [227, 227]);
+        assert_eq!(offset, [14, 14]);
+        let s = [2, 3, 256, 256];
+        // Each source value names its position: plane * 65536 + y * 256 + x.
+        let src: Vec<f64> = (0..s.iter().product::<usize>()).map(|i| i as f64).collect();
+        let cpu = Cpu::<f64>::new();
+        let mut dst = vec![0.0; 2 * 3 * 227 * 227];
+        cpu.crop(&src, s, offset, [227, 227], &mut dst).unwrap();
+        for (i, &v) in dst.iter().enumerate() {
+            let (plane, y, x) = (i / (227 * 227), i / 227 % 227, i % 227);
+            assert_eq!(v, (plane * 65536 + (y + 14) * 256 + x + 14) as f64, "crop entry {i}");
+        }
+        // Backward adds ones into the window, twice: rows and columns 0..14 and 241..256
+        // stay exactly zero.
+        let ones = vec![1.0; dst.len()];
+        let mut dx = vec![0.0; src.len()];
+        cpu.crop_backward(&ones, s, offset, [227, 227], &mut dx).unwrap();
+        cpu.crop_backward(&ones, s, offset, [227, 227], &mut dx).unwrap();
+        for (i, &v) in dx.iter().enumerate() {
+            let (y, x) = (i / 256 % 256, i % 256);
+            let inside = (14..241).contains(&y) && (14..241).contains(&x);
+            assert_eq!(v, if inside { 2.0 } else { 0.0 }, "crop gradient at y {y} x {x}");
+        }
+        assert!(cpu.crop(&src, s, [15, 15], [242, 242], &mut vec![0.0; 2 * 3 * 242 * 242]).is_err(), "a window past the edge is an error");
+    }
+
     #[test]
     fn every_kernel_file_is_embedded_by_its_owner() {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/kernels");
