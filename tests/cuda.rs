@@ -313,11 +313,47 @@ const CONCAT_CASES: &[ConcatCase] =
 /// splitk_reduce: [m, n, splits, ldc]
 const SPLITK_CASES: &[[usize; 4]] = &[[5, 37, 3, 40], [70, 130, 4, 130]];
 
+/// The convolution, pooling and LRN geometries of the ops' own case tables
+/// (`dgnam::ops::cases`), compiled at batch 2, as emulation cases.
+fn op_table_lines() -> Vec<String> {
+    let mut lines = Vec::new();
+    for case in cases::all() {
+        let plan = dgnam::graph::Plan::new(&parse_netdef(&case.prototxt()).unwrap(), 2).unwrap();
+        for node in &plan.nodes {
+            lines.push(match &node.op {
+                Op::Conv { geom: g, .. } | Op::Deconv { geom: g, .. } => ConvCase {
+                    channels: g.in_channels,
+                    hw: [g.in_h, g.in_w],
+                    outputs: g.out_channels,
+                    kernel: g.kernel,
+                    stride: g.stride,
+                    pad: g.pad,
+                    dilation: g.dilation,
+                    group: g.group,
+                    batch: g.batch,
+                }
+                .line(),
+                Op::MaxPool(g) | Op::AvePool(g) => {
+                    PoolCase { planes: g.batch * g.channels, hw: [g.in_h, g.in_w], kernel: g.kernel, stride: g.stride, pad: g.pad }.line()
+                }
+                Op::Lrn { dims, param } => {
+                    LrnCase { shape: *dims, local_size: param.local_size, within: param.region == dgnam::ir::LrnRegion::WithinChannel }
+                        .line()
+                }
+                _ => continue,
+            });
+        }
+    }
+    assert!(lines.len() >= 15, "the op tables gave only {} emulation cases", lines.len());
+    lines
+}
+
 fn emulation_input() -> Vec<String> {
     let mut lines = gemm_lines();
     lines.extend(CONV_CASES.iter().map(ConvCase::line));
     lines.extend(POOL_CASES.iter().map(PoolCase::line));
     lines.extend(LRN_CASES.iter().map(LrnCase::line));
+    lines.extend(op_table_lines());
     lines.extend(SOFTMAX_CASES.iter().map(|d| d.line("softmax")));
     lines.extend(REDUCE_CASES.iter().map(|d| d.line("reduce")));
     lines.extend(ELEMENTWISE_CASES.iter().map(|d| d.line("elementwise")));
