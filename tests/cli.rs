@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{fixture, scratch};
+use common::{converted_lenet, fixture, scratch};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -37,14 +37,6 @@ fn assert_clean_failure(out: &Output, needle: &str) {
 
 fn lenet() -> (PathBuf, PathBuf) {
     (fixture("caffe/lenet_mnist/lenet.prototxt"), fixture("caffe/lenet_mnist/lenet_iter_10000.caffemodel"))
-}
-
-fn converted_lenet(dir: &Path) -> PathBuf {
-    let (p, m) = lenet();
-    let out = dir.join("lenet.dgnw");
-    let r = convert(&p, &m, &out);
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-    out
 }
 
 #[test]

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{fixture, scratch};
+use common::{converted_lenet, fixture, scratch};
 use dgnam::caffe::netdef::parse_netdef;
 use dgnam::device::Cpu;
 use dgnam::graph::{unit_offset, CpuNet, UnitRef};
@@ -359,19 +359,7 @@ fn act_range_is_mean_plus_k_sigma_of_post_relu_fc6() {
 #[test]
 fn pixel_space_synthesis_without_a_generator_on_lenet() {
     let dir = scratch("synth-pixels");
-    let net = dir.join("lenet.dgnw");
-    let r = Command::new(env!("CARGO_BIN_EXE_dgnam-convert"))
-        .args([
-            "--prototxt",
-            s(&fixture("caffe/lenet_mnist/lenet.prototxt")),
-            "--caffemodel",
-            s(&fixture("caffe/lenet_mnist/lenet_iter_10000.caffemodel")),
-            "-o",
-            s(&net),
-        ])
-        .output()
-        .unwrap();
-    assert!(r.status.success());
+    let net = converted_lenet(&dir);
     let out = dir.join("out");
     let r = Command::new(env!("CARGO_BIN_EXE_dgnam"))
         .args([
@@ -511,23 +499,6 @@ fn a_units_start_depends_on_the_unit_not_its_position_or_batch() {
     let center = run("center", &["--layer", "conv1", "--units", "1"]);
     let given = run("given", &["--layer", "conv1", "--units", "0,1", "--xy", "2,2"]);
     assert_same_unit(&center, &given, "conv1_0001");
-}
-
-fn converted_lenet(dir: &Path) -> std::path::PathBuf {
-    let net = dir.join("lenet.dgnw");
-    let r = Command::new(env!("CARGO_BIN_EXE_dgnam-convert"))
-        .args([
-            "--prototxt",
-            s(&fixture("caffe/lenet_mnist/lenet.prototxt")),
-            "--caffemodel",
-            s(&fixture("caffe/lenet_mnist/lenet_iter_10000.caffemodel")),
-            "-o",
-            s(&net),
-        ])
-        .output()
-        .unwrap();
-    assert!(r.status.success());
-    net
 }
 
 #[test]

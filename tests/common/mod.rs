@@ -30,6 +30,22 @@ pub fn scratch(name: &str) -> PathBuf {
     dir
 }
 
+/// The real LeNet fixture converted by `dgnam-convert` into `dir/lenet.dgnw`.
+pub fn converted_lenet(dir: &Path) -> PathBuf {
+    let out = dir.join("lenet.dgnw");
+    let r = std::process::Command::new(env!("CARGO_BIN_EXE_dgnam-convert"))
+        .arg("--prototxt")
+        .arg(fixture("caffe/lenet_mnist/lenet.prototxt"))
+        .arg("--caffemodel")
+        .arg(fixture("caffe/lenet_mnist/lenet_iter_10000.caffemodel"))
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    out
+}
+
 pub fn argmax(v: &[f32]) -> usize {
     let mut best = 0;
     for (i, &x) in v.iter().enumerate() {
