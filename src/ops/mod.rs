@@ -236,11 +236,8 @@ pub fn backward<B: Kernels>(
         // The rest have no parameters: only a data gradient to skip.
         _ if !data => {}
         Op::Relu { slope } => dev.relu_backward(*slope, x[0], dy, &mut dx[0])?,
-        Op::Copy => {
-            for d in dx.iter_mut() {
-                dev.add_assign(d, dy)?;
-            }
-        }
+        // A Split's tops each carry a gradient; only the graph sees them all.
+        Op::Copy => bail!("Copy nodes are handled by the graph"),
         Op::MaxPool(g) => dev.max_pool_backward(g, dy, aux, &mut dx[0])?,
         Op::AvePool(g) => dev.ave_pool_backward(g, dy, &mut dx[0])?,
         Op::Lrn { dims, param } => dev.lrn_backward(*dims, param, x[0], y, aux, dy, &mut dx[0])?,

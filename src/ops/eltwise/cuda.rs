@@ -61,16 +61,16 @@ impl EltwiseKernels for Cuda {
                 // dx_i += dy * prod_{j != i} x_j, built in a scratch blob (exact for zero inputs).
                 let mut tmp = self.scratch(&self.scratch.tmp, n)?;
                 let mut t = tmp.slice_mut(..n);
-                let axpby = crate::ops::elementwise::cuda::SOURCE;
+                let elementwise = crate::ops::elementwise::cuda::SOURCE;
                 for (i, d) in dx.iter_mut().enumerate() {
-                    launch!(self, axpby, "axpby", grid_for(n); dy, &mut t, &(n as i64), &1.0f32, &0.0f32)?;
+                    launch!(self, elementwise, "axpby", grid_for(n); dy, &mut t, &(n as i64), &1.0f32, &0.0f32)?;
                     for (j, xj) in x.iter().enumerate() {
                         if j != i {
                             ensure_len(xj, n, "Eltwise input")?;
-                            launch!(self, axpby, "mul_assign", grid_for(n); *xj, &mut t, &(n as i64))?;
+                            launch!(self, elementwise, "mul_assign", grid_for(n); *xj, &mut t, &(n as i64))?;
                         }
                     }
-                    launch!(self, axpby, "axpby", grid_for(n); &t.as_view(), d, &(n as i64), &1.0f32, &1.0f32)?;
+                    launch!(self, elementwise, "axpby", grid_for(n); &t.as_view(), d, &(n as i64), &1.0f32, &1.0f32)?;
                 }
             }
             EltwiseOp::Max => {
