@@ -2,6 +2,19 @@
 //! so random weights, initial codes and tests are reproducible from one seed on every
 //! machine without another dependency.
 
+/// The offset basis of 64-bit FNV-1a.
+pub const FNV1A_START: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// 64-bit FNV-1a of `bytes`, continuing from `h` (start from [`FNV1A_START`]): a hash that
+/// stays the same across builds and machines, as the std hasher may not.
+pub fn fnv1a(mut h: u64, bytes: &[u8]) -> u64 {
+    for &b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
 #[derive(Clone, Debug)]
 pub struct Rng {
     s: [u64; 4],

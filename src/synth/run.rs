@@ -66,11 +66,7 @@ pub fn unit_key(layer: &str, sel: &UnitSel, xy: Option<(usize, usize)>) -> usize
     let units: Vec<String> = sel.units().iter().map(|u| u.to_string()).collect();
     let at = xy.map_or("-".to_string(), |(x, y)| format!("{x},{y}"));
     let text = format!("{layer}\u{0}{}\u{0}{at}", units.join("+"));
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in text.bytes() {
-        h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h as usize
+    crate::rng::fnv1a(crate::rng::FNV1A_START, text.as_bytes()) as usize
 }
 
 /// Reads a bounds file: whitespace-separated numbers, one per code neuron.

@@ -2,6 +2,7 @@
 //! source text, the compiler options and the NVRTC version, so a second run compiles nothing.
 
 use crate::fsutil::write_atomic;
+use crate::rng::{fnv1a, FNV1A_START};
 use anyhow::{bail, Context, Result};
 use cudarc::nvrtc::{self, CompileError, CompileOptions};
 use std::path::PathBuf;
@@ -50,16 +51,9 @@ pub fn options(arch: &str) -> Result<Vec<String>> {
     Ok(vec![format!("--gpu-architecture=compute_{cc}"), "--std=c++17".into()])
 }
 
-/// 64-bit FNV-1a: a hash that stays the same across builds (the std hasher may not).
-fn fnv1a(seed: u64, parts: &[&[u8]]) -> u64 {
-    let mut h = 0xcbf2_9ce4_8422_2325u64 ^ seed;
-    for p in parts {
-        for &b in p.iter().chain(&[0xff]) {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-    h
+/// FNV-1a of the parts, each followed by 0xff, from the offset basis xor `seed`.
+fn fnv1a_parts(seed: u64, parts: &[&[u8]]) -> u64 {
+    parts.iter().fold(FNV1A_START ^ seed, |h, p| fnv1a(fnv1a(h, p), &[0xff]))
 }
 
 /// The cache key of one compilation: 128 bits of hash, in hex.
@@ -67,7 +61,7 @@ pub fn cache_key(source: &str, options: &[String], nvrtc: (i32, i32)) -> String 
     let opts = options.join("\u{1}");
     let ver = format!("{}.{}", nvrtc.0, nvrtc.1);
     let parts: [&[u8]; 3] = [source.as_bytes(), opts.as_bytes(), ver.as_bytes()];
-    format!("{:016x}{:016x}", fnv1a(0, &parts), fnv1a(0x9e37_79b9_7f4a_7c15, &parts))
+    format!("{:016x}{:016x}", fnv1a_parts(0, &parts), fnv1a_parts(0x9e37_79b9_7f4a_7c15, &parts))
 }
 
 /// `DGNAM_CACHE_DIR`, else `$XDG_CACHE_HOME/dgnam/ptx`, else `~/.cache/dgnam/ptx`.
