@@ -6,6 +6,7 @@
 use crate::caffe::{caffemodel, netdef, Blob, LayerBlobs, NetDef};
 use crate::device::{Cpu, FromMapped};
 use crate::graph::{same_shape_ignoring_leading_ones, CpuNet, Net, ParamSpec, Plan};
+use crate::ops::Kernels;
 use crate::real::Real;
 use crate::tensor::fmt_shape;
 use crate::weights::{self, TensorData};
@@ -58,14 +59,19 @@ pub fn match_blobs<'p, 'm>(plan: &'p Plan, layers: &'m [LayerBlobs]) -> Result<V
 }
 
 impl CaffeModel {
-    /// The net with the caffemodel's weights, without writing a weights file.
+    /// The net with the caffemodel's weights on the CPU, without writing a weights file.
     pub fn net<T: Real>(&self, batch: usize) -> Result<CpuNet<'_, T>> {
+        self.net_on(batch, Cpu::new())
+    }
+
+    /// The same on any device.
+    pub fn net_on<'m, B: Kernels + FromMapped<'m>>(&'m self, batch: usize, device: B) -> Result<Net<B>> {
         let plan = Plan::new(&self.def, batch)?;
         let blobs: Vec<&Blob> = match_blobs(&plan, &self.layers)?.into_iter().map(|(_, b)| b).collect();
         let mut next = blobs.into_iter();
-        Net::new(plan, Cpu::new(), |cpu, _| {
+        Net::new(plan, device, |dev, _| {
             let data = &next.next().context("parameter count changed")?.data;
-            Ok((cpu.param_from_mapped(data)?, data.len()))
+            Ok((dev.param_from_mapped(data)?, data.len()))
         })
     }
 

@@ -7,18 +7,20 @@ use dgnam::caffe::caffemodel::read_caffemodel;
 use dgnam::caffe::netdef::parse_netdef;
 use dgnam::convert::{self, CaffeModel};
 use dgnam::npy;
+use dgnam::ops::cases::{self, Fixture};
 use dgnam::preprocess::{load_image, ChannelOrder, Mean, Preprocess};
 
 /// Runs one single-layer OpenCV/Caffe fixture net and compares its `output` blob to the
 /// output real Caffe computed.
-fn check_opencv_layer(name: &str, input: &str) {
+fn check_opencv_layer(f: &Fixture) {
     let dir = fixture("caffe/opencv_layers");
+    let name = f.name;
     let text = std::fs::read_to_string(dir.join(format!("{name}.prototxt"))).unwrap();
     let def = parse_netdef(&text).unwrap();
     let model = dir.join(format!("{name}.caffemodel"));
     let layers = if model.exists() { read_caffemodel(&model).unwrap() } else { vec![] };
     let m = CaffeModel { prototxt: text, def, layers };
-    let x = npy::read(&dir.join(input)).unwrap();
+    let x = npy::read(&dir.join(f.input)).unwrap();
     let expected = npy::read(&dir.join(format!("{name}.npy"))).unwrap();
     let net = m.net::<f32>(x.shape[0]).unwrap();
     let mut st = net.state().unwrap();
@@ -26,47 +28,35 @@ fn check_opencv_layer(name: &str, input: &str) {
     let out = net.plan.layer_output("output").unwrap();
     assert_eq!(net.plan.blobs[out].shape, expected.shape, "{name}: output shape");
     let err = rel_err(st.value(out), &expected.data);
-    assert!(err <= 1e-5, "{name}: relative error {err:e} against Caffe");
+    assert!(err <= 1e-5, "{} fixture {name}: relative error {err:e} against Caffe", f.family);
+}
+
+/// Grouped convolution and deconvolution, the inner product on axis 3, padded max and
+/// average pooling, LRN across and within channels, softmax: every fixture in the ops' tables.
+#[test]
+fn every_op_fixture_matches_caffe() {
+    let all = cases::fixtures();
+    for f in &all {
+        check_opencv_layer(f);
+    }
+    let families: std::collections::BTreeSet<&str> = all.iter().map(|f| f.family).collect();
+    assert_eq!(families.into_iter().collect::<Vec<_>>(), ["conv", "inner_product", "lrn", "pool", "softmax"]);
 }
 
 #[test]
-fn grouped_convolution_matches_caffe() {
-    check_opencv_layer("layer_convolution", "blob.npy");
-}
-
-#[test]
-fn grouped_deconvolution_matches_caffe() {
-    check_opencv_layer("layer_deconvolution", "layer_deconvolution.input.npy");
-}
-
-#[test]
-fn inner_product_on_axis_3_matches_caffe() {
-    check_opencv_layer("layer_inner_product", "blob.npy");
-}
-
-#[test]
-fn padded_max_pooling_matches_caffe() {
-    check_opencv_layer("layer_pooling_max", "blob.npy");
-}
-
-#[test]
-fn padded_average_pooling_matches_caffe() {
-    check_opencv_layer("layer_pooling_ave", "blob.npy");
-}
-
-#[test]
-fn lrn_across_channels_matches_caffe() {
-    check_opencv_layer("layer_lrn_channels", "blob.npy");
-}
-
-#[test]
-fn lrn_within_channel_matches_caffe() {
-    check_opencv_layer("layer_lrn_spatial", "blob.npy");
-}
-
-#[test]
-fn softmax_matches_caffe() {
-    check_opencv_layer("layer_softmax", "blob.npy");
+fn every_opencv_fixture_net_is_in_an_op_table() {
+    let listed: Vec<&str> = cases::fixtures().iter().map(|f| f.name).collect();
+    let mut shipped = Vec::new();
+    for entry in std::fs::read_dir(fixture("caffe/opencv_layers")).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        if let Some(stem) = name.strip_suffix(".prototxt") {
+            shipped.push(stem.to_string());
+        }
+    }
+    assert_eq!(shipped.len(), 8);
+    for stem in &shipped {
+        assert!(listed.contains(&stem.as_str()), "{stem}.prototxt is in no op's FIXTURES");
+    }
 }
 
 fn lenet_probabilities(dir: &str) -> Vec<f32> {

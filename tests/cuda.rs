@@ -20,7 +20,7 @@
 
 mod common;
 
-use common::shipped;
+use common::{fixture, shipped};
 use dgnam::caffe::netdef::parse_netdef;
 use dgnam::device::cuda::compile;
 use dgnam::device::cuda::Precision;
@@ -29,6 +29,7 @@ use dgnam::graph::{CpuNet, Net, Op};
 use dgnam::ops::cases::{self, Case};
 use dgnam::rng::Rng;
 use dgnam::synth::kernels::DgnKernels;
+use dgnam::{caffe::caffemodel::read_caffemodel, convert::CaffeModel, npy};
 use std::collections::BTreeSet;
 use std::io::Write;
 
@@ -313,12 +314,15 @@ const CONCAT_CASES: &[ConcatCase] =
 /// splitk_reduce: [m, n, splits, ldc]
 const SPLITK_CASES: &[[usize; 4]] = &[[5, 37, 3, 40], [70, 130, 4, 130]];
 
-/// The convolution, pooling and LRN geometries of the ops' own case tables
-/// (`dgnam::ops::cases`), compiled at batch 2, as emulation cases.
+/// The convolution, pooling and LRN geometries of the ops' own case tables and of their
+/// Caffe fixtures (`dgnam::ops::cases`), compiled at batch 2, as emulation cases.
 fn op_table_lines() -> Vec<String> {
     let mut lines = Vec::new();
-    for case in cases::all() {
-        let plan = dgnam::graph::Plan::new(&parse_netdef(&case.prototxt()).unwrap(), 2).unwrap();
+    let mut nets: Vec<String> = cases::all().iter().map(Case::prototxt).collect();
+    let dir = fixture("caffe/opencv_layers");
+    nets.extend(cases::fixtures().iter().map(|f| std::fs::read_to_string(dir.join(format!("{}.prototxt", f.name))).unwrap()));
+    for net in &nets {
+        let plan = dgnam::graph::Plan::new(&parse_netdef(net).unwrap(), 2).unwrap();
         for node in &plan.nodes {
             lines.push(match &node.op {
                 Op::Conv { geom: g, .. } | Op::Deconv { geom: g, .. } => ConvCase {
@@ -643,6 +647,39 @@ fn the_tolerance_is_per_element() {
     let msg = panic_message(|| assert_within(&[1.0, -2.0, 1e-3, f32::NAN], &cpu, "nan", F32));
     assert!(msg.contains("index 3"), "{msg}");
     assert_within(&[f32::NAN], &[f32::NAN], "nan matches nan", F32);
+}
+
+/// The ops' Caffe fixtures (`cases::fixtures()`) on the GPU, against Caffe's own outputs, at
+/// the relative error the CPU check uses (`tests/caffe_models.rs`), and against the CPU.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn every_op_fixture_matches_caffe_on_the_gpu() {
+    if gpu().is_none() {
+        return;
+    }
+    let dir = fixture("caffe/opencv_layers");
+    for f in cases::fixtures() {
+        let name = f.name;
+        let prototxt = std::fs::read_to_string(dir.join(format!("{name}.prototxt"))).unwrap();
+        let def = parse_netdef(&prototxt).unwrap();
+        let model = dir.join(format!("{name}.caffemodel"));
+        let layers = if model.exists() { read_caffemodel(&model).unwrap() } else { vec![] };
+        let m = CaffeModel { prototxt, def, layers };
+        let x = npy::read(&dir.join(f.input)).unwrap();
+        let expected = npy::read(&dir.join(format!("{name}.npy"))).unwrap();
+        let net = m.net_on(x.shape[0], Cuda::new(Precision::F32).unwrap()).unwrap();
+        let mut st = net.state().unwrap();
+        net.forward(&mut st, &[&x.data]).unwrap();
+        let out = net.plan.layer_output("output").unwrap();
+        let got = net.backend.download(st.value(out)).unwrap();
+        let scale = expected.data.iter().fold(0f64, |m, &v| m.max(v.abs() as f64));
+        let diff = got.iter().zip(&expected.data).fold(0f64, |m, (&a, &b)| m.max((a as f64 - b as f64).abs()));
+        assert!(
+            diff <= 1e-5 * scale.max(1e-30),
+            "{} fixture {name} on the GPU: max difference {diff:e}, largest value {scale:e}",
+            f.family
+        );
+    }
 }
 
 #[test]

@@ -1,19 +1,29 @@
 //! Every case of every op family (`dgnam::ops::cases`), in f64 on the CPU: the data gradient
 //! and every weight gradient against central finite differences of `sum(output * r)` for a
-//! random `r`, with random inputs and random weights.
+//! random `r`, with random inputs and random weights. The geometries of the Caffe fixtures
+//! (`cases::fixtures()`) get the same check, on a sample of their larger inputs.
 
 use dgnam::caffe::netdef::parse_netdef;
 use dgnam::device::Cpu;
 use dgnam::graph::{Net, Plan};
-use dgnam::ops::cases::{self, Case};
+use dgnam::ops::cases::{self, Case, Fixture};
 use dgnam::ops::gradcheck::{check, check_entries, dot};
 use dgnam::rng::Rng;
 use std::borrow::Cow;
 
 type Params = Vec<Vec<Vec<f64>>>;
 
-/// Weight entries checked per parameter array (each costs two forward passes).
-const MAX_WEIGHT_ENTRIES: usize = 200;
+/// Entries checked per weight array and per fixture input (each costs two forward passes).
+const MAX_ENTRIES: usize = 200;
+
+/// Every entry of `0..n` when there are few; otherwise one random entry in each run of
+/// `n / MAX_ENTRIES`, plus the first and the last.
+fn sample(n: usize, rng: &mut Rng) -> Vec<usize> {
+    let stride = n.div_ceil(MAX_ENTRIES).max(1);
+    let mut entries: Vec<usize> = (0..n).step_by(stride).map(|s| s + (rng.next_u64() % stride.min(n - s) as u64) as usize).collect();
+    entries.extend([0, n - 1]);
+    entries
+}
 
 /// A net of the case's plan with exactly these weights.
 fn net_with(plan: &Plan, params: &Params) -> Net<Cpu<'static, f64>> {
@@ -33,7 +43,14 @@ fn loss(net: &Net<Cpu<'static, f64>>, x: &[f64], r: &[f64]) -> f64 {
 }
 
 fn check_case(case: &Case, seed: u64) {
-    let def = parse_netdef(&case.prototxt()).unwrap_or_else(|e| panic!("{}: {e:#}", case.layers));
+    let label = format!("{} case `{}`", case.family, case.layers.split_whitespace().collect::<Vec<_>>().join(" "));
+    check_net(&label, &case.prototxt(), seed, false);
+}
+
+/// The f64 check of one net: the data gradient at every entry (or at a sample, with
+/// `sample_input`) and a sample of every weight gradient.
+fn check_net(label: &str, prototxt: &str, seed: u64, sample_input: bool) {
+    let def = parse_netdef(prototxt).unwrap_or_else(|e| panic!("{label}: {e:#}"));
     let base = Net::random(&def, 2, seed, Cpu::<f64>::new()).unwrap();
     let plan = base.plan.clone();
     let params: Params = (0..plan.nodes.len()).map(|i| base.node_params(i).iter().map(|p| p.to_vec()).collect()).collect();
@@ -46,8 +63,13 @@ fn check_case(case: &Case, seed: u64) {
     let mut st = net.state().unwrap();
     net.forward(&mut st, &[&x]).unwrap();
     net.backward(&mut st, &[(out, &r)], true).unwrap();
-    let what = |part: &str| format!("{} case `{}`: {part}", case.family, case.layers.split_whitespace().collect::<Vec<_>>().join(" "));
-    check(&what("data gradient"), &x, st.grad(input).expect("the output depends on the input"), |xp| loss(&net, xp, &r));
+    let what = |part: &str| format!("{label}: {part}");
+    let dx = st.grad(input).expect("the output depends on the input");
+    if sample_input {
+        check_entries(&what("data gradient"), &x, dx, sample(x.len(), &mut rng), |xp| loss(&net, xp, &r));
+    } else {
+        check(&what("data gradient"), &x, dx, |xp| loss(&net, xp, &r));
+    }
     for (i, node) in plan.nodes.iter().enumerate() {
         for (j, spec) in node.params.iter().enumerate() {
             // Caffe's BatchNorm scale factor (blob 2) is a constant, not a learned weight.
@@ -55,13 +77,8 @@ fn check_case(case: &Case, seed: u64) {
                 continue;
             }
             let analytic = &st.param_grads[i][j];
-            // Every entry of small arrays; of large ones one random entry in each run of `stride`,
-            // plus the first and the last.
             let n = spec.len();
-            let stride = n.div_ceil(MAX_WEIGHT_ENTRIES).max(1);
-            let mut entries: Vec<usize> =
-                (0..n).step_by(stride).map(|s| s + (rng.next_u64() % stride.min(n - s) as u64) as usize).collect();
-            entries.extend([0, n - 1]);
+            let entries = sample(n, &mut rng);
             check_entries(
                 &what(&format!("layer '{}' weight gradient {j} ({n} values)", spec.layer)),
                 &params[i][j],
@@ -83,6 +100,17 @@ fn every_op_case_passes_the_f64_gradient_check() {
     assert!(all.len() >= 30, "the case tables shrank to {}", all.len());
     for (k, case) in all.iter().enumerate() {
         check_case(case, 100 + k as u64);
+    }
+}
+
+#[test]
+fn every_caffe_fixture_geometry_passes_the_f64_gradient_check() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/caffe/opencv_layers");
+    let all = cases::fixtures();
+    assert!(all.len() >= 8, "the fixture tables shrank to {}", all.len());
+    for (k, Fixture { family, name, .. }) in all.iter().enumerate() {
+        let text = std::fs::read_to_string(dir.join(format!("{name}.prototxt"))).unwrap();
+        check_net(&format!("{family} fixture {name}"), &text, 300 + k as u64, true);
     }
 }
 

@@ -2,7 +2,10 @@
 //! net around the op: its input shape and its layers, in prototxt. The same tables drive every
 //! verifier: the f64 finite-difference check of the data and weight gradients
 //! (`tests/op_cases.rs`), the GPU-against-CPU comparison (`tests/cuda.rs`) and the host
-//! emulation of the CUDA kernels (the geometries of the compiled cases).
+//! emulation of the CUDA kernels (the geometries of the compiled cases). Beside the cases,
+//! each table names the real Caffe nets of `tests/fixtures/caffe/opencv_layers` that
+//! exercise its op (`FIXTURES`): those run against Caffe's own outputs on the CPU
+//! (`tests/caffe_models.rs`) and on the GPU, and their geometries through the f64 check.
 
 /// One small net exercising an op: odd sizes, strides, pads, groups, asymmetric kernels.
 #[derive(Clone, Copy, Debug)]
@@ -20,6 +23,16 @@ impl Case {
     pub fn prototxt(&self) -> String {
         format!("name: \"{}\"\ninput: \"data\"\ninput_shape {{ {} }}\n{}", self.family, self.input, self.layers)
     }
+}
+
+/// A single-layer net that real Caffe ran: `<name>.prototxt` (and `<name>.caffemodel` when
+/// it has weights) in `tests/fixtures/caffe/opencv_layers`, the input `input` and Caffe's
+/// output of the blob `output` in `<name>.npy`.
+#[derive(Clone, Copy, Debug)]
+pub struct Fixture {
+    pub family: &'static str,
+    pub name: &'static str,
+    pub input: &'static str,
 }
 
 /// The shape most cases use: 2 images of 6 channels, 11 x 10.
@@ -56,6 +69,18 @@ pub fn all() -> Vec<Case> {
         super::eltwise::cases::CASES,
         super::norm::cases::CASES,
         COPY,
+    ]
+    .concat()
+}
+
+/// Every Caffe fixture of every op family.
+pub fn fixtures() -> Vec<Fixture> {
+    [
+        super::conv::cases::FIXTURES,
+        super::inner_product::cases::FIXTURES,
+        super::pool::cases::FIXTURES,
+        super::lrn::cases::FIXTURES,
+        super::softmax::cases::FIXTURES,
     ]
     .concat()
 }

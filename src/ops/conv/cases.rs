@@ -1,6 +1,6 @@
 //! Convolution and deconvolution cases: grouped, strided, padded, dilated, asymmetric, 1x1.
 
-use crate::ops::cases::{Case, SHAPE};
+use crate::ops::cases::{Case, Fixture, SHAPE};
 
 const fn conv(layers: &'static str) -> Case {
     Case { family: "conv", input: SHAPE, layers }
@@ -16,4 +16,10 @@ pub const CASES: &[Case] = &[
     conv("layer { name: 'l' type: 'Deconvolution' bottom: 'data' top: 'l' convolution_param { num_output: 6 kernel_h: 3 kernel_w: 2 stride: 2 group: 2 } }"),
     conv("layer { name: 'l' type: 'Deconvolution' bottom: 'data' top: 'l' convolution_param { num_output: 3 kernel_size: 3 pad: 1 bias_term: false } }"),
     conv("layer { name: 'l' type: 'Deconvolution' bottom: 'data' top: 'l' convolution_param { num_output: 4 kernel_size: 1 group: 2 } }"),
+];
+
+/// Caffe's own outputs for this op (see `crate::ops::cases::Fixture`).
+pub const FIXTURES: &[Fixture] = &[
+    Fixture { family: "conv", name: "layer_convolution", input: "blob.npy" },
+    Fixture { family: "conv", name: "layer_deconvolution", input: "layer_deconvolution.input.npy" },
 ];

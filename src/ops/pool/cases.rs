@@ -1,7 +1,7 @@
 //! Pooling cases: ceil-rounded windows, asymmetric kernels and strides, padding (with the
 //! last window dropped), stride larger than the kernel, global pooling.
 
-use crate::ops::cases::{Case, SHAPE};
+use crate::ops::cases::{Case, Fixture, SHAPE};
 
 const fn pool(layers: &'static str) -> Case {
     Case { family: "pool", input: SHAPE, layers }
@@ -14,4 +14,10 @@ pub const CASES: &[Case] = &[
     pool("layer { name: 'l' type: 'Pooling' bottom: 'data' top: 'l' pooling_param { pool: AVE kernel_size: 2 stride: 3 } }"),
     pool("layer { name: 'l' type: 'Pooling' bottom: 'data' top: 'l' pooling_param { pool: MAX global_pooling: true } }"),
     pool("layer { name: 'l' type: 'Pooling' bottom: 'data' top: 'l' pooling_param { pool: AVE global_pooling: true } }"),
+];
+
+/// Caffe's own outputs for this op (see `crate::ops::cases::Fixture`).
+pub const FIXTURES: &[Fixture] = &[
+    Fixture { family: "pool", name: "layer_pooling_max", input: "blob.npy" },
+    Fixture { family: "pool", name: "layer_pooling_ave", input: "blob.npy" },
 ];
