@@ -162,13 +162,17 @@ pub fn datasheet_tf32_peak(name: &str) -> Option<(f64, &'static str)> {
     })
 }
 
-/// Measures the best GEMM (an n x n x n InnerProduct forward) and copy (`copy_mib` MiB)
+/// Measures the best GEMM (an n x n x n product: a 1x1 convolution of one image with n
+/// channels in and out over n positions, which is one GEMM on every device) and copy (`copy_mib` MiB)
 /// rates of a backend over `runs` runs: the CPU's peak, and a GPU's when its name is not
 /// in the table.
 pub fn measure_peak<B: Fence>(b: &B, gemm_n: usize, copy_mib: usize, runs: usize) -> Result<(f64, f64, String)> {
     let mut rng = Rng::new(7);
     let n = gemm_n;
-    let op = Op::InnerProduct { rows: n, k: n, n, bias: false };
+    // n positions as a (nearly) square map: n is a power of two.
+    let h = 1usize << (n.trailing_zeros() / 2);
+    let geom = crate::ir::ConvGeom::new(1, n, h, n / h, n, [1, 1], [1, 1], [0, 0], [1, 1], 1)?;
+    let op = Op::Conv { geom, bias: false };
     let x = random_buf(b, &mut rng, n * n)?;
     let w = vec![b.param_from_host(&rng.normal_vec_f32(n * n, 1.0))?];
     let mut y = vec![b.alloc(n * n)?];

@@ -4,6 +4,7 @@
 
 pub mod cpu;
 pub mod cuda;
+pub mod simd;
 
 use crate::real::Real;
 use anyhow::Result;

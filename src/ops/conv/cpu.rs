@@ -6,6 +6,7 @@
 use super::ConvKernels;
 use crate::device::Cpu;
 use crate::ir::ConvGeom;
+use crate::ops::gemm::cpu::gemm;
 use crate::real::Real;
 use anyhow::Result;
 use std::borrow::Cow;
@@ -149,7 +150,7 @@ fn conv_apply<T: Real>(g: &ConvGeom, x: &[T], w: &[T], y: &mut [T], beta: T) {
             &col
         };
         for gi in 0..g.group {
-            T::gemm(
+            gemm(
                 og,
                 kk,
                 ohw,
@@ -197,7 +198,7 @@ pub fn conv_backward_data<T: Real>(g: &ConvGeom, dy: &[T], w: &[T], dx: &mut [T]
         // Pointwise: accumulate straight into dx; otherwise fill the column buffer first.
         let (dst, beta): (&mut [T], T) = if pointwise { (&mut *dxn, T::ONE) } else { (&mut col, T::ZERO) };
         for gi in 0..g.group {
-            T::gemm(
+            gemm(
                 kk,
                 og,
                 ohw,
@@ -236,7 +237,7 @@ pub fn conv_backward_weights<T: Real>(g: &ConvGeom, x: &[T], dy: &[T], dw: &mut 
             &col
         };
         for gi in 0..g.group {
-            T::gemm(
+            gemm(
                 og,
                 ohw,
                 kk,

@@ -1,60 +1,102 @@
-//! Fully connected layer: x [rows, k], w [n, k] (Caffe's layout), y [rows, n]. Every pass is
-//! one GEMM; the transposes are stride swaps, never copies. With few rows (a DGN-AM batch
-//! against fc6's 151 MB of weights) the passes are bound by reading the weights, and a GEMM
-//! that packs them first reads them twice; there, forward and backward-data stream each
-//! weight row once instead.
+//! Fully connected layer: x [rows, k], w [n, k] (Caffe's layout), y [rows, n]. A DGN-AM
+//! batch has few rows against fc6's 151 MB of weights, so forward and backward-data are
+//! bound by reading the weights: both stream each weight row from memory once, for every
+//! row of x at a time, and a GEMM (which packs the weights first) would read them twice.
+//! Every output element is reduced in one fixed order, whatever the number of rows and
+//! threads, so a sample's result never depends on the batch it runs in.
 
 use super::InnerProductKernels;
 use crate::device::Cpu;
+use crate::ops::gemm::cpu::gemm;
 use crate::real::Real;
 use anyhow::Result;
+use rayon::prelude::*;
 use std::borrow::Cow;
 
-/// Up to this many rows, forward and backward-data stream the weights.
-const STREAM_ROWS: usize = 16;
+/// Lanes of each partial dot product: one AVX-512 register of f32.
+const LANES: usize = 16;
 
-/// Splits `0..len` into one contiguous range per worker thread and runs `f` on each.
-fn parallel_ranges(len: usize, min_per_thread: usize, f: impl Fn(std::ops::Range<usize>) + Sync) {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(len / min_per_thread.max(1)).max(1);
-    if threads == 1 {
-        return f(0..len);
-    }
-    let chunk = len.div_ceil(threads);
-    std::thread::scope(|s| {
-        for t in 0..threads {
-            let f = &f;
-            let range = t * chunk..((t + 1) * chunk).min(len);
-            s.spawn(move || f(range));
-        }
-    });
+/// Splits `0..len` into ranges of about `per_task` (at least one per thread) and runs `f` on
+/// each, across the thread pool.
+fn parallel_ranges(len: usize, per_task: usize, f: impl Fn(std::ops::Range<usize>) + Sync + Send) {
+    let tasks = len.div_ceil(per_task.max(1)).max(1);
+    let chunk = len.div_ceil(tasks);
+    (0..tasks).into_par_iter().for_each(|t| f(t * chunk..((t + 1) * chunk).min(len)));
 }
 
-/// sum a[i] * b[i] with eight partial sums (vectorizes, and rounds less than one running sum).
-fn dot<T: Real>(a: &[T], b: &[T]) -> T {
-    let mut acc = [T::ZERO; 8];
-    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: T = ac.remainder().iter().zip(bc.remainder()).fold(T::ZERO, |s, (&x, &y)| s + x * y);
-    for (x, y) in ac.zip(bc) {
-        for l in 0..8 {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    acc.iter().fold(tail, |s, &v| s + v)
+/// The lanes of a partial sum, added in order, then the tail's products.
+#[inline(always)]
+fn finish<T: Real>(acc: [T; LANES], x: &[T], w: &[T]) -> T {
+    let s = acc.iter().fold(T::ZERO, |s, &v| s + v);
+    x.iter().zip(w).fold(s, |s, (&a, &b)| s + a * b)
 }
 
-/// y[r, j] = x[r] . w[j]: each weight row is read once, for every row of x.
-fn stream_forward<T: Real>(rows: usize, k: usize, n: usize, x: &[T], w: &[T], y: &mut [T]) {
-    let out = SyncPtr(y.as_mut_ptr());
-    parallel_ranges(n, 64, |js| {
-        for j in js {
-            let wj = &w[j * k..(j + 1) * k];
+/// x . w in LANES partial sums over k, then the lanes in order, then the tail.
+#[inline(always)]
+fn dot<T: Real>(x: &[T], w: &[T]) -> T {
+    let body = x.len() - x.len() % LANES;
+    let mut a = [T::ZERO; LANES];
+    for (xc, wc) in x[..body].chunks_exact(LANES).zip(w[..body].chunks_exact(LANES)) {
+        for l in 0..LANES {
+            a[l] += xc[l] * wc[l];
+        }
+    }
+    finish(a, &x[body..], &w[body..])
+}
+
+/// x . w[0..4], each summed exactly as `dot` sums it.
+#[inline(always)]
+fn dot4<T: Real>(x: &[T], w: [&[T]; 4]) -> [T; 4] {
+    let k = x.len();
+    let body = k - k % LANES;
+    let [w0, w1, w2, w3] = w.map(|w| &w[..k]);
+    let (mut a0, mut a1, mut a2, mut a3) = ([T::ZERO; LANES], [T::ZERO; LANES], [T::ZERO; LANES], [T::ZERO; LANES]);
+    fn chunks<T>(v: &[T], body: usize) -> std::slice::ChunksExact<'_, T> {
+        v[..body].chunks_exact(LANES)
+    }
+    for ((((xc, c0), c1), c2), c3) in
+        chunks(x, body).zip(chunks(w0, body)).zip(chunks(w1, body)).zip(chunks(w2, body)).zip(chunks(w3, body))
+    {
+        for l in 0..LANES {
+            a0[l] += xc[l] * c0[l];
+            a1[l] += xc[l] * c1[l];
+            a2[l] += xc[l] * c2[l];
+            a3[l] += xc[l] * c3[l];
+        }
+    }
+    let t = &x[body..];
+    [finish(a0, t, &w0[body..]), finish(a1, t, &w1[body..]), finish(a2, t, &w2[body..]), finish(a3, t, &w3[body..])]
+}
+
+crate::multiversion! {
+    /// y[r, j] = x[r] . w[j] for j in `js`, four weight rows at a time against each row of x.
+    fn forward_columns<T: Real>(rows: usize, k: usize, n: usize, x: &[T], w: &[T], js: std::ops::Range<usize>, y: SyncPtr<T>) {
+        let xr = |r: usize| &x[r * k..(r + 1) * k];
+        let wr = |j: usize| &w[j * k..(j + 1) * k];
+        // SAFETY: each task writes only the columns `js` of y, all in bounds.
+        let put = |r: usize, j: usize, v: T| unsafe { *y.ptr().add(r * n + j) = v };
+        let mut j = js.start;
+        while j + 4 <= js.end {
+            let ws = [wr(j), wr(j + 1), wr(j + 2), wr(j + 3)];
             for r in 0..rows {
-                let v = dot(&x[r * k..(r + 1) * k], wj);
-                // SAFETY: each thread writes only columns j of its own range, all in bounds.
-                unsafe { *out.ptr().add(r * n + j) = v };
+                for (q, v) in dot4(xr(r), ws).into_iter().enumerate() {
+                    put(r, j + q, v);
+                }
+            }
+            j += 4;
+        }
+        for j in j..js.end {
+            for r in 0..rows {
+                put(r, j, dot(xr(r), wr(j)));
             }
         }
-    });
+    }
+}
+
+/// y[r, j] = x[r] . w[j]: each weight row is read from memory once, for every row of x.
+fn stream_forward<T: Real>(rows: usize, k: usize, n: usize, x: &[T], w: &[T], y: &mut [T]) {
+    let out = SyncPtr(y.as_mut_ptr());
+    parallel_ranges(n, 64, |js| forward_columns(rows, k, n, x, w, js, out));
 }
 
 /// Weight rows the backward pass holds in cache together; for each row of dx it applies
@@ -63,6 +105,7 @@ fn stream_forward<T: Real>(rows: usize, k: usize, n: usize, x: &[T], w: &[T], y:
 const WEIGHT_BLOCK: usize = 8;
 
 /// d[c] += g[0] w[0][c] + g[1] w[1][c] + ..., added in that order.
+#[inline(always)]
 fn add_rows<T: Real, const C: usize>(d: &mut [T], g: [T; C], ws: [&[T]; C]) {
     let ws = ws.map(|w| &w[..d.len()]);
     for (c, d) in d.iter_mut().enumerate() {
@@ -74,13 +117,12 @@ fn add_rows<T: Real, const C: usize>(d: &mut [T], g: [T; C], ws: [&[T]; C]) {
     }
 }
 
-/// dx[r, cols] += sum_j dy[r, j] w[j, cols], each thread owning a block of columns. The
-/// loop runs over blocks of weight rows outside, so each is read from memory once while
-/// the block of dx (rows x cols) stays in cache. Terms are added in order of j and zero
-/// factors are skipped: exactly the sums of one weight row at a time.
-fn stream_backward_data<T: Real>(rows: usize, k: usize, n: usize, dy: &[T], w: &[T], dx: &mut [T]) {
-    let out = SyncPtr(dx.as_mut_ptr());
-    parallel_ranges(k, 256, |cols| {
+crate::multiversion! {
+    /// dx[r, cols] += sum_j dy[r, j] w[j, cols] for the columns `cols`. The loop runs over
+    /// blocks of weight rows outside, so each is read from memory once while the block of dx
+    /// (rows x cols) stays in cache. Terms are added in order of j and zero factors are
+    /// skipped: exactly the sums of one weight row at a time.
+    fn backward_data_columns<T: Real>(rows: usize, k: usize, n: usize, dy: &[T], w: &[T], cols: std::ops::Range<usize>, dx: SyncPtr<T>) {
         let width = cols.len();
         let row = |j: usize| &w[j * k + cols.start..j * k + cols.end];
         for j0 in (0..n).step_by(WEIGHT_BLOCK) {
@@ -95,8 +137,8 @@ fn stream_backward_data<T: Real>(rows: usize, k: usize, n: usize, dy: &[T], w: &
                 if count == 0 {
                     continue;
                 }
-                // SAFETY: threads own disjoint column ranges of every row of dx.
-                let dxr = unsafe { std::slice::from_raw_parts_mut(out.ptr().add(r * k + cols.start), width) };
+                // SAFETY: tasks own disjoint column ranges of every row of dx.
+                let dxr = unsafe { std::slice::from_raw_parts_mut(dx.ptr().add(r * k + cols.start), width) };
                 let g = |j: usize| dy[r * n + j];
                 for part in nz[..count].chunks(4) {
                     match *part {
@@ -109,16 +151,24 @@ fn stream_backward_data<T: Real>(rows: usize, k: usize, n: usize, dy: &[T], w: &
                 }
             }
         }
-    });
+    }
 }
 
-/// A raw pointer the scoped threads may share; each writes a disjoint part.
+/// dx += dy w, each task owning a block of columns of dx.
+fn stream_backward_data<T: Real>(rows: usize, k: usize, n: usize, dy: &[T], w: &[T], dx: &mut [T]) {
+    let out = SyncPtr(dx.as_mut_ptr());
+    // One long stretch of every weight row per thread: fewer, longer streams from memory.
+    parallel_ranges(k, k.div_ceil(rayon::current_num_threads()).max(256), |cols| backward_data_columns(rows, k, n, dy, w, cols, out));
+}
+
+/// A raw pointer the pool's tasks may share; each writes a disjoint part.
 #[derive(Clone, Copy)]
 struct SyncPtr<T>(*mut T);
 unsafe impl<T> Send for SyncPtr<T> {}
 unsafe impl<T> Sync for SyncPtr<T> {}
 
 impl<T> SyncPtr<T> {
+    #[inline(always)]
     fn ptr(self) -> *mut T {
         self.0
     }
@@ -133,11 +183,7 @@ fn assert_lens(rows: usize, k: usize, n: usize, x: usize, w: usize, y: usize) {
 /// y = x w^T + bias (overwrites y).
 pub fn inner_product_forward<T: Real>(rows: usize, k: usize, n: usize, x: &[T], w: &[T], bias: Option<&[T]>, y: &mut [T]) {
     assert_lens(rows, k, n, x.len(), w.len(), y.len());
-    if rows <= STREAM_ROWS {
-        stream_forward(rows, k, n, x, w, y);
-    } else {
-        T::gemm(rows, k, n, T::ONE, x, k as isize, 1, w, 1, k as isize, T::ZERO, y, n as isize, 1);
-    }
+    stream_forward(rows, k, n, x, w, y);
     if let Some(b) = bias {
         assert_eq!(b.len(), n, "inner product: bias length");
         for row in y.chunks_exact_mut(n.max(1)) {
@@ -149,17 +195,13 @@ pub fn inner_product_forward<T: Real>(rows: usize, k: usize, n: usize, x: &[T], 
 /// dx += dy w.
 pub fn inner_product_backward_data<T: Real>(rows: usize, k: usize, n: usize, dy: &[T], w: &[T], dx: &mut [T]) {
     assert_lens(rows, k, n, dx.len(), w.len(), dy.len());
-    if rows <= STREAM_ROWS {
-        stream_backward_data(rows, k, n, dy, w, dx);
-    } else {
-        T::gemm(rows, n, k, T::ONE, dy, n as isize, 1, w, k as isize, 1, T::ONE, dx, k as isize, 1);
-    }
+    stream_backward_data(rows, k, n, dy, w, dx);
 }
 
 /// dw += dy^T x; db += column sums of dy.
 pub fn inner_product_backward_weights<T: Real>(rows: usize, k: usize, n: usize, x: &[T], dy: &[T], dw: &mut [T], db: Option<&mut [T]>) {
     assert_lens(rows, k, n, x.len(), dw.len(), dy.len());
-    T::gemm(n, rows, k, T::ONE, dy, 1, n as isize, x, k as isize, 1, T::ONE, dw, k as isize, 1);
+    gemm(n, rows, k, T::ONE, dy, 1, n as isize, x, k as isize, 1, T::ONE, dw, k as isize, 1);
     if let Some(db) = db {
         assert_eq!(db.len(), n, "inner product: bias gradient length");
         for row in dy.chunks_exact(n.max(1)) {
@@ -228,12 +270,13 @@ mod tests {
     }
 
     #[test]
-    fn streamed_and_gemm_paths_agree_with_the_definition() {
-        // Rows on both sides of STREAM_ROWS, sizes large enough to split across threads.
-        let (k, n) = (600, 300);
+    fn the_blocked_passes_agree_with_the_definition() {
+        // Odd and even row counts (blocks of two rows), n with a tail of weight rows (blocks
+        // of four), k with a tail of lanes, sizes large enough to split across threads.
+        let (k, n) = (601, 303);
         let mut rng = Rng::new(4);
         let w = rng.uniform_vec(n * k, -1.0, 1.0);
-        for rows in [1, 7, STREAM_ROWS, STREAM_ROWS + 1, 40] {
+        for rows in [1, 2, 7, 16, 17, 40] {
             let x = rng.uniform_vec(rows * k, -1.0, 1.0);
             let dy = rng.uniform_vec(rows * n, -1.0, 1.0);
             let mut y = vec![0.0; rows * n];
@@ -279,6 +322,28 @@ mod tests {
         let mut got = start;
         inner_product_backward_data(rows, k, n, &dy, &w, &mut got);
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_row_gets_the_same_bits_alone_and_in_any_batch() {
+        let (k, n) = (1000, 70);
+        let mut rng = Rng::new(5);
+        let f = |v: Vec<f64>| v.into_iter().map(|v| v as f32).collect::<Vec<f32>>();
+        let w = f(rng.uniform_vec(n * k, -1.0, 1.0));
+        let x = f(rng.uniform_vec(5 * k, -1.0, 1.0));
+        let dy = f(rng.uniform_vec(5 * n, -1.0, 1.0));
+        let mut y = vec![0f32; 5 * n];
+        inner_product_forward(5, k, n, &x, &w, None, &mut y);
+        let mut dx = vec![0f32; 5 * k];
+        inner_product_backward_data(5, k, n, &dy, &w, &mut dx);
+        for r in 0..5 {
+            let mut y1 = vec![0f32; n];
+            inner_product_forward(1, k, n, &x[r * k..(r + 1) * k], &w, None, &mut y1);
+            assert_eq!(y1, y[r * n..(r + 1) * n], "row {r} of 5");
+            let mut dx1 = vec![0f32; k];
+            inner_product_backward_data(1, k, n, &dy[r * n..(r + 1) * n], &w, &mut dx1);
+            assert_eq!(dx1, dx[r * k..(r + 1) * k], "row {r} of 5");
+        }
     }
 
     #[test]

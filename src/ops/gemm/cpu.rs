@@ -1,0 +1,114 @@
+//! The CPU matrix product: the `gemm` crate (faer's), which picks AVX-512, AVX2+FMA or SSE
+//! kernels at run time and splits the work over rayon's pool. It was chosen over
+//! `matrixmultiply` by measurement at this project's shapes (`cargo bench --bench gemm`,
+//! docs/benchmarks.md). It splits rows and columns of C across threads, never the sum over
+//! k, so an element's value does not depend on the thread count.
+
+use crate::real::Real;
+
+/// The last element each matrix touches must lie inside its slice, so the unsafe call below
+/// never reads or writes outside.
+fn check_extent(len: usize, rows: usize, cols: usize, rs: isize, cs: isize, what: &str) {
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    assert!(rs >= 0 && cs >= 0, "gemm: negative stride for {what}");
+    let last = (rows - 1) * rs as usize + (cols - 1) * cs as usize;
+    assert!(last < len, "gemm: {what} needs {} elements, slice has {len}", last + 1);
+}
+
+/// C = alpha * A * B + beta * C, every matrix given by its row and column strides (so a
+/// transpose is a swap of strides). A is m x k, B is k x n, C is m x n. With beta = 0, C is
+/// not read.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm<T: Real>(
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: T,
+    a: &[T],
+    a_rs: isize,
+    a_cs: isize,
+    b: &[T],
+    b_rs: isize,
+    b_cs: isize,
+    beta: T,
+    c: &mut [T],
+    c_rs: isize,
+    c_cs: isize,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    check_extent(c.len(), m, n, c_rs, c_cs, "C");
+    if k > 0 {
+        check_extent(a.len(), m, k, a_rs, a_cs, "A");
+        check_extent(b.len(), k, n, b_rs, b_cs, "B");
+    }
+    // The crate's naming: dst = alpha * dst + beta * lhs * rhs, dst read only if asked.
+    // SAFETY: the extents of all three matrices were checked against their slices, and the
+    // crate dispatches on T's type (f32 or f64 here).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            c_cs,
+            c_rs,
+            beta != T::ZERO,
+            a.as_ptr(),
+            a_cs,
+            a_rs,
+            b.as_ptr(),
+            b_cs,
+            b_rs,
+            beta,
+            alpha,
+            false,
+            false,
+            false,
+            gemm::Parallelism::Rayon(0),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gemm_matches_naive_with_transposed_strides() {
+        let (m, k, n) = (3usize, 4usize, 5usize);
+        let a: Vec<f64> = (0..m * k).map(|i| i as f64 * 0.5 - 2.0).collect();
+        let bt: Vec<f64> = (0..n * k).map(|i| (i as f64).sin()).collect(); // B stored as n x k
+        let mut c = vec![1.0f64; m * n];
+        gemm(m, k, n, 2.0, &a, k as isize, 1, &bt, 1, k as isize, 0.5, &mut c, n as isize, 1);
+        for i in 0..m {
+            for j in 0..n {
+                let dot: f64 = (0..k).map(|p| a[i * k + p] * bt[j * k + p]).sum();
+                assert!((c[i * n + j] - (2.0 * dot + 0.5)).abs() < 1e-12);
+            }
+        }
+        // beta = 0 ignores what C held, NaN included.
+        let mut c = vec![f64::NAN; m * n];
+        gemm(m, k, n, 1.0, &a, k as isize, 1, &bt, 1, k as isize, 0.0, &mut c, n as isize, 1);
+        assert!(c.iter().all(|v| v.is_finite()));
+    }
+
+    #[test]
+    fn the_product_does_not_depend_on_the_thread_count() {
+        let (m, k, n) = (200usize, 700usize, 300usize);
+        let a: Vec<f32> = (0..m * k).map(|i| ((i * 7919) % 1000) as f32 * 1e-3 - 0.5).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| ((i * 104729) % 1000) as f32 * 1e-3 - 0.5).collect();
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let mut c = vec![0f32; m * n];
+            pool.install(|| gemm(m, k, n, 1.0, &a, k as isize, 1, &b, n as isize, 1, 0.0, &mut c, n as isize, 1));
+            c
+        };
+        let one = run(1);
+        assert_eq!(one, run(2));
+        assert_eq!(one, run(3));
+    }
+}
