@@ -408,6 +408,7 @@ impl KernelReport {
             .collect();
         json!({
             "device": self.device,
+            "host": crate::device::cpu::host_description(),
             "batch": self.batch,
             "peak": {
                 "kind": self.peak.kind,
@@ -424,9 +425,10 @@ impl KernelReport {
     pub fn header(&self) -> String {
         let p = &self.peak;
         format!(
-            "device: {}, batch {}\npeak: {:.0} GFLOP/s {}, {:.0} GB/s ({}); measured {:.0} GFLOP/s GEMM, {:.0} GB/s copy\n{}",
+            "device: {}, batch {}\nhost: {}\npeak: {:.0} GFLOP/s {}, {:.0} GB/s ({}); measured {:.0} GFLOP/s GEMM, {:.0} GB/s copy\n{}",
             self.device,
             self.batch,
+            crate::device::cpu::host_description(),
             p.gflops,
             p.kind,
             p.gbps,
@@ -777,6 +779,7 @@ impl StepReport {
             .collect();
         json!({
             "device": self.device,
+            "host": crate::device::cpu::host_description(),
             "net": self.opts.net.display().to_string(),
             "generator": self.opts.generator.as_ref().map(|g| g.display().to_string()),
             "iters": self.opts.iters,
@@ -844,7 +847,7 @@ fn steps_on<B: Fence>(make: &dyn Fn() -> Result<B>, opts: &StepOptions, progress
     let classifier = NetSource::open(&opts.net)?;
     let generator = opts.generator.as_deref().map(NetSource::open).transpose()?;
     let mut report = StepReport { device: make()?.name(), opts: opts.clone(), steps: Vec::new(), tf32_error: None };
-    progress(&format!("device: {}\n", report.device));
+    progress(&format!("device: {}\nhost: {}\n", report.device, crate::device::cpu::host_description()));
     for &batch in &opts.batches {
         let clf = classifier.build(batch, 3, make()?)?;
         let median_s = match &generator {

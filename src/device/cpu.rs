@@ -22,6 +22,16 @@ impl<T: Real> Cpu<'_, T> {
     }
 }
 
+/// This machine's CPU as benchmarks name it: its model (from /proc/cpuinfo where there is
+/// one), the threads of the pool and the vector instructions the CPU loops run with.
+pub fn host_description() -> String {
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|m| m.trim().to_string()))
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    format!("{model}, {} threads, {} loops", rayon::current_num_threads(), super::simd::level().name())
+}
+
 impl<'w, T: Real> FromMapped<'w> for Cpu<'w, T> {
     /// Mapped f32 weights, borrowed (or widened for f64).
     fn param_from_mapped(&self, data: &'w [f32]) -> Result<Cow<'w, [T]>> {

@@ -9,6 +9,7 @@ use crate::ir::ConvGeom;
 use crate::ops::gemm::cpu::gemm;
 use crate::real::Real;
 use anyhow::Result;
+use rayon::prelude::*;
 use std::borrow::Cow;
 
 /// The column buffer for one whole image (all groups), allocated once per call.
@@ -59,6 +60,7 @@ fn for_each_col_row(g: &ConvGeom, mut row_fn: impl FnMut(usize, usize, (usize, u
     }
 }
 
+crate::multiversion! {
 /// col[(c*kh + ki)*kw + kj][oh*out_w + ow] = x[c][oh*sh - ph + ki*dh][ow*sw - pw + kj*dw], 0 outside.
 fn im2col<T: Real>(g: &ConvGeom, x: &[T], col: &mut [T]) {
     let (ow_n, ohw, plane, sh, sw, ph) = (g.out_w, g.out_plane(), g.in_plane(), g.stride[0], g.stride[1], g.pad[0]);
@@ -75,15 +77,19 @@ fn im2col<T: Real>(g: &ConvGeom, x: &[T], col: &mut [T]) {
             let src = &src_plane[ih * g.in_w..(ih + 1) * g.in_w];
             if sw == 1 {
                 dst.copy_from_slice(&src[iw0..iw0 + dst.len()]);
-            } else {
-                for (d, s) in dst.iter_mut().zip(src[iw0..].iter().step_by(sw)) {
-                    *d = *s;
+            } else if !dst.is_empty() {
+                let src = &src[iw0..=iw0 + (dst.len() - 1) * sw];
+                for (q, d) in dst.iter_mut().enumerate() {
+                    *d = src[q * sw];
                 }
             }
         }
     });
 }
 
+}
+
+crate::multiversion! {
 /// The transpose of im2col: x[c][ih][iw] += every column entry that im2col read from there.
 fn col2im_add<T: Real>(g: &ConvGeom, col: &[T], x: &mut [T]) {
     let (ow_n, ohw, plane, sh, sw, ph) = (g.out_w, g.out_plane(), g.in_plane(), g.stride[0], g.stride[1], g.pad[0]);
@@ -98,13 +104,16 @@ fn col2im_add<T: Real>(g: &ConvGeom, col: &[T], x: &mut [T]) {
                 for (d, s) in dst[iw0..iw0 + src.len()].iter_mut().zip(src) {
                     *d += *s;
                 }
-            } else {
-                for (d, s) in dst[iw0..].iter_mut().step_by(sw).zip(src) {
-                    *d += *s;
+            } else if !src.is_empty() {
+                let dst = &mut dst[iw0..=iw0 + (src.len() - 1) * sw];
+                for (q, s) in src.iter().enumerate() {
+                    dst[q * sw] += *s;
                 }
             }
         }
     });
+}
+
 }
 
 /// y[n][c][..] += bias[c].
@@ -135,39 +144,40 @@ fn add_channel_sums<T: Real>(dy: &[T], channels: usize, plane: usize, db: &mut [
     }
 }
 
-/// y = conv(x) + beta * y (beta is 0 or 1), no bias.
+/// y = conv(x) + beta * y (beta is 0 or 1), no bias. Images run in parallel, each with its
+/// own column buffer; the GEMM splits further when there are fewer images than threads.
 fn conv_apply<T: Real>(g: &ConvGeom, x: &[T], w: &[T], y: &mut [T], beta: T) {
     let (og, kk, ohw) = (g.out_channels / g.group, g.group_rows(), g.out_plane());
     let (x_img, y_img) = (g.in_channels * g.in_plane(), g.out_channels * ohw);
-    let mut col = col_buffer::<T>(g);
-    for n in 0..g.batch {
-        let xn = &x[n * x_img..(n + 1) * x_img];
-        let yn = &mut y[n * y_img..(n + 1) * y_img];
-        let src: &[T] = if g.is_pointwise() {
-            xn
-        } else {
-            im2col(g, xn, &mut col);
-            &col
-        };
-        for gi in 0..g.group {
-            gemm(
-                og,
-                kk,
-                ohw,
-                T::ONE,
-                &w[gi * og * kk..(gi + 1) * og * kk],
-                kk as isize,
-                1,
-                &src[gi * kk * ohw..(gi + 1) * kk * ohw],
-                ohw as isize,
-                1,
-                beta,
-                &mut yn[gi * og * ohw..(gi + 1) * og * ohw],
-                ohw as isize,
-                1,
-            );
-        }
-    }
+    x.par_chunks(x_img).zip(y.par_chunks_mut(y_img)).for_each_init(
+        || col_buffer::<T>(g),
+        |col, (xn, yn)| {
+            let src: &[T] = if g.is_pointwise() {
+                xn
+            } else {
+                im2col(g, xn, col);
+                col
+            };
+            for gi in 0..g.group {
+                gemm(
+                    og,
+                    kk,
+                    ohw,
+                    T::ONE,
+                    &w[gi * og * kk..(gi + 1) * og * kk],
+                    kk as isize,
+                    1,
+                    &src[gi * kk * ohw..(gi + 1) * kk * ohw],
+                    ohw as isize,
+                    1,
+                    beta,
+                    &mut yn[gi * og * ohw..(gi + 1) * og * ohw],
+                    ohw as isize,
+                    1,
+                );
+            }
+        },
+    );
 }
 
 fn assert_lens(g: &ConvGeom, input: usize, w: usize, output: usize) {
@@ -185,40 +195,40 @@ pub fn conv_forward<T: Real>(g: &ConvGeom, x: &[T], w: &[T], bias: Option<&[T]>,
     }
 }
 
-/// dx += conv^T(dy): per group, col = W^T dy, then col2im.
+/// dx += conv^T(dy): per group, col = W^T dy, then col2im; images in parallel.
 pub fn conv_backward_data<T: Real>(g: &ConvGeom, dy: &[T], w: &[T], dx: &mut [T]) {
     assert_lens(g, dx.len(), w.len(), dy.len());
     let (og, kk, ohw) = (g.out_channels / g.group, g.group_rows(), g.out_plane());
     let (x_img, y_img) = (g.in_channels * g.in_plane(), g.out_channels * ohw);
-    let mut col = col_buffer::<T>(g);
-    for n in 0..g.batch {
-        let dy_n = &dy[n * y_img..(n + 1) * y_img];
-        let dxn = &mut dx[n * x_img..(n + 1) * x_img];
-        let pointwise = g.is_pointwise();
-        // Pointwise: accumulate straight into dx; otherwise fill the column buffer first.
-        let (dst, beta): (&mut [T], T) = if pointwise { (&mut *dxn, T::ONE) } else { (&mut col, T::ZERO) };
-        for gi in 0..g.group {
-            gemm(
-                kk,
-                og,
-                ohw,
-                T::ONE,
-                &w[gi * og * kk..(gi + 1) * og * kk],
-                1,
-                kk as isize,
-                &dy_n[gi * og * ohw..(gi + 1) * og * ohw],
-                ohw as isize,
-                1,
-                beta,
-                &mut dst[gi * kk * ohw..(gi + 1) * kk * ohw],
-                ohw as isize,
-                1,
-            );
-        }
-        if !pointwise {
-            col2im_add(g, &col, dxn);
-        }
-    }
+    dy.par_chunks(y_img).zip(dx.par_chunks_mut(x_img)).for_each_init(
+        || col_buffer::<T>(g),
+        |col, (dy_n, dxn)| {
+            let pointwise = g.is_pointwise();
+            // Pointwise: accumulate straight into dx; otherwise fill the column buffer first.
+            let (dst, beta): (&mut [T], T) = if pointwise { (&mut *dxn, T::ONE) } else { (&mut col[..], T::ZERO) };
+            for gi in 0..g.group {
+                gemm(
+                    kk,
+                    og,
+                    ohw,
+                    T::ONE,
+                    &w[gi * og * kk..(gi + 1) * og * kk],
+                    1,
+                    kk as isize,
+                    &dy_n[gi * og * ohw..(gi + 1) * og * ohw],
+                    ohw as isize,
+                    1,
+                    beta,
+                    &mut dst[gi * kk * ohw..(gi + 1) * kk * ohw],
+                    ohw as isize,
+                    1,
+                );
+            }
+            if !pointwise {
+                col2im_add(g, col, dxn);
+            }
+        },
+    );
 }
 
 /// dw += dy col^T per image and group; db += per-channel sums of dy.
@@ -260,12 +270,210 @@ pub fn conv_backward_weights<T: Real>(g: &ConvGeom, x: &[T], dy: &[T], dw: &mut 
     }
 }
 
-/// Deconvolution forward (y overwritten): the convolution's backward-data pass plus bias.
+/// One sub-pixel phase of a strided deconvolution: the outputs (Y, X) with Y = y0 + s_h r
+/// and X = x0 + s_w q. Each is a stride-1 correlation of the input with the kernel taps
+/// ky = ay + s_h t, kx = ax + s_w u, reading input (i0 + r - t, j0 + q - u).
+struct Phase {
+    taps: [usize; 2],
+    first: [usize; 2],
+    size: [usize; 2],
+    base: [usize; 2],
+    offset: [usize; 2],
+}
+
+/// The s_h x s_w phases of a deconvolution whose output is `g.in_*` and input `g.out_*`.
+fn phases(g: &ConvGeom) -> Vec<Phase> {
+    let mut out = Vec::new();
+    for ay in 0..g.stride[0] {
+        for ax in 0..g.stride[1] {
+            let a = [ay, ax];
+            let mut ph = Phase { taps: [0; 2], first: [0; 2], size: [0; 2], base: [0; 2], offset: a };
+            for d in 0..2 {
+                let (k, s, p, len) = (g.kernel[d], g.stride[d], g.pad[d], [g.in_h, g.in_w][d]);
+                ph.taps[d] = if a[d] < k { (k - a[d]).div_ceil(s) } else { 0 };
+                ph.first[d] = (a[d] as isize - p as isize).rem_euclid(s as isize) as usize;
+                ph.size[d] = if ph.first[d] < len { (len - ph.first[d]).div_ceil(s) } else { 0 };
+                ph.base[d] = (ph.first[d] + p - a[d]) / s;
+            }
+            out.push(ph);
+        }
+    }
+    out
+}
+
+/// Copies into `p` the phase's input matrix: row (o, t, u), column r * wp + q holds
+/// x[o][base_i + r - t][base_j + q - u], 0 outside. Each row is a stride-1 run of x.
+fn phase_im2col<T: Real>(g: &ConvGeom, ph: &Phase, x: &[T], p: &mut [T]) {
+    let ([th, tw], [hp, wp], [bi, bj]) = (ph.taps, ph.size, ph.base);
+    let (oh, ow, plane) = (g.out_h as isize, g.out_w as isize, g.out_plane());
+    let mut rows = p.chunks_exact_mut(hp * wp);
+    for xo in x.chunks_exact(plane) {
+        for t in 0..th {
+            for u in 0..tw {
+                let dst = rows.next().expect("phase matrix has a row per (channel, t, u)");
+                // Columns q with 0 <= bj + q - u < ow.
+                let j_off = bj as isize - u as isize;
+                let (q_lo, q_hi) = ((-j_off).clamp(0, wp as isize) as usize, (ow - j_off).clamp(0, wp as isize) as usize);
+                for (r, d) in dst.chunks_exact_mut(wp).enumerate() {
+                    let i = (bi + r) as isize - t as isize;
+                    if i < 0 || i >= oh || q_lo >= q_hi {
+                        d.fill(T::ZERO);
+                        continue;
+                    }
+                    let src = &xo[i as usize * g.out_w..(i as usize + 1) * g.out_w];
+                    d[..q_lo].fill(T::ZERO);
+                    d[q_hi..].fill(T::ZERO);
+                    let j0 = (q_lo as isize + j_off) as usize;
+                    d[q_lo..q_hi].copy_from_slice(&src[j0..j0 + (q_hi - q_lo)]);
+                }
+            }
+        }
+    }
+}
+
+crate::multiversion! {
+    /// One phase of a deconvolution with few output channels, directly: for each row of
+    /// the phase, z[c][..] += wp[c][(o, t, u)] * (the input row of o shifted by t and u),
+    /// a vectorized axpy along the row, then one strided write of the row into y. Neither
+    /// the phase's input matrix nor a GEMM with a handful of rows.
+    fn deconv_phase_direct<T: Real>(g: &ConvGeom, ph: &Phase, og: usize, cg: usize, x: &[T], wp: &[T], z: &mut [T], y: &mut [T]) {
+        let ([th, tw], [hp, wq], [bi, bj]) = (ph.taps, ph.size, ph.base);
+        let k = og * th * tw;
+        let (oh, ow) = (g.out_h as isize, g.out_w as isize);
+        for r in 0..hp {
+            let z = &mut z[..cg * wq];
+            z.fill(T::ZERO);
+            for o in 0..og {
+                let xo = &x[o * g.out_plane()..(o + 1) * g.out_plane()];
+                for t in 0..th {
+                    let i = (bi + r) as isize - t as isize;
+                    if i < 0 || i >= oh {
+                        continue;
+                    }
+                    let src = &xo[i as usize * g.out_w..(i as usize + 1) * g.out_w];
+                    for u in 0..tw {
+                        let j_off = bj as isize - u as isize;
+                        let (q_lo, q_hi) = ((-j_off).clamp(0, wq as isize) as usize, (ow - j_off).clamp(0, wq as isize) as usize);
+                        if q_lo >= q_hi {
+                            continue;
+                        }
+                        let j0 = (q_lo as isize + j_off) as usize;
+                        let src = &src[j0..j0 + (q_hi - q_lo)];
+                        for c in 0..cg {
+                            let f = wp[c * k + (o * th + t) * tw + u];
+                            for (d, v) in z[c * wq + q_lo..c * wq + q_hi].iter_mut().zip(src) {
+                                *d += f * *v;
+                            }
+                        }
+                    }
+                }
+            }
+            let row = ph.first[0] + g.stride[0] * r;
+            for c in 0..cg {
+                let dst = &mut y[c * g.in_plane() + row * g.in_w + ph.first[1]..c * g.in_plane() + (row + 1) * g.in_w];
+                for (q, v) in z[c * wq..(c + 1) * wq].iter().enumerate() {
+                    dst[q * g.stride[1]] += *v;
+                }
+            }
+        }
+    }
+}
+
+/// Output channels per group up to which a phase runs directly rather than as a GEMM
+/// (deconv0 of the fc6 generator has 3).
+const DIRECT_CHANNELS: usize = 4;
+
+/// y += conv^T(x) for a strided deconvolution, phase by phase: per phase and group one
+/// GEMM of the phase's kernel taps against its input matrix, then one strided write of
+/// each output. No column buffer of the whole kernel and no col2im scatter. Images in parallel.
+fn deconv_by_phases<T: Real>(g: &ConvGeom, x: &[T], w: &[T], y: &mut [T]) {
+    let (og, cg) = (g.out_channels / g.group, g.in_channels / g.group);
+    let (khw, x_img, y_img) = (g.kernel[0] * g.kernel[1], g.out_channels * g.out_plane(), g.in_channels * g.in_plane());
+    let phases = phases(g);
+    // The taps of each phase and group as a GEMM operand, packed once per call:
+    // packed[c][(o, t, u)] = w[gi*og + o][c][ay + s_h t][ax + s_w u].
+    let packed: Vec<Vec<T>> = phases
+        .iter()
+        .flat_map(|ph| (0..g.group).map(move |gi| (ph, gi)))
+        .map(|(ph, gi)| {
+            let [th, tw] = ph.taps;
+            let k = og * th * tw;
+            let mut wp = vec![T::ZERO; cg * k];
+            for o in 0..og {
+                for c in 0..cg {
+                    let taps = &w[((gi * og + o) * cg + c) * khw..][..khw];
+                    for t in 0..th {
+                        for u in 0..tw {
+                            let (ky, kx) = (ph.offset[0] + g.stride[0] * t, ph.offset[1] + g.stride[1] * u);
+                            wp[c * k + (o * th + t) * tw + u] = taps[ky * g.kernel[1] + kx];
+                        }
+                    }
+                }
+            }
+            wp
+        })
+        .collect();
+    let direct = cg <= DIRECT_CHANNELS;
+    let most = |f: fn(&Phase) -> usize| phases.iter().map(f).max().unwrap_or(0);
+    let (max_k, max_n) = (og * most(|p| p.taps[0] * p.taps[1]), most(|p| p.size[0] * p.size[1]));
+    x.par_chunks(x_img).zip(y.par_chunks_mut(y_img)).for_each_init(
+        || (vec![T::ZERO; if direct { 0 } else { max_k * max_n }], vec![T::ZERO; cg * max_n]),
+        |(p, z), (xn, yn)| {
+            for (pi, ph) in phases.iter().enumerate() {
+                let ([th, tw], [hp, wq]) = (ph.taps, ph.size);
+                let (k, n) = (og * th * tw, hp * wq);
+                if n == 0 {
+                    continue;
+                }
+                if direct {
+                    for gi in 0..g.group {
+                        let (xg, yg) =
+                            (&xn[gi * og * g.out_plane()..][..og * g.out_plane()], &mut yn[gi * cg * g.in_plane()..][..cg * g.in_plane()]);
+                        deconv_phase_direct(g, ph, og, cg, xg, &packed[pi * g.group + gi], z, yg);
+                    }
+                    continue;
+                }
+                for gi in 0..g.group {
+                    let z = &mut z[..cg * n];
+                    if k == 0 {
+                        z.fill(T::ZERO);
+                    } else {
+                        let p = &mut p[..k * n];
+                        phase_im2col(g, ph, &xn[gi * og * g.out_plane()..(gi + 1) * og * g.out_plane()], p);
+                        let wp = &packed[pi * g.group + gi];
+                        gemm(cg, k, n, T::ONE, wp, k as isize, 1, p, n as isize, 1, T::ZERO, z, n as isize, 1);
+                    }
+                    for c in 0..cg {
+                        let plane = &mut yn[(gi * cg + c) * g.in_plane()..(gi * cg + c + 1) * g.in_plane()];
+                        for (r, zr) in z[c * n..(c + 1) * n].chunks_exact(wq).enumerate() {
+                            let row = ph.first[0] + g.stride[0] * r;
+                            let dst = &mut plane[row * g.in_w + ph.first[1]..(row + 1) * g.in_w];
+                            for (q, v) in zr.iter().enumerate() {
+                                dst[q * g.stride[1]] += *v;
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    );
+}
+
+/// Input positions below which a strided deconvolution keeps the column path: on small maps
+/// (deconv5's 4x4, deconv4's 8x8) one GEMM over all taps beats four GEMMs of a few columns.
+const PHASE_MIN_INPUT: usize = 256;
+
+/// Deconvolution forward (y overwritten): the convolution's backward-data pass plus bias,
+/// by sub-pixel phases when the deconvolution is strided.
 /// x: deconv input [N, g.out_channels, g.out_h, g.out_w]; y: [N, g.in_channels, g.in_h, g.in_w].
 pub fn deconv_forward<T: Real>(g: &ConvGeom, x: &[T], w: &[T], bias: Option<&[T]>, y: &mut [T]) {
     assert_lens(g, y.len(), w.len(), x.len());
     y.fill(T::ZERO);
-    conv_backward_data(g, x, w, y);
+    if g.dilation == [1, 1] && g.stride != [1, 1] && (g.in_channels / g.group <= DIRECT_CHANNELS || g.out_plane() >= PHASE_MIN_INPUT) {
+        deconv_by_phases(g, x, w, y);
+    } else {
+        conv_backward_data(g, x, w, y);
+    }
     if let Some(b) = bias {
         add_channel_bias(y, g.in_channels, g.in_plane(), b);
     }
@@ -330,6 +538,41 @@ mod tests {
         }
     }
 
+    #[test]
+    fn the_phased_deconvolution_is_the_transpose_of_the_convolution() {
+        // Strided kernels that the stride divides and that it does not, pads below, at and
+        // above the stride, groups, a 1x1 kernel with stride 2 (phases without taps).
+        // Both ways of running a phase: directly (3 output channels per group) and as a
+        // GEMM (8 per group, on inputs of at least PHASE_MIN_INPUT positions).
+        type Case = ([usize; 2], [usize; 2], [usize; 2], usize, usize, [usize; 2]);
+        let cases: &[Case] = &[
+            ([4, 4], [2, 2], [1, 1], 1, 3, [9, 7]),
+            ([4, 4], [2, 2], [1, 1], 1, 8, [40, 36]),
+            ([4, 5], [2, 3], [0, 1], 3, 9, [10, 13]),
+            ([4, 5], [2, 3], [0, 1], 2, 16, [50, 61]),
+            ([3, 3], [2, 2], [0, 0], 1, 3, [9, 11]),
+            ([3, 3], [2, 2], [0, 0], 1, 8, [41, 37]),
+            ([6, 6], [3, 3], [2, 4], 2, 6, [14, 16]),
+            ([6, 6], [3, 3], [2, 4], 2, 16, [60, 57]),
+            ([2, 2], [2, 2], [0, 0], 1, 3, [8, 6]),
+            ([1, 1], [2, 2], [0, 0], 1, 3, [7, 9]),
+            ([1, 1], [2, 2], [0, 0], 1, 8, [40, 36]),
+        ];
+        let mut rng = Rng::new(31);
+        for &(kernel, stride, pad, group, channels, [h, w]) in cases {
+            // The deconvolution's output is the convolution's input (h x w).
+            let g = ConvGeom::new(2, channels, h, w, 3 * group, kernel, stride, pad, [1, 1], group).unwrap();
+            let direct = channels / group <= DIRECT_CHANNELS;
+            assert!(direct || g.out_plane() >= PHASE_MIN_INPUT, "case {kernel:?} {stride:?} would take the column path");
+            let x = rng.uniform_vec(g.output_len(), -1.0, 1.0);
+            let wt = rng.uniform_vec(g.weight_len(), -1.0, 1.0);
+            let mut want = vec![0.0; g.input_len()];
+            conv_backward_data(&g, &x, &wt, &mut want);
+            let mut got = vec![f64::NAN; g.input_len()];
+            deconv_forward(&g, &x, &wt, None, &mut got);
+            close(&got, &want, 1e-12, &format!("k{kernel:?} s{stride:?} p{pad:?} g{group}"));
+        }
+    }
     /// Convolution by its definition.
     fn naive_conv(g: &ConvGeom, x: &[f64], w: &[f64], bias: Option<&[f64]>) -> Vec<f64> {
         let (cg, og) = (g.in_channels / g.group, g.out_channels / g.group);
