@@ -1,11 +1,18 @@
 //! MAX and AVE pooling on the CPU: the reference, over the windows of `PoolGeom::windows`.
+//!
+//! MAX forward runs over whole output rows: the windows that lie wholly inside the input (all
+//! but the padded or clipped ones at the edges) are updated together, one (row, column) of
+//! their windows at a time in the same row-major order as the scalar loop, so the lanes run
+//! in parallel while every output still sees its inputs in Caffe's order (first max wins).
+//! Planes go to rayon's threads; a plane's result never depends on how they are split.
 
 use super::PoolKernels;
 use crate::device::Cpu;
-use crate::ir::PoolGeom;
+use crate::ir::{PoolGeom, Window};
 use crate::ops::Aux;
 use crate::real::Real;
 use anyhow::Result;
+use rayon::prelude::*;
 
 fn assert_lens(g: &PoolGeom, input: usize, output: usize) {
     assert_eq!(input, g.input_len(), "pooling: input length does not match {g:?}");
@@ -14,6 +21,114 @@ fn assert_lens(g: &PoolGeom, input: usize, output: usize) {
 
 /// Marks an output whose window holds no real input; its gradient goes nowhere.
 const NO_ARGMAX: u32 = u32::MAX;
+
+/// About this many input elements per rayon task (whole planes).
+const TASK_ELEMENTS: usize = 1 << 15;
+
+fn planes_per_task(in_plane: usize) -> usize {
+    (TASK_ELEMENTS / in_plane.max(1)).max(1)
+}
+
+/// One output by the scalar loop: ties keep the first maximum, as Caffe; an empty window
+/// (possible only without padding) keeps Caffe's -FLT_MAX and no winner. Branch-free
+/// selects: the winners of random data are unpredictable.
+#[inline(always)]
+fn max_window<T: Real>(xp: &[T], in_w: usize, wh: &Window, wc: &Window) -> (T, u32) {
+    let (mut best, mut arg) = (T::from_f32(f32::MIN), NO_ARGMAX);
+    if wh.start < wh.end && wc.start < wc.end {
+        arg = (wh.start * in_w + wc.start) as u32;
+        best = xp[arg as usize];
+    }
+    for ih in wh.start..wh.end {
+        let base = ih * in_w + wc.start;
+        for (iw, &v) in xp[base..base + wc.end - wc.start].iter().enumerate() {
+            let better = v > best;
+            best = if better { v } else { best };
+            arg = if better { (base + iw) as u32 } else { arg };
+        }
+    }
+    (best, arg)
+}
+
+/// The output columns `lo..hi` whose windows are whole (start `ow*s - pad`, `kernel` wide).
+fn whole_columns(g: &PoolGeom, ww: &[Window]) -> (usize, usize) {
+    let (k, s, p) = (g.kernel[1], g.stride[1], g.pad[1]);
+    let whole = |ow: usize| ow * s >= p && ow * s - p + k <= g.in_w && ww[ow].start == ow * s - p && ww[ow].end - ww[ow].start == k;
+    let lo = (0..ww.len()).find(|&ow| whole(ow)).unwrap_or(ww.len());
+    let hi = (lo..ww.len()).find(|&ow| !whole(ow)).unwrap_or(ww.len());
+    (lo, hi)
+}
+
+/// A block of planes; `S` is the column stride when known at compile time (0: use `s`).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn max_planes<T: Real, const S: usize>(
+    g: &PoolGeom,
+    hw: &[Window],
+    ww: &[Window],
+    (lo, hi): (usize, usize),
+    s: usize,
+    x: &[T],
+    y: &mut [T],
+    argmax: &mut [u32],
+) {
+    let s = if S == 0 { s } else { S };
+    let (in_plane, out_plane) = g.planes();
+    let (in_w, out_w, kw, pad) = (g.in_w, g.out_w, g.kernel[1], g.pad[1]);
+    let n = hi - lo;
+    let outs = y.chunks_exact_mut(out_plane).zip(argmax.chunks_exact_mut(out_plane));
+    for (xp, (yp, ap)) in x.chunks_exact(in_plane.max(1)).zip(outs) {
+        let rows = yp.chunks_exact_mut(out_w).zip(ap.chunks_exact_mut(out_w));
+        for ((yr, ar), wh) in rows.zip(hw) {
+            for ow in (0..lo).chain(hi..out_w) {
+                (yr[ow], ar[ow]) = max_window(xp, in_w, wh, &ww[ow]);
+            }
+            if n == 0 {
+                continue;
+            }
+            let (yr, ar) = (&mut yr[lo..hi], &mut ar[lo..hi]);
+            if wh.start == wh.end {
+                yr.fill(T::from_f32(f32::MIN));
+                ar.fill(NO_ARGMAX);
+                continue;
+            }
+            // The same order as `max_window`: the window's first element, then each
+            // (row, column) of the window in row-major order, every lane at once.
+            for ih in wh.start..wh.end {
+                for kk in 0..kw {
+                    let base = ih * in_w + lo * s - pad + kk;
+                    assert!(base + (n - 1) * s < xp.len());
+                    if ih == wh.start && kk == 0 {
+                        for (i, (yv, av)) in yr.iter_mut().zip(ar.iter_mut()).enumerate() {
+                            // SAFETY: i < n and the last index was checked above.
+                            *yv = unsafe { *xp.get_unchecked(base + i * s) };
+                            *av = (base + i * s) as u32;
+                        }
+                    }
+                    let base32 = base as u32;
+                    for (i, (yv, av)) in yr.iter_mut().zip(ar.iter_mut()).enumerate() {
+                        // SAFETY: as above.
+                        let v = unsafe { *xp.get_unchecked(base + i * s) };
+                        let better = v > *yv;
+                        *yv = if better { v } else { *yv };
+                        *av = if better { base32 + (i * s) as u32 } else { *av };
+                    }
+                }
+            }
+        }
+    }
+}
+
+crate::multiversion! {
+    fn max_pool_block<T: Real>(g: &PoolGeom, hw: &[Window], ww: &[Window], cols: (usize, usize), x: &[T], y: &mut [T], argmax: &mut [u32]) {
+        match g.stride[1] {
+            1 => max_planes::<T, 1>(g, hw, ww, cols, 1, x, y, argmax),
+            2 => max_planes::<T, 2>(g, hw, ww, cols, 2, x, y, argmax),
+            3 => max_planes::<T, 3>(g, hw, ww, cols, 3, x, y, argmax),
+            s => max_planes::<T, 0>(g, hw, ww, cols, s, x, y, argmax),
+        }
+    }
+}
 
 /// y = max over each window (first maximum wins, as in Caffe); argmax[i] = h*in_w + w of
 /// the winner within its plane. An empty window (see `windows`) yields -FLT_MAX, as in Caffe.
@@ -25,34 +140,10 @@ pub fn max_pool_forward<T: Real>(g: &PoolGeom, x: &[T], y: &mut [T], argmax: &mu
     if out_plane == 0 {
         return;
     }
-    let outs = y.chunks_exact_mut(out_plane).zip(argmax.chunks_exact_mut(out_plane));
-    let planes = x.chunks_exact(in_plane.max(1)).zip(outs);
-    for (xp, (yp, ap)) in planes {
-        let mut o = 0;
-        for wh in &hw {
-            for wc in &ww {
-                // Ties keep the first maximum, as Caffe; an empty window (possible only
-                // without padding) keeps Caffe's -FLT_MAX and no winner. Branch-free
-                // selects: the winners of random data are unpredictable.
-                let (mut best, mut arg) = (T::from_f32(f32::MIN), NO_ARGMAX);
-                if wh.start < wh.end && wc.start < wc.end {
-                    arg = (wh.start * g.in_w + wc.start) as u32;
-                    best = xp[arg as usize];
-                }
-                for ih in wh.start..wh.end {
-                    let base = ih * g.in_w + wc.start;
-                    for (iw, &v) in xp[base..base + wc.end - wc.start].iter().enumerate() {
-                        let better = v > best;
-                        best = if better { v } else { best };
-                        arg = if better { (base + iw) as u32 } else { arg };
-                    }
-                }
-                yp[o] = best;
-                ap[o] = arg;
-                o += 1;
-            }
-        }
-    }
+    let cols = whole_columns(g, &ww);
+    let per = planes_per_task(in_plane);
+    let outs = y.par_chunks_mut(out_plane * per).zip(argmax.par_chunks_mut(out_plane * per));
+    x.par_chunks(in_plane.max(1) * per).zip(outs).for_each(|(xb, (yb, ab))| max_pool_block(g, &hw, &ww, cols, xb, yb, ab));
 }
 
 /// dx[argmax] += dy.
@@ -63,14 +154,18 @@ pub fn max_pool_backward<T: Real>(g: &PoolGeom, dy: &[T], argmax: &[u32], dx: &m
     if out_plane == 0 || in_plane == 0 {
         return;
     }
-    let grads = dy.chunks_exact(out_plane).zip(argmax.chunks_exact(out_plane));
-    for (dxp, (dyp, ap)) in dx.chunks_exact_mut(in_plane).zip(grads) {
-        for (&d, &a) in dyp.iter().zip(ap) {
-            if a != NO_ARGMAX {
-                dxp[a as usize] += d;
+    let per = planes_per_task(in_plane);
+    let grads = dy.par_chunks(out_plane * per).zip(argmax.par_chunks(out_plane * per));
+    dx.par_chunks_mut(in_plane * per).zip(grads).for_each(|(dxb, (dyb, ab))| {
+        let grads = dyb.chunks_exact(out_plane).zip(ab.chunks_exact(out_plane));
+        for (dxp, (dyp, ap)) in dxb.chunks_exact_mut(in_plane).zip(grads) {
+            for (&d, &a) in dyp.iter().zip(ap) {
+                if a != NO_ARGMAX {
+                    dxp[a as usize] += d;
+                }
             }
         }
-    }
+    });
 }
 
 /// y = sum over the window's real inputs / the window's area clipped to the padded input.
@@ -327,6 +422,49 @@ mod tests {
             assert!(once.iter().any(|v| *v != 0.0));
             for (a, b) in twice.iter().zip(once.iter()) {
                 assert!((a - 2.0 * b).abs() < 1e-12, "{a} is not twice {b}");
+            }
+        }
+    }
+
+    /// Each plane computed alone: a batch gives the bits of its images run one at a time,
+    /// and the row path (whole windows at once) gives the scalar loop's bits and winners.
+    #[test]
+    fn batch_matches_images_alone() {
+        let mut rng = Rng::new(34);
+        for (k, s, p, h, w) in [(3, 2, 0, 55, 55), (3, 2, 0, 13, 13), (3, 2, 1, 12, 17), (2, 1, 1, 9, 40), (5, 3, 2, 20, 31)] {
+            let (n, c) = (3, 5);
+            let g = PoolGeom::new(n, c, h, w, [k, k], [s, s], [p, p]).unwrap();
+            // Coarse values: many ties, so the first-maximum rule is exercised.
+            let x: Vec<f32> = (0..g.input_len()).map(|_| (rng.uniform_vec(1, -4.0, 4.0)[0]).round() as f32).collect();
+            let (mut y, mut arg) = (vec![0.0f32; g.output_len()], vec![0u32; g.output_len()]);
+            max_pool_forward(&g, &x, &mut y, &mut arg);
+            let (hw, ww) = g.windows();
+            let (in_plane, out_plane) = g.planes();
+            for (plane, (yp, ap)) in y.chunks(out_plane).zip(arg.chunks(out_plane)).enumerate() {
+                let xp = &x[plane * in_plane..][..in_plane];
+                let want: Vec<(f32, u32)> = hw.iter().flat_map(|a| ww.iter().map(move |b| max_window(xp, w, a, b))).collect();
+                let got: Vec<(f32, u32)> = yp.iter().copied().zip(ap.iter().copied()).collect();
+                assert_eq!(got, want, "plane {plane} of {g:?}");
+            }
+            let dy: Vec<f32> = rng.uniform_vec(g.output_len(), -1.0, 1.0).iter().map(|&v| v as f32).collect();
+            let mut dx = vec![0.0f32; x.len()];
+            max_pool_backward(&g, &dy, &arg, &mut dx);
+            let one = PoolGeom { batch: 1, ..g };
+            let (img_in, img_out) = (c * in_plane, c * out_plane);
+            for i in 0..n {
+                let (mut y1, mut a1) = (vec![0.0f32; img_out], vec![0u32; img_out]);
+                max_pool_forward(&one, &x[i * img_in..][..img_in], &mut y1, &mut a1);
+                assert_eq!(
+                    y1.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    y[i * img_out..][..img_out].iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+                );
+                assert_eq!(a1, arg[i * img_out..][..img_out]);
+                let mut dx1 = vec![0.0f32; img_in];
+                max_pool_backward(&one, &dy[i * img_out..][..img_out], &a1, &mut dx1);
+                assert_eq!(
+                    dx1.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    dx[i * img_in..][..img_in].iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+                );
             }
         }
     }
