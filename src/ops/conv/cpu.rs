@@ -331,58 +331,6 @@ fn phase_im2col<T: Real>(g: &ConvGeom, ph: &Phase, x: &[T], p: &mut [T]) {
     }
 }
 
-crate::multiversion! {
-    /// One phase of a deconvolution with few output channels, directly: for each row of
-    /// the phase, z[c][..] += wp[c][(o, t, u)] * (the input row of o shifted by t and u),
-    /// a vectorized axpy along the row, then one strided write of the row into y. Neither
-    /// the phase's input matrix nor a GEMM with a handful of rows.
-    fn deconv_phase_direct<T: Real>(g: &ConvGeom, ph: &Phase, og: usize, cg: usize, x: &[T], wp: &[T], z: &mut [T], y: &mut [T]) {
-        let ([th, tw], [hp, wq], [bi, bj]) = (ph.taps, ph.size, ph.base);
-        let k = og * th * tw;
-        let (oh, ow) = (g.out_h as isize, g.out_w as isize);
-        for r in 0..hp {
-            let z = &mut z[..cg * wq];
-            z.fill(T::ZERO);
-            for o in 0..og {
-                let xo = &x[o * g.out_plane()..(o + 1) * g.out_plane()];
-                for t in 0..th {
-                    let i = (bi + r) as isize - t as isize;
-                    if i < 0 || i >= oh {
-                        continue;
-                    }
-                    let src = &xo[i as usize * g.out_w..(i as usize + 1) * g.out_w];
-                    for u in 0..tw {
-                        let j_off = bj as isize - u as isize;
-                        let (q_lo, q_hi) = ((-j_off).clamp(0, wq as isize) as usize, (ow - j_off).clamp(0, wq as isize) as usize);
-                        if q_lo >= q_hi {
-                            continue;
-                        }
-                        let j0 = (q_lo as isize + j_off) as usize;
-                        let src = &src[j0..j0 + (q_hi - q_lo)];
-                        for c in 0..cg {
-                            let f = wp[c * k + (o * th + t) * tw + u];
-                            for (d, v) in z[c * wq + q_lo..c * wq + q_hi].iter_mut().zip(src) {
-                                *d += f * *v;
-                            }
-                        }
-                    }
-                }
-            }
-            let row = ph.first[0] + g.stride[0] * r;
-            for c in 0..cg {
-                let dst = &mut y[c * g.in_plane() + row * g.in_w + ph.first[1]..c * g.in_plane() + (row + 1) * g.in_w];
-                for (q, v) in z[c * wq..(c + 1) * wq].iter().enumerate() {
-                    dst[q * g.stride[1]] += *v;
-                }
-            }
-        }
-    }
-}
-
-/// Output channels per group up to which a phase runs directly rather than as a GEMM
-/// (deconv0 of the fc6 generator has 3).
-const DIRECT_CHANNELS: usize = 4;
-
 /// y += conv^T(x) for a strided deconvolution, phase by phase: per phase and group one
 /// GEMM of the phase's kernel taps against its input matrix, then one strided write of
 /// each output. No column buffer of the whole kernel and no col2im scatter. Images in parallel.
@@ -413,24 +361,15 @@ fn deconv_by_phases<T: Real>(g: &ConvGeom, x: &[T], w: &[T], y: &mut [T]) {
             wp
         })
         .collect();
-    let direct = cg <= DIRECT_CHANNELS;
     let most = |f: fn(&Phase) -> usize| phases.iter().map(f).max().unwrap_or(0);
     let (max_k, max_n) = (og * most(|p| p.taps[0] * p.taps[1]), most(|p| p.size[0] * p.size[1]));
     x.par_chunks(x_img).zip(y.par_chunks_mut(y_img)).for_each_init(
-        || (vec![T::ZERO; if direct { 0 } else { max_k * max_n }], vec![T::ZERO; cg * max_n]),
+        || (vec![T::ZERO; max_k * max_n], vec![T::ZERO; cg * max_n]),
         |(p, z), (xn, yn)| {
             for (pi, ph) in phases.iter().enumerate() {
                 let ([th, tw], [hp, wq]) = (ph.taps, ph.size);
                 let (k, n) = (og * th * tw, hp * wq);
                 if n == 0 {
-                    continue;
-                }
-                if direct {
-                    for gi in 0..g.group {
-                        let (xg, yg) =
-                            (&xn[gi * og * g.out_plane()..][..og * g.out_plane()], &mut yn[gi * cg * g.in_plane()..][..cg * g.in_plane()]);
-                        deconv_phase_direct(g, ph, og, cg, xg, &packed[pi * g.group + gi], z, yg);
-                    }
                     continue;
                 }
                 for gi in 0..g.group {
@@ -459,9 +398,13 @@ fn deconv_by_phases<T: Real>(g: &ConvGeom, x: &[T], w: &[T], y: &mut [T]) {
     );
 }
 
-/// Input positions below which a strided deconvolution keeps the column path: on small maps
-/// (deconv5's 4x4, deconv4's 8x8) one GEMM over all taps beats four GEMMs of a few columns.
-const PHASE_MIN_INPUT: usize = 256;
+/// Where a strided deconvolution runs by phases, measured on the fc6 generator (2-core
+/// AVX-512 Xeon, batch 8, best of 3, docs/benchmarks.md): deconv1 (64x64 input, 32 outputs)
+/// 22.7 ms by phases against 25.5 ms by columns. On smaller inputs (deconv2..5) one GEMM
+/// over all taps was as fast or faster, and with 3 outputs (deconv0) a phase's GEMM has
+/// too few rows.
+const PHASE_MIN_INPUT: usize = 4096;
+const PHASE_MIN_CHANNELS: usize = 8;
 
 /// Deconvolution forward (y overwritten): the convolution's backward-data pass plus bias,
 /// by sub-pixel phases when the deconvolution is strided.
@@ -469,7 +412,9 @@ const PHASE_MIN_INPUT: usize = 256;
 pub fn deconv_forward<T: Real>(g: &ConvGeom, x: &[T], w: &[T], bias: Option<&[T]>, y: &mut [T]) {
     assert_lens(g, y.len(), w.len(), x.len());
     y.fill(T::ZERO);
-    if g.dilation == [1, 1] && g.stride != [1, 1] && (g.in_channels / g.group <= DIRECT_CHANNELS || g.out_plane() >= PHASE_MIN_INPUT) {
+    let phased =
+        g.dilation == [1, 1] && g.stride != [1, 1] && g.in_channels / g.group >= PHASE_MIN_CHANNELS && g.out_plane() >= PHASE_MIN_INPUT;
+    if phased {
         deconv_by_phases(g, x, w, y);
     } else {
         conv_backward_data(g, x, w, y);
@@ -542,8 +487,6 @@ mod tests {
     fn the_phased_deconvolution_is_the_transpose_of_the_convolution() {
         // Strided kernels that the stride divides and that it does not, pads below, at and
         // above the stride, groups, a 1x1 kernel with stride 2 (phases without taps).
-        // Both ways of running a phase: directly (3 output channels per group) and as a
-        // GEMM (8 per group, on inputs of at least PHASE_MIN_INPUT positions).
         type Case = ([usize; 2], [usize; 2], [usize; 2], usize, usize, [usize; 2]);
         let cases: &[Case] = &[
             ([4, 4], [2, 2], [1, 1], 1, 3, [9, 7]),
@@ -562,14 +505,12 @@ mod tests {
         for &(kernel, stride, pad, group, channels, [h, w]) in cases {
             // The deconvolution's output is the convolution's input (h x w).
             let g = ConvGeom::new(2, channels, h, w, 3 * group, kernel, stride, pad, [1, 1], group).unwrap();
-            let direct = channels / group <= DIRECT_CHANNELS;
-            assert!(direct || g.out_plane() >= PHASE_MIN_INPUT, "case {kernel:?} {stride:?} would take the column path");
             let x = rng.uniform_vec(g.output_len(), -1.0, 1.0);
             let wt = rng.uniform_vec(g.weight_len(), -1.0, 1.0);
             let mut want = vec![0.0; g.input_len()];
             conv_backward_data(&g, &x, &wt, &mut want);
-            let mut got = vec![f64::NAN; g.input_len()];
-            deconv_forward(&g, &x, &wt, None, &mut got);
+            let mut got = vec![0.0; g.input_len()];
+            deconv_by_phases(&g, &x, &wt, &mut got);
             close(&got, &want, 1e-12, &format!("k{kernel:?} s{stride:?} p{pad:?} g{group}"));
         }
     }
