@@ -20,8 +20,10 @@ trap 'rm -rf "$out"' EXIT
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
 echo "CPU: $cpu, $(nproc) cores, $threads threads each side"
 for r in $(seq 1 "$rounds"); do
-  RAYON_NUM_THREADS=$threads "$bin" bench --device cpu --batch "$batches" --iters "$iters" --json "$out/dgnam-$r.json" >/dev/null
-  OMP_NUM_THREADS=$threads python3 benches/torch_reference.py --device cpu --batch "$batches" --iters "$iters" --json "$out/torch-$r.json" >/dev/null
+  RAYON_NUM_THREADS=$threads "$bin" bench --device cpu --batch "$batches" --iters "$iters" --json "$out/dgnam-$r.json" >/dev/null 2>"$out/err" \
+    || { cat "$out/err" >&2; exit 1; }
+  OMP_NUM_THREADS=$threads python3 benches/torch_reference.py --device cpu --batch "$batches" --iters "$iters" --json "$out/torch-$r.json" >/dev/null 2>"$out/err" \
+    || { cat "$out/err" >&2; exit 1; }
 done
 python3 - "$out" "$rounds" <<'PY'
 import json, sys

@@ -68,8 +68,42 @@ fn dot4<T: Real>(x: &[T], w: [&[T]; 4]) -> [T; 4] {
     [finish(a0, t, &w0[body..]), finish(a1, t, &w1[body..]), finish(a2, t, &w2[body..]), finish(a3, t, &w3[body..])]
 }
 
+/// x0 . w[0..4] and x1 . w[0..4], each summed exactly as `dot` sums it: two rows of x per
+/// pass over the four weight rows, so those are read from cache half as often.
+#[inline(always)]
+fn dot2x4<T: Real>(x0: &[T], x1: &[T], w: [&[T]; 4]) -> [[T; 4]; 2] {
+    let k = x0.len();
+    let body = k - k % LANES;
+    let [w0, w1, w2, w3] = w.map(|w| &w[..k]);
+    let x1 = &x1[..k];
+    let z = [T::ZERO; LANES];
+    let (mut a0, mut a1, mut a2, mut a3, mut b0, mut b1, mut b2, mut b3) = (z, z, z, z, z, z, z, z);
+    fn chunks<T>(v: &[T], body: usize) -> std::slice::ChunksExact<'_, T> {
+        v[..body].chunks_exact(LANES)
+    }
+    let ws = chunks(w0, body).zip(chunks(w1, body)).zip(chunks(w2, body)).zip(chunks(w3, body));
+    for ((xa, xb), (((c0, c1), c2), c3)) in chunks(x0, body).zip(chunks(x1, body)).zip(ws) {
+        for l in 0..LANES {
+            a0[l] += xa[l] * c0[l];
+            a1[l] += xa[l] * c1[l];
+            a2[l] += xa[l] * c2[l];
+            a3[l] += xa[l] * c3[l];
+            b0[l] += xb[l] * c0[l];
+            b1[l] += xb[l] * c1[l];
+            b2[l] += xb[l] * c2[l];
+            b3[l] += xb[l] * c3[l];
+        }
+    }
+    let (t0, t1) = (&x0[body..], &x1[body..]);
+    let (u0, u1, u2, u3) = (&w0[body..], &w1[body..], &w2[body..], &w3[body..]);
+    [
+        [finish(a0, t0, u0), finish(a1, t0, u1), finish(a2, t0, u2), finish(a3, t0, u3)],
+        [finish(b0, t1, u0), finish(b1, t1, u1), finish(b2, t1, u2), finish(b3, t1, u3)],
+    ]
+}
+
 crate::multiversion! {
-    /// y[r, j] = x[r] . w[j] for j in `js`, four weight rows at a time against each row of x.
+    /// y[r, j] = x[r] . w[j] for j in `js`, four weight rows at a time against two rows of x.
     fn forward_columns<T: Real>(rows: usize, k: usize, n: usize, x: &[T], w: &[T], js: std::ops::Range<usize>, y: SyncPtr<T>) {
         let xr = |r: usize| &x[r * k..(r + 1) * k];
         let wr = |j: usize| &w[j * k..(j + 1) * k];
@@ -78,7 +112,16 @@ crate::multiversion! {
         let mut j = js.start;
         while j + 4 <= js.end {
             let ws = [wr(j), wr(j + 1), wr(j + 2), wr(j + 3)];
-            for r in 0..rows {
+            let mut r = 0;
+            while r + 2 <= rows {
+                for (i, row) in dot2x4(xr(r), xr(r + 1), ws).into_iter().enumerate() {
+                    for (q, v) in row.into_iter().enumerate() {
+                        put(r + i, j + q, v);
+                    }
+                }
+                r += 2;
+            }
+            if r < rows {
                 for (q, v) in dot4(xr(r), ws).into_iter().enumerate() {
                     put(r, j + q, v);
                 }
