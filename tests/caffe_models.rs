@@ -2,33 +2,20 @@
 
 mod common;
 
-use common::{argmax, fixture, rel_err};
-use dgnam::caffe::caffemodel::read_caffemodel;
-use dgnam::caffe::netdef::parse_netdef;
-use dgnam::convert::{self, CaffeModel};
-use dgnam::npy;
+use common::{argmax, assert_matches_caffe, fixture, load_fixture, LoadedFixture};
+use dgnam::convert;
 use dgnam::ops::cases::{self, Fixture};
 use dgnam::preprocess::{load_image, ChannelOrder, Mean, Preprocess};
 
 /// Runs one single-layer OpenCV/Caffe fixture net and compares its `output` blob to the
 /// output real Caffe computed.
 fn check_opencv_layer(f: &Fixture) {
-    let dir = fixture("caffe/opencv_layers");
-    let name = f.name;
-    let text = std::fs::read_to_string(dir.join(format!("{name}.prototxt"))).unwrap();
-    let def = parse_netdef(&text).unwrap();
-    let model = dir.join(format!("{name}.caffemodel"));
-    let layers = if model.exists() { read_caffemodel(&model).unwrap() } else { vec![] };
-    let m = CaffeModel { prototxt: text, def, layers };
-    let x = npy::read(&dir.join(f.input)).unwrap();
-    let expected = npy::read(&dir.join(format!("{name}.npy"))).unwrap();
-    let net = m.net::<f32>(x.shape[0]).unwrap();
+    let LoadedFixture { model, input, expected } = load_fixture(f);
+    let net = model.net::<f32>(input.shape[0]).unwrap();
     let mut st = net.state().unwrap();
-    net.forward(&mut st, &[&x.data]).unwrap();
+    net.forward(&mut st, &[&input.data]).unwrap();
     let out = net.plan.layer_output("output").unwrap();
-    assert_eq!(net.plan.blobs[out].shape, expected.shape, "{name}: output shape");
-    let err = rel_err(st.value(out), &expected.data);
-    assert!(err <= 1e-5, "{} fixture {name}: relative error {err:e} against Caffe", f.family);
+    assert_matches_caffe(f, "on the CPU", &net.plan.blobs[out].shape, st.value(out), &expected);
 }
 
 /// Grouped convolution and deconvolution, the inner product on axis 3, padded max and

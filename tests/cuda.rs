@@ -20,7 +20,7 @@
 
 mod common;
 
-use common::{fixture, shipped};
+use common::{assert_matches_caffe, fixture_prototxt, load_fixture, shipped, LoadedFixture};
 use dgnam::caffe::netdef::parse_netdef;
 use dgnam::device::cuda::compile;
 use dgnam::device::cuda::Precision;
@@ -29,7 +29,6 @@ use dgnam::graph::{CpuNet, Net, Op};
 use dgnam::ops::cases::{self, Case};
 use dgnam::rng::Rng;
 use dgnam::synth::kernels::DgnKernels;
-use dgnam::{caffe::caffemodel::read_caffemodel, convert::CaffeModel, npy};
 use std::collections::BTreeSet;
 use std::io::Write;
 
@@ -319,8 +318,7 @@ const SPLITK_CASES: &[[usize; 4]] = &[[5, 37, 3, 40], [70, 130, 4, 130]];
 fn op_table_lines() -> Vec<String> {
     let mut lines = Vec::new();
     let mut nets: Vec<String> = cases::all().iter().map(Case::prototxt).collect();
-    let dir = fixture("caffe/opencv_layers");
-    nets.extend(cases::fixtures().iter().map(|f| std::fs::read_to_string(dir.join(format!("{}.prototxt", f.name))).unwrap()));
+    nets.extend(cases::fixtures().iter().map(fixture_prototxt));
     for net in &nets {
         let plan = dgnam::graph::Plan::new(&parse_netdef(net).unwrap(), 2).unwrap();
         for node in &plan.nodes {
@@ -657,28 +655,14 @@ fn every_op_fixture_matches_caffe_on_the_gpu() {
     if gpu().is_none() {
         return;
     }
-    let dir = fixture("caffe/opencv_layers");
     for f in cases::fixtures() {
-        let name = f.name;
-        let prototxt = std::fs::read_to_string(dir.join(format!("{name}.prototxt"))).unwrap();
-        let def = parse_netdef(&prototxt).unwrap();
-        let model = dir.join(format!("{name}.caffemodel"));
-        let layers = if model.exists() { read_caffemodel(&model).unwrap() } else { vec![] };
-        let m = CaffeModel { prototxt, def, layers };
-        let x = npy::read(&dir.join(f.input)).unwrap();
-        let expected = npy::read(&dir.join(format!("{name}.npy"))).unwrap();
-        let net = m.net_on(x.shape[0], Cuda::new(Precision::F32).unwrap()).unwrap();
+        let LoadedFixture { model, input, expected } = load_fixture(&f);
+        let net = model.net_on(input.shape[0], Cuda::new(Precision::F32).unwrap()).unwrap();
         let mut st = net.state().unwrap();
-        net.forward(&mut st, &[&x.data]).unwrap();
+        net.forward(&mut st, &[&input.data]).unwrap();
         let out = net.plan.layer_output("output").unwrap();
         let got = net.backend.download(st.value(out)).unwrap();
-        let scale = expected.data.iter().fold(0f64, |m, &v| m.max(v.abs() as f64));
-        let diff = got.iter().zip(&expected.data).fold(0f64, |m, (&a, &b)| m.max((a as f64 - b as f64).abs()));
-        assert!(
-            diff <= 1e-5 * scale.max(1e-30),
-            "{} fixture {name} on the GPU: max difference {diff:e}, largest value {scale:e}",
-            f.family
-        );
+        assert_matches_caffe(&f, "on the GPU", &net.plan.blobs[out].shape, &got, &expected);
     }
 }
 

@@ -3,10 +3,13 @@
 //! random `r`, with random inputs and random weights. The geometries of the Caffe fixtures
 //! (`cases::fixtures()`) get the same check, on a sample of their larger inputs.
 
+mod common;
+
+use common::fixture_prototxt;
 use dgnam::caffe::netdef::parse_netdef;
 use dgnam::device::Cpu;
 use dgnam::graph::{Net, Plan};
-use dgnam::ops::cases::{self, Case, Fixture};
+use dgnam::ops::cases::{self, Case};
 use dgnam::ops::gradcheck::{check, check_entries, dot};
 use dgnam::rng::Rng;
 use std::borrow::Cow;
@@ -105,12 +108,10 @@ fn every_op_case_passes_the_f64_gradient_check() {
 
 #[test]
 fn every_caffe_fixture_geometry_passes_the_f64_gradient_check() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/caffe/opencv_layers");
     let all = cases::fixtures();
     assert!(all.len() >= 8, "the fixture tables shrank to {}", all.len());
-    for (k, Fixture { family, name, .. }) in all.iter().enumerate() {
-        let text = std::fs::read_to_string(dir.join(format!("{name}.prototxt"))).unwrap();
-        check_net(&format!("{family} fixture {name}"), &text, 300 + k as u64, true);
+    for (k, f) in all.iter().enumerate() {
+        check_net(&format!("{} fixture {}", f.family, f.name), &fixture_prototxt(f), 300 + k as u64, true);
     }
 }
 

@@ -1,6 +1,12 @@
 //! Shared helpers for the integration tests: fixture paths and scratch directories.
 #![allow(dead_code)]
 
+use dgnam::caffe::caffemodel::read_caffemodel;
+use dgnam::caffe::netdef::parse_netdef;
+use dgnam::convert::CaffeModel;
+use dgnam::npy;
+use dgnam::ops::cases::Fixture;
+use dgnam::tensor::Tensor;
 use std::path::{Path, PathBuf};
 
 /// The repository root: where the crate was built, or (for test executables copied to
@@ -16,6 +22,40 @@ pub fn root() -> &'static Path {
 
 pub fn fixture(rel: &str) -> PathBuf {
     root().join("tests/fixtures").join(rel)
+}
+
+/// The prototxt of one of the ops' Caffe fixtures (`dgnam::ops::cases::Fixture`).
+pub fn fixture_prototxt(f: &Fixture) -> String {
+    std::fs::read_to_string(fixture("caffe/opencv_layers").join(format!("{}.prototxt", f.name))).unwrap()
+}
+
+/// One of the ops' Caffe fixtures, loaded: the net with its caffemodel's weights (if it has
+/// any), the input, and the output real Caffe computed.
+pub struct LoadedFixture {
+    pub model: CaffeModel,
+    pub input: Tensor,
+    pub expected: Tensor,
+}
+
+pub fn load_fixture(f: &Fixture) -> LoadedFixture {
+    let dir = fixture("caffe/opencv_layers");
+    let prototxt = fixture_prototxt(f);
+    let def = parse_netdef(&prototxt).unwrap();
+    let weights = dir.join(format!("{}.caffemodel", f.name));
+    let layers = if weights.exists() { read_caffemodel(&weights).unwrap() } else { vec![] };
+    LoadedFixture {
+        model: CaffeModel { prototxt, def, layers },
+        input: npy::read(&dir.join(f.input)).unwrap(),
+        expected: npy::read(&dir.join(format!("{}.npy", f.name))).unwrap(),
+    }
+}
+
+/// The fixture's `output` blob, computed on some device, against Caffe's within 1e-5 of
+/// the largest value.
+pub fn assert_matches_caffe(f: &Fixture, where_: &str, shape: &[usize], got: &[f32], expected: &Tensor) {
+    assert_eq!(shape, expected.shape.as_slice(), "{} fixture {}: output shape", f.family, f.name);
+    let err = rel_err(got, &expected.data);
+    assert!(err <= 1e-5, "{} fixture {} {where_}: relative error {err:e} against Caffe", f.family, f.name);
 }
 
 pub fn shipped(rel: &str) -> PathBuf {

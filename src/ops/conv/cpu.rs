@@ -2,6 +2,9 @@
 //! image and group. Deconvolution is not a second implementation: its forward pass is the
 //! convolution's backward-data pass, its backward-data pass the convolution's forward pass,
 //! and its weight gradient the convolution's with the roles of input and output swapped.
+//! The one exception is a speed path: a large strided deconvolution's forward pass may run
+//! by sub-pixel phases (`deconv_by_phases`), checked in the tests against the convolution's
+//! backward-data pass it replaces.
 
 use super::ConvKernels;
 use crate::device::Cpu;
@@ -401,8 +404,8 @@ fn deconv_by_phases<T: Real>(g: &ConvGeom, x: &[T], w: &[T], y: &mut [T]) {
 /// Where a strided deconvolution runs by phases, measured on the fc6 generator (2-core
 /// AVX-512 Xeon, batch 8, best of 3, docs/benchmarks.md): deconv1 (64x64 input, 32 outputs)
 /// 22.7 ms by phases against 25.5 ms by columns. On smaller inputs (deconv2..5) one GEMM
-/// over all taps was as fast or faster, and with 3 outputs (deconv0) a phase's GEMM has
-/// too few rows.
+/// over all taps was as fast or faster. Phases with 3 outputs (deconv0) were measured only
+/// as a direct kernel, 2x slower than columns; a phase's GEMM there would have 3 rows.
 const PHASE_MIN_INPUT: usize = 4096;
 const PHASE_MIN_CHANNELS: usize = 8;
 

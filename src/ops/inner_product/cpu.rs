@@ -24,6 +24,12 @@ fn parallel_ranges(len: usize, per_task: usize, f: impl Fn(std::ops::Range<usize
     (0..tasks).into_par_iter().for_each(|t| f(t * chunk..((t + 1) * chunk).min(len)));
 }
 
+/// The first `body` values (a multiple of LANES) in runs of LANES.
+#[inline(always)]
+fn chunks<T>(v: &[T], body: usize) -> std::slice::ChunksExact<'_, T> {
+    v[..body].chunks_exact(LANES)
+}
+
 /// The lanes of a partial sum, added in order, then the tail's products.
 #[inline(always)]
 fn finish<T: Real>(acc: [T; LANES], x: &[T], w: &[T]) -> T {
@@ -36,7 +42,7 @@ fn finish<T: Real>(acc: [T; LANES], x: &[T], w: &[T]) -> T {
 fn dot<T: Real>(x: &[T], w: &[T]) -> T {
     let body = x.len() - x.len() % LANES;
     let mut a = [T::ZERO; LANES];
-    for (xc, wc) in x[..body].chunks_exact(LANES).zip(w[..body].chunks_exact(LANES)) {
+    for (xc, wc) in chunks(x, body).zip(chunks(w, body)) {
         for l in 0..LANES {
             a[l] += xc[l] * wc[l];
         }
@@ -51,9 +57,6 @@ fn dot4<T: Real>(x: &[T], w: [&[T]; 4]) -> [T; 4] {
     let body = k - k % LANES;
     let [w0, w1, w2, w3] = w.map(|w| &w[..k]);
     let (mut a0, mut a1, mut a2, mut a3) = ([T::ZERO; LANES], [T::ZERO; LANES], [T::ZERO; LANES], [T::ZERO; LANES]);
-    fn chunks<T>(v: &[T], body: usize) -> std::slice::ChunksExact<'_, T> {
-        v[..body].chunks_exact(LANES)
-    }
     for ((((xc, c0), c1), c2), c3) in
         chunks(x, body).zip(chunks(w0, body)).zip(chunks(w1, body)).zip(chunks(w2, body)).zip(chunks(w3, body))
     {
@@ -78,9 +81,6 @@ fn dot2x4<T: Real>(x0: &[T], x1: &[T], w: [&[T]; 4]) -> [[T; 4]; 2] {
     let x1 = &x1[..k];
     let z = [T::ZERO; LANES];
     let (mut a0, mut a1, mut a2, mut a3, mut b0, mut b1, mut b2, mut b3) = (z, z, z, z, z, z, z, z);
-    fn chunks<T>(v: &[T], body: usize) -> std::slice::ChunksExact<'_, T> {
-        v[..body].chunks_exact(LANES)
-    }
     let ws = chunks(w0, body).zip(chunks(w1, body)).zip(chunks(w2, body)).zip(chunks(w3, body));
     for ((xa, xb), (((c0, c1), c2), c3)) in chunks(x0, body).zip(chunks(x1, body)).zip(ws) {
         for l in 0..LANES {

@@ -35,28 +35,20 @@ fn window_sum(src: &[f64], dst: &mut [f64], len: usize, stride: usize, half: usi
     }
 }
 
-/// Sums `src` (one image, [c, h, w]) over each element's LRN window into `dst`;
-/// `tmp` is scratch of the same size (the spatial window is separable: rows, then columns).
-fn lrn_window_sum(region: LrnRegion, [c, h, w]: [usize; 3], half: usize, src: &[f64], tmp: &mut [f64], dst: &mut [f64]) {
+/// Sums `src` (one image, [c, h, w]) over each element's WITHIN_CHANNEL window into `dst`;
+/// `tmp` is scratch of the same size (the window is separable: rows, then columns). The
+/// ACROSS_CHANNELS window is `across_channels`, a running sum over whole planes.
+fn within_channel_sum([c, h, w]: [usize; 3], half: usize, src: &[f64], tmp: &mut [f64], dst: &mut [f64]) {
     let hw = h * w;
-    match region {
-        LrnRegion::AcrossChannels => {
-            for p in 0..hw {
-                window_sum(&src[p..], &mut dst[p..], c, hw, half);
-            }
+    for plane in 0..c {
+        let s = &src[plane * hw..][..hw];
+        let t = &mut tmp[plane * hw..][..hw];
+        let d = &mut dst[plane * hw..][..hw];
+        for row in 0..h {
+            window_sum(&s[row * w..], &mut t[row * w..], w, 1, half);
         }
-        LrnRegion::WithinChannel => {
-            for plane in 0..c {
-                let s = &src[plane * hw..][..hw];
-                let t = &mut tmp[plane * hw..][..hw];
-                let d = &mut dst[plane * hw..][..hw];
-                for row in 0..h {
-                    window_sum(&s[row * w..], &mut t[row * w..], w, 1, half);
-                }
-                for col in 0..w {
-                    window_sum(&t[col..], &mut d[col..], h, w, half);
-                }
-            }
+        for col in 0..w {
+            window_sum(&t[col..], &mut d[col..], h, w, half);
         }
     }
 }
@@ -169,7 +161,7 @@ crate::multiversion! {
                 let image = c * hw;
                 let sq: Vec<f64> = x.iter().map(|&v| v.to_f64() * v.to_f64()).collect();
                 let (mut tmp, mut sum) = (vec![0.0; image], vec![0.0; image]);
-                lrn_window_sum(p.region, [c, h, w], half, &sq, &mut tmp, &mut sum);
+                within_channel_sum([c, h, w], half, &sq, &mut tmp, &mut sum);
                 for ch in 0..c {
                     finish(ch, &sum[ch * hw..][..hw]);
                 }
@@ -211,7 +203,7 @@ crate::multiversion! {
                     ratio(ch, t);
                 }
                 let (mut tmp, mut sum) = (vec![0.0; image], vec![0.0; image]);
-                lrn_window_sum(p.region, [c, h, w], half, &rat, &mut tmp, &mut sum);
+                within_channel_sum([c, h, w], half, &rat, &mut tmp, &mut sum);
                 for ch in 0..c {
                     finish(ch, &sum[ch * hw..][..hw]);
                 }

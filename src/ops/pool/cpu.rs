@@ -50,10 +50,10 @@ fn max_window<T: Real>(xp: &[T], in_w: usize, wh: &Window, wc: &Window) -> (T, u
     (best, arg)
 }
 
-/// The output columns `lo..hi` whose windows are whole (start `ow*s - pad`, `kernel` wide).
+/// The output columns `lo..hi` whose windows are whole: `kernel` wide, so not clipped by
+/// padding or the edge, and so starting `stride` apart.
 fn whole_columns(g: &PoolGeom, ww: &[Window]) -> (usize, usize) {
-    let (k, s, p) = (g.kernel[1], g.stride[1], g.pad[1]);
-    let whole = |ow: usize| ow * s >= p && ow * s - p + k <= g.in_w && ww[ow].start == ow * s - p && ww[ow].end - ww[ow].start == k;
+    let whole = |ow: usize| ww[ow].end - ww[ow].start == g.kernel[1];
     let lo = (0..ww.len()).find(|&ow| whole(ow)).unwrap_or(ww.len());
     let hi = (lo..ww.len()).find(|&ow| !whole(ow)).unwrap_or(ww.len());
     (lo, hi)
@@ -74,7 +74,7 @@ fn max_planes<T: Real, const S: usize>(
 ) {
     let s = if S == 0 { s } else { S };
     let (in_plane, out_plane) = g.planes();
-    let (in_w, out_w, kw, pad) = (g.in_w, g.out_w, g.kernel[1], g.pad[1]);
+    let (in_w, out_w, kw) = (g.in_w, g.out_w, g.kernel[1]);
     let n = hi - lo;
     let outs = y.chunks_exact_mut(out_plane).zip(argmax.chunks_exact_mut(out_plane));
     for (xp, (yp, ap)) in x.chunks_exact(in_plane.max(1)).zip(outs) {
@@ -96,7 +96,7 @@ fn max_planes<T: Real, const S: usize>(
             // (row, column) of the window in row-major order, every lane at once.
             for ih in wh.start..wh.end {
                 for kk in 0..kw {
-                    let base = ih * in_w + lo * s - pad + kk;
+                    let base = ih * in_w + ww[lo].start + kk;
                     assert!(base + (n - 1) * s < xp.len());
                     if ih == wh.start && kk == 0 {
                         for (i, (yv, av)) in yr.iter_mut().zip(ar.iter_mut()).enumerate() {
