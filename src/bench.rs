@@ -353,12 +353,18 @@ pub fn bench_crop<B: Fence>(b: &B, src: [usize; 4], dst_hw: [usize; 2], reps: &R
 
 /// Every kernel of the nets given as (label, net), then the crop between the first net's
 /// output and the second's input when both are images (generator, classifier).
-pub fn bench_nets<B: Fence>(nets: &[(&str, &Net<B>)], reps: &Reps, progress: &mut dyn FnMut(&KernelTime)) -> Result<Vec<KernelTime>> {
+/// Only kernels whose name (`caffenet/conv1`, `dgn/crop`) `keep` accepts are timed.
+pub fn bench_nets<B: Fence>(
+    nets: &[(&str, &Net<B>)],
+    reps: &Reps,
+    keep: &dyn Fn(&str) -> bool,
+    progress: &mut dyn FnMut(&KernelTime),
+) -> Result<Vec<KernelTime>> {
     let mut rng = Rng::new(1);
     let mut out = Vec::new();
     for (label, net) in nets {
         for (i, node) in net.plan.nodes.iter().enumerate() {
-            if matches!(node.op, Op::Copy) {
+            if matches!(node.op, Op::Copy) || !keep(&format!("{label}/{}", node.layer)) {
                 continue;
             }
             for k in bench_node(net, label, i, reps, &mut rng)? {
@@ -370,7 +376,7 @@ pub fn bench_nets<B: Fence>(nets: &[(&str, &Net<B>)], reps: &Reps, progress: &mu
     if let [(_, generator), (_, classifier), ..] = nets {
         let g = &generator.plan.blobs[generator.plan.last_output()].shape;
         let c = &classifier.plan.blobs[classifier.plan.inputs[0]].shape;
-        if g.len() == 4 && c.len() == 4 && g[2] >= c[2] && g[3] >= c[3] {
+        if g.len() == 4 && c.len() == 4 && g[2] >= c[2] && g[3] >= c[3] && keep("dgn/crop") {
             for k in bench_crop(&generator.backend, [g[0], g[1], g[2], g[3]], [c[2], c[3]], reps, &mut rng)? {
                 progress(&k);
                 out.push(k);
@@ -467,6 +473,14 @@ pub struct KernelOptions {
     pub reps: Reps,
     /// A small peak measurement (tests).
     pub quick: bool,
+    /// Name fragments: only kernels whose name contains one of them run (empty: all).
+    pub only: Vec<String>,
+}
+
+impl KernelOptions {
+    fn keeps(&self, name: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|f| name.contains(f.as_str()))
+    }
 }
 
 fn parse_prototxt(rel: &str) -> Result<NetDef> {
@@ -520,7 +534,9 @@ fn kernels_on<B: Fence>(
     rows(&report.header());
     let peak = report.peak.clone();
     let mut progress = |k: &KernelTime| rows(&table_row(k, &peak));
-    report.kernels = bench_nets(&[("generator", &generator), ("caffenet", &classifier)], &opts.reps, &mut progress)?;
+    let keep = |name: &str| opts.keeps(name);
+    report.kernels = bench_nets(&[("generator", &generator), ("caffenet", &classifier)], &opts.reps, &keep, &mut progress)?;
+    ensure!(!report.kernels.is_empty(), "--kernels {}: no kernel of either net has such a name", opts.only.join(","));
     Ok(report)
 }
 

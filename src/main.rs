@@ -126,6 +126,9 @@ struct BenchArgs {
     /// Batch size of the kernel benchmark.
     #[arg(long, default_value_t = 8)]
     kernel_batch: usize,
+    /// Kernel benchmark: only kernels whose name contains one of these, e.g. conv5_1,caffenet/fc.
+    #[arg(long, value_delimiter = ',')]
+    kernels: Vec<String>,
     /// Step benchmark: the classifier, .dgnw or .prototxt (random weights; default weights/caffenet.prototxt).
     #[arg(long)]
     net: Option<PathBuf>,
@@ -282,7 +285,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     (false, Some(n)) => bench::Reps::fixed(n),
                     (false, None) => bench::Reps::default(),
                 };
-                let opts = bench::KernelOptions { batch: a.kernel_batch, reps, quick: a.quick };
+                let opts = bench::KernelOptions { batch: a.kernel_batch, reps, quick: a.quick, only: a.kernels.clone() };
                 bench::kernels(device, precision, &opts, &mut |row| print!("{row}"))?.to_json()
             };
             if let Some(path) = a.json {
