@@ -6,6 +6,7 @@ use std::ops::{Add, AddAssign, Div, DivAssign, Mul, MulAssign, Neg, Sub, SubAssi
 
 pub trait Real:
     Copy
+    + bytemuck::Pod
     + Send
     + Sync
     + Default

@@ -22,6 +22,27 @@ impl<T: Real> Cpu<'_, T> {
     }
 }
 
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Vec<f64>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on a scratch slice of `len` values owned by this thread and kept between calls
+/// (grown, never shrunk), so a large column buffer costs no fresh, zeroed pages on every
+/// call. Its contents on entry are unspecified: `f` must write before it reads. A nested
+/// call on the same thread gets a fresh vector.
+pub fn with_scratch<T: Real, R>(len: usize, f: impl FnOnce(&mut [T]) -> R) -> R {
+    let words = (len * std::mem::size_of::<T>()).div_ceil(std::mem::size_of::<f64>());
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            if buf.len() < words {
+                buf.resize(words, 0.0);
+            }
+            f(&mut bytemuck::cast_slice_mut::<f64, T>(&mut buf[..words])[..len])
+        }
+        Err(_) => f(&mut vec![T::ZERO; len]),
+    })
+}
+
 /// This machine's CPU as benchmarks name it: its model (from /proc/cpuinfo where there is
 /// one), the threads of the pool and the vector instructions the CPU loops run with.
 pub fn host_description() -> String {

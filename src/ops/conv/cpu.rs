@@ -7,9 +7,10 @@
 //! backward-data pass it replaces.
 
 use super::ConvKernels;
+use crate::device::cpu::with_scratch;
 use crate::device::Cpu;
 use crate::ir::ConvGeom;
-use crate::ops::gemm::cpu::gemm;
+use crate::ops::gemm::cpu::{gemm, gemm_on, Threads};
 use crate::real::Real;
 use anyhow::Result;
 use rayon::prelude::*;
@@ -147,14 +148,34 @@ fn add_channel_sums<T: Real>(dy: &[T], channels: usize, plane: usize, db: &mut [
     }
 }
 
-/// y = conv(x) + beta * y (beta is 0 or 1), no bias. Images run in parallel, each with its
-/// own column buffer; the GEMM splits further when there are fewer images than threads.
+/// Runs `f(a_n, b_n, threads)` on every image's slices of `a` and `b`: images across the
+/// pool, each product on its own thread, when there are at least as many images as threads
+/// (one product per core packs and computes best); otherwise one image at a time with each
+/// product split over the pool.
+fn per_image<A: Sync, B: Send>(a: &[A], a_img: usize, b: &mut [B], b_img: usize, f: impl Fn(&[A], &mut [B], Threads) + Sync + Send) {
+    let images = a.len() / a_img.max(1);
+    if images >= rayon::current_num_threads() {
+        a.par_chunks(a_img).zip(b.par_chunks_mut(b_img)).for_each(|(an, bn)| f(an, bn, Threads::One));
+    } else {
+        a.chunks(a_img).zip(b.chunks_mut(b_img)).for_each(|(an, bn)| f(an, bn, Threads::Pool));
+    }
+}
+
+/// Values in one image's column buffer (all groups; none for a pointwise convolution).
+fn col_len(g: &ConvGeom) -> usize {
+    if g.is_pointwise() {
+        0
+    } else {
+        g.in_channels * g.kernel[0] * g.kernel[1] * g.out_plane()
+    }
+}
+
+/// y = conv(x) + beta * y (beta is 0 or 1), no bias, image by image.
 fn conv_apply<T: Real>(g: &ConvGeom, x: &[T], w: &[T], y: &mut [T], beta: T) {
     let (og, kk, ohw) = (g.out_channels / g.group, g.group_rows(), g.out_plane());
     let (x_img, y_img) = (g.in_channels * g.in_plane(), g.out_channels * ohw);
-    x.par_chunks(x_img).zip(y.par_chunks_mut(y_img)).for_each_init(
-        || col_buffer::<T>(g),
-        |col, (xn, yn)| {
+    per_image(x, x_img, y, y_img, |xn, yn, threads| {
+        with_scratch(col_len(g), |col: &mut [T]| {
             let src: &[T] = if g.is_pointwise() {
                 xn
             } else {
@@ -162,7 +183,8 @@ fn conv_apply<T: Real>(g: &ConvGeom, x: &[T], w: &[T], y: &mut [T], beta: T) {
                 col
             };
             for gi in 0..g.group {
-                gemm(
+                gemm_on(
+                    threads,
                     og,
                     kk,
                     ohw,
@@ -179,8 +201,8 @@ fn conv_apply<T: Real>(g: &ConvGeom, x: &[T], w: &[T], y: &mut [T], beta: T) {
                     1,
                 );
             }
-        },
-    );
+        })
+    });
 }
 
 fn assert_lens(g: &ConvGeom, input: usize, w: usize, output: usize) {
@@ -198,19 +220,19 @@ pub fn conv_forward<T: Real>(g: &ConvGeom, x: &[T], w: &[T], bias: Option<&[T]>,
     }
 }
 
-/// dx += conv^T(dy): per group, col = W^T dy, then col2im; images in parallel.
+/// dx += conv^T(dy): per group, col = W^T dy, then col2im; image by image.
 pub fn conv_backward_data<T: Real>(g: &ConvGeom, dy: &[T], w: &[T], dx: &mut [T]) {
     assert_lens(g, dx.len(), w.len(), dy.len());
     let (og, kk, ohw) = (g.out_channels / g.group, g.group_rows(), g.out_plane());
     let (x_img, y_img) = (g.in_channels * g.in_plane(), g.out_channels * ohw);
-    dy.par_chunks(y_img).zip(dx.par_chunks_mut(x_img)).for_each_init(
-        || col_buffer::<T>(g),
-        |col, (dy_n, dxn)| {
+    per_image(dy, y_img, dx, x_img, |dy_n, dxn, threads| {
+        with_scratch(col_len(g), |col: &mut [T]| {
             let pointwise = g.is_pointwise();
             // Pointwise: accumulate straight into dx; otherwise fill the column buffer first.
-            let (dst, beta): (&mut [T], T) = if pointwise { (&mut *dxn, T::ONE) } else { (&mut col[..], T::ZERO) };
+            let (dst, beta): (&mut [T], T) = if pointwise { (&mut *dxn, T::ONE) } else { (&mut *col, T::ZERO) };
             for gi in 0..g.group {
-                gemm(
+                gemm_on(
+                    threads,
                     kk,
                     og,
                     ohw,
@@ -230,8 +252,8 @@ pub fn conv_backward_data<T: Real>(g: &ConvGeom, dy: &[T], w: &[T], dx: &mut [T]
             if !pointwise {
                 col2im_add(g, col, dxn);
             }
-        },
-    );
+        })
+    });
 }
 
 /// dw += dy col^T per image and group; db += per-channel sums of dy.

@@ -17,11 +17,41 @@ fn check_extent(len: usize, rows: usize, cols: usize, rs: isize, cs: isize, what
     assert!(last < len, "gemm: {what} needs {} elements, slice has {len}", last + 1);
 }
 
+/// Where a product runs: split over the pool, or on the calling thread alone (when the caller
+/// already runs one product per thread, e.g. one image each). The split changes no bit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Threads {
+    Pool,
+    One,
+}
+
 /// C = alpha * A * B + beta * C, every matrix given by its row and column strides (so a
 /// transpose is a swap of strides). A is m x k, B is k x n, C is m x n. With beta = 0, C is
-/// not read.
+/// not read. Split over the pool.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm<T: Real>(
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: T,
+    a: &[T],
+    a_rs: isize,
+    a_cs: isize,
+    b: &[T],
+    b_rs: isize,
+    b_cs: isize,
+    beta: T,
+    c: &mut [T],
+    c_rs: isize,
+    c_cs: isize,
+) {
+    gemm_on(Threads::Pool, m, k, n, alpha, a, a_rs, a_cs, b, b_rs, b_cs, beta, c, c_rs, c_cs)
+}
+
+/// `gemm` on the given threads.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_on<T: Real>(
+    threads: Threads,
     m: usize,
     k: usize,
     n: usize,
@@ -68,7 +98,10 @@ pub fn gemm<T: Real>(
             false,
             false,
             false,
-            gemm::Parallelism::Rayon(0),
+            match threads {
+                Threads::Pool => gemm::Parallelism::Rayon(0),
+                Threads::One => gemm::Parallelism::None,
+            },
         );
     }
 }
