@@ -21,7 +21,6 @@ const SHAPES: &[(&str, usize, usize, usize, bool)] = &[
     ("conv3_1 forward", 128, 1152, 1024, false),
     ("deconv2 columns", 1024, 128, 1024, false),
     ("deconv1 columns", 512, 64, 4096, false),
-    ("deconv1 phase", 32, 256, 4096, false),
     ("deconv0 columns", 48, 32, 16384, false),
     ("fc6 batch 1", 1, 9216, 4096, true),
     ("fc6 batch 8", 8, 9216, 4096, true),

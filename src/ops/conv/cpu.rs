@@ -2,9 +2,8 @@
 //! image and group. Deconvolution is not a second implementation: its forward pass is the
 //! convolution's backward-data pass, its backward-data pass the convolution's forward pass,
 //! and its weight gradient the convolution's with the roles of input and output swapped.
-//! The one exception is a speed path: a large strided deconvolution's forward pass may run
-//! by sub-pixel phases (`deconv_by_phases`), checked in the tests against the convolution's
-//! backward-data pass it replaces.
+//! (A sub-pixel-phase deconvolution, one GEMM per phase and no col2im, was tried: no faster
+//! on the fc6 generator once each image's GEMM ran on its own thread, so it is gone.)
 
 use super::ConvKernels;
 use crate::device::cpu::with_scratch;
@@ -295,155 +294,12 @@ pub fn conv_backward_weights<T: Real>(g: &ConvGeom, x: &[T], dy: &[T], dw: &mut 
     }
 }
 
-/// One sub-pixel phase of a strided deconvolution: the outputs (Y, X) with Y = y0 + s_h r
-/// and X = x0 + s_w q. Each is a stride-1 correlation of the input with the kernel taps
-/// ky = ay + s_h t, kx = ax + s_w u, reading input (i0 + r - t, j0 + q - u).
-struct Phase {
-    taps: [usize; 2],
-    first: [usize; 2],
-    size: [usize; 2],
-    base: [usize; 2],
-    offset: [usize; 2],
-}
-
-/// The s_h x s_w phases of a deconvolution whose output is `g.in_*` and input `g.out_*`.
-fn phases(g: &ConvGeom) -> Vec<Phase> {
-    let mut out = Vec::new();
-    for ay in 0..g.stride[0] {
-        for ax in 0..g.stride[1] {
-            let a = [ay, ax];
-            let mut ph = Phase { taps: [0; 2], first: [0; 2], size: [0; 2], base: [0; 2], offset: a };
-            for d in 0..2 {
-                let (k, s, p, len) = (g.kernel[d], g.stride[d], g.pad[d], [g.in_h, g.in_w][d]);
-                ph.taps[d] = if a[d] < k { (k - a[d]).div_ceil(s) } else { 0 };
-                ph.first[d] = (a[d] as isize - p as isize).rem_euclid(s as isize) as usize;
-                ph.size[d] = if ph.first[d] < len { (len - ph.first[d]).div_ceil(s) } else { 0 };
-                ph.base[d] = (ph.first[d] + p - a[d]) / s;
-            }
-            out.push(ph);
-        }
-    }
-    out
-}
-
-/// Copies into `p` the phase's input matrix: row (o, t, u), column r * wp + q holds
-/// x[o][base_i + r - t][base_j + q - u], 0 outside. Each row is a stride-1 run of x.
-fn phase_im2col<T: Real>(g: &ConvGeom, ph: &Phase, x: &[T], p: &mut [T]) {
-    let ([th, tw], [hp, wp], [bi, bj]) = (ph.taps, ph.size, ph.base);
-    let (oh, ow, plane) = (g.out_h as isize, g.out_w as isize, g.out_plane());
-    let mut rows = p.chunks_exact_mut(hp * wp);
-    for xo in x.chunks_exact(plane) {
-        for t in 0..th {
-            for u in 0..tw {
-                let dst = rows.next().expect("phase matrix has a row per (channel, t, u)");
-                // Columns q with 0 <= bj + q - u < ow.
-                let j_off = bj as isize - u as isize;
-                let (q_lo, q_hi) = ((-j_off).clamp(0, wp as isize) as usize, (ow - j_off).clamp(0, wp as isize) as usize);
-                for (r, d) in dst.chunks_exact_mut(wp).enumerate() {
-                    let i = (bi + r) as isize - t as isize;
-                    if i < 0 || i >= oh || q_lo >= q_hi {
-                        d.fill(T::ZERO);
-                        continue;
-                    }
-                    let src = &xo[i as usize * g.out_w..(i as usize + 1) * g.out_w];
-                    d[..q_lo].fill(T::ZERO);
-                    d[q_hi..].fill(T::ZERO);
-                    let j0 = (q_lo as isize + j_off) as usize;
-                    d[q_lo..q_hi].copy_from_slice(&src[j0..j0 + (q_hi - q_lo)]);
-                }
-            }
-        }
-    }
-}
-
-/// y += conv^T(x) for a strided deconvolution, phase by phase: per phase and group one
-/// GEMM of the phase's kernel taps against its input matrix, then one strided write of
-/// each output. No column buffer of the whole kernel and no col2im scatter. Images in parallel.
-fn deconv_by_phases<T: Real>(g: &ConvGeom, x: &[T], w: &[T], y: &mut [T]) {
-    let (og, cg) = (g.out_channels / g.group, g.in_channels / g.group);
-    let (khw, x_img, y_img) = (g.kernel[0] * g.kernel[1], g.out_channels * g.out_plane(), g.in_channels * g.in_plane());
-    let phases = phases(g);
-    // The taps of each phase and group as a GEMM operand, packed once per call:
-    // packed[c][(o, t, u)] = w[gi*og + o][c][ay + s_h t][ax + s_w u].
-    let packed: Vec<Vec<T>> = phases
-        .iter()
-        .flat_map(|ph| (0..g.group).map(move |gi| (ph, gi)))
-        .map(|(ph, gi)| {
-            let [th, tw] = ph.taps;
-            let k = og * th * tw;
-            let mut wp = vec![T::ZERO; cg * k];
-            for o in 0..og {
-                for c in 0..cg {
-                    let taps = &w[((gi * og + o) * cg + c) * khw..][..khw];
-                    for t in 0..th {
-                        for u in 0..tw {
-                            let (ky, kx) = (ph.offset[0] + g.stride[0] * t, ph.offset[1] + g.stride[1] * u);
-                            wp[c * k + (o * th + t) * tw + u] = taps[ky * g.kernel[1] + kx];
-                        }
-                    }
-                }
-            }
-            wp
-        })
-        .collect();
-    let most = |f: fn(&Phase) -> usize| phases.iter().map(f).max().unwrap_or(0);
-    let (max_k, max_n) = (og * most(|p| p.taps[0] * p.taps[1]), most(|p| p.size[0] * p.size[1]));
-    x.par_chunks(x_img).zip(y.par_chunks_mut(y_img)).for_each_init(
-        || (vec![T::ZERO; max_k * max_n], vec![T::ZERO; cg * max_n]),
-        |(p, z), (xn, yn)| {
-            for (pi, ph) in phases.iter().enumerate() {
-                let ([th, tw], [hp, wq]) = (ph.taps, ph.size);
-                let (k, n) = (og * th * tw, hp * wq);
-                if n == 0 {
-                    continue;
-                }
-                for gi in 0..g.group {
-                    let z = &mut z[..cg * n];
-                    if k == 0 {
-                        z.fill(T::ZERO);
-                    } else {
-                        let p = &mut p[..k * n];
-                        phase_im2col(g, ph, &xn[gi * og * g.out_plane()..(gi + 1) * og * g.out_plane()], p);
-                        let wp = &packed[pi * g.group + gi];
-                        gemm(cg, k, n, T::ONE, wp, k as isize, 1, p, n as isize, 1, T::ZERO, z, n as isize, 1);
-                    }
-                    for c in 0..cg {
-                        let plane = &mut yn[(gi * cg + c) * g.in_plane()..(gi * cg + c + 1) * g.in_plane()];
-                        for (r, zr) in z[c * n..(c + 1) * n].chunks_exact(wq).enumerate() {
-                            let row = ph.first[0] + g.stride[0] * r;
-                            let dst = &mut plane[row * g.in_w + ph.first[1]..(row + 1) * g.in_w];
-                            for (q, v) in zr.iter().enumerate() {
-                                dst[q * g.stride[1]] += *v;
-                            }
-                        }
-                    }
-                }
-            }
-        },
-    );
-}
-
-/// Where a strided deconvolution runs by phases, measured on the fc6 generator (2-core
-/// AVX-512 Xeon, batch 8, best of 3, docs/benchmarks.md): deconv1 (64x64 input, 32 outputs)
-/// 22.7 ms by phases against 25.5 ms by columns. On smaller inputs (deconv2..5) one GEMM
-/// over all taps was as fast or faster. Phases with 3 outputs (deconv0) were measured only
-/// as a direct kernel, 2x slower than columns; a phase's GEMM there would have 3 rows.
-const PHASE_MIN_INPUT: usize = 4096;
-const PHASE_MIN_CHANNELS: usize = 8;
-
-/// Deconvolution forward (y overwritten): the convolution's backward-data pass plus bias,
-/// by sub-pixel phases when the deconvolution is strided.
+/// Deconvolution forward (y overwritten): the convolution's backward-data pass plus bias.
 /// x: deconv input [N, g.out_channels, g.out_h, g.out_w]; y: [N, g.in_channels, g.in_h, g.in_w].
 pub fn deconv_forward<T: Real>(g: &ConvGeom, x: &[T], w: &[T], bias: Option<&[T]>, y: &mut [T]) {
     assert_lens(g, y.len(), w.len(), x.len());
     y.fill(T::ZERO);
-    let phased =
-        g.dilation == [1, 1] && g.stride != [1, 1] && g.in_channels / g.group >= PHASE_MIN_CHANNELS && g.out_plane() >= PHASE_MIN_INPUT;
-    if phased {
-        deconv_by_phases(g, x, w, y);
-    } else {
-        conv_backward_data(g, x, w, y);
-    }
+    conv_backward_data(g, x, w, y);
     if let Some(b) = bias {
         add_channel_bias(y, g.in_channels, g.in_plane(), b);
     }
@@ -508,37 +364,6 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_phased_deconvolution_is_the_transpose_of_the_convolution() {
-        // Strided kernels that the stride divides and that it does not, pads below, at and
-        // above the stride, groups, a 1x1 kernel with stride 2 (phases without taps).
-        type Case = ([usize; 2], [usize; 2], [usize; 2], usize, usize, [usize; 2]);
-        let cases: &[Case] = &[
-            ([4, 4], [2, 2], [1, 1], 1, 3, [9, 7]),
-            ([4, 4], [2, 2], [1, 1], 1, 8, [40, 36]),
-            ([4, 5], [2, 3], [0, 1], 3, 9, [10, 13]),
-            ([4, 5], [2, 3], [0, 1], 2, 16, [50, 61]),
-            ([3, 3], [2, 2], [0, 0], 1, 3, [9, 11]),
-            ([3, 3], [2, 2], [0, 0], 1, 8, [41, 37]),
-            ([6, 6], [3, 3], [2, 4], 2, 6, [14, 16]),
-            ([6, 6], [3, 3], [2, 4], 2, 16, [60, 57]),
-            ([2, 2], [2, 2], [0, 0], 1, 3, [8, 6]),
-            ([1, 1], [2, 2], [0, 0], 1, 3, [7, 9]),
-            ([1, 1], [2, 2], [0, 0], 1, 8, [40, 36]),
-        ];
-        let mut rng = Rng::new(31);
-        for &(kernel, stride, pad, group, channels, [h, w]) in cases {
-            // The deconvolution's output is the convolution's input (h x w).
-            let g = ConvGeom::new(2, channels, h, w, 3 * group, kernel, stride, pad, [1, 1], group).unwrap();
-            let x = rng.uniform_vec(g.output_len(), -1.0, 1.0);
-            let wt = rng.uniform_vec(g.weight_len(), -1.0, 1.0);
-            let mut want = vec![0.0; g.input_len()];
-            conv_backward_data(&g, &x, &wt, &mut want);
-            let mut got = vec![0.0; g.input_len()];
-            deconv_by_phases(&g, &x, &wt, &mut got);
-            close(&got, &want, 1e-12, &format!("k{kernel:?} s{stride:?} p{pad:?} g{group}"));
-        }
-    }
     /// Convolution by its definition.
     fn naive_conv(g: &ConvGeom, x: &[f64], w: &[f64], bias: Option<&[f64]>) -> Vec<f64> {
         let (cg, og) = (g.in_channels / g.group, g.out_channels / g.group);
