@@ -150,13 +150,13 @@ fn add_channel_sums<T: Real>(dy: &[T], channels: usize, plane: usize, db: &mut [
 /// Runs `f(a_n, b_n, threads)` on every image's slices of `a` and `b`: images across the
 /// pool, each product on its own thread, when there are at least as many images as threads
 /// (one product per core packs and computes best); otherwise one image at a time with each
-/// product split over the pool.
+/// product's rows split over the pool.
 fn per_image<A: Sync, B: Send>(a: &[A], a_img: usize, b: &mut [B], b_img: usize, f: impl Fn(&[A], &mut [B], Threads) + Sync + Send) {
     let images = a.len() / a_img.max(1);
     if images >= rayon::current_num_threads() {
         a.par_chunks(a_img).zip(b.par_chunks_mut(b_img)).for_each(|(an, bn)| f(an, bn, Threads::One));
     } else {
-        a.chunks(a_img).zip(b.chunks_mut(b_img)).for_each(|(an, bn)| f(an, bn, Threads::Pool));
+        a.chunks(a_img).zip(b.chunks_mut(b_img)).for_each(|(an, bn)| f(an, bn, Threads::RowBlocks));
     }
 }
 

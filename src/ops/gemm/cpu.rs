@@ -5,6 +5,7 @@
 //! k, so an element's value does not depend on the thread count.
 
 use crate::real::Real;
+use rayon::prelude::*;
 
 /// The last element each matrix touches must lie inside its slice, so the unsafe call below
 /// never reads or writes outside.
@@ -21,8 +22,14 @@ fn check_extent(len: usize, rows: usize, cols: usize, rs: isize, cs: isize, what
 /// already runs one product per thread, e.g. one image each). The split changes no bit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Threads {
+    /// The crate's own split over rayon's pool.
     Pool,
+    /// The calling thread alone.
     One,
+    /// One block of rows of C per thread of the pool, each block's product on its thread
+    /// (the crate's own split scales worse on this project's shapes). Needs C's rows to be
+    /// contiguous (column stride 1); otherwise as `Pool`.
+    RowBlocks,
 }
 
 /// C = alpha * A * B + beta * C, every matrix given by its row and column strides (so a
@@ -70,6 +77,21 @@ pub fn gemm_on<T: Real>(
     if m == 0 || n == 0 {
         return;
     }
+    let workers = rayon::current_num_threads();
+    if threads == Threads::RowBlocks {
+        if c_cs != 1 || c_rs < n as isize || workers < 2 || m < 2 {
+            return gemm_on(Threads::Pool, m, k, n, alpha, a, a_rs, a_cs, b, b_rs, b_cs, beta, c, c_rs, c_cs);
+        }
+        let rows = m.div_ceil(workers);
+        let c_rs_u = c_rs as usize;
+        // The last block's slice of C ends at its last element.
+        let c = &mut c[..(m - 1) * c_rs_u + n];
+        return c.par_chunks_mut(rows * c_rs_u).enumerate().for_each(|(i, ci)| {
+            let (i0, mi) = (i * rows, rows.min(m - i * rows));
+            let a = if k == 0 { a } else { &a[i0 * a_rs as usize..] };
+            gemm_on(Threads::One, mi, k, n, alpha, a, a_rs, a_cs, b, b_rs, b_cs, beta, ci, c_rs, c_cs);
+        });
+    }
     check_extent(c.len(), m, n, c_rs, c_cs, "C");
     if k > 0 {
         check_extent(a.len(), m, k, a_rs, a_cs, "A");
@@ -100,7 +122,7 @@ pub fn gemm_on<T: Real>(
             false,
             match threads {
                 Threads::Pool => gemm::Parallelism::Rayon(0),
-                Threads::One => gemm::Parallelism::None,
+                Threads::One | Threads::RowBlocks => gemm::Parallelism::None,
             },
         );
     }
