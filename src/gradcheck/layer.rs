@@ -8,8 +8,8 @@ use crate::tensor::fmt_shape;
 use anyhow::{bail, ensure, Result};
 
 /// The plan that runs node `i` of `plan` (compiled from `def`) alone, its 4-axis bottoms'
-/// height and width divided by `scale` (rounded up). A size is grown back towards the real
-/// one until the layer compiles, its parameters keep their real shapes (an inner product's
+/// height and width divided by `scale` (rounded up). The sizes grow back towards the real
+/// ones until the layer compiles, its parameters keep their real shapes (an inner product's
 /// weights fix its input size, so it runs at the real one) and each spatial axis of each
 /// output has at least two entries (one where the real output has one), so strides and
 /// pads are exercised.
@@ -27,15 +27,22 @@ pub fn alone(def: &NetDef, plan: &Plan, i: usize, scale: f64) -> Result<Plan> {
     let reduced = |d: usize| ((d as f64 / scale).ceil() as usize).clamp(1, d);
     // The net's declared batch, so a Reshape that names it keeps following the batch.
     let declared = def.inputs.first().and_then(|i| i.shape.first().copied()).unwrap_or(1);
-    let mut grow = 0;
+    // How far each spatial axis has grown back: both while the layer does not compile or
+    // its parameters change shape, each on its own while its outputs are too few.
+    let (mut grow_h, mut grow_w) = (0, 0);
+    let mut tried: Option<Vec<Vec<usize>>> = None;
     loop {
         let shapes: Vec<Vec<usize>> = real
             .iter()
             .map(|s| match s {
-                [n, c, h, w] => vec![*n, *c, (reduced(*h) + grow).min(*h), (reduced(*w) + grow).min(*w)],
+                [n, c, h, w] => vec![*n, *c, (reduced(*h) + grow_h).min(*h), (reduced(*w) + grow_w).min(*w)],
                 _ => s.to_vec(),
             })
             .collect();
+        if tried.as_ref() == Some(&shapes) {
+            let shapes: Vec<String> = real.iter().map(|s| fmt_shape(s)).collect();
+            bail!("layer '{}' ({}) does not compile on its own from bottoms {}", node.layer, node.type_name, shapes.join(", "));
+        }
         let inputs = bottoms
             .iter()
             .zip(&shapes)
@@ -46,29 +53,34 @@ pub fn alone(def: &NetDef, plan: &Plan, i: usize, scale: f64) -> Result<Plan> {
             })
             .collect();
         let one = NetDef { name: format!("{} alone", layer.name), inputs, layers: vec![layer.clone()] };
-        if let Ok(small) = Plan::new(&one, plan.batch) {
-            if fits(&small, plan, i) {
-                return Ok(small);
-            }
+        match Plan::new(&one, plan.batch).ok().filter(|small| same_params(small, plan, i)) {
+            Some(small) => match too_few_outputs(&small, plan, i) {
+                [false, false] => return Ok(small),
+                [h, w] => (grow_h, grow_w) = (grow_h + h as usize, grow_w + w as usize),
+            },
+            None => (grow_h, grow_w) = (grow_h + 1, grow_w + 1),
         }
-        if shapes.iter().zip(&real).all(|(s, r)| s == r) {
-            let shapes: Vec<String> = real.iter().map(|s| fmt_shape(s)).collect();
-            bail!("layer '{}' ({}) does not compile on its own from bottoms {}", node.layer, node.type_name, shapes.join(", "));
-        }
-        grow += 1;
+        tried = Some(shapes);
     }
 }
 
-/// Whether the small plan's only node keeps the parameter shapes of node `i` of `plan` and
-/// at least min(2, real) entries along each spatial axis of each output.
-fn fits(small: &Plan, plan: &Plan, i: usize) -> bool {
+/// Whether the small plan's only node has the parameter shapes of node `i` of `plan`.
+fn same_params(small: &Plan, plan: &Plan, i: usize) -> bool {
     let (mine, real) = (&small.nodes[0], &plan.nodes[i]);
-    let same_params = mine.params.len() == real.params.len() && mine.params.iter().zip(&real.params).all(|(a, b)| a.shape == b.shape);
-    let big_enough = mine.tops.iter().zip(&real.tops).all(|(&a, &b)| match (small.blobs[a].shape.as_slice(), plan.blobs[b].shape.as_slice()) {
-        ([_, _, h, w], [_, _, rh, rw]) => *h >= (*rh).min(2) && *w >= (*rw).min(2),
-        _ => true,
-    });
-    same_params && big_enough
+    mine.params.len() == real.params.len() && mine.params.iter().zip(&real.params).all(|(a, b)| a.shape == b.shape)
+}
+
+/// Along height and width: whether an output of the small plan's node has fewer than
+/// min(2, real) entries.
+fn too_few_outputs(small: &Plan, plan: &Plan, i: usize) -> [bool; 2] {
+    let mut few = [false, false];
+    for (&a, &b) in small.nodes[0].tops.iter().zip(&plan.nodes[i].tops) {
+        if let ([_, _, h, w], [_, _, rh, rw]) = (small.blobs[a].shape.as_slice(), plan.blobs[b].shape.as_slice()) {
+            few[0] |= *h < (*rh).min(2);
+            few[1] |= *w < (*rw).min(2);
+        }
+    }
+    few
 }
 
 #[cfg(test)]
