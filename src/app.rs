@@ -307,7 +307,12 @@ pub fn synthesize(o: &SynthOptions, device: Device, precision: Precision, progre
 
 /// `dgnam gradcheck`: the f64 checks on the CPU and, with `--device cuda` or `both`, every
 /// layer on the GPU against the CPU. No usable GPU for those is an error before any work.
-pub fn gradcheck(o: &GradcheckOptions, precision: Precision, progress: &dyn Progress, rows: &mut dyn FnMut(&str)) -> Result<gradcheck::Report> {
+pub fn gradcheck(
+    o: &GradcheckOptions,
+    precision: Precision,
+    progress: &dyn Progress,
+    rows: &mut dyn FnMut(&str),
+) -> Result<gradcheck::Report> {
     o.check()?;
     ensure!(precision == Precision::F32, "--precision {precision}: gradcheck compares the GPU with the CPU in f32");
     if !o.device.gpu() {

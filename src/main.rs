@@ -103,11 +103,13 @@ enum Command {
     /// Benchmarks: every kernel in each direction (default), or with --net, --generator or
     /// --batch the DGN-AM step (docs/benchmarks.md).
     Bench(BenchArgs),
-    /// Checks a net's gradients: each layer alone and the whole net against f64 central
-    /// differences on the CPU, and with --device cuda|both each layer on the GPU against the
+    /// Checks a net's gradients: each layer alone (real weights and channels, height and
+    /// width divided by --scale) and the whole net's input gradient against f64 central
+    /// differences on the CPU; with --device cuda|both, each layer on the GPU against the
     /// CPU. A coordinate's relative error is |numeric - analytic| / (rms + max(|numeric|,
-    /// |analytic|)), rms that of the blob's analytic gradient; f64 passes at 1e-6. Exit
-    /// status 0 only when every check passes.
+    /// |analytic|)), rms that of the blob's analytic gradient: a layer passes at 1e-6, the
+    /// whole net at 1e-5, the GPU at |gpu - cpu| <= 1e-4 max|cpu| + 1e-5. Exit status 0 only
+    /// when every check passes.
     Gradcheck(GradcheckOptions),
     /// Compiles every CUDA kernel source with NVRTC and reports each (needs NVRTC, not a GPU).
     Kernels {

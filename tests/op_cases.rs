@@ -39,7 +39,9 @@ fn check_one(label: &str, prototxt: &str, seed: u64, sample_input: bool) {
     for c in &checks {
         let what = match &c.part {
             Part::Input(k) => format!("data gradient of input {k}"),
-            Part::Param { node, index } => format!("layer '{}' weight gradient {index} ({} values)", net.plan.nodes[*node].layer, c.shape.iter().product::<usize>()),
+            Part::Param { node, index } => {
+                format!("layer '{}' weight gradient {index} ({} values)", net.plan.nodes[*node].layer, c.shape.iter().product::<usize>())
+            }
         };
         if let Some(w) = c.outcome.worst.filter(|_| !c.outcome.passes(TOLERANCE)) {
             panic!(

@@ -88,7 +88,13 @@ fn random(rng: &mut Rng, n: usize) -> Vec<f32> {
 
 /// Node `i` forward and backward on `other` (the same plan and weights as `cpu`) against
 /// the CPU, from the CPU's values `cs` of its bottoms.
-pub fn compare_node<G: Kernels<Scalar = f32>>(cpu: &CpuNet<f32>, cs: &State<Cpu<'_, f32>>, other: &Net<G>, i: usize, rng: &mut Rng) -> Result<Compared> {
+pub fn compare_node<G: Kernels<Scalar = f32>>(
+    cpu: &CpuNet<f32>,
+    cs: &State<Cpu<'_, f32>>,
+    other: &Net<G>,
+    i: usize,
+    rng: &mut Rng,
+) -> Result<Compared> {
     let node = &cpu.plan.nodes[i];
     let (cb, gb) = (&cpu.backend, &other.backend);
     let upload = |v: &[f32]| -> Result<G::Buf> {

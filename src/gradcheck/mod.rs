@@ -21,8 +21,8 @@ pub mod numeric;
 use crate::device::Cpu;
 use crate::graph::{unit_offset, BlobId, CpuNet, Net, Plan, UnitRef};
 use crate::io::{NetSource, Progress};
-use crate::ops::gradcheck::{Outcome, Rng};
 pub use crate::ops::gradcheck::TOLERANCE;
+use crate::ops::gradcheck::{Outcome, Rng};
 
 /// The whole net's pass threshold. Every value a deep net computes after the perturbed
 /// pixel is rounded anew in each pass, and a pixel moves the output by little: on GoogLeNet
@@ -93,7 +93,7 @@ pub struct GradcheckOptions {
     /// Coordinates checked per blob: about this many of each layer's input and of each weight blob.
     #[arg(long, default_value_t = 64)]
     pub samples: usize,
-    /// Coordinates of the net's input in the whole-net check (two forward passes each).
+    /// Coordinates of the net's input in the whole-net check (two forward passes each; 0 skips it).
     #[arg(long, default_value_t = 16)]
     pub net_samples: usize,
     /// cpu: f64 finite differences; cuda: every layer on the GPU against the CPU; both.
@@ -403,9 +403,8 @@ fn check_layer(def: &crate::ir::NetDef, real: &CpuNet<f32>, i: usize, o: &Gradch
         Part::Param { index, .. } => format!("weight gradient of blob {index}"),
     };
     let worst = checks.iter().max_by(|a, b| a.outcome.rel_err().total_cmp(&b.outcome.rel_err()));
-    let max_of = |data: bool| {
-        checks.iter().filter(|c| matches!(c.part, Part::Input(_)) == data).map(|c| c.outcome.rel_err()).reduce(f64::max)
-    };
+    let max_of =
+        |data: bool| checks.iter().filter(|c| matches!(c.part, Part::Input(_)) == data).map(|c| c.outcome.rel_err()).reduce(f64::max);
     let pass = checks.iter().all(|c| c.outcome.passes(TOLERANCE));
     Ok(LayerResult {
         layer: node.layer.clone(),

@@ -49,7 +49,13 @@ fn rms(v: &[f64]) -> f64 {
 
 /// `sum_k (y_k - y0_k) . r_k` over the seeded outputs after a forward pass: the loss less
 /// its value at the unmoved point, so outputs a step does not reach add exactly nothing.
-fn shifted_loss<'w>(net: &CpuF64<'w>, st: &mut State<Cpu<'w, f64>>, inputs: &[Vec<f64>], seeds: &[(BlobId, Vec<f64>)], y0: &[Vec<f64>]) -> Result<f64> {
+fn shifted_loss<'w>(
+    net: &CpuF64<'w>,
+    st: &mut State<Cpu<'w, f64>>,
+    inputs: &[Vec<f64>],
+    seeds: &[(BlobId, Vec<f64>)],
+    y0: &[Vec<f64>],
+) -> Result<f64> {
     let refs: Vec<&[f64]> = inputs.iter().map(Vec::as_slice).collect();
     net.forward(st, &refs)?;
     Ok(seeds.iter().zip(y0).map(|((id, r), y0)| st.value(*id).iter().zip(y0).zip(r).map(|((y, y0), r)| (y - y0) * r).sum::<f64>()).sum())
