@@ -17,12 +17,24 @@
 pub mod gpu;
 pub mod layer;
 pub mod numeric;
+mod report;
 
 use crate::device::Cpu;
 use crate::graph::{unit_offset, BlobId, CpuNet, Net, Plan, UnitRef};
 use crate::io::{NetSource, Progress};
+use crate::ops::gradcheck::Rng;
 pub use crate::ops::gradcheck::TOLERANCE;
-use crate::ops::gradcheck::{Outcome, Rng};
+use crate::ops::Kernels;
+use crate::rng::{fnv1a, FNV1A_START};
+use anyhow::{bail, ensure, Context, Result};
+use numeric::{BlobCheck, Fd, Part};
+use report::{describe, multi_index};
+use std::borrow::Cow;
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Instant;
+
+pub use report::{GpuResult, LayerResult, NetResult, Report};
 
 /// The whole net's pass threshold. Every value a deep net computes after the perturbed
 /// pixel is rounded anew in each pass, and a pixel moves the output by little: on GoogLeNet
@@ -30,15 +42,6 @@ use crate::ops::gradcheck::{Outcome, Rng};
 /// 2e-6 (worst of 150 coordinates) from rounding alone (the error falls as 1/eps, while
 /// kinks become more frequent as eps grows).
 pub const NET_TOLERANCE: f64 = 1e-5;
-use crate::ops::Kernels;
-use crate::rng::{fnv1a, FNV1A_START};
-use crate::tensor::fmt_shape;
-use anyhow::{bail, ensure, Context, Result};
-use numeric::{BlobCheck, Fd, Part};
-use serde_json::{json, Value};
-use std::borrow::Cow;
-use std::path::PathBuf;
-use std::time::Instant;
 
 /// Where the gradients are checked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -105,20 +108,14 @@ pub struct GradcheckOptions {
 }
 
 impl GradcheckOptions {
-    /// The options for `net` with every default.
+    /// The options for `net` with every other flag at its default (as clap reads them).
     pub fn new(net: PathBuf) -> Self {
-        GradcheckOptions {
-            net,
-            layers: "all".into(),
-            batch: 2,
-            scale: 8.0,
-            seed: 0,
-            eps: 1e-6,
-            samples: 64,
-            net_samples: 16,
-            device: CheckDevice::Cpu,
-            json: None,
+        #[derive(clap::Parser)]
+        struct Flags {
+            #[command(flatten)]
+            o: GradcheckOptions,
         }
+        <Flags as clap::Parser>::parse_from([OsString::from("gradcheck"), "--net".into(), net.into_os_string()]).o
     }
 
     pub fn check(&self) -> Result<()> {
@@ -154,227 +151,6 @@ impl GradcheckOptions {
     fn fd(&self, data_samples: usize) -> Fd {
         Fd { eps: self.eps, tolerance: TOLERANCE, data_samples, param_samples: self.samples }
     }
-}
-
-/// One layer's f64 check.
-#[derive(Clone, Debug)]
-pub struct LayerResult {
-    pub layer: String,
-    pub type_name: String,
-    /// The shapes of the layer's inputs as checked (reduced by `--scale`).
-    pub input_shapes: Vec<Vec<usize>>,
-    /// The largest relative error over the data gradients of its bottoms.
-    pub data_rel_err: f64,
-    /// The same over its weight gradients; None for a layer without weights.
-    pub weight_rel_err: Option<f64>,
-    /// Coordinates compared, and skipped at kinks.
-    pub coordinates: usize,
-    pub kinks: usize,
-    /// The worst coordinate: which gradient, where, and both values.
-    pub worst: Option<String>,
-    pub pass: bool,
-    pub seconds: f64,
-}
-
-/// The whole net's check.
-#[derive(Clone, Debug)]
-pub struct NetResult {
-    /// The unit whose input gradient was checked, e.g. `prob[417]`.
-    pub unit: String,
-    pub input_shape: Vec<usize>,
-    pub input_rel_err: f64,
-    pub coordinates: usize,
-    pub kinks: usize,
-    pub worst: Option<String>,
-    pub pass: bool,
-    pub seconds: f64,
-}
-
-/// One layer on the GPU against the CPU.
-#[derive(Clone, Debug)]
-pub struct GpuResult {
-    pub layer: String,
-    pub type_name: String,
-    pub forward_err: f64,
-    /// None for layers that only copy data.
-    pub backward_err: Option<f64>,
-    pub worst: String,
-    pub pass: bool,
-    pub seconds: f64,
-}
-
-/// Everything a run found.
-#[derive(Clone, Debug)]
-pub struct Report {
-    pub file: PathBuf,
-    pub eps: f64,
-    pub layers: Vec<LayerResult>,
-    pub net: Option<NetResult>,
-    pub gpu: Option<Vec<GpuResult>>,
-}
-
-fn opt_err(e: Option<f64>) -> String {
-    e.map_or("-".to_string(), |e| format!("{e:.2e}"))
-}
-
-fn verdict(pass: bool) -> &'static str {
-    if pass {
-        "pass"
-    } else {
-        "FAIL"
-    }
-}
-
-impl LayerResult {
-    pub fn line(&self) -> String {
-        let mut s = format!(
-            "{:<28} {:<14} data {:>9}  weights {:>9}  {}",
-            self.layer,
-            self.type_name,
-            format!("{:.2e}", self.data_rel_err),
-            opt_err(self.weight_rel_err),
-            verdict(self.pass)
-        );
-        if self.kinks > 0 {
-            s += &format!("  ({} coordinates at kinks skipped)", self.kinks);
-        }
-        if let Some(w) = self.worst.as_ref().filter(|_| !self.pass) {
-            s += &format!("  worst: {w}");
-        }
-        s
-    }
-}
-
-impl NetResult {
-    pub fn line(&self) -> String {
-        let mut s = format!(
-            "whole net: d {} / d input ({}) at {} coordinates: rel err {:.2e}  {}",
-            self.unit,
-            fmt_shape(&self.input_shape),
-            self.coordinates,
-            self.input_rel_err,
-            verdict(self.pass)
-        );
-        if self.kinks > 0 {
-            s += &format!("  ({} coordinates at kinks skipped)", self.kinks);
-        }
-        if let Some(w) = self.worst.as_ref().filter(|_| !self.pass) {
-            s += &format!("  worst: {w}");
-        }
-        s
-    }
-}
-
-impl GpuResult {
-    pub fn line(&self) -> String {
-        let mut s = format!(
-            "gpu {:<24} {:<14} forward {:>9}  backward {:>9}  {}",
-            self.layer,
-            self.type_name,
-            format!("{:.2e}", self.forward_err),
-            opt_err(self.backward_err),
-            verdict(self.pass)
-        );
-        if !self.pass {
-            s += &format!("  worst: {}", self.worst);
-        }
-        s
-    }
-}
-
-impl Report {
-    pub fn pass(&self) -> bool {
-        self.layers.iter().all(|l| l.pass) && self.net.as_ref().is_none_or(|n| n.pass) && self.gpu.iter().flatten().all(|g| g.pass)
-    }
-
-    /// The layers (and the whole net) that failed, by name.
-    pub fn failures(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.layers.iter().filter(|l| !l.pass).map(|l| l.layer.clone()).collect();
-        if self.net.as_ref().is_some_and(|n| !n.pass) {
-            names.push("the whole net".into());
-        }
-        names.extend(self.gpu.iter().flatten().filter(|g| !g.pass).map(|g| format!("{} on the GPU", g.layer)));
-        names
-    }
-
-    /// The summary line.
-    pub fn summary(&self) -> String {
-        let mut parts = Vec::new();
-        if !self.layers.is_empty() || self.gpu.is_none() {
-            let passed = self.layers.iter().filter(|l| l.pass).count();
-            parts.push(format!(
-                "{passed} of {} layers pass the f64 check (central differences, eps {:e}, relative error <= {TOLERANCE:e})",
-                self.layers.len(),
-                self.eps
-            ));
-        }
-        if let Some(n) = &self.net {
-            parts.push(format!("the whole net {} (relative error <= {NET_TOLERANCE:e})", if n.pass { "passes" } else { "FAILS" }));
-        }
-        if let Some(g) = &self.gpu {
-            let passed = g.iter().filter(|g| g.pass).count();
-            parts.push(format!("{passed} of {} layers match the CPU on the GPU (|gpu - cpu| <= 1e-4 max|cpu| + 1e-5)", g.len()));
-        }
-        format!("{}: {}: {}", self.file.display(), parts.join("; "), if self.pass() { "all pass" } else { "FAILED" })
-    }
-
-    pub fn to_json(&self) -> Value {
-        let layers: Vec<Value> = self
-            .layers
-            .iter()
-            .map(|l| {
-                json!({
-                    "layer": l.layer, "type": l.type_name, "data_rel_err": l.data_rel_err, "weight_rel_err": l.weight_rel_err,
-                    "pass": l.pass, "input_shapes": l.input_shapes, "coordinates": l.coordinates, "kinks": l.kinks, "worst": l.worst,
-                    "seconds": l.seconds,
-                })
-            })
-            .collect();
-        let net = self.net.as_ref().map(|n| {
-            json!({
-                "input_rel_err": n.input_rel_err, "pass": n.pass, "unit": n.unit, "input_shape": n.input_shape,
-                "coordinates": n.coordinates, "kinks": n.kinks, "worst": n.worst, "tolerance": NET_TOLERANCE,
-                "seconds": n.seconds,
-            })
-        });
-        let gpu = self.gpu.as_ref().map(|g| {
-            g.iter()
-                .map(|g| {
-                    json!({
-                        "layer": g.layer, "type": g.type_name, "forward_err": g.forward_err, "backward_err": g.backward_err,
-                        "pass": g.pass, "worst": g.worst, "seconds": g.seconds,
-                    })
-                })
-                .collect::<Vec<_>>()
-        });
-        json!({
-            "file": self.file.display().to_string(), "layers": layers, "net": net, "gpu": gpu, "pass": self.pass(),
-            "eps": self.eps, "tolerance": TOLERANCE,
-        })
-    }
-}
-
-/// `[1,3,0,2]`: a flat index into `shape` as one index per axis.
-fn multi_index(shape: &[usize], mut flat: usize) -> String {
-    let mut idx = vec![0; shape.len()];
-    for (i, &d) in shape.iter().enumerate().rev() {
-        idx[i] = flat % d.max(1);
-        flat /= d.max(1);
-    }
-    format!("[{}]", idx.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(","))
-}
-
-/// The worst coordinate of a check, in words.
-fn describe(what: &str, shape: &[usize], o: &Outcome) -> Option<String> {
-    o.worst.map(|w| {
-        format!(
-            "{what} ({}) at {}: finite difference {:.6e}, analytic {:.6e}",
-            fmt_shape(shape),
-            multi_index(shape, w.index),
-            w.numeric,
-            w.analytic
-        )
-    })
 }
 
 /// A seed for one part of the run that depends on nothing but `--seed` and the part's name,
@@ -461,6 +237,12 @@ pub fn run<G: Kernels<Scalar = f32>>(
     rows: &mut dyn FnMut(&str),
 ) -> Result<Report> {
     o.check()?;
+    ensure!(
+        o.device.gpu() == other.is_some(),
+        "--device {}: {} other device given",
+        o.device.name(),
+        if other.is_some() { "an" } else { "no" }
+    );
     let src = NetSource::open(&o.net)?;
     let real = src.build(o.batch, o.seed, Cpu::<f32>::new())?;
     let nodes = o.selected(&real.plan)?;
@@ -518,16 +300,4 @@ pub fn run<G: Kernels<Scalar = f32>>(
     }
     progress.finish();
     Ok(report)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn flat_indices_read_as_one_index_per_axis() {
-        assert_eq!(multi_index(&[2, 3, 4], 0), "[0,0,0]");
-        assert_eq!(multi_index(&[2, 3, 4], 23), "[1,2,3]");
-        assert_eq!(multi_index(&[2, 3, 4], 13), "[1,0,1]");
-    }
 }
