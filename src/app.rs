@@ -3,6 +3,7 @@
 use crate::caffe::NetDef;
 use crate::device::cuda::{compile, Precision};
 use crate::device::{Cpu, Cuda};
+use crate::gradcheck::{self, GradcheckOptions};
 use crate::graph::{unit_offset, BlobId, CpuNet, Net, Plan, UnitRef};
 use crate::io::{file_stem, open_or_default, open_weights, Progress};
 pub use crate::io::{read_netdef, Device};
@@ -302,6 +303,30 @@ pub fn synthesize(o: &SynthOptions, device: Device, precision: Precision, progre
     let classifier = CpuNet::<f32>::from_weights(&clf_file, batch, Cpu::new())?;
     let generator = CpuNet::<f32>::from_weights(&gen_file, batch, Cpu::new())?;
     run::synthesize(&generator, &classifier, o, &prep, progress)
+}
+
+/// `dgnam gradcheck`: the f64 checks on the CPU and, with `--device cuda` or `both`, every
+/// layer on the GPU against the CPU. No usable GPU for those is an error before any work.
+pub fn gradcheck(
+    o: &GradcheckOptions,
+    precision: Precision,
+    progress: &dyn Progress,
+    rows: &mut dyn FnMut(&str),
+) -> Result<gradcheck::Report> {
+    o.check()?;
+    ensure!(precision == Precision::F32, "--precision {precision}: gradcheck compares the GPU with the CPU in f32");
+    if !o.device.gpu() {
+        return gradcheck::run::<Cpu<f32>>(o, None, progress, rows);
+    }
+    let why = match Cuda::probe() {
+        Ok(Some(info)) => {
+            progress.message(&format!("device: cuda ({})", info.describe(precision)));
+            return gradcheck::run(o, Some(Cuda::new(precision)?), progress, rows);
+        }
+        Ok(None) => "no CUDA driver found".to_string(),
+        Err(e) => format!("{e:#}"),
+    };
+    bail!("--device {}: no usable GPU: {why}", o.device.name())
 }
 
 /// The paper scripts' initial step size: 2 for GoogLeNet, 8 for the AlexNet family.

@@ -7,18 +7,16 @@
 use crate::caffe::NetDef;
 use crate::device::cuda::{DeviceInfo, Precision};
 use crate::device::{Backend, Cpu, Cuda};
-use crate::graph::{stored_param, Net, Node, Op, Plan};
-use crate::io::{default_path, read_netdef, Device};
-use crate::ops::Kernels;
+use crate::graph::{Net, Node, Op, Plan};
+use crate::io::{default_path, read_netdef, Device, NetSource};
 use crate::rng::Rng;
 use crate::synth::dgn::{Dgn, Objective, Schedule};
 use crate::synth::kernels::DgnKernels;
 use crate::tensor::fmt_shape;
-use crate::weights::WeightsFile;
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::{json, Value};
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 /// A backend whose calls may return before the work is done (CUDA launches).
@@ -538,34 +536,6 @@ fn kernels_on<B: Fence>(
     report.kernels = bench_nets(&[("generator", &generator), ("caffenet", &classifier)], &opts.reps, &keep, &mut progress)?;
     ensure!(!report.kernels.is_empty(), "--kernels {}: no kernel of either net has such a name", opts.only.join(","));
     Ok(report)
-}
-
-/// A net for the step benchmark: a `.dgnw` file's weights, or random ones for a `.prototxt`.
-pub struct NetSource {
-    pub path: PathBuf,
-    def: NetDef,
-    file: Option<WeightsFile>,
-}
-
-impl NetSource {
-    pub fn open(path: &Path) -> Result<Self> {
-        let (def, file) = read_netdef(path)?;
-        Ok(NetSource { path: path.to_path_buf(), def, file })
-    }
-
-    pub fn build<B: Kernels>(&self, batch: usize, seed: u64, backend: B) -> Result<Net<B>> {
-        let ctx = || format!("{}", self.path.display());
-        match &self.file {
-            None => Net::random(&self.def, batch, seed, backend).with_context(ctx),
-            Some(file) => {
-                let plan = Plan::new(&self.def, batch).with_context(ctx)?;
-                Net::new(plan, backend, |b, spec| {
-                    let data = stored_param(file, spec)?;
-                    Ok((b.param_from_host(data)?, data.len()))
-                })
-            }
-        }
-    }
 }
 
 /// The blob DGN-AM maximizes: the input of a final Softmax (fc8), else the last output.

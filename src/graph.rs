@@ -301,6 +301,11 @@ impl<B: Kernels> Net<B> {
         &self.params[node][index]
     }
 
+    /// A parameter to change in place (the gradient check moves one entry at a time).
+    pub fn param_mut(&mut self, node: usize, index: usize) -> &mut B::Param {
+        &mut self.params[node][index]
+    }
+
     /// Every parameter of one node, as `Backend::forward` takes them.
     pub fn node_params(&self, node: usize) -> &[B::Param] {
         &self.params[node]

@@ -4,6 +4,8 @@
 
 use crate::caffe::netdef::parse_netdef;
 use crate::caffe::NetDef;
+use crate::graph::{stored_param, Net, Plan};
+use crate::ops::Kernels;
 use crate::weights::WeightsFile;
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -85,7 +87,7 @@ pub fn read_netdef(path: &Path) -> Result<(NetDef, Option<WeightsFile>)> {
         let def = parse_netdef(&text).with_context(|| format!("{}", path.display()))?;
         return Ok((def, None));
     }
-    let file = WeightsFile::open(path)?;
+    let file = open_weights(path)?;
     Ok((file.netdef()?, Some(file)))
 }
 
@@ -102,5 +104,35 @@ pub fn open_or_default(given: Option<&Path>, default: &str) -> Result<WeightsFil
     match given {
         Some(p) => open_weights(p),
         None => open_weights(&default_path(default)),
+    }
+}
+
+/// A net file to build nets from: a `.dgnw` file's weights, or seeded random ones
+/// (`Net::random`) for a bare `.prototxt`.
+pub struct NetSource {
+    pub path: PathBuf,
+    pub def: NetDef,
+    pub file: Option<WeightsFile>,
+}
+
+impl NetSource {
+    pub fn open(path: &Path) -> Result<Self> {
+        let (def, file) = read_netdef(path)?;
+        Ok(NetSource { path: path.to_path_buf(), def, file })
+    }
+
+    /// The net at `batch` on `backend`; `seed` draws the weights of a bare prototxt.
+    pub fn build<B: Kernels>(&self, batch: usize, seed: u64, backend: B) -> Result<Net<B>> {
+        let ctx = || format!("{}", self.path.display());
+        match &self.file {
+            None => Net::random(&self.def, batch, seed, backend).with_context(ctx),
+            Some(file) => {
+                let plan = Plan::new(&self.def, batch).with_context(ctx)?;
+                Net::new(plan, backend, |b, spec| {
+                    let data = stored_param(file, spec)?;
+                    Ok((b.param_from_host(data)?, data.len()))
+                })
+            }
+        }
     }
 }

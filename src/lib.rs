@@ -7,6 +7,7 @@ pub mod caffe;
 pub mod convert;
 pub mod device;
 pub mod fsutil;
+pub mod gradcheck;
 pub mod graph;
 pub mod io;
 pub mod ir;

@@ -4,6 +4,7 @@ use clap::{Args, Parser, Subcommand};
 use dgnam::app::{self, Device};
 use dgnam::bench;
 use dgnam::device::cuda::Precision;
+use dgnam::gradcheck::GradcheckOptions;
 use dgnam::graph::UnitRef;
 use dgnam::io::Progress;
 use dgnam::preprocess::{read_mean_file, ChannelOrder, Mean, PreprocessFlags};
@@ -102,6 +103,14 @@ enum Command {
     /// Benchmarks: every kernel in each direction (default), or with --net, --generator or
     /// --batch the DGN-AM step (docs/benchmarks.md).
     Bench(BenchArgs),
+    /// Checks a net's gradients: each layer alone (real weights and channels, height and
+    /// width divided by --scale) and the whole net's input gradient against f64 central
+    /// differences on the CPU; with --device cuda|both, each layer on the GPU against the
+    /// CPU. A coordinate's relative error is |numeric - analytic| / (rms + max(|numeric|,
+    /// |analytic|)), rms that of the blob's analytic gradient: a layer passes at 1e-6, the
+    /// whole net at 1e-5, the GPU at |gpu - cpu| <= 1e-4 max|cpu| + 1e-5. Exit status 0 only
+    /// when every check passes.
+    Gradcheck(GradcheckOptions),
     /// Compiles every CUDA kernel source with NVRTC and reports each (needs NVRTC, not a GPU).
     Kernels {
         /// Target architecture, e.g. sm_90 (default: the GPU's, else sm_90).
@@ -229,6 +238,16 @@ impl Progress for Bar {
     }
 }
 
+impl Bar {
+    /// A result line on stdout, above the bar.
+    fn println(&self, line: &str) {
+        match &*self.0.borrow() {
+            Some(bar) => bar.suspend(|| println!("{line}")),
+            None => println!("{line}"),
+        }
+    }
+}
+
 /// Resolves `--device`, telling stderr which device it is.
 fn device(d: Device, precision: Precision) -> anyhow::Result<Device> {
     let (device, line) = app::resolve_device(d, precision)?;
@@ -291,6 +310,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(path) = a.json {
                 dgnam::fsutil::write_atomic(&path, serde_json::to_string_pretty(&json)?.as_bytes())?;
                 println!("wrote {}", path.display());
+            }
+        }
+        Command::Gradcheck(opts) => {
+            let bar = Bar::default();
+            let report = app::gradcheck(&opts, precision, &bar, &mut |row| bar.println(row))?;
+            println!("{}", report.summary());
+            if let Some(path) = &opts.json {
+                dgnam::fsutil::write_atomic(path, serde_json::to_string_pretty(&report.to_json())?.as_bytes())?;
+                println!("wrote {}", path.display());
+            }
+            if !report.pass() {
+                anyhow::bail!("gradients fail the check: {}", report.failures().join(", "));
             }
         }
         Command::Kernels { arch } => print!("{}", app::kernels(arch.as_deref())?),

@@ -8,92 +8,49 @@ mod common;
 use common::fixture_prototxt;
 use dgnam::caffe::netdef::parse_netdef;
 use dgnam::device::Cpu;
-use dgnam::graph::{Net, Plan};
+use dgnam::gradcheck::numeric::{check_net, Fd, Part};
+use dgnam::graph::Net;
 use dgnam::ops::cases::{self, Case};
-use dgnam::ops::gradcheck::{check, check_entries, dot};
+use dgnam::ops::gradcheck::{check, EPS, TOLERANCE};
 use dgnam::rng::Rng;
-use std::borrow::Cow;
-
-type Params = Vec<Vec<Vec<f64>>>;
 
 /// Entries checked per weight array and per fixture input (each costs two forward passes).
 const MAX_ENTRIES: usize = 200;
 
-/// Every entry of `0..n` when there are few; otherwise one random entry in each run of
-/// `n / MAX_ENTRIES`, plus the first and the last.
-fn sample(n: usize, rng: &mut Rng) -> Vec<usize> {
-    let stride = n.div_ceil(MAX_ENTRIES).max(1);
-    let mut entries: Vec<usize> = (0..n).step_by(stride).map(|s| s + (rng.next_u64() % stride.min(n - s) as u64) as usize).collect();
-    entries.extend([0, n - 1]);
-    entries
-}
-
-/// A net of the case's plan with exactly these weights.
-fn net_with(plan: &Plan, params: &Params) -> Net<Cpu<'static, f64>> {
-    let mut flat = params.iter().flatten();
-    Net::new(plan.clone(), Cpu::new(), |_, _| {
-        let p = flat.next().expect("one array per parameter").clone();
-        let n = p.len();
-        Ok((Cow::Owned(p), n))
-    })
-    .unwrap()
-}
-
-fn loss(net: &Net<Cpu<'static, f64>>, x: &[f64], r: &[f64]) -> f64 {
-    let mut st = net.state().unwrap();
-    net.forward(&mut st, &[x]).unwrap();
-    dot(st.value(net.plan.last_output()), r)
-}
-
 fn check_case(case: &Case, seed: u64) {
     let label = format!("{} case `{}`", case.family, case.layers.split_whitespace().collect::<Vec<_>>().join(" "));
-    check_net(&label, &case.prototxt(), seed, false);
+    check_one(&label, &case.prototxt(), seed, false);
 }
 
-/// The f64 check of one net: the data gradient at every entry (or at a sample, with
-/// `sample_input`) and a sample of every weight gradient.
-fn check_net(label: &str, prototxt: &str, seed: u64, sample_input: bool) {
+/// The f64 check of one net (`dgnam::gradcheck::numeric::check_net`, as `dgnam gradcheck`
+/// runs it on each layer): the data gradient at every entry (or at a sample, with
+/// `sample_input`) and a sample of every weight gradient, at batch 2.
+fn check_one(label: &str, prototxt: &str, seed: u64, sample_input: bool) {
     let def = parse_netdef(prototxt).unwrap_or_else(|e| panic!("{label}: {e:#}"));
-    let base = Net::random(&def, 2, seed, Cpu::<f64>::new()).unwrap();
-    let plan = base.plan.clone();
-    let params: Params = (0..plan.nodes.len()).map(|i| base.node_params(i).iter().map(|p| p.to_vec()).collect()).collect();
-    let net = net_with(&plan, &params);
+    let mut net = Net::random(&def, 2, seed, Cpu::<f64>::new()).unwrap();
     let mut rng = Rng::new(seed + 1);
-    let input = plan.inputs[0];
-    let x: Vec<f64> = rng.uniform_vec(plan.blobs[input].len(), -1.0, 1.0);
-    let out = plan.last_output();
-    let r: Vec<f64> = rng.uniform_vec(plan.blobs[out].len(), -1.0, 1.0);
-    let mut st = net.state().unwrap();
-    net.forward(&mut st, &[&x]).unwrap();
-    net.backward(&mut st, &[(out, &r)], true).unwrap();
-    let what = |part: &str| format!("{label}: {part}");
-    let dx = st.grad(input).expect("the output depends on the input");
-    if sample_input {
-        check_entries(&what("data gradient"), &x, dx, sample(x.len(), &mut rng), |xp| loss(&net, xp, &r));
-    } else {
-        check(&what("data gradient"), &x, dx, |xp| loss(&net, xp, &r));
-    }
-    for (i, node) in plan.nodes.iter().enumerate() {
-        for (j, spec) in node.params.iter().enumerate() {
-            // Caffe's BatchNorm scale factor (blob 2) is a constant, not a learned weight.
-            if node.type_name == "BatchNorm" && j == 2 {
-                continue;
+    let inputs: Vec<Vec<f64>> = net.plan.inputs.iter().map(|&i| rng.uniform_vec(net.plan.blobs[i].len(), -1.0, 1.0)).collect();
+    let out = net.plan.last_output();
+    let seeds = [(out, rng.uniform_vec(net.plan.blobs[out].len(), -1.0, 1.0))];
+    let data_samples = if sample_input { MAX_ENTRIES } else { usize::MAX };
+    let fd = Fd { eps: EPS, tolerance: TOLERANCE, data_samples, param_samples: MAX_ENTRIES };
+    let checks = check_net(&mut net, &inputs, &seeds, &fd, &mut rng).unwrap_or_else(|e| panic!("{label}: {e:#}"));
+    assert!(checks.iter().any(|c| c.part == Part::Input(0)), "{label}: the data gradient was not checked");
+    for c in &checks {
+        let what = match &c.part {
+            Part::Input(k) => format!("data gradient of input {k}"),
+            Part::Param { node, index } => {
+                format!("layer '{}' weight gradient {index} ({} values)", net.plan.nodes[*node].layer, c.shape.iter().product::<usize>())
             }
-            let analytic = &st.param_grads[i][j];
-            let n = spec.len();
-            let entries = sample(n, &mut rng);
-            check_entries(
-                &what(&format!("layer '{}' weight gradient {j} ({n} values)", spec.layer)),
-                &params[i][j],
-                analytic,
-                entries,
-                |wp| {
-                    let mut p = params.clone();
-                    p[i][j] = wp.to_vec();
-                    loss(&net_with(&plan, &p), &x, &r)
-                },
+        };
+        if let Some(w) = c.outcome.worst.filter(|_| !c.outcome.passes(TOLERANCE)) {
+            panic!(
+                "{label}: {what}: gradient mismatch at index {}: finite difference {} vs analytic {} (rel err {:e})",
+                w.index, w.numeric, w.analytic, w.rel_err
             );
         }
+        assert!(c.nonzero, "{label}: {what}: gradient is all zero, the check is vacuous");
+        assert!(c.outcome.checked > c.outcome.kinks, "{label}: {what}: most coordinates sit at kinks ({c:?})");
     }
 }
 
@@ -111,7 +68,7 @@ fn every_caffe_fixture_geometry_passes_the_f64_gradient_check() {
     let all = cases::fixtures();
     assert!(all.len() >= 8, "the fixture tables shrank to {}", all.len());
     for (k, f) in all.iter().enumerate() {
-        check_net(&format!("{} fixture {}", f.family, f.name), &fixture_prototxt(f), 300 + k as u64, true);
+        check_one(&format!("{} fixture {}", f.family, f.name), &fixture_prototxt(f), 300 + k as u64, true);
     }
 }
 

@@ -60,6 +60,11 @@ first=$(echo $failed | awk '{print $1}')
 if [ -n "$first" ] && command -v compute-sanitizer >/dev/null; then
   step "sanitizer $first" 120 compute-sanitizer --print-limit 20 $B/test-cuda --ignored --exact "$first" --test-threads=1
 fi
+# `dgnam gradcheck --device cuda`: every layer of CaffeNet and the fc6 generator (random
+# weights, real shapes) forward and backward on the GPU against the CPU, at SPEC 6's bound.
+for n in caffenet generator-fc6; do
+  step "gradcheck $n" 120 $B/dgnam gradcheck --net weights/$n.prototxt --device cuda --json "$OUT/gradcheck-$n.json" || failed="$failed gradcheck-$n"
+done
 step bench-step-f32 90 $B/dgnam bench --device cuda --batch 1,8,32,64,128 --json "$OUT/bench-step-f32.json"
 step bench-step-tf32 90 $B/dgnam bench --device cuda --precision tf32 --batch 8,32,64,128 --json "$OUT/bench-step-tf32.json"
 # All 1000 classes at the paper's 200 iterations, images and montage written, in f32.

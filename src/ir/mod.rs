@@ -70,6 +70,25 @@ pub enum Op {
 }
 
 impl Op {
+    /// The variant's name, as messages and the test hook of `ops::backward` spell it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Conv { .. } => "Conv",
+            Op::Deconv { .. } => "Deconv",
+            Op::InnerProduct { .. } => "InnerProduct",
+            Op::Relu { .. } => "Relu",
+            Op::Copy => "Copy",
+            Op::MaxPool(_) => "MaxPool",
+            Op::AvePool(_) => "AvePool",
+            Op::Lrn { .. } => "Lrn",
+            Op::Softmax { .. } => "Softmax",
+            Op::Concat { .. } => "Concat",
+            Op::Eltwise { .. } => "Eltwise",
+            Op::BatchNorm { .. } => "BatchNorm",
+            Op::Scale { .. } => "Scale",
+        }
+    }
+
     /// 2 x multiply-adds of the forward pass for the matrix products; `None` for the rest
     /// (they are counted by the elements they write).
     pub fn matmul_flops(&self) -> Option<u64> {

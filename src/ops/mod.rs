@@ -187,6 +187,33 @@ pub fn backward<B: Kernels>(
     dx: &mut [B::Buf],
     dparams: Option<&mut [B::Buf]>,
 ) -> Result<()> {
+    backward_once(dev, op, p, x, y, dy, aux, dx, dparams)?;
+    if !dx.is_empty() && wrong_backward_for_tests(op) {
+        backward_once(dev, op, p, x, y, dy, aux, dx, None)?;
+    }
+    Ok(())
+}
+
+/// TEST ONLY: `DGNAM_TEST_WRONG_BACKWARD=<Op::name>` (e.g. `Lrn`) makes that op's data
+/// gradient come out twice over, a deliberately wrong gradient that `dgnam gradcheck` must
+/// catch (tests/gradcheck.rs). Read once per process; checked once per node, never per element.
+fn wrong_backward_for_tests(op: &Op) -> bool {
+    static WRONG: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    WRONG.get_or_init(|| std::env::var("DGNAM_TEST_WRONG_BACKWARD").ok()).as_deref() == Some(op.name())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn backward_once<B: Kernels>(
+    dev: &B,
+    op: &Op,
+    p: &[B::Param],
+    x: &[&B::Buf],
+    y: &B::Buf,
+    dy: &B::Buf,
+    aux: &Aux<B>,
+    dx: &mut [B::Buf],
+    dparams: Option<&mut [B::Buf]>,
+) -> Result<()> {
     let data = !dx.is_empty();
     match op {
         Op::Conv { geom, bias } => {
