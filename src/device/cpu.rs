@@ -50,7 +50,8 @@ pub fn host_description() -> String {
         .ok()
         .and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|m| m.trim().to_string()))
         .unwrap_or_else(|| std::env::consts::ARCH.to_string());
-    format!("{model}, {} threads, {} loops", rayon::current_num_threads(), super::simd::level().name())
+    let gemm = if cfg!(feature = "avx512") { "" } else { ", GEMM built without AVX-512" };
+    format!("{model}, {} threads, {} loops{gemm}", rayon::current_num_threads(), super::simd::level().name())
 }
 
 impl<'w, T: Real> FromMapped<'w> for Cpu<'w, T> {
