@@ -8,7 +8,7 @@
 # Needs a release build (cargo build --release) and python3 with torch. BIN=path picks
 # another dgnam binary. ISA=avx2 caps both sides at AVX2 on an AVX-512 machine: dgnam's loops
 # (DGNAM_CPU=v3; build BIN with --no-default-features so its GEMM has no AVX-512 kernels
-# either) and PyTorch's (ATEN_CPU_CAPABILITY=avx2, ONEDNN_MAX_CPU_ISA=AVX2).
+# either) and PyTorch's (ATEN_CPU_CAPABILITY=avx2, ONEDNN_MAX_CPU_ISA=AVX2, MKL_ENABLE_INSTRUCTIONS=AVX2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 batches=${1:-1,8}
@@ -18,7 +18,7 @@ threads=${THREADS:-$(nproc)}
 bin=${BIN:-target/release/dgnam}
 case "${ISA:-native}" in
   native) ;;
-  avx2) export DGNAM_CPU=v3 ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 ;;
+  avx2) export DGNAM_CPU=v3 ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 ;;
   *) echo "compare_cpu.sh: ISA is native or avx2, not '$ISA'" >&2; exit 1 ;;
 esac
 [ -x "$bin" ] || { echo "compare_cpu.sh: build first: cargo build --release" >&2; exit 1; }

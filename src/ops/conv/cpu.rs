@@ -69,7 +69,9 @@ crate::multiversion! {
 fn im2col<T: Real>(g: &ConvGeom, x: &[T], rows: std::ops::Range<usize>, col: &mut [T]) {
     let (ow_n, plane, sh, sw, ph) = (g.out_w, g.in_plane(), g.stride[0], g.stride[1], g.pad[0]);
     let width = rows.len() * ow_n;
-    for_each_col_row(g, |row, c, (h_lo, h_hi), (w_lo, w_hi), kh_off, iw0| {
+    // inline(always): a closure the compiler keeps apart is built without the caller's
+    // vector instructions (it ran as baseline x86-64 code).
+    for_each_col_row(g, #[inline(always)] |row, c, (h_lo, h_hi), (w_lo, w_hi), kh_off, iw0| {
         let (lo, hi) = (h_lo.clamp(rows.start, rows.end), h_hi.clamp(rows.start, rows.end));
         let dst_row = &mut col[row * width..(row + 1) * width];
         let src_plane = &x[c * plane..(c + 1) * plane];
@@ -101,7 +103,9 @@ crate::multiversion! {
 fn col2im_add<T: Real>(g: &ConvGeom, col: &[T], rows: std::ops::Range<usize>, x: &mut [T]) {
     let (ow_n, plane, sh, sw, ph) = (g.out_w, g.in_plane(), g.stride[0], g.stride[1], g.pad[0]);
     let width = rows.len() * ow_n;
-    for_each_col_row(g, |row, c, (h_lo, h_hi), (w_lo, w_hi), kh_off, iw0| {
+    // inline(always): a closure the compiler keeps apart is built without the caller's
+    // vector instructions (it ran as baseline x86-64 code).
+    for_each_col_row(g, #[inline(always)] |row, c, (h_lo, h_hi), (w_lo, w_hi), kh_off, iw0| {
         let (lo, hi) = (h_lo.clamp(rows.start, rows.end), h_hi.clamp(rows.start, rows.end));
         let src_row = &col[row * width..(row + 1) * width];
         let dst_plane = &mut x[c * plane..(c + 1) * plane];
