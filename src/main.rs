@@ -102,7 +102,8 @@ enum Command {
     /// Benchmarks: every kernel in each direction (default), or with --net, --generator or
     /// --batch the DGN-AM step (docs/benchmarks.md).
     Bench(BenchArgs),
-    /// Compiles every CUDA kernel source with NVRTC and reports each (needs NVRTC, not a GPU).
+    /// Compiles every CUDA kernel with NVRTC and reports each function's registers, spills, shared
+    /// memory and CTAs per SM (needs NVRTC, not a GPU).
     Kernels {
         /// Target architecture, e.g. sm_90 (default: the GPU's, else sm_90).
         #[arg(long)]
