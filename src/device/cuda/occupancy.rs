@@ -107,24 +107,20 @@ pub fn ctas_per_sm(l: &SmLimits, k: &CtaNeeds) -> (u32, Limit) {
     let by_threads = if k.threads == 0 || k.threads > MAX_THREADS_PER_CTA { 0 } else { l.threads / WARP / warps };
     // cudaOccMaxBlocksPerSMRegsLimit: whole warps' registers in each sub-partition; a CTA must
     // also fit the per-CTA limit with its warps rounded up to the sub-partitions.
-    let warp_regs = (k.registers_per_thread * WARP).next_multiple_of(REGISTER_UNIT);
+    let warp_regs = k.registers_per_thread.saturating_mul(WARP).next_multiple_of(REGISTER_UNIT);
     let by_registers = if warp_regs == 0 {
         u32::MAX
-    } else if k.registers_per_thread > MAX_REGISTERS_PER_THREAD || warp_regs * warps.next_multiple_of(SUB_PARTITIONS) > REGISTERS {
+    } else if k.registers_per_thread > MAX_REGISTERS_PER_THREAD
+        || warp_regs.saturating_mul(warps.next_multiple_of(SUB_PARTITIONS)) > REGISTERS
+    {
         0
     } else {
         (REGISTERS / SUB_PARTITIONS / warp_regs) * SUB_PARTITIONS / warps.max(1)
     };
     // cudaOccMaxBlocksPerSMSmemLimit: the reservation counts against every CTA.
-    let cta_smem = (k.smem + l.reserved_smem).next_multiple_of(l.smem_unit);
-    let by_smem = if k.smem > SMEM_PER_CTA {
-        0
-    } else if cta_smem == 0 {
-        u32::MAX
-    } else {
-        l.smem / cta_smem
-    };
-    let by_barriers = if k.barriers == 0 { u32::MAX } else { l.ctas * l.barriers_per_cta / k.barriers };
+    let cta_smem = k.smem.saturating_add(l.reserved_smem).next_multiple_of(l.smem_unit);
+    let by_smem = if k.smem > SMEM_PER_CTA { 0 } else { l.smem.checked_div(cta_smem).unwrap_or(u32::MAX) };
+    let by_barriers = (l.ctas * l.barriers_per_cta).checked_div(k.barriers).unwrap_or(u32::MAX);
     [
         (by_threads, Limit::Threads),
         (l.ctas, Limit::Ctas),
