@@ -11,12 +11,10 @@ pub const SOURCE: KernelSource = KernelSource {
     name: "gemm.cu",
     text: include_str!("../../../kernels/gemm.cu"),
     launches: &[
-        // Each thread holds an 8 x 8 block of C (64 accumulators, two 8-wide operand rows and the
-        // next tiles' prefetch): the design trades occupancy for FMAs per shared load.
-        Launch::new("sgemm", SGEMM_THREADS, Design::Full)
-            .below_full(6, "an 8 x 8 register block per thread: 163-168 registers, 12 warps per SM"),
-        Launch::new("sgemm_tf32", TC_THREADS, Design::Full)
-            .below_full(6, "a 32 x 32 warp tile of mma accumulators: 76-77 registers, 24 warps per SM"),
+        // Each sgemm thread holds an 8 x 8 block of C (64 accumulators, 16 operands and the next
+        // tiles' prefetch): the design trades occupancy for FMAs per shared load.
+        Launch::new("sgemm", SGEMM_THREADS, Design::Ctas(6, "an 8 x 8 register block per thread: 163-168 registers, 12 warps per SM")),
+        Launch::new("sgemm_tf32", TC_THREADS, Design::Ctas(6, "a 32 x 32 warp tile of mma accumulators: 76-77 registers, 24 warps per SM")),
         grid_stride("splitk_reduce"),
     ],
 };
