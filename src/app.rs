@@ -1,7 +1,7 @@
 //! What the command-line tools do, as library calls: the binaries only parse flags.
 
 use crate::caffe::NetDef;
-use crate::device::cuda::{compile, Precision};
+use crate::device::cuda::{compile, resources, Precision};
 use crate::device::{Cpu, Cuda};
 use crate::gradcheck::{self, GradcheckOptions};
 use crate::graph::{unit_offset, BlobId, CpuNet, Net, Plan, UnitRef};
@@ -54,7 +54,8 @@ fn pick_device(d: Device, precision: Precision) -> Result<(Device, String)> {
 }
 
 /// `dgnam kernels`: compiles every kernel source with NVRTC for `arch`, else the GPU's
-/// architecture, else sm_90; one line per source.
+/// architecture, else sm_90; one line per kernel function with its registers, spills, shared
+/// memory and CTAs per SM (`resources::report`).
 pub fn kernels(arch: Option<&str>) -> Result<String> {
     let (arch, note) = match arch {
         Some(a) => (a.to_string(), String::new()),
@@ -63,7 +64,7 @@ pub fn kernels(arch: Option<&str>) -> Result<String> {
             _ => ("sm_90".to_string(), "no GPU: compiling for sm_90 (choose with --arch)\n".to_string()),
         },
     };
-    Ok(format!("{note}{}", compile::check_all(&arch, &kernel_sources())?))
+    Ok(format!("{note}{}", resources::report(&arch, &kernel_sources())?))
 }
 
 /// `dgnam info`: layers, output shapes and parameter counts (batch as declared).

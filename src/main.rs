@@ -111,7 +111,8 @@ enum Command {
     /// whole net at 1e-5, the GPU at |gpu - cpu| <= 1e-4 max|cpu| + 1e-5. Exit status 0 only
     /// when every check passes.
     Gradcheck(GradcheckOptions),
-    /// Compiles every CUDA kernel source with NVRTC and reports each (needs NVRTC, not a GPU).
+    /// Compiles every CUDA kernel with NVRTC and reports each function's registers, spills,
+    /// shared memory and CTAs per SM (needs NVRTC, not a GPU).
     Kernels {
         /// Target architecture, e.g. sm_90 (default: the GPU's, else sm_90).
         #[arg(long)]

@@ -105,7 +105,7 @@ fn every_kernel_compiles_for_sm80_and_sm90() {
     for arch in ["sm_80", "sm_90"] {
         let report = compile::check_all(arch, &dgnam::app::kernel_sources()).unwrap_or_else(|e| panic!("{e:#}"));
         eprintln!("{report}");
-        for compile::KernelSource { name, text: source } in dgnam::app::kernel_sources() {
+        for compile::KernelSource { name, text: source, .. } in dgnam::app::kernel_sources() {
             let ptx = compile::compile(name, source, &compile::options(arch).unwrap()).unwrap();
             let entries = compile::entry_points(&ptx);
             assert!(!entries.is_empty(), "{name} defines no kernel");
@@ -127,7 +127,7 @@ fn the_ptx_cache_serves_the_second_compilation() {
     require_nvrtc();
     let dir = common::scratch("ptx-cache");
     std::env::set_var("DGNAM_CACHE_DIR", &dir);
-    let compile::KernelSource { name, text: source } = dgnam::app::kernel_sources()[0];
+    let compile::KernelSource { name, text: source, .. } = dgnam::app::kernel_sources()[0];
     let first = compile::compile_cached(name, source, "sm_90").unwrap();
     let files: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
     assert_eq!(files.len(), 1, "one PTX file per source and architecture");

@@ -4,14 +4,18 @@
 //! side.
 
 use crate::device::cuda::compile::KernelSource;
-use crate::device::cuda::{blocks_of, driver_err, grid_for, launch, Cuda};
+use crate::device::cuda::{block_per_item, blocks_of, driver_err, grid_for, grid_stride, launch, Cuda};
 use crate::device::Cpu;
 use crate::ops::Kernels;
 use crate::real::Real;
 use anyhow::{bail, Result};
 use cudarc::driver::CudaSlice;
 
-pub const SOURCE: KernelSource = KernelSource { name: "dgn.cu", text: include_str!("../../kernels/dgn.cu") };
+pub const SOURCE: KernelSource = KernelSource {
+    name: "dgn.cu",
+    text: include_str!("../../kernels/dgn.cu"),
+    launches: &[grid_stride("crop"), block_per_item("mean_abs_rows"), grid_stride("dgn_update")],
+};
 
 pub trait DgnKernels: Kernels {
     /// Copies the `dst_hw` window at `offset` (y, x) out of every channel of `src`, an

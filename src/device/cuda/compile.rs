@@ -8,11 +8,46 @@ use cudarc::nvrtc::{self, CompileError, CompileOptions};
 use std::path::PathBuf;
 
 /// One kernel source, embedded in the binary by the op that owns it: its file name under
-/// `kernels/` and its text.
+/// `kernels/`, its text, and how its launcher runs each of its kernel functions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KernelSource {
     pub name: &'static str,
     pub text: &'static str,
+    /// One entry per `__global__` function of `text` (`dgnam kernels` checks that they match).
+    pub launches: &'static [Launch],
+}
+
+/// How the launcher runs one kernel function, and the occupancy the kernel is designed for:
+/// `dgnam kernels` (`resources`) compares the compiled kernel's CTAs per SM with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Launch {
+    pub function: &'static str,
+    /// Threads per block (every launch is one-dimensional).
+    pub threads: u32,
+    /// Dynamic shared memory per block, bytes (every launch passes 0 today).
+    pub dynamic_smem: u32,
+    pub design: Design,
+}
+
+/// The CTAs per SM a kernel is designed to keep resident.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Design {
+    /// Every thread slot of the SM (8 CTAs of 256 threads on sm_80 and sm_90).
+    Full,
+    /// This many CTAs per SM on sm_80 and sm_90 (the lower of the two), with why it is less
+    /// than full. tests/kernel_resources.rs keeps the number exact.
+    Ctas(u32, &'static str),
+}
+
+impl Launch {
+    pub const fn new(function: &'static str, threads: u32, design: Design) -> Launch {
+        Launch { function, threads, dynamic_smem: 0, design }
+    }
+
+    /// The same launch where the kernel reaches only `ctas` per SM, because of `why`.
+    pub const fn below_full(self, ctas: u32, why: &'static str) -> Launch {
+        Launch { design: Design::Ctas(ctas, why), ..self }
+    }
 }
 
 /// `kernels/common.cuh`: compiled in front of every source.
@@ -25,7 +60,7 @@ pub fn nvrtc_present() -> bool {
     unsafe { nvrtc::sys::is_culib_present() }
 }
 
-fn require_nvrtc() -> Result<()> {
+pub(crate) fn require_nvrtc() -> Result<()> {
     if !nvrtc_present() {
         bail!("NVRTC (libnvrtc.so.13) was not found: install the CUDA 13 toolkit or `pip install nvidia-cuda-nvrtc`, and put its lib directory on LD_LIBRARY_PATH");
     }
@@ -147,14 +182,15 @@ pub fn entry_points(ptx: &str) -> Vec<(String, Vec<ParamKind>)> {
     out
 }
 
-/// `dgnam kernels`: compiles every source for `arch` (no cache), one line each, `ok` or the
-/// compiler's log. Errors after printing when any source fails.
+/// Compiles every source to PTX for `arch` as the runtime does (no cache), one line each, `ok`
+/// or the compiler's log; errors after the report when any source fails. (`dgnam kernels`
+/// compiles cubins instead and reports each function's resources: `resources::report`.)
 pub fn check_all(arch: &str, sources: &[KernelSource]) -> Result<String> {
     let options = options(arch)?;
     let (major, minor) = nvrtc_version().context("dgnam kernels needs NVRTC")?;
     let mut report = format!("NVRTC {major}.{minor}, {arch}, options: {}\n", options.join(" "));
     let mut failed = 0;
-    for KernelSource { name, text } in sources {
+    for KernelSource { name, text, .. } in sources {
         match compile(name, text, &options) {
             Ok(_) => report.push_str(&format!("{name:<16} ok\n")),
             Err(e) => {

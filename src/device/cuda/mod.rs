@@ -5,10 +5,13 @@
 //! CUDA call.
 
 pub mod compile;
+pub mod cubin;
+pub mod occupancy;
+pub mod resources;
 
 use super::{Backend, FromMapped};
 use anyhow::{anyhow, bail, Context, Result};
-use compile::{KernelSource, ParamKind};
+use compile::{Design, KernelSource, Launch, ParamKind};
 use cudarc::driver::{result as drv, sys, CudaContext, CudaFunction, CudaSlice, CudaStream, CudaView, CudaViewMut, LaunchConfig};
 use cudarc::nvrtc::Ptx;
 use std::cell::{RefCell, RefMut};
@@ -275,15 +278,33 @@ fn probe_driver() -> Result<Option<DeviceInfo>> {
     Ok(Some(DeviceInfo { name, capability: (major, minor), memory_bytes, sms: sms.max(1) as usize }))
 }
 
+/// Threads per block of the grid-stride kernels (`grid_for`).
+pub const GRID_THREADS: u32 = 256;
+
+/// Threads per block of the one-block-per-item reductions (`blocks_of`); the kernels'
+/// `REDUCE_THREADS` (kernels/common.cuh) and softmax's `THREADS`.
+pub const REDUCE_THREADS: u32 = 256;
+
 /// A launch over `n` elements for the grid-stride kernels.
 pub(crate) fn grid_for(n: usize) -> LaunchConfig {
-    let blocks = n.div_ceil(256).clamp(1, 1 << 16) as u32;
-    LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 }
+    let blocks = n.div_ceil(GRID_THREADS as usize).clamp(1, 1 << 16) as u32;
+    LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (GRID_THREADS, 1, 1), shared_mem_bytes: 0 }
 }
 
-/// One block of 256 threads per item (reductions).
+/// One block of REDUCE_THREADS per item (reductions).
 pub(crate) fn blocks_of(items: usize) -> LaunchConfig {
-    LaunchConfig { grid_dim: (items as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 }
+    LaunchConfig { grid_dim: (items as u32, 1, 1), block_dim: (REDUCE_THREADS, 1, 1), shared_mem_bytes: 0 }
+}
+
+/// The declaration of a kernel launched by `grid_for`. Grid-stride kernels are memory-bound and
+/// hide latency with resident warps: they are designed for full occupancy.
+pub(crate) const fn grid_stride(function: &'static str) -> Launch {
+    Launch::new(function, GRID_THREADS, Design::Full)
+}
+
+/// The declaration of a kernel launched by `blocks_of`, designed for full occupancy too.
+pub(crate) const fn block_per_item(function: &'static str) -> Launch {
+    Launch::new(function, REDUCE_THREADS, Design::Full)
 }
 
 /// What a launch argument is to PTX.

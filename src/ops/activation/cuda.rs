@@ -2,11 +2,15 @@
 
 use super::ActivationKernels;
 use crate::device::cuda::compile::KernelSource;
-use crate::device::cuda::{ensure_len, grid_for, launch, Cuda};
+use crate::device::cuda::{ensure_len, grid_for, grid_stride, launch, Cuda};
 use anyhow::Result;
 use cudarc::driver::CudaSlice;
 
-pub const SOURCE: KernelSource = KernelSource { name: "activation.cu", text: include_str!("../../../kernels/activation.cu") };
+pub const SOURCE: KernelSource = KernelSource {
+    name: "activation.cu",
+    text: include_str!("../../../kernels/activation.cu"),
+    launches: &[grid_stride("relu_forward"), grid_stride("relu_backward")],
+};
 
 type Buf = CudaSlice<f32>;
 

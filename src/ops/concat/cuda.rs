@@ -2,11 +2,12 @@
 
 use super::ConcatKernels;
 use crate::device::cuda::compile::KernelSource;
-use crate::device::cuda::{ensure_len, grid_for, launch, Cuda};
+use crate::device::cuda::{ensure_len, grid_for, grid_stride, launch, Cuda};
 use anyhow::Result;
 use cudarc::driver::CudaSlice;
 
-pub const SOURCE: KernelSource = KernelSource { name: "concat.cu", text: include_str!("../../../kernels/concat.cu") };
+pub const SOURCE: KernelSource =
+    KernelSource { name: "concat.cu", text: include_str!("../../../kernels/concat.cu"), launches: &[grid_stride("concat_copy")] };
 
 type Buf = CudaSlice<f32>;
 

@@ -4,13 +4,21 @@
 
 use super::ConvKernels;
 use crate::device::cuda::compile::KernelSource;
-use crate::device::cuda::{grid_for, launch, Cuda, COL_BUDGET};
+use crate::device::cuda::{grid_for, grid_stride, launch, Cuda, COL_BUDGET};
 use crate::ir::ConvGeom;
 use crate::ops::gemm::cuda::{Gemm, Operand};
 use anyhow::{bail, Result};
 use cudarc::driver::{CudaSlice, CudaView, CudaViewMut};
 
-pub const SOURCE: KernelSource = KernelSource { name: "conv.cu", text: include_str!("../../../kernels/conv.cu") };
+pub const SOURCE: KernelSource = KernelSource {
+    name: "conv.cu",
+    text: include_str!("../../../kernels/conv.cu"),
+    launches: &[
+        // Known shortfalls (dgnam kernels): full occupancy at 256 threads allows 32 registers.
+        grid_stride("im2col").below_full(6, "36 registers on sm_90, 32 on sm_80"),
+        grid_stride("col2im"),
+    ],
+};
 
 type Buf = CudaSlice<f32>;
 

@@ -2,11 +2,15 @@
 
 use super::ElementwiseKernels;
 use crate::device::cuda::compile::KernelSource;
-use crate::device::cuda::{blocks_of, ensure_len, grid_for, launch, Cuda};
+use crate::device::cuda::{block_per_item, blocks_of, ensure_len, grid_for, grid_stride, launch, Cuda};
 use anyhow::{bail, Result};
 use cudarc::driver::CudaSlice;
 
-pub const SOURCE: KernelSource = KernelSource { name: "elementwise.cu", text: include_str!("../../../kernels/elementwise.cu") };
+pub const SOURCE: KernelSource = KernelSource {
+    name: "elementwise.cu",
+    text: include_str!("../../../kernels/elementwise.cu"),
+    launches: &[grid_stride("axpby"), grid_stride("mul_assign"), grid_stride("bias_add"), block_per_item("channel_sums")],
+};
 
 type Buf = CudaSlice<f32>;
 

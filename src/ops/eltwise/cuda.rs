@@ -3,13 +3,17 @@
 
 use super::EltwiseKernels;
 use crate::device::cuda::compile::KernelSource;
-use crate::device::cuda::{ensure_len, grid_for, launch, Cuda};
+use crate::device::cuda::{ensure_len, grid_for, grid_stride, launch, Cuda};
 use crate::ir::EltwiseOp;
 use crate::ops::Aux;
 use anyhow::{bail, Result};
 use cudarc::driver::CudaSlice;
 
-pub const SOURCE: KernelSource = KernelSource { name: "eltwise.cu", text: include_str!("../../../kernels/eltwise.cu") };
+pub const SOURCE: KernelSource = KernelSource {
+    name: "eltwise.cu",
+    text: include_str!("../../../kernels/eltwise.cu"),
+    launches: &[grid_stride("eltwise_max_first"), grid_stride("eltwise_max_next"), grid_stride("eltwise_max_backward")],
+};
 
 type Buf = CudaSlice<f32>;
 

@@ -2,12 +2,27 @@
 //! `kernels/gemm.cu` (`sgemm` in f32, `sgemm_tf32` on tensor cores), batched with two-level
 //! strides, and split-K for products with too few output tiles to fill the GPU.
 
-use crate::device::cuda::compile::KernelSource;
-use crate::device::cuda::{grid_for, launch, Cuda, Precision};
+use crate::device::cuda::compile::{Design, KernelSource, Launch};
+use crate::device::cuda::{grid_for, grid_stride, launch, Cuda, Precision};
 use anyhow::{bail, Result};
 use cudarc::driver::{CudaView, CudaViewMut, LaunchConfig};
 
-pub const SOURCE: KernelSource = KernelSource { name: "gemm.cu", text: include_str!("../../../kernels/gemm.cu") };
+pub const SOURCE: KernelSource = KernelSource {
+    name: "gemm.cu",
+    text: include_str!("../../../kernels/gemm.cu"),
+    launches: &[
+        // Each sgemm thread holds an 8 x 8 block of C (64 accumulators, 16 operands and the next
+        // tiles' prefetch): the design trades occupancy for FMAs per shared load.
+        Launch::new("sgemm", SGEMM_THREADS, Design::Ctas(6, "an 8 x 8 register block per thread: 163-168 registers, 12 warps per SM")),
+        Launch::new("sgemm_tf32", TC_THREADS, Design::Ctas(6, "a 32 x 32 warp tile of mma accumulators: 76-77 registers, 24 warps per SM")),
+        grid_stride("splitk_reduce"),
+    ],
+};
+
+/// Threads per block of `sgemm` (kernels/gemm.cu: SGEMM_THREADS, its `__launch_bounds__`).
+pub const SGEMM_THREADS: u32 = 64;
+/// Threads per block of `sgemm_tf32` (kernels/gemm.cu: TC_THREADS, 4 warps).
+pub const TC_THREADS: u32 = 128;
 
 /// One stored matrix operand: leading dimension, whether it is stored transposed, and the
 /// offsets of batch entry z: (z / zdiv) * strides[0] + (z % zdiv) * strides[1].
@@ -146,8 +161,7 @@ impl Cuda {
     ) -> Result<()> {
         let cfg = LaunchConfig {
             grid_dim: (g.n.div_ceil(64) as u32, g.m.div_ceil(64) as u32, g.batch as u32),
-            // kernels/gemm.cu: SGEMM_THREADS and TC_THREADS.
-            block_dim: (if kernel == "sgemm_tf32" { 128 } else { 64 }, 1, 1),
+            block_dim: (if kernel == "sgemm_tf32" { TC_THREADS } else { SGEMM_THREADS }, 1, 1),
             shared_mem_bytes: 0,
         };
         let (m, n, k) = (i32_of(g.m, "M")?, i32_of(g.n, "N")?, i32_of(g.k, "K")?);

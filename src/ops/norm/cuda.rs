@@ -3,11 +3,22 @@
 
 use super::NormKernels;
 use crate::device::cuda::compile::KernelSource;
-use crate::device::cuda::{blocks_of, ensure_len, grid_for, launch, Cuda};
+use crate::device::cuda::{block_per_item, blocks_of, ensure_len, grid_for, grid_stride, launch, Cuda};
 use anyhow::Result;
 use cudarc::driver::CudaSlice;
 
-pub const SOURCE: KernelSource = KernelSource { name: "norm.cu", text: include_str!("../../../kernels/norm.cu") };
+pub const SOURCE: KernelSource = KernelSource {
+    name: "norm.cu",
+    text: include_str!("../../../kernels/norm.cu"),
+    launches: &[
+        // Known shortfalls (dgnam kernels): full occupancy at 256 threads allows 32 registers.
+        grid_stride("scale_forward").below_full(6, "34 registers"),
+        grid_stride("scale_backward_data").below_full(6, "34 registers"),
+        grid_stride("batch_norm_forward").below_full(6, "34 registers"),
+        grid_stride("batch_norm_backward_data").below_full(6, "34 registers"),
+        block_per_item("batch_norm_backward_weights").below_full(6, "38 registers"),
+    ],
+};
 
 type Buf = CudaSlice<f32>;
 

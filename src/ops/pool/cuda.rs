@@ -2,13 +2,23 @@
 
 use super::PoolKernels;
 use crate::device::cuda::compile::KernelSource;
-use crate::device::cuda::{ensure_len, grid_for, launch, Cuda};
+use crate::device::cuda::{ensure_len, grid_for, grid_stride, launch, Cuda};
 use crate::ir::PoolGeom;
 use crate::ops::Aux;
 use anyhow::Result;
 use cudarc::driver::CudaSlice;
 
-pub const SOURCE: KernelSource = KernelSource { name: "pool.cu", text: include_str!("../../../kernels/pool.cu") };
+pub const SOURCE: KernelSource = KernelSource {
+    name: "pool.cu",
+    text: include_str!("../../../kernels/pool.cu"),
+    launches: &[
+        // Known shortfalls (dgnam kernels): full occupancy at 256 threads allows 32 registers.
+        grid_stride("max_pool_forward").below_full(6, "40 registers on sm_90, 32 on sm_80"),
+        grid_stride("max_pool_backward"),
+        grid_stride("ave_pool_forward"),
+        grid_stride("ave_pool_backward").below_full(6, "36-37 registers"),
+    ],
+};
 
 type Buf = CudaSlice<f32>;
 

@@ -2,11 +2,15 @@
 
 use super::SoftmaxKernels;
 use crate::device::cuda::compile::KernelSource;
-use crate::device::cuda::{blocks_of, ensure_len, launch, Cuda};
+use crate::device::cuda::{block_per_item, blocks_of, ensure_len, launch, Cuda};
 use anyhow::Result;
 use cudarc::driver::CudaSlice;
 
-pub const SOURCE: KernelSource = KernelSource { name: "softmax.cu", text: include_str!("../../../kernels/softmax.cu") };
+pub const SOURCE: KernelSource = KernelSource {
+    name: "softmax.cu",
+    text: include_str!("../../../kernels/softmax.cu"),
+    launches: &[block_per_item("softmax_forward"), block_per_item("softmax_backward")],
+};
 
 type Buf = CudaSlice<f32>;
 
