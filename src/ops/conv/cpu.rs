@@ -63,38 +63,100 @@ fn for_each_col_row(g: &ConvGeom, mut row_fn: impl FnMut(usize, usize, (usize, u
     }
 }
 
+/// im2col for stride 2 across, dilation 1 and an even kernel width: the rows of taps kj and
+/// kj + 1 read neighbouring columns of x (2 ow + kj - pw and one more), so both are filled
+/// from one pass over interleaved pairs, which vectorizes, instead of two strided gathers.
+#[inline(always)]
+fn im2col_pairs<T: Real>(g: &ConvGeom, x: &[T], rows: std::ops::Range<usize>, col: &mut [T]) {
+    let (ow_n, plane, sh, ph, pw) = (g.out_w, g.in_plane(), g.stride[0], g.pad[0], g.pad[1]);
+    let ([kh, kw], dh) = (g.kernel, g.dilation[0]);
+    let width = rows.len() * ow_n;
+    for c in 0..g.in_channels {
+        let src_plane = &x[c * plane..(c + 1) * plane];
+        for ki in 0..kh {
+            let (h_lo, h_hi) = valid_range(g.out_h, g.in_h, (ki * dh) as isize - ph as isize, sh);
+            let (lo, hi) = (h_lo.clamp(rows.start, rows.end), h_hi.clamp(rows.start, rows.end));
+            for kj in (0..kw).step_by(2) {
+                let row = (c * kh + ki) * kw + kj;
+                let wa = valid_range(ow_n, g.in_w, kj as isize - pw as isize, 2);
+                let wb = valid_range(ow_n, g.in_w, (kj + 1) as isize - pw as isize, 2);
+                let both = (wa.0.max(wb.0), wa.1.min(wb.1).max(wa.0.max(wb.0)));
+                let (ra, rb) = col[row * width..(row + 2) * width].split_at_mut(width);
+                for (i, oh) in (rows.start..rows.end).enumerate() {
+                    let (a, b) = (&mut ra[i * ow_n..(i + 1) * ow_n], &mut rb[i * ow_n..(i + 1) * ow_n]);
+                    if oh < lo || oh >= hi {
+                        a.fill(T::ZERO);
+                        b.fill(T::ZERO);
+                        continue;
+                    }
+                    let ih = oh * sh + ki * dh - ph;
+                    let src = &src_plane[ih * g.in_w..(ih + 1) * g.in_w];
+                    for (taps, (w_lo, w_hi), k) in [(&mut *a, wa, kj), (&mut *b, wb, kj + 1)] {
+                        taps[..w_lo].fill(T::ZERO);
+                        taps[w_hi.max(w_lo)..].fill(T::ZERO);
+                        for ow in (w_lo..w_hi).filter(|&ow| ow < both.0 || ow >= both.1) {
+                            taps[ow] = src[2 * ow + k - pw];
+                        }
+                    }
+                    if both.0 < both.1 {
+                        let first = 2 * both.0 + kj - pw;
+                        let pairs = &src[first..first + 2 * (both.1 - both.0)];
+                        for ((p, q), s) in a[both.0..both.1].iter_mut().zip(&mut b[both.0..both.1]).zip(pairs.chunks_exact(2)) {
+                            *p = s[0];
+                            *q = s[1];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 crate::multiversion! {
 /// col[(c*kh + ki)*kw + kj][(oh - rows.start)*out_w + ow] = x[c][oh*sh - ph + ki*dh][ow*sw - pw + kj*dw]
 /// for the output rows oh in `rows`, 0 outside the image.
 fn im2col<T: Real>(g: &ConvGeom, x: &[T], rows: std::ops::Range<usize>, col: &mut [T]) {
+    if g.stride[1] == 2 && g.dilation[1] == 1 && g.kernel[1].is_multiple_of(2) {
+        im2col_pairs(g, x, rows, col)
+    } else {
+        im2col_rows(g, x, rows, col)
+    }
+}
+}
+
+/// im2col one column row at a time.
+#[inline(always)]
+fn im2col_rows<T: Real>(g: &ConvGeom, x: &[T], rows: std::ops::Range<usize>, col: &mut [T]) {
     let (ow_n, plane, sh, sw, ph) = (g.out_w, g.in_plane(), g.stride[0], g.stride[1], g.pad[0]);
     let width = rows.len() * ow_n;
     // inline(always): a closure the compiler keeps apart is built without the caller's
     // vector instructions (it ran as baseline x86-64 code).
-    for_each_col_row(g, #[inline(always)] |row, c, (h_lo, h_hi), (w_lo, w_hi), kh_off, iw0| {
-        let (lo, hi) = (h_lo.clamp(rows.start, rows.end), h_hi.clamp(rows.start, rows.end));
-        let dst_row = &mut col[row * width..(row + 1) * width];
-        let src_plane = &x[c * plane..(c + 1) * plane];
-        dst_row[..(lo - rows.start) * ow_n].fill(T::ZERO);
-        dst_row[(hi - rows.start) * ow_n..].fill(T::ZERO);
-        for (i, dst) in dst_row[(lo - rows.start) * ow_n..(hi - rows.start) * ow_n].chunks_exact_mut(ow_n).enumerate() {
-            let ih = (lo + i) * sh + kh_off - ph;
-            dst[..w_lo].fill(T::ZERO);
-            dst[w_hi..].fill(T::ZERO);
-            let dst = &mut dst[w_lo..w_hi];
-            let src = &src_plane[ih * g.in_w..(ih + 1) * g.in_w];
-            if sw == 1 {
-                dst.copy_from_slice(&src[iw0..iw0 + dst.len()]);
-            } else if !dst.is_empty() {
-                let src = &src[iw0..=iw0 + (dst.len() - 1) * sw];
-                for (q, d) in dst.iter_mut().enumerate() {
-                    *d = src[q * sw];
+    for_each_col_row(
+        g,
+        #[inline(always)]
+        |row, c, (h_lo, h_hi), (w_lo, w_hi), kh_off, iw0| {
+            let (lo, hi) = (h_lo.clamp(rows.start, rows.end), h_hi.clamp(rows.start, rows.end));
+            let dst_row = &mut col[row * width..(row + 1) * width];
+            let src_plane = &x[c * plane..(c + 1) * plane];
+            dst_row[..(lo - rows.start) * ow_n].fill(T::ZERO);
+            dst_row[(hi - rows.start) * ow_n..].fill(T::ZERO);
+            for (i, dst) in dst_row[(lo - rows.start) * ow_n..(hi - rows.start) * ow_n].chunks_exact_mut(ow_n).enumerate() {
+                let ih = (lo + i) * sh + kh_off - ph;
+                dst[..w_lo].fill(T::ZERO);
+                dst[w_hi..].fill(T::ZERO);
+                let dst = &mut dst[w_lo..w_hi];
+                let src = &src_plane[ih * g.in_w..(ih + 1) * g.in_w];
+                if sw == 1 {
+                    dst.copy_from_slice(&src[iw0..iw0 + dst.len()]);
+                } else if !dst.is_empty() {
+                    let src = &src[iw0..=iw0 + (dst.len() - 1) * sw];
+                    for (q, d) in dst.iter_mut().enumerate() {
+                        *d = src[q * sw];
+                    }
                 }
             }
-        }
-    });
-}
-
+        },
+    );
 }
 
 /// col2im_add for stride 2 across, dilation 1 and an even kernel width: the rows of taps kj
@@ -737,6 +799,24 @@ mod tests {
                 let (mut want, mut got) = (start.clone(), start);
                 col2im_add_rows(&g, &col, rows.clone(), &mut want);
                 col2im_add_pairs(&g, &col, rows.clone(), &mut got);
+                assert_eq!(got, want, "{g:?} rows {rows:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn paired_im2col_gives_the_general_loop_columns() {
+        let mut rng = Rng::new(29);
+        for (kernel, pad, [h, w], stride_h) in
+            [([4, 4], [1, 1], [9, 11], 2), ([3, 2], [0, 0], [7, 8], 1), ([2, 6], [1, 5], [6, 13], 2), ([5, 4], [2, 3], [10, 9], 3)]
+        {
+            let g = ConvGeom::new(1, 3, h, w, 2, kernel, [stride_h, 2], pad, [1, 1], 1).unwrap();
+            let x: Vec<f32> = rng.uniform_vec(g.input_len(), -1.0, 1.0).into_iter().map(|v| v as f32).collect();
+            for rows in [0..g.out_h, 1..g.out_h, 0..g.out_h / 2] {
+                let n = g.in_channels * kernel[0] * kernel[1] * rows.len() * g.out_w;
+                let (mut want, mut got) = (vec![f32::NAN; n], vec![f32::NAN; n]);
+                im2col_rows(&g, &x, rows.clone(), &mut want);
+                im2col_pairs(&g, &x, rows.clone(), &mut got);
                 assert_eq!(got, want, "{g:?} rows {rows:?}");
             }
         }
