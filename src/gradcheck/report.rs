@@ -78,7 +78,7 @@ fn verdict(pass: bool) -> &'static str {
 
 impl LayerResult {
     pub fn line(&self) -> String {
-        let mut s = format!(
+        let s = format!(
             "{:<28} {:<14} data {:>9}  weights {:>9}  {}",
             self.layer,
             self.type_name,
@@ -86,19 +86,25 @@ impl LayerResult {
             opt_err(self.weight_rel_err),
             verdict(self.pass)
         );
-        if self.kinks > 0 {
-            s += &format!("  ({} coordinates at kinks skipped)", self.kinks);
-        }
-        if let Some(w) = self.worst.as_ref().filter(|_| !self.pass) {
-            s += &format!("  worst: {w}");
-        }
-        s
+        s + &notes(self.kinks, self.worst.as_ref(), self.pass)
     }
+}
+
+/// What follows a result's line: the kinks skipped, and a failure's worst coordinate.
+fn notes(kinks: usize, worst: Option<&String>, pass: bool) -> String {
+    let mut s = String::new();
+    if kinks > 0 {
+        s += &format!("  ({kinks} coordinates at kinks skipped)");
+    }
+    if let Some(w) = worst.filter(|_| !pass) {
+        s += &format!("  worst: {w}");
+    }
+    s
 }
 
 impl NetResult {
     pub fn line(&self) -> String {
-        let mut s = format!(
+        let s = format!(
             "whole net: d {} / d input ({}) at {} coordinates: rel err {:.2e}  {}",
             self.unit,
             fmt_shape(&self.input_shape),
@@ -106,13 +112,7 @@ impl NetResult {
             self.input_rel_err,
             verdict(self.pass)
         );
-        if self.kinks > 0 {
-            s += &format!("  ({} coordinates at kinks skipped)", self.kinks);
-        }
-        if let Some(w) = self.worst.as_ref().filter(|_| !self.pass) {
-            s += &format!("  worst: {w}");
-        }
-        s
+        s + &notes(self.kinks, self.worst.as_ref(), self.pass)
     }
 }
 

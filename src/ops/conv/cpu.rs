@@ -63,60 +63,94 @@ fn for_each_col_row(g: &ConvGeom, mut row_fn: impl FnMut(usize, usize, (usize, u
     }
 }
 
-/// im2col for stride 2 across, dilation 1 and an even kernel width: the rows of taps kj and
-/// kj + 1 read neighbouring columns of x (2 ow + kj - pw and one more), so both are filled
-/// from one pass over interleaved pairs, which vectorizes, instead of two strided gathers.
+/// Whether im2col and col2im may take the rows of taps kj and kj + 1 together: stride 2
+/// across, dilation 1 and an even kernel width, where the two taps read neighbouring columns
+/// of x (2 ow + kj - pw and one more), so both rows go in one pass over interleaved pairs,
+/// which vectorizes, instead of two strided loops.
+fn pairs_of_taps(g: &ConvGeom) -> bool {
+    g.stride[1] == 2 && g.dilation[1] == 1 && g.kernel[1].is_multiple_of(2)
+}
+
+/// Taps kj and kj + 1 of one (channel, ki): the column row of kj (kj + 1's is the next),
+/// and the output columns whose input column is inside the image for each tap and for both.
+struct TapPair {
+    row: usize,
+    kj: usize,
+    a: (usize, usize),
+    b: (usize, usize),
+    both: (usize, usize),
+}
+
+/// Visits every pair of taps of one image's column matrix (`pairs_of_taps`) with its channel,
+/// ki * dh and the output rows in `rows` whose input row is inside the image. Shared by the
+/// paired im2col and col2im so the two are transposes of each other by construction.
 #[inline(always)]
-fn im2col_pairs<T: Real>(g: &ConvGeom, x: &[T], rows: std::ops::Range<usize>, col: &mut [T]) {
-    let (ow_n, plane, sh, ph, pw) = (g.out_w, g.in_plane(), g.stride[0], g.pad[0], g.pad[1]);
+fn for_each_tap_pair(g: &ConvGeom, rows: &std::ops::Range<usize>, mut pair_fn: impl FnMut(usize, usize, (usize, usize), TapPair)) {
+    let (sh, ph, pw) = (g.stride[0], g.pad[0], g.pad[1]);
     let ([kh, kw], dh) = (g.kernel, g.dilation[0]);
-    let width = rows.len() * ow_n;
     for c in 0..g.in_channels {
-        let src_plane = &x[c * plane..(c + 1) * plane];
         for ki in 0..kh {
             let (h_lo, h_hi) = valid_range(g.out_h, g.in_h, (ki * dh) as isize - ph as isize, sh);
-            let (lo, hi) = (h_lo.clamp(rows.start, rows.end), h_hi.clamp(rows.start, rows.end));
+            let inside = (h_lo.clamp(rows.start, rows.end), h_hi.clamp(rows.start, rows.end));
             for kj in (0..kw).step_by(2) {
-                let row = (c * kh + ki) * kw + kj;
-                let wa = valid_range(ow_n, g.in_w, kj as isize - pw as isize, 2);
-                let wb = valid_range(ow_n, g.in_w, (kj + 1) as isize - pw as isize, 2);
-                let both = (wa.0.max(wb.0), wa.1.min(wb.1).max(wa.0.max(wb.0)));
-                let (ra, rb) = col[row * width..(row + 2) * width].split_at_mut(width);
-                for (i, oh) in (rows.start..rows.end).enumerate() {
-                    let (a, b) = (&mut ra[i * ow_n..(i + 1) * ow_n], &mut rb[i * ow_n..(i + 1) * ow_n]);
-                    if oh < lo || oh >= hi {
-                        a.fill(T::ZERO);
-                        b.fill(T::ZERO);
-                        continue;
-                    }
-                    let ih = oh * sh + ki * dh - ph;
-                    let src = &src_plane[ih * g.in_w..(ih + 1) * g.in_w];
-                    for (taps, (w_lo, w_hi), k) in [(&mut *a, wa, kj), (&mut *b, wb, kj + 1)] {
-                        taps[..w_lo].fill(T::ZERO);
-                        taps[w_hi.max(w_lo)..].fill(T::ZERO);
-                        for ow in (w_lo..w_hi).filter(|&ow| ow < both.0 || ow >= both.1) {
-                            taps[ow] = src[2 * ow + k - pw];
-                        }
-                    }
-                    if both.0 < both.1 {
-                        let first = 2 * both.0 + kj - pw;
-                        let pairs = &src[first..first + 2 * (both.1 - both.0)];
-                        for ((p, q), s) in a[both.0..both.1].iter_mut().zip(&mut b[both.0..both.1]).zip(pairs.chunks_exact(2)) {
-                            *p = s[0];
-                            *q = s[1];
-                        }
-                    }
-                }
+                let a = valid_range(g.out_w, g.in_w, kj as isize - pw as isize, 2);
+                let b = valid_range(g.out_w, g.in_w, (kj + 1) as isize - pw as isize, 2);
+                let lo = a.0.max(b.0);
+                let both = (lo, a.1.min(b.1).max(lo));
+                pair_fn(c, ki * dh, inside, TapPair { row: (c * kh + ki) * kw + kj, kj, a, b, both });
             }
         }
     }
+}
+
+/// im2col by pairs of taps (`pairs_of_taps`).
+#[inline(always)]
+fn im2col_pairs<T: Real>(g: &ConvGeom, x: &[T], rows: std::ops::Range<usize>, col: &mut [T]) {
+    let (ow_n, plane, sh, ph, pw) = (g.out_w, g.in_plane(), g.stride[0], g.pad[0], g.pad[1]);
+    let width = rows.len() * ow_n;
+    for_each_tap_pair(
+        g,
+        &rows,
+        #[inline(always)]
+        |c, kh_off, (lo, hi), t| {
+            let src_plane = &x[c * plane..(c + 1) * plane];
+            let (ra, rb) = col[t.row * width..(t.row + 2) * width].split_at_mut(width);
+            for (i, oh) in rows.clone().enumerate() {
+                let (a, b) = (&mut ra[i * ow_n..(i + 1) * ow_n], &mut rb[i * ow_n..(i + 1) * ow_n]);
+                if oh < lo || oh >= hi {
+                    a.fill(T::ZERO);
+                    b.fill(T::ZERO);
+                    continue;
+                }
+                let ih = oh * sh + kh_off - ph;
+                let src = &src_plane[ih * g.in_w..(ih + 1) * g.in_w];
+                // The ends where only one tap of the pair is inside the image.
+                for (taps, (w_lo, w_hi), k) in [(&mut *a, t.a, t.kj), (&mut *b, t.b, t.kj + 1)] {
+                    taps[..w_lo].fill(T::ZERO);
+                    taps[w_hi.max(w_lo)..].fill(T::ZERO);
+                    for ow in (w_lo..w_hi).filter(|&ow| ow < t.both.0 || ow >= t.both.1) {
+                        taps[ow] = src[2 * ow + k - pw];
+                    }
+                }
+                if t.both.0 < t.both.1 {
+                    let first = 2 * t.both.0 + t.kj - pw;
+                    let pairs = &src[first..first + 2 * (t.both.1 - t.both.0)];
+                    let both = t.both.0..t.both.1;
+                    for ((p, q), s) in a[both.clone()].iter_mut().zip(&mut b[both]).zip(pairs.chunks_exact(2)) {
+                        *p = s[0];
+                        *q = s[1];
+                    }
+                }
+            }
+        },
+    );
 }
 
 crate::multiversion! {
 /// col[(c*kh + ki)*kw + kj][(oh - rows.start)*out_w + ow] = x[c][oh*sh - ph + ki*dh][ow*sw - pw + kj*dw]
 /// for the output rows oh in `rows`, 0 outside the image.
 fn im2col<T: Real>(g: &ConvGeom, x: &[T], rows: std::ops::Range<usize>, col: &mut [T]) {
-    if g.stride[1] == 2 && g.dilation[1] == 1 && g.kernel[1].is_multiple_of(2) {
+    if pairs_of_taps(g) {
         im2col_pairs(g, x, rows, col)
     } else {
         im2col_rows(g, x, rows, col)
@@ -159,56 +193,49 @@ fn im2col_rows<T: Real>(g: &ConvGeom, x: &[T], rows: std::ops::Range<usize>, col
     );
 }
 
-/// col2im_add for stride 2 across, dilation 1 and an even kernel width: the rows of taps kj
-/// and kj + 1 land on neighbouring columns of x (2 ow + kj - pw and one more), so the two
-/// are added as interleaved pairs, which vectorizes, instead of two strided scatters. An
-/// element of x is reached from taps of one parity only, so each element adds the same
-/// terms in the same order as `col2im_add`'s general loop: the same bits.
+/// col2im_add by pairs of taps (`pairs_of_taps`). An element of x is reached from taps of
+/// one parity only, so each element adds the same terms in the same order as the general
+/// loop: the same bits.
 #[inline(always)]
 fn col2im_add_pairs<T: Real>(g: &ConvGeom, col: &[T], rows: std::ops::Range<usize>, x: &mut [T]) {
     let (ow_n, plane, sh, ph, pw) = (g.out_w, g.in_plane(), g.stride[0], g.pad[0], g.pad[1]);
-    let ([kh, kw], dh) = (g.kernel, g.dilation[0]);
     let width = rows.len() * ow_n;
-    for c in 0..g.in_channels {
-        let dst_plane = &mut x[c * plane..(c + 1) * plane];
-        for ki in 0..kh {
-            let (h_lo, h_hi) = valid_range(g.out_h, g.in_h, (ki * dh) as isize - ph as isize, sh);
-            let (lo, hi) = (h_lo.clamp(rows.start, rows.end), h_hi.clamp(rows.start, rows.end));
-            for kj in (0..kw).step_by(2) {
-                let row = (c * kh + ki) * kw + kj;
-                let wa = valid_range(ow_n, g.in_w, kj as isize - pw as isize, 2);
-                let wb = valid_range(ow_n, g.in_w, (kj + 1) as isize - pw as isize, 2);
-                let both = (wa.0.max(wb.0), wa.1.min(wb.1).max(wa.0.max(wb.0)));
-                for oh in lo..hi {
-                    let ih = oh * sh + ki * dh - ph;
-                    let at = (oh - rows.start) * ow_n;
-                    let (a, b) = (&col[row * width + at..][..ow_n], &col[(row + 1) * width + at..][..ow_n]);
-                    let dst = &mut dst_plane[ih * g.in_w..(ih + 1) * g.in_w];
-                    // The ends where only one tap of the pair is inside the image.
-                    for (taps, (w_lo, w_hi), k) in [(a, wa, kj), (b, wb, kj + 1)] {
-                        for ow in (w_lo..w_hi).filter(|&ow| ow < both.0 || ow >= both.1) {
-                            dst[2 * ow + k - pw] += taps[ow];
-                        }
+    for_each_tap_pair(
+        g,
+        &rows,
+        #[inline(always)]
+        |c, kh_off, (lo, hi), t| {
+            let dst_plane = &mut x[c * plane..(c + 1) * plane];
+            for oh in lo..hi {
+                let ih = oh * sh + kh_off - ph;
+                let at = (oh - rows.start) * ow_n;
+                let (a, b) = (&col[t.row * width + at..][..ow_n], &col[(t.row + 1) * width + at..][..ow_n]);
+                let dst = &mut dst_plane[ih * g.in_w..(ih + 1) * g.in_w];
+                // The ends where only one tap of the pair is inside the image.
+                for (taps, (w_lo, w_hi), k) in [(a, t.a, t.kj), (b, t.b, t.kj + 1)] {
+                    for ow in (w_lo..w_hi).filter(|&ow| ow < t.both.0 || ow >= t.both.1) {
+                        dst[2 * ow + k - pw] += taps[ow];
                     }
-                    if both.0 < both.1 {
-                        let first = 2 * both.0 + kj - pw;
-                        let pairs = &mut dst[first..first + 2 * (both.1 - both.0)];
-                        for ((d, &p), &q) in pairs.chunks_exact_mut(2).zip(&a[both.0..both.1]).zip(&b[both.0..both.1]) {
-                            d[0] += p;
-                            d[1] += q;
-                        }
+                }
+                if t.both.0 < t.both.1 {
+                    let first = 2 * t.both.0 + t.kj - pw;
+                    let pairs = &mut dst[first..first + 2 * (t.both.1 - t.both.0)];
+                    let both = t.both.0..t.both.1;
+                    for ((d, &p), &q) in pairs.chunks_exact_mut(2).zip(&a[both.clone()]).zip(&b[both]) {
+                        d[0] += p;
+                        d[1] += q;
                     }
                 }
             }
-        }
-    }
+        },
+    );
 }
 
 crate::multiversion! {
 /// The transpose of im2col: x[c][ih][iw] += every column entry (of the output rows `rows`)
 /// that im2col read from there.
 fn col2im_add<T: Real>(g: &ConvGeom, col: &[T], rows: std::ops::Range<usize>, x: &mut [T]) {
-    if g.stride[1] == 2 && g.dilation[1] == 1 && g.kernel[1].is_multiple_of(2) {
+    if pairs_of_taps(g) {
         col2im_add_pairs(g, col, rows, x)
     } else {
         col2im_add_rows(g, col, rows, x)

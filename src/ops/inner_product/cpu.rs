@@ -16,12 +16,12 @@ use std::borrow::Cow;
 /// Lanes of each partial dot product: one AVX-512 register of f32.
 const LANES: usize = 16;
 
-/// Splits `0..len` into ranges of about `per_task` (at least one per thread) and runs `f` on
-/// each, across the thread pool.
+/// Splits `0..len` into ranges of `per_task` (the last may be shorter) and runs `f` on each,
+/// across the thread pool.
 fn parallel_ranges(len: usize, per_task: usize, f: impl Fn(std::ops::Range<usize>) + Sync + Send) {
-    let tasks = len.div_ceil(per_task.max(1)).max(1);
-    let chunk = len.div_ceil(tasks);
-    (0..tasks).into_par_iter().for_each(|t| f(t * chunk..((t + 1) * chunk).min(len)));
+    let per_task = per_task.max(1);
+    let tasks = len.div_ceil(per_task).max(1);
+    (0..tasks).into_par_iter().for_each(|t| f(t * per_task..((t + 1) * per_task).min(len)));
 }
 
 /// The first `body` values (a multiple of LANES) in runs of LANES.
@@ -276,13 +276,7 @@ fn stream_backward_data<T: Real>(rows: usize, k: usize, n: usize, dy: &[T], w: &
     let out = SyncPtr(dx.as_mut_ptr());
     // One long stretch of every weight row per thread: fewer, longer streams from memory.
     let per_task = k.div_ceil(rayon::current_num_threads()).next_multiple_of(2 * LANES).max(256);
-    parallel_ranges_aligned(k, per_task, |cols| backward_data_columns(rows, k, n, dy, w, &js, cols, out, tile));
-}
-
-/// Like `parallel_ranges`, with every range but the last `per_task` long.
-fn parallel_ranges_aligned(len: usize, per_task: usize, f: impl Fn(std::ops::Range<usize>) + Sync + Send) {
-    let tasks = len.div_ceil(per_task).max(1);
-    (0..tasks).into_par_iter().for_each(|t| f(t * per_task..((t + 1) * per_task).min(len)));
+    parallel_ranges(k, per_task, |cols| backward_data_columns(rows, k, n, dy, w, &js, cols, out, tile));
 }
 
 /// A raw pointer the pool's tasks may share; each writes a disjoint part.
