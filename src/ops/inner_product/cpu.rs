@@ -50,16 +50,15 @@ fn dot<T: Real>(x: &[T], w: &[T]) -> T {
     finish(a, &x[body..], &w[body..])
 }
 
-/// x . w[0..4], each summed exactly as `dot` sums it.
+/// acc[q] += the lanes of x . w[q] for q < 4, over a stretch of k (a multiple of LANES):
+/// the partial sums `dot` keeps, carried from one stretch to the next.
 #[inline(always)]
-fn dot4<T: Real>(x: &[T], w: [&[T]; 4]) -> [T; 4] {
-    let k = x.len();
-    let body = k - k % LANES;
-    let [w0, w1, w2, w3] = w.map(|w| &w[..k]);
-    let (mut a0, mut a1, mut a2, mut a3) = ([T::ZERO; LANES], [T::ZERO; LANES], [T::ZERO; LANES], [T::ZERO; LANES]);
-    for ((((xc, c0), c1), c2), c3) in
-        chunks(x, body).zip(chunks(w0, body)).zip(chunks(w1, body)).zip(chunks(w2, body)).zip(chunks(w3, body))
-    {
+fn dot4_into<T: Real>(x: &[T], w: [&[T]; 4], acc: &mut [[T; LANES]; 4]) {
+    let len = x.len();
+    let [w0, w1, w2, w3] = w.map(|w| &w[..len]);
+    // Local copies, so the sums stay in registers through the stretch.
+    let [mut a0, mut a1, mut a2, mut a3] = *acc;
+    for ((((xc, c0), c1), c2), c3) in chunks(x, len).zip(chunks(w0, len)).zip(chunks(w1, len)).zip(chunks(w2, len)).zip(chunks(w3, len)) {
         for l in 0..LANES {
             a0[l] += xc[l] * c0[l];
             a1[l] += xc[l] * c1[l];
@@ -67,22 +66,19 @@ fn dot4<T: Real>(x: &[T], w: [&[T]; 4]) -> [T; 4] {
             a3[l] += xc[l] * c3[l];
         }
     }
-    let t = &x[body..];
-    [finish(a0, t, &w0[body..]), finish(a1, t, &w1[body..]), finish(a2, t, &w2[body..]), finish(a3, t, &w3[body..])]
+    *acc = [a0, a1, a2, a3];
 }
 
-/// x0 . w[0..4] and x1 . w[0..4], each summed exactly as `dot` sums it: two rows of x per
-/// pass over the four weight rows, so those are read from cache half as often.
+/// `dot4_into` for two rows of x at once: one pass over the four weight rows' stretch
+/// for both, so those are read from cache half as often.
 #[inline(always)]
-fn dot2x4<T: Real>(x0: &[T], x1: &[T], w: [&[T]; 4]) -> [[T; 4]; 2] {
-    let k = x0.len();
-    let body = k - k % LANES;
-    let [w0, w1, w2, w3] = w.map(|w| &w[..k]);
-    let x1 = &x1[..k];
-    let z = [T::ZERO; LANES];
-    let (mut a0, mut a1, mut a2, mut a3, mut b0, mut b1, mut b2, mut b3) = (z, z, z, z, z, z, z, z);
-    let ws = chunks(w0, body).zip(chunks(w1, body)).zip(chunks(w2, body)).zip(chunks(w3, body));
-    for ((xa, xb), (((c0, c1), c2), c3)) in chunks(x0, body).zip(chunks(x1, body)).zip(ws) {
+fn dot2x4_into<T: Real>(x0: &[T], x1: &[T], w: [&[T]; 4], acc0: &mut [[T; LANES]; 4], acc1: &mut [[T; LANES]; 4]) {
+    let len = x0.len();
+    let [w0, w1, w2, w3] = w.map(|w| &w[..len]);
+    let x1 = &x1[..len];
+    let ([mut a0, mut a1, mut a2, mut a3], [mut b0, mut b1, mut b2, mut b3]) = (*acc0, *acc1);
+    let ws = chunks(w0, len).zip(chunks(w1, len)).zip(chunks(w2, len)).zip(chunks(w3, len));
+    for ((xa, xb), (((c0, c1), c2), c3)) in chunks(x0, len).zip(chunks(x1, len)).zip(ws) {
         for l in 0..LANES {
             a0[l] += xa[l] * c0[l];
             a1[l] += xa[l] * c1[l];
@@ -94,47 +90,59 @@ fn dot2x4<T: Real>(x0: &[T], x1: &[T], w: [&[T]; 4]) -> [[T; 4]; 2] {
             b3[l] += xb[l] * c3[l];
         }
     }
-    let (t0, t1) = (&x0[body..], &x1[body..]);
-    let (u0, u1, u2, u3) = (&w0[body..], &w1[body..], &w2[body..], &w3[body..]);
-    [
-        [finish(a0, t0, u0), finish(a1, t0, u1), finish(a2, t0, u2), finish(a3, t0, u3)],
-        [finish(b0, t1, u0), finish(b1, t1, u1), finish(b2, t1, u2), finish(b3, t1, u3)],
-    ]
+    (*acc0, *acc1) = ([a0, a1, a2, a3], [b0, b1, b2, b3]);
 }
 
+/// Values of k per pass of four weight rows over a group of rows of x: the weights' stretch
+/// (8 KiB) and the rows' (16 KiB) stay in the first-level cache through the pass, where
+/// whole rows (16-36 KiB each) would be read again from the second level for every row.
+const K_STRETCH: usize = 512;
+/// Rows of x whose partial sums one block of four weight rows carries through its stretches.
+const ROW_GROUP: usize = 8;
+
 crate::multiversion! {
-    /// y[r, j] = x[r] . w[j] for j in `js`, four weight rows at a time against two rows of x
-    /// (one with fewer than 32 vector registers).
+    /// y[r, j] = x[r] . w[j] for j in `js`: four weight rows at a time, in stretches of k,
+    /// against two rows of x at a time (one with fewer than 32 vector registers). Every
+    /// element adds its products in the order `dot` does, whatever the stretch and the rows.
     fn forward_columns<T: Real>(rows: usize, k: usize, n: usize, x: &[T], w: &[T], js: std::ops::Range<usize>, y: SyncPtr<T>, tile: Tile) {
+        // Two rows of x hold 8 partial sums of LANES: 8 registers with AVX-512, 16 (all
+        // of them) with AVX2, so narrower builds take one row at a time.
         let pairs = tile == Tile::Wide;
-        let xr = |r: usize| &x[r * k..(r + 1) * k];
-        let wr = |j: usize| &w[j * k..(j + 1) * k];
+        let body = k - k % LANES;
         // SAFETY: each task writes only the columns `js` of y, all in bounds.
         let put = |r: usize, j: usize, v: T| unsafe { *y.ptr().add(r * n + j) = v };
         let mut j = js.start;
         while j + 4 <= js.end {
-            let ws = [wr(j), wr(j + 1), wr(j + 2), wr(j + 3)];
-            let mut r = 0;
-            // Two rows of x hold 8 partial sums of LANES: 8 registers with AVX-512, 16 (all
-            // of them) with AVX2, so narrower builds take one row at a time.
-            while pairs && r + 2 <= rows {
-                for (i, row) in dot2x4(xr(r), xr(r + 1), ws).into_iter().enumerate() {
-                    for (q, v) in row.into_iter().enumerate() {
-                        put(r + i, j + q, v);
+            let wq = [j, j + 1, j + 2, j + 3];
+            for g0 in (0..rows).step_by(ROW_GROUP) {
+                let group = ROW_GROUP.min(rows - g0);
+                let mut acc = [[[T::ZERO; LANES]; 4]; ROW_GROUP];
+                for c0 in (0..body).step_by(K_STRETCH) {
+                    let c1 = (c0 + K_STRETCH).min(body);
+                    let ws = wq.map(|j| &w[j * k + c0..j * k + c1]);
+                    let xs = |r: usize| &x[(g0 + r) * k + c0..(g0 + r) * k + c1];
+                    let mut r = 0;
+                    while pairs && r + 2 <= group {
+                        let (lo, hi) = acc.split_at_mut(r + 1);
+                        dot2x4_into(xs(r), xs(r + 1), ws, &mut lo[r], &mut hi[0]);
+                        r += 2;
+                    }
+                    for (r, a) in acc.iter_mut().enumerate().take(group).skip(r) {
+                        dot4_into(xs(r), ws, a);
                     }
                 }
-                r += 2;
-            }
-            for r in r..rows {
-                for (q, v) in dot4(xr(r), ws).into_iter().enumerate() {
-                    put(r, j + q, v);
+                for (r, a) in acc.iter().enumerate().take(group) {
+                    let xt = &x[(g0 + r) * k + body..(g0 + r + 1) * k];
+                    for (q, &jq) in wq.iter().enumerate() {
+                        put(g0 + r, jq, finish(a[q], xt, &w[jq * k + body..(jq + 1) * k]));
+                    }
                 }
             }
             j += 4;
         }
         for j in j..js.end {
             for r in 0..rows {
-                put(r, j, dot(xr(r), wr(j)));
+                put(r, j, dot(&x[r * k..(r + 1) * k], &w[j * k..(j + 1) * k]));
             }
         }
     }
@@ -247,22 +255,27 @@ crate::multiversion! {
     /// the tile.
     fn backward_data_columns<T: Real>(rows: usize, k: usize, n: usize, dy: &[T], w: &[T], js: &[usize], cols: std::ops::Range<usize>, dx: SyncPtr<T>, tile: Tile) {
         let (tile_rows, tile_cols) = tile.backward();
+        // The tiles of all rows of dx at one block of columns run back to back, so the
+        // weights they share are read from memory once and then from the first-level cache.
         for block in js.chunks(WEIGHT_BLOCK) {
-            for r0 in (0..rows).step_by(tile_rows) {
-                let tr = tile_rows.min(rows - r0);
-                let mut c0 = cols.start;
-                if tile_cols == 2 * LANES {
-                    while c0 + 2 * LANES <= cols.end {
-                        add_rows_tile::<T, { 2 * LANES }>(tr, k, n, dy, w, block, r0, c0, dx);
-                        c0 += 2 * LANES;
+            let mut c0 = cols.start;
+            if tile_cols == 2 * LANES {
+                while c0 + 2 * LANES <= cols.end {
+                    for r0 in (0..rows).step_by(tile_rows) {
+                        add_rows_tile::<T, { 2 * LANES }>(tile_rows.min(rows - r0), k, n, dy, w, block, r0, c0, dx);
                     }
+                    c0 += 2 * LANES;
                 }
-                while c0 + LANES <= cols.end {
-                    add_rows_tile::<T, LANES>(tr, k, n, dy, w, block, r0, c0, dx);
-                    c0 += LANES;
+            }
+            while c0 + LANES <= cols.end {
+                for r0 in (0..rows).step_by(tile_rows) {
+                    add_rows_tile::<T, LANES>(tile_rows.min(rows - r0), k, n, dy, w, block, r0, c0, dx);
                 }
-                for c0 in c0..cols.end {
-                    add_rows_tile::<T, 1>(tr, k, n, dy, w, block, r0, c0, dx);
+                c0 += LANES;
+            }
+            for c0 in c0..cols.end {
+                for r0 in (0..rows).step_by(tile_rows) {
+                    add_rows_tile::<T, 1>(tile_rows.min(rows - r0), k, n, dy, w, block, r0, c0, dx);
                 }
             }
         }
@@ -461,6 +474,24 @@ mod tests {
             let mut dx1 = vec![0f32; k];
             inner_product_backward_data(1, k, n, &dy[r * n..(r + 1) * n], &w, &mut dx1);
             assert_eq!(dx1, dx[r * k..(r + 1) * k], "row {r} of 5");
+        }
+    }
+
+    #[test]
+    fn forward_in_stretches_sums_as_one_dot_product() {
+        // k spans three stretches plus a tail; 11 rows leave a partial group and an odd row;
+        // 7 columns leave a partial block of weight rows.
+        let (rows, k, n) = (11, 2 * K_STRETCH + 100 + 5, 7);
+        let mut rng = Rng::new(8);
+        let f = |v: Vec<f64>| v.into_iter().map(|v| v as f32).collect::<Vec<f32>>();
+        let (x, w) = (f(rng.uniform_vec(rows * k, -1.0, 1.0)), f(rng.uniform_vec(n * k, -1.0, 1.0)));
+        for tile in [Tile::Wide, Tile::Narrow] {
+            let mut y = vec![0f32; rows * n];
+            stream_forward(rows, k, n, &x, &w, &mut y, tile);
+            for (i, v) in y.iter().enumerate() {
+                let (r, j) = (i / n, i % n);
+                assert_eq!(*v, super::dot(&x[r * k..(r + 1) * k], &w[j * k..(j + 1) * k]), "{tile:?} row {r} column {j}");
+            }
         }
     }
 
