@@ -355,9 +355,10 @@ fn band_len(g: &ConvGeom) -> usize {
     }
 }
 
-/// y = conv(x) + beta * y (beta is 0 or 1), no bias, image by image, a band of output rows
-/// at a time.
-fn conv_apply<T: Real>(g: &ConvGeom, x: &[T], w: &[T], y: &mut [T], beta: T) {
+/// y = conv(x) + beta * y (beta is 0 or 1), plus `bias` per output channel when given,
+/// image by image (the bias on each image's output while it is still in cache, on that
+/// image's thread), a band of output rows at a time.
+fn conv_apply<T: Real>(g: &ConvGeom, x: &[T], w: &[T], bias: Option<&[T]>, y: &mut [T], beta: T) {
     let (og, kk, ohw) = (g.out_channels / g.group, g.group_rows(), g.out_plane());
     let (x_img, y_img) = (g.in_channels * g.in_plane(), g.out_channels * ohw);
     per_image(x, x_img, y, y_img, |xn, yn, threads| {
@@ -391,7 +392,10 @@ fn conv_apply<T: Real>(g: &ConvGeom, x: &[T], w: &[T], y: &mut [T], beta: T) {
                     );
                 }
             }
-        })
+        });
+        if let Some(b) = bias {
+            add_channel_bias(yn, g.out_channels, ohw, b);
+        }
     });
 }
 
@@ -404,19 +408,34 @@ fn assert_lens(g: &ConvGeom, input: usize, w: usize, output: usize) {
 /// y = conv(x) + bias (overwrites y). x: [N, C, H, W], w: [O, C/group, kh, kw], y: [N, O, OH, OW].
 pub fn conv_forward<T: Real>(g: &ConvGeom, x: &[T], w: &[T], bias: Option<&[T]>, y: &mut [T]) {
     assert_lens(g, x.len(), w.len(), y.len());
-    conv_apply(g, x, w, y, T::ZERO);
-    if let Some(b) = bias {
-        add_channel_bias(y, g.out_channels, g.out_plane(), b);
-    }
+    conv_apply(g, x, w, bias, y, T::ZERO);
 }
 
 /// dx += conv^T(dy): per group, col = W^T dy, then col2im; image by image, a band of
 /// output rows at a time.
 pub fn conv_backward_data<T: Real>(g: &ConvGeom, dy: &[T], w: &[T], dx: &mut [T]) {
     assert_lens(g, dx.len(), w.len(), dy.len());
+    transpose_apply(g, dy, w, dx, Start::Add);
+}
+
+/// What `transpose_apply` does with what dx held.
+#[derive(Clone, Copy)]
+enum Start<'a, T> {
+    /// dx += conv^T(dy).
+    Add,
+    /// dx = conv^T(dy) + bias per input channel (a deconvolution's forward).
+    Overwrite(Option<&'a [T]>),
+}
+
+/// `conv_backward_data` after what `start` says, each image's zeroing and bias on that
+/// image's thread.
+fn transpose_apply<T: Real>(g: &ConvGeom, dy: &[T], w: &[T], dx: &mut [T], start: Start<'_, T>) {
     let (og, kk, ohw) = (g.out_channels / g.group, g.group_rows(), g.out_plane());
     let (x_img, y_img) = (g.in_channels * g.in_plane(), g.out_channels * ohw);
     per_image(dy, y_img, dx, x_img, |dy_n, dxn, threads| {
+        if let Start::Overwrite(_) = start {
+            dxn.fill(T::ZERO);
+        }
         with_scratch(band_len(g), |col: &mut [T]| {
             let pointwise = g.is_pointwise();
             for rows in bands(g) {
@@ -447,7 +466,10 @@ pub fn conv_backward_data<T: Real>(g: &ConvGeom, dy: &[T], w: &[T], dx: &mut [T]
                     col2im_add(g, col, rows, dxn);
                 }
             }
-        })
+        });
+        if let Start::Overwrite(Some(b)) = start {
+            add_channel_bias(dxn, g.in_channels, g.in_plane(), b);
+        }
     });
 }
 
@@ -494,17 +516,13 @@ pub fn conv_backward_weights<T: Real>(g: &ConvGeom, x: &[T], dy: &[T], dw: &mut 
 /// x: deconv input [N, g.out_channels, g.out_h, g.out_w]; y: [N, g.in_channels, g.in_h, g.in_w].
 pub fn deconv_forward<T: Real>(g: &ConvGeom, x: &[T], w: &[T], bias: Option<&[T]>, y: &mut [T]) {
     assert_lens(g, y.len(), w.len(), x.len());
-    y.fill(T::ZERO);
-    conv_backward_data(g, x, w, y);
-    if let Some(b) = bias {
-        add_channel_bias(y, g.in_channels, g.in_plane(), b);
-    }
+    transpose_apply(g, x, w, y, Start::Overwrite(bias));
 }
 
 /// dx += the convolution's forward pass of dy (no bias).
 pub fn deconv_backward_data<T: Real>(g: &ConvGeom, dy: &[T], w: &[T], dx: &mut [T]) {
     assert_lens(g, dy.len(), w.len(), dx.len());
-    conv_apply(g, dy, w, dx, T::ONE);
+    conv_apply(g, dy, w, None, dx, T::ONE);
 }
 
 /// dw += the convolution's weight gradient with x and dy swapped; db (g.in_channels) += sums of dy.
