@@ -500,6 +500,52 @@ pub fn kernels(device: Device, precision: Precision, opts: &KernelOptions, rows:
     }
 }
 
+/// `dgnam bench --versions`: every convolution and deconvolution of the kernel benchmark
+/// once per version of the GPU's versioned kernels (`device::cuda::tune`), each forced in
+/// turn, side by side; `rows` gets the table. The CPU has one version of each loop.
+pub fn versions(device: Device, precision: Precision, opts: &KernelOptions, rows: &mut dyn FnMut(&str)) -> Result<Value> {
+    if device != Device::Cuda {
+        bail!("--versions compares the versions of the GPU's kernels, so it needs --device cuda (the CPU runs one version of each loop)");
+    }
+    let cuda = Cuda::new(precision)?;
+    let info = cuda.info.clone();
+    let tf32 = cuda.precision() == Precision::Tf32;
+    let versioned = crate::ops::conv::cuda::VERSIONED;
+    let count = versioned.iter().map(|v| v.functions.len()).max().unwrap_or(1);
+    let mut opts = opts.clone();
+    if opts.only.is_empty() {
+        opts.only = vec!["conv".into()];
+    }
+    let mut runs = Vec::new();
+    for v in 1..=count {
+        cuda.force_versions(Some(v));
+        rows(&format!("timing version {v} of {} ...\n", versioned.iter().map(|k| k.kernel).collect::<Vec<_>>().join(", ")));
+        let r = kernels_on(&|| Ok(cuda.share()), Some((&info, tf32)), &opts, &mut |_| {});
+        cuda.force_versions(None);
+        runs.push(r?.kernels);
+    }
+    let mut text = format!("{:22} {:16}", "kernel", "direction");
+    for v in 1..=count {
+        write!(text, " {:>10}", format!("v{v} ms"))?;
+    }
+    text.push_str("  fastest\n");
+    let mut json_rows = Vec::new();
+    for (i, k) in runs[0].iter().enumerate() {
+        let ms: Vec<f64> = runs.iter().map(|r| r[i].seconds * 1e3).collect();
+        let best = ms.iter().enumerate().fold(0, |b, (j, t)| if *t < ms[b] { j } else { b }) + 1;
+        write!(text, "{:22} {:16}", k.name, k.direction.as_str())?;
+        for t in &ms {
+            write!(text, " {t:10.3}")?;
+        }
+        writeln!(text, "  v{best}")?;
+        json_rows.push(json!({ "name": k.name, "direction": k.direction.as_str(), "shape": k.shape, "ms": ms, "fastest": best }));
+    }
+    rows(&text);
+    Ok(
+        json!({ "device": cuda.name(), "batch": opts.batch, "versions": versioned.iter().map(|v| json!({"kernel": v.kernel, "functions": v.functions})).collect::<Vec<_>>(), "kernels": json_rows }),
+    )
+}
+
 /// `gpu`: the device and whether its matrix products run in TF32.
 fn kernels_on<B: Fence>(
     make: &dyn Fn() -> Result<B>,

@@ -152,6 +152,10 @@ struct BenchArgs {
     /// Step benchmark: iterations per batch size, the first untimed (default 5, 3 with --quick).
     #[arg(long)]
     iters: Option<usize>,
+    /// Kernel benchmark on a GPU: every convolution and deconvolution once per version of the
+    /// versioned kernels (im2col, col2im), side by side.
+    #[arg(long, conflicts_with_all = ["net", "generator", "batch"])]
+    versions: bool,
 }
 
 /// How an image file becomes net input (defaults: BGR minus the ImageNet mean for colour
@@ -306,7 +310,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     (false, None) => bench::Reps::default(),
                 };
                 let opts = bench::KernelOptions { batch: a.kernel_batch, reps, quick: a.quick, only: a.kernels.clone() };
-                bench::kernels(device, precision, &opts, &mut |row| print!("{row}"))?.to_json()
+                if a.versions {
+                    bench::versions(device, precision, &opts, &mut |row| print!("{row}"))?
+                } else {
+                    bench::kernels(device, precision, &opts, &mut |row| print!("{row}"))?.to_json()
+                }
             };
             if let Some(path) = a.json {
                 dgnam::fsutil::write_atomic(&path, serde_json::to_string_pretty(&json)?.as_bytes())?;

@@ -183,3 +183,24 @@ layer { name: "ap" type: "Pooling" bottom: "cat" top: "ap" pooling_param { pool:
 "#,
     );
 }
+
+#[test]
+fn kernel_versions_need_a_gpu_and_say_so_without_writing() {
+    // The CPU has one version of each loop: --versions is one clear error there, and with
+    // --device cuda on a machine without a GPU it names the missing GPU. No JSON is written.
+    let dir = scratch("bench-versions");
+    let json = dir.join("v.json");
+    for (device, says) in [("cpu", "needs --device cuda"), ("auto", "needs --device cuda")] {
+        let out = Command::new(env!("CARGO_BIN_EXE_dgnam"))
+            .args(["bench", "--versions", "--quick", "--device", device, "--json", json.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        if device == "auto" && dgnam::device::Cuda::probe().is_ok_and(|p| p.is_some()) {
+            continue; // a GPU is here: auto picks it and the versions run
+        }
+        assert!(!out.status.success(), "{device}: {err}");
+        assert!(err.lines().any(|l| l.starts_with("error: ") && l.contains(says)), "{device}: {err}");
+        assert!(!json.exists(), "{device}: wrote {}", json.display());
+    }
+}

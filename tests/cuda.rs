@@ -208,6 +208,10 @@ const CONV_CASES: &[ConvCase] = &[
     ConvCase { channels: 6, hw: [7, 7], outputs: 4, kernel: [1, 1], stride: [1, 1], pad: [0, 0], dilation: [1, 1], group: 2, batch: 2 },
     ConvCase { channels: 8, hw: [6, 6], outputs: 8, kernel: [3, 3], stride: [1, 1], pad: [1, 1], dilation: [1, 1], group: 1, batch: 1 },
     ConvCase { channels: 4, hw: [5, 5], outputs: 4, kernel: [4, 4], stride: [2, 2], pad: [1, 1], dilation: [1, 1], group: 1, batch: 2 },
+    // conv1's shape in small (11 x 11 taps, stride 4), and stride 3 (the general divmod of
+    // the version-2 kernels)
+    ConvCase { channels: 3, hw: [27, 23], outputs: 4, kernel: [11, 11], stride: [4, 4], pad: [0, 0], dilation: [1, 1], group: 1, batch: 1 },
+    ConvCase { channels: 2, hw: [10, 11], outputs: 3, kernel: [5, 4], stride: [3, 3], pad: [2, 1], dilation: [1, 1], group: 1, batch: 2 },
 ];
 
 impl ConvCase {
@@ -869,4 +873,59 @@ fn the_dgn_am_loop_runs_on_the_gpu_like_on_the_cpu() {
             assert!((x - y).abs() <= 1e-3 * cs + 1e-4, "unit {}: final code gpu {x} cpu {y}", units[n]);
         }
     }
+}
+
+/// Forward output and input gradient of a random net on `cuda` (one seed for weights, input
+/// and the output's gradient).
+fn forward_backward(cuda: Cuda, prototxt: &str, batch: usize, seed: u64) -> Vec<Vec<f32>> {
+    let net = Net::random(&parse_netdef(prototxt).unwrap(), batch, seed, cuda).unwrap();
+    let mut rng = Rng::new(seed);
+    let input_blob = net.plan.inputs[0];
+    let input = random(&mut rng, net.plan.blobs[input_blob].len(), -1.0, 1.0);
+    let mut st = net.state().unwrap();
+    net.forward(&mut st, &[&input]).unwrap();
+    let out = net.plan.last_output();
+    let y = net.backend.download(st.value(out)).unwrap();
+    let dy = random(&mut rng, y.len(), -1.0, 1.0);
+    net.backward(&mut st, &[(out, &dy)], false).unwrap();
+    let dx = net.backend.download(st.grad(input_blob).expect("the input's gradient")).unwrap();
+    vec![y, dx]
+}
+
+/// The column kernels' versions (im2col, col2im; `tune`) compute the same values in the same
+/// order, so every convolution and deconvolution case gives the same bits with each. Left
+/// to the tuner, the versions are timed once per shape and the choice is read back from the
+/// cache file by a new backend, which measures nothing.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn column_kernel_versions_give_the_same_bits_and_are_measured_once() {
+    if gpu().is_none() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("dgnam-test-{}-versions", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::env::set_var("DGNAM_CACHE_DIR", &dir);
+    for case in cases_of(&["conv"], None) {
+        for batch in [1, 3] {
+            let with = |v: Option<usize>| {
+                let cuda = Cuda::new(Precision::F32).unwrap();
+                cuda.force_versions(v);
+                forward_backward(cuda, &case.prototxt(), batch, 11)
+            };
+            let one = with(Some(1));
+            assert_eq!(one, with(Some(2)), "{} at batch {batch}: version 2 differs from version 1", case.layers);
+            assert_eq!(one, with(None), "{} at batch {batch}: the tuner's choice differs", case.layers);
+        }
+    }
+    let case = &cases_of(&["conv"], Some("'Deconvolution'"))[0];
+    let measured = |cuda: Cuda| {
+        let probe = cuda.share();
+        forward_backward(cuda, &case.prototxt(), 2, 5);
+        probe.versions_measured()
+    };
+    let first = measured(Cuda::new(Precision::F32).unwrap());
+    assert!(dir.join("kernel-versions.json").exists(), "no cache file in {}", dir.display());
+    assert_eq!(measured(Cuda::new(Precision::F32).unwrap()), 0, "a new backend measured again ({first} the first time)");
+    std::env::remove_var("DGNAM_CACHE_DIR");
+    let _ = std::fs::remove_dir_all(&dir);
 }

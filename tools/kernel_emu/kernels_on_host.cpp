@@ -176,6 +176,25 @@ void test_conv(int C, int H, int W, int O, int kh, int kw, int sh, int sw, int p
     Vf over = nans(im.size());
     LAUNCH(col2im, d3(5), d3(256), (const float*)col_in.data(), over.data(), N, 0, C, H, W, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw);
     check("col2im overwrite " + g, over, im, imm);
+    // Version 2 (dilation 1): the same bits as version 1, on two grids (several rows or
+    // planes per block row, and positions per thread; one wide block).
+    if (dh == 1 && dw == 1) {
+        for (auto [grid, block] : {std::pair{d3(2, 3), d3(32)}, std::pair{d3(1, 2), d3(256)}}) {
+            std::string v = fmt(" grid %ux%u block %u ", grid.x, grid.y, block.x) + g;
+            Vf col2 = nans(N * col_img);
+            LAUNCH(im2col2, grid, block, (const float*)x.data(), col2.data(), N, C, H, W, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw);
+            check_exact("im2col2 = im2col" + v, col2, gcol);
+            for (auto& s : starts(im.size())) {
+                Vf one = s, two = s;
+                LAUNCH(col2im, d3(5), d3(256), (const float*)col_in.data(), one.data(), N, 1, C, H, W, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw);
+                LAUNCH(col2im2, grid, block, (const float*)col_in.data(), two.data(), N, 1, C, H, W, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw);
+                check_exact(std::string("col2im2 = col2im accumulate ") + start_name(s) + v, two, one);
+            }
+            Vf over2 = nans(im.size());
+            LAUNCH(col2im2, grid, block, (const float*)col_in.data(), over2.data(), N, 0, C, H, W, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw);
+            check_exact("col2im2 = col2im overwrite" + v, over2, over);
+        }
+    }
 
     // The backend's three passes (matmul.rs: conv_apply, conv_transpose, conv_weight_grad),
     // one run of all N images.

@@ -8,6 +8,7 @@ pub mod compile;
 pub mod cubin;
 pub mod occupancy;
 pub mod resources;
+pub mod tune;
 
 use super::{Backend, FromMapped};
 use anyhow::{anyhow, bail, Context, Result};
@@ -108,6 +109,8 @@ pub struct Cuda {
     loaded: Rc<RefCell<Loaded>>,
     pub(crate) scratch: Scratch,
     precision: Precision,
+    /// Which version of each versioned kernel runs, per shape (shared by `share`d handles).
+    pub(crate) tuner: Rc<RefCell<tune::Tuner>>,
 }
 
 /// The largest column buffer a convolution uses before it splits the batch into runs of
@@ -159,7 +162,38 @@ impl Cuda {
         // SAFETY: everything runs on one stream, so cudarc's cross-stream events are not needed.
         unsafe { ctx.disable_event_tracking() };
         let stream = ctx.default_stream();
-        Ok(Cuda { info, ctx, stream, loaded: Rc::default(), scratch: Scratch::default(), precision: Precision::F32 })
+        let forced = tune::parse_forced(&std::env::var("DGNAM_KERNEL_VERSIONS").unwrap_or_default())?;
+        let mut driver = 0;
+        // SAFETY: writes one int; the driver is loaded (the context exists).
+        unsafe { sys::cuDriverGetVersion(&mut driver) };
+        let device = format!("{} {} {} SMs | driver {driver}", info.name, info.arch(), info.sms);
+        let tuner = Rc::new(RefCell::new(tune::Tuner::new(tune::Tuner::default_path(), device, forced)));
+        Ok(Cuda { info, ctx, stream, loaded: Rc::default(), scratch: Scratch::default(), precision: Precision::F32, tuner })
+    }
+
+    /// Seconds of one run of `f` on the GPU: one warm-up, then the best of three.
+    pub(crate) fn time_runs(&self, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+        f()?;
+        self.synchronize()?;
+        let mut best = f64::INFINITY;
+        for _ in 0..3 {
+            let t = std::time::Instant::now();
+            f()?;
+            self.synchronize()?;
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        Ok(best)
+    }
+
+    /// Forces every versioned kernel to `version` (None: back to measured choices), for
+    /// `dgnam bench --versions`.
+    pub fn force_versions(&self, version: Option<usize>) {
+        self.tuner.borrow_mut().force("all", version);
+    }
+
+    /// How many (kernel, shape) choices this device measured in this process.
+    pub fn versions_measured(&self) -> usize {
+        self.tuner.borrow().measured
     }
 
     /// Chooses how matrix products compute; TF32 needs compute capability 8.0 or newer.
@@ -206,6 +240,7 @@ impl Cuda {
             loaded: self.loaded.clone(),
             scratch: Scratch::default(),
             precision: self.precision,
+            tuner: self.tuner.clone(),
         }
     }
 

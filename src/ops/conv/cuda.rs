@@ -3,12 +3,14 @@
 //! the convolution's with roles swapped, as on the CPU.
 
 use super::ConvKernels;
-use crate::device::cuda::compile::KernelSource;
+use crate::device::cuda::compile::{self, KernelSource};
+use crate::device::cuda::tune::Versions;
 use crate::device::cuda::{grid_for, grid_stride, launch, Cuda, COL_BUDGET};
 use crate::ir::ConvGeom;
 use crate::ops::gemm::cuda::{Gemm, Operand};
 use anyhow::{bail, Result};
-use cudarc::driver::{CudaSlice, CudaView, CudaViewMut};
+use cudarc::driver::{CudaSlice, CudaView, CudaViewMut, LaunchConfig};
+use std::sync::OnceLock;
 
 pub const SOURCE: KernelSource = KernelSource {
     name: "conv.cu",
@@ -17,10 +19,46 @@ pub const SOURCE: KernelSource = KernelSource {
         // Known shortfalls (dgnam kernels): full occupancy at 256 threads allows 32 registers.
         grid_stride("im2col").below_full(6, "36 registers on sm_90, 32 on sm_80"),
         grid_stride("col2im"),
+        // Version 2 of both: no division per element (kernels/conv.cu), 2-D grids.
+        grid_stride("im2col2"),
+        grid_stride("col2im2"),
     ],
 };
 
 type Buf = CudaSlice<f32>;
+
+/// The versions of the column kernels (kernels/conv.cu), chosen per shape on the device.
+pub const IM2COL: Versions = Versions { kernel: "im2col", functions: &["im2col", "im2col2"] };
+pub const COL2IM: Versions = Versions { kernel: "col2im", functions: &["col2im", "col2im2"] };
+/// Every versioned kernel of the convolutions (`dgnam bench --versions`).
+pub const VERSIONED: &[&Versions] = &[&IM2COL, &COL2IM];
+
+/// The hash of conv.cu in the tuner's keys: an edited kernel is measured again.
+fn source_hash() -> &'static str {
+    static HASH: OnceLock<String> = OnceLock::new();
+    HASH.get_or_init(|| compile::cache_key(SOURCE.text, &[], (0, 0)))
+}
+
+/// How many versions of the column kernels apply to `images` images of `g`: version 2
+/// needs dilation 1 and indices within 32 bits.
+fn column_versions(g: &ConvGeom, images: usize) -> usize {
+    let fits = |v: usize| v <= i32::MAX as usize;
+    let rows = images * g.in_channels * g.kernel[0] * g.kernel[1];
+    let two = g.dilation == [1, 1] && fits(rows) && fits(g.out_h * g.out_w) && fits(g.in_h * g.in_w);
+    if two {
+        2
+    } else {
+        1
+    }
+}
+
+/// The 2-D launch of the version-2 column kernels: blocks of up to 256 threads across a
+/// plane of `positions`, block rows over `rows` (each walks every gridDim.y-th row).
+fn plane_grid(positions: usize, rows: usize) -> LaunchConfig {
+    let threads = positions.next_power_of_two().clamp(32, 256);
+    let blocks = positions.div_ceil(threads).clamp(1, 64) as u32;
+    LaunchConfig { grid_dim: (blocks, rows.clamp(1, 65535) as u32, 1), block_dim: (threads as u32, 1, 1), shared_mem_bytes: 0 }
+}
 
 impl ConvKernels for Cuda {
     fn conv_forward(&self, g: &ConvGeom, x: &Buf, w: &Buf, bias: Option<&Buf>, y: &mut Buf) -> Result<()> {
@@ -86,15 +124,50 @@ impl Cuda {
     }
 
     fn im2col(&self, g: &ConvGeom, x: &CudaView<f32>, images: usize, col: &mut CudaViewMut<f32>) -> Result<()> {
+        let eligible = column_versions(g, images);
+        let shape = format!("{images} images {g:?}");
+        let version = self.tuner.borrow_mut().choose(&IM2COL, eligible, source_hash(), &shape, &mut |v| {
+            // im2col overwrites every column: timing it on the real buffer changes nothing.
+            self.time_runs(|| self.im2col_version(v, g, x, images, col))
+        })?;
+        self.im2col_version(version, g, x, images, col)
+    }
+
+    fn im2col_version(&self, version: usize, g: &ConvGeom, x: &CudaView<f32>, images: usize, col: &mut CudaViewMut<f32>) -> Result<()> {
         let [c, h, w, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw] = Self::conv_geom_args(g);
-        let n = images * col_len(g);
-        launch!(self, SOURCE, "im2col", grid_for(n); x, col, &(images as i32), &c, &h, &w, &oh, &ow, &kh, &kw, &sh, &sw, &ph, &pw, &dh, &dw)
+        let cfg = match version {
+            1 => grid_for(images * col_len(g)),
+            _ => plane_grid(g.out_h * g.out_w, images * g.in_channels * g.kernel[0] * g.kernel[1]),
+        };
+        launch!(self, SOURCE, IM2COL.function(version), cfg; x, col, &(images as i32), &c, &h, &w, &oh, &ow, &kh, &kw, &sh, &sw, &ph, &pw, &dh, &dw)
     }
 
     fn col2im(&self, g: &ConvGeom, col: &CudaView<f32>, images: usize, accumulate: bool, x: &mut CudaViewMut<f32>) -> Result<()> {
+        let eligible = column_versions(g, images);
+        let shape = format!("{images} images {g:?}");
+        let version = self.tuner.borrow_mut().choose(&COL2IM, eligible, source_hash(), &shape, &mut |v| {
+            // Timed into a scratch image, overwriting: the real one may be accumulating.
+            let mut tmp = self.stream.alloc_zeros::<f32>(x.len().max(1)).map_err(crate::device::cuda::driver_err("allocation"))?;
+            self.time_runs(|| self.col2im_version(v, g, col, images, false, &mut tmp.slice_mut(..)))
+        })?;
+        self.col2im_version(version, g, col, images, accumulate, x)
+    }
+
+    fn col2im_version(
+        &self,
+        version: usize,
+        g: &ConvGeom,
+        col: &CudaView<f32>,
+        images: usize,
+        accumulate: bool,
+        x: &mut CudaViewMut<f32>,
+    ) -> Result<()> {
         let [c, h, w, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw] = Self::conv_geom_args(g);
-        let n = images * g.in_channels * g.in_h * g.in_w;
-        launch!(self, SOURCE, "col2im", grid_for(n); col, x, &(images as i32), &(accumulate as i32), &c, &h, &w, &oh, &ow, &kh, &kw, &sh, &sw, &ph, &pw, &dh, &dw)
+        let cfg = match version {
+            1 => grid_for(images * g.in_channels * g.in_h * g.in_w),
+            _ => plane_grid(g.in_h * g.in_w, images * g.in_channels),
+        };
+        launch!(self, SOURCE, COL2IM.function(version), cfg; col, x, &(images as i32), &(accumulate as i32), &c, &h, &w, &oh, &ow, &kh, &kw, &sh, &sw, &ph, &pw, &dh, &dw)
     }
 
     /// Images per GEMM launch: the whole batch, unless the column buffer would pass COL_BUDGET.
