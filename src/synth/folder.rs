@@ -48,9 +48,8 @@ pub fn write_montage(dir: &Path, units: &[Value]) -> Result<Option<PathBuf>> {
     let mut tiles = Vec::new();
     for entry in units.iter().take(MONTAGE_MAX) {
         let Some(stem) = stem_of(entry) else { continue };
-        let img = image::open(dir.join(format!("{stem}.png")))
-            .with_context(|| format!("reading back {stem}.png for the montage"))?
-            .to_rgb8();
+        let img =
+            image::open(dir.join(format!("{stem}.png"))).with_context(|| format!("reading back {stem}.png for the montage"))?.to_rgb8();
         let img = if many { render::thumbnail(&img, TILE_MIN) } else { render::upscale_nearest(&img, TILE_MIN) };
         tiles.push((img, caption(entry)));
     }

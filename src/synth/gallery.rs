@@ -92,13 +92,29 @@ fn unit_page(dir: &Path, entry: &Value, stem: &str, manifest: &Value, (prev, nex
     if let Some(n) = next {
         let _ = write!(h, " &middot; <a href=\"{0}.html\">next: {0}</a>", esc(n));
     }
-    let _ = write!(h, "</nav>\n<h1>{} &middot; unit {}{}</h1>\n<div class=\"pictures\">", esc(label), esc(&unit_name(entry)), seed_note(entry, stem));
-    let _ = write!(h, "<figure><img id=\"full\" src=\"../{}.png\" alt=\"{}\"><figcaption>the preferred image</figcaption></figure>", esc(stem), esc(label));
+    let _ = write!(
+        h,
+        "</nav>\n<h1>{} &middot; unit {}{}</h1>\n<div class=\"pictures\">",
+        esc(label),
+        esc(&unit_name(entry)),
+        seed_note(entry, stem)
+    );
+    let _ = write!(
+        h,
+        "<figure><img id=\"full\" src=\"../{}.png\" alt=\"{}\"><figcaption>the preferred image</figcaption></figure>",
+        esc(stem),
+        esc(label)
+    );
     if let Some(gif) = file("gif") {
-        let _ = write!(h, "<figure><img id=\"gif\" src=\"../{}\" alt=\"the run\"><figcaption>the run (--save-every)</figcaption></figure>", esc(&gif));
+        let _ = write!(
+            h,
+            "<figure><img id=\"gif\" src=\"../{}\" alt=\"the run\"><figcaption>the run (--save-every)</figcaption></figure>",
+            esc(&gif)
+        );
     }
     if let Some(f) = file("field_png") {
-        let _ = write!(h, "<figure><img src=\"../{}\" alt=\"receptive field\"><figcaption>its receptive field</figcaption></figure>", esc(&f));
+        let _ =
+            write!(h, "<figure><img src=\"../{}\" alt=\"receptive field\"><figcaption>its receptive field</figcaption></figure>", esc(&f));
     }
     let acts = activations(entry);
     let last = acts.last().map_or("-".to_string(), |a| format!("{a:.4}"));

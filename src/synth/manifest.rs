@@ -69,9 +69,7 @@ pub fn merged(shards: &[(String, Value)]) -> Result<Value> {
         }
     }
     // (start in ms since 1970, seconds run) of each shard.
-    let span = |m: &Value| -> Option<(i64, f64)> {
-        Some((parse_utc(m.get("started")?.as_str()?)?, m.get("seconds")?.as_f64()?))
-    };
+    let span = |m: &Value| -> Option<(i64, f64)> { Some((parse_utc(m.get("started")?.as_str()?)?, m.get("seconds")?.as_f64()?)) };
     let spans: Vec<(i64, f64)> = shards.iter().filter_map(|(_, m)| span(m)).collect();
     let mut m = base;
     if let Some(o) = m.as_object_mut() {
@@ -172,8 +170,12 @@ mod tests {
             m["device"] = json!(device);
             m
         };
-        let m = merged(&[("a".into(), shard("cuda:0", 100, 10.0)), ("b".into(), shard("cuda:1", 95, 5.5)), ("c".into(), shard("cuda:0", 100, 1.0))])
-            .unwrap();
+        let m = merged(&[
+            ("a".into(), shard("cuda:0", 100, 10.0)),
+            ("b".into(), shard("cuda:1", 95, 5.5)),
+            ("c".into(), shard("cuda:0", 100, 1.0)),
+        ])
+        .unwrap();
         assert_eq!(m["device"], "cuda:0, cuda:1");
         assert_eq!(m["started"], utc_text(UNIX_EPOCH + Duration::from_secs(95)));
         assert_eq!(m["seconds"], 15.0);

@@ -53,7 +53,8 @@ pub fn merge(dir: &Path) -> Result<Merged> {
         .collect();
     shards.sort_by_key(|(s, _)| (s.count, s.index));
     if shards.is_empty() {
-        let note = if dir.join("summary.json").exists() { " (its summary.json is from an unsharded run, which needs no merge)" } else { "" };
+        let note =
+            if dir.join("summary.json").exists() { " (its summary.json is from an unsharded run, which needs no merge)" } else { "" };
         bail!("{}: no shard summaries (summary.<I>-of-<N>.json) to merge{note}", dir.display());
     }
     let count = shards[0].0.count;
@@ -109,7 +110,8 @@ pub fn merge(dir: &Path) -> Result<Merged> {
             names.join(", ")
         );
     }
-    let manifests: Vec<(String, Value)> = docs.iter().map(|(_, name, _, doc)| (name.clone(), doc.get("manifest").cloned().unwrap_or(Value::Null))).collect();
+    let manifests: Vec<(String, Value)> =
+        docs.iter().map(|(_, name, _, doc)| (name.clone(), doc.get("manifest").cloned().unwrap_or(Value::Null))).collect();
     let manifest = manifest::merged(&manifests)?;
     let units: Vec<Value> = expected.iter().map(|stem| found[stem].1.clone()).collect();
     let finished = finish(dir, &units, &manifest)?;

@@ -3,12 +3,12 @@
 
 use super::dgn::{BatchResult, Dgn, Objective, Schedule};
 use super::field::{receptive_field, Field};
-use super::kernels::DgnKernels;
-pub use super::options::{SynthOptions, UnitSel, Units};
-use super::pixel::{pixel_am, PixelPriors};
 use super::folder;
+use super::kernels::DgnKernels;
 use super::manifest;
 use super::merge;
+pub use super::options::{SynthOptions, UnitSel, Units};
+use super::pixel::{pixel_am, PixelPriors};
 use super::render;
 use super::shard::Shard;
 use crate::graph::{unit_offset, BlobId, CpuNet, Net, Plan, UnitRef};

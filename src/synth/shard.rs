@@ -71,8 +71,7 @@ fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Shard> {
     };
     let shard = if let Some(id) = num("SLURM_ARRAY_TASK_ID")? {
         let min = num("SLURM_ARRAY_TASK_MIN")?.context("--shard auto: SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_MIN is not")?;
-        let count =
-            num("SLURM_ARRAY_TASK_COUNT")?.context("--shard auto: SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT is not")?;
+        let count = num("SLURM_ARRAY_TASK_COUNT")?.context("--shard auto: SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT is not")?;
         ensure!(id >= min, "--shard auto: SLURM_ARRAY_TASK_ID {id} is below SLURM_ARRAY_TASK_MIN {min}");
         Shard { index: id - min, count }
     } else if let Some(index) = num("JOB_COMPLETION_INDEX")? {
