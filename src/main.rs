@@ -51,7 +51,7 @@ enum Command {
     /// The preferred image of units of a classifier, through the DGN-AM generator.
     Synthesize {
         #[command(flatten)]
-        opts: SynthOptions,
+        opts: Box<SynthOptions>,
         /// auto, cpu, cuda (GPU 0) or cuda:K (GPU K).
         #[arg(long, default_value = "auto")]
         device: DeviceSpec,

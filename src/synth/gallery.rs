@@ -31,11 +31,11 @@ pub fn write(dir: &Path, units: &[Value], manifest: &Value) -> Result<PathBuf> {
         let (prev, next) = (i.checked_sub(1).map(|p| stems[p].as_str()), stems.get(i + 1).map(String::as_str));
         write_atomic(&pages.join(format!("{stem}.html")), unit_page(dir, entry, stem, manifest, (prev, next))?.as_bytes())?;
         let label = entry.get("label").and_then(Value::as_str).unwrap_or("");
-        let _ = write!(
+        let _ = writeln!(
             cards,
             "<a class=\"card\" href=\"gallery/{s}.html\" data-unit=\"{u}\" data-label=\"{l}\"><img src=\"gallery/thumbs/{s}.png\" \
              loading=\"lazy\" width=\"{w}\" height=\"{h}\" alt=\"{l}\"><span class=\"label\">{l}</span><span class=\"meta\">unit {u}{seed} \
-             &middot; {p}</span>{spark}</a>\n",
+             &middot; {p}</span>{spark}</a>",
             s = esc(stem),
             u = esc(&unit_name(entry)),
             l = esc(label),
