@@ -98,10 +98,16 @@ fn run_in_chromium(dir: &Path, page: &Path, check: &str) -> Value {
     serde_json::from_str(&result.replace("&quot;", "\"").replace("&amp;", "&")).unwrap()
 }
 
-/// Waits for every image (lazy ones made eager, so that all are fetched) and counts them.
-const IMAGES: &str = "const imgs=[...document.images];imgs.forEach(i=>i.loading='eager');\
+/// Waits until every image has been given its source (the grid's thumbnails get theirs when
+/// they come into view; all ten do at this window size) and has loaded, then counts them.
+const IMAGES: &str = "const imgs=[...document.images];\
+    for(let k=0;k<100&&imgs.some(i=>!i.getAttribute('src'));k++)await new Promise(res=>setTimeout(res,50));\
     await Promise.all(imgs.map(i=>i.complete?0:new Promise(res=>{i.onload=i.onerror=res;})));\
     r.images=imgs.length;r.loaded=imgs.filter(i=>i.complete&&i.naturalWidth>0).length;";
+
+/// In a tall grid only the thumbnails near the window are fetched.
+const LAZY: &str = "const imgs=[...document.images];await new Promise(res=>setTimeout(res,500));\
+    r.fetched=imgs.filter(i=>i.getAttribute('src')).length;r.images=imgs.length;";
 
 #[test]
 #[cfg_attr(not(any(has_chromium, require_chromium)), ignore = "chromium not found on PATH at build time (apt-get install chromium)")]
@@ -142,4 +148,15 @@ fn in_headless_chromium_every_image_loads_the_filter_narrows_and_a_unit_page_ope
     assert_eq!((page["full"].as_u64(), page["gif"].as_u64()), (Some(6), Some(6)), "{page}");
     assert_eq!(page["title"], "fc8 #0 · unit 0 seed 0");
     assert_eq!(page["back"], "../index.html");
+
+    // 400 cards (the same ten, repeated): only those near the window get their thumbnail.
+    let index = std::fs::read_to_string(out.join("index.html")).unwrap();
+    let (head, rest) = index.split_once("<main id=\"grid\">\n").unwrap();
+    let (cards, tail) = rest.split_once("</main>").unwrap();
+    let tall = out.join("tall.html");
+    std::fs::write(&tall, format!("{head}<main id=\"grid\">\n{}</main>{tail}", cards.repeat(40))).unwrap();
+    let lazy = run_in_chromium(&dir, &tall, LAZY);
+    assert_eq!(lazy["images"], 400, "{lazy}");
+    let fetched = lazy["fetched"].as_u64().unwrap();
+    assert!((8..200).contains(&fetched), "{fetched} of 400 thumbnails fetched");
 }
