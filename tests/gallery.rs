@@ -58,6 +58,9 @@ fn the_gallery_has_a_card_and_a_page_per_unit_and_is_rebuilt_the_same() {
         assert!(page.contains(&code_hash), "{stem}: the code file's sha256");
         assert!(page.contains(summary["manifest"]["net_sha256"].as_str().unwrap()));
     }
+    // The montage upscales the 6-pixel images to 132-pixel tiles (4 columns for 10 units).
+    let montage = image::open(out.join("montage.png")).unwrap();
+    assert!(montage.width() >= 4 * 132 && montage.height() >= 3 * 132, "{}x{}", montage.width(), montage.height());
     // `dgnam gallery` rebuilds it from summary.json alone, byte for byte.
     std::fs::remove_file(out.join("index.html")).unwrap();
     let page = out.join("gallery/fc8_0002_s1.html");
