@@ -27,9 +27,9 @@ pub fn write(dir: &Path, units: &[Value], manifest: &Value) -> Result<PathBuf> {
     for (i, (entry, stem)) in units.iter().zip(&stems).enumerate() {
         let img = image::open(dir.join(format!("{stem}.png"))).with_context(|| format!("reading {stem}.png for the gallery"))?.to_rgb8();
         let thumb = render::thumbnail(&img, THUMB);
-        render::write_png(&thumbs.join(format!("{stem}.png")), &thumb)?;
+        write_if_changed(&thumbs.join(format!("{stem}.png")), &render::png_bytes(&thumb)?)?;
         let (prev, next) = (i.checked_sub(1).map(|p| stems[p].as_str()), stems.get(i + 1).map(String::as_str));
-        write_atomic(&pages.join(format!("{stem}.html")), unit_page(dir, entry, stem, manifest, (prev, next))?.as_bytes())?;
+        write_if_changed(&pages.join(format!("{stem}.html")), unit_page(dir, entry, stem, manifest, (prev, next))?.as_bytes())?;
         let label = entry.get("label").and_then(Value::as_str).unwrap_or("");
         let _ = writeln!(
             cards,
@@ -59,6 +59,15 @@ pub fn write(dir: &Path, units: &[Value], manifest: &Value) -> Result<PathBuf> {
     let index = dir.join("index.html");
     write_atomic(&index, html.as_bytes())?;
     Ok(index)
+}
+
+/// Writes `bytes` to `path` (atomically) unless it holds them already: rebuilding the
+/// gallery of a large folder rewrites only what changed.
+fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<()> {
+    if std::fs::read(path).is_ok_and(|old| old == bytes) {
+        return Ok(());
+    }
+    write_atomic(path, bytes)
 }
 
 /// `dgnam gallery DIR`: the gallery of the folder's summary.json.

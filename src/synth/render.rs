@@ -348,10 +348,16 @@ pub fn write_gif(path: &Path, frames: &[RgbImage], delay_ms: u32) -> Result<()> 
 
 /// Saves a PNG through a temporary file renamed into place.
 pub fn write_png(path: &Path, img: &RgbImage) -> Result<()> {
-    ensure!(img.width() > 0 && img.height() > 0, "{}: cannot write an empty image", path.display());
+    let bytes = png_bytes(img).with_context(|| format!("{}", path.display()))?;
+    write_atomic(path, &bytes)
+}
+
+/// An image encoded as PNG.
+pub fn png_bytes(img: &RgbImage) -> Result<Vec<u8>> {
+    ensure!(img.width() > 0 && img.height() > 0, "cannot write an empty image");
     let mut bytes = Cursor::new(Vec::new());
-    img.write_to(&mut bytes, ImageFormat::Png).with_context(|| format!("{}: PNG encoding", path.display()))?;
-    write_atomic(path, bytes.get_ref())
+    img.write_to(&mut bytes, ImageFormat::Png).context("PNG encoding")?;
+    Ok(bytes.into_inner())
 }
 
 #[cfg(test)]
