@@ -274,6 +274,47 @@ fn devices_0_0_runs_two_cpu_worker_processes_then_merges() {
         assert!(!dir.join("gpu").exists());
     }
     assert!(fails(&run(&dir.join("bad"), &["--device", "cuda:x"])).contains("cuda:K"));
+    // A worker that fails is named, with its reason; nothing is merged.
+    let broken = dir.join("broken");
+    let mut args: Vec<String> = ["synthesize", "--units", "all", "--out-dir", s(&broken), "--device", "cpu", "--devices", "0,0"]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    args.extend(common_args(&g, &dir.join("no-such-net.dgnw")));
+    let e = fails(&dgnam(&args).output().unwrap());
+    assert!(e.contains("worker 0 (--shard 0/2 --device cpu)") && e.contains("no-such-net.dgnw does not exist"), "{e}");
+    assert!(!broken.join("summary.json").exists());
+}
+
+#[test]
+fn a_shard_killed_mid_run_and_rerun_merges_to_the_single_run() {
+    let dir = scratch("scale-kill");
+    let (g, c) = tiny_weight_files(&dir);
+    let args = |out: &Path, extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = ["synthesize", "--generator", s(&g), "--net", s(&c), "--bounds", "none", "--units", "all", "--batch", "1"]
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        a.extend(["--iters", "20000", "--save-every", "5000", "--out-dir", s(out)].iter().map(|a| a.to_string()));
+        a.extend(extra.iter().map(|a| a.to_string()));
+        a
+    };
+    let (single, sharded) = (dir.join("single"), dir.join("sharded"));
+    ok(&dgnam(&args(&single, &[])).output().unwrap());
+    // Shard 0 of 2 (units 0, 2, 4) is killed (SIGKILL) once its first unit is written.
+    let mut child = dgnam(&args(&sharded, &["--shard", "0/2"])).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let started = std::time::Instant::now();
+    while !sharded.join("summary.0-of-2.json").exists() && started.elapsed().as_secs() < 60 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let done = json(&sharded.join("summary.0-of-2.json"))["units"].as_array().unwrap().len();
+    assert!((1..3).contains(&done), "the kill should land mid-shard, {done} units were done");
+    assert!(ok(&dgnam(&args(&sharded, &["--shard", "0/2"])).output().unwrap()).contains(&format!("{done} already there")));
+    ok(&dgnam(&args(&sharded, &["--shard", "1/2"])).output().unwrap());
+    ok(&dgnam(&["merge".into(), s(&sharded).into()]).output().unwrap());
+    assert_same_results(&single, &sharded, 2);
 }
 
 #[test]
