@@ -6,11 +6,13 @@ use crate::device::{Cpu, Cuda};
 use crate::gradcheck::{self, GradcheckOptions};
 use crate::graph::{unit_offset, BlobId, CpuNet, Net, Plan, UnitRef};
 use crate::io::{file_stem, open_or_default, open_weights, Progress};
-pub use crate::io::{read_netdef, Device};
+pub use crate::io::{read_netdef, Device, DeviceSpec};
 use crate::npy;
 use crate::ops::Kernels;
 use crate::preprocess::{self, Preprocess, PreprocessFlags};
+use crate::synth::manifest;
 use crate::synth::run::{self, Init, Prepared, Report, SynthOptions, Units};
+use crate::synth::shard::Shard;
 use crate::tensor::{fmt_shape, Tensor};
 use crate::weights::WeightsFile;
 use anyhow::{bail, ensure, Context, Result};
@@ -27,27 +29,34 @@ pub fn kernel_sources() -> Vec<compile::KernelSource> {
 /// Picks the backend to run on (`Cpu` or `Cuda`), with the line that tells the user which
 /// one it is and, when auto falls back to the CPU, why (`device: cpu (no CUDA driver found)`).
 pub fn resolve_device(d: Device, precision: Precision) -> Result<(Device, String)> {
-    let resolved = pick_device(d, precision)?;
+    resolve_device_on(DeviceSpec { device: d, ordinal: 0 }, precision)
+}
+
+/// `resolve_device` for a GPU index (`--device cuda:K`); the line names the index when it
+/// is not 0 (`device: cuda:1 (NVIDIA H200, sm_90)`).
+pub fn resolve_device_on(spec: DeviceSpec, precision: Precision) -> Result<(Device, String)> {
+    let resolved = pick_device(spec, precision)?;
     if precision == Precision::Tf32 && resolved.0 == Device::Cpu {
         bail!("--precision tf32 needs a GPU (tensor cores); the CPU computes in f32");
     }
     Ok(resolved)
 }
 
-fn pick_device(d: Device, precision: Precision) -> Result<(Device, String)> {
-    let probe = || match Cuda::probe() {
+fn pick_device(spec: DeviceSpec, precision: Precision) -> Result<(Device, String)> {
+    let probe = || match Cuda::probe_on(spec.ordinal) {
         Ok(Some(info)) => Ok(info.describe(precision)),
         Ok(None) => Err("no CUDA driver found".to_string()),
         Err(e) => Err(format!("{e:#}")),
     };
-    match d {
+    let name = if spec.ordinal == 0 { "cuda".to_string() } else { format!("cuda:{}", spec.ordinal) };
+    match spec.device {
         Device::Cpu => Ok((Device::Cpu, "device: cpu".to_string())),
         Device::Cuda => match probe() {
-            Ok(info) => Ok((Device::Cuda, format!("device: cuda ({info})"))),
-            Err(why) => bail!("--device cuda: no usable GPU: {why}"),
+            Ok(info) => Ok((Device::Cuda, format!("device: {name} ({info})"))),
+            Err(why) => bail!("--device {name}: no usable GPU: {why}"),
         },
         Device::Auto => match probe() {
-            Ok(info) => Ok((Device::Cuda, format!("device: cuda ({info})"))),
+            Ok(info) => Ok((Device::Cuda, format!("device: {name} ({info})"))),
             Err(why) => Ok((Device::Cpu, format!("device: cpu ({why})"))),
         },
     }
@@ -226,13 +235,37 @@ pub fn input_gradient<B: Kernels>(net: &Net<B>, x: &[B::Scalar], layer: &str, un
     }
 }
 
+/// Where a synthesize process runs: the resolved device (`resolve_device_on`), its GPU
+/// index, the precision, and its shard of the run (None: all of it).
+#[derive(Clone, Copy, Debug)]
+pub struct Placement {
+    pub device: Device,
+    pub ordinal: usize,
+    pub precision: Precision,
+    pub shard: Option<Shard>,
+}
+
+impl Placement {
+    /// The device as the manifest records it: `cpu`, `cuda:K (name, sm_XY)`.
+    fn describe(&self) -> String {
+        match (self.device, Cuda::probe_on(self.ordinal)) {
+            (Device::Cuda, Ok(Some(info))) => format!("cuda:{} ({})", self.ordinal, info.describe(self.precision)),
+            (Device::Cuda, _) => format!("cuda:{}", self.ordinal),
+            _ => "cpu".to_string(),
+        }
+    }
+}
+
 /// `dgnam synthesize` on the resolved device (pixel-space runs stay on the CPU). Notes
 /// (the bounds file chosen, out-of-memory retries) and progress go to `progress`.
-pub fn synthesize(o: &SynthOptions, device: Device, precision: Precision, progress: &dyn Progress) -> Result<Report> {
+pub fn synthesize(o: &SynthOptions, place: &Placement, progress: &dyn Progress) -> Result<Report> {
+    let (device, precision) = (place.device, place.precision);
     o.check()?;
+    let net_path = o.net.clone().unwrap_or_else(|| crate::io::default_path(crate::io::DEFAULT_NET));
     let clf_file = open_or_default(o.net.as_deref(), crate::io::DEFAULT_NET)?;
+    // The jobs this process runs, at most: no batch need be larger.
     let count = match &o.units {
-        Units::List(l) => l.len(),
+        Units::List(l) => (l.len() * o.seed_list().len()).div_ceil(place.shard.map_or(1, |s| s.count)).max(1),
         Units::All => usize::MAX,
     };
     // On an H200, batch 128 ran 2 to 5 % faster per image than 64 (docs/gpu-report.md).
@@ -250,16 +283,23 @@ pub fn synthesize(o: &SynthOptions, device: Device, precision: Precision, progre
         );
         let channels = clf_plan.blobs[clf_plan.inputs[0]].shape.get(1).copied().unwrap_or(3);
         let classifier = CpuNet::<f32>::from_weights(&clf_file, batch, Cpu::new())?;
-        let prep = Prepared { schedule, bounds: None, init: Init::Random, labels };
+        let files = [("net_sha256", Some(net_path.as_path())), ("generator_sha256", None), ("bounds_sha256", None)];
+        let manifest = manifest::describe(o.to_json(), &files, "cpu", &precision.to_string())?;
+        let prep = Prepared { schedule, bounds: None, init: Init::Random, labels, shard: place.shard, manifest };
         return run::synthesize_pixels(&classifier, o, &prep, &crate::synth::pixel::PixelPriors::for_channels(channels), progress);
     }
+    let gen_path = o.generator.clone().unwrap_or_else(|| crate::io::default_path(crate::io::DEFAULT_GENERATOR));
     let gen_file = open_or_default(o.generator.as_deref(), crate::io::DEFAULT_GENERATOR)?;
     let gen_plan = Plan::new(&gen_file.netdef()?, 1)?;
     let code_len = gen_plan.blobs[gen_plan.inputs[0]].len();
     let code_layer = run::code_layer(&clf_plan, code_len, o.encoder_layer.as_deref(), o.generator.as_deref())?;
+    let mut bounds_path = None;
     let bounds = match &o.bounds {
         Some(p) if p.as_os_str() == "none" => None,
-        Some(p) => Some(run::read_bounds(p)?),
+        Some(p) => {
+            bounds_path = Some(p.clone());
+            Some(run::read_bounds(p)?)
+        }
         None => {
             let layer = code_layer.as_deref().with_context(|| {
                 format!("no layer of the classifier has the generator's {code_len} code values, so there are no default bounds: give --bounds FILE or --bounds none")
@@ -268,7 +308,9 @@ pub fn synthesize(o: &SynthOptions, device: Device, precision: Precision, progre
             if let Some(note) = note {
                 progress.message(&note);
             }
-            Some(run::read_bounds(&path)?)
+            let b = run::read_bounds(&path)?;
+            bounds_path = Some(path);
+            Some(b)
         }
     };
     let init = match (&o.init_code, &o.init_image) {
@@ -290,12 +332,18 @@ pub fn synthesize(o: &SynthOptions, device: Device, precision: Precision, progre
         }
         (None, None) => Init::Random,
     };
-    let prep = Prepared { schedule, bounds, init, labels };
+    let files = [
+        ("net_sha256", Some(net_path.as_path())),
+        ("generator_sha256", Some(gen_path.as_path())),
+        ("bounds_sha256", bounds_path.as_deref()),
+    ];
+    let manifest = manifest::describe(o.to_json(), &files, &place.describe(), &precision.to_string())?;
+    let prep = Prepared { schedule, bounds, init, labels, shard: place.shard, manifest };
     if device == Device::Cuda {
         // Finished units are on disk after every batch, so a retry at a smaller batch
         // only redoes the batch that did not fit.
         return with_oom_retry(batch, progress, |batch| {
-            let cuda = Cuda::new(precision)?;
+            let cuda = Cuda::on(place.ordinal, precision)?;
             let classifier = Net::<Cuda>::from_weights(&clf_file, batch, cuda.share())?;
             let generator = Net::<Cuda>::from_weights(&gen_file, batch, cuda)?;
             run::synthesize(&generator, &classifier, o, &prep, progress)
@@ -304,6 +352,87 @@ pub fn synthesize(o: &SynthOptions, device: Device, precision: Precision, progre
     let classifier = CpuNet::<f32>::from_weights(&clf_file, batch, Cpu::new())?;
     let generator = CpuNet::<f32>::from_weights(&gen_file, batch, Cpu::new())?;
     run::synthesize(&generator, &classifier, o, &prep, progress)
+}
+
+/// `synthesize --devices`: one worker process per entry of `devices`, each the same
+/// command (`args`, without the program name) as shard i of N on its device, run by `exe`
+/// (this binary), then `dgnam merge` of `out_dir`. On a GPU (`device` Cuda) entry K gives
+/// `--device cuda:K`; on the CPU each entry is one CPU worker (`--devices 0,0`: two), and
+/// each worker gets an equal part of the cores unless RAYON_NUM_THREADS says otherwise.
+/// Workers' stderr lines reach `progress`, tagged with the worker.
+pub fn synthesize_on_workers(
+    exe: &Path,
+    args: &[String],
+    devices: &[usize],
+    device: Device,
+    out_dir: &Path,
+    progress: &dyn Progress,
+) -> Result<crate::synth::merge::Merged> {
+    use std::io::BufRead;
+    let n = devices.len();
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let mut children = Vec::new();
+    for (i, &k) in devices.iter().enumerate() {
+        let device_arg = if device == Device::Cuda { format!("cuda:{k}") } else { "cpu".to_string() };
+        let mut cmd = std::process::Command::new(exe);
+        cmd.args(worker_args(args, &format!("{i}/{n}"), &device_arg))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        if device != Device::Cuda && std::env::var_os("RAYON_NUM_THREADS").is_none() {
+            cmd.env("RAYON_NUM_THREADS", (cores / n).max(1).to_string());
+        }
+        let child = cmd.spawn().with_context(|| format!("cannot start worker {i} ({})", exe.display()))?;
+        progress.message(&format!("worker {i}: --shard {i}/{n} --device {device_arg} (pid {})", child.id()));
+        children.push((i, device_arg, child));
+    }
+    let (tx, rx) = std::sync::mpsc::channel::<(usize, String)>();
+    let mut last_lines = vec![String::new(); n];
+    std::thread::scope(|scope| {
+        for (i, _, child) in children.iter_mut() {
+            let (i, tx) = (*i, tx.clone());
+            if let Some(err) = child.stderr.take() {
+                scope.spawn(move || {
+                    for line in std::io::BufReader::new(err).lines().map_while(|l| l.ok()) {
+                        let _ = tx.send((i, line));
+                    }
+                });
+            }
+        }
+        drop(tx);
+        for (i, line) in rx {
+            progress.message(&format!("worker {i}: {line}"));
+            last_lines[i] = line;
+        }
+    });
+    let mut failed = Vec::new();
+    for (i, device_arg, mut child) in children {
+        let status = child.wait().with_context(|| format!("worker {i} could not be waited for"))?;
+        if !status.success() {
+            failed.push(format!("worker {i} (--shard {i}/{n} --device {device_arg}) {status}: {}", last_lines[i]));
+        }
+    }
+    if !failed.is_empty() {
+        bail!("{}; finished units are kept, rerun the same command to resume", failed.join("; "));
+    }
+    crate::synth::merge::merge(out_dir)
+}
+
+/// A worker's command line: `args` without `--devices`, `--device` and `--shard` (either
+/// form, `--flag V` or `--flag=V`), then `--shard SHARD --device DEVICE`.
+pub fn worker_args(args: &[String], shard: &str, device: &str) -> Vec<String> {
+    let dropped = ["--devices", "--device", "--shard"];
+    let mut out = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if dropped.contains(&a.as_str()) {
+            it.next();
+        } else if !dropped.iter().any(|d| a.starts_with(&format!("{d}="))) {
+            out.push(a.clone());
+        }
+    }
+    out.extend(["--shard".to_string(), shard.to_string(), "--device".to_string(), device.to_string()]);
+    out
 }
 
 /// `dgnam gradcheck`: the f64 checks on the CPU and, with `--device cuda` or `both`, every
@@ -426,6 +555,18 @@ fn act_range_on<B: Kernels<Scalar = f32>>(
 mod tests {
     use super::*;
     use crate::device::cuda::OutOfMemory;
+
+    #[test]
+    fn a_worker_runs_the_same_command_as_one_shard_on_one_device() {
+        let args: Vec<String> =
+            ["synthesize", "--units", "all", "--devices", "0,0", "--device=cpu", "--out-dir", "o", "--seeds", "0..2", "--device", "auto"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+        let got = worker_args(&args, "1/2", "cuda:1");
+        let want = ["synthesize", "--units", "all", "--out-dir", "o", "--seeds", "0..2", "--shard", "1/2", "--device", "cuda:1"];
+        assert_eq!(got, want);
+    }
 
     #[test]
     fn googlenet_takes_the_papers_smaller_step() {

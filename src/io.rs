@@ -43,6 +43,25 @@ impl std::str::FromStr for Device {
     }
 }
 
+/// `--device` with a GPU index: `auto`, `cpu`, `cuda` (GPU 0) or `cuda:K` (GPU K).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeviceSpec {
+    pub device: Device,
+    pub ordinal: usize,
+}
+
+impl std::str::FromStr for DeviceSpec {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        if let Some(k) = s.strip_prefix("cuda:") {
+            let ordinal = k.parse().map_err(|_| format!("unknown device '{s}': cuda:K needs a GPU index K (0, 1, ...)"))?;
+            return Ok(DeviceSpec { device: Device::Cuda, ordinal });
+        }
+        let device = s.parse().map_err(|_| format!("unknown device '{s}' (use auto, cpu, cuda or cuda:K)"))?;
+        Ok(DeviceSpec { device, ordinal: 0 })
+    }
+}
+
 /// How a long command reports what it does. The library calls it; the binary draws it
 /// (a progress bar on stderr). Every method defaults to doing nothing.
 pub trait Progress {

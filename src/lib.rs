@@ -16,6 +16,7 @@ pub mod ops;
 pub mod preprocess;
 pub mod real;
 pub mod rng;
+pub mod sha256;
 pub mod synth;
 pub mod tensor;
 pub mod weights;

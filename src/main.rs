@@ -1,7 +1,7 @@
 //! `dgnam`: the command line. It parses flags and calls the library (`dgnam::app`).
 
 use clap::{Args, Parser, Subcommand};
-use dgnam::app::{self, Device};
+use dgnam::app::{self, Device, DeviceSpec};
 use dgnam::bench;
 use dgnam::device::cuda::Precision;
 use dgnam::gradcheck::GradcheckOptions;
@@ -51,10 +51,16 @@ enum Command {
     /// The preferred image of units of a classifier, through the DGN-AM generator.
     Synthesize {
         #[command(flatten)]
-        opts: SynthOptions,
+        opts: Box<SynthOptions>,
+        /// auto, cpu, cuda (GPU 0) or cuda:K (GPU K).
         #[arg(long, default_value = "auto")]
-        device: Device,
+        device: DeviceSpec,
     },
+    /// Joins the shards' results in DIR (summary.<I>-of-<N>.json) once every unit is there
+    /// exactly once: writes summary.json, the montage and the gallery, or names what is missing.
+    Merge { dir: PathBuf },
+    /// Writes DIR/index.html, a static gallery of DIR/summary.json (opens from file://).
+    Gallery { dir: PathBuf },
     /// Per-neuron code bounds (mean + sigma * std, at least 0) from a folder of images.
     ActRange {
         #[arg(long)]
@@ -273,11 +279,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Synthesize { opts, device } => {
             opts.check()?;
-            let device = self::device(device, precision)?;
-            let r = app::synthesize(&opts, device, precision, &Bar::default())?;
+            let shard = opts.shard.map(|s| s.resolve(&|k| std::env::var(k).ok())).transpose()?;
+            let (resolved, line) = app::resolve_device_on(device, precision)?;
+            eprintln!("{line}");
+            if let Some(devices) = &opts.devices {
+                let exe = std::env::current_exe().map_err(|e| anyhow::anyhow!("cannot find the dgnam binary to start workers: {e}"))?;
+                let args: Vec<String> = std::env::args().skip(1).collect();
+                let m = app::synthesize_on_workers(&exe, &args, &devices.0, resolved, &opts.out_dir, &Bar::default())?;
+                print_merged(&m);
+                return Ok(());
+            }
+            let place = app::Placement { device: resolved, ordinal: device.ordinal, precision, shard };
+            let r = app::synthesize(&opts, &place, &Bar::default())?;
             println!("{} units done, {} already there; summary in {}", r.done, r.skipped, r.summary.display());
             if let Some(m) = r.montage {
                 println!("montage: {}", m.display());
+            }
+            if let Some(g) = r.gallery {
+                println!("gallery: {}", g.display());
             }
             if !r.failed.is_empty() {
                 let names: Vec<&str> = r.failed.iter().map(|(u, _)| u.as_str()).collect();
@@ -334,8 +353,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Kernels { arch } => print!("{}", app::kernels(arch.as_deref())?),
+        Command::Merge { dir } => print_merged(&dgnam::synth::merge::merge(&dir)?),
+        Command::Gallery { dir } => println!("gallery: {}", dgnam::synth::gallery::of_folder(&dir)?.display()),
     }
     Ok(())
+}
+
+fn print_merged(m: &dgnam::synth::merge::Merged) {
+    println!("merged {} units from {} shards; summary in {}", m.units, m.shards, m.finished.summary.display());
+    if let Some(p) = &m.finished.montage {
+        println!("montage: {}", p.display());
+    }
+    println!("gallery: {}", m.finished.gallery.display());
 }
 
 /// A clap error as one line (`error: ... [possible values: ...]`), like every other error.

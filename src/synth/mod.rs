@@ -1,8 +1,13 @@
 pub mod demo;
 pub mod dgn;
 pub mod field;
+pub mod folder;
+pub mod gallery;
 pub mod kernels;
+pub mod manifest;
+pub mod merge;
 pub mod options;
 pub mod pixel;
 pub mod render;
 pub mod run;
+pub mod shard;

@@ -3,6 +3,7 @@
 
 use super::dgn::Schedule;
 use super::render::Render;
+use super::shard::{Devices, Seeds, ShardSpec};
 use anyhow::{ensure, Context, Result};
 use std::path::{Path, PathBuf};
 
@@ -21,6 +22,11 @@ impl UnitSel {
             Some((a, b)) => UnitSel::Two(num(a)?, num(b)?),
             None => UnitSel::One(num(s)?),
         })
+    }
+
+    /// `945`, `945+643`: as `--units` takes it.
+    pub fn name(&self) -> String {
+        self.units().iter().map(|u| u.to_string()).collect::<Vec<_>>().join("+")
     }
 
     pub fn units(&self) -> Vec<usize> {
@@ -112,6 +118,18 @@ pub struct SynthOptions {
     pub bounds: Option<PathBuf>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Several seeds: `A..B` (inclusive) or `0,3,7`; each unit runs once per seed, and its
+    /// files gain `_s<seed>` when there is more than one.
+    #[arg(long, value_parser = Seeds::parse, conflicts_with = "seed")]
+    pub seeds: Option<Seeds>,
+    /// Run only shard I of N (0-based) of the units x seeds, or `auto` (a Slurm job array
+    /// or a Kubernetes Indexed Job); `dgnam merge` joins the shards' results.
+    #[arg(long, value_parser = ShardSpec::parse)]
+    pub shard: Option<ShardSpec>,
+    /// One worker process per listed device, each a shard, then a merge: `0,1,2,3` are GPUs
+    /// (`--device cuda:K` each); with `--device cpu` each entry is one CPU worker.
+    #[arg(long, value_parser = Devices::parse, conflicts_with = "shard")]
+    pub devices: Option<Devices>,
     /// Initial codes, shape (N, code): row i starts unit i; one row starts every unit.
     #[arg(long, conflicts_with = "init_image")]
     pub init_code: Option<PathBuf>,
@@ -155,6 +173,9 @@ impl SynthOptions {
             decay: 0.99,
             bounds: None,
             seed: 0,
+            seeds: None,
+            shard: None,
+            devices: None,
             init_code: None,
             init_image: None,
             encoder_layer: None,
@@ -171,7 +192,49 @@ impl SynthOptions {
         ensure!(self.decay > 0.0 && self.decay <= 1.0, "--decay {}: must be in (0, 1] (1 means no decay)", self.decay);
         ensure!(self.batch != Some(0), "--batch must be at least 1");
         ensure!(self.init_code.is_none() || self.init_image.is_none(), "--init-code and --init-image exclude each other");
+        ensure!(
+            self.seed_list().len() == 1 || (self.init_code.is_none() && self.init_image.is_none()),
+            "--seeds: with --init-code or --init-image every seed starts from the same code and gives the same image"
+        );
         Ok(())
+    }
+
+    /// The seeds to run each unit with: `--seeds`, else `--seed`.
+    pub fn seed_list(&self) -> Vec<u64> {
+        self.seeds.as_ref().map_or(vec![self.seed], |s| s.0.clone())
+    }
+
+    /// The options that make a run's results, as JSON (the manifest's `options`): every
+    /// flag but where the files go and how the run is split (`--out-dir`, `--shard`,
+    /// `--devices`), so that shards and an unsharded run of the same units agree.
+    pub fn to_json(&self) -> serde_json::Value {
+        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+        let units = match &self.units {
+            Units::All => serde_json::json!("all"),
+            Units::List(l) => serde_json::json!(l.iter().map(UnitSel::name).collect::<Vec<_>>()),
+        };
+        serde_json::json!({
+            "generator": path(&self.generator),
+            "net": path(&self.net),
+            "layer": self.layer,
+            "units": units,
+            "xy": self.xy.map(|(x, y)| [x, y]),
+            "objective": format!("{:?}", self.objective).to_lowercase(),
+            "gamma": self.gamma,
+            "iters": self.iters,
+            "lr": self.lr,
+            "lr_end": self.lr_end,
+            "decay": self.decay,
+            "bounds": path(&self.bounds),
+            "seeds": self.seed_list(),
+            "init_code": path(&self.init_code),
+            "init_image": path(&self.init_image),
+            "encoder_layer": self.encoder_layer,
+            "labels": path(&self.labels),
+            "batch": self.batch,
+            "render": format!("{:?}", self.render).to_lowercase(),
+            "save_every": self.save_every,
+        })
     }
 
     /// `--generator none`: pixel-space AM instead of a generator.

@@ -213,20 +213,68 @@ pub fn draw_text(img: &mut RgbImage, x: u32, y: u32, text: &str, scale: u32, col
     text_width(text, scale)
 }
 
-/// The longest form of `text` that fits in `max_width`: the text itself, else a prefix
-/// followed by "...", else (for very narrow tiles) the longest bare prefix.
-fn fit_caption(text: &str, max_width: u32, scale: u32) -> String {
-    if text_width(text, scale) <= max_width {
-        return text.to_string();
+/// `text` broken into lines that each fit in `max_width`: at spaces where it can, inside a
+/// word longer than a line where it must. At most `max_lines` lines; only text beyond them
+/// is cut, and the last line then ends in "...".
+fn wrap_caption(text: &str, max_width: u32, scale: u32, max_lines: usize) -> Vec<String> {
+    let fits = |t: &str| text_width(t, scale) <= max_width;
+    let mut lines: Vec<String> = Vec::new();
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        let joined = if line.is_empty() { word.to_string() } else { format!("{line} {word}") };
+        if fits(&joined) {
+            line = joined;
+            continue;
+        }
+        if !line.is_empty() {
+            lines.push(std::mem::take(&mut line));
+        }
+        // A word wider than a whole line is split where the line is full.
+        let mut rest: Vec<char> = word.chars().collect();
+        while !fits(&rest.iter().collect::<String>()) {
+            let n = (1..rest.len()).rev().find(|&n| fits(&rest[..n].iter().collect::<String>())).unwrap_or(1);
+            lines.push(rest.drain(..n).collect());
+        }
+        line = rest.into_iter().collect();
     }
-    let chars: Vec<char> = text.chars().collect();
-    let prefix = |n: usize| chars[..n].iter().collect::<String>();
-    if let Some(n) = (0..chars.len()).rev().find(|&n| text_width(&(prefix(n) + "..."), scale) <= max_width) {
-        return prefix(n) + "...";
+    if !line.is_empty() {
+        lines.push(line);
     }
-    let n = (0..chars.len()).rev().find(|&n| text_width(&prefix(n), scale) <= max_width).unwrap_or(0);
-    prefix(n)
+    if lines.len() > max_lines.max(1) {
+        lines.truncate(max_lines.max(1));
+        let last = lines.last_mut().expect("at least one line");
+        let chars: Vec<char> = last.chars().collect();
+        let n = (0..=chars.len()).rev().find(|&n| fits(&(chars[..n].iter().collect::<String>() + "..."))).unwrap_or(0);
+        *last = chars[..n].iter().collect::<String>() + "...";
+    }
+    lines
 }
+
+/// `img` enlarged by the smallest whole factor that makes both sides at least `min_side`,
+/// each pixel a block (nearest neighbour: small nets' pixels stay sharp); unchanged when it
+/// is large enough already.
+pub fn upscale_nearest(img: &RgbImage, min_side: u32) -> RgbImage {
+    let side = img.width().min(img.height()).max(1);
+    if side >= min_side {
+        return img.clone();
+    }
+    let k = min_side.div_ceil(side);
+    image::imageops::resize(img, img.width() * k, img.height() * k, image::imageops::FilterType::Nearest)
+}
+
+/// A tile about `side` pixels on its shorter side: small images upscaled by whole factors
+/// (nearest neighbour), large ones shrunk (area-averaged); the aspect ratio kept.
+pub fn thumbnail(img: &RgbImage, side: u32) -> RgbImage {
+    let short = img.width().min(img.height()).max(1);
+    if short <= side {
+        return upscale_nearest(img, side);
+    }
+    let (w, h) = ((img.width() as u64 * side as u64 / short as u64) as u32, (img.height() as u64 * side as u64 / short as u64) as u32);
+    image::imageops::thumbnail(img, w.max(1), h.max(1))
+}
+
+/// Caption lines kept under a montage tile; a longer caption ends in "...".
+const CAPTION_LINES: usize = 3;
 
 const WHITE: Rgb<u8> = Rgb([255, 255, 255]);
 const CAPTION_COLOR: Rgb<u8> = Rgb([20, 20, 20]);
@@ -243,8 +291,9 @@ fn caption_scale(cell_w: u32) -> u32 {
 /// Columns: `columns` if given (kept within 1..=n), else ceil(sqrt(n)); rows fill left to
 /// right. Every cell is as large as the largest tile; tiles and captions are centered in
 /// it. The font scale (and padding, 4 font pixels) follows the tile width: 2 for
-/// 227-pixel tiles, 1 below 200 pixels, at most 4. Captions wider than the cell end in
-/// "...". No tiles: a 1x1 white image.
+/// 227-pixel tiles, 1 below 200 pixels, at most 4. Captions wider than the cell wrap onto
+/// up to three lines (every cell as tall as the most lines need). No tiles: a 1x1 white
+/// image.
 pub fn montage(tiles: &[(RgbImage, String)], columns: Option<usize>) -> RgbImage {
     if tiles.is_empty() {
         return RgbImage::from_pixel(1, 1, WHITE);
@@ -256,18 +305,22 @@ pub fn montage(tiles: &[(RgbImage, String)], columns: Option<usize>) -> RgbImage
     let cell_h = tiles.iter().map(|(t, _)| t.height()).max().unwrap_or(0);
     let scale = caption_scale(cell_w);
     let pad = PAD * scale;
+    let captions: Vec<Vec<String>> = tiles.iter().map(|(_, c)| wrap_caption(c, cell_w, scale, CAPTION_LINES)).collect();
+    let lines = captions.iter().map(Vec::len).max().unwrap_or(1).max(1) as u32;
+    let line_h = (GLYPH_H + 2) * scale;
     let step_x = cell_w + pad;
-    let step_y = cell_h + pad + GLYPH_H * scale + pad;
+    let step_y = cell_h + pad + lines * line_h - 2 * scale + pad;
     let mut out = RgbImage::from_pixel(pad + cols * step_x, pad + rows * step_y, WHITE);
-    for (i, (tile, caption)) in tiles.iter().enumerate() {
+    for (i, ((tile, _), caption)) in tiles.iter().zip(&captions).enumerate() {
         let x0 = pad + (i as u32 % cols) * step_x;
         let y0 = pad + (i as u32 / cols) * step_y;
         let tx = x0 + (cell_w - tile.width()) / 2;
         let ty = y0 + (cell_h - tile.height()) / 2;
         image::imageops::replace(&mut out, tile, tx as i64, ty as i64);
-        let text = fit_caption(caption, cell_w, scale);
-        let cx = x0 + (cell_w - text_width(&text, scale)) / 2;
-        draw_text(&mut out, cx, y0 + cell_h + pad, &text, scale, CAPTION_COLOR);
+        for (k, text) in caption.iter().enumerate() {
+            let cx = x0 + (cell_w - text_width(text, scale).min(cell_w)) / 2;
+            draw_text(&mut out, cx, y0 + cell_h + pad + k as u32 * line_h, text, scale, CAPTION_COLOR);
+        }
     }
     out
 }
@@ -295,10 +348,16 @@ pub fn write_gif(path: &Path, frames: &[RgbImage], delay_ms: u32) -> Result<()> 
 
 /// Saves a PNG through a temporary file renamed into place.
 pub fn write_png(path: &Path, img: &RgbImage) -> Result<()> {
-    ensure!(img.width() > 0 && img.height() > 0, "{}: cannot write an empty image", path.display());
+    let bytes = png_bytes(img).with_context(|| format!("{}", path.display()))?;
+    write_atomic(path, &bytes)
+}
+
+/// An image encoded as PNG.
+pub fn png_bytes(img: &RgbImage) -> Result<Vec<u8>> {
+    ensure!(img.width() > 0 && img.height() > 0, "cannot write an empty image");
     let mut bytes = Cursor::new(Vec::new());
-    img.write_to(&mut bytes, ImageFormat::Png).with_context(|| format!("{}: PNG encoding", path.display()))?;
-    write_atomic(path, bytes.get_ref())
+    img.write_to(&mut bytes, ImageFormat::Png).context("PNG encoding")?;
+    Ok(bytes.into_inner())
 }
 
 #[cfg(test)]
@@ -391,12 +450,36 @@ mod tests {
     }
 
     #[test]
-    fn long_captions_are_truncated() {
-        assert_eq!(fit_caption("short", 227, 2), "short");
-        let long = "a very long caption that cannot possibly fit under one tile";
-        let fitted = fit_caption(long, 227, 2);
-        assert!(fitted.ends_with("...") && text_width(&fitted, 2) <= 227, "{fitted}");
-        assert_eq!(fit_caption("abc", 10, 1), "a");
+    fn long_captions_wrap_at_spaces_and_only_the_overflow_is_cut() {
+        assert_eq!(wrap_caption("short", 227, 2, 3), vec!["short"]);
+        // 128-pixel tiles at scale 1 hold 21 characters a line.
+        let lines = wrap_caption("3 great grey owl, great gray owl p=0.97", 128, 1, 3);
+        assert_eq!(lines, vec!["3 great grey owl,", "great gray owl p=0.97"]);
+        let long = "a very long caption that cannot possibly fit under one tile even on three lines of it";
+        let lines = wrap_caption(long, 128, 1, 3);
+        assert_eq!(lines.len(), 3);
+        assert!(lines[2].ends_with("...") && lines.iter().all(|l| text_width(l, 1) <= 128), "{lines:?}");
+        assert_eq!(wrap_caption("abcdefgh", 17, 1, 3), vec!["abc", "def", "gh"]);
+        // A wrapped caption makes every cell taller, and its second line has ink.
+        let tiles = vec![(RgbImage::from_pixel(128, 128, WHITE), "3 great grey owl, great gray owl".to_string())];
+        let m = montage(&tiles, None);
+        assert_eq!(m.height(), PAD + 128 + PAD + 2 * (GLYPH_H + 2) - 2 + PAD);
+        let second_line = PAD + 128 + PAD + GLYPH_H + 2;
+        assert!((0..m.width()).any(|x| (second_line..second_line + GLYPH_H).any(|y| m.get_pixel(x, y).0 != WHITE.0)));
+    }
+
+    #[test]
+    fn small_images_are_upscaled_by_whole_factors_and_large_ones_shrunk() {
+        let mut small = RgbImage::from_pixel(6, 6, WHITE);
+        small.put_pixel(0, 0, Rgb([1, 2, 3]));
+        let up = upscale_nearest(&small, 128);
+        assert_eq!(up.dimensions(), (132, 132)); // 22 x 6
+        assert!((0..22).all(|x| (0..22).all(|y| up.get_pixel(x, y).0 == [1, 2, 3])));
+        assert_eq!(*up.get_pixel(22, 0), WHITE);
+        assert_eq!(upscale_nearest(&RgbImage::new(32, 32), 128).dimensions(), (128, 128));
+        assert_eq!(upscale_nearest(&RgbImage::new(227, 227), 128).dimensions(), (227, 227));
+        assert_eq!(thumbnail(&RgbImage::new(227, 227), 128).dimensions(), (128, 128));
+        assert_eq!(thumbnail(&RgbImage::new(28, 28), 128).dimensions(), (140, 140));
     }
 
     #[test]

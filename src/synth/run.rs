@@ -3,10 +3,14 @@
 
 use super::dgn::{BatchResult, Dgn, Objective, Schedule};
 use super::field::{receptive_field, Field};
+use super::folder;
 use super::kernels::DgnKernels;
+use super::manifest;
+use super::merge;
 pub use super::options::{SynthOptions, UnitSel, Units};
 use super::pixel::{pixel_am, PixelPriors};
 use super::render;
+use super::shard::Shard;
 use crate::graph::{unit_offset, BlobId, CpuNet, Net, Plan, UnitRef};
 use crate::io::{default_path, Progress, IMAGENET_LABELS, PLACES_LABELS};
 use crate::npy;
@@ -46,6 +50,10 @@ pub struct Prepared {
     pub init: Init,
     /// Names for the units of the layer (ImageNet classes for fc8).
     pub labels: Option<Vec<String>>,
+    /// The part of the jobs this process runs; None: all of them.
+    pub shard: Option<Shard>,
+    /// The run manifest without its timing (`manifest::describe`).
+    pub manifest: Value,
 }
 
 /// The initial code of random stream `key` (a unit's is `unit_key`) under `Init::Random`.
@@ -168,10 +176,13 @@ pub fn labels_for(given: Option<&Path>, units: usize) -> Result<Option<Vec<Strin
 
 struct Job {
     sel: UnitSel,
-    /// Its position in the expanded unit list (the --init-code row it takes).
+    /// Its unit's position in --units (the --init-code row it takes).
     index: usize,
-    /// Its random stream (`unit_key`).
+    /// Its random stream (`unit_key`), drawn from `seed`.
     key: usize,
+    seed: u64,
+    /// Its files' name: `fc8_0945`, with `_s<seed>` when the run has several seeds.
+    stem: String,
     objective: Objective,
 }
 
@@ -184,6 +195,8 @@ pub struct Report {
     pub failed: Vec<(String, String)>,
     pub summary: PathBuf,
     pub montage: Option<PathBuf>,
+    /// `index.html`; None for a shard (`dgnam merge` writes it).
+    pub gallery: Option<PathBuf>,
 }
 
 /// The units of `opts` through the DGN-AM loop of `generator` and `classifier`.
@@ -201,7 +214,7 @@ pub fn synthesize<B: DgnKernels>(
         let mut init: Vec<B::Scalar> = Vec::with_capacity(batch * code_len);
         for job in jobs {
             let row = match &prep.init {
-                Init::Random => random_code(opts.seed, job.key, code_len),
+                Init::Random => random_code(job.seed, job.key, code_len),
                 Init::Codes(rows) => rows[if rows.len() == 1 { 0 } else { job.index }].clone(),
             };
             ensure!(row.len() == code_len, "initial code has {} values, the generator takes {code_len}", row.len());
@@ -248,7 +261,7 @@ pub fn synthesize_pixels(
         for job in jobs {
             let UnitSel::One(unit) = job.sel else { bail!("--generator none takes single units, not {:?}", job.sel) };
             refs.push(UnitRef { unit, xy: opts.xy });
-            let mut rng = unit_rng(opts.seed, job.key);
+            let mut rng = unit_rng(job.seed, job.key);
             let (lo, hi) = priors.clip;
             init.extend((0..per_image).map(|_| lo + (hi - lo) * rng.uniform(0.0, 0.1) as f32));
             seeds.push(rng.next_u64());
@@ -310,7 +323,9 @@ fn synthesize_with(
     };
     // The position the units are at: a conv unit's (default the center), none for others.
     let at = if shape.len() == 4 { Some(opts.xy.unwrap_or((shape[3] / 2, shape[2] / 2))) } else { opts.xy };
+    let seeds = opts.seed_list();
     let mut jobs = Vec::new();
+    let mut stems = std::collections::HashSet::new();
     for (index, sel) in sels.iter().enumerate() {
         let off = |u| unit_offset(&shape, UnitRef { unit: u, xy: opts.xy }, &opts.layer);
         let objective = match *sel {
@@ -320,53 +335,88 @@ fn synthesize_with(
                 Objective::Pair { a: off(a)?, b: off(b)?, gamma: opts.gamma }
             }
         };
-        jobs.push(Job { sel: sel.clone(), index, key: unit_key(&opts.layer, sel, at), objective });
+        ensure!(stems.insert(sel.stem(&opts.layer)), "--units lists {} twice", sel.name());
+        for &seed in &seeds {
+            let stem = if seeds.len() > 1 { format!("{}_s{seed}", sel.stem(&opts.layer)) } else { sel.stem(&opts.layer) };
+            jobs.push(Job { sel: sel.clone(), index, key: unit_key(&opts.layer, sel, at), seed, stem, objective: objective.clone() });
+        }
     }
     if let Init::Codes(rows) = &prep.init {
-        ensure!(rows.len() == 1 || rows.len() == jobs.len(), "--init-code has {} rows for {} units", rows.len(), jobs.len());
+        ensure!(rows.len() == 1 || rows.len() == sels.len(), "--init-code has {} rows for {} units", rows.len(), sels.len());
+    }
+    // Every job of the whole run, in order: what `dgnam merge` expects to find.
+    let expected: Vec<String> = jobs.iter().map(|j| j.stem.clone()).collect();
+    if let Some(shard) = prep.shard {
+        jobs = jobs.into_iter().enumerate().filter(|(p, _)| shard.owns(*p)).map(|(_, j)| j).collect();
     }
     let field = at.and_then(|(x, y)| receptive_field(plan, layer_blob, x, y));
     std::fs::create_dir_all(&opts.out_dir).with_context(|| format!("cannot create {}", opts.out_dir.display()))?;
     crate::fsutil::remove_stale_temporaries(&opts.out_dir)?;
-    let summary_path = opts.out_dir.join("summary.json");
-    let mut entries = read_summary(&summary_path)?;
-    let finished = |sel: &UnitSel, entries: &BTreeMap<String, Value>| {
-        let stem = sel.stem(&opts.layer);
-        entries.contains_key(&stem)
-            && ["png", "image.npy", "code.npy"].iter().all(|ext| opts.out_dir.join(format!("{stem}.{ext}")).exists())
+    let summary_path = opts.out_dir.join(prep.shard.map_or("summary.json".to_string(), |s| s.summary_name()));
+    let mut entries: BTreeMap<String, Value> = folder::read_entries(&summary_path)?.into_iter().collect();
+    let finished = |job: &Job, entries: &BTreeMap<String, Value>| {
+        entries.contains_key(&job.stem)
+            && ["png", "image.npy", "code.npy"].iter().all(|ext| opts.out_dir.join(format!("{}.{ext}", job.stem)).exists())
     };
-    let todo: Vec<&Job> = jobs.iter().filter(|j| !finished(&j.sel, &entries)).collect();
+    let todo: Vec<&Job> = jobs.iter().filter(|j| !finished(j, &entries)).collect();
     let mut report = Report { skipped: jobs.len() - todo.len(), summary: summary_path.clone(), ..Report::default() };
     if report.skipped > 0 {
         progress.message(&format!("{} of {} units already done in {}, skipping them", report.skipped, jobs.len(), opts.out_dir.display()));
     }
+    let (started, clock) = (std::time::SystemTime::now(), Instant::now());
+    let summary = |entries: &BTreeMap<String, Value>| {
+        let m = manifest::timed(&prep.manifest, started, clock.elapsed().as_secs_f64());
+        summary_doc(&jobs, &expected, prep.shard, entries, m)
+    };
     let clf_in = &plan.blobs[plan.inputs[0]].shape;
     let chw = [clf_in[1], clf_in[2], clf_in[3]];
     progress.start((todo.len() * prep.schedule.iters) as u64, "iterations");
     for chunk in todo.chunks(batch) {
-        let started = Instant::now();
+        let batch_started = Instant::now();
         // A short last batch is padded by repeating its last unit; the copies are dropped.
         let padded: Vec<&Job> = (0..batch).map(|i| chunk[i.min(chunk.len() - 1)]).collect();
         let first = report.done + report.skipped;
         progress.status(&format!("units {}..{} of {}", first + 1, first + chunk.len(), jobs.len()));
         let result = engine(&padded, &mut || progress.advance(chunk.len() as u64))?;
-        let seconds = started.elapsed().as_secs_f64() / chunk.len() as f64;
+        let seconds = batch_started.elapsed().as_secs_f64() / chunk.len() as f64;
         for (n, job) in chunk.iter().enumerate() {
             if let Some(why) = &result.failed[n] {
-                progress.message(&format!("unit {} skipped: {why}", job.sel.stem(&opts.layer)));
-                report.failed.push((job.sel.stem(&opts.layer), why.clone()));
+                progress.message(&format!("unit {} skipped: {why}", job.stem));
+                report.failed.push((job.stem.clone(), why.clone()));
                 continue;
             }
             let entry = write_unit(opts, prep, job, &result, n, chw, field, seconds)?;
-            entries.insert(job.sel.stem(&opts.layer), entry);
+            entries.insert(job.stem.clone(), entry);
             report.done += 1;
         }
-        write_summary(&summary_path, &jobs, &opts.layer, &entries)?;
+        folder::write_doc(&summary_path, &summary(&entries))?;
     }
     progress.finish();
-    write_summary(&summary_path, &jobs, &opts.layer, &entries)?;
-    report.montage = write_montage(opts, prep, &jobs, &entries)?;
+    let doc = summary(&entries);
+    if prep.shard.is_some() {
+        folder::write_doc(&summary_path, &doc)?;
+    } else {
+        let units = doc["units"].as_array().cloned().unwrap_or_default();
+        let done = merge::finish(&opts.out_dir, &units, &doc["manifest"])?;
+        report.montage = done.montage;
+        report.gallery = Some(done.gallery);
+    }
     Ok(report)
+}
+
+/// A summary: every finished job in order. An unsharded run's lists, after this run's,
+/// any other units already in the folder; a shard's lists only its own, and names every
+/// job of the whole run (`expected`) for `dgnam merge`.
+fn summary_doc(jobs: &[Job], expected: &[String], shard: Option<Shard>, entries: &BTreeMap<String, Value>, manifest: Value) -> Value {
+    let mut units: Vec<Value> = jobs.iter().filter_map(|j| entries.get(&j.stem).cloned()).collect();
+    match shard {
+        Some(s) => json!({ "shard": { "index": s.index, "count": s.count }, "expected": expected, "units": units, "manifest": manifest }),
+        None => {
+            let mine: std::collections::HashSet<&str> = jobs.iter().map(|j| j.stem.as_str()).collect();
+            units.extend(entries.iter().filter(|(k, _)| !mine.contains(k.as_str())).map(|(_, v)| v.clone()));
+            json!({ "units": units, "manifest": manifest })
+        }
+    }
 }
 
 /// Writes one unit's files; a conv unit also gets `<stem>.field.png`, the image cropped to
@@ -382,7 +432,7 @@ fn write_unit(
     field: Option<Field>,
     seconds: f64,
 ) -> Result<Value> {
-    let stem = job.sel.stem(&opts.layer);
+    let stem = &job.stem;
     let dir = &opts.out_dir;
     let (image, code) = (&r.images[n], &r.codes[n]);
     ensure!(!image.is_empty(), "unit {stem}: the loop ran no iteration");
@@ -402,15 +452,20 @@ fn write_unit(
         }
         None => None,
     };
-    if !r.frames.is_empty() {
+    let gif = if r.frames.is_empty() {
+        None
+    } else {
         let frames: Vec<_> = r.frames.iter().map(|f| render::to_rgb(&f[n], chw[0], chw[1], chw[2], opts.render)).collect();
-        render::write_gif(&dir.join(format!("{stem}.gif")), &frames, 100)?;
-    }
+        let p = dir.join(format!("{stem}.gif"));
+        render::write_gif(&p, &frames, 100)?;
+        Some(p)
+    };
     let label = label_of(opts, prep, &job.sel);
     let name = |p: &Path| p.file_name().map(|f| f.to_string_lossy().into_owned());
     Ok(json!({
         "layer": opts.layer,
         "unit": job.sel.json(),
+        "seed": job.seed,
         "xy": opts.xy.map(|(x, y)| json!([x, y])),
         "label": label,
         "activations": r.activations[n],
@@ -422,6 +477,7 @@ fn write_unit(
         "code": name(&code_npy),
         "field": field.map(|f| json!([f.x0, f.y0, f.x1, f.y1])),
         "field_png": field_png.as_deref().and_then(name),
+        "gif": gif.as_deref().and_then(name),
     }))
 }
 
@@ -434,54 +490,6 @@ fn label_of(opts: &SynthOptions, prep: &Prepared, sel: &UnitSel) -> String {
         UnitSel::One(u) => one(u),
         UnitSel::Two(a, b) => format!("{} + {}", one(a), one(b)),
     }
-}
-
-fn read_summary(path: &Path) -> Result<BTreeMap<String, Value>> {
-    let mut map = BTreeMap::new();
-    let Ok(text) = std::fs::read_to_string(path) else { return Ok(map) };
-    let v: Value =
-        serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON; move it away to start over", path.display()))?;
-    for u in v.get("units").and_then(|u| u.as_array()).into_iter().flatten() {
-        if let Some(png) = u.get("png").and_then(|p| p.as_str()) {
-            map.insert(png.trim_end_matches(".png").to_string(), u.clone());
-        }
-    }
-    Ok(map)
-}
-
-/// The summary lists every finished unit once: this run's in its order, then any other
-/// units already in the directory.
-fn write_summary(path: &Path, jobs: &[Job], layer: &str, entries: &BTreeMap<String, Value>) -> Result<()> {
-    let mut units: Vec<Value> = jobs.iter().filter_map(|j| entries.get(&j.sel.stem(layer)).cloned()).collect();
-    let mine: std::collections::HashSet<String> = jobs.iter().map(|j| j.sel.stem(layer)).collect();
-    units.extend(entries.iter().filter(|(k, _)| !mine.contains(*k)).map(|(_, v)| v.clone()));
-    let text = serde_json::to_string_pretty(&json!({ "units": units }))?;
-    crate::fsutil::write_atomic(path, text.as_bytes())
-}
-
-fn write_montage(opts: &SynthOptions, prep: &Prepared, jobs: &[Job], entries: &BTreeMap<String, Value>) -> Result<Option<PathBuf>> {
-    let mut tiles = Vec::new();
-    let small = jobs.len() > 64;
-    for job in jobs {
-        let stem = job.sel.stem(&opts.layer);
-        let Some(entry) = entries.get(&stem) else { continue };
-        let img = image::open(opts.out_dir.join(format!("{stem}.png")))
-            .with_context(|| format!("reading back {stem}.png for the montage"))?
-            .to_rgb8();
-        let img = if small { image::imageops::thumbnail(&img, img.width() / 2, img.height() / 2) } else { img };
-        let units: Vec<String> = job.sel.units().iter().map(|u| u.to_string()).collect();
-        let mut caption = format!("{} {}", units.join("+"), label_of(opts, prep, &job.sel));
-        if let Some(p) = entry.get("probability").and_then(|p| p.as_f64()) {
-            caption.push_str(&format!(" p={p:.2}"));
-        }
-        tiles.push((img, caption));
-    }
-    if tiles.is_empty() {
-        return Ok(None);
-    }
-    let path = opts.out_dir.join("montage.png");
-    render::write_png(&path, &render::montage(&tiles, None))?;
-    Ok(Some(path))
 }
 
 /// The code of an image: encoder layer `layer` of the classifier's forward pass, after any

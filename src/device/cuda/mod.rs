@@ -145,20 +145,30 @@ impl Cuda {
     /// driver is installed; `Err`: the reason a present driver gives no usable GPU. Never
     /// panics.
     pub fn probe() -> Result<Option<DeviceInfo>> {
-        std::panic::catch_unwind(probe_driver).unwrap_or_else(|_| bail!("the CUDA driver could not be queried"))
+        Cuda::probe_on(0)
+    }
+
+    /// As `probe`, for GPU `ordinal` (`--device cuda:K`).
+    pub fn probe_on(ordinal: usize) -> Result<Option<DeviceInfo>> {
+        std::panic::catch_unwind(|| probe_driver(ordinal)).unwrap_or_else(|_| bail!("the CUDA driver could not be queried"))
     }
 
     /// A context and stream on the first GPU whose matrix products compute in `precision`.
     /// Kernels are compiled by NVRTC on first use (from the disk cache on later runs).
     pub fn new(precision: Precision) -> Result<Cuda> {
-        let info = Cuda::probe()?.context("no CUDA driver found")?;
-        let mut cuda = std::panic::catch_unwind(|| Cuda::open(info)).unwrap_or_else(|_| bail!("CUDA initialization failed"))?;
+        Cuda::on(0, precision)
+    }
+
+    /// As `new`, on GPU `ordinal`.
+    pub fn on(ordinal: usize, precision: Precision) -> Result<Cuda> {
+        let info = Cuda::probe_on(ordinal)?.context("no CUDA driver found")?;
+        let mut cuda = std::panic::catch_unwind(|| Cuda::open(ordinal, info)).unwrap_or_else(|_| bail!("CUDA initialization failed"))?;
         cuda.set_precision(precision)?;
         Ok(cuda)
     }
 
-    fn open(info: DeviceInfo) -> Result<Cuda> {
-        let ctx = CudaContext::new(0).map_err(driver_err("context"))?;
+    fn open(ordinal: usize, info: DeviceInfo) -> Result<Cuda> {
+        let ctx = CudaContext::new(ordinal).map_err(driver_err("context"))?;
         // SAFETY: everything runs on one stream, so cudarc's cross-stream events are not needed.
         unsafe { ctx.disable_event_tracking() };
         let stream = ctx.default_stream();
@@ -282,7 +292,7 @@ impl Cuda {
     }
 }
 
-fn probe_driver() -> Result<Option<DeviceInfo>> {
+fn probe_driver(ordinal: usize) -> Result<Option<DeviceInfo>> {
     // SAFETY: only tries to dlopen the driver library by its usual names.
     if !unsafe { sys::is_culib_present() } {
         return Ok(None);
@@ -292,7 +302,10 @@ fn probe_driver() -> Result<Option<DeviceInfo>> {
     if count < 1 {
         bail!("the CUDA driver reports no GPU");
     }
-    let dev = drv::device::get(0).map_err(driver_err("device 0"))?;
+    if ordinal >= count as usize {
+        bail!("there is no GPU {ordinal}: the CUDA driver reports {count} (0 to {})", count - 1);
+    }
+    let dev = drv::device::get(ordinal as i32).map_err(driver_err("device"))?;
     let name = drv::device::get_name(dev).map_err(driver_err("device name"))?;
     use sys::CUdevice_attribute::{
         CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR as MAJOR, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR as MINOR,
