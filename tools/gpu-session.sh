@@ -7,8 +7,8 @@
 #   2. every ignored GPU test, one process per test (a sticky CUDA error in one cannot
 #      fail the rest); the first failing test is rerun under compute-sanitizer;
 #   3. the DGN-AM step benchmark in f32 and TF32, all 1000 units x 200 iterations of
-#      synthesize (f32, and TF32 if time is left), and the kernel benchmark at batch 64 in
-#      both precisions.
+#      synthesize (f32, and TF32 if time is left), the kernel benchmark at batch 64 in
+#      both precisions, and every kernel version side by side (`bench --versions`).
 # Logs and JSON land in $OUT. Usage: tools/gpu-session.sh [deadline seconds, default 380]
 set -euo pipefail
 cd "$(git rev-parse --show-toplevel)"
@@ -71,6 +71,10 @@ step bench-step-tf32 90 $B/dgnam bench --device cuda --precision tf32 --batch 8,
 step synth-1000x200-f32 120 bash -c "time $B/dgnam synthesize --device cuda --net /tmp/c.dgnw --generator /tmp/g.dgnw --units all --iters 200 --batch 125 --out-dir /tmp/synth32 > /tmp/synth32.log 2>&1; rc=\$?; tail -n 5 /tmp/synth32.log; exit \$rc"
 cp /tmp/synth32/summary.json "$OUT/summary-f32.json" 2>/dev/null
 step bench-kernels-f32-b64 90 $B/dgnam bench --device cuda --kernel-batch 64 --json "$OUT/bench-kernels-f32-b64.json"
+# Every version of the versioned kernels (im2col, col2im) per layer, side by side, and the
+# choices the tuner made in this session.
+step bench-versions-b64 90 $B/dgnam bench --device cuda --versions --kernel-batch 64 --json "$OUT/bench-versions-b64.json"
+cp /tmp/dgnam-ptx/kernel-versions.json "$OUT/" 2>/dev/null
 step bench-kernels-tf32-b64 90 $B/dgnam bench --device cuda --precision tf32 --kernel-batch 64 --json "$OUT/bench-kernels-tf32-b64.json"
 step synth-1000x200-tf32 120 bash -c "time $B/dgnam synthesize --device cuda --precision tf32 --net /tmp/c.dgnw --generator /tmp/g.dgnw --units all --iters 200 --batch 125 --out-dir /tmp/synth19 > /tmp/synth19.log 2>&1; rc=\$?; tail -n 5 /tmp/synth19.log; exit \$rc"
 echo "total $(( $(date +%s) - T0 )) s; failed:${failed:- none}"
