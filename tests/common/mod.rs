@@ -62,9 +62,22 @@ pub fn shipped(rel: &str) -> PathBuf {
     root().join("weights").join(rel)
 }
 
-/// A fresh, empty scratch directory unique to this test.
+/// A fresh, empty scratch directory unique to this test. Those that earlier runs of the
+/// same test left behind (their process gone) are removed first, so /tmp holds at most
+/// one per test name.
 pub fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("dgnam-test-{}-{name}", std::process::id()));
+    let tmp = std::env::temp_dir();
+    let suffix = format!("-{name}");
+    for e in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
+        let file = e.file_name().to_string_lossy().into_owned();
+        let pid = file.strip_prefix("dgnam-test-").and_then(|r| r.strip_suffix(suffix.as_str()));
+        if let Some(pid) = pid.filter(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit())) {
+            if !Path::new("/proc").join(pid).exists() {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    let dir = tmp.join(format!("dgnam-test-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
