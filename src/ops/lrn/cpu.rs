@@ -38,6 +38,7 @@ fn window_sum(src: &[f64], dst: &mut [f64], len: usize, stride: usize, half: usi
 /// Sums `src` (one image, [c, h, w]) over each element's WITHIN_CHANNEL window into `dst`;
 /// `tmp` is scratch of the same size (the window is separable: rows, then columns). The
 /// ACROSS_CHANNELS window is `across_channels`, a running sum over whole planes.
+#[inline(always)]
 fn within_channel_sum([c, h, w]: [usize; 3], half: usize, src: &[f64], tmp: &mut [f64], dst: &mut [f64]) {
     let hw = h * w;
     for plane in 0..c {
@@ -94,36 +95,150 @@ fn pow_neg_beta<T: Real>(beta: f64, s: &[T], p: &mut [T]) {
     }
 }
 
+/// What `across_channels` does with the planes of one image: the methods are
+/// `#[inline(always)]` in every implementation, so they are compiled inside the AVX-512 and
+/// AVX2 builds of the pass that calls it (a closure's body would be compiled apart, at
+/// baseline x86-64).
+trait Planes {
+    /// Fills `t` with plane `e`'s terms of the window sum.
+    fn term(&mut self, e: usize, t: &mut [f64]);
+    /// Uses the window sum around channel `ch`.
+    fn visit(&mut self, ch: usize, sum: &[f64]);
+}
+
 /// The channel window of one image as a running sum over whole planes, kept in f64: plane
-/// `ch + half` enters (its terms kept in a ring of `2*half + 1` planes), `visit(ch, sum)`
-/// sees the window around `ch`, then plane `ch - half` leaves. The same additions in the
-/// same order as `window_sum`.
+/// `ch + half` enters (its terms kept in a ring of `2*half + 1` planes), `planes.visit(ch,
+/// sum)` sees the window around `ch`, then plane `ch - half` leaves. The same additions in
+/// the same order as `window_sum`.
 #[inline(always)]
-fn across_channels(c: usize, hw: usize, half: usize, mut term: impl FnMut(usize, &mut [f64]), mut visit: impl FnMut(usize, &[f64])) {
+fn across_channels(c: usize, hw: usize, half: usize, planes: &mut impl Planes) {
     let slots = 2 * half + 1;
     let mut ring = vec![0.0; slots * hw];
     let mut sum = vec![0.0; hw];
-    let mut enter = |e: usize, sum: &mut [f64], ring: &mut [f64]| {
+    // Plane e's terms into its ring slot and onto the sum.
+    #[inline(always)]
+    fn enter(planes: &mut impl Planes, e: usize, hw: usize, slots: usize, sum: &mut [f64], ring: &mut [f64]) {
         let slot = &mut ring[(e % slots) * hw..][..hw];
-        term(e, slot);
+        planes.term(e, slot);
         for (s, &t) in sum.iter_mut().zip(slot.iter()) {
             *s += t;
         }
-    };
+    }
     for e in 0..half.min(c) {
-        enter(e, &mut sum, &mut ring);
+        enter(planes, e, hw, slots, &mut sum, &mut ring);
     }
     for ch in 0..c {
         if ch + half < c {
-            enter(ch + half, &mut sum, &mut ring);
+            enter(planes, ch + half, hw, slots, &mut sum, &mut ring);
         }
-        visit(ch, &sum);
+        planes.visit(ch, &sum);
         if ch >= half {
             let slot = &ring[((ch - half) % slots) * hw..][..hw];
             for (s, &t) in sum.iter_mut().zip(slot) {
                 *s -= t;
             }
         }
+    }
+}
+
+/// One plane of the forward pass: scale = k + a * sum, y = x * scale^-beta.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn finish_forward<T: Real>(k: f64, a: f64, beta: f64, sum: &[f64], xs: &[T], ys: &mut [T], ss: &mut [T], pw: &mut [T]) {
+    for (s, &v) in ss.iter_mut().zip(sum) {
+        *s = T::from_f64(k + a * v);
+    }
+    pow_neg_beta(beta, ss, pw);
+    for ((y, &x), &p) in ys.iter_mut().zip(xs).zip(pw.iter()) {
+        *y = x * p;
+    }
+}
+
+/// One plane of dy * y / scale, the backward pass's windowed term.
+#[inline(always)]
+fn ratio_plane<T: Real>(dy: &[T], y: &[T], scale: &[T], t: &mut [f64]) {
+    for (t, ((&d, &y), &s)) in t.iter_mut().zip(dy.iter().zip(y).zip(scale)) {
+        *t = d.to_f64() * y.to_f64() / s.to_f64();
+    }
+}
+
+/// One plane of the backward pass: dx += dy * scale^-beta - coef * x * window.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn finish_backward<T: Real>(beta: f64, coef: f64, window: &[f64], x: &[T], dy: &[T], scale: &[T], dx: &mut [T], pw: &mut [T]) {
+    pow_neg_beta(beta, scale, pw);
+    let ins = dy.iter().zip(x).zip(pw.iter()).zip(window);
+    for (dx, (((&d, &x), &p), &win)) in dx.iter_mut().zip(ins) {
+        *dx += T::from_f64(d.to_f64() * p.to_f64() - coef * x.to_f64() * win);
+    }
+}
+
+/// The forward pass's planes: terms x^2, then each plane's scale and output.
+struct ForwardPlanes<'a, T> {
+    hw: usize,
+    coef: (f64, f64, f64),
+    x: &'a [T],
+    y: &'a mut [T],
+    scale: &'a mut [T],
+    pw: Vec<T>,
+}
+
+impl<T: Real> ForwardPlanes<'_, T> {
+    #[inline(always)]
+    fn plane(&mut self, ch: usize, sum: &[f64]) {
+        let r = ch * self.hw..(ch + 1) * self.hw;
+        let (k, a, beta) = self.coef;
+        finish_forward(k, a, beta, sum, &self.x[r.clone()], &mut self.y[r.clone()], &mut self.scale[r], &mut self.pw);
+    }
+}
+
+impl<T: Real> Planes for ForwardPlanes<'_, T> {
+    #[inline(always)]
+    fn term(&mut self, e: usize, t: &mut [f64]) {
+        for (t, &v) in t.iter_mut().zip(&self.x[e * self.hw..][..self.hw]) {
+            let v = v.to_f64();
+            *t = v * v;
+        }
+    }
+
+    #[inline(always)]
+    fn visit(&mut self, ch: usize, sum: &[f64]) {
+        self.plane(ch, sum);
+    }
+}
+
+/// The backward pass's planes: terms dy * y / scale, then each plane's data gradient.
+struct BackwardPlanes<'a, T> {
+    hw: usize,
+    beta: f64,
+    coef: f64,
+    x: &'a [T],
+    y: &'a [T],
+    scale: &'a [T],
+    dy: &'a [T],
+    dx: &'a mut [T],
+    pw: Vec<T>,
+}
+
+impl<T: Real> BackwardPlanes<'_, T> {
+    #[inline(always)]
+    fn plane(&mut self, ch: usize, window: &[f64]) {
+        let r = ch * self.hw..(ch + 1) * self.hw;
+        let (x, dy, scale) = (&self.x[r.clone()], &self.dy[r.clone()], &self.scale[r.clone()]);
+        finish_backward(self.beta, self.coef, window, x, dy, scale, &mut self.dx[r], &mut self.pw);
+    }
+}
+
+impl<T: Real> Planes for BackwardPlanes<'_, T> {
+    #[inline(always)]
+    fn term(&mut self, e: usize, t: &mut [f64]) {
+        let r = e * self.hw..(e + 1) * self.hw;
+        ratio_plane(&self.dy[r.clone()], &self.y[r.clone()], &self.scale[r], t);
+    }
+
+    #[inline(always)]
+    fn visit(&mut self, ch: usize, sum: &[f64]) {
+        self.plane(ch, sum);
     }
 }
 
@@ -134,36 +249,16 @@ crate::multiversion! {
         let hw = h * w;
         let half = (p.local_size.max(1) - 1) / 2;
         let (k, a, _) = coefficients(p);
-        let beta = p.beta as f64;
-        let mut pw = vec![T::ZERO; hw];
-        let mut finish = |ch: usize, sum: &[f64]| {
-            let r = ch * hw..(ch + 1) * hw;
-            let (xs, ys, ss) = (&x[r.clone()], &mut y[r.clone()], &mut scale[r]);
-            for (s, &v) in ss.iter_mut().zip(sum) {
-                *s = T::from_f64(k + a * v);
-            }
-            pow_neg_beta(beta, ss, &mut pw);
-            for ((y, &x), &p) in ys.iter_mut().zip(xs).zip(&pw) {
-                *y = x * p;
-            }
-        };
+        let mut planes = ForwardPlanes { hw, coef: (k, a, p.beta as f64), x, y, scale, pw: vec![T::ZERO; hw] };
         match p.region {
-            LrnRegion::AcrossChannels => {
-                let square = |e: usize, t: &mut [f64]| {
-                    for (t, &v) in t.iter_mut().zip(&x[e * hw..][..hw]) {
-                        let v = v.to_f64();
-                        *t = v * v;
-                    }
-                };
-                across_channels(c, hw, half, square, finish);
-            }
+            LrnRegion::AcrossChannels => across_channels(c, hw, half, &mut planes),
             LrnRegion::WithinChannel => {
                 let image = c * hw;
                 let sq: Vec<f64> = x.iter().map(|&v| v.to_f64() * v.to_f64()).collect();
                 let (mut tmp, mut sum) = (vec![0.0; image], vec![0.0; image]);
                 within_channel_sum([c, h, w], half, &sq, &mut tmp, &mut sum);
                 for ch in 0..c {
-                    finish(ch, &sum[ch * hw..][..hw]);
+                    planes.plane(ch, &sum[ch * hw..][..hw]);
                 }
             }
         }
@@ -179,33 +274,19 @@ crate::multiversion! {
         let (_, _, big_n) = coefficients(p);
         let (alpha, beta) = (p.alpha as f64, p.beta as f64);
         let coef = 2.0 * alpha * beta / big_n;
-        let mut pw = vec![T::ZERO; hw];
-        let ratio = |e: usize, t: &mut [f64]| {
-            let r = e * hw..(e + 1) * hw;
-            for (t, ((&d, &y), &s)) in t.iter_mut().zip(dy[r.clone()].iter().zip(&y[r.clone()]).zip(&scale[r])) {
-                *t = d.to_f64() * y.to_f64() / s.to_f64();
-            }
-        };
-        let mut finish = |ch: usize, window: &[f64]| {
-            let r = ch * hw..(ch + 1) * hw;
-            pow_neg_beta(beta, &scale[r.clone()], &mut pw);
-            let ins = dy[r.clone()].iter().zip(&x[r.clone()]).zip(&pw).zip(window);
-            for (dx, (((&d, &x), &p), &win)) in dx[r].iter_mut().zip(ins) {
-                *dx += T::from_f64(d.to_f64() * p.to_f64() - coef * x.to_f64() * win);
-            }
-        };
+        let mut planes = BackwardPlanes { hw, beta, coef, x, y, scale, dy, dx, pw: vec![T::ZERO; hw] };
         match p.region {
-            LrnRegion::AcrossChannels => across_channels(c, hw, half, ratio, finish),
+            LrnRegion::AcrossChannels => across_channels(c, hw, half, &mut planes),
             LrnRegion::WithinChannel => {
                 let image = c * hw;
                 let mut rat = vec![0.0; image];
                 for (ch, t) in rat.chunks_exact_mut(hw.max(1)).enumerate() {
-                    ratio(ch, t);
+                    planes.term(ch, t);
                 }
                 let (mut tmp, mut sum) = (vec![0.0; image], vec![0.0; image]);
                 within_channel_sum([c, h, w], half, &rat, &mut tmp, &mut sum);
                 for ch in 0..c {
-                    finish(ch, &sum[ch * hw..][..hw]);
+                    planes.plane(ch, &sum[ch * hw..][..hw]);
                 }
             }
         }
