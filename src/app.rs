@@ -306,6 +306,23 @@ pub fn synthesize(o: &SynthOptions, device: Device, precision: Precision, progre
     run::synthesize(&generator, &classifier, o, &prep, progress)
 }
 
+/// `dgnam train-generator` on the resolved device: everything is read and checked
+/// (`train::prepare`) before the first file is written.
+pub fn train_generator(
+    o: &crate::train::TrainOptions,
+    pre: &PreprocessFlags,
+    device: Device,
+    precision: Precision,
+    progress: &dyn Progress,
+) -> Result<crate::train::TrainReport> {
+    let prepared = crate::train::prepare(o, pre)?;
+    if device == Device::Cuda {
+        let cuda = Cuda::new(precision)?;
+        return crate::train::train(&prepared, cuda.share(), cuda, progress);
+    }
+    crate::train::train(&prepared, Cpu::new(), Cpu::new(), progress)
+}
+
 /// `dgnam gradcheck`: the f64 checks on the CPU and, with `--device cuda` or `both`, every
 /// layer on the GPU against the CPU. No usable GPU for those is an error before any work.
 pub fn gradcheck(

@@ -18,4 +18,5 @@ pub mod real;
 pub mod rng;
 pub mod synth;
 pub mod tensor;
+pub mod train;
 pub mod weights;

@@ -11,6 +11,7 @@ use dgnam::preprocess::{read_mean_file, ChannelOrder, Mean, PreprocessFlags};
 use dgnam::synth::demo::run_demo;
 use dgnam::synth::options::{parse_xy, SynthOptions};
 use dgnam::synth::pixel::PixelPriors;
+use dgnam::train::TrainOptions;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::cell::RefCell;
 use std::path::PathBuf;
@@ -99,6 +100,16 @@ enum Command {
         iters: usize,
         #[arg(long, default_value_t = 0)]
         seed: u64,
+    },
+    /// Trains a generator to invert a layer of a classifier (DeePSiM-style: image and
+    /// feature losses, Adam), e.g. the demo's prior for LeNet's ip1 (weights/README.md).
+    TrainGenerator {
+        #[command(flatten)]
+        opts: TrainOptions,
+        #[arg(long, default_value = "auto")]
+        device: Device,
+        #[command(flatten)]
+        pre: PreArgs,
     },
     /// Benchmarks: every kernel in each direction (default), or with --net, --generator or
     /// --batch the DGN-AM step (docs/benchmarks.md).
@@ -293,6 +304,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("wrote {}", out.display());
         }
         Command::Demo { out_dir, iters, seed } => print!("{}", run_demo(&out_dir, iters, seed, &Bar::default())?.summary()),
+        Command::TrainGenerator { opts, device, pre } => {
+            let flags = pre.flags()?;
+            opts.check()?;
+            let device = self::device(device, precision)?;
+            let r = app::train_generator(&opts, &flags, device, precision, &Bar::default())?;
+            let losses = match (r.first_loss, r.last_loss) {
+                (Some(a), Some(b)) => format!(", loss {a:.4} -> {b:.4}"),
+                _ => String::new(),
+            };
+            let resumed = if r.resumed_from > 0 { format!(" (resumed at step {})", r.resumed_from) } else { String::new() };
+            println!("trained {} steps{resumed}{losses} in {:.1} s", r.steps, r.seconds);
+            println!("wrote {} and {}", r.generator.display(), r.log.display());
+            if let Some(g) = r.grid {
+                println!("reconstructions: {}", g.display());
+            }
+        }
         Command::Bench(a) => {
             let device = self::device(a.device, precision)?;
             let json = if a.net.is_some() || a.generator.is_some() || a.batch.is_some() {
