@@ -56,14 +56,20 @@ enum Command {
         #[arg(long, default_value = "auto")]
         device: Device,
     },
-    /// Per-neuron code bounds (mean + sigma * std, at least 0) from a folder of images.
+    /// Per-neuron code bounds (mean + sigma * std, at least 0) from a folder of images or
+    /// the images of one .npy.
+    #[command(group(clap::ArgGroup::new("data").required(true).args(["images", "images_npy"])))]
     ActRange {
         #[arg(long)]
         net: PathBuf,
         #[arg(long, default_value = "fc6")]
         layer: String,
+        /// A folder of images (.png, .jpg, or .npy files of one image each).
         #[arg(long)]
-        images: PathBuf,
+        images: Option<PathBuf>,
+        /// One N x C x H x W .npy of images in the net's input space.
+        #[arg(long, conflicts_with = "images")]
+        images_npy: Option<PathBuf>,
         #[arg(long, default_value_t = 3.0)]
         sigma: f64,
         #[arg(short = 'o', long = "out")]
@@ -92,7 +98,8 @@ enum Command {
         pre: PreArgs,
     },
     /// Offline demo: the preferred image of each digit of the shipped LeNet, by pixel-space
-    /// activation maximization (PNGs, a labelled montage and a GIF of the run).
+    /// activation maximization and by DGN-AM through the shipped prior (PNGs, .npy, a
+    /// labelled montage, a GIF of the runs, summary.json with nearest-real-digit distances).
     Demo {
         #[arg(long, default_value = "demo")]
         out_dir: PathBuf,
@@ -291,7 +298,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 anyhow::bail!("{} unit(s) went non-finite and were skipped: {}", names.len(), names.join(", "));
             }
         }
-        Command::ActRange { net, layer, images, sigma, out, device } => {
+        Command::ActRange { net, layer, images, images_npy, sigma, out, device } => {
+            let images = images.or(images_npy).ok_or_else(|| anyhow::anyhow!("give --images DIR or --images-npy X.npy"))?;
             let device = self::device(device, precision)?;
             let (n, neurons) = app::act_range(&net, &layer, &images, sigma, &out, device, precision)?;
             println!("wrote {}: {neurons} bounds from {n} images", out.display());

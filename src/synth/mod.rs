@@ -2,6 +2,7 @@ pub mod demo;
 pub mod dgn;
 pub mod field;
 pub mod kernels;
+pub mod nearest;
 pub mod options;
 pub mod pixel;
 pub mod render;
