@@ -281,3 +281,96 @@ fn bad_input_is_one_error_line_and_writes_nothing() {
         assert!(!out_dir.exists(), "a failed run ('{needle}') wrote {}", out_dir.display());
     }
 }
+
+#[test]
+fn training_does_not_depend_on_the_thread_count() {
+    let dir = scratch("train-threads");
+    let net = converted_lenet(&dir);
+    let mut files = Vec::new();
+    for threads in ["1", "2"] {
+        let out = dir.join(format!("t{threads}/g.dgnw"));
+        let generator = shipped("demo/generator-ip1.prototxt");
+        let digits = shipped("demo/digits.npy");
+        let r = Command::new(env!("CARGO_BIN_EXE_dgnam"))
+            .args(["train-generator", "--device", "cpu", "--net", s(&net), "--layer", "ip1", "--generator-def", s(&generator)])
+            .args(["--images-npy", s(&digits), "--comparator-layer", "conv2", "--steps", "4", "--batch", "16", "-o", s(&out)])
+            .env("RAYON_NUM_THREADS", threads)
+            .output()
+            .unwrap();
+        assert_ok(&r);
+        files.push(std::fs::read(&out).unwrap());
+    }
+    assert!(files[0] == files[1], "1 and 2 threads trained different generators");
+}
+
+/// LeNet's post-ReLU ip1 codes and its predictions for a batch of digits, and the shipped
+/// prior's reconstructions from those codes.
+#[test]
+fn the_shipped_prior_reconstructs_real_digits_that_lenet_still_recognizes() {
+    use dgnam::device::Cpu;
+    use dgnam::graph::CpuNet;
+    let file = shipped("demo/generator-ip1.dgnw");
+    assert!(std::fs::metadata(&file).unwrap().len() < 5 << 20, "the shipped prior is over 5 MB");
+    let weights = dgnam::weights::WeightsFile::open(&file).unwrap();
+    let m = dgnam::convert::load(&shipped("demo/lenet.prototxt"), &shipped("demo/lenet_iter_10000.caffemodel")).unwrap();
+    let digits = dgnam::npy::read(&shipped("demo/digits.npy")).unwrap();
+    let labels = dgnam::npy::read(&shipped("demo/digits-labels.npy")).unwrap();
+    assert_eq!((digits.shape.clone(), labels.shape.clone()), (vec![1797, 1, 28, 28], vec![1797]));
+    let n = 200;
+    let lenet = m.net::<f32>(n).unwrap();
+    let generator = CpuNet::<f32>::from_weights(&weights, n, Cpu::new()).unwrap();
+    // Every 9th digit: all ten classes, spread over the writers.
+    let picks: Vec<usize> = (0..n).map(|i| i * 9).collect();
+    let x: Vec<f32> = picks.iter().flat_map(|&i| digits.data[i * 784..(i + 1) * 784].to_vec()).collect();
+    let run = |images: &[f32]| {
+        let mut st = lenet.state().unwrap();
+        lenet.forward(&mut st, &[images]).unwrap();
+        let code = st.value(lenet.plan.blob_by_name("ip1").unwrap()).clone(); // after relu1
+        let probs = st.value(lenet.plan.layer_output("prob").unwrap()).clone();
+        let predicted: Vec<usize> = probs.chunks(10).map(common::argmax).collect();
+        (code, predicted)
+    };
+    let (codes, before) = run(&x);
+    assert!(codes.iter().all(|&v| v >= 0.0));
+    let mut st = generator.state().unwrap();
+    generator.forward(&mut st, &[&codes]).unwrap();
+    let recon = st.value(generator.plan.last_output()).clone();
+    assert_eq!(recon.len(), x.len());
+    let sq: f64 = recon.iter().zip(&x).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>() / n as f64;
+    let energy: f64 = x.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / n as f64;
+    assert!(sq < 0.05 * energy, "reconstruction error {sq} per digit against {energy} of signal");
+    let (_, after) = run(&recon);
+    let label = |i: usize| labels.data[picks[i]] as usize;
+    let right_before = (0..n).filter(|&i| before[i] == label(i)).count();
+    let right_after = (0..n).filter(|&i| after[i] == label(i)).count();
+    assert!(
+        right_after as f64 >= 0.95 * right_before as f64,
+        "LeNet: {right_before} right on the digits, {right_after} on their reconstructions"
+    );
+
+    // The shipped bounds are act-range's over the same digits.
+    let dir = scratch("shipped-prior");
+    let net = converted_lenet(&dir);
+    for k in ["1", "3"] {
+        let out = dir.join(format!("{k}x.txt"));
+        let r = dgnam(&[
+            "act-range",
+            "--device",
+            "cpu",
+            "--net",
+            s(&net),
+            "--layer",
+            "ip1",
+            "--images-npy",
+            s(&shipped("demo/digits.npy")),
+            "--sigma",
+            k,
+            "-o",
+            s(&out),
+        ]);
+        assert_ok(&r);
+        let shipped_text = std::fs::read_to_string(shipped(&format!("demo/act_range/{k}x/ip1.txt"))).unwrap();
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), shipped_text, "{k}x bounds differ from act-range's");
+        assert_eq!(shipped_text.split_whitespace().count(), 500);
+    }
+}

@@ -364,7 +364,7 @@ where
         let feature = losses.feature.map_or(String::new(), |f| format!(" feature {f:.4}"));
         progress.status(&format!("loss {:.4} (image {:.4}{feature})", losses.total, losses.image));
         progress.advance(1);
-        if o.checkpoint_every.is_some_and(|k| state.step % k == 0) && state.step < o.steps {
+        if o.checkpoint_every.is_some_and(|k| state.step.is_multiple_of(k)) && state.step < o.steps {
             checkpoint::write(&p.paths, &p.generator_text, &specs, &state, &p.identity)?;
             write_grid(&mut nets, p, &codes, &p.paths.grid(Some(state.step)))?;
             write_log(p, &state)?;
