@@ -323,6 +323,26 @@ pub fn train_generator(
     crate::train::train(&prepared, Cpu::new(), Cpu::new(), progress)
 }
 
+/// `dgnam nearest` on the resolved device.
+pub fn nearest(
+    o: &crate::synth::nearest::NearestOptions,
+    pre: &PreprocessFlags,
+    device: Device,
+    precision: Precision,
+    progress: &dyn Progress,
+) -> Result<crate::synth::nearest::NearestReport> {
+    use crate::synth::nearest::nearest;
+    let file = open_weights(&o.net)?;
+    let channels = file.netdef()?.inputs.first().and_then(|i| i.shape.get(1).copied()).unwrap_or(3);
+    let pre = pre.resolve(channels);
+    // Batches of 16 codes: a few MB of activations even for CaffeNet.
+    let batch = 16;
+    match device {
+        Device::Cuda => nearest(&Net::<Cuda>::from_weights(&file, batch, Cuda::new(precision)?)?, o, &pre, progress),
+        Device::Cpu | Device::Auto => nearest(&CpuNet::<f32>::from_weights(&file, batch, Cpu::new())?, o, &pre, progress),
+    }
+}
+
 /// `dgnam gradcheck`: the f64 checks on the CPU and, with `--device cuda` or `both`, every
 /// layer on the GPU against the CPU. No usable GPU for those is an error before any work.
 pub fn gradcheck(

@@ -5,6 +5,7 @@ pub mod app;
 pub mod bench;
 pub mod caffe;
 pub mod convert;
+pub mod dataset;
 pub mod device;
 pub mod fsutil;
 pub mod gradcheck;

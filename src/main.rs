@@ -9,6 +9,7 @@ use dgnam::graph::UnitRef;
 use dgnam::io::Progress;
 use dgnam::preprocess::{read_mean_file, ChannelOrder, Mean, PreprocessFlags};
 use dgnam::synth::demo::run_demo;
+use dgnam::synth::nearest::NearestOptions;
 use dgnam::synth::options::{parse_xy, SynthOptions};
 use dgnam::synth::pixel::PixelPriors;
 use dgnam::train::TrainOptions;
@@ -113,6 +114,16 @@ enum Command {
     TrainGenerator {
         #[command(flatten)]
         opts: TrainOptions,
+        #[arg(long, default_value = "auto")]
+        device: Device,
+        #[command(flatten)]
+        pre: PreArgs,
+    },
+    /// The real images nearest to synthesized ones, in pixel space and in the code space of
+    /// layers of the net (DGN-AM paper, Fig. S22): nearest.json and a montage.
+    Nearest {
+        #[command(flatten)]
+        opts: NearestOptions,
         #[arg(long, default_value = "auto")]
         device: Device,
         #[command(flatten)]
@@ -326,6 +337,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("wrote {} and {}", r.generator.display(), r.log.display());
             if let Some(g) = r.grid {
                 println!("reconstructions: {}", g.display());
+            }
+        }
+        Command::Nearest { opts, device, pre } => {
+            let flags = pre.flags()?;
+            let device = self::device(device, precision)?;
+            let r = app::nearest(&opts, &flags, device, precision, &Bar::default())?;
+            println!("{} queries, {} nearest in {}: {}", r.results.len(), opts.k, opts.layers.join(", "), r.json.display());
+            if let Some(m) = r.montage {
+                println!("montage: {}", m.display());
             }
         }
         Command::Bench(a) => {

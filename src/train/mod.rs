@@ -4,12 +4,12 @@
 //! C being E's output at the comparator layer, each term summed over a sample's values and
 //! averaged over the batch. Adam updates G's weights; E stays fixed.
 //!
-//! `options` holds the flags and their checks, `data` the training images, `adam` the
-//! optimizer, `checkpoint` the files a run writes and resumes from, `run` the loop.
+//! `options` holds the flags and their checks, `adam` the optimizer, `checkpoint` the
+//! files a run writes and resumes from, `run` the loop; the images come from
+//! `crate::dataset`.
 
 pub mod adam;
 pub mod checkpoint;
-pub mod data;
 pub mod options;
 pub mod run;
 

@@ -4,8 +4,8 @@
 
 use super::adam::Adam;
 use super::checkpoint::{self, Paths, State};
-use super::data::{self, Images};
 use super::options::{TrainOptions, Weights};
+use crate::dataset::{self, Images};
 use crate::device::{Cpu, FromMapped};
 use crate::graph::{BlobId, Net, ParamSpec, Plan};
 use crate::io::{open_weights, NetSource, Progress};
@@ -107,8 +107,8 @@ pub fn prepare(o: &TrainOptions, pre: &PreprocessFlags) -> Result<Prepared> {
     ensure!(generator_plan.param_count() > 0, "--generator-def {}: has no weights to train", o.generator_def.display());
 
     let images = match (&o.images, &o.images_npy) {
-        (Some(dir), _) => data::from_dir(dir, input, &pre.resolve(input[0]))?,
-        (None, Some(npy)) => data::from_npy(npy, input)?,
+        (Some(dir), _) => dataset::from_dir(dir, input, &pre.resolve(input[0]))?,
+        (None, Some(npy)) => dataset::from_npy(npy, input)?,
         (None, None) => anyhow::bail!("give the training images with --images DIR or --images-npy X.npy"),
     };
     let fingerprint = crate::rng::fnv1a(crate::rng::FNV1A_START, bytemuck::cast_slice(&images.data));

@@ -1,6 +1,7 @@
-//! The images a generator learns to reconstruct, all in the classifier's input space and
-//! held in memory: a folder of PNG/JPEG files (preprocessed as every command does) or
-//! one N x C x H x W `.npy`.
+//! A set of images in a net's input space, held in memory: a folder of PNG/JPEG files
+//! (preprocessed as every command does) or one N x C x H x W `.npy`. What a generator
+//! learns to reconstruct (`train-generator`) and where nearest real images are searched
+//! (`nearest`).
 
 use crate::npy;
 use crate::preprocess::{load_image, Preprocess};
@@ -30,15 +31,7 @@ impl Images {
 /// Every `.png`, `.jpg` and `.jpeg` in `dir` (not its subfolders), in name order, resized
 /// to `shape` and preprocessed with `pre`.
 pub fn from_dir(dir: &Path, shape: [usize; 3], pre: &Preprocess) -> Result<Images> {
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("--images: cannot read the folder {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            let ext = p.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase());
-            p.is_file() && matches!(ext.as_deref(), Some("png" | "jpg" | "jpeg"))
-        })
-        .collect();
-    paths.sort();
+    let paths = image_files(dir)?;
     ensure!(!paths.is_empty(), "--images: {} holds no .png or .jpg images", dir.display());
     let mut data = Vec::with_capacity(paths.len() * shape.iter().product::<usize>());
     for p in &paths {
@@ -48,12 +41,38 @@ pub fn from_dir(dir: &Path, shape: [usize; 3], pre: &Preprocess) -> Result<Image
     Ok(Images { shape, data, count: paths.len() })
 }
 
+/// The `.png`, `.jpg` and `.jpeg` files of `dir` (not its subfolders), in name order: the
+/// images `from_dir` reads, image i being file i.
+pub fn image_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("--images: cannot read the folder {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let ext = p.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase());
+            p.is_file() && matches!(ext.as_deref(), Some("png" | "jpg" | "jpeg"))
+        })
+        .collect();
+    paths.sort();
+    Ok(paths)
+}
+
 /// An N x C x H x W `.npy` already in the net's input space; C, H, W must be `shape`.
 pub fn from_npy(path: &Path, shape: [usize; 3]) -> Result<Images> {
+    ensure!(path.extension().and_then(|e| e.to_str()) == Some("npy"), "--images-npy {}: not a .npy file", path.display());
+    from_file(path, shape, &Preprocess::default_for(shape[0])).context("--images-npy")
+}
+
+/// One file of images: a `.npy` (any batch, in the net's input space) or one image file.
+pub fn from_file(path: &Path, shape: [usize; 3], pre: &Preprocess) -> Result<Images> {
+    if path.extension().and_then(|e| e.to_str()) != Some("npy") {
+        let data = load_image(path, shape[0], shape[1], shape[2], pre)?.data;
+        finite(&data, path)?;
+        return Ok(Images { shape, data, count: 1 });
+    }
     let t = npy::read(path)?;
     ensure!(
         t.shape.len() == 4 && t.shape[0] > 0 && t.shape[1..] == shape,
-        "--images-npy {}: shape {} is not N x {} (images in the net's input space)",
+        "{}: shape {} is not N x {} (images in the net's input space)",
         path.display(),
         fmt_shape(&t.shape),
         fmt_shape(&shape)
@@ -63,7 +82,7 @@ pub fn from_npy(path: &Path, shape: [usize; 3]) -> Result<Images> {
 }
 
 fn finite(data: &[f32], from: &Path) -> Result<()> {
-    crate::graph::ensure_finite(data, || format!("the training images from {}", from.display()))
+    crate::graph::ensure_finite(data, || format!("the images from {}", from.display()))
 }
 
 #[cfg(test)]
@@ -78,7 +97,7 @@ mod tests {
         npy::write(&p, &[3, 1, 2, 2], &(0..12).map(|v| v as f32).collect::<Vec<_>>()).unwrap();
         let im = from_npy(&p, [1, 2, 2]).unwrap();
         assert_eq!((im.count, im.image(2)), (3, &[8.0, 9.0, 10.0, 11.0][..]));
-        let e = from_npy(&p, [1, 28, 28]).unwrap_err().to_string();
+        let e = format!("{:#}", from_npy(&p, [1, 28, 28]).unwrap_err());
         assert!(e.contains("shape 3x1x2x2 is not N x 1x28x28"), "{e}");
         npy::write(&p, &[0, 1, 2, 2], &[]).unwrap();
         assert!(from_npy(&p, [1, 2, 2]).is_err());
