@@ -318,9 +318,9 @@ pub fn train_generator(
     let prepared = crate::train::prepare(o, pre)?;
     if device == Device::Cuda {
         let cuda = Cuda::new(precision)?;
-        return crate::train::train(&prepared, cuda.share(), cuda, progress);
+        return crate::train::train(&prepared, cuda.share(), cuda.share(), cuda, progress);
     }
-    crate::train::train(&prepared, Cpu::new(), Cpu::new(), progress)
+    crate::train::train(&prepared, Cpu::new(), Cpu::new(), Cpu::new(), progress)
 }
 
 /// `dgnam nearest` on the resolved device.

@@ -207,6 +207,60 @@ fn assert_clean_failure(out: &Output, needle: &str) {
     assert!(lines[0].contains(needle), "'{needle}' missing from: {}", lines[0]);
 }
 
+/// A small discriminator for LeNet's 1x28x28 images, ending in `logits` values.
+fn discriminator(logits: usize) -> String {
+    format!(
+        "input: 'image' input_shape {{ dim: 1 dim: 1 dim: 28 dim: 28 }}
+        layer {{ name: 'conv1' type: 'Convolution' bottom: 'image' top: 'conv1' convolution_param {{ num_output: 8 kernel_size: 4 stride: 2 pad: 1 }} }}
+        layer {{ name: 'relu1' type: 'ReLU' bottom: 'conv1' top: 'conv1' relu_param {{ negative_slope: 0.2 }} }}
+        layer {{ name: 'conv2' type: 'Convolution' bottom: 'conv1' top: 'conv2' convolution_param {{ num_output: 16 kernel_size: 4 stride: 2 pad: 1 }} }}
+        layer {{ name: 'relu2' type: 'ReLU' bottom: 'conv2' top: 'conv2' relu_param {{ negative_slope: 0.2 }} }}
+        layer {{ name: 'logit' type: 'InnerProduct' bottom: 'conv2' top: 'logit' inner_product_param {{ num_output: {logits} }} }}"
+    )
+}
+
+#[test]
+fn an_adversarial_run_trains_its_discriminator_and_resumes_exactly() {
+    let dir = scratch("train-adversarial");
+    let net = converted_lenet(&dir);
+    let d = write(&dir, "d.prototxt", &discriminator(1));
+    let common = [
+        "--comparator-layer",
+        "conv2",
+        "--discriminator-def",
+        s(&d),
+        "--loss-weights",
+        "image=1,feature=0.05,adversarial=0.5",
+        "--batch",
+        "16",
+        "--lr",
+        "1e-3",
+        "--checkpoint-every",
+        "20",
+    ];
+    let whole = dir.join("whole/g.dgnw");
+    assert_ok(&train(&net, &whole, &[&common[..], &["--steps", "40"]].concat()));
+    let steps = log(&dir.join("whole"))["steps"].as_array().unwrap().clone();
+    assert_eq!(steps.len(), 40);
+    for r in &steps {
+        let (img, feat, adv) =
+            (r["loss_image"].as_f64().unwrap(), r["loss_feature"].as_f64().unwrap(), r["loss_adversarial"].as_f64().unwrap());
+        let total = r["loss"].as_f64().unwrap();
+        assert!((total - (img + 0.05 * feat + 0.5 * adv)).abs() <= 1e-9 * total, "{r}");
+        assert!(adv > 0.0 && r["loss_discriminator"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    // D learns to tell G's images from real ones faster than G learns to fool it.
+    let (d0, d1) = (mean_of(&steps[..5], "loss_discriminator"), mean_of(&steps[35..], "loss_discriminator"));
+    assert!(d1 < d0, "the discriminator's loss went from {d0} to {d1}");
+    assert!(mean_of(&steps[35..], "loss_image") < 0.25 * mean_of(&steps[..5], "loss_image"));
+
+    let split = dir.join("split/g.dgnw");
+    assert_ok(&train(&net, &split, &[&common[..], &["--steps", "20"]].concat()));
+    assert_ok(&train(&net, &split, &[&common[..], &["--steps", "40", "--resume"]].concat()));
+    assert!(std::fs::read(&whole).unwrap() == std::fs::read(&split).unwrap(), "the resumed adversarial run differs");
+    assert_eq!(log(&dir.join("split"))["steps"].as_array().unwrap()[39]["loss_discriminator"], steps[39]["loss_discriminator"]);
+}
+
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();
@@ -242,6 +296,7 @@ fn bad_input_is_one_error_line_and_writes_nothing() {
         "code10.prototxt",
         &format!("input: 'code' input_shape {{ dim: 1 dim: 10 }} {} {}", ip("fc", "code", 784), reshape(1, 28)),
     );
+    let two_logits = write(&dir, "two.prototxt", &discriminator(2));
     let empty = dir.join("empty");
     std::fs::create_dir_all(&empty).unwrap();
     let wrong_npy = dir.join("wrong.npy");
@@ -269,7 +324,9 @@ fn bad_input_is_one_error_line_and_writes_nothing() {
         (base(&generator, ["--images-npy", s(&wrong_npy)], &[]), "shape 2x1x20x20 is not N x 1x28x28"),
         (base(&generator, npy, &["--layer", "ip7"]), "has no layer 'ip7'"),
         (base(&generator, npy, &["--comparator-layer", "conv9"]), "--comparator-layer conv9"),
-        (base(&generator, npy, &["--discriminator-def", s(&generator)]), "adversarial loss is not supported yet"),
+        (base(&generator, npy, &["--discriminator-def", s(&generator)]), "its input 500 is not the classifier's input 1x28x28"),
+        (base(&generator, npy, &["--discriminator-def", s(&two_logits)]), "gives 2 values per image, a discriminator gives one logit"),
+        (base(&generator, npy, &["--loss-weights", "adversarial=1"]), "needs --discriminator-def"),
         (base(&generator, npy, &["--loss-weights", "feature=1"]), "needs --comparator-layer"),
         (base(&generator, npy, &["--loss-weights", "image=0"]), "nothing to learn"),
         (base(&generator, npy, &["--steps", "0"]), "--steps must be at least 1"),

@@ -2,8 +2,10 @@
 //!
 //! A checkpoint is `G.checkpoint-<step>.dgnw`, a weights file that loads as a generator
 //! like the final one and also holds Adam's moments (tensors `adam.m:<layer>` and
-//! `adam.v:<layer>`), with `G.checkpoint.json` naming it: the step, Adam's step count,
-//! the options it was trained with and the log so far. The JSON is written after the
+//! `adam.v:<layer>`) and, with an adversarial loss, the discriminator's weights and
+//! moments (`discriminator:<layer>`, `discriminator.adam.m:<layer>`, ...), with
+//! `G.checkpoint.json` naming it: the step, Adam's step counts, the options it was
+//! trained with and the log so far. The JSON is written after the
 //! weights, and the previous weights file is removed only then, so a run killed at any
 //! moment leaves a complete checkpoint.
 
@@ -53,22 +55,29 @@ impl Paths {
     }
 }
 
-/// Where training stands: after `step` steps, these weights (host f32, one vector per
-/// parameter blob of the generator), this optimizer, this log.
+/// One net's weights (host f32, one vector per parameter blob) and their optimizer.
+#[derive(Clone, Debug)]
+pub struct Trained {
+    pub params: Vec<Vec<f32>>,
+    pub adam: Adam,
+}
+
+/// Where training stands after `step` steps.
 #[derive(Clone, Debug)]
 pub struct State {
     pub step: usize,
-    pub params: Vec<Vec<f32>>,
-    pub adam: Adam,
+    pub generator: Trained,
+    pub discriminator: Option<Trained>,
     /// One record per step done: {"step", "loss", "loss_image", "loss_feature",
-    /// "loss_adversarial", "seconds"}.
+    /// "loss_adversarial", "loss_discriminator", "seconds"}.
     pub log: Vec<Value>,
     /// Training time so far, over every run that led here.
     pub seconds: f64,
 }
 
-const MOMENT_1: &str = "adam.m:";
-const MOMENT_2: &str = "adam.v:";
+/// The tensor name prefixes of a net's weights and moments in a checkpoint.
+const GENERATOR: [&str; 3] = ["", "adam.m:", "adam.v:"];
+const DISCRIMINATOR: [&str; 3] = ["discriminator:", "discriminator.adam.m:", "discriminator.adam.v:"];
 
 /// The generator's weights as a weights file: its definition and one tensor per blob.
 pub fn write_generator(path: &Path, prototxt: &str, specs: &[ParamSpec], params: &[Vec<f32>]) -> Result<()> {
@@ -77,23 +86,32 @@ pub fn write_generator(path: &Path, prototxt: &str, specs: &[ParamSpec], params:
     weights::write(path, prototxt, &tensors).with_context(|| format!("writing {}", path.display()))
 }
 
-/// Writes the checkpoint of `state`, then retires the one it replaces.
-pub fn write(paths: &Paths, prototxt: &str, specs: &[ParamSpec], state: &State, options: &Value) -> Result<()> {
+/// Writes the checkpoint of `state` (`specs`: the generator's parameter blobs, then the
+/// discriminator's), then retires the one it replaces.
+pub fn write(paths: &Paths, prototxt: &str, specs: &[ParamSpec], disc_specs: &[ParamSpec], state: &State, options: &Value) -> Result<()> {
     let previous = read_json(paths).ok().and_then(|j| j["weights"].as_str().map(String::from));
-    let names: Vec<[String; 2]> = specs.iter().map(|s| [format!("{MOMENT_1}{}", s.layer), format!("{MOMENT_2}{}", s.layer)]).collect();
-    let mut tensors: Vec<TensorData> = Vec::with_capacity(3 * specs.len());
-    for (k, s) in specs.iter().enumerate() {
-        let index = s.index as u32;
-        tensors.push(TensorData { layer: &s.layer, index, shape: &s.shape, data: &state.params[k] });
-        tensors.push(TensorData { layer: &names[k][0], index, shape: &s.shape, data: &state.adam.m[k] });
-        tensors.push(TensorData { layer: &names[k][1], index, shape: &s.shape, data: &state.adam.v[k] });
+    let mut nets = vec![(GENERATOR, specs, &state.generator)];
+    if let Some(d) = &state.discriminator {
+        nets.push((DISCRIMINATOR, disc_specs, d));
+    }
+    let names: Vec<Vec<[String; 3]>> =
+        nets.iter().map(|(prefix, specs, _)| specs.iter().map(|s| prefix.map(|p| format!("{p}{}", s.layer))).collect()).collect();
+    let mut tensors: Vec<TensorData> = Vec::new();
+    for ((_, specs, t), names) in nets.iter().zip(&names) {
+        for (k, (s, name)) in specs.iter().zip(names).enumerate() {
+            let (index, shape) = (s.index as u32, &s.shape[..]);
+            tensors.push(TensorData { layer: &name[0], index, shape, data: &t.params[k] });
+            tensors.push(TensorData { layer: &name[1], index, shape, data: &t.adam.m[k] });
+            tensors.push(TensorData { layer: &name[2], index, shape, data: &t.adam.v[k] });
+        }
     }
     let name = paths.checkpoint_weights(state.step);
     let path = paths.dir.join(&name);
     weights::write(&path, prototxt, &tensors).with_context(|| format!("writing {}", path.display()))?;
     let sidecar = json!({
         "step": state.step,
-        "adam_t": state.adam.t,
+        "adam_t": state.generator.adam.t,
+        "discriminator_adam_t": state.discriminator.as_ref().map(|d| d.adam.t),
         "seconds": state.seconds,
         "weights": name,
         "options": options,
@@ -114,8 +132,8 @@ fn read_json(paths: &Paths) -> Result<Value> {
 }
 
 /// The checkpoint beside `paths.out`, checked against this run's `options` and the
-/// generator's parameter blobs.
-pub fn read(paths: &Paths, specs: &[ParamSpec], options: &Value, lr: f64) -> Result<State> {
+/// parameter blobs of the generator and (when there is one) the discriminator.
+pub fn read(paths: &Paths, specs: &[ParamSpec], disc_specs: Option<&[ParamSpec]>, options: &Value, lr: f64) -> Result<State> {
     let j = read_json(paths)?;
     let where_ = paths.checkpoint_json().display().to_string();
     let theirs = j["options"].as_object().with_context(|| format!("--resume: {where_} has no options"))?;
@@ -143,12 +161,24 @@ pub fn read(paths: &Paths, specs: &[ParamSpec], options: &Value, lr: f64) -> Res
         );
         Ok(data.to_vec())
     };
-    let mut state = State { step, params: vec![], adam: Adam { lr, t, m: vec![], v: vec![] }, log: vec![], seconds: 0.0 };
-    for s in specs {
-        state.params.push(tensor(&s.layer, s)?);
-        state.adam.m.push(tensor(&format!("{MOMENT_1}{}", s.layer), s)?);
-        state.adam.v.push(tensor(&format!("{MOMENT_2}{}", s.layer), s)?);
-    }
+    let trained = |prefix: [&str; 3], specs: &[ParamSpec], t: u64| -> Result<Trained> {
+        let mut out = Trained { params: vec![], adam: Adam { lr, t, m: vec![], v: vec![] } };
+        for s in specs {
+            out.params.push(tensor(&format!("{}{}", prefix[0], s.layer), s)?);
+            out.adam.m.push(tensor(&format!("{}{}", prefix[1], s.layer), s)?);
+            out.adam.v.push(tensor(&format!("{}{}", prefix[2], s.layer), s)?);
+        }
+        Ok(out)
+    };
+    let generator = trained(GENERATOR, specs, t)?;
+    let discriminator = match disc_specs {
+        Some(d) => {
+            let t = j["discriminator_adam_t"].as_u64().with_context(|| format!("--resume: {where_} has no discriminator_adam_t"))?;
+            Some(trained(DISCRIMINATOR, d, t)?)
+        }
+        None => None,
+    };
+    let mut state = State { step, generator, discriminator, log: vec![], seconds: 0.0 };
     state.log = j["log"].as_array().cloned().unwrap_or_default();
     ensure!(state.log.len() == step, "--resume: {where_} logs {} steps, not {step}", state.log.len());
     state.seconds = j["seconds"].as_f64().unwrap_or(0.0);

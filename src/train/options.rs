@@ -29,11 +29,12 @@ pub struct TrainOptions {
     /// The layer of E where the feature loss compares G(y) with x (its own output).
     #[arg(long)]
     pub comparator_layer: Option<String>,
-    /// A discriminator for the adversarial loss (not supported yet: an error).
+    /// A discriminator for the adversarial loss: a prototxt (seeded random weights) or a
+    /// .dgnw, reading one image of the classifier's input shape, ending in one logit.
     #[arg(long)]
     pub discriminator_def: Option<PathBuf>,
-    /// Loss weights, e.g. image=1,feature=0.5 (defaults: image 1, feature 1 with a
-    /// comparator layer, adversarial 0).
+    /// Loss weights, e.g. image=1,feature=0.5,adversarial=0.1 (defaults: image 1, feature
+    /// 1 with a comparator layer, adversarial 1 with a discriminator, else 0).
     #[arg(long, value_parser = LossWeights::parse)]
     pub loss_weights: Option<LossWeights>,
     /// Training steps (one batch each), counted from the start even after --resume.
@@ -60,18 +61,18 @@ pub struct TrainOptions {
     pub out: PathBuf,
 }
 
-/// `--loss-weights`: each term's weight; `feature: None` means "the default".
+/// `--loss-weights`: each term's weight; None means "the default".
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct LossWeights {
     pub image: f64,
     pub feature: Option<f64>,
-    pub adversarial: f64,
+    pub adversarial: Option<f64>,
 }
 
 impl LossWeights {
     /// `image=1,feature=0.5,adversarial=0`, terms in any order, each at most once.
     pub fn parse(s: &str) -> Result<LossWeights> {
-        let mut w = LossWeights { image: 1.0, feature: None, adversarial: 0.0 };
+        let mut w = LossWeights { image: 1.0, feature: None, adversarial: None };
         let mut seen = Vec::new();
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (key, value) = part.split_once('=').with_context(|| format!("'{part}' is not NAME=WEIGHT"))?;
@@ -87,7 +88,7 @@ impl LossWeights {
             match key {
                 "image" => w.image = v,
                 "feature" => w.feature = Some(v),
-                "adversarial" => w.adversarial = v,
+                "adversarial" => w.adversarial = Some(v),
                 _ => bail!("unknown loss '{key}' (use image, feature, adversarial)"),
             }
         }
@@ -100,6 +101,7 @@ impl LossWeights {
 pub struct Weights {
     pub image: f64,
     pub feature: f64,
+    pub adversarial: f64,
 }
 
 impl TrainOptions {
@@ -109,18 +111,21 @@ impl TrainOptions {
         ensure!(self.batch > 0, "--batch must be at least 1");
         ensure!(self.lr.is_finite() && self.lr > 0.0, "--lr {}: must be a positive number", self.lr);
         ensure!(self.checkpoint_every != Some(0), "--checkpoint-every must be at least 1");
-        let given = self.loss_weights.unwrap_or(LossWeights { image: 1.0, feature: None, adversarial: 0.0 });
-        if self.discriminator_def.is_some() || given.adversarial > 0.0 {
-            bail!("--discriminator-def / adversarial=: the adversarial loss is not supported yet; train with the image and feature losses");
-        }
+        let given = self.loss_weights.unwrap_or(LossWeights { image: 1.0, feature: None, adversarial: None });
+        let adversarial = match (given.adversarial, &self.discriminator_def) {
+            (Some(a), None) if a > 0.0 => bail!("--loss-weights adversarial={a} needs --discriminator-def"),
+            (Some(a), _) => a,
+            (None, Some(_)) => 1.0,
+            (None, None) => 0.0,
+        };
         let feature = match (given.feature, &self.comparator_layer) {
             (Some(f), None) if f > 0.0 => bail!("--loss-weights feature={f} needs --comparator-layer"),
             (Some(f), _) => f,
             (None, Some(_)) => 1.0,
             (None, None) => 0.0,
         };
-        ensure!(given.image > 0.0 || feature > 0.0, "--loss-weights: every weight is 0, nothing to learn");
-        Ok(Weights { image: given.image, feature })
+        ensure!(given.image > 0.0 || feature > 0.0 || adversarial > 0.0, "--loss-weights: every weight is 0, nothing to learn");
+        Ok(Weights { image: given.image, feature, adversarial })
     }
 
     /// What a resumed run must share with the run it continues (everything but --steps,
@@ -136,7 +141,8 @@ impl TrainOptions {
             "image_count": images,
             "images_fnv1a": format!("{data_fnv1a:016x}"),
             "comparator_layer": self.comparator_layer,
-            "loss_weights": {"image": weights.image, "feature": weights.feature, "adversarial": 0.0},
+            "discriminator_def": path(&self.discriminator_def),
+            "loss_weights": {"image": weights.image, "feature": weights.feature, "adversarial": weights.adversarial},
             "batch": self.batch,
             "lr": self.lr,
             "adam": {"beta1": super::adam::BETA1, "beta2": super::adam::BETA2, "epsilon": super::adam::EPSILON},
@@ -152,7 +158,8 @@ mod tests {
     #[test]
     fn loss_weights_parse_and_refuse_nonsense() {
         let w = LossWeights::parse("feature=0.5, image=2").unwrap();
-        assert_eq!(w, LossWeights { image: 2.0, feature: Some(0.5), adversarial: 0.0 });
+        assert_eq!(w, LossWeights { image: 2.0, feature: Some(0.5), adversarial: None });
+        assert_eq!(LossWeights::parse("adversarial=0.1").unwrap().adversarial, Some(0.1));
         for bad in ["image", "image=-1", "image=x", "colour=1", "image=1,image=2", "feature=inf"] {
             assert!(LossWeights::parse(bad).is_err(), "{bad}");
         }

@@ -3,10 +3,12 @@
 //! the crop into G's weights, and Adam.
 
 use super::adam::Adam;
-use super::checkpoint::{self, Paths, State};
+use super::adversarial::{self, Discriminator};
+use super::checkpoint::{self, Paths, State, Trained};
 use super::options::{TrainOptions, Weights};
+use super::params;
 use crate::dataset::{self, Images};
-use crate::device::{Cpu, FromMapped};
+use crate::device::FromMapped;
 use crate::graph::{BlobId, Net, ParamSpec, Plan};
 use crate::io::{open_weights, NetSource, Progress};
 use crate::preprocess::PreprocessFlags;
@@ -32,6 +34,8 @@ pub struct Prepared {
     /// The generator's definition, stored in every weights file the run writes.
     pub generator_text: String,
     generator_plan: Plan,
+    /// The discriminator's definition, with an adversarial loss.
+    discriminator: Option<crate::ir::NetDef>,
     pub images: Images,
     pub paths: Paths,
     /// What a resume must match (`TrainOptions::identity`).
@@ -111,28 +115,41 @@ pub fn prepare(o: &TrainOptions, pre: &PreprocessFlags) -> Result<Prepared> {
         (None, Some(npy)) => dataset::from_npy(npy, input)?,
         (None, None) => anyhow::bail!("give the training images with --images DIR or --images-npy X.npy"),
     };
+    let discriminator = match &o.discriminator_def {
+        Some(d) => {
+            let what = || format!("--discriminator-def {}", d.display());
+            let source = NetSource::open(d).with_context(what)?;
+            let plan = Plan::new(&source.def, 1).with_context(what)?;
+            adversarial::check(&plan, d, input)?;
+            Some((source, plan))
+        }
+        None => None,
+    };
+
     let fingerprint = crate::rng::fnv1a(crate::rng::FNV1A_START, bytemuck::cast_slice(&images.data));
     let identity = o.identity(weights, fingerprint, images.count);
     let specs: Vec<ParamSpec> = generator_plan.param_specs().cloned().collect();
+    let disc_specs: Option<Vec<ParamSpec>> = discriminator.as_ref().map(|(_, plan)| plan.param_specs().cloned().collect());
     let start = if o.resume {
-        let s = checkpoint::read(&paths, &specs, &identity, o.lr)?;
+        let s = checkpoint::read(&paths, &specs, disc_specs.as_deref(), &identity, o.lr)?;
         ensure!(s.step < o.steps, "--resume: the checkpoint is at step {}, --steps {} leaves nothing to do", s.step, o.steps);
         s
     } else {
-        // The start G's weights: a .dgnw's, or a prototxt's seeded random ones.
-        let host = source.build(1, o.seed, Cpu::<f32>::new())?;
-        let params: Vec<Vec<f32>> = host
-            .plan
-            .nodes
-            .iter()
-            .enumerate()
-            .flat_map(|(i, n)| (0..n.params.len()).map(move |j| (i, j)))
-            .map(|(i, j)| host.param(i, j).to_vec())
-            .collect();
-        let lens: Vec<usize> = params.iter().map(Vec::len).collect();
-        State { step: 0, params, adam: Adam::new(o.lr, &lens), log: vec![], seconds: 0.0 }
+        // The starting weights: a .dgnw's, or a prototxt's seeded random ones (D's drawn
+        // from a stream of its own).
+        let fresh = |params: Vec<Vec<f32>>| {
+            let lens: Vec<usize> = params.iter().map(Vec::len).collect();
+            Trained { params, adam: Adam::new(o.lr, &lens) }
+        };
+        let generator = fresh(params::initial(&source, o.seed)?);
+        let discriminator = match &discriminator {
+            Some((source, _)) => Some(fresh(params::initial(source, o.seed ^ 0xD15C_0000_0000_0001)?)),
+            None => None,
+        };
+        State { step: 0, generator, discriminator, log: vec![], seconds: 0.0 }
     };
-    Ok(Prepared { options: o.clone(), weights, classifier, generator_text, generator_plan, images, paths, identity, start })
+    let discriminator = discriminator.map(|(source, _)| source.def);
+    Ok(Prepared { options: o.clone(), weights, classifier, generator_text, generator_plan, discriminator, images, paths, identity, start })
 }
 
 /// The image index at position `k` of the run's stream: the images in a fresh seeded
@@ -214,30 +231,21 @@ impl<B: DgnKernels<Scalar = f32>> Nets<B> {
         let clf_in = self.clf.plan.inputs[0];
         self.gen.backend.crop(self.gen_state.value(out), self.gen_shape, self.offset, self.hw, self.clf_state.value_mut(clf_in))
     }
-
-    /// Replaces G's weights with `params` (one vector per parameter blob, in plan order).
-    fn set_generator(&mut self, params: &[Vec<f32>]) -> Result<()> {
-        let mut k = 0;
-        for i in 0..self.gen.plan.nodes.len() {
-            for j in 0..self.gen.plan.nodes[i].params.len() {
-                *self.gen.param_mut(i, j) = self.gen.backend.param_from_host(&params[k])?;
-                k += 1;
-            }
-        }
-        Ok(())
-    }
 }
 
 /// One step's losses (before the update).
 struct Losses {
     image: f64,
     feature: Option<f64>,
+    adversarial: Option<f64>,
+    discriminator: Option<f64>,
     total: f64,
 }
 
-/// Trains from `p.start` to `p.options.steps` on the devices `clf_dev` (E) and `gen_dev`
-/// (G), writing checkpoints on the way and the generator, log and grid at the end.
-pub fn train<'w, B>(p: &'w Prepared, clf_dev: B, gen_dev: B, progress: &dyn Progress) -> Result<TrainReport>
+/// Trains from `p.start` to `p.options.steps` on the devices `clf_dev` (E), `gen_dev` (G)
+/// and `disc_dev` (D, when there is one), writing checkpoints on the way and the
+/// generator, log and grid at the end.
+pub fn train<'w, B>(p: &'w Prepared, clf_dev: B, gen_dev: B, disc_dev: B, progress: &dyn Progress) -> Result<TrainReport>
 where
     B: DgnKernels<Scalar = f32> + FromMapped<'w>,
 {
@@ -247,12 +255,16 @@ where
     let (input, code_blob, comparator) = classifier_blobs(&clf.plan, o)?;
     let gen_plan = Plan::new(&crate::caffe::netdef::parse_netdef(&p.generator_text)?, batch)?;
     let specs: Vec<ParamSpec> = p.generator_plan.param_specs().cloned().collect();
-    let mut k = 0;
-    let gen = Net::new(gen_plan, gen_dev, |dev, _| {
-        let v = &p.start.params[k];
-        k += 1;
-        Ok((dev.param_from_host(v)?, v.len()))
-    })?;
+    let gen = params::net_from_host(gen_plan, gen_dev, &p.start.generator.params)?;
+    // D judges the batch's real images and G's together.
+    let mut disc = match (&p.discriminator, &p.start.discriminator) {
+        (Some(def), Some(t)) => {
+            let plan = Plan::new(def, 2 * batch).context("the discriminator")?;
+            Some(Discriminator::new(plan, disc_dev, t.params.clone(), t.adam.clone())?)
+        }
+        _ => None,
+    };
+    let disc_specs: Vec<ParamSpec> = disc.as_ref().map(|d| d.specs.clone()).unwrap_or_default();
     let offset = check_generator(&gen.plan, o, clf.plan.blobs[code_blob].len() / batch, input)?;
     let gs = &gen.plan.blobs[gen.plan.last_output()].shape;
     let gen_shape = [gs[0], gs[1], gs[2], gs[3]];
@@ -327,10 +339,24 @@ where
                 }
             }
         }
+        let turn = match disc.as_mut() {
+            Some(d) => Some(d.turn(&x, &img)?),
+            None => None,
+        };
+        if let Some(t) = &turn {
+            for (g, a) in grad.iter_mut().zip(&t.grad_fake) {
+                *g += (p.weights.adversarial * *a as f64) as f32;
+            }
+        }
+        let adversarial = turn.as_ref().map(|t| t.loss_generator);
         let losses = Losses {
             image: loss_image,
             feature: loss_feature,
-            total: p.weights.image * loss_image + p.weights.feature * loss_feature.unwrap_or(0.0),
+            adversarial,
+            discriminator: turn.as_ref().map(|t| t.loss_discriminator),
+            total: p.weights.image * loss_image
+                + p.weights.feature * loss_feature.unwrap_or(0.0)
+                + p.weights.adversarial * adversarial.unwrap_or(0.0),
         };
         ensure!(losses.total.is_finite(), "the loss became {} at step {}: lower --lr", losses.total, state.step + 1);
 
@@ -342,15 +368,13 @@ where
         nets.gen.start_backward(&mut nets.gen_state)?;
         nets.gen.seed(&mut nets.gen_state, gen_out, &gen_out_grad)?;
         nets.gen.finish_backward(&mut nets.gen_state, true)?;
-        let mut grads = Vec::with_capacity(specs.len());
-        for (i, node) in nets.gen.plan.nodes.iter().enumerate() {
-            let have = &nets.gen_state.param_grads[i];
-            for (j, spec) in node.params.iter().enumerate() {
-                grads.push(if have.len() == node.params.len() { nets.gen.backend.download(&have[j])? } else { vec![0.0; spec.len()] });
-            }
+        let grads = params::weight_grads(&nets.gen, &nets.gen_state)?;
+        state.generator.adam.step(&mut state.generator.params, &grads)?;
+        params::set_params(&mut nets.gen, &state.generator.params)?;
+        if let (Some(d), Some(t)) = (&disc, state.discriminator.as_mut()) {
+            t.params.clone_from(&d.params);
+            t.adam.clone_from(&d.adam);
         }
-        state.adam.step(&mut state.params, &grads)?;
-        nets.set_generator(&state.params)?;
         state.step += 1;
         state.seconds = seconds_before + started.elapsed().as_secs_f64();
         state.log.push(json!({
@@ -358,26 +382,31 @@ where
             "loss": losses.total,
             "loss_image": losses.image,
             "loss_feature": losses.feature,
-            "loss_adversarial": null,
+            "loss_adversarial": losses.adversarial,
+            "loss_discriminator": losses.discriminator,
             "seconds": state.seconds,
         }));
         let feature = losses.feature.map_or(String::new(), |f| format!(" feature {f:.4}"));
-        progress.status(&format!("loss {:.4} (image {:.4}{feature})", losses.total, losses.image));
+        let adv = match (losses.adversarial, losses.discriminator) {
+            (Some(a), Some(d)) => format!(" adversarial {a:.4}, discriminator {d:.4}"),
+            _ => String::new(),
+        };
+        progress.status(&format!("loss {:.4} (image {:.4}{feature}{adv})", losses.total, losses.image));
         progress.advance(1);
         if o.checkpoint_every.is_some_and(|k| state.step.is_multiple_of(k)) && state.step < o.steps {
-            checkpoint::write(&p.paths, &p.generator_text, &specs, &state, &p.identity)?;
+            checkpoint::write(&p.paths, &p.generator_text, &specs, &disc_specs, &state, &p.identity)?;
             write_grid(&mut nets, p, &codes, &p.paths.grid(Some(state.step)))?;
             write_log(p, &state)?;
         }
     }
     progress.finish();
     if o.checkpoint_every.is_some() {
-        checkpoint::write(&p.paths, &p.generator_text, &specs, &state, &p.identity)?;
+        checkpoint::write(&p.paths, &p.generator_text, &specs, &disc_specs, &state, &p.identity)?;
     }
     let grid = p.paths.grid(None);
     let grid = write_grid(&mut nets, p, &codes, &grid)?.then_some(grid);
     write_log(p, &state)?;
-    checkpoint::write_generator(&p.paths.out, &p.generator_text, &specs, &state.params)?;
+    checkpoint::write_generator(&p.paths.out, &p.generator_text, &specs, &state.generator.params)?;
     let loss_at = |r: Option<&Value>| r.and_then(|r| r["loss"].as_f64());
     Ok(TrainReport {
         generator: p.paths.out.clone(),
