@@ -110,11 +110,6 @@ pub fn prepare(o: &TrainOptions, pre: &PreprocessFlags) -> Result<Prepared> {
     check_generator(&generator_plan, o, code_len, input)?;
     ensure!(generator_plan.param_count() > 0, "--generator-def {}: has no weights to train", o.generator_def.display());
 
-    let images = match (&o.images, &o.images_npy) {
-        (Some(dir), _) => dataset::from_dir(dir, input, &pre.resolve(input[0]))?,
-        (None, Some(npy)) => dataset::from_npy(npy, input)?,
-        (None, None) => anyhow::bail!("give the training images with --images DIR or --images-npy X.npy"),
-    };
     let discriminator = match &o.discriminator_def {
         Some(d) => {
             let what = || format!("--discriminator-def {}", d.display());
@@ -124,6 +119,13 @@ pub fn prepare(o: &TrainOptions, pre: &PreprocessFlags) -> Result<Prepared> {
             Some((source, plan))
         }
         None => None,
+    };
+
+    // The images last: the slowest read, once everything else is known to fit.
+    let images = match (&o.images, &o.images_npy) {
+        (Some(dir), _) => dataset::from_dir(dir, input, &pre.resolve(input[0]))?,
+        (None, Some(npy)) => dataset::from_npy(npy, input)?,
+        (None, None) => anyhow::bail!("give the training images with --images DIR or --images-npy X.npy"),
     };
 
     let fingerprint = crate::rng::fnv1a(crate::rng::FNV1A_START, bytemuck::cast_slice(&images.data));
