@@ -109,8 +109,9 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
-    /// Trains a generator to invert a layer of a classifier (DeePSiM-style: image and
-    /// feature losses, Adam), e.g. the demo's prior for LeNet's ip1 (weights/README.md).
+    /// Trains a generator to invert a layer of a classifier (DeePSiM-style: image, feature
+    /// and adversarial losses, Adam), e.g. the demo's prior for LeNet's ip1
+    /// (weights/README.md, docs/training.md).
     TrainGenerator {
         #[command(flatten)]
         opts: TrainOptions,

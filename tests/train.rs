@@ -330,6 +330,7 @@ fn bad_input_is_one_error_line_and_writes_nothing() {
         (base(&generator, npy, &["--loss-weights", "feature=1"]), "needs --comparator-layer"),
         (base(&generator, npy, &["--loss-weights", "image=0"]), "nothing to learn"),
         (base(&generator, npy, &["--steps", "0"]), "--steps must be at least 1"),
+        (base(&generator, npy, &["--lr", "-1"]), "--lr -1: must be a positive number"),
         (base(&generator, npy, &["--resume"]), "no checkpoint to resume from"),
         (base(&dir.join("missing.prototxt"), npy, &[]), "missing.prototxt"),
     ];

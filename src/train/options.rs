@@ -43,7 +43,7 @@ pub struct TrainOptions {
     #[arg(long, default_value_t = 32)]
     pub batch: usize,
     /// Adam's learning rate (beta1 0.9, beta2 0.999, epsilon 1e-8).
-    #[arg(long, default_value_t = 2e-4)]
+    #[arg(long, default_value_t = 2e-4, allow_negative_numbers = true)]
     pub lr: f64,
     /// Draws G's random start (for a .prototxt) and the order of the images.
     #[arg(long, default_value_t = 0)]
