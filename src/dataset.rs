@@ -3,7 +3,10 @@
 //! learns to reconstruct (`train-generator`) and where nearest real images are searched
 //! (`nearest`).
 
+use crate::graph::{BlobId, Net};
+use crate::io::Progress;
 use crate::npy;
+use crate::ops::Kernels;
 use crate::preprocess::{load_image, Preprocess};
 use crate::tensor::fmt_shape;
 use anyhow::{ensure, Context, Result};
@@ -83,6 +86,33 @@ pub fn from_file(path: &Path, shape: [usize; 3], pre: &Preprocess) -> Result<Ima
 
 fn finite(data: &[f32], from: &Path) -> Result<()> {
     crate::graph::ensure_finite(data, || format!("the images from {}", from.display()))
+}
+
+/// The values of `blobs` for every image, one table per blob (image after image), from
+/// `net`'s forward passes at its batch size (the last batch padded with copies of its
+/// first image). `progress` counts the images.
+pub fn blob_rows<B: Kernels<Scalar = f32>>(
+    net: &Net<B>,
+    images: &Images,
+    blobs: &[BlobId],
+    progress: &dyn Progress,
+) -> Result<Vec<Vec<f32>>> {
+    let b = net.plan.batch;
+    let mut out: Vec<Vec<f32>> = blobs.iter().map(|_| Vec::new()).collect();
+    let mut st = net.state()?;
+    progress.start(images.count as u64, "images through the net");
+    for first in (0..images.count).step_by(b) {
+        let take = (images.count - first).min(b);
+        let x: Vec<f32> = (0..b).flat_map(|i| images.image(if i < take { first + i } else { first }).iter().copied()).collect();
+        net.forward(&mut st, &[&x])?;
+        for (&blob, table) in blobs.iter().zip(out.iter_mut()) {
+            let v = net.backend.download(st.value(blob))?;
+            table.extend_from_slice(&v[..take * v.len() / b]);
+        }
+        progress.advance(take as u64);
+    }
+    progress.finish();
+    Ok(out)
 }
 
 #[cfg(test)]

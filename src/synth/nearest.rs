@@ -98,29 +98,15 @@ pub struct NearestReport {
 }
 
 /// Each space's features of a set of images: the pixels themselves, or a blob of `net`.
-fn features<B: Kernels<Scalar = f32>>(net: &Net<B>, spaces: &[Option<BlobId>], images: &Images) -> Result<Vec<Vec<f32>>> {
-    let mut out: Vec<Vec<f32>> = spaces.iter().map(|_| Vec::new()).collect();
-    if let Some(i) = spaces.iter().position(Option::is_none) {
-        out[i] = images.data.clone();
-    }
-    if spaces.iter().all(Option::is_none) {
-        return Ok(out);
-    }
-    let b = net.plan.batch;
-    let mut st = net.state()?;
-    for first in (0..images.count).step_by(b) {
-        let take = (images.count - first).min(b);
-        // The last batch is padded with copies of its first image.
-        let x: Vec<f32> = (0..b).flat_map(|i| images.image(if i < take { first + i } else { first }).to_vec()).collect();
-        net.forward(&mut st, &[&x])?;
-        for (space, feats) in spaces.iter().zip(out.iter_mut()) {
-            if let Some(blob) = space {
-                let v = net.backend.download(st.value(*blob))?;
-                feats.extend_from_slice(&v[..take * v.len() / b]);
-            }
-        }
-    }
-    Ok(out)
+fn features<B: Kernels<Scalar = f32>>(
+    net: &Net<B>,
+    spaces: &[Option<BlobId>],
+    images: &Images,
+    progress: &dyn Progress,
+) -> Result<Vec<Vec<f32>>> {
+    let blobs: Vec<BlobId> = spaces.iter().flatten().copied().collect();
+    let mut tables = if blobs.is_empty() { Vec::new() } else { dataset::blob_rows(net, images, &blobs, progress)? }.into_iter();
+    Ok(spaces.iter().map(|s| if s.is_some() { tables.next().unwrap_or_default() } else { images.data.clone() }).collect())
 }
 
 /// `dgnam nearest` with `net` (any batch size): reads everything, then writes
@@ -160,11 +146,9 @@ pub fn nearest<B: Kernels<Scalar = f32>>(
         }
     }
     let query_set = Images { shape, count: queries.len(), data: queries.iter().flat_map(|q| q.2.iter().copied()).collect() };
-    progress.start(spaces.len() as u64 * 2, "feature sets");
-    let real_feats = features(net, &spaces, &real)?;
-    progress.advance(spaces.len() as u64);
-    let query_feats = features(net, &spaces, &query_set)?;
-    progress.finish();
+    progress.message(&format!("nearest: {} real images, {} queries, spaces {}", real.count, queries.len(), o.layers.join(", ")));
+    let real_feats = features(net, &spaces, &real, progress)?;
+    let query_feats = features(net, &spaces, &query_set, &crate::io::Silent)?;
     let k = o.k.min(real.count);
     let results: Vec<Vec<Vec<(usize, f64)>>> = {
         let galleries: Vec<Gallery> = real_feats.iter().map(|f| Gallery::new(f, f.len() / real.count)).collect();

@@ -200,28 +200,11 @@ impl<B: DgnKernels<Scalar = f32>> Nets<B> {
         self.clf.plan.batch
     }
 
-    /// E's code (and comparator output) of every image, a batch at a time (the last one
-    /// padded with copies of its first image).
-    fn encode(&mut self, images: &Images, progress: &dyn Progress) -> Result<(Vec<f32>, Vec<f32>)> {
-        let (b, per) = (self.batch(), images.len_per_image());
-        let mut codes = Vec::new();
-        let mut targets = Vec::new();
-        progress.start(images.count as u64, "images encoded");
-        for first in (0..images.count).step_by(b) {
-            let rows: Vec<usize> = (0..b).map(|i| if first + i < images.count { first + i } else { first }).collect();
-            let x = gather(&images.data, per, &rows);
-            self.clf.forward(&mut self.clf_state, &[&x])?;
-            let take = (images.count - first).min(b);
-            let code = self.clf.backend.download(self.clf_state.value(self.code_blob))?;
-            codes.extend_from_slice(&code[..take * code.len() / b]);
-            if let Some(c) = self.comparator {
-                let t = self.clf.backend.download(self.clf_state.value(c))?;
-                targets.extend_from_slice(&t[..take * t.len() / b]);
-            }
-            progress.advance(take as u64);
-        }
-        progress.finish();
-        Ok((codes, targets))
+    /// E's code (and comparator output) of every image.
+    fn encode(&self, images: &Images, progress: &dyn Progress) -> Result<(Vec<f32>, Vec<f32>)> {
+        let blobs: Vec<BlobId> = std::iter::once(self.code_blob).chain(self.comparator).collect();
+        let mut tables = dataset::blob_rows(&self.clf, images, &blobs, progress)?.into_iter();
+        Ok((tables.next().unwrap_or_default(), tables.next().unwrap_or_default()))
     }
 
     /// G of a batch of codes, cropped to E's input: written into E's input buffer.
