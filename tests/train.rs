@@ -432,3 +432,63 @@ fn the_shipped_prior_reconstructs_real_digits_that_lenet_still_recognizes() {
         assert_eq!(shipped_text.split_whitespace().count(), 500);
     }
 }
+
+#[test]
+fn a_run_killed_in_mid_flight_resumes_to_the_same_generator() {
+    let dir = scratch("train-kill");
+    let net = converted_lenet(&dir);
+    let generator = shipped("demo/generator-ip1.prototxt");
+    let digits = shipped("demo/digits.npy");
+    let args = |out: &Path| -> Vec<String> {
+        [
+            "train-generator",
+            "--device",
+            "cpu",
+            "--net",
+            s(&net),
+            "--layer",
+            "ip1",
+            "--generator-def",
+            s(&generator),
+            "--images-npy",
+            s(&digits),
+            "--batch",
+            "8",
+            "--steps",
+            "200",
+            "--checkpoint-every",
+            "7",
+            "-o",
+            s(out),
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect()
+    };
+    let whole = dir.join("whole/g.dgnw");
+    assert_ok(&dgnam(&args(&whole).iter().map(String::as_str).collect::<Vec<_>>()));
+
+    let killed = dir.join("killed/g.dgnw");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dgnam")).args(args(&killed)).env("RAYON_NUM_THREADS", "1").spawn().unwrap();
+    // Kill it once a checkpoint exists (with luck between two writes, or during one).
+    let sidecar = dir.join("killed/g.checkpoint.json");
+    let t0 = std::time::Instant::now();
+    while !sidecar.exists() && t0.elapsed().as_secs() < 60 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(30));
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "the run finished before it could be killed");
+    assert!(!killed.exists(), "a killed run wrote its final generator");
+    let mut resume = args(&killed);
+    resume.push("--resume".into());
+    assert_ok(&dgnam(&resume.iter().map(String::as_str).collect::<Vec<_>>()));
+    assert!(std::fs::read(&whole).unwrap() == std::fs::read(&killed).unwrap(), "the killed and resumed run differs");
+    let leftovers: Vec<String> = std::fs::read_dir(dir.join("killed"))
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .filter(|n| n.contains(".tmp") || (n.starts_with("g.checkpoint-") && n != "g.checkpoint-000200.dgnw"))
+        .collect();
+    assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
+}
