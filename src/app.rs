@@ -435,6 +435,43 @@ pub fn worker_args(args: &[String], shard: &str, device: &str) -> Vec<String> {
     out
 }
 
+/// `dgnam train-generator` on the resolved device: everything is read and checked
+/// (`train::prepare`) before the first file is written.
+pub fn train_generator(
+    o: &crate::train::TrainOptions,
+    pre: &PreprocessFlags,
+    device: Device,
+    precision: Precision,
+    progress: &dyn Progress,
+) -> Result<crate::train::TrainReport> {
+    let prepared = crate::train::prepare(o, pre)?;
+    if device == Device::Cuda {
+        let cuda = Cuda::new(precision)?;
+        return crate::train::train(&prepared, cuda.share(), cuda.share(), cuda, progress);
+    }
+    crate::train::train(&prepared, Cpu::new(), Cpu::new(), Cpu::new(), progress)
+}
+
+/// `dgnam nearest` on the resolved device.
+pub fn nearest(
+    o: &crate::synth::nearest::NearestOptions,
+    pre: &PreprocessFlags,
+    device: Device,
+    precision: Precision,
+    progress: &dyn Progress,
+) -> Result<crate::synth::nearest::NearestReport> {
+    use crate::synth::nearest::nearest;
+    let file = open_weights(&o.net)?;
+    let channels = file.netdef()?.inputs.first().and_then(|i| i.shape.get(1).copied()).unwrap_or(3);
+    let pre = pre.resolve(channels);
+    // Batches of 16 codes: a few MB of activations even for CaffeNet.
+    let batch = 16;
+    match device {
+        Device::Cuda => nearest(&Net::<Cuda>::from_weights(&file, batch, Cuda::new(precision)?)?, o, &pre, progress),
+        Device::Cpu | Device::Auto => nearest(&CpuNet::<f32>::from_weights(&file, batch, Cpu::new())?, o, &pre, progress),
+    }
+}
+
 /// `dgnam gradcheck`: the f64 checks on the CPU and, with `--device cuda` or `both`, every
 /// layer on the GPU against the CPU. No usable GPU for those is an error before any work.
 pub fn gradcheck(
@@ -483,7 +520,8 @@ pub fn with_oom_retry<T>(mut batch: usize, progress: &dyn Progress, mut attempt:
 }
 
 /// `dgnam act-range`: per-neuron `mean + sigma * std` (lower bound 0) of a blob over a
-/// folder of images, written as one line of numbers (the format of the shipped bounds).
+/// folder of images, or over the samples of one N x C x H x W `.npy` when `images` is a
+/// `.npy` file, written as one line of numbers (the format of the shipped bounds).
 /// The blob is the newest of that name, so `fc6` means post-ReLU fc6, the code space.
 #[allow(clippy::too_many_arguments)]
 pub fn act_range(
@@ -512,31 +550,40 @@ fn act_range_on<B: Kernels<Scalar = f32>>(
 ) -> Result<(usize, usize)> {
     let def = file.netdef()?;
     let blob = net.plan.blob_by_name(layer)?;
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(images)
-        .with_context(|| format!("cannot read the image folder {}", images.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            let ext = p.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase());
-            matches!(ext.as_deref(), Some("png" | "jpg" | "jpeg" | "npy"))
-        })
-        .collect();
-    paths.sort();
-    ensure!(!paths.is_empty(), "{} holds no .png, .jpg or .npy images", images.display());
     let pre = Preprocess::default_for(def.inputs[0].shape.get(1).copied().unwrap_or(3));
     let n = net.plan.blobs[blob].len();
     let (mut mean, mut m2) = (vec![0f64; n], vec![0f64; n]);
     let mut st = net.state()?;
     let mut count = 0usize;
-    for p in &paths {
-        let x = read_input(p, &def, &pre)?;
-        ensure!(x.shape[0] == 1, "{}: one image per file", p.display());
-        net.forward(&mut st, &[&x.data])?;
+    let mut add = |x: &[f32]| -> Result<()> {
+        net.forward(&mut st, &[x])?;
         count += 1;
         // Welford's update: stable for many images.
         for (i, &v) in net.backend.download(st.value(blob))?.iter().enumerate() {
             let d = v as f64 - mean[i];
             mean[i] += d / count as f64;
             m2[i] += d * (v as f64 - mean[i]);
+        }
+        Ok(())
+    };
+    if images.is_file() && images.extension().and_then(|e| e.to_str()) == Some("npy") {
+        let x = read_input(images, &def, &pre)?;
+        x.data.chunks(x.len() / x.shape[0]).try_for_each(&mut add)?;
+    } else {
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(images)
+            .with_context(|| format!("cannot read the image folder {}", images.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                let ext = p.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase());
+                matches!(ext.as_deref(), Some("png" | "jpg" | "jpeg" | "npy"))
+            })
+            .collect();
+        paths.sort();
+        ensure!(!paths.is_empty(), "{} holds no .png, .jpg or .npy images", images.display());
+        for p in &paths {
+            let x = read_input(p, &def, &pre)?;
+            ensure!(x.shape[0] == 1, "{}: one image per file", p.display());
+            add(&x.data)?;
         }
     }
     let line: Vec<String> = mean

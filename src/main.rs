@@ -9,8 +9,10 @@ use dgnam::graph::UnitRef;
 use dgnam::io::Progress;
 use dgnam::preprocess::{read_mean_file, ChannelOrder, Mean, PreprocessFlags};
 use dgnam::synth::demo::run_demo;
+use dgnam::synth::nearest::NearestOptions;
 use dgnam::synth::options::{parse_xy, SynthOptions};
 use dgnam::synth::pixel::PixelPriors;
+use dgnam::train::TrainOptions;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::cell::RefCell;
 use std::path::PathBuf;
@@ -61,14 +63,20 @@ enum Command {
     Merge { dir: PathBuf },
     /// Writes DIR/index.html, a static gallery of DIR/summary.json (opens from file://).
     Gallery { dir: PathBuf },
-    /// Per-neuron code bounds (mean + sigma * std, at least 0) from a folder of images.
+    /// Per-neuron code bounds (mean + sigma * std, at least 0) from a folder of images or
+    /// the images of one .npy.
+    #[command(group(clap::ArgGroup::new("data").required(true).args(["images", "images_npy"])))]
     ActRange {
         #[arg(long)]
         net: PathBuf,
         #[arg(long, default_value = "fc6")]
         layer: String,
+        /// A folder of images (.png, .jpg, or .npy files of one image each).
         #[arg(long)]
-        images: PathBuf,
+        images: Option<PathBuf>,
+        /// One N x C x H x W .npy of images in the net's input space.
+        #[arg(long, conflicts_with = "images")]
+        images_npy: Option<PathBuf>,
         #[arg(long, default_value_t = 3.0)]
         sigma: f64,
         #[arg(short = 'o', long = "out")]
@@ -97,7 +105,8 @@ enum Command {
         pre: PreArgs,
     },
     /// Offline demo: the preferred image of each digit of the shipped LeNet, by pixel-space
-    /// activation maximization (PNGs, a labelled montage and a GIF of the run).
+    /// activation maximization and by DGN-AM through the shipped prior (PNGs, .npy, a
+    /// labelled montage, a GIF of the runs, summary.json with nearest-real-digit distances).
     Demo {
         #[arg(long, default_value = "demo")]
         out_dir: PathBuf,
@@ -105,6 +114,27 @@ enum Command {
         iters: usize,
         #[arg(long, default_value_t = 0)]
         seed: u64,
+    },
+    /// Trains a generator to invert a layer of a classifier (DeePSiM-style: image, feature
+    /// and adversarial losses, Adam), e.g. the demo's prior for LeNet's ip1
+    /// (weights/README.md, docs/training.md).
+    TrainGenerator {
+        #[command(flatten)]
+        opts: TrainOptions,
+        #[arg(long, default_value = "auto")]
+        device: Device,
+        #[command(flatten)]
+        pre: PreArgs,
+    },
+    /// The real images nearest to synthesized ones, in pixel space and in the code space of
+    /// layers of the net (DGN-AM paper, Fig. S22): nearest.json and a montage.
+    Nearest {
+        #[command(flatten)]
+        opts: NearestOptions,
+        #[arg(long, default_value = "auto")]
+        device: Device,
+        #[command(flatten)]
+        pre: PreArgs,
     },
     /// Benchmarks: every kernel in each direction (default), or with --net, --generator or
     /// --batch the DGN-AM step (docs/benchmarks.md).
@@ -303,7 +333,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 anyhow::bail!("{} unit(s) went non-finite and were skipped: {}", names.len(), names.join(", "));
             }
         }
-        Command::ActRange { net, layer, images, sigma, out, device } => {
+        Command::ActRange { net, layer, images, images_npy, sigma, out, device } => {
+            let images = images.or(images_npy).ok_or_else(|| anyhow::anyhow!("give --images DIR or --images-npy X.npy"))?;
             let device = self::device(device, precision)?;
             let (n, neurons) = app::act_range(&net, &layer, &images, sigma, &out, device, precision)?;
             println!("wrote {}: {neurons} bounds from {n} images", out.display());
@@ -316,6 +347,31 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("wrote {}", out.display());
         }
         Command::Demo { out_dir, iters, seed } => print!("{}", run_demo(&out_dir, iters, seed, &Bar::default())?.summary()),
+        Command::TrainGenerator { opts, device, pre } => {
+            let flags = pre.flags()?;
+            opts.check()?;
+            let device = self::device(device, precision)?;
+            let r = app::train_generator(&opts, &flags, device, precision, &Bar::default())?;
+            let losses = match (r.first_loss, r.last_loss) {
+                (Some(a), Some(b)) => format!(", loss {a:.4} -> {b:.4}"),
+                _ => String::new(),
+            };
+            let resumed = if r.resumed_from > 0 { format!(" (resumed at step {})", r.resumed_from) } else { String::new() };
+            println!("trained {} steps{resumed}{losses} in {:.1} s", r.steps, r.seconds);
+            println!("wrote {} and {}", r.generator.display(), r.log.display());
+            if let Some(g) = r.grid {
+                println!("reconstructions: {}", g.display());
+            }
+        }
+        Command::Nearest { opts, device, pre } => {
+            let flags = pre.flags()?;
+            let device = self::device(device, precision)?;
+            let r = app::nearest(&opts, &flags, device, precision, &Bar::default())?;
+            println!("{} queries, {} nearest in {}: {}", r.results.len(), opts.k, opts.layers.join(", "), r.json.display());
+            if let Some(m) = r.montage {
+                println!("montage: {}", m.display());
+            }
+        }
         Command::Bench(a) => {
             let device = self::device(a.device, precision)?;
             let json = if a.net.is_some() || a.generator.is_some() || a.batch.is_some() {

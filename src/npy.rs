@@ -1,4 +1,4 @@
-//! NumPy `.npy` files: float32/float64 arrays in C order in, float32 out.
+//! NumPy `.npy` files: float16/float32/float64 arrays in C order in, float32 out.
 
 use crate::tensor::{fmt_shape, Tensor};
 use anyhow::{bail, Context, Result};
@@ -13,7 +13,7 @@ pub fn read(path: &Path) -> Result<Tensor> {
     parse(&bytes).with_context(|| format!("{}: not a usable .npy file", path.display()))
 }
 
-/// Parses an in-memory .npy file; the data must be little-endian f4 or f8 in C order.
+/// Parses an in-memory .npy file; the data must be little-endian f2, f4 or f8 in C order.
 pub fn parse(bytes: &[u8]) -> Result<Tensor> {
     if bytes.len() < 10 || &bytes[..6] != MAGIC {
         bail!("missing the .npy magic bytes");
@@ -43,21 +43,37 @@ pub fn parse(bytes: &[u8]) -> Result<Tensor> {
     let count = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).context("shape overflows")?;
     let quoted = descr.trim_matches(|c| c == '\'' || c == '"');
     let width = match quoted {
+        "<f2" | "f2" => 2,
         "<f4" | "f4" => 4,
         "<f8" | "f8" => 8,
-        other => bail!("dtype '{other}' is not supported (want little-endian float32 or float64)"),
+        other => bail!("dtype '{other}' is not supported (want little-endian float16, float32 or float64)"),
     };
     let body = &bytes[start + header_len..];
     let need = count.checked_mul(width).context("shape overflows")?;
     if body.len() != need {
         bail!("shape {} needs {need} data bytes, file has {}", fmt_shape(&shape), body.len());
     }
-    let data = if width == 4 {
+    let data = if width == 2 {
+        body.chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect()
+    } else if width == 4 {
         body.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
     } else {
         body.chunks_exact(8).map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32).collect()
     };
     Tensor::new(shape, data)
+}
+
+/// An IEEE half-precision value, exactly, as f32 (every half is an f32).
+fn f16_to_f32(h: u16) -> f32 {
+    let sign = if h & 0x8000 != 0 { -1.0f32 } else { 1.0 };
+    let exp = ((h >> 10) & 0x1f) as i32;
+    let frac = (h & 0x3ff) as f32;
+    match exp {
+        0 => sign * frac * (2.0f32).powi(-24), // subnormal: frac * 2^-10 * 2^-14
+        31 if frac == 0.0 => sign * f32::INFINITY,
+        31 => f32::NAN,
+        _ => sign * (1.0 + frac / 1024.0) * (2.0f32).powi(exp - 15),
+    }
 }
 
 /// The text after `'key':` up to the next top-level comma (a tuple's commas are inside parens).
@@ -148,6 +164,21 @@ mod tests {
         let plane = 256 * 256;
         let b: f64 = t.data[..plane].iter().map(|&v| v as f64).sum::<f64>() / plane as f64;
         assert!((b - 104.0069879317889).abs() < 1e-3, "blue mean {b}");
+    }
+
+    #[test]
+    fn float16_is_read_exactly() {
+        // 1.0, -2.5, the smallest subnormal, 65504 (the largest half), 0.1 rounded to half (819 / 8192).
+        let halves: [u16; 5] = [0x3c00, 0xc100, 0x0001, 0x7bff, 0x2e66];
+        let mut bytes = to_bytes(&[5], &[0.0; 5]);
+        let at = bytes.windows(3).position(|w| w == b"<f4").unwrap();
+        bytes[at + 2] = b'2';
+        let data_start = bytes.len() - 20;
+        bytes.truncate(data_start);
+        halves.iter().for_each(|h| bytes.extend_from_slice(&h.to_le_bytes()));
+        let t = parse(&bytes).unwrap();
+        assert_eq!(t.data, vec![1.0, -2.5, 2f32.powi(-24), 65504.0, 819.0 / 8192.0]);
+        assert!(f16_to_f32(0x7c00).is_infinite() && f16_to_f32(0x7e00).is_nan());
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod gallery;
 pub mod kernels;
 pub mod manifest;
 pub mod merge;
+pub mod nearest;
 pub mod options;
 pub mod pixel;
 pub mod render;

@@ -98,7 +98,7 @@ pub fn shipped_bounds(dir: &Path, layer: &str) -> Result<(PathBuf, Option<String
 }
 
 /// The blob an encoder layer gives: the newest of its top's name, so `fc6` is post-ReLU.
-fn encoder_blob(plan: &Plan, layer: &str) -> Result<BlobId> {
+pub fn encoder_blob(plan: &Plan, layer: &str) -> Result<BlobId> {
     let top = plan.layer_output(layer)?;
     plan.blob_by_name(&plan.blobs[top].name)
 }
