@@ -5,6 +5,7 @@ pub mod caffemodel;
 pub mod netdef;
 pub mod prototxt;
 pub mod wire;
+pub mod write;
 
 pub use crate::ir::{
     ConvParam, EltwiseOp, EltwiseParam, InnerProductParam, InputDef, LayerDef, LayerKind, LrnParam, LrnRegion, NetDef, PoolMethod,
