@@ -1,7 +1,7 @@
 //! A net definition back into new-format prototxt text: what the ONNX importer stores in a
 //! weights file, read back by the same parser as every Caffe deploy file.
 
-use crate::ir::{EltwiseOp, LayerDef, LayerKind, LrnRegion, NetDef, PoolMethod};
+use crate::ir::{EltwiseOp, LayerDef, LayerKind, LrnRegion, NetDef, PoolMethod, RoundMode};
 use std::fmt::Write;
 
 fn quoted(text: &str) -> String {
@@ -74,6 +74,9 @@ fn write_layer(out: &mut String, layer: &LayerDef) {
                 pair(&mut p, "kernel", pp.kernel);
                 pair(&mut p, "stride", pp.stride);
                 pair(&mut p, "pad", pp.pad);
+            }
+            if pp.round_mode == RoundMode::Floor {
+                p.push_str(" round_mode: FLOOR");
             }
             "pooling_param"
         }

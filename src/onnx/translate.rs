@@ -6,7 +6,7 @@ use super::proto::{Dim, Graph, Model, Node, TensorProto, Values, FLOAT};
 use crate::caffe::{Blob, LayerBlobs};
 use crate::ir::{
     compile_layer, ConvParam, EltwiseOp, EltwiseParam, InnerProductParam, InputDef, LayerDef, LayerKind, LrnParam, LrnRegion, NetDef,
-    PoolMethod, PoolParam, ReshapeParam, ScaleParam,
+    PoolMethod, PoolParam, ReshapeParam, RoundMode, ScaleParam,
 };
 use crate::tensor::fmt_shape;
 use anyhow::{anyhow, bail, ensure, Context, Result};
@@ -231,7 +231,7 @@ impl Builder {
             "MaxPool" | "AveragePool" => self.pool(node, &out),
             "GlobalAveragePool" | "GlobalMaxPool" => {
                 let method = if node.op_type == "GlobalMaxPool" { PoolMethod::Max } else { PoolMethod::Ave };
-                let p = PoolParam { method, kernel: [0, 0], stride: [1, 1], pad: [0, 0], global: true };
+                let p = PoolParam { method, kernel: [0, 0], stride: [1, 1], pad: [0, 0], global: true, round_mode: RoundMode::Ceil };
                 self.emit(node, &out, LayerKind::Pooling(p), one(self)?, vec![])
             }
             "LRN" => {
@@ -408,9 +408,11 @@ impl Builder {
         }
         let s = self.shapes[&x].clone();
         ensure!(s.len() == 4, "{l}: input shape {}: only 2-D pooling is supported", fmt_shape(&s));
-        let p = PoolParam { method, kernel, stride, pad, global: false };
+        let round_mode = if ceil { RoundMode::Ceil } else { RoundMode::Floor };
+        let p = PoolParam { method, kernel, stride, pad, global: false, round_mode };
         self.emit(node, out, LayerKind::Pooling(p), vec![x], vec![])?;
-        // Caffe rounds the output size up; ONNX rounds as ceil_mode says.
+        // Caffe's ceil rounding drops a last window only when padded; ONNX always drops one that
+        // starts past the input and its leading padding: refuse where the two differ.
         let onnx: Vec<usize> = (0..2).map(|a| onnx_pool_size(s[2 + a], kernel[a], stride[a], pad[a], ceil)).collect();
         let engine = &self.shapes[out][2..];
         ensure!(
