@@ -682,7 +682,14 @@ mod tests {
         );
         assert_eq!(
             find(&net, "pool5").kind,
-            LayerKind::Pooling(PoolParam { method: PoolMethod::Max, kernel: [3, 3], stride: [2, 2], pad: [0, 0], global: false, round_mode: RoundMode::Ceil })
+            LayerKind::Pooling(PoolParam {
+                method: PoolMethod::Max,
+                kernel: [3, 3],
+                stride: [2, 2],
+                pad: [0, 0],
+                global: false,
+                round_mode: RoundMode::Ceil
+            })
         );
         assert_eq!(find(&net, "fc8").kind, LayerKind::InnerProduct(InnerProductParam { num_output: 1000, bias_term: true, axis: 1 }));
         assert_eq!(find(&net, "relu1").kind, LayerKind::ReLU { negative_slope: 0.0 });
@@ -760,7 +767,14 @@ mod tests {
         let pool = read(&format!("{dir}/layer_pooling_ave.prototxt"));
         assert_eq!(
             pool.layers[0].kind,
-            LayerKind::Pooling(PoolParam { method: PoolMethod::Ave, kernel: [3, 5], stride: [2, 1], pad: [2, 1], global: false, round_mode: RoundMode::Ceil })
+            LayerKind::Pooling(PoolParam {
+                method: PoolMethod::Ave,
+                kernel: [3, 5],
+                stride: [2, 1],
+                pad: [2, 1],
+                global: false,
+                round_mode: RoundMode::Ceil
+            })
         );
         let ip = read(&format!("{dir}/layer_inner_product.prototxt"));
         assert_eq!(ip.layers[0].kind, LayerKind::InnerProduct(InnerProductParam { num_output: 2, bias_term: true, axis: 3 }));
@@ -880,7 +894,14 @@ mod tests {
         );
         assert_eq!(
             kinds[1],
-            LayerKind::Pooling(PoolParam { method: PoolMethod::Ave, kernel: [0, 0], stride: [1, 1], pad: [0, 0], global: true, round_mode: RoundMode::Ceil })
+            LayerKind::Pooling(PoolParam {
+                method: PoolMethod::Ave,
+                kernel: [0, 0],
+                stride: [1, 1],
+                pad: [0, 0],
+                global: true,
+                round_mode: RoundMode::Ceil
+            })
         );
         assert_eq!(kinds[2], LayerKind::Flatten { axis: 1, end_axis: -1 });
         assert_eq!(kinds[3], LayerKind::Concat { axis: 0 });

@@ -168,6 +168,9 @@ impl Builder {
             compile_layer(&layer, &shapes, self.declared_batch, self.declared_batch).map_err(|e| anyhow!("{}: {e:#}", node.label()))?;
         ensure!(params.len() == blobs.len(), "{}: {} parameter blobs for a layer that takes {}", node.label(), blobs.len(), params.len());
         for (i, (spec, blob)) in params.iter().zip(&blobs).enumerate() {
+            if let Some(at) = blob.data.iter().position(|v| !v.is_finite()) {
+                bail!("{}: parameter {i} holds a non-finite value ({}) at index {at}", node.label(), blob.data[at]);
+            }
             ensure!(
                 &blob.shape == spec,
                 "{}: parameter {i} has shape {}, the input shape {} needs {}",

@@ -1,0 +1,400 @@
+//! ONNX import: torch-exported fixtures against onnxruntime's outputs, hand-built graphs
+//! for what the exporters rarely emit, and bad models that must fail cleanly.
+
+mod common;
+
+use common::{fixture, scratch};
+use dgnam::ir::InputSpace;
+use dgnam::npy;
+use dgnam::weights::WeightsFile;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn convert(model: &Path, out: &Path, extra: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dgnam-convert")).arg("--onnx").arg(model).arg("-o").arg(out).args(extra).output().unwrap()
+}
+
+fn forward(net: &Path, input: &Path, layers: &[&str], out_dir: &Path) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_dgnam"));
+    c.arg("forward").arg("--net").arg(net).arg("--input").arg(input).arg("--out-dir").arg(out_dir).arg("--device").arg("cpu");
+    for l in layers {
+        c.arg("--layer").arg(l);
+    }
+    c.output().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A failed conversion: non-zero exit, one line on stderr, no output file. Returns the line.
+fn refused(o: &Output, out: &Path) -> String {
+    assert!(!o.status.success(), "conversion succeeded: {}", String::from_utf8_lossy(&o.stdout));
+    let err = stderr(o);
+    assert_eq!(err.trim_end().lines().count(), 1, "not one error line: {err}");
+    assert!(err.starts_with("error: "), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!out.exists(), "{} was written", out.display());
+    err
+}
+
+fn max_abs(v: &[f32]) -> f32 {
+    v.iter().fold(0f32, |m, x| m.max(x.abs()))
+}
+
+/// Every case of a fixture's JSON: the converted net's outputs at the named tensors (the
+/// graph output and one intermediate, both by ONNX name) against onnxruntime's.
+fn check_fixture(name: &str) {
+    let dir = scratch(&format!("onnx-{name}"));
+    let root = fixture("onnx");
+    let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(root.join(format!("{name}.json"))).unwrap()).unwrap();
+    let net = dir.join(format!("{name}.dgnw"));
+    let o = convert(&root.join(meta["model"].as_str().unwrap()), &net, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(WeightsFile::open(&net).unwrap().header.input_space, InputSpace::Torchvision);
+    let mut batches = vec![];
+    for case in meta["cases"].as_array().unwrap() {
+        let batch = case["batch"].as_u64().unwrap();
+        batches.push(batch);
+        let outputs = case["outputs"].as_object().unwrap();
+        let names: Vec<&str> = outputs.keys().map(String::as_str).collect();
+        assert!(names.contains(&meta["intermediate"].as_str().unwrap()));
+        let out_dir = dir.join(format!("b{batch}"));
+        let o = forward(&net, &root.join(case["input"].as_str().unwrap()), &names, &out_dir);
+        assert!(o.status.success(), "{}", stderr(&o));
+        for (tensor, file) in outputs {
+            let want = npy::read(&root.join(file.as_str().unwrap())).unwrap();
+            // SPEC 9: `/` in a layer name becomes `_` in the file name.
+            let got = npy::read(&out_dir.join(format!("{}.npy", tensor.replace('/', "_")))).unwrap();
+            assert_eq!(got.shape, want.shape, "{name} batch {batch} {tensor}");
+            assert_eq!(got.shape[0] as u64, batch);
+            let scale = max_abs(&want.data).max(1e-3);
+            let err = got.data.iter().zip(&want.data).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale;
+            assert!(err < 1e-5, "{name} batch {batch} {tensor}: relative error {err}");
+            assert!(scale > 1e-3, "{name} {tensor}: a reference of zeros checks nothing");
+        }
+    }
+    assert_eq!(batches, vec![1, 3]);
+}
+
+/// Grouped conv, LRN, ceil-mode MaxPool, Flatten, Gemm, Softmax; opset 11, fixed batch 1
+/// run at batch 3.
+#[test]
+fn tiny_alexnet_matches_onnxruntime_at_batch_1_and_3() {
+    check_fixture("tiny_alexnet");
+}
+
+/// Conv+BatchNorm folded, BatchNorm after an Add kept (as Scale), LeakyRelu, Concat,
+/// padded floor-mode AveragePool, GlobalAveragePool; opset 17, dynamic batch.
+#[test]
+fn tiny_resnet_matches_onnxruntime_at_batch_1_and_3() {
+    check_fixture("tiny_resnet");
+}
+
+#[test]
+fn input_space_flag_is_recorded() {
+    let dir = scratch("onnx-space");
+    let net = dir.join("caffe.dgnw");
+    let o = convert(&fixture("onnx/tiny_alexnet.onnx"), &net, &["--input-space", "caffe"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(WeightsFile::open(&net).unwrap().header.input_space, InputSpace::Caffe);
+    let bad = dir.join("bad.dgnw");
+    let o = convert(&fixture("onnx/tiny_alexnet.onnx"), &bad, &["--input-space", "bgr"]);
+    assert!(!o.status.success() && !bad.exists());
+}
+
+#[test]
+fn truncated_or_corrupt_models_are_one_clear_error() {
+    let dir = scratch("onnx-corrupt");
+    let bytes = std::fs::read(fixture("onnx/tiny_alexnet.onnx")).unwrap();
+    let mut flipped = bytes.clone();
+    flipped[bytes.len() / 2..bytes.len() / 2 + 16].fill(0xff);
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("empty", vec![]),
+        ("third", bytes[..bytes.len() / 3].to_vec()),
+        ("half", bytes[..bytes.len() / 2].to_vec()),
+        ("last-byte", bytes[..bytes.len() - 1].to_vec()),
+        ("flipped", flipped),
+        ("text", b"this is not a model\n".to_vec()),
+    ];
+    for (name, data) in cases {
+        let model = dir.join(format!("{name}.onnx"));
+        std::fs::write(&model, data).unwrap();
+        let out = dir.join(format!("{name}.dgnw"));
+        let err = refused(&convert(&model, &out, &[]), &out);
+        assert!(err.contains(&model.display().to_string()), "{name}: the error does not name the file: {err}");
+        assert!(!err.contains("caffemodel"), "{name}: {err}");
+    }
+    let out = dir.join("missing.dgnw");
+    let err = refused(&convert(&dir.join("missing.onnx"), &out, &[]), &out);
+    assert!(err.contains("missing.onnx"), "{err}");
+}
+
+// A minimal protobuf writer for hand-built graphs.
+
+fn varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn put_varint(out: &mut Vec<u8>, field: u32, v: u64) {
+    varint(out, (field as u64) << 3);
+    varint(out, v);
+}
+
+fn put_bytes(out: &mut Vec<u8>, field: u32, bytes: &[u8]) {
+    varint(out, (field as u64) << 3 | 2);
+    varint(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}
+
+fn put_f32(out: &mut Vec<u8>, field: u32, v: f32) {
+    varint(out, (field as u64) << 3 | 5);
+    out.extend_from_slice(&v.to_le_bytes());
+}
+
+enum Attr {
+    Int(i64),
+    Ints(Vec<i64>),
+    Float(f32),
+}
+
+fn node(name: &str, op: &str, inputs: &[&str], outputs: &[&str], attrs: &[(&str, Attr)]) -> Vec<u8> {
+    let mut n = vec![];
+    for i in inputs {
+        put_bytes(&mut n, 1, i.as_bytes());
+    }
+    for o in outputs {
+        put_bytes(&mut n, 2, o.as_bytes());
+    }
+    put_bytes(&mut n, 3, name.as_bytes());
+    put_bytes(&mut n, 4, op.as_bytes());
+    for (key, value) in attrs {
+        let mut a = vec![];
+        put_bytes(&mut a, 1, key.as_bytes());
+        match value {
+            Attr::Int(v) => {
+                put_varint(&mut a, 3, *v as u64);
+                put_varint(&mut a, 20, 2);
+            }
+            Attr::Ints(vs) => {
+                for v in vs {
+                    put_varint(&mut a, 8, *v as u64);
+                }
+                put_varint(&mut a, 20, 7);
+            }
+            Attr::Float(v) => {
+                put_f32(&mut a, 2, *v);
+                put_varint(&mut a, 20, 1);
+            }
+        }
+        put_bytes(&mut n, 5, &a);
+    }
+    n
+}
+
+fn tensor(name: &str, dims: &[i64], values: &[f32]) -> Vec<u8> {
+    let mut t = vec![];
+    for &d in dims {
+        put_varint(&mut t, 1, d as u64);
+    }
+    put_varint(&mut t, 2, 1);
+    put_bytes(&mut t, 8, name.as_bytes());
+    let raw: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    put_bytes(&mut t, 9, &raw);
+    t
+}
+
+fn value_info(name: &str, dims: &[i64]) -> Vec<u8> {
+    let mut shape = vec![];
+    for &d in dims {
+        let mut dim = vec![];
+        if d > 0 {
+            put_varint(&mut dim, 1, d as u64);
+        } else {
+            put_bytes(&mut dim, 2, b"N");
+        }
+        put_bytes(&mut shape, 1, &dim);
+    }
+    let mut tt = vec![];
+    put_varint(&mut tt, 1, 1);
+    put_bytes(&mut tt, 2, &shape);
+    let mut ty = vec![];
+    put_bytes(&mut ty, 1, &tt);
+    let mut v = vec![];
+    put_bytes(&mut v, 1, name.as_bytes());
+    put_bytes(&mut v, 2, &ty);
+    v
+}
+
+/// A model with one input and one output, the given nodes and initializers.
+fn model(opset: u64, input: (&str, &[i64]), output: &str, nodes: &[Vec<u8>], inits: &[Vec<u8>]) -> Vec<u8> {
+    let mut g = vec![];
+    for n in nodes {
+        put_bytes(&mut g, 1, n);
+    }
+    put_bytes(&mut g, 2, b"hand");
+    for t in inits {
+        put_bytes(&mut g, 5, t);
+    }
+    put_bytes(&mut g, 11, &value_info(input.0, input.1));
+    put_bytes(&mut g, 12, &value_info(output, &[]));
+    let mut op = vec![];
+    put_bytes(&mut op, 1, b"");
+    put_varint(&mut op, 2, opset);
+    let mut m = vec![];
+    put_varint(&mut m, 1, 8);
+    put_bytes(&mut m, 8, &op);
+    put_bytes(&mut m, 7, &g);
+    m
+}
+
+fn write_model(dir: &Path, name: &str, bytes: &[u8]) -> (PathBuf, PathBuf) {
+    let path = dir.join(format!("{name}.onnx"));
+    std::fs::write(&path, bytes).unwrap();
+    (path, dir.join(format!("{name}.dgnw")))
+}
+
+#[test]
+fn unsupported_op_names_node_and_op_and_writes_nothing() {
+    let dir = scratch("onnx-unsupported");
+    let nodes = [node("first", "Relu", &["x"], &["r"], &[]), node("squash", "Sigmoid", &["r"], &["y"], &[])];
+    let (path, out) = write_model(&dir, "sigmoid", &model(13, ("x", &[1, 2, 3, 3]), "y", &nodes, &[]));
+    let err = refused(&convert(&path, &out, &[]), &out);
+    assert!(err.contains("node 'squash' (Sigmoid): unsupported op"), "{err}");
+}
+
+/// What the engine cannot compute the same way yet is refused with the reason.
+#[test]
+fn semantics_the_engine_lacks_are_refused_clearly() {
+    let dir = scratch("onnx-refused");
+    let w = tensor("w", &[2, 2, 3, 3], &[0.1; 36]);
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "asymmetric",
+            model(
+                13,
+                ("x", &[1, 2, 6, 6]),
+                "y",
+                &[node("c", "Conv", &["x", "w"], &["y"], &[("pads", Attr::Ints(vec![0, 0, 1, 1]))])],
+                &[w.clone()],
+            ),
+            "node 'c' (Conv): asymmetric pads [0, 0, 1, 1] are not supported yet",
+        ),
+        (
+            // ONNX drops the last ceil-mode window (it starts past the input); Caffe keeps it unpadded.
+            "ceil-window",
+            model(
+                13,
+                ("x", &[1, 2, 5, 5]),
+                "y",
+                &[node(
+                    "p",
+                    "MaxPool",
+                    &["x"],
+                    &["y"],
+                    &[("kernel_shape", Attr::Ints(vec![1, 1])), ("strides", Attr::Ints(vec![3, 3])), ("ceil_mode", Attr::Int(1))],
+                )],
+                &[],
+            ),
+            "node 'p' (MaxPool): ceil_mode 1 gives a 2x2 output for a 5x5 input, the engine's pooling gives 3x3: not supported yet",
+        ),
+        (
+            "softmax-axes",
+            model(11, ("x", &[1, 2, 3, 3]), "y", &[node("s", "Softmax", &["x"], &["y"], &[])], &[]),
+            "node 's' (Softmax): softmax over several axes (opset 11, shape 1x2x3x3) is not supported yet",
+        ),
+        (
+            "broadcast",
+            model(
+                13,
+                ("x", &[1, 2, 3, 3]),
+                "y",
+                &[node("p", "GlobalAveragePool", &["x"], &["g"], &[]), node("a", "Add", &["x", "g"], &["y"], &[])],
+                &[],
+            ),
+            "node 'a' (Add): broadcasting between shapes 1x2x3x3 and 1x2x1x1 is not supported yet",
+        ),
+        ("opset", model(6, ("x", &[1, 2]), "y", &[node("r", "Relu", &["x"], &["y"], &[])], &[]), "opset 6 is not supported"),
+        (
+            "dynamic-size",
+            model(13, ("x", &[1, 2, 0, 4]), "y", &[node("r", "Relu", &["x"], &["y"], &[])], &[]),
+            "graph input 'x': axis 2 has no fixed size",
+        ),
+    ];
+    for (name, bytes, want) in cases {
+        let (path, out) = write_model(&dir, name, &bytes);
+        let err = refused(&convert(&path, &out, &[]), &out);
+        assert!(err.contains(want), "{name}: {err}");
+    }
+}
+
+/// MatMul then Add of a vector becomes one InnerProduct with bias; Identity, Dropout, a
+/// per-channel Mul and Sub and a floor-mode MaxPool with padding compute what ONNX defines.
+#[test]
+fn hand_built_graph_computes_onnx_semantics() {
+    let dir = scratch("onnx-hand");
+    // x: 1x2x3x3 -> MaxPool k2 s2 p1 (floor: 2x2) -> Mul by [2, -1] per channel -> Sub 1 ->
+    // Identity -> Flatten (8) -> MatMul 8x3 -> Add [1, 2, 3] -> Dropout.
+    let w: Vec<f32> = (0..24).map(|i| (i as f32 - 11.5) / 10.0).collect();
+    let nodes = [
+        node(
+            "pool",
+            "MaxPool",
+            &["x"],
+            &["p"],
+            &[("kernel_shape", Attr::Ints(vec![2, 2])), ("strides", Attr::Ints(vec![2, 2])), ("pads", Attr::Ints(vec![1, 1, 1, 1]))],
+        ),
+        node("mul", "Mul", &["p", "gain"], &["m"], &[]),
+        node("sub", "Sub", &["m", "one"], &["s"], &[]),
+        node("id", "Identity", &["s"], &["i"], &[]),
+        node("flat", "Flatten", &["i"], &["f"], &[("axis", Attr::Int(1))]),
+        node("mm", "MatMul", &["f", "w"], &["mm_out"], &[]),
+        node("bias", "Add", &["mm_out", "b"], &["fc"], &[]),
+        node("drop", "Dropout", &["fc"], &["y"], &[("ratio", Attr::Float(0.5))]),
+    ];
+    let inits =
+        [tensor("gain", &[2, 1, 1], &[2.0, -1.0]), tensor("one", &[], &[1.0]), tensor("w", &[8, 3], &w), tensor("b", &[3], &[1., 2., 3.])];
+    let (path, out) = write_model(&dir, "hand", &model(13, ("x", &[0, 2, 3, 3]), "y", &nodes, &inits));
+    let o = convert(&path, &out, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let def = WeightsFile::open(&out).unwrap().netdef().unwrap();
+    let names: Vec<&str> = def.layers.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(names, ["p", "m", "s", "i", "f", "fc", "y"], "MatMul and Add are one layer named after the Add");
+
+    // Two samples, though the model declares a dynamic batch.
+    let x: Vec<f32> = (0..36).map(|i| ((i * 7 % 11) as f32 - 5.0) / 3.0).collect();
+    let input = dir.join("x.npy");
+    npy::write(&input, &[2, 2, 3, 3], &x).unwrap();
+    let o = forward(&out, &input, &["y", "p"], &dir.join("fwd"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let got = npy::read(&dir.join("fwd/y.npy")).unwrap();
+    let pooled = npy::read(&dir.join("fwd/p.npy")).unwrap();
+    assert_eq!(pooled.shape, vec![2, 2, 2, 2], "floor rounding: (3 + 2 - 2) / 2 + 1 = 2");
+    assert_eq!(got.shape, vec![2, 3]);
+    for n in 0..2 {
+        let mut flat = vec![];
+        for c in 0..2 {
+            for oy in 0..2usize {
+                for ox in 0..2usize {
+                    let mut m = f32::MIN;
+                    for y in (oy * 2).saturating_sub(1)..(oy * 2 + 1).min(3) {
+                        for xx in (ox * 2).saturating_sub(1)..(ox * 2 + 1).min(3) {
+                            m = m.max(x[((n * 2 + c) * 3 + y) * 3 + xx]);
+                        }
+                    }
+                    assert_eq!(pooled.data[((n * 2 + c) * 2 + oy) * 2 + ox], m);
+                    flat.push(m * [2.0, -1.0][c] - 1.0);
+                }
+            }
+        }
+        for j in 0..3 {
+            let want = [1., 2., 3.][j] + (0..8).map(|k| flat[k] * w[k * 3 + j]).sum::<f32>();
+            let g = got.data[n * 3 + j];
+            assert!((g - want).abs() < 1e-5, "sample {n} output {j}: {g} vs {want}");
+        }
+    }
+}
