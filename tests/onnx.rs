@@ -280,7 +280,7 @@ fn semantics_the_engine_lacks_are_refused_clearly() {
                 ("x", &[1, 2, 6, 6]),
                 "y",
                 &[node("c", "Conv", &["x", "w"], &["y"], &[("pads", Attr::Ints(vec![0, 0, 1, 1]))])],
-                &[w.clone()],
+                std::slice::from_ref(&w),
             ),
             "node 'c' (Conv): asymmetric pads [0, 0, 1, 1] are not supported yet",
         ),

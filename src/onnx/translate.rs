@@ -61,6 +61,14 @@ struct Builder {
     blobs: Vec<Vec<Blob>>,
 }
 
+/// The window attributes Conv, ConvTranspose and the pools share.
+struct Sliding {
+    stride: [usize; 2],
+    pad: [usize; 2],
+    dilation: [usize; 2],
+    group: usize,
+}
+
 fn f32s<'t>(t: &'t TensorProto, what: &str) -> Result<&'t [f32]> {
     match &t.values {
         Values::F32(v) => Ok(v),
@@ -292,7 +300,7 @@ impl Builder {
         Ok(())
     }
 
-    fn conv_common(&self, node: &Node) -> Result<([usize; 2], [usize; 2], [usize; 2], usize)> {
+    fn conv_common(&self, node: &Node) -> Result<Sliding> {
         let l = node.label();
         let pads = node.ints("pads").unwrap_or(&[0, 0, 0, 0]);
         match node.string("auto_pad").unwrap_or("NOTSET") {
@@ -310,7 +318,7 @@ impl Builder {
         ensure!(stride.iter().chain(&dilation).all(|&v| v > 0), "{l}: strides and dilations must be positive");
         let group = node.int("group", 1)?;
         ensure!(group > 0, "{l}: group {group} must be positive");
-        Ok((stride, pad, dilation, group as usize))
+        Ok(Sliding { stride, pad, dilation, group: group as usize })
     }
 
     fn weight_and_bias(&self, node: &Node) -> Result<(Blob, Option<Blob>, [usize; 2])> {
@@ -330,7 +338,7 @@ impl Builder {
 
     fn conv(&mut self, node: &Node, out: &str) -> Result<()> {
         let x = self.input(node, 0)?.to_string();
-        let (stride, pad, dilation, group) = self.conv_common(node)?;
+        let Sliding { stride, pad, dilation, group } = self.conv_common(node)?;
         let (weight, bias, kernel) = self.weight_and_bias(node)?;
         let p = ConvParam { num_output: weight.shape[0], kernel, stride, pad, dilation, group, bias_term: bias.is_some() };
         let blobs = std::iter::once(weight).chain(bias).collect();
@@ -339,7 +347,7 @@ impl Builder {
 
     fn conv_transpose(&mut self, node: &Node, out: &str) -> Result<()> {
         let x = self.input(node, 0)?.to_string();
-        let (stride, pad, dilation, group) = self.conv_common(node)?;
+        let Sliding { stride, pad, dilation, group } = self.conv_common(node)?;
         if node.ints("output_padding").is_some_and(|p| p.iter().any(|&v| v != 0)) || node.attr("output_shape").is_some() {
             bail!("{}: output_padding and output_shape are not supported yet", node.label());
         }
@@ -403,7 +411,7 @@ impl Builder {
         let kernel = pair(node.ints("kernel_shape"), 0, "kernel_shape").map_err(|e| anyhow!("{l}: {e}"))?;
         ensure!(node.ints("kernel_shape").is_some(), "{l}: kernel_shape is required");
         ensure!(pair(node.ints("dilations"), 1, "dilations")? == [1, 1], "{l}: dilations are not supported yet");
-        let (stride, pad, _, _) = self.conv_common(node)?;
+        let Sliding { stride, pad, .. } = self.conv_common(node)?;
         let ceil = node.int("ceil_mode", 0)? != 0;
         let method = if node.op_type == "MaxPool" { PoolMethod::Max } else { PoolMethod::Ave };
         if method == PoolMethod::Ave && pad != [0, 0] && node.int("count_include_pad", 0)? == 0 {
