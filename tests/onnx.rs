@@ -428,3 +428,89 @@ fn mutated_models_never_panic() {
         let _ = attempt(&m);
     }
 }
+
+fn external_tensor(name: &str, dims: &[i64], location: &str, offset: usize) -> Vec<u8> {
+    let mut t = vec![];
+    for &d in dims {
+        put_varint(&mut t, 1, d as u64);
+    }
+    put_varint(&mut t, 2, 1);
+    put_bytes(&mut t, 8, name.as_bytes());
+    for (key, value) in [("location", location.to_string()), ("offset", offset.to_string())] {
+        let mut e = vec![];
+        put_bytes(&mut e, 1, key.as_bytes());
+        put_bytes(&mut e, 2, value.as_bytes());
+        put_bytes(&mut t, 13, &e);
+    }
+    put_varint(&mut t, 14, 1);
+    t
+}
+
+fn run_hand_model(dir: &Path, name: &str, bytes: &[u8], input: (&[usize], &[f32]), layer: &str) -> dgnam::tensor::Tensor {
+    let (path, out) = write_model(dir, name, bytes);
+    let o = convert(&path, &out, &[]);
+    assert!(o.status.success(), "{name}: {}", stderr(&o));
+    let x = dir.join(format!("{name}.x.npy"));
+    npy::write(&x, input.0, input.1).unwrap();
+    let o = forward(&out, &x, &[layer], &dir.join(name));
+    assert!(o.status.success(), "{name}: {}", stderr(&o));
+    npy::read(&dir.join(name).join(format!("{layer}.npy"))).unwrap()
+}
+
+/// Gemm with transB 0, alpha and beta; ConvTranspose; weights in an external data file.
+#[test]
+fn gemm_attributes_conv_transpose_and_external_data() {
+    let dir = scratch("onnx-gemm");
+    // y = 2 * x B + 0.5 * C, B 3x2 (transB 0).
+    let b = [1., 2., 3., 4., 5., 6.];
+    let gemm =
+        node("g", "Gemm", &["x", "b", "c"], &["y"], &[("alpha", Attr::Float(2.0)), ("beta", Attr::Float(0.5)), ("transB", Attr::Int(0))]);
+    let bytes = model(13, ("x", &[2, 3]), "y", &[gemm], &[tensor("b", &[3, 2], &b), tensor("c", &[2], &[10., 20.])]);
+    let x = [1., 0., -1., 0.5, 2., 1.];
+    let y = run_hand_model(&dir, "gemm", &bytes, (&[2, 3], &x), "y");
+    for n in 0..2 {
+        for j in 0..2 {
+            let want = 2.0 * (0..3).map(|k| x[n * 3 + k] * b[k * 2 + j]).sum::<f32>() + 0.5 * [10., 20.][j];
+            assert!((y.data[n * 2 + j] - want).abs() < 1e-5, "gemm [{n},{j}]: {} vs {want}", y.data[n * 2 + j]);
+        }
+    }
+
+    // ConvTranspose, kernel 2 stride 2, one channel: each input pixel becomes w * x.
+    let w = [1., -1., 0.5, 2.];
+    let deconv = node("d", "ConvTranspose", &["x", "w", "bias"], &["y"], &[("strides", Attr::Ints(vec![2, 2]))]);
+    let bytes = model(13, ("x", &[1, 1, 2, 2]), "y", &[deconv], &[tensor("w", &[1, 1, 2, 2], &w), tensor("bias", &[1], &[0.25])]);
+    let x = [1., 2., 3., 4.];
+    let y = run_hand_model(&dir, "deconv", &bytes, (&[1, 1, 2, 2], &x), "y");
+    assert_eq!(y.shape, vec![1, 1, 4, 4]);
+    for oy in 0..4 {
+        for ox in 0..4 {
+            let want = x[(oy / 2) * 2 + ox / 2] * w[(oy % 2) * 2 + ox % 2] + 0.25;
+            assert!((y.data[oy * 4 + ox] - want).abs() < 1e-6, "deconv ({oy},{ox})");
+        }
+    }
+
+    // The Conv weight lives at byte 8 of w.bin beside the model.
+    let w: Vec<f32> = (0..8).map(|i| i as f32 - 3.0).collect();
+    let mut file = vec![0u8; 8];
+    file.extend(w.iter().flat_map(|v| v.to_le_bytes()));
+    std::fs::write(dir.join("w.bin"), &file).unwrap();
+    let conv = node("c", "Conv", &["x", "w"], &["y"], &[]);
+    let bytes = model(13, ("x", &[1, 2, 2, 2]), "y", &[conv], &[external_tensor("w", &[1, 2, 2, 2], "w.bin", 8)]);
+    let x = [1., 1., 1., 1., 2., 2., 2., 2.];
+    let y = run_hand_model(&dir, "external", &bytes, (&[1, 2, 2, 2], &x), "y");
+    let want: f32 = w.iter().zip(&x).map(|(a, b)| a * b).sum();
+    assert_eq!((y.shape.clone(), y.data[0]), (vec![1, 1, 1, 1], want));
+
+    // A data file that is short, missing or outside the model's folder is refused.
+    for (name, location, offset, why) in [
+        ("short", "w.bin", 16, "lies outside"),
+        ("missing", "nowhere.bin", 0, "cannot open external data"),
+        ("escape", "../w.bin", 0, "must be a plain path beside the model"),
+    ] {
+        let conv = node("c", "Conv", &["x", "w"], &["y"], &[]);
+        let bytes = model(13, ("x", &[1, 2, 2, 2]), "y", &[conv], &[external_tensor("w", &[1, 2, 2, 2], location, offset)]);
+        let (path, out) = write_model(&dir, name, &bytes);
+        let err = refused(&convert(&path, &out, &[]), &out);
+        assert!(err.contains("tensor 'w'") && err.contains(why), "{name}: {err}");
+    }
+}
