@@ -160,6 +160,7 @@ enum Attr {
     Int(i64),
     Ints(Vec<i64>),
     Float(f32),
+    Tensor(Vec<u8>),
 }
 
 fn node(name: &str, op: &str, inputs: &[&str], outputs: &[&str], attrs: &[(&str, Attr)]) -> Vec<u8> {
@@ -189,6 +190,10 @@ fn node(name: &str, op: &str, inputs: &[&str], outputs: &[&str], attrs: &[(&str,
             Attr::Float(v) => {
                 put_f32(&mut a, 2, *v);
                 put_varint(&mut a, 20, 1);
+            }
+            Attr::Tensor(t) => {
+                put_bytes(&mut a, 5, t);
+                put_varint(&mut a, 20, 4);
             }
         }
         put_bytes(&mut n, 5, &a);
@@ -512,5 +517,36 @@ fn gemm_attributes_conv_transpose_and_external_data() {
         let (path, out) = write_model(&dir, name, &bytes);
         let err = refused(&convert(&path, &out, &[]), &out);
         assert!(err.contains("tensor 'w'") && err.contains(why), "{name}: {err}");
+    }
+}
+
+/// A Reshape to a shape from a Constant node (int64): `[1, -1]` on a model declared with
+/// batch 1 keeps each sample's values together at batch 2, as Caffe's batch rule says.
+#[test]
+fn reshape_from_a_constant_node_runs_at_any_batch() {
+    let dir = scratch("onnx-reshape");
+    let mut shape = vec![];
+    put_varint(&mut shape, 1, 2);
+    put_varint(&mut shape, 2, 7);
+    for v in [1i64, -1] {
+        put_varint(&mut shape, 7, v as u64);
+    }
+    let nodes = [
+        node("k", "Constant", &[], &["shape"], &[("value", Attr::Tensor(shape))]),
+        node("r", "Reshape", &["x", "shape"], &["y"], &[]),
+        node("s", "Softmax", &["y"], &["p"], &[("axis", Attr::Int(1))]),
+    ];
+    let bytes = model(13, ("x", &[1, 2, 2, 2]), "p", &nodes, &[]);
+    let x: Vec<f32> = (0..16).map(|i| i as f32 / 4.0).collect();
+    let y = run_hand_model(&dir, "reshape", &bytes, (&[2, 2, 2, 2], &x), "y");
+    assert_eq!(y.shape, vec![2, 8]);
+    assert_eq!(y.data, x);
+    let probs = run_hand_model(&dir, "softmax", &bytes, (&[2, 2, 2, 2], &x), "p");
+    for n in 0..2 {
+        let row = &x[n * 8..n * 8 + 8];
+        let total: f32 = row.iter().map(|v| v.exp()).sum();
+        for j in 0..8 {
+            assert!((probs.data[n * 8 + j] - row[j].exp() / total).abs() < 1e-6);
+        }
     }
 }

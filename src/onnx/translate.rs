@@ -457,17 +457,10 @@ impl Builder {
 
     fn reshape(&mut self, node: &Node, out: &str) -> Result<()> {
         let x = self.input(node, 0)?.to_string();
-        let dims: Vec<i64> = if self.opset < 5 {
-            node.ints("shape").with_context(|| format!("{}: no shape", node.label()))?.to_vec()
-        } else {
-            match &self
-                .constant(node, 1)
-                .map_err(|_| anyhow!("{}: a shape computed at run time is not supported yet", node.label()))?
-                .values
-            {
-                Values::I64(v) => v.clone(),
-                Values::F32(_) => bail!("{}: the shape is not an integer tensor", node.label()),
-            }
+        let shape = self.constant(node, 1).map_err(|_| anyhow!("{}: a shape computed at run time is not supported yet", node.label()))?;
+        let dims = match &shape.values {
+            Values::I64(v) => v.clone(),
+            Values::F32(_) => bail!("{}: the shape is not an integer tensor", node.label()),
         };
         if node.int("allowzero", 0)? != 0 && dims.contains(&0) {
             bail!("{}: allowzero with a zero dimension is not supported", node.label());
@@ -553,6 +546,8 @@ impl Builder {
         if node.outputs.iter().skip(1).any(|o| !o.is_empty() && self.uses.contains_key(o)) {
             bail!("{l}: training-mode outputs (running mean and variance) are not supported");
         }
+        // Before opset 9, `spatial` 0 meant statistics per element rather than per channel.
+        ensure!(node.int("spatial", 1)? == 1, "{l}: spatial 0 is not supported");
         let eps = node.float("epsilon", 1e-5)?;
         let get = |i: usize, what: &str| -> Result<Vec<f32>> { Ok(f32s(self.constant(node, i)?, what)?.to_vec()) };
         let (gamma, beta, mean, var) = (get(1, "scale")?, get(2, "B")?, get(3, "mean")?, get(4, "var")?);
