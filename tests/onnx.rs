@@ -545,8 +545,8 @@ fn reshape_from_a_constant_node_runs_at_any_batch() {
     for n in 0..2 {
         let row = &x[n * 8..n * 8 + 8];
         let total: f32 = row.iter().map(|v| v.exp()).sum();
-        for j in 0..8 {
-            assert!((probs.data[n * 8 + j] - row[j].exp() / total).abs() < 1e-6);
+        for (j, v) in row.iter().enumerate() {
+            assert!((probs.data[n * 8 + j] - v.exp() / total).abs() < 1e-6);
         }
     }
 }
