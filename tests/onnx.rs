@@ -101,6 +101,15 @@ fn input_space_flag_is_recorded() {
     let bad = dir.join("bad.dgnw");
     let o = convert(&fixture("onnx/tiny_alexnet.onnx"), &bad, &["--input-space", "bgr"]);
     assert!(!o.status.success() && !bad.exists());
+    // A Caffe model's space is Caffe's: the flag is refused there.
+    let o = Command::new(env!("CARGO_BIN_EXE_dgnam-convert"))
+        .arg("--prototxt")
+        .arg(fixture("tiny/classifier.prototxt"))
+        .args(["--random-weights", "1", "--input-space", "torchvision", "-o"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(refused(&o, &bad).contains("--input-space applies to --onnx models only"));
 }
 
 #[test]

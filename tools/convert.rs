@@ -30,7 +30,7 @@ struct Args {
     #[arg(long)]
     onnx: Option<PathBuf>,
     /// The space the ONNX model's input lives in, recorded in the weights file.
-    #[arg(long, value_enum, requires = "onnx")]
+    #[arg(long, value_enum)]
     input_space: Option<Space>,
     /// The .dgnw file to write.
     #[arg(short = 'o', long = "out")]
@@ -45,6 +45,9 @@ fn main() -> ExitCode {
         Space::Caffe => InputSpace::Caffe,
     };
     let result = match (&a.onnx, &a.prototxt, &a.caffemodel, a.random_weights) {
+        (None, ..) if a.input_space.is_some() => {
+            Err(anyhow::anyhow!("--input-space applies to --onnx models only (Caffe models are caffe)"))
+        }
         (Some(model), ..) => dgnam::convert::convert_onnx(model, &a.out, space),
         (None, Some(p), _, Some(seed)) => dgnam::convert::write_random(p, seed, &a.out),
         (None, Some(p), Some(model), None) => dgnam::convert::convert(p, model, &a.out),
