@@ -98,6 +98,8 @@ fn input_space_flag_is_recorded() {
     let o = convert(&fixture("onnx/tiny_alexnet.onnx"), &net, &["--input-space", "caffe"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(WeightsFile::open(&net).unwrap().header.input_space, InputSpace::Caffe);
+    let info = Command::new(env!("CARGO_BIN_EXE_dgnam")).arg("info").arg(&net).output().unwrap();
+    assert!(String::from_utf8_lossy(&info.stdout).contains("input space: caffe"), "{}", stderr(&info));
     let bad = dir.join("bad.dgnw");
     let o = convert(&fixture("onnx/tiny_alexnet.onnx"), &bad, &["--input-space", "bgr"]);
     assert!(!o.status.success() && !bad.exists());
