@@ -479,9 +479,11 @@ fn gemm_attributes_conv_transpose_and_external_data() {
     let dir = scratch("onnx-gemm");
     // y = 2 * x B + 0.5 * C, B 3x2 (transB 0).
     let b = [1., 2., 3., 4., 5., 6.];
-    let gemm =
-        node("g", "Gemm", &["x", "b", "c"], &["y"], &[("alpha", Attr::Float(2.0)), ("beta", Attr::Float(0.5)), ("transB", Attr::Int(0))]);
-    let bytes = model(13, ("x", &[2, 3]), "y", &[gemm], &[tensor("b", &[3, 2], &b), tensor("c", &[2], &[10., 20.])]);
+    // B reaches the Gemm through an Identity, as exporters do with shared weights.
+    let shared = node("shared", "Identity", &["b"], &["b2"], &[]);
+    let attrs = [("alpha", Attr::Float(2.0)), ("beta", Attr::Float(0.5)), ("transB", Attr::Int(0))];
+    let gemm = node("g", "Gemm", &["x", "b2", "c"], &["y"], &attrs);
+    let bytes = model(13, ("x", &[2, 3]), "y", &[shared, gemm], &[tensor("b", &[3, 2], &b), tensor("c", &[2], &[10., 20.])]);
     let x = [1., 0., -1., 0.5, 2., 1.];
     let y = run_hand_model(&dir, "gemm", &bytes, (&[2, 3], &x), "y");
     for n in 0..2 {

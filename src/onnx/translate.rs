@@ -221,6 +221,15 @@ impl Builder {
         if node.op_type == "Constant" {
             return self.constant_node(node);
         }
+        // Exporters pass shared weights through Identity: the output is the same constant.
+        if node.op_type == "Identity" {
+            if let Some(c) = node.inputs.first().and_then(|i| self.consts.get(i)) {
+                let out = Self::output(node)?.to_string();
+                let c = TensorProto { name: out.clone(), ..c.clone() };
+                self.consts.insert(out, c);
+                return Ok(());
+            }
+        }
         let out = Self::output(node)?.to_string();
         let one = |b: &Self| -> Result<Vec<String>> { Ok(vec![b.input(node, 0)?.to_string()]) };
         match node.op_type.as_str() {
