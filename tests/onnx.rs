@@ -91,6 +91,13 @@ fn tiny_resnet_matches_onnxruntime_at_batch_1_and_3() {
     check_fixture("tiny_resnet");
 }
 
+/// The same net through opset 9: BatchNormalization 9, Flatten, Gemm, and a Pad node that
+/// the exporter puts before the padded AveragePool (folded into the pooling's padding).
+#[test]
+fn tiny_resnet_opset9_matches_onnxruntime_at_batch_1_and_3() {
+    check_fixture("tiny_resnet_opset9");
+}
+
 #[test]
 fn input_space_flag_is_recorded() {
     let dir = scratch("onnx-space");
@@ -224,6 +231,17 @@ fn tensor(name: &str, dims: &[i64], values: &[f32]) -> Vec<u8> {
     t
 }
 
+fn int64_tensor(name: &str, values: &[i64]) -> Vec<u8> {
+    let mut t = vec![];
+    put_varint(&mut t, 1, values.len() as u64);
+    put_varint(&mut t, 2, 7);
+    put_bytes(&mut t, 8, name.as_bytes());
+    for &v in values {
+        put_varint(&mut t, 7, v as u64);
+    }
+    t
+}
+
 fn value_info(name: &str, dims: &[i64]) -> Vec<u8> {
     let mut shape = vec![];
     for &d in dims {
@@ -333,6 +351,42 @@ fn semantics_the_engine_lacks_are_refused_clearly() {
                 &[],
             ),
             "node 'a' (Add): broadcasting between shapes 1x2x3x3 and 1x2x1x1 is not supported yet",
+        ),
+        (
+            "pad-before-maxpool",
+            model(
+                13,
+                ("x", &[1, 2, 3, 3]),
+                "y",
+                &[
+                    node("pad", "Pad", &["x", "pads"], &["p"], &[]),
+                    node("m", "MaxPool", &["p"], &["y"], &[("kernel_shape", Attr::Ints(vec![2, 2]))]),
+                ],
+                &[int64_tensor("pads", &[0, 0, 1, 1, 0, 0, 1, 1])],
+            ),
+            "node 'm' (MaxPool): zeros padded by a Pad before a MaxPool are not supported",
+        ),
+        (
+            "pad-before-relu",
+            model(
+                13,
+                ("x", &[1, 2, 3, 3]),
+                "y",
+                &[node("pad", "Pad", &["x", "pads"], &["p"], &[]), node("r", "Relu", &["p"], &["y"], &[])],
+                &[int64_tensor("pads", &[0, 0, 1, 1, 0, 0, 1, 1])],
+            ),
+            "node 'r' (Relu): input 'p' comes from a Pad, which is supported only right before a Conv or an AveragePool",
+        ),
+        (
+            "pad-channels",
+            model(
+                13,
+                ("x", &[1, 2, 3, 3]),
+                "y",
+                &[node("pad", "Pad", &["x", "pads"], &["y"], &[])],
+                &[int64_tensor("pads", &[0, 1, 0, 0, 0, 1, 0, 0])],
+            ),
+            "node 'pad' (Pad): pads [0, 1, 0, 0, 0, 1, 0, 0] are not supported yet",
         ),
         ("opset", model(6, ("x", &[1, 2]), "y", &[node("r", "Relu", &["x"], &["y"], &[])], &[]), "opset 6 is not supported"),
         (

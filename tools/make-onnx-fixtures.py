@@ -106,8 +106,9 @@ def tensor_names(path):
     return [o for n in onnx.load(path).graph.node for o in n.output]
 
 
-def export(name, model, shape, opset, dynamic, intermediate_op):
+def export(name, make_model, shape, opset, dynamic, intermediate_op):
     torch.manual_seed(0)
+    model = make_model()
     rng = np.random.default_rng(0)
     randomize_batchnorm(model, rng)
     model.eval()
@@ -143,8 +144,10 @@ def export(name, model, shape, opset, dynamic, intermediate_op):
 
 def main():
     os.makedirs(OUT, exist_ok=True)
-    export("tiny_alexnet", TinyAlexNet(), (1, 3, 35, 35), 11, False, "LRN")
-    export("tiny_resnet", TinyResNet(), (1, 3, 16, 16), 17, True, "Relu")
+    export("tiny_alexnet", TinyAlexNet, (1, 3, 35, 35), 11, False, "LRN")
+    export("tiny_resnet", TinyResNet, (1, 3, 16, 16), 17, True, "Relu")
+    # The same net through an old opset (BatchNormalization 9, Softmax-free, Gemm 9).
+    export("tiny_resnet_opset9", TinyResNet, (1, 3, 16, 16), 9, False, "LeakyRelu")
 
 
 if __name__ == "__main__":

@@ -59,6 +59,8 @@ struct Builder {
     uses: HashMap<String, usize>,
     layers: Vec<LayerDef>,
     blobs: Vec<Vec<Blob>>,
+    /// Zero padding of H and W by a Pad node, left for the Conv or AveragePool reading it.
+    pending_pads: HashMap<String, (String, [usize; 2])>,
 }
 
 /// The window attributes Conv, ConvTranspose and the pools share.
@@ -106,6 +108,7 @@ impl Builder {
             uses,
             layers: vec![],
             blobs: vec![],
+            pending_pads: HashMap::new(),
         };
         // Before IR version 4 initializers were listed among the inputs too.
         for (i, input) in graph.inputs.iter().filter(|v| !b.consts.contains_key(&v.name)).enumerate() {
@@ -135,7 +138,9 @@ impl Builder {
 
     fn shape(&self, node: &Node, name: &str) -> Result<&Vec<usize>> {
         self.shapes.get(name).ok_or_else(|| {
-            if self.consts.contains_key(name) {
+            if self.pending_pads.contains_key(name) {
+                anyhow!("{}: input '{name}' comes from a Pad, which is supported only right before a Conv or an AveragePool", node.label())
+            } else if self.consts.contains_key(name) {
                 anyhow!("{}: input '{name}' is a constant where the engine needs a computed tensor (not supported yet)", node.label())
             } else {
                 anyhow!("{}: input '{name}' is not computed by any earlier node", node.label())
@@ -287,6 +292,7 @@ impl Builder {
             }
             "Add" | "Sub" | "Mul" | "Div" | "Sum" | "Max" => self.elementwise(node, &out),
             "BatchNormalization" => self.batch_norm(node, &out),
+            "Pad" => self.pad(node, &out),
             _ => bail!("{}: unsupported op", node.label()),
         }
     }
@@ -346,8 +352,9 @@ impl Builder {
     }
 
     fn conv(&mut self, node: &Node, out: &str) -> Result<()> {
-        let x = self.input(node, 0)?.to_string();
-        let Sliding { stride, pad, dilation, group } = self.conv_common(node)?;
+        let (x, extra) = self.padded_input(node)?;
+        let Sliding { stride, mut pad, dilation, group } = self.conv_common(node)?;
+        pad = [pad[0] + extra[0], pad[1] + extra[1]];
         let (weight, bias, kernel) = self.weight_and_bias(node)?;
         let p = ConvParam { num_output: weight.shape[0], kernel, stride, pad, dilation, group, bias_term: bias.is_some() };
         let blobs = std::iter::once(weight).chain(bias).collect();
@@ -413,17 +420,24 @@ impl Builder {
 
     fn pool(&mut self, node: &Node, out: &str) -> Result<()> {
         let l = node.label();
-        let x = self.input(node, 0)?.to_string();
+        let (x, extra) = self.padded_input(node)?;
+        if extra != [0, 0] && node.op_type == "MaxPool" {
+            bail!("{l}: zeros padded by a Pad before a MaxPool are not supported (the engine's max ignores padding)");
+        }
         if node.outputs.get(1).is_some_and(|o| !o.is_empty()) {
             bail!("{l}: the indices output is not supported");
         }
         let kernel = pair(node.ints("kernel_shape"), 0, "kernel_shape").map_err(|e| anyhow!("{l}: {e}"))?;
         ensure!(node.ints("kernel_shape").is_some(), "{l}: kernel_shape is required");
         ensure!(pair(node.ints("dilations"), 1, "dilations")? == [1, 1], "{l}: dilations are not supported yet");
-        let Sliding { stride, pad, .. } = self.conv_common(node)?;
+        let Sliding { stride, pad: own, .. } = self.conv_common(node)?;
+        let pad = [own[0] + extra[0], own[1] + extra[1]];
         let ceil = node.int("ceil_mode", 0)? != 0;
         let method = if node.op_type == "MaxPool" { PoolMethod::Max } else { PoolMethod::Ave };
-        if method == PoolMethod::Ave && pad != [0, 0] && node.int("count_include_pad", 0)? == 0 {
+        if method == PoolMethod::Ave && own != [0, 0] && extra != [0, 0] && node.int("count_include_pad", 0)? == 0 {
+            bail!("{l}: a Pad before an AveragePool with its own pads left out of the average is not supported yet");
+        }
+        if method == PoolMethod::Ave && own != [0, 0] && extra == [0, 0] && node.int("count_include_pad", 0)? == 0 {
             bail!("{l}: padding left out of the average (count_include_pad 0) is not supported yet");
         }
         let s = self.shapes[&x].clone();
@@ -433,7 +447,8 @@ impl Builder {
         self.emit(node, out, LayerKind::Pooling(p), vec![x], vec![])?;
         // Caffe's ceil rounding drops a last window only when padded; ONNX always drops one that
         // starts past the input and its leading padding: refuse where the two differ.
-        let onnx: Vec<usize> = (0..2).map(|a| onnx_pool_size(s[2 + a], kernel[a], stride[a], pad[a], ceil)).collect();
+        // ONNX pools the Pad's output; the engine pads the Pad's input by the sum of both.
+        let onnx: Vec<usize> = (0..2).map(|a| onnx_pool_size(s[2 + a] + 2 * extra[a], kernel[a], stride[a], own[a], ceil)).collect();
         let engine = &self.shapes[out][2..];
         ensure!(
             engine == onnx.as_slice(),
@@ -446,6 +461,52 @@ impl Builder {
             engine[0],
             engine[1]
         );
+        Ok(())
+    }
+
+    /// The input of a Conv or pool, and the H and W padding a Pad node put around it.
+    fn padded_input(&self, node: &Node) -> Result<(String, [usize; 2])> {
+        match node.inputs.first().and_then(|i| self.pending_pads.get(i)) {
+            Some((source, pads)) => Ok((source.clone(), *pads)),
+            None => Ok((self.input(node, 0)?.to_string(), [0, 0])),
+        }
+    }
+
+    /// Zero padding of the spatial axes, symmetric: kept for the Conv or AveragePool that
+    /// reads it (the only readers allowed), which pad by it themselves.
+    fn pad(&mut self, node: &Node, out: &str) -> Result<()> {
+        let l = node.label();
+        let (x, before) = self.padded_input(node)?;
+        ensure!(node.string("mode").unwrap_or("constant") == "constant", "{l}: only constant padding is supported");
+        let (pads, value) = if self.opset < 11 {
+            (node.ints("pads").with_context(|| format!("{l}: no pads"))?.to_vec(), node.float("value", 0.0)?)
+        } else {
+            let pads = match &self.constant(node, 1)?.values {
+                Values::I64(v) => v.clone(),
+                Values::F32(_) => bail!("{l}: pads are not integers"),
+            };
+            let value = match self.optional_constant(node, 2)? {
+                Some(c) => f32s(c, "constant_value")?.first().copied().unwrap_or(0.0),
+                None => 0.0,
+            };
+            ensure!(node.inputs.get(3).is_none_or(|a| a.is_empty()), "{l}: the axes input is not supported yet");
+            (pads, value)
+        };
+        ensure!(value == 0.0, "{l}: padding with {value} is not supported (only zeros)");
+        let rank = self.shapes[&x].len();
+        ensure!(rank == 4 && pads.len() == 8, "{l}: pads {pads:?} for a rank-{rank} input: only NCHW is supported");
+        ensure!(
+            pads[0] == 0
+                && pads[1] == 0
+                && pads[4] == 0
+                && pads[5] == 0
+                && pads[2] == pads[6]
+                && pads[3] == pads[7]
+                && pads[2] >= 0
+                && pads[3] >= 0,
+            "{l}: pads {pads:?} are not supported yet (only equal padding of H and W on both sides)"
+        );
+        self.pending_pads.insert(out.to_string(), (x, [before[0] + pads[2] as usize, before[1] + pads[3] as usize]));
         Ok(())
     }
 
