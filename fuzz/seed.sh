@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 C=fuzz/corpus
 F=tests/fixtures/caffe
-mkdir -p $C/prototxt $C/caffemodel $C/binaryproto $C/weights $C/npy
+mkdir -p $C/prototxt $C/caffemodel $C/binaryproto $C/weights $C/npy $C/onnx
+cp tests/fixtures/onnx/*.onnx $C/onnx/
 for p in $(find tests/fixtures weights -name '*.prototxt' -size -16k); do
     cp "$p" "$C/prototxt/$(echo "$p" | tr / _)"
 done

@@ -110,6 +110,7 @@ pub fn info(path: &Path) -> Result<String> {
     match &file {
         Some(f) => {
             let _ = writeln!(s, "weights: {} tensors, all offsets, shapes and checksums verified", f.header.tensors.len());
+            let _ = writeln!(s, "input space: {}", f.header.input_space.name());
         }
         None => {
             let _ = writeln!(s, "weights: none (a bare prototxt)");

@@ -6,6 +6,7 @@
 use crate::caffe::{caffemodel, netdef, Blob, LayerBlobs, NetDef};
 use crate::device::{Cpu, FromMapped};
 use crate::graph::{same_shape_ignoring_leading_ones, CpuNet, Net, ParamSpec, Plan};
+use crate::ir::InputSpace;
 use crate::ops::Kernels;
 use crate::real::Real;
 use crate::tensor::fmt_shape;
@@ -77,15 +78,37 @@ impl CaffeModel {
 
     /// Writes the deploy text and every matched blob (in the net's own shapes) to `out`.
     pub fn write_weights(&self, out: &Path) -> Result<(usize, usize)> {
+        self.write_weights_in_space(out, InputSpace::Caffe)
+    }
+
+    /// The same, recording the input space the net expects.
+    pub fn write_weights_in_space(&self, out: &Path, space: InputSpace) -> Result<(usize, usize)> {
         let plan = Plan::new(&self.def, 1)?;
         let matched = match_blobs(&plan, &self.layers)?;
         let tensors: Vec<TensorData> = matched
             .iter()
             .map(|(spec, blob)| TensorData { layer: &spec.layer, index: spec.index as u32, shape: &spec.shape, data: &blob.data })
             .collect();
-        weights::write(out, &self.prototxt, &tensors).with_context(|| format!("writing {}", out.display()))?;
+        weights::write_in_space(out, &self.prototxt, space, &tensors).with_context(|| format!("writing {}", out.display()))?;
         Ok((tensors.len(), plan.param_count()))
     }
+}
+
+/// An ONNX model as a net definition (stored as prototxt text) with its blobs.
+pub fn load_onnx(model: &Path) -> Result<CaffeModel> {
+    let parsed = crate::onnx::proto::read_model(model)?;
+    let imported = crate::onnx::import(&parsed).with_context(|| format!("{}", model.display()))?;
+    let prototxt = crate::caffe::write::netdef_to_prototxt(&imported.def);
+    // What the weights file will hold must read back as the same net.
+    let again = netdef::parse_netdef(&prototxt).with_context(|| format!("{}: the translated net does not read back", model.display()))?;
+    ensure!(again == imported.def, "{}: the translated net does not read back unchanged", model.display());
+    Ok(CaffeModel { prototxt, def: imported.def, layers: imported.layers })
+}
+
+/// `dgnam-convert --onnx`: nothing is written unless the whole model translates.
+pub fn convert_onnx(model: &Path, out: &Path, space: InputSpace) -> Result<(usize, usize)> {
+    let m = load_onnx(model)?;
+    m.write_weights_in_space(out, space).with_context(|| format!("{}", model.display()))
 }
 
 pub fn convert(prototxt: &Path, model: &Path, out: &Path) -> Result<(usize, usize)> {

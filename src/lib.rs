@@ -13,6 +13,7 @@ pub mod graph;
 pub mod io;
 pub mod ir;
 pub mod npy;
+pub mod onnx;
 pub mod ops;
 pub mod preprocess;
 pub mod real;

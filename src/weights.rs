@@ -3,11 +3,12 @@
 //! Layout (all integers little-endian):
 //! ```text
 //! 0   magic "DGNAMWT1"
-//! 8   u32 format version (1)
+//! 8   u32 format version (1, or 2 when the input space is not Caffe's)
 //! 12  u32 tensor count
 //! 16  u64 data start (64-aligned; the header ends before it)
 //! 24  u64 checksum of header bytes [32, data start)
 //! 32  u64 prototxt length, prototxt text (the deploy definition)
+//!     version 2 only: u32 input space (0 caffe, 1 torchvision); version 1 means caffe
 //!     per tensor: u32 layer-name length, name, u32 blob index, u32 rank, u64 dims[rank],
 //!                 u64 offset, u64 byte length, u64 checksum of its bytes
 //!     zero padding up to data start
@@ -17,12 +18,15 @@
 //! so a truncated or tampered file is an error, never an out-of-bounds read.
 
 use crate::fsutil::write_atomic;
+use crate::ir::InputSpace;
 use crate::tensor::fmt_shape;
 use anyhow::{bail, ensure, Context, Result};
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 8] = b"DGNAMWT1";
 const VERSION: u32 = 1;
+/// Version 2 adds the input space after the prototxt; Caffe nets are still written as 1.
+const VERSION_WITH_INPUT_SPACE: u32 = 2;
 const ALIGN: usize = 64;
 const MAX_TENSORS: usize = 1 << 20;
 const MAX_RANK: usize = 8;
@@ -42,6 +46,7 @@ pub struct TensorEntry {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Header {
     pub prototxt: String,
+    pub input_space: InputSpace,
     pub tensors: Vec<TensorEntry>,
 }
 
@@ -155,7 +160,10 @@ pub fn parse(bytes: &[u8]) -> Result<Header> {
     ensure!(&bytes[..8] == MAGIC, "not a dgnam weights file (bad magic bytes)");
     let mut fixed = Reader { bytes, pos: 8 };
     let version = fixed.u32("version")?;
-    ensure!(version == VERSION, "weights format version {version} is not supported (this build reads {VERSION})");
+    ensure!(
+        version == VERSION || version == VERSION_WITH_INPUT_SPACE,
+        "weights format version {version} is not supported (this build reads {VERSION} and {VERSION_WITH_INPUT_SPACE})"
+    );
     let count = fixed.u32("tensor count")? as usize;
     let data_start = fixed.usize("data start")?;
     let header_sum = fixed.u64("header checksum")?;
@@ -171,6 +179,12 @@ pub fn parse(bytes: &[u8]) -> Result<Header> {
     let mut r = Reader { bytes: &bytes[..data_start], pos: 32 };
     let text_len = r.usize("prototxt length")?;
     let prototxt = std::str::from_utf8(r.take(text_len, "the prototxt")?).context("prototxt is not UTF-8")?.to_string();
+    let input_space = if version == VERSION_WITH_INPUT_SPACE {
+        let code = r.u32("the input space")?;
+        InputSpace::from_code(code).with_context(|| format!("unknown input space code {code}"))?
+    } else {
+        InputSpace::Caffe
+    };
     let mut tensors = Vec::with_capacity(count.min(4096));
     let mut seen = std::collections::HashSet::new();
     for t in 0..count {
@@ -203,7 +217,7 @@ pub fn parse(bytes: &[u8]) -> Result<Header> {
     let mut spans: Vec<(usize, usize)> = tensors.iter().map(|e| (e.offset, e.offset + e.byte_len)).collect();
     spans.sort_unstable();
     ensure!(spans.windows(2).all(|w| w[0].1 <= w[1].0), "tensors overlap");
-    Ok(Header { prototxt, tensors })
+    Ok(Header { prototxt, input_space, tensors })
 }
 
 /// One tensor to store: layer name, blob index, shape, values.
@@ -215,13 +229,24 @@ pub struct TensorData<'a> {
 }
 
 pub fn to_bytes(prototxt: &str, tensors: &[TensorData]) -> Vec<u8> {
+    to_bytes_in_space(prototxt, InputSpace::Caffe, tensors)
+}
+
+/// [`to_bytes`] for a net whose inputs live in `space` (format version 2 unless Caffe's).
+pub fn to_bytes_in_space(prototxt: &str, space: InputSpace, tensors: &[TensorData]) -> Vec<u8> {
     let mut table = Vec::new();
     let put64 = |v: &mut Vec<u8>, x: u64| v.extend_from_slice(&x.to_le_bytes());
     put64(&mut table, prototxt.len() as u64);
     table.extend_from_slice(prototxt.as_bytes());
+    let version = if space == InputSpace::Caffe { VERSION } else { VERSION_WITH_INPUT_SPACE };
+    if version == VERSION_WITH_INPUT_SPACE {
+        table.extend_from_slice(&space.code().to_le_bytes());
+    }
+    let space_len = table.len() - 8 - prototxt.len();
     // Offsets depend on where the data starts, which depends on the table size: the table's
     // size is known before the offsets are filled in, so compute it first.
-    let table_len: usize = 8 + prototxt.len() + tensors.iter().map(|t| 4 + t.layer.len() + 8 + 8 * t.shape.len() + 24).sum::<usize>();
+    let table_len: usize =
+        8 + prototxt.len() + space_len + tensors.iter().map(|t| 4 + t.layer.len() + 8 + 8 * t.shape.len() + 24).sum::<usize>();
     let data_start = (32 + table_len).div_ceil(ALIGN) * ALIGN;
     let mut offset = data_start;
     let mut end = data_start; // no padding after the last tensor: the file ends with its data
@@ -246,7 +271,7 @@ pub fn to_bytes(prototxt: &str, tensors: &[TensorData]) -> Vec<u8> {
     debug_assert_eq!(table.len(), table_len);
     let mut out = vec![0u8; end];
     out[..8].copy_from_slice(MAGIC);
-    out[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    out[8..12].copy_from_slice(&version.to_le_bytes());
     out[12..16].copy_from_slice(&(tensors.len() as u32).to_le_bytes());
     out[16..24].copy_from_slice(&(data_start as u64).to_le_bytes());
     out[32..32 + table.len()].copy_from_slice(&table);
@@ -260,10 +285,14 @@ pub fn to_bytes(prototxt: &str, tensors: &[TensorData]) -> Vec<u8> {
 }
 
 pub fn write(path: &Path, prototxt: &str, tensors: &[TensorData]) -> Result<()> {
+    write_in_space(path, prototxt, InputSpace::Caffe, tensors)
+}
+
+pub fn write_in_space(path: &Path, prototxt: &str, space: InputSpace, tensors: &[TensorData]) -> Result<()> {
     if cfg!(target_endian = "big") {
         bail!("writing weights files needs a little-endian machine");
     }
-    write_atomic(path, &to_bytes(prototxt, tensors))
+    write_atomic(path, &to_bytes_in_space(prototxt, space, tensors))
 }
 
 #[cfg(test)]
@@ -313,6 +342,24 @@ mod tests {
                 assert_eq!(h, parse(&bytes).unwrap(), "flip at byte {i} changed the content silently");
             }
         }
+    }
+
+    #[test]
+    fn input_space_is_stored_and_old_files_mean_caffe() {
+        let b = [1.0f32];
+        let t = [TensorData { layer: "fc", index: 0, shape: &[1], data: &b }];
+        let v2 = to_bytes_in_space("name: \"t\"\n", InputSpace::Torchvision, &t);
+        assert_eq!(&v2[8..12], &2u32.to_le_bytes());
+        let h = parse(&v2).unwrap();
+        assert_eq!((h.input_space, h.prototxt.as_str()), (InputSpace::Torchvision, "name: \"t\"\n"));
+        assert_eq!(WeightsFile::from_bytes(&v2).unwrap().tensor("fc", 0).unwrap().1, &[1.0]);
+        for cut in 0..v2.len() {
+            assert!(parse(&v2[..cut]).is_err(), "truncated to {cut} bytes was accepted");
+        }
+        let v1 = to_bytes("name: \"t\"\n", &t);
+        assert_eq!(&v1[8..12], &1u32.to_le_bytes());
+        assert_eq!(parse(&v1).unwrap().input_space, InputSpace::Caffe);
+        assert_eq!(to_bytes_in_space("name: \"t\"\n", InputSpace::Caffe, &t), v1);
     }
 
     #[test]

@@ -5,10 +5,11 @@ pub mod caffemodel;
 pub mod netdef;
 pub mod prototxt;
 pub mod wire;
+pub mod write;
 
 pub use crate::ir::{
     ConvParam, EltwiseOp, EltwiseParam, InnerProductParam, InputDef, LayerDef, LayerKind, LrnParam, LrnRegion, NetDef, PoolMethod,
-    PoolParam, ReshapeParam, ScaleParam,
+    PoolParam, ReshapeParam, RoundMode, ScaleParam,
 };
 
 /// One stored parameter array of a trained model.

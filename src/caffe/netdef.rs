@@ -9,7 +9,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use super::prototxt::{self, Field, Message, Value};
 use super::{
     ConvParam, EltwiseOp, EltwiseParam, InnerProductParam, InputDef, LayerDef, LayerKind, LrnParam, LrnRegion, NetDef, PoolMethod,
-    PoolParam, ReshapeParam, ScaleParam,
+    PoolParam, ReshapeParam, RoundMode, ScaleParam,
 };
 
 /// V1LayerParameter.LayerType as (number, enum name, new-format type name), from
@@ -499,9 +499,11 @@ fn pool_param(layer: &Message) -> Result<PoolParam> {
         "AVE" => PoolMethod::Ave,
         other => bail!("{B}: pool method {other} is not supported (MAX or AVE)"),
     };
-    if let Some(mode) = p.get_enum("round_mode")?.filter(|&m| m != "CEIL") {
-        bail!("{B}: round_mode {mode} is not supported (only CEIL, Caffe's default)");
-    }
+    let round_mode = match p.get_enum("round_mode")?.unwrap_or("CEIL") {
+        "CEIL" => RoundMode::Ceil,
+        "FLOOR" => RoundMode::Floor,
+        other => bail!("{B}: round_mode {other} is not supported (CEIL or FLOOR)"),
+    };
     let global = p.get_bool("global_pooling")?.unwrap_or(false);
     let pair = |name, prefix| spatial_pair(&p, name, prefix).map_err(|e| anyhow!("{B}: {e:#}"));
     let kernel = pair("kernel_size", "kernel")?;
@@ -515,14 +517,14 @@ fn pool_param(layer: &Message) -> Result<PoolParam> {
         if pad != [0, 0] || stride != [1, 1] {
             bail!("{B}: global_pooling needs pad 0 and stride 1");
         }
-        return Ok(PoolParam { method, kernel: [0, 0], stride, pad, global });
+        return Ok(PoolParam { method, kernel: [0, 0], stride, pad, global, round_mode });
     }
     let kernel = kernel.ok_or_else(|| anyhow!("{B}: kernel_size (or kernel_h and kernel_w) is required"))?;
     let kernel = positive_pair(B, "kernel size", kernel)?;
     if pad[0] >= kernel[0] || pad[1] >= kernel[1] {
         bail!("{B}: pad {pad:?} must be smaller than the kernel {kernel:?}");
     }
-    Ok(PoolParam { method, kernel, stride, pad, global })
+    Ok(PoolParam { method, kernel, stride, pad, global, round_mode })
 }
 
 fn lrn_param(layer: &Message) -> Result<LrnParam> {
@@ -680,7 +682,14 @@ mod tests {
         );
         assert_eq!(
             find(&net, "pool5").kind,
-            LayerKind::Pooling(PoolParam { method: PoolMethod::Max, kernel: [3, 3], stride: [2, 2], pad: [0, 0], global: false })
+            LayerKind::Pooling(PoolParam {
+                method: PoolMethod::Max,
+                kernel: [3, 3],
+                stride: [2, 2],
+                pad: [0, 0],
+                global: false,
+                round_mode: RoundMode::Ceil
+            })
         );
         assert_eq!(find(&net, "fc8").kind, LayerKind::InnerProduct(InnerProductParam { num_output: 1000, bias_term: true, axis: 1 }));
         assert_eq!(find(&net, "relu1").kind, LayerKind::ReLU { negative_slope: 0.0 });
@@ -758,7 +767,14 @@ mod tests {
         let pool = read(&format!("{dir}/layer_pooling_ave.prototxt"));
         assert_eq!(
             pool.layers[0].kind,
-            LayerKind::Pooling(PoolParam { method: PoolMethod::Ave, kernel: [3, 5], stride: [2, 1], pad: [2, 1], global: false })
+            LayerKind::Pooling(PoolParam {
+                method: PoolMethod::Ave,
+                kernel: [3, 5],
+                stride: [2, 1],
+                pad: [2, 1],
+                global: false,
+                round_mode: RoundMode::Ceil
+            })
         );
         let ip = read(&format!("{dir}/layer_inner_product.prototxt"));
         assert_eq!(ip.layers[0].kind, LayerKind::InnerProduct(InnerProductParam { num_output: 2, bias_term: true, axis: 3 }));
@@ -878,7 +894,14 @@ mod tests {
         );
         assert_eq!(
             kinds[1],
-            LayerKind::Pooling(PoolParam { method: PoolMethod::Ave, kernel: [0, 0], stride: [1, 1], pad: [0, 0], global: true })
+            LayerKind::Pooling(PoolParam {
+                method: PoolMethod::Ave,
+                kernel: [0, 0],
+                stride: [1, 1],
+                pad: [0, 0],
+                global: true,
+                round_mode: RoundMode::Ceil
+            })
         );
         assert_eq!(kinds[2], LayerKind::Flatten { axis: 1, end_axis: -1 });
         assert_eq!(kinds[3], LayerKind::Concat { axis: 0 });

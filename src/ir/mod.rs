@@ -99,3 +99,34 @@ impl Op {
         }
     }
 }
+
+/// What the net's input pixels mean, as recorded in its weights file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum InputSpace {
+    /// BVLC Caffe: BGR, 0-255, minus the ImageNet mean.
+    #[default]
+    Caffe,
+    /// torchvision: RGB, x/255, minus mean (0.485, 0.456, 0.406), divided by std (0.229, 0.224, 0.225).
+    Torchvision,
+}
+
+impl InputSpace {
+    pub fn name(self) -> &'static str {
+        match self {
+            InputSpace::Caffe => "caffe",
+            InputSpace::Torchvision => "torchvision",
+        }
+    }
+
+    /// The code stored in a weights file.
+    pub fn code(self) -> u32 {
+        match self {
+            InputSpace::Caffe => 0,
+            InputSpace::Torchvision => 1,
+        }
+    }
+
+    pub fn from_code(code: u32) -> Option<InputSpace> {
+        [InputSpace::Caffe, InputSpace::Torchvision].into_iter().find(|s| s.code() == code)
+    }
+}

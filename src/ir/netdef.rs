@@ -100,6 +100,16 @@ pub struct PoolParam {
     pub stride: [usize; 2],
     pub pad: [usize; 2],
     pub global: bool,
+    pub round_mode: RoundMode,
+}
+
+/// How the pooled size is rounded (Caffe's `round_mode`; CEIL is its default, FLOOR is
+/// what PyTorch and ONNX do unless `ceil_mode` is set).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RoundMode {
+    #[default]
+    Ceil,
+    Floor,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,7 +1,9 @@
-//! Caffe's pooling window arithmetic, the one copy in Rust: ceil-rounded output size, the
+//! Caffe's pooling window arithmetic, the one copy in Rust: ceil-rounded output size (or
+//! floor-rounded, Caffe's `round_mode: FLOOR`), the
 //! last window dropped when it would start inside the padding only, and each window's
 //! real extent and AVE divisor.
 
+use super::RoundMode;
 use anyhow::{bail, ensure, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,6 +44,7 @@ pub fn windows(out: usize, size: usize, k: usize, s: usize, p: usize) -> Vec<Win
 }
 
 impl PoolGeom {
+    /// Caffe's default geometry: the output size rounded up.
     pub fn new(
         batch: usize,
         channels: usize,
@@ -51,6 +54,20 @@ impl PoolGeom {
         stride: [usize; 2],
         pad: [usize; 2],
     ) -> Result<PoolGeom> {
+        PoolGeom::rounded(batch, channels, [in_h, in_w], kernel, stride, pad, RoundMode::Ceil)
+    }
+
+    /// The geometry with the output size rounded as `round` says. Rounded down, every window
+    /// lies inside the padded input, so the window arithmetic below needs no other change.
+    pub fn rounded(
+        batch: usize,
+        channels: usize,
+        [in_h, in_w]: [usize; 2],
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        pad: [usize; 2],
+        round: RoundMode,
+    ) -> Result<PoolGeom> {
         ensure!(kernel.iter().chain(&stride).all(|&v| v > 0), "pooling: kernel {kernel:?} and stride {stride:?} must be nonzero");
         ensure!(in_h > 0 && in_w > 0, "pooling: empty input {in_h}x{in_w}");
         ensure!(pad[0] < kernel[0] && pad[1] < kernel[1], "pooling: pad {pad:?} must be smaller than kernel {kernel:?}");
@@ -59,6 +76,10 @@ impl PoolGeom {
             let padded = pad[a].checked_mul(2).and_then(|p| p.checked_add(size));
             let Some(padded) = padded else { bail!("pooling: pad {pad:?} is too large") };
             ensure!(kernel[a] <= padded, "pooling: kernel {kernel:?} larger than the input {in_h}x{in_w} padded by {pad:?}");
+            if round == RoundMode::Floor {
+                out[a] = (padded - kernel[a]) / stride[a] + 1;
+                continue;
+            }
             out[a] = (padded - kernel[a]).div_ceil(stride[a]) + 1;
             // Caffe: the last window must start inside the image or its left padding.
             if pad[a] > 0 && (out[a] - 1).saturating_mul(stride[a]) >= size + pad[a] {

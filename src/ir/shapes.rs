@@ -85,7 +85,7 @@ pub fn compile_layer(layer: &LayerDef, shapes: &[Vec<usize>], declared_batch: us
             let geom = if p.global {
                 PoolGeom::global(n, c, h, w)
             } else {
-                PoolGeom::new(n, c, h, w, p.kernel, p.stride, p.pad).with_context(ctx)?
+                PoolGeom::rounded(n, c, [h, w], p.kernel, p.stride, p.pad, p.round_mode).with_context(ctx)?
             };
             let top = vec![n, c, geom.out_h, geom.out_w];
             let op = match p.method {

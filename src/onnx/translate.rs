@@ -1,0 +1,731 @@
+//! ONNX nodes into Caffe-style layers. Each emitted layer is shape-checked with the IR's own
+//! rules as it is added, so an op whose ONNX semantics differ from the engine's for the
+//! shapes at hand (pooling rounding, softmax axes) is refused instead of computed wrongly.
+
+use super::proto::{Dim, Graph, Model, Node, TensorProto, Values, FLOAT};
+use crate::caffe::{Blob, LayerBlobs};
+use crate::ir::{
+    compile_layer, ConvParam, EltwiseOp, EltwiseParam, InnerProductParam, InputDef, LayerDef, LayerKind, LrnParam, LrnRegion, NetDef,
+    PoolMethod, PoolParam, ReshapeParam, RoundMode, ScaleParam,
+};
+use crate::tensor::fmt_shape;
+use anyhow::{anyhow, bail, ensure, Context, Result};
+use std::collections::HashMap;
+
+/// A translated model: the net definition and each learnable layer's blobs, in Caffe's order.
+pub struct Imported {
+    pub def: NetDef,
+    pub layers: Vec<LayerBlobs>,
+    pub opset: i64,
+}
+
+pub fn import(model: &Model) -> Result<Imported> {
+    ensure!(
+        super::OPSETS.contains(&model.opset),
+        "opset {} is not supported (this build reads opsets {} to {})",
+        model.opset,
+        super::OPSETS.start(),
+        super::OPSETS.end()
+    );
+    let mut b = Builder::new(&model.graph, model.opset)?;
+    for node in &model.graph.nodes {
+        b.node(node)?;
+    }
+    ensure!(!b.layers.is_empty(), "the graph computes nothing the engine can run");
+    for out in &model.graph.outputs {
+        ensure!(b.shapes.contains_key(&out.name), "graph output '{}' is not computed by any node", out.name);
+    }
+    let name = if model.graph.name.is_empty() { "onnx".to_string() } else { model.graph.name.clone() };
+    let layers = b
+        .layers
+        .iter()
+        .zip(b.blobs)
+        .filter(|(_, blobs)| !blobs.is_empty())
+        .map(|(l, blobs)| LayerBlobs { name: l.name.clone(), type_name: l.kind.type_name().to_string(), blobs })
+        .collect();
+    Ok(Imported { def: NetDef { name, inputs: b.inputs, layers: b.layers }, layers, opset: model.opset })
+}
+
+struct Builder {
+    opset: i64,
+    declared_batch: usize,
+    inputs: Vec<InputDef>,
+    consts: HashMap<String, TensorProto>,
+    /// Shapes at the declared batch of every tensor computed so far.
+    shapes: HashMap<String, Vec<usize>>,
+    /// The layer that produced each tensor.
+    producer: HashMap<String, usize>,
+    /// How many node inputs and graph outputs read each tensor.
+    uses: HashMap<String, usize>,
+    layers: Vec<LayerDef>,
+    blobs: Vec<Vec<Blob>>,
+    /// Zero padding of H and W by a Pad node, left for the Conv or AveragePool reading it.
+    pending_pads: HashMap<String, (String, [usize; 2])>,
+}
+
+/// The window attributes Conv, ConvTranspose and the pools share.
+struct Sliding {
+    stride: [usize; 2],
+    pad: [usize; 2],
+    dilation: [usize; 2],
+    group: usize,
+}
+
+fn f32s<'t>(t: &'t TensorProto, what: &str) -> Result<&'t [f32]> {
+    match &t.values {
+        Values::F32(v) => Ok(v),
+        Values::I64(_) => bail!("{what} '{}' holds integers, not floats", t.name),
+    }
+}
+
+fn pair(values: Option<&[i64]>, default: i64, what: &str) -> Result<[usize; 2]> {
+    match values {
+        None => Ok([default as usize; 2]),
+        Some([h, w]) if *h >= 0 && *w >= 0 => Ok([*h as usize, *w as usize]),
+        Some(v) => bail!("{what} {v:?}: only 2-D (two non-negative values) is supported"),
+    }
+}
+
+impl Builder {
+    fn new(graph: &Graph, opset: i64) -> Result<Builder> {
+        let consts: HashMap<String, TensorProto> = graph.initializers.iter().map(|t| (t.name.clone(), t.clone())).collect();
+        let mut uses = HashMap::new();
+        for n in &graph.nodes {
+            for i in n.inputs.iter().filter(|i| !i.is_empty()) {
+                *uses.entry(i.clone()).or_insert(0) += 1;
+            }
+        }
+        for o in &graph.outputs {
+            *uses.entry(o.name.clone()).or_insert(0) += 1;
+        }
+        let mut b = Builder {
+            opset,
+            declared_batch: 1,
+            inputs: vec![],
+            consts,
+            shapes: HashMap::new(),
+            producer: HashMap::new(),
+            uses,
+            layers: vec![],
+            blobs: vec![],
+            pending_pads: HashMap::new(),
+        };
+        // Before IR version 4 initializers were listed among the inputs too.
+        for (i, input) in graph.inputs.iter().filter(|v| !b.consts.contains_key(&v.name)).enumerate() {
+            ensure!(input.elem_type == FLOAT, "graph input '{}' has element type {}, only float is supported", input.name, input.elem_type);
+            let dims = input.shape.as_ref().with_context(|| format!("graph input '{}' declares no shape", input.name))?;
+            let mut shape = Vec::new();
+            for (axis, d) in dims.iter().enumerate() {
+                shape.push(match d {
+                    Dim::Value(v) if *v > 0 => *v as usize,
+                    // A dynamic batch: the net runs at any batch anyway.
+                    _ if axis == 0 => 1,
+                    other => {
+                        bail!("graph input '{}': axis {axis} has no fixed size ({other:?}); only the batch may be dynamic", input.name)
+                    }
+                });
+            }
+            ensure!(!shape.is_empty(), "graph input '{}' is a scalar", input.name);
+            if i == 0 {
+                b.declared_batch = shape[0];
+            }
+            b.shapes.insert(input.name.clone(), shape.clone());
+            b.inputs.push(InputDef { name: input.name.clone(), shape });
+        }
+        ensure!(!b.inputs.is_empty(), "the graph has no input that is not an initializer");
+        Ok(b)
+    }
+
+    fn shape(&self, node: &Node, name: &str) -> Result<&Vec<usize>> {
+        self.shapes.get(name).ok_or_else(|| {
+            if self.pending_pads.contains_key(name) {
+                anyhow!("{}: input '{name}' comes from a Pad, which is supported only right before a Conv or an AveragePool", node.label())
+            } else if self.consts.contains_key(name) {
+                anyhow!("{}: input '{name}' is a constant where the engine needs a computed tensor (not supported yet)", node.label())
+            } else {
+                anyhow!("{}: input '{name}' is not computed by any earlier node", node.label())
+            }
+        })
+    }
+
+    fn constant(&self, node: &Node, index: usize) -> Result<&TensorProto> {
+        let name = node.inputs.get(index).filter(|n| !n.is_empty());
+        let name = name.with_context(|| format!("{}: input {index} is missing", node.label()))?;
+        self.consts.get(name).with_context(|| format!("{}: input '{name}' must be a constant (an initializer) here", node.label()))
+    }
+
+    fn optional_constant(&self, node: &Node, index: usize) -> Result<Option<&TensorProto>> {
+        match node.inputs.get(index).filter(|n| !n.is_empty()) {
+            None => Ok(None),
+            Some(_) => self.constant(node, index).map(Some),
+        }
+    }
+
+    fn output(node: &Node) -> Result<&str> {
+        node.outputs.first().map(String::as_str).filter(|o| !o.is_empty()).with_context(|| format!("{}: no output", node.label()))
+    }
+
+    fn input<'n>(&self, node: &'n Node, index: usize) -> Result<&'n str> {
+        let name =
+            node.inputs.get(index).filter(|n| !n.is_empty()).with_context(|| format!("{}: input {index} is missing", node.label()))?;
+        self.shape(node, name)?;
+        Ok(name)
+    }
+
+    /// Adds a layer named after its output, checks it with the IR's shape rules and its
+    /// blobs against the shapes those rules give.
+    fn emit(&mut self, node: &Node, top: &str, kind: LayerKind, bottoms: Vec<String>, blobs: Vec<Blob>) -> Result<()> {
+        let layer = LayerDef { name: top.to_string(), kind, bottoms, tops: vec![top.to_string()] };
+        let shapes: Vec<Vec<usize>> = layer.bottoms.iter().map(|b| self.shape(node, b).cloned()).collect::<Result<_>>()?;
+        let (_, tops, params) =
+            compile_layer(&layer, &shapes, self.declared_batch, self.declared_batch).map_err(|e| anyhow!("{}: {e:#}", node.label()))?;
+        ensure!(params.len() == blobs.len(), "{}: {} parameter blobs for a layer that takes {}", node.label(), blobs.len(), params.len());
+        for (i, (spec, blob)) in params.iter().zip(&blobs).enumerate() {
+            if let Some(at) = blob.data.iter().position(|v| !v.is_finite()) {
+                bail!("{}: parameter {i} holds a non-finite value ({}) at index {at}", node.label(), blob.data[at]);
+            }
+            ensure!(
+                &blob.shape == spec,
+                "{}: parameter {i} has shape {}, the input shape {} needs {}",
+                node.label(),
+                fmt_shape(&blob.shape),
+                fmt_shape(&shapes[0]),
+                fmt_shape(spec)
+            );
+        }
+        self.shapes.insert(top.to_string(), tops[0].clone());
+        self.producer.insert(top.to_string(), self.layers.len());
+        self.layers.push(layer);
+        self.blobs.push(blobs);
+        Ok(())
+    }
+
+    /// The layer that produced `tensor`, if nothing but this node reads it (so it can absorb
+    /// this node's computation and take over its output's name).
+    fn sole_producer(&self, tensor: &str) -> Option<usize> {
+        (self.uses.get(tensor) == Some(&1)).then(|| self.producer.get(tensor).copied()).flatten()
+    }
+
+    fn rename(&mut self, layer: usize, new: &str) {
+        let old = std::mem::replace(&mut self.layers[layer].tops[0], new.to_string());
+        self.layers[layer].name = new.to_string();
+        if let Some(shape) = self.shapes.remove(&old) {
+            self.shapes.insert(new.to_string(), shape);
+        }
+        self.producer.remove(&old);
+        self.producer.insert(new.to_string(), layer);
+    }
+
+    fn node(&mut self, node: &Node) -> Result<()> {
+        ensure!(
+            node.domain.is_empty() || node.domain == "ai.onnx",
+            "{}: op domain '{}' is not supported (only the default ONNX domain)",
+            node.label(),
+            node.domain
+        );
+        if node.op_type == "Constant" {
+            return self.constant_node(node);
+        }
+        // Exporters pass shared weights through Identity: the output is the same constant.
+        if node.op_type == "Identity" {
+            if let Some(c) = node.inputs.first().and_then(|i| self.consts.get(i)) {
+                let out = Self::output(node)?.to_string();
+                let c = TensorProto { name: out.clone(), ..c.clone() };
+                self.consts.insert(out, c);
+                return Ok(());
+            }
+        }
+        let out = Self::output(node)?.to_string();
+        let one = |b: &Self| -> Result<Vec<String>> { Ok(vec![b.input(node, 0)?.to_string()]) };
+        match node.op_type.as_str() {
+            "Conv" => self.conv(node, &out),
+            "ConvTranspose" => self.conv_transpose(node, &out),
+            "Gemm" => self.gemm(node, &out),
+            "MatMul" => self.matmul(node, &out),
+            "Relu" => self.emit(node, &out, LayerKind::ReLU { negative_slope: 0.0 }, one(self)?, vec![]),
+            "LeakyRelu" => {
+                let negative_slope = node.float("alpha", 0.01)?;
+                self.emit(node, &out, LayerKind::ReLU { negative_slope }, one(self)?, vec![])
+            }
+            "Dropout" | "Identity" => {
+                if let Some(mask) = node.outputs.get(1).filter(|m| !m.is_empty() && self.uses.contains_key(*m)) {
+                    bail!("{}: the mask output '{mask}' is read by the graph (not supported)", node.label());
+                }
+                self.emit(node, &out, LayerKind::Dropout, one(self)?, vec![])
+            }
+            "MaxPool" | "AveragePool" => self.pool(node, &out),
+            "GlobalAveragePool" | "GlobalMaxPool" => {
+                let method = if node.op_type == "GlobalMaxPool" { PoolMethod::Max } else { PoolMethod::Ave };
+                let p = PoolParam { method, kernel: [0, 0], stride: [1, 1], pad: [0, 0], global: true, round_mode: RoundMode::Ceil };
+                self.emit(node, &out, LayerKind::Pooling(p), one(self)?, vec![])
+            }
+            "LRN" => {
+                let size = node.int("size", 0)?;
+                ensure!(size > 0 && size % 2 == 1, "{}: size {size} is not supported (the engine's LRN needs an odd size)", node.label());
+                // ONNX and Caffe both divide alpha by the window size and center the window.
+                let p = LrnParam {
+                    region: LrnRegion::AcrossChannels,
+                    local_size: size as usize,
+                    alpha: node.float("alpha", 1e-4)?,
+                    beta: node.float("beta", 0.75)?,
+                    k: node.float("bias", 1.0)?,
+                };
+                self.emit(node, &out, LayerKind::Lrn(p), one(self)?, vec![])
+            }
+            "Softmax" => self.softmax(node, &out),
+            "Flatten" => {
+                let x = self.input(node, 0)?.to_string();
+                let rank = self.shapes[&x].len() as i64;
+                let axis = node.int("axis", 1)?;
+                let axis = if axis < 0 { axis + rank } else { axis };
+                // Caffe's Flatten keeps the axes before `axis`; ONNX folds them into one: the
+                // same only for axis 1.
+                ensure!(axis == 1, "{}: axis {axis} is not supported yet (only 1)", node.label());
+                self.emit(node, &out, LayerKind::Flatten { axis: 1, end_axis: -1 }, vec![x], vec![])
+            }
+            "Reshape" => self.reshape(node, &out),
+            "Concat" => {
+                let axis =
+                    node.attr("axis").and_then(|a| a.int).with_context(|| format!("{}: attribute axis is required", node.label()))?;
+                let bottoms = (0..node.inputs.len()).map(|i| self.input(node, i).map(str::to_string)).collect::<Result<_>>()?;
+                self.emit(node, &out, LayerKind::Concat { axis }, bottoms, vec![])
+            }
+            "Add" | "Sub" | "Mul" | "Div" | "Sum" | "Max" => self.elementwise(node, &out),
+            "BatchNormalization" => self.batch_norm(node, &out),
+            "Pad" => self.pad(node, &out),
+            _ => bail!("{}: unsupported op", node.label()),
+        }
+    }
+
+    fn constant_node(&mut self, node: &Node) -> Result<()> {
+        let out = Self::output(node)?.to_string();
+        let a = node.attributes.first().with_context(|| format!("{}: no value", node.label()))?;
+        let (dims, values) = match a.name.as_str() {
+            "value" => {
+                let t = a.tensor.as_ref().with_context(|| format!("{}: value is not a tensor", node.label()))?;
+                (t.dims.clone(), t.values.clone())
+            }
+            "value_float" => (vec![], Values::F32(vec![a.float.context("value_float without a float")?])),
+            "value_floats" => (vec![a.floats.len() as i64], Values::F32(a.floats.clone())),
+            "value_int" => (vec![], Values::I64(vec![a.int.context("value_int without an integer")?])),
+            "value_ints" => (vec![a.ints.len() as i64], Values::I64(a.ints.clone())),
+            other => bail!("{}: constant attribute '{other}' is not supported", node.label()),
+        };
+        self.consts.insert(out.clone(), TensorProto { name: out, dims, values });
+        Ok(())
+    }
+
+    fn conv_common(&self, node: &Node) -> Result<Sliding> {
+        let l = node.label();
+        let pads = node.ints("pads").unwrap_or(&[0, 0, 0, 0]);
+        match node.string("auto_pad").unwrap_or("NOTSET") {
+            "NOTSET" | "" => {}
+            "VALID" => ensure!(pads.iter().all(|&p| p == 0), "{l}: auto_pad VALID with nonzero pads"),
+            other => bail!("{l}: auto_pad {other} is not supported yet (give explicit pads)"),
+        }
+        let pad = match pads {
+            [t, lft, b, r] if t == b && lft == r && *t >= 0 && *lft >= 0 => [*t as usize, *lft as usize],
+            [_, _, _, _] => bail!("{l}: asymmetric pads {pads:?} are not supported yet"),
+            _ => bail!("{l}: pads {pads:?}: only 2-D is supported"),
+        };
+        let stride = pair(node.ints("strides"), 1, "strides").map_err(|e| anyhow!("{l}: {e}"))?;
+        let dilation = pair(node.ints("dilations"), 1, "dilations").map_err(|e| anyhow!("{l}: {e}"))?;
+        ensure!(stride.iter().chain(&dilation).all(|&v| v > 0), "{l}: strides and dilations must be positive");
+        let group = node.int("group", 1)?;
+        ensure!(group > 0, "{l}: group {group} must be positive");
+        Ok(Sliding { stride, pad, dilation, group: group as usize })
+    }
+
+    fn weight_and_bias(&self, node: &Node) -> Result<(Blob, Option<Blob>, [usize; 2])> {
+        let w = self.constant(node, 1)?;
+        ensure!(w.dims.len() == 4, "{}: weight '{}' has shape {:?}; only 2-D convolution is supported", node.label(), w.name, w.dims);
+        let kernel = [w.dims[2] as usize, w.dims[3] as usize];
+        if let Some(k) = node.ints("kernel_shape") {
+            ensure!(k == &w.dims[2..], "{}: kernel_shape {k:?} disagrees with the weight's {:?}", node.label(), w.dims);
+        }
+        let weight = Blob { shape: w.shape(), data: f32s(w, "weight")?.to_vec() };
+        let bias = match self.optional_constant(node, 2)? {
+            Some(b) => Some(Blob { shape: vec![b.values_len()], data: f32s(b, "bias")?.to_vec() }),
+            None => None,
+        };
+        Ok((weight, bias, kernel))
+    }
+
+    fn conv(&mut self, node: &Node, out: &str) -> Result<()> {
+        let (x, extra) = self.padded_input(node)?;
+        let Sliding { stride, mut pad, dilation, group } = self.conv_common(node)?;
+        pad = [pad[0] + extra[0], pad[1] + extra[1]];
+        let (weight, bias, kernel) = self.weight_and_bias(node)?;
+        let p = ConvParam { num_output: weight.shape[0], kernel, stride, pad, dilation, group, bias_term: bias.is_some() };
+        let blobs = std::iter::once(weight).chain(bias).collect();
+        self.emit(node, out, LayerKind::Convolution(p), vec![x], blobs)
+    }
+
+    fn conv_transpose(&mut self, node: &Node, out: &str) -> Result<()> {
+        let x = self.input(node, 0)?.to_string();
+        let Sliding { stride, pad, dilation, group } = self.conv_common(node)?;
+        if node.ints("output_padding").is_some_and(|p| p.iter().any(|&v| v != 0)) || node.attr("output_shape").is_some() {
+            bail!("{}: output_padding and output_shape are not supported yet", node.label());
+        }
+        let (weight, bias, kernel) = self.weight_and_bias(node)?;
+        let p = ConvParam { num_output: weight.shape[1] * group, kernel, stride, pad, dilation, group, bias_term: bias.is_some() };
+        let blobs = std::iter::once(weight).chain(bias).collect();
+        self.emit(node, out, LayerKind::Deconvolution(p), vec![x], blobs)
+    }
+
+    /// `y = alpha * A B' + beta * C` (B' = B or its transpose) as an InnerProduct: alpha and
+    /// beta are folded into the stored weights.
+    fn gemm(&mut self, node: &Node, out: &str) -> Result<()> {
+        let l = node.label();
+        let a = self.input(node, 0)?.to_string();
+        ensure!(node.int("transA", 0)? == 0, "{l}: transA 1 is not supported yet");
+        let (alpha, beta) = (node.float("alpha", 1.0)?, node.float("beta", 1.0)?);
+        let b = self.constant(node, 1)?;
+        ensure!(b.dims.len() == 2, "{l}: B has shape {:?}, not a matrix", b.dims);
+        let data = f32s(b, "B")?;
+        let (rows, cols) = (b.dims[0] as usize, b.dims[1] as usize);
+        let (n, k, mut w) =
+            if node.int("transB", 0)? != 0 { (rows, cols, data.to_vec()) } else { (cols, rows, transpose(data, rows, cols)) };
+        w.iter_mut().for_each(|v| *v *= alpha);
+        let bias = match self.optional_constant(node, 2)? {
+            None => None,
+            Some(c) => {
+                let values = f32s(c, "C")?;
+                ensure!(
+                    values.len() == n && c.dims.iter().rev().skip(1).all(|&d| d == 1),
+                    "{l}: C of shape {:?} is not supported yet (only one bias per output)",
+                    c.dims
+                );
+                Some(Blob { shape: vec![n], data: values.iter().map(|v| v * beta).collect() })
+            }
+        };
+        let a_rank = self.shapes[&a].len();
+        ensure!(a_rank == 2, "{l}: A has shape {}, Gemm needs a matrix", fmt_shape(&self.shapes[&a]));
+        let p = InnerProductParam { num_output: n, bias_term: bias.is_some(), axis: 1 };
+        let blobs = std::iter::once(Blob { shape: vec![n, k], data: w }).chain(bias).collect();
+        self.emit(node, out, LayerKind::InnerProduct(p), vec![a], blobs)
+    }
+
+    /// `A B` with a constant matrix B, over A's last axis; a following Add of a constant
+    /// vector becomes its bias.
+    fn matmul(&mut self, node: &Node, out: &str) -> Result<()> {
+        let a = self.input(node, 0)?.to_string();
+        let b = self.constant(node, 1)?;
+        ensure!(b.dims.len() == 2, "{}: B has shape {:?}; only a constant matrix is supported", node.label(), b.dims);
+        let (k, n) = (b.dims[0] as usize, b.dims[1] as usize);
+        let w = transpose(f32s(b, "B")?, k, n);
+        let p = InnerProductParam { num_output: n, bias_term: false, axis: -1 };
+        self.emit(node, out, LayerKind::InnerProduct(p), vec![a], vec![Blob { shape: vec![n, k], data: w }])
+    }
+
+    fn pool(&mut self, node: &Node, out: &str) -> Result<()> {
+        let l = node.label();
+        let (x, extra) = self.padded_input(node)?;
+        if extra != [0, 0] && node.op_type == "MaxPool" {
+            bail!("{l}: zeros padded by a Pad before a MaxPool are not supported (the engine's max ignores padding)");
+        }
+        if node.outputs.get(1).is_some_and(|o| !o.is_empty()) {
+            bail!("{l}: the indices output is not supported");
+        }
+        let kernel = pair(node.ints("kernel_shape"), 0, "kernel_shape").map_err(|e| anyhow!("{l}: {e}"))?;
+        ensure!(node.ints("kernel_shape").is_some(), "{l}: kernel_shape is required");
+        ensure!(pair(node.ints("dilations"), 1, "dilations")? == [1, 1], "{l}: dilations are not supported yet");
+        let Sliding { stride, pad: own, .. } = self.conv_common(node)?;
+        let pad = [own[0] + extra[0], own[1] + extra[1]];
+        let ceil = node.int("ceil_mode", 0)? != 0;
+        let method = if node.op_type == "MaxPool" { PoolMethod::Max } else { PoolMethod::Ave };
+        if method == PoolMethod::Ave && own != [0, 0] && extra != [0, 0] && node.int("count_include_pad", 0)? == 0 {
+            bail!("{l}: a Pad before an AveragePool with its own pads left out of the average is not supported yet");
+        }
+        if method == PoolMethod::Ave && own != [0, 0] && extra == [0, 0] && node.int("count_include_pad", 0)? == 0 {
+            bail!("{l}: padding left out of the average (count_include_pad 0) is not supported yet");
+        }
+        let s = self.shapes[&x].clone();
+        ensure!(s.len() == 4, "{l}: input shape {}: only 2-D pooling is supported", fmt_shape(&s));
+        let round_mode = if ceil { RoundMode::Ceil } else { RoundMode::Floor };
+        let p = PoolParam { method, kernel, stride, pad, global: false, round_mode };
+        self.emit(node, out, LayerKind::Pooling(p), vec![x], vec![])?;
+        // Caffe's ceil rounding drops a last window only when padded; ONNX always drops one that
+        // starts past the input and its leading padding: refuse where the two differ.
+        // ONNX pools the Pad's output; the engine pads the Pad's input by the sum of both.
+        let onnx: Vec<usize> = (0..2).map(|a| onnx_pool_size(s[2 + a] + 2 * extra[a], kernel[a], stride[a], own[a], ceil)).collect();
+        let engine = &self.shapes[out][2..];
+        ensure!(
+            engine == onnx.as_slice(),
+            "{l}: ceil_mode {} gives a {}x{} output for a {}x{} input, the engine's pooling gives {}x{}: not supported yet",
+            ceil as u8,
+            onnx[0],
+            onnx[1],
+            s[2],
+            s[3],
+            engine[0],
+            engine[1]
+        );
+        Ok(())
+    }
+
+    /// The input of a Conv or pool, and the H and W padding a Pad node put around it.
+    fn padded_input(&self, node: &Node) -> Result<(String, [usize; 2])> {
+        match node.inputs.first().and_then(|i| self.pending_pads.get(i)) {
+            Some((source, pads)) => Ok((source.clone(), *pads)),
+            None => Ok((self.input(node, 0)?.to_string(), [0, 0])),
+        }
+    }
+
+    /// Zero padding of the spatial axes, symmetric: kept for the Conv or AveragePool that
+    /// reads it (the only readers allowed), which pad by it themselves.
+    fn pad(&mut self, node: &Node, out: &str) -> Result<()> {
+        let l = node.label();
+        let (x, before) = self.padded_input(node)?;
+        ensure!(node.string("mode").unwrap_or("constant") == "constant", "{l}: only constant padding is supported");
+        let (pads, value) = if self.opset < 11 {
+            (node.ints("pads").with_context(|| format!("{l}: no pads"))?.to_vec(), node.float("value", 0.0)?)
+        } else {
+            let pads = match &self.constant(node, 1)?.values {
+                Values::I64(v) => v.clone(),
+                Values::F32(_) => bail!("{l}: pads are not integers"),
+            };
+            let value = match self.optional_constant(node, 2)? {
+                Some(c) => f32s(c, "constant_value")?.first().copied().unwrap_or(0.0),
+                None => 0.0,
+            };
+            ensure!(node.inputs.get(3).is_none_or(|a| a.is_empty()), "{l}: the axes input is not supported yet");
+            (pads, value)
+        };
+        ensure!(value == 0.0, "{l}: padding with {value} is not supported (only zeros)");
+        let rank = self.shapes[&x].len();
+        ensure!(rank == 4 && pads.len() == 8, "{l}: pads {pads:?} for a rank-{rank} input: only NCHW is supported");
+        ensure!(
+            pads[0] == 0
+                && pads[1] == 0
+                && pads[4] == 0
+                && pads[5] == 0
+                && pads[2] == pads[6]
+                && pads[3] == pads[7]
+                && pads[2] >= 0
+                && pads[3] >= 0,
+            "{l}: pads {pads:?} are not supported yet (only equal padding of H and W on both sides)"
+        );
+        self.pending_pads.insert(out.to_string(), (x, [before[0] + pads[2] as usize, before[1] + pads[3] as usize]));
+        Ok(())
+    }
+
+    fn softmax(&mut self, node: &Node, out: &str) -> Result<()> {
+        let x = self.input(node, 0)?.to_string();
+        let s = self.shapes[&x].clone();
+        let rank = s.len() as i64;
+        let axis = node.int("axis", if self.opset >= 13 { -1 } else { 1 })?;
+        let axis = if axis < 0 { axis + rank } else { axis };
+        ensure!((0..rank).contains(&axis), "{}: axis {axis} is out of range for shape {}", node.label(), fmt_shape(&s));
+        // Before opset 13 the softmax runs over all axes from `axis` on flattened together:
+        // the engine's one-axis softmax is the same when the axes after it are 1.
+        if self.opset < 13 && s[axis as usize + 1..].iter().any(|&d| d != 1) {
+            bail!("{}: softmax over several axes (opset {}, shape {}) is not supported yet", node.label(), self.opset, fmt_shape(&s));
+        }
+        self.emit(node, out, LayerKind::Softmax { axis }, vec![x], vec![])
+    }
+
+    fn reshape(&mut self, node: &Node, out: &str) -> Result<()> {
+        let x = self.input(node, 0)?.to_string();
+        let shape = self.constant(node, 1).map_err(|_| anyhow!("{}: a shape computed at run time is not supported yet", node.label()))?;
+        let dims = match &shape.values {
+            Values::I64(v) => v.clone(),
+            Values::F32(_) => bail!("{}: the shape is not an integer tensor", node.label()),
+        };
+        if node.int("allowzero", 0)? != 0 && dims.contains(&0) {
+            bail!("{}: allowzero with a zero dimension is not supported", node.label());
+        }
+        // ONNX and Caffe agree: 0 copies the input's axis, -1 is inferred.
+        let p = ReshapeParam { dims, axis: 0, num_axes: -1 };
+        self.emit(node, out, LayerKind::Reshape(p), vec![x], vec![])
+    }
+
+    fn elementwise(&mut self, node: &Node, out: &str) -> Result<()> {
+        let l = node.label();
+        let op = node.op_type.as_str();
+        let computed: Vec<&String> = node.inputs.iter().filter(|i| self.shapes.contains_key(*i)).collect();
+        if computed.len() == node.inputs.len() {
+            let bottoms: Vec<String> = computed.into_iter().cloned().collect();
+            if bottoms.len() == 1 && op == "Sum" {
+                return self.emit(node, out, LayerKind::Dropout, bottoms, vec![]);
+            }
+            let (eop, coeffs) = match op {
+                "Add" | "Sum" => (EltwiseOp::Sum, vec![]),
+                "Sub" => (EltwiseOp::Sum, vec![1.0, -1.0]),
+                "Mul" => (EltwiseOp::Prod, vec![]),
+                "Max" => (EltwiseOp::Max, vec![]),
+                _ => bail!("{l}: division of two computed tensors is not supported yet"),
+            };
+            let shapes: Vec<&Vec<usize>> = bottoms.iter().map(|b| &self.shapes[b]).collect();
+            if shapes.iter().any(|s| *s != shapes[0]) {
+                let list: Vec<String> = shapes.iter().map(|s| fmt_shape(s)).collect();
+                bail!("{l}: broadcasting between shapes {} is not supported yet", list.join(" and "));
+            }
+            return self.emit(node, out, LayerKind::Eltwise(EltwiseParam { op: eop, coeffs }), bottoms, vec![]);
+        }
+        // One computed tensor and one constant: a per-channel (or scalar) scale or shift.
+        ensure!(node.inputs.len() == 2 && computed.len() == 1, "{l}: needs a computed input");
+        let x = computed[0].clone();
+        let const_index = if node.inputs[0] == x { 1 } else { 0 };
+        ensure!(const_index == 1 || matches!(op, "Add" | "Mul"), "{l}: a constant first operand is not supported yet for {op}");
+        let c = self.constant(node, const_index)?;
+        let values = f32s(c, "operand")?.to_vec();
+        let cdims = c.dims.clone();
+        let s = self.shapes[&x].clone();
+        // A bias after a MatMul (its last axis) is folded into the InnerProduct.
+        if op == "Add" {
+            if let Some(i) = self.sole_producer(&x) {
+                let last = *s.last().unwrap_or(&0);
+                let is_bias = cdims.iter().rev().skip(1).all(|&d| d == 1) && values.len() == last && cdims.len() <= s.len();
+                if let LayerKind::InnerProduct(p) = &mut self.layers[i].kind {
+                    if !p.bias_term && is_bias {
+                        p.bias_term = true;
+                        self.blobs[i].push(Blob { shape: vec![last], data: values });
+                        self.rename(i, out);
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        let per_channel = channel_values(&cdims, &values, &s).with_context(|| {
+            format!("{l}: a constant of shape {cdims:?} against {} is not supported yet (only per-channel or scalar)", fmt_shape(&s))
+        })?;
+        let channels = per_channel.len();
+        let (scale, bias) = match op {
+            "Add" => (vec![1.0; channels], Some(per_channel)),
+            "Sub" => (vec![1.0; channels], Some(per_channel.iter().map(|v| -v).collect())),
+            "Mul" => (per_channel, None),
+            "Div" => (per_channel.iter().map(|v| 1.0 / v).collect(), None),
+            _ => bail!("{l}: a constant operand is not supported yet for {op}"),
+        };
+        self.scale(node, out, x, scale, bias)
+    }
+
+    fn scale(&mut self, node: &Node, out: &str, x: String, scale: Vec<f32>, bias: Option<Vec<f32>>) -> Result<()> {
+        let c = scale.len();
+        let p = ScaleParam { axis: 1, num_axes: 1, bias_term: bias.is_some() };
+        let blobs = std::iter::once(Blob { shape: vec![c], data: scale }).chain(bias.map(|b| Blob { shape: vec![c], data: b })).collect();
+        self.emit(node, out, LayerKind::Scale(p), vec![x], blobs)
+    }
+
+    /// Inference batch normalization: folded into the convolution before it when nothing else
+    /// reads the convolution's output, else one per-channel Scale with bias.
+    fn batch_norm(&mut self, node: &Node, out: &str) -> Result<()> {
+        let l = node.label();
+        let x = self.input(node, 0)?.to_string();
+        if node.outputs.iter().skip(1).any(|o| !o.is_empty() && self.uses.contains_key(o)) {
+            bail!("{l}: training-mode outputs (running mean and variance) are not supported");
+        }
+        // Before opset 9, `spatial` 0 meant statistics per element rather than per channel.
+        ensure!(node.int("spatial", 1)? == 1, "{l}: spatial 0 is not supported");
+        let eps = node.float("epsilon", 1e-5)?;
+        let get = |i: usize, what: &str| -> Result<Vec<f32>> { Ok(f32s(self.constant(node, i)?, what)?.to_vec()) };
+        let (gamma, beta, mean, var) = (get(1, "scale")?, get(2, "B")?, get(3, "mean")?, get(4, "var")?);
+        let s = self.shapes[&x].clone();
+        let c = *s.get(1).with_context(|| format!("{l}: input shape {} has no channel axis", fmt_shape(&s)))?;
+        ensure!(
+            [&gamma, &beta, &mean, &var].iter().all(|v| v.len() == c),
+            "{l}: scale, B, mean and var need {c} values each (the input has {c} channels)"
+        );
+        let factor: Vec<f32> = (0..c).map(|i| (gamma[i] as f64 / (var[i] as f64 + eps as f64).sqrt()) as f32).collect();
+        let shift: Vec<f32> = (0..c).map(|i| beta[i] - mean[i] * factor[i]).collect();
+        if let Some(i) = self.sole_producer(&x) {
+            if let LayerKind::Convolution(p) = &mut self.layers[i].kind {
+                let per = self.blobs[i][0].data.len() / c;
+                for (o, chunk) in self.blobs[i][0].data.chunks_mut(per).enumerate() {
+                    chunk.iter_mut().for_each(|w| *w *= factor[o]);
+                }
+                if p.bias_term {
+                    for (o, b) in self.blobs[i][1].data.iter_mut().enumerate() {
+                        *b = *b * factor[o] + shift[o];
+                    }
+                } else {
+                    p.bias_term = true;
+                    self.blobs[i].push(Blob { shape: vec![c], data: shift });
+                }
+                self.rename(i, out);
+                return Ok(());
+            }
+        }
+        self.scale(node, out, x, factor, Some(shift))
+    }
+}
+
+impl TensorProto {
+    fn values_len(&self) -> usize {
+        match &self.values {
+            Values::F32(v) => v.len(),
+            Values::I64(v) => v.len(),
+        }
+    }
+}
+
+fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0f32; data.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            out[c * rows + r] = data[r * cols + c];
+        }
+    }
+    out
+}
+
+/// The per-channel values of a constant broadcast against `shape` (N x C x ...), if it
+/// varies along the channel axis only (or not at all).
+fn channel_values(dims: &[i64], values: &[f32], shape: &[usize]) -> Option<Vec<f32>> {
+    let c = *shape.get(1)?;
+    if values.len() == 1 {
+        return Some(vec![values[0]; c]);
+    }
+    if values.len() != c || dims.len() > shape.len() {
+        return None;
+    }
+    // Right-aligned broadcasting: the axis with the values must be the channel axis.
+    let axis = shape.len() - dims.len() + dims.iter().position(|&d| d as usize == c && c > 1)?;
+    (axis == 1 && dims.iter().filter(|&&d| d != 1).count() == 1).then(|| values.to_vec())
+}
+
+/// ONNX's pooled size along one axis.
+fn onnx_pool_size(size: usize, k: usize, s: usize, p: usize, ceil: bool) -> usize {
+    let span = (size + 2 * p).saturating_sub(k);
+    if !ceil {
+        return span / s + 1;
+    }
+    let out = span.div_ceil(s) + 1;
+    // As PyTorch and onnxruntime do: the last window must start inside the input or its
+    // leading padding.
+    if (out - 1) * s >= size + p {
+        out - 1
+    } else {
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pool_sizes_round_as_onnx_says() {
+        assert_eq!(onnx_pool_size(112, 3, 2, 1, false), 56);
+        assert_eq!(onnx_pool_size(112, 3, 2, 1, true), 57);
+        assert_eq!(onnx_pool_size(6, 3, 2, 0, false), 2);
+        assert_eq!(onnx_pool_size(6, 3, 2, 0, true), 3);
+        assert_eq!(onnx_pool_size(5, 2, 2, 1, true), 3);
+    }
+
+    #[test]
+    fn channel_constants() {
+        let shape = [1, 3, 4, 4];
+        assert_eq!(channel_values(&[3, 1, 1], &[1., 2., 3.], &shape), Some(vec![1., 2., 3.]));
+        assert_eq!(channel_values(&[1, 3, 1, 1], &[1., 2., 3.], &shape), Some(vec![1., 2., 3.]));
+        assert_eq!(channel_values(&[], &[2.], &shape), Some(vec![2.; 3]));
+        assert_eq!(channel_values(&[3], &[1., 2., 3.], &shape), None, "a vector broadcasts along the last axis");
+        assert_eq!(channel_values(&[3, 4, 1], &[0.; 12], &shape), None);
+    }
+
+    #[test]
+    fn transposes() {
+        assert_eq!(transpose(&[1., 2., 3., 4., 5., 6.], 2, 3), vec![1., 4., 2., 5., 3., 6.]);
+    }
+}

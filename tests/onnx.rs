@@ -1,0 +1,619 @@
+//! ONNX import: torch-exported fixtures against onnxruntime's outputs, hand-built graphs
+//! for what the exporters rarely emit, and bad models that must fail cleanly.
+
+mod common;
+
+use common::{fixture, scratch};
+use dgnam::ir::InputSpace;
+use dgnam::npy;
+use dgnam::weights::WeightsFile;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn convert(model: &Path, out: &Path, extra: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dgnam-convert")).arg("--onnx").arg(model).arg("-o").arg(out).args(extra).output().unwrap()
+}
+
+fn forward(net: &Path, input: &Path, layers: &[&str], out_dir: &Path) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_dgnam"));
+    c.arg("forward").arg("--net").arg(net).arg("--input").arg(input).arg("--out-dir").arg(out_dir).arg("--device").arg("cpu");
+    for l in layers {
+        c.arg("--layer").arg(l);
+    }
+    c.output().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A failed conversion: non-zero exit, one line on stderr, no output file. Returns the line.
+fn refused(o: &Output, out: &Path) -> String {
+    assert!(!o.status.success(), "conversion succeeded: {}", String::from_utf8_lossy(&o.stdout));
+    let err = stderr(o);
+    assert_eq!(err.trim_end().lines().count(), 1, "not one error line: {err}");
+    assert!(err.starts_with("error: "), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!out.exists(), "{} was written", out.display());
+    err
+}
+
+fn max_abs(v: &[f32]) -> f32 {
+    v.iter().fold(0f32, |m, x| m.max(x.abs()))
+}
+
+/// Every case of a fixture's JSON: the converted net's outputs at the named tensors (the
+/// graph output and one intermediate, both by ONNX name) against onnxruntime's.
+fn check_fixture(name: &str) {
+    let dir = scratch(&format!("onnx-{name}"));
+    let root = fixture("onnx");
+    let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(root.join(format!("{name}.json"))).unwrap()).unwrap();
+    let net = dir.join(format!("{name}.dgnw"));
+    let o = convert(&root.join(meta["model"].as_str().unwrap()), &net, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(WeightsFile::open(&net).unwrap().header.input_space, InputSpace::Torchvision);
+    let mut batches = vec![];
+    for case in meta["cases"].as_array().unwrap() {
+        let batch = case["batch"].as_u64().unwrap();
+        batches.push(batch);
+        let outputs = case["outputs"].as_object().unwrap();
+        let names: Vec<&str> = outputs.keys().map(String::as_str).collect();
+        assert!(names.contains(&meta["intermediate"].as_str().unwrap()));
+        let out_dir = dir.join(format!("b{batch}"));
+        let o = forward(&net, &root.join(case["input"].as_str().unwrap()), &names, &out_dir);
+        assert!(o.status.success(), "{}", stderr(&o));
+        for (tensor, file) in outputs {
+            let want = npy::read(&root.join(file.as_str().unwrap())).unwrap();
+            // SPEC 9: `/` in a layer name becomes `_` in the file name.
+            let got = npy::read(&out_dir.join(format!("{}.npy", tensor.replace('/', "_")))).unwrap();
+            assert_eq!(got.shape, want.shape, "{name} batch {batch} {tensor}");
+            assert_eq!(got.shape[0] as u64, batch);
+            let scale = max_abs(&want.data).max(1e-3);
+            let err = got.data.iter().zip(&want.data).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale;
+            assert!(err < 1e-5, "{name} batch {batch} {tensor}: relative error {err}");
+            assert!(scale > 1e-3, "{name} {tensor}: a reference of zeros checks nothing");
+        }
+    }
+    assert_eq!(batches, vec![1, 3]);
+}
+
+/// Grouped conv, LRN, ceil-mode MaxPool, Flatten, Gemm, Softmax; opset 11, fixed batch 1
+/// run at batch 3.
+#[test]
+fn tiny_alexnet_matches_onnxruntime_at_batch_1_and_3() {
+    check_fixture("tiny_alexnet");
+}
+
+/// Conv+BatchNorm folded, BatchNorm after an Add kept (as Scale), LeakyRelu, Concat,
+/// padded floor-mode AveragePool, GlobalAveragePool; opset 17, dynamic batch.
+#[test]
+fn tiny_resnet_matches_onnxruntime_at_batch_1_and_3() {
+    check_fixture("tiny_resnet");
+}
+
+/// The same net through opset 9: BatchNormalization 9, Flatten, Gemm, and a Pad node that
+/// the exporter puts before the padded AveragePool (folded into the pooling's padding).
+#[test]
+fn tiny_resnet_opset9_matches_onnxruntime_at_batch_1_and_3() {
+    check_fixture("tiny_resnet_opset9");
+}
+
+#[test]
+fn input_space_flag_is_recorded() {
+    let dir = scratch("onnx-space");
+    let net = dir.join("caffe.dgnw");
+    let o = convert(&fixture("onnx/tiny_alexnet.onnx"), &net, &["--input-space", "caffe"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(WeightsFile::open(&net).unwrap().header.input_space, InputSpace::Caffe);
+    let info = Command::new(env!("CARGO_BIN_EXE_dgnam")).arg("info").arg(&net).output().unwrap();
+    assert!(String::from_utf8_lossy(&info.stdout).contains("input space: caffe"), "{}", stderr(&info));
+    let bad = dir.join("bad.dgnw");
+    let o = convert(&fixture("onnx/tiny_alexnet.onnx"), &bad, &["--input-space", "bgr"]);
+    assert!(!o.status.success() && !bad.exists());
+    // A Caffe model's space is Caffe's: the flag is refused there.
+    let o = Command::new(env!("CARGO_BIN_EXE_dgnam-convert"))
+        .arg("--prototxt")
+        .arg(fixture("tiny/classifier.prototxt"))
+        .args(["--random-weights", "1", "--input-space", "torchvision", "-o"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(refused(&o, &bad).contains("--input-space applies to --onnx models only"));
+}
+
+#[test]
+fn truncated_or_corrupt_models_are_one_clear_error() {
+    let dir = scratch("onnx-corrupt");
+    let bytes = std::fs::read(fixture("onnx/tiny_alexnet.onnx")).unwrap();
+    let mut flipped = bytes.clone();
+    flipped[bytes.len() / 2..bytes.len() / 2 + 16].fill(0xff);
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("empty", vec![]),
+        ("third", bytes[..bytes.len() / 3].to_vec()),
+        ("half", bytes[..bytes.len() / 2].to_vec()),
+        ("last-byte", bytes[..bytes.len() - 1].to_vec()),
+        ("flipped", flipped),
+        ("text", b"this is not a model\n".to_vec()),
+    ];
+    for (name, data) in cases {
+        let model = dir.join(format!("{name}.onnx"));
+        std::fs::write(&model, data).unwrap();
+        let out = dir.join(format!("{name}.dgnw"));
+        let err = refused(&convert(&model, &out, &[]), &out);
+        assert!(err.contains(&model.display().to_string()), "{name}: the error does not name the file: {err}");
+        assert!(!err.contains("caffemodel"), "{name}: {err}");
+    }
+    let out = dir.join("missing.dgnw");
+    let err = refused(&convert(&dir.join("missing.onnx"), &out, &[]), &out);
+    assert!(err.contains("missing.onnx"), "{err}");
+}
+
+// A minimal protobuf writer for hand-built graphs.
+
+fn varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn put_varint(out: &mut Vec<u8>, field: u32, v: u64) {
+    varint(out, (field as u64) << 3);
+    varint(out, v);
+}
+
+fn put_bytes(out: &mut Vec<u8>, field: u32, bytes: &[u8]) {
+    varint(out, (field as u64) << 3 | 2);
+    varint(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}
+
+fn put_f32(out: &mut Vec<u8>, field: u32, v: f32) {
+    varint(out, (field as u64) << 3 | 5);
+    out.extend_from_slice(&v.to_le_bytes());
+}
+
+enum Attr {
+    Int(i64),
+    Ints(Vec<i64>),
+    Float(f32),
+    Tensor(Vec<u8>),
+}
+
+fn node(name: &str, op: &str, inputs: &[&str], outputs: &[&str], attrs: &[(&str, Attr)]) -> Vec<u8> {
+    let mut n = vec![];
+    for i in inputs {
+        put_bytes(&mut n, 1, i.as_bytes());
+    }
+    for o in outputs {
+        put_bytes(&mut n, 2, o.as_bytes());
+    }
+    put_bytes(&mut n, 3, name.as_bytes());
+    put_bytes(&mut n, 4, op.as_bytes());
+    for (key, value) in attrs {
+        let mut a = vec![];
+        put_bytes(&mut a, 1, key.as_bytes());
+        match value {
+            Attr::Int(v) => {
+                put_varint(&mut a, 3, *v as u64);
+                put_varint(&mut a, 20, 2);
+            }
+            Attr::Ints(vs) => {
+                for v in vs {
+                    put_varint(&mut a, 8, *v as u64);
+                }
+                put_varint(&mut a, 20, 7);
+            }
+            Attr::Float(v) => {
+                put_f32(&mut a, 2, *v);
+                put_varint(&mut a, 20, 1);
+            }
+            Attr::Tensor(t) => {
+                put_bytes(&mut a, 5, t);
+                put_varint(&mut a, 20, 4);
+            }
+        }
+        put_bytes(&mut n, 5, &a);
+    }
+    n
+}
+
+fn tensor(name: &str, dims: &[i64], values: &[f32]) -> Vec<u8> {
+    let mut t = vec![];
+    for &d in dims {
+        put_varint(&mut t, 1, d as u64);
+    }
+    put_varint(&mut t, 2, 1);
+    put_bytes(&mut t, 8, name.as_bytes());
+    let raw: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    put_bytes(&mut t, 9, &raw);
+    t
+}
+
+fn int64_tensor(name: &str, values: &[i64]) -> Vec<u8> {
+    let mut t = vec![];
+    put_varint(&mut t, 1, values.len() as u64);
+    put_varint(&mut t, 2, 7);
+    put_bytes(&mut t, 8, name.as_bytes());
+    for &v in values {
+        put_varint(&mut t, 7, v as u64);
+    }
+    t
+}
+
+fn value_info(name: &str, dims: &[i64]) -> Vec<u8> {
+    let mut shape = vec![];
+    for &d in dims {
+        let mut dim = vec![];
+        if d > 0 {
+            put_varint(&mut dim, 1, d as u64);
+        } else {
+            put_bytes(&mut dim, 2, b"N");
+        }
+        put_bytes(&mut shape, 1, &dim);
+    }
+    let mut tt = vec![];
+    put_varint(&mut tt, 1, 1);
+    put_bytes(&mut tt, 2, &shape);
+    let mut ty = vec![];
+    put_bytes(&mut ty, 1, &tt);
+    let mut v = vec![];
+    put_bytes(&mut v, 1, name.as_bytes());
+    put_bytes(&mut v, 2, &ty);
+    v
+}
+
+/// A model with one input and one output, the given nodes and initializers.
+fn model(opset: u64, input: (&str, &[i64]), output: &str, nodes: &[Vec<u8>], inits: &[Vec<u8>]) -> Vec<u8> {
+    let mut g = vec![];
+    for n in nodes {
+        put_bytes(&mut g, 1, n);
+    }
+    put_bytes(&mut g, 2, b"hand");
+    for t in inits {
+        put_bytes(&mut g, 5, t);
+    }
+    put_bytes(&mut g, 11, &value_info(input.0, input.1));
+    put_bytes(&mut g, 12, &value_info(output, &[]));
+    let mut op = vec![];
+    put_bytes(&mut op, 1, b"");
+    put_varint(&mut op, 2, opset);
+    let mut m = vec![];
+    put_varint(&mut m, 1, 8);
+    put_bytes(&mut m, 8, &op);
+    put_bytes(&mut m, 7, &g);
+    m
+}
+
+fn write_model(dir: &Path, name: &str, bytes: &[u8]) -> (PathBuf, PathBuf) {
+    let path = dir.join(format!("{name}.onnx"));
+    std::fs::write(&path, bytes).unwrap();
+    (path, dir.join(format!("{name}.dgnw")))
+}
+
+#[test]
+fn unsupported_op_names_node_and_op_and_writes_nothing() {
+    let dir = scratch("onnx-unsupported");
+    let nodes = [node("first", "Relu", &["x"], &["r"], &[]), node("squash", "Sigmoid", &["r"], &["y"], &[])];
+    let (path, out) = write_model(&dir, "sigmoid", &model(13, ("x", &[1, 2, 3, 3]), "y", &nodes, &[]));
+    let err = refused(&convert(&path, &out, &[]), &out);
+    assert!(err.contains("node 'squash' (Sigmoid): unsupported op"), "{err}");
+}
+
+/// What the engine cannot compute the same way yet is refused with the reason.
+#[test]
+fn semantics_the_engine_lacks_are_refused_clearly() {
+    let dir = scratch("onnx-refused");
+    let w = tensor("w", &[2, 2, 3, 3], &[0.1; 36]);
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "asymmetric",
+            model(
+                13,
+                ("x", &[1, 2, 6, 6]),
+                "y",
+                &[node("c", "Conv", &["x", "w"], &["y"], &[("pads", Attr::Ints(vec![0, 0, 1, 1]))])],
+                std::slice::from_ref(&w),
+            ),
+            "node 'c' (Conv): asymmetric pads [0, 0, 1, 1] are not supported yet",
+        ),
+        (
+            // ONNX drops the last ceil-mode window (it starts past the input); Caffe keeps it unpadded.
+            "ceil-window",
+            model(
+                13,
+                ("x", &[1, 2, 5, 5]),
+                "y",
+                &[node(
+                    "p",
+                    "MaxPool",
+                    &["x"],
+                    &["y"],
+                    &[("kernel_shape", Attr::Ints(vec![1, 1])), ("strides", Attr::Ints(vec![3, 3])), ("ceil_mode", Attr::Int(1))],
+                )],
+                &[],
+            ),
+            "node 'p' (MaxPool): ceil_mode 1 gives a 2x2 output for a 5x5 input, the engine's pooling gives 3x3: not supported yet",
+        ),
+        (
+            "softmax-axes",
+            model(11, ("x", &[1, 2, 3, 3]), "y", &[node("s", "Softmax", &["x"], &["y"], &[])], &[]),
+            "node 's' (Softmax): softmax over several axes (opset 11, shape 1x2x3x3) is not supported yet",
+        ),
+        (
+            "broadcast",
+            model(
+                13,
+                ("x", &[1, 2, 3, 3]),
+                "y",
+                &[node("p", "GlobalAveragePool", &["x"], &["g"], &[]), node("a", "Add", &["x", "g"], &["y"], &[])],
+                &[],
+            ),
+            "node 'a' (Add): broadcasting between shapes 1x2x3x3 and 1x2x1x1 is not supported yet",
+        ),
+        (
+            "pad-before-maxpool",
+            model(
+                13,
+                ("x", &[1, 2, 3, 3]),
+                "y",
+                &[
+                    node("pad", "Pad", &["x", "pads"], &["p"], &[]),
+                    node("m", "MaxPool", &["p"], &["y"], &[("kernel_shape", Attr::Ints(vec![2, 2]))]),
+                ],
+                &[int64_tensor("pads", &[0, 0, 1, 1, 0, 0, 1, 1])],
+            ),
+            "node 'm' (MaxPool): zeros padded by a Pad before a MaxPool are not supported",
+        ),
+        (
+            "pad-before-relu",
+            model(
+                13,
+                ("x", &[1, 2, 3, 3]),
+                "y",
+                &[node("pad", "Pad", &["x", "pads"], &["p"], &[]), node("r", "Relu", &["p"], &["y"], &[])],
+                &[int64_tensor("pads", &[0, 0, 1, 1, 0, 0, 1, 1])],
+            ),
+            "node 'r' (Relu): input 'p' comes from a Pad, which is supported only right before a Conv or an AveragePool",
+        ),
+        (
+            "pad-channels",
+            model(
+                13,
+                ("x", &[1, 2, 3, 3]),
+                "y",
+                &[node("pad", "Pad", &["x", "pads"], &["y"], &[])],
+                &[int64_tensor("pads", &[0, 1, 0, 0, 0, 1, 0, 0])],
+            ),
+            "node 'pad' (Pad): pads [0, 1, 0, 0, 0, 1, 0, 0] are not supported yet",
+        ),
+        ("opset", model(6, ("x", &[1, 2]), "y", &[node("r", "Relu", &["x"], &["y"], &[])], &[]), "opset 6 is not supported"),
+        (
+            "dynamic-size",
+            model(13, ("x", &[1, 2, 0, 4]), "y", &[node("r", "Relu", &["x"], &["y"], &[])], &[]),
+            "graph input 'x': axis 2 has no fixed size",
+        ),
+    ];
+    for (name, bytes, want) in cases {
+        let (path, out) = write_model(&dir, name, &bytes);
+        let err = refused(&convert(&path, &out, &[]), &out);
+        assert!(err.contains(want), "{name}: {err}");
+    }
+}
+
+/// MatMul then Add of a vector becomes one InnerProduct with bias; Identity, Dropout, a
+/// per-channel Mul and Sub and a floor-mode MaxPool with padding compute what ONNX defines.
+#[test]
+fn hand_built_graph_computes_onnx_semantics() {
+    let dir = scratch("onnx-hand");
+    // x: 1x2x3x3 -> MaxPool k2 s2 p1 (floor: 2x2) -> Mul by [2, -1] per channel -> Sub 1 ->
+    // Identity -> Flatten (8) -> MatMul 8x3 -> Add [1, 2, 3] -> Dropout.
+    let w: Vec<f32> = (0..24).map(|i| (i as f32 - 11.5) / 10.0).collect();
+    let nodes = [
+        node(
+            "pool",
+            "MaxPool",
+            &["x"],
+            &["p"],
+            &[("kernel_shape", Attr::Ints(vec![2, 2])), ("strides", Attr::Ints(vec![2, 2])), ("pads", Attr::Ints(vec![1, 1, 1, 1]))],
+        ),
+        node("mul", "Mul", &["p", "gain"], &["m"], &[]),
+        node("sub", "Sub", &["m", "one"], &["s"], &[]),
+        node("id", "Identity", &["s"], &["i"], &[]),
+        node("flat", "Flatten", &["i"], &["f"], &[("axis", Attr::Int(1))]),
+        node("mm", "MatMul", &["f", "w"], &["mm_out"], &[]),
+        node("bias", "Add", &["mm_out", "b"], &["fc"], &[]),
+        node("drop", "Dropout", &["fc"], &["y"], &[("ratio", Attr::Float(0.5))]),
+    ];
+    let inits =
+        [tensor("gain", &[2, 1, 1], &[2.0, -1.0]), tensor("one", &[], &[1.0]), tensor("w", &[8, 3], &w), tensor("b", &[3], &[1., 2., 3.])];
+    let (path, out) = write_model(&dir, "hand", &model(13, ("x", &[0, 2, 3, 3]), "y", &nodes, &inits));
+    let o = convert(&path, &out, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let def = WeightsFile::open(&out).unwrap().netdef().unwrap();
+    let names: Vec<&str> = def.layers.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(names, ["p", "m", "s", "i", "f", "fc", "y"], "MatMul and Add are one layer named after the Add");
+
+    // Two samples, though the model declares a dynamic batch.
+    let x: Vec<f32> = (0..36).map(|i| ((i * 7 % 11) as f32 - 5.0) / 3.0).collect();
+    let input = dir.join("x.npy");
+    npy::write(&input, &[2, 2, 3, 3], &x).unwrap();
+    let o = forward(&out, &input, &["y", "p"], &dir.join("fwd"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let got = npy::read(&dir.join("fwd/y.npy")).unwrap();
+    let pooled = npy::read(&dir.join("fwd/p.npy")).unwrap();
+    assert_eq!(pooled.shape, vec![2, 2, 2, 2], "floor rounding: (3 + 2 - 2) / 2 + 1 = 2");
+    assert_eq!(got.shape, vec![2, 3]);
+    for n in 0..2 {
+        let mut flat = vec![];
+        for c in 0..2 {
+            for oy in 0..2usize {
+                for ox in 0..2usize {
+                    let mut m = f32::MIN;
+                    for y in (oy * 2).saturating_sub(1)..(oy * 2 + 1).min(3) {
+                        for xx in (ox * 2).saturating_sub(1)..(ox * 2 + 1).min(3) {
+                            m = m.max(x[((n * 2 + c) * 3 + y) * 3 + xx]);
+                        }
+                    }
+                    assert_eq!(pooled.data[((n * 2 + c) * 2 + oy) * 2 + ox], m);
+                    flat.push(m * [2.0, -1.0][c] - 1.0);
+                }
+            }
+        }
+        for j in 0..3 {
+            let want = [1., 2., 3.][j] + (0..8).map(|k| flat[k] * w[k * 3 + j]).sum::<f32>();
+            let g = got.data[n * 3 + j];
+            assert!((g - want).abs() < 1e-5, "sample {n} output {j}: {g} vs {want}");
+        }
+    }
+}
+
+/// Every truncation and a few thousand byte changes of a real model: the reader and the
+/// translation may refuse, never panic, and a cut file is never accepted.
+#[test]
+fn mutated_models_never_panic() {
+    let bytes = std::fs::read(fixture("onnx/tiny_resnet.onnx")).unwrap();
+    let dir = Path::new(".");
+    let attempt = |b: &[u8]| dgnam::onnx::proto::parse_model(b, dir).and_then(|m| dgnam::onnx::import(&m).map(|_| ()));
+    attempt(&bytes).unwrap();
+    for cut in 0..bytes.len() {
+        // A cut at a field boundary of the model itself can leave a well-formed prefix; the
+        // graph field comes before the opset, so such a prefix has no opset and is refused.
+        assert!(attempt(&bytes[..cut]).is_err(), "a model cut to {cut} bytes was accepted");
+    }
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for _ in 0..3000 {
+        let mut m = bytes.clone();
+        for _ in 0..1 + next() % 3 {
+            let at = (next() % m.len() as u64) as usize;
+            m[at] = next() as u8;
+        }
+        let _ = attempt(&m);
+    }
+}
+
+fn external_tensor(name: &str, dims: &[i64], location: &str, offset: usize) -> Vec<u8> {
+    let mut t = vec![];
+    for &d in dims {
+        put_varint(&mut t, 1, d as u64);
+    }
+    put_varint(&mut t, 2, 1);
+    put_bytes(&mut t, 8, name.as_bytes());
+    for (key, value) in [("location", location.to_string()), ("offset", offset.to_string())] {
+        let mut e = vec![];
+        put_bytes(&mut e, 1, key.as_bytes());
+        put_bytes(&mut e, 2, value.as_bytes());
+        put_bytes(&mut t, 13, &e);
+    }
+    put_varint(&mut t, 14, 1);
+    t
+}
+
+fn run_hand_model(dir: &Path, name: &str, bytes: &[u8], input: (&[usize], &[f32]), layer: &str) -> dgnam::tensor::Tensor {
+    let (path, out) = write_model(dir, name, bytes);
+    let o = convert(&path, &out, &[]);
+    assert!(o.status.success(), "{name}: {}", stderr(&o));
+    let x = dir.join(format!("{name}.x.npy"));
+    npy::write(&x, input.0, input.1).unwrap();
+    let o = forward(&out, &x, &[layer], &dir.join(name));
+    assert!(o.status.success(), "{name}: {}", stderr(&o));
+    npy::read(&dir.join(name).join(format!("{layer}.npy"))).unwrap()
+}
+
+/// Gemm with transB 0, alpha and beta; ConvTranspose; weights in an external data file.
+#[test]
+fn gemm_attributes_conv_transpose_and_external_data() {
+    let dir = scratch("onnx-gemm");
+    // y = 2 * x B + 0.5 * C, B 3x2 (transB 0).
+    let b = [1., 2., 3., 4., 5., 6.];
+    // B reaches the Gemm through an Identity, as exporters do with shared weights.
+    let shared = node("shared", "Identity", &["b"], &["b2"], &[]);
+    let attrs = [("alpha", Attr::Float(2.0)), ("beta", Attr::Float(0.5)), ("transB", Attr::Int(0))];
+    let gemm = node("g", "Gemm", &["x", "b2", "c"], &["y"], &attrs);
+    let bytes = model(13, ("x", &[2, 3]), "y", &[shared, gemm], &[tensor("b", &[3, 2], &b), tensor("c", &[2], &[10., 20.])]);
+    let x = [1., 0., -1., 0.5, 2., 1.];
+    let y = run_hand_model(&dir, "gemm", &bytes, (&[2, 3], &x), "y");
+    for n in 0..2 {
+        for j in 0..2 {
+            let want = 2.0 * (0..3).map(|k| x[n * 3 + k] * b[k * 2 + j]).sum::<f32>() + 0.5 * [10., 20.][j];
+            assert!((y.data[n * 2 + j] - want).abs() < 1e-5, "gemm [{n},{j}]: {} vs {want}", y.data[n * 2 + j]);
+        }
+    }
+
+    // ConvTranspose, kernel 2 stride 2, one channel: each input pixel becomes w * x.
+    let w = [1., -1., 0.5, 2.];
+    let deconv = node("d", "ConvTranspose", &["x", "w", "bias"], &["y"], &[("strides", Attr::Ints(vec![2, 2]))]);
+    let bytes = model(13, ("x", &[1, 1, 2, 2]), "y", &[deconv], &[tensor("w", &[1, 1, 2, 2], &w), tensor("bias", &[1], &[0.25])]);
+    let x = [1., 2., 3., 4.];
+    let y = run_hand_model(&dir, "deconv", &bytes, (&[1, 1, 2, 2], &x), "y");
+    assert_eq!(y.shape, vec![1, 1, 4, 4]);
+    for oy in 0..4 {
+        for ox in 0..4 {
+            let want = x[(oy / 2) * 2 + ox / 2] * w[(oy % 2) * 2 + ox % 2] + 0.25;
+            assert!((y.data[oy * 4 + ox] - want).abs() < 1e-6, "deconv ({oy},{ox})");
+        }
+    }
+
+    // The Conv weight lives at byte 8 of w.bin beside the model.
+    let w: Vec<f32> = (0..8).map(|i| i as f32 - 3.0).collect();
+    let mut file = vec![0u8; 8];
+    file.extend(w.iter().flat_map(|v| v.to_le_bytes()));
+    std::fs::write(dir.join("w.bin"), &file).unwrap();
+    let conv = node("c", "Conv", &["x", "w"], &["y"], &[]);
+    let bytes = model(13, ("x", &[1, 2, 2, 2]), "y", &[conv], &[external_tensor("w", &[1, 2, 2, 2], "w.bin", 8)]);
+    let x = [1., 1., 1., 1., 2., 2., 2., 2.];
+    let y = run_hand_model(&dir, "external", &bytes, (&[1, 2, 2, 2], &x), "y");
+    let want: f32 = w.iter().zip(&x).map(|(a, b)| a * b).sum();
+    assert_eq!((y.shape.clone(), y.data[0]), (vec![1, 1, 1, 1], want));
+
+    // A data file that is short, missing or outside the model's folder is refused.
+    for (name, location, offset, why) in [
+        ("short", "w.bin", 16, "lies outside"),
+        ("missing", "nowhere.bin", 0, "cannot open external data"),
+        ("escape", "../w.bin", 0, "must be a plain path beside the model"),
+    ] {
+        let conv = node("c", "Conv", &["x", "w"], &["y"], &[]);
+        let bytes = model(13, ("x", &[1, 2, 2, 2]), "y", &[conv], &[external_tensor("w", &[1, 2, 2, 2], location, offset)]);
+        let (path, out) = write_model(&dir, name, &bytes);
+        let err = refused(&convert(&path, &out, &[]), &out);
+        assert!(err.contains("tensor 'w'") && err.contains(why), "{name}: {err}");
+    }
+}
+
+/// A Reshape to a shape from a Constant node (int64): `[1, -1]` on a model declared with
+/// batch 1 keeps each sample's values together at batch 2, as Caffe's batch rule says.
+#[test]
+fn reshape_from_a_constant_node_runs_at_any_batch() {
+    let dir = scratch("onnx-reshape");
+    let mut shape = vec![];
+    put_varint(&mut shape, 1, 2);
+    put_varint(&mut shape, 2, 7);
+    for v in [1i64, -1] {
+        put_varint(&mut shape, 7, v as u64);
+    }
+    let nodes = [
+        node("k", "Constant", &[], &["shape"], &[("value", Attr::Tensor(shape))]),
+        node("r", "Reshape", &["x", "shape"], &["y"], &[]),
+        node("s", "Softmax", &["y"], &["p"], &[("axis", Attr::Int(1))]),
+    ];
+    let bytes = model(13, ("x", &[1, 2, 2, 2]), "p", &nodes, &[]);
+    let x: Vec<f32> = (0..16).map(|i| i as f32 / 4.0).collect();
+    let y = run_hand_model(&dir, "reshape", &bytes, (&[2, 2, 2, 2], &x), "y");
+    assert_eq!(y.shape, vec![2, 8]);
+    assert_eq!(y.data, x);
+    let probs = run_hand_model(&dir, "softmax", &bytes, (&[2, 2, 2, 2], &x), "p");
+    for n in 0..2 {
+        let row = &x[n * 8..n * 8 + 8];
+        let total: f32 = row.iter().map(|v| v.exp()).sum();
+        for (j, v) in row.iter().enumerate() {
+            assert!((probs.data[n * 8 + j] - v.exp() / total).abs() < 1e-6);
+        }
+    }
+}
