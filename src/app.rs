@@ -144,6 +144,9 @@ pub fn read_input(path: &Path, def: &NetDef, pre: &Preprocess) -> Result<Tensor>
 /// A weights file and an input for its net, preprocessed as the flags and the net say.
 fn open_with_input(net_path: &Path, input: &Path, pre: &PreprocessFlags) -> Result<(WeightsFile, Tensor)> {
     let file = open_weights(net_path)?;
+    if input.extension().and_then(|e| e.to_str()) != Some("npy") {
+        crate::io::require_caffe_space(&file, net_path, "preprocessing image files")?;
+    }
     let def = file.netdef()?;
     let pre = pre.resolve(def.inputs[0].shape.get(1).copied().unwrap_or(3));
     let x = read_input(input, &def, &pre)?;
@@ -264,6 +267,7 @@ pub fn synthesize(o: &SynthOptions, place: &Placement, progress: &dyn Progress) 
     o.check()?;
     let net_path = o.net.clone().unwrap_or_else(|| crate::io::default_path(crate::io::DEFAULT_NET));
     let clf_file = open_or_default(o.net.as_deref(), crate::io::DEFAULT_NET)?;
+    crate::io::require_caffe_space(&clf_file, &net_path, "synthesizing (the generator's images and the rendered PNGs are Caffe-space)")?;
     // The jobs this process runs, at most: no batch need be larger.
     let count = match &o.units {
         Units::List(l) => (l.len() * o.seed_list().len()).div_ceil(place.shard.map_or(1, |s| s.count)).max(1),
@@ -463,6 +467,9 @@ pub fn nearest(
 ) -> Result<crate::synth::nearest::NearestReport> {
     use crate::synth::nearest::nearest;
     let file = open_weights(&o.net)?;
+    if o.images.is_some() {
+        crate::io::require_caffe_space(&file, &o.net, "preprocessing image files")?;
+    }
     let channels = file.netdef()?.inputs.first().and_then(|i| i.shape.get(1).copied()).unwrap_or(3);
     let pre = pre.resolve(channels);
     // Batches of 16 codes: a few MB of activations even for CaffeNet.
@@ -535,6 +542,9 @@ pub fn act_range(
     precision: Precision,
 ) -> Result<(usize, usize)> {
     let file = open_weights(net_path)?;
+    if images.extension().and_then(|e| e.to_str()) != Some("npy") {
+        crate::io::require_caffe_space(&file, net_path, "preprocessing image files")?;
+    }
     match device {
         Device::Cuda => act_range_on(&Net::<Cuda>::from_weights(&file, 1, Cuda::new(precision)?)?, &file, layer, images, sigma, out),
         Device::Cpu | Device::Auto => act_range_on(&CpuNet::<f32>::from_weights(&file, 1, Cpu::new())?, &file, layer, images, sigma, out),

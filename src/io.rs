@@ -118,6 +118,22 @@ pub fn open_weights(path: &Path) -> Result<WeightsFile> {
     WeightsFile::open(path)
 }
 
+/// An error unless `file`'s net takes Caffe-space input (every Caffe model; ONNX models
+/// converted with `--input-space caffe`): `what` (reading image files, synthesizing
+/// through a generator's Caffe-space images) is not yet converted into other input spaces,
+/// and would give wrong numbers without an error.
+pub fn require_caffe_space(file: &WeightsFile, net: &Path, what: &str) -> Result<()> {
+    let space = file.header.input_space;
+    if space != crate::ir::InputSpace::Caffe {
+        bail!(
+            "{}: the net takes {} input, and {what} is only done for Caffe-space nets so far (docs/onnx.md); give inputs as .npy already in the net's space",
+            net.display(),
+            space.name()
+        );
+    }
+    Ok(())
+}
+
 /// The weights file given, else the default one (`DEFAULT_NET`, `DEFAULT_GENERATOR`).
 pub fn open_or_default(given: Option<&Path>, default: &str) -> Result<WeightsFile> {
     match given {

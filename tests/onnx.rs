@@ -617,3 +617,41 @@ fn reshape_from_a_constant_node_runs_at_any_batch() {
         }
     }
 }
+
+#[test]
+fn image_files_and_synthesis_on_a_torchvision_net_are_refused_not_miscomputed() {
+    // Image files are preprocessed the Caffe way, and synthesize's generator makes
+    // Caffe-space images: on a net that takes torchvision input both would give wrong
+    // numbers, so each is one clear error until the conversion exists. A .npy input runs.
+    let dir = scratch("onnx-space");
+    let net = dir.join("alexnet.dgnw");
+    assert!(convert(&fixture("onnx/tiny_alexnet.onnx"), &net, &[]).status.success());
+    let side = WeightsFile::open(&net).unwrap().netdef().unwrap().inputs[0].shape.clone();
+    let png = dir.join("x.png");
+    image::RgbImage::from_pixel(side[3] as u32, side[2] as u32, image::Rgb([120, 60, 30])).save(&png).unwrap();
+    let out = dir.join("out");
+    // A command's one error line (after the device note), nothing written.
+    let refused = |o: &Output| {
+        assert!(!o.status.success());
+        let err = stderr(o);
+        let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ")).collect();
+        assert_eq!(errors.len(), 1, "{err}");
+        assert!(!err.contains("panicked") && !out.exists(), "{err}");
+        errors[0].to_string()
+    };
+    let err = refused(&forward(&net, &png, &[], &out));
+    assert!(err.contains("takes torchvision input") && err.contains(".npy"), "{err}");
+    let o = Command::new(env!("CARGO_BIN_EXE_dgnam"))
+        .args(["synthesize", "--device", "cpu", "--generator", "none", "--units", "0", "--iters", "2", "--net"])
+        .arg(&net)
+        .arg("--out-dir")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = refused(&o);
+    assert!(err.contains("takes torchvision input") && err.contains("synthesizing"), "{err}");
+    let x = dir.join("x.npy");
+    npy::write(&x, &side, &vec![0.1f32; side.iter().product()]).unwrap();
+    let o = forward(&net, &x, &[], &out);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
