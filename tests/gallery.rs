@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{fixture, scratch};
+use common::{scratch, tiny_weight_files};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,14 +15,7 @@ fn s(p: &Path) -> &str {
 
 /// A finished folder: the tiny nets' five units x seeds 0 and 1, with GIFs.
 fn tiny_run(dir: &Path) -> PathBuf {
-    let (g, c) = (dir.join("gen.dgnw"), dir.join("clf.dgnw"));
-    for (proto, seed, out) in [("tiny/generator.prototxt", "21", &g), ("tiny/classifier.prototxt", "22", &c)] {
-        let r = Command::new(env!("CARGO_BIN_EXE_dgnam-convert"))
-            .args(["--prototxt", s(&fixture(proto)), "--random-weights", seed, "-o", s(out)])
-            .output()
-            .unwrap();
-        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-    }
+    let (g, c) = tiny_weight_files(dir);
     let out = dir.join("out");
     let r = Command::new(env!("CARGO_BIN_EXE_dgnam"))
         .args(["synthesize", "--generator", s(&g), "--net", s(&c), "--bounds", "none", "--lr", "1", "--iters", "6"])

@@ -4,26 +4,14 @@
 
 mod common;
 
-use common::{fixture, root, scratch};
+use common::{root, scratch, tiny_weight_files};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
-}
-
-fn tiny_weight_files(dir: &Path) -> (PathBuf, PathBuf) {
-    let (g, c) = (dir.join("gen.dgnw"), dir.join("clf.dgnw"));
-    for (proto, seed, out) in [("tiny/generator.prototxt", "21", &g), ("tiny/classifier.prototxt", "22", &c)] {
-        let r = Command::new(env!("CARGO_BIN_EXE_dgnam-convert"))
-            .args(["--prototxt", s(&fixture(proto)), "--random-weights", seed, "-o", s(out)])
-            .output()
-            .unwrap();
-        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-    }
-    (g, c)
 }
 
 /// The flags every run here shares: the tiny nets, 6 iterations, frames every 2 (GIFs).

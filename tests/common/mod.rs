@@ -116,3 +116,20 @@ pub fn rel_err(a: &[f32], b: &[f32]) -> f64 {
     let diff = a.iter().zip(b).fold(0f64, |m, (&x, &y)| m.max((x as f64 - y as f64).abs()));
     diff / scale.max(1e-30)
 }
+
+/// The tiny test nets (tests/fixtures/tiny) converted with seeded random weights into
+/// `dir`: (generator, classifier).
+pub fn tiny_weight_files(dir: &Path) -> (PathBuf, PathBuf) {
+    let (g, c) = (dir.join("gen.dgnw"), dir.join("clf.dgnw"));
+    for (proto, seed, out) in [("tiny/generator.prototxt", "21", &g), ("tiny/classifier.prototxt", "22", &c)] {
+        let r = std::process::Command::new(env!("CARGO_BIN_EXE_dgnam-convert"))
+            .arg("--prototxt")
+            .arg(fixture(proto))
+            .args(["--random-weights", seed, "-o"])
+            .arg(out)
+            .output()
+            .unwrap();
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    }
+    (g, c)
+}

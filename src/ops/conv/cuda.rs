@@ -123,10 +123,15 @@ impl Cuda {
         .map(|v| v as i32)
     }
 
-    fn im2col(&self, g: &ConvGeom, x: &CudaView<f32>, images: usize, col: &mut CudaViewMut<f32>) -> Result<()> {
-        let eligible = column_versions(g, images);
+    /// The version of a column kernel to run for `images` images of `g` (`tune::Tuner`);
+    /// `measure(version)` times one on the device when the choice is not known yet.
+    fn column_version(&self, v: &Versions, g: &ConvGeom, images: usize, measure: &mut dyn FnMut(usize) -> Result<f64>) -> Result<usize> {
         let shape = format!("{images} images {g:?}");
-        let version = self.tuner.borrow_mut().choose(&IM2COL, eligible, source_hash(), &shape, &mut |v| {
+        self.tuner.borrow_mut().choose(v, column_versions(g, images), source_hash(), &shape, measure)
+    }
+
+    fn im2col(&self, g: &ConvGeom, x: &CudaView<f32>, images: usize, col: &mut CudaViewMut<f32>) -> Result<()> {
+        let version = self.column_version(&IM2COL, g, images, &mut |v| {
             // im2col overwrites every column: timing it on the real buffer changes nothing.
             self.time_runs(|| self.im2col_version(v, g, x, images, col))
         })?;
@@ -143,9 +148,7 @@ impl Cuda {
     }
 
     fn col2im(&self, g: &ConvGeom, col: &CudaView<f32>, images: usize, accumulate: bool, x: &mut CudaViewMut<f32>) -> Result<()> {
-        let eligible = column_versions(g, images);
-        let shape = format!("{images} images {g:?}");
-        let version = self.tuner.borrow_mut().choose(&COL2IM, eligible, source_hash(), &shape, &mut |v| {
+        let version = self.column_version(&COL2IM, g, images, &mut |v| {
             // Timed into a scratch image, overwriting: the real one may be accumulating.
             let mut tmp = self.stream.alloc_zeros::<f32>(x.len().max(1)).map_err(crate::device::cuda::driver_err("allocation"))?;
             self.time_runs(|| self.col2im_version(v, g, col, images, false, &mut tmp.slice_mut(..)))
