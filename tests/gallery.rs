@@ -82,7 +82,7 @@ fn run_in_chromium(dir: &Path, page: &Path, check: &str) -> Value {
     std::fs::write(&probe, html.replace("</body>", &script)).unwrap();
     let url = format!("file://{}", probe.canonicalize().unwrap().display());
     let r = Command::new("chromium")
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000", "--window-size=1280,900"])
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=60000", "--window-size=1280,900"])
         .arg(format!("--user-data-dir={}", dir.join("chromium-profile").display()))
         .args(["--dump-dom", &url])
         .output()
@@ -95,11 +95,16 @@ fn run_in_chromium(dir: &Path, page: &Path, check: &str) -> Value {
 }
 
 /// Waits until every image has been given its source (the grid's thumbnails get theirs when
-/// they come into view; all ten do at this window size) and has loaded, then counts them.
-const IMAGES: &str = "const imgs=[...document.images];\
-    for(let k=0;k<100&&imgs.some(i=>!i.getAttribute('src'));k++)await new Promise(res=>setTimeout(res,50));\
-    await Promise.all(imgs.map(i=>i.complete?0:new Promise(res=>{i.onload=i.onerror=res;})));\
-    r.images=imgs.length;r.loaded=imgs.filter(i=>i.complete&&i.naturalWidth>0).length;";
+/// they come into view; all ten do at this window size) and has decoded, then counts them.
+/// It polls `naturalWidth` rather than trusting `complete`: Chromium reports a lazy image
+/// whose fetch is still deferred as complete, and on a loaded CI machine that is where the
+/// check used to look (`loaded` 0 of 10). An image that failed is counted in `broken`.
+const IMAGES: &str = "const imgs=[...document.images];const bad=new Set();\
+    imgs.forEach(i=>i.addEventListener('error',()=>bad.add(i)));\
+    for(let k=0;k<200&&imgs.some(i=>!i.getAttribute('src'));k++)await new Promise(res=>setTimeout(res,50));\
+    for(let k=0;k<200&&imgs.some(i=>!(i.naturalWidth>0)&&!bad.has(i));k++)await new Promise(res=>setTimeout(res,50));\
+    r.images=imgs.length;r.loaded=imgs.filter(i=>i.naturalWidth>0).length;\
+    r.broken=imgs.filter(i=>bad.has(i)).map(i=>i.getAttribute('src'));";
 
 /// In a tall grid only the thumbnails near the window are fetched.
 const LAZY: &str = "const imgs=[...document.images];await new Promise(res=>setTimeout(res,500));\

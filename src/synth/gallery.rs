@@ -245,7 +245,9 @@ font-family:ui-monospace,monospace;font-size:12px;overflow-wrap:anywhere}th{back
 
 /// The thumbnails and the filter box. A thumbnail gets its `src` when its card comes within
 /// 800 pixels of the window (an IntersectionObserver: `loading="lazy"` alone is not
-/// honoured everywhere, headless Chromium fetches all 10 000). The filter: a number
+/// honoured everywhere, headless Chromium fetches all 10 000). Those already that near when
+/// the script runs get theirs at once, measured from the layout: the observer's first
+/// callback waits for a rendered frame, which a busy or headless browser may be slow to make. The filter: a number
 /// matches that unit (or a pair holding it), anything else the labels containing it
 /// (case-insensitive). It only hides cards, so it is quick at 10 000.
 const FILTER: &str = "(function(){var box=document.getElementById('filter'),count=document.getElementById('count');\
@@ -253,7 +255,8 @@ var cards=Array.prototype.slice.call(document.querySelectorAll('.card'));\
 var show=function(i){i.src=i.getAttribute('data-src');};\
 var io='IntersectionObserver' in window?new IntersectionObserver(function(es){es.forEach(function(e){\
 if(e.isIntersecting){show(e.target);io.unobserve(e.target);}});},{rootMargin:'800px'}):null;\
-cards.forEach(function(c){var i=c.querySelector('img');if(io)io.observe(i);else show(i);});\
+var near=function(i){var b=i.getBoundingClientRect();return b.bottom>=-800&&b.top<=window.innerHeight+800;};\
+cards.forEach(function(c){var i=c.querySelector('img');if(!io||near(i))show(i);else io.observe(i);});\
 function apply(){var q=box.value.trim().toLowerCase(),shown=0;cards.forEach(function(c){\
 var ok=q===''||(/^[0-9]+$/.test(q)?c.dataset.unit.split('+').indexOf(q)>=0:\
 c.dataset.label.toLowerCase().indexOf(q)>=0||c.dataset.unit===q);c.hidden=!ok;if(ok)shown++;});\
