@@ -378,3 +378,28 @@ fn weights_file_mutants() {
     check_all("lenet.dgnw", huge, weights_to_net);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The ONNX reader and translation, as `fuzz/fuzz_targets/onnx.rs` runs them: decode,
+/// translate into the engine's layers, write the prototxt text that goes into the .dgnw,
+/// read it back (it must read back unchanged), plan it.
+fn onnx_to_plan(bytes: &[u8]) {
+    let Ok(model) = dgnam::onnx::proto::parse_model(bytes, std::path::Path::new("/nonexistent")) else { return };
+    let Ok(imported) = dgnam::onnx::import(&model) else { return };
+    let text = dgnam::caffe::write::netdef_to_prototxt(&imported.def);
+    let def = netdef::parse_netdef(&text).expect("a translated net reads back");
+    assert_eq!(def, imported.def, "a translated net reads back unchanged");
+    if let Ok(plan) = Plan::new(&def, 1) {
+        check_plan_limits(&plan);
+    }
+}
+
+#[test]
+fn onnx_mutants() {
+    for (name, n, seed) in [("onnx/tiny_alexnet.onnx", 600, 11), ("onnx/tiny_resnet_opset9.onnx", 600, 12), ("torchvision/squeezenet1_1.onnx", 150, 13)] {
+        let bytes = read(fixture(name));
+        let model = dgnam::onnx::proto::parse_model(&bytes, std::path::Path::new("/nonexistent")).unwrap();
+        dgnam::onnx::import(&model).unwrap_or_else(|e| panic!("{name}: the unmutated model does not import: {e:#}"));
+        let mutants = generic_mutants(&bytes, n, seed).chain(huge_varint_mutants(&bytes, 150));
+        check_all(name, mutants, onnx_to_plan);
+    }
+}
