@@ -395,7 +395,9 @@ fn onnx_to_plan(bytes: &[u8]) {
 
 #[test]
 fn onnx_mutants() {
-    for (name, n, seed) in [("onnx/tiny_alexnet.onnx", 600, 11), ("onnx/tiny_resnet_opset9.onnx", 600, 12), ("torchvision/squeezenet1_1.onnx", 150, 13)] {
+    for (name, n, seed) in
+        [("onnx/tiny_alexnet.onnx", 600, 11), ("onnx/tiny_resnet_opset9.onnx", 600, 12), ("torchvision/squeezenet1_1.onnx", 150, 13)]
+    {
         let bytes = read(fixture(name));
         let model = dgnam::onnx::proto::parse_model(&bytes, std::path::Path::new("/nonexistent")).unwrap();
         dgnam::onnx::import(&model).unwrap_or_else(|e| panic!("{name}: the unmutated model does not import: {e:#}"));

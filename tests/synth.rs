@@ -726,3 +726,38 @@ fn default_bounds_fall_back_to_2x_and_say_which_file() {
     assert_eq!(r.status.code(), Some(1), "{err}");
     assert!(err.contains("9216 bounds given for a code of 16"), "{err}");
 }
+
+/// The files are written by a background thread while the next batch computes: a write
+/// that fails (here a directory stands where unit 2's PNG goes) still ends the run with
+/// one error line naming the file, the batches before it stay written and listed, and
+/// nothing after it is written.
+#[test]
+fn a_failed_write_ends_the_run_cleanly_and_keeps_the_batches_before_it() {
+    let dir = scratch("synth-write-error");
+    let (g, c) = tiny_weight_files(&dir);
+    let out = dir.join("out");
+    std::fs::create_dir_all(out.join("fc8_0002.png")).unwrap();
+    let r = synthesize(&g, &c, &out, &["--units", "all", "--batch", "1"]);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(!r.status.success(), "the run succeeded: {err}");
+    let errors: Vec<&str> = err.lines().filter(|l| !l.starts_with("device: ")).collect();
+    assert_eq!(errors.len(), 1, "not one error line: {err}");
+    assert!(errors[0].starts_with("error: cannot write ") && errors[0].contains("fc8_0002.png") && !err.contains("panicked"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(&out).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().contains(".tmp")).collect();
+    assert!(left.is_empty(), "temporary files left behind: {left:?}");
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let listed: Vec<i64> = summary["units"].as_array().unwrap().iter().map(|u| u["unit"].as_i64().unwrap()).collect();
+    assert_eq!(listed, vec![0, 1]);
+    for stem in ["fc8_0000", "fc8_0001"] {
+        assert!(out.join(format!("{stem}.code.npy")).exists(), "{stem}");
+    }
+    for stem in ["fc8_0003", "fc8_0004"] {
+        assert!(!out.join(format!("{stem}.png")).exists(), "{stem} was written after the failure");
+    }
+    assert!(!out.join("index.html").exists());
+    // With the obstacle gone, a rerun finishes the other three.
+    std::fs::remove_dir(out.join("fc8_0002.png")).unwrap();
+    let r = synthesize(&g, &c, &out, &["--units", "all", "--batch", "1"]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(String::from_utf8_lossy(&r.stdout).contains("3 units done, 2 already there"), "{}", String::from_utf8_lossy(&r.stdout));
+}

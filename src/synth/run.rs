@@ -1,5 +1,6 @@
 //! `dgnam synthesize`: units in batches through the DGN-AM loop, every output written as
-//! soon as its batch is done (atomically), so an interrupted run resumes where it stopped.
+//! soon as its batch is done (atomically, by a writer thread while the next batch
+//! computes), so an interrupted run resumes where it stopped.
 
 use super::dgn::{BatchResult, Dgn, Objective, Schedule};
 use super::field::{receptive_field, Field};
@@ -371,26 +372,61 @@ fn synthesize_with(
     let clf_in = &plan.blobs[plan.inputs[0]].shape;
     let chw = [clf_in[1], clf_in[2], clf_in[3]];
     progress.start((todo.len() * prep.schedule.iters) as u64, "iterations");
-    for chunk in todo.chunks(batch) {
-        let batch_started = Instant::now();
-        // A short last batch is padded by repeating its last unit; the copies are dropped.
-        let padded: Vec<&Job> = (0..batch).map(|i| chunk[i.min(chunk.len() - 1)]).collect();
-        let first = report.done + report.skipped;
-        progress.status(&format!("units {}..{} of {}", first + 1, first + chunk.len(), jobs.len()));
-        let result = engine(&padded, &mut || progress.advance(chunk.len() as u64))?;
-        let seconds = batch_started.elapsed().as_secs_f64() / chunk.len() as f64;
-        for (n, job) in chunk.iter().enumerate() {
-            if let Some(why) = &result.failed[n] {
-                progress.message(&format!("unit {} skipped: {why}", job.stem));
-                report.failed.push((job.stem.clone(), why.clone()));
-                continue;
+    // The files are written by a thread of their own while the engine runs the next batch
+    // (PNG and GIF encoding would otherwise hold the device idle between batches). At most
+    // one finished batch waits for it. The summary is rewritten after each batch's files,
+    // in batch order, as before; the first error of either side ends the run.
+    let (to_writer, batches) = std::sync::mpsc::sync_channel::<(&[&Job], BatchResult<f32>, f64)>(1);
+    let written = std::thread::scope(|scope| -> Result<BTreeMap<String, Value>> {
+        let summary = &summary;
+        let summary_path = &summary_path;
+        let writer = scope.spawn(move || -> Result<BTreeMap<String, Value>> {
+            for (chunk, result, seconds) in batches {
+                for (n, job) in chunk.iter().enumerate() {
+                    if result.failed[n].is_none() {
+                        let entry = write_unit(opts, prep, job, &result, n, chw, field, seconds)?;
+                        entries.insert(job.stem.clone(), entry);
+                    }
+                }
+                folder::write_doc(summary_path, &summary(&entries))?;
             }
-            let entry = write_unit(opts, prep, job, &result, n, chw, field, seconds)?;
-            entries.insert(job.stem.clone(), entry);
-            report.done += 1;
+            Ok(entries)
+        });
+        let mut computed = Ok(());
+        for chunk in todo.chunks(batch) {
+            let batch_started = Instant::now();
+            // A short last batch is padded by repeating its last unit; the copies are dropped.
+            let padded: Vec<&Job> = (0..batch).map(|i| chunk[i.min(chunk.len() - 1)]).collect();
+            let first = report.done + report.failed.len() + report.skipped;
+            progress.status(&format!("units {}..{} of {}", first + 1, first + chunk.len(), jobs.len()));
+            let result = match engine(&padded, &mut || progress.advance(chunk.len() as u64)) {
+                Ok(r) => r,
+                Err(e) => {
+                    computed = Err(e);
+                    break;
+                }
+            };
+            let seconds = batch_started.elapsed().as_secs_f64() / chunk.len() as f64;
+            for (n, job) in chunk.iter().enumerate() {
+                match &result.failed[n] {
+                    Some(why) => {
+                        progress.message(&format!("unit {} skipped: {why}", job.stem));
+                        report.failed.push((job.stem.clone(), why.clone()));
+                    }
+                    None => report.done += 1,
+                }
+            }
+            if to_writer.send((chunk, result, seconds)).is_err() {
+                break; // the writer stopped on an error, which join returns
+            }
         }
-        folder::write_doc(&summary_path, &summary(&entries))?;
-    }
+        drop(to_writer);
+        // The batches finished before an engine error are still written (a rerun resumes
+        // after them); a write error comes first, it happened first.
+        let written = writer.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+        computed.map(|()| written)
+    })?;
+    let entries = written;
     progress.finish();
     let doc = summary(&entries);
     if prep.shard.is_some() {
