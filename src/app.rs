@@ -284,7 +284,11 @@ pub fn synthesize(o: &SynthOptions, place: &Placement, progress: &dyn Progress) 
     let labels = run::labels_for(o.labels.as_deref(), unit_count)?;
     let schedule = o.schedule(default_lr(&clf_plan.name));
     if o.pixel_space() {
-        crate::io::require_caffe_space(&clf_file, &net_path, "pixel-space synthesis (--generator none: its priors and images are Caffe-space)")?;
+        crate::io::require_caffe_space(
+            &clf_file,
+            &net_path,
+            "pixel-space synthesis (--generator none: its priors and images are Caffe-space)",
+        )?;
         ensure!(
             o.init_code.is_none() && o.init_image.is_none(),
             "--generator none starts from noise: --init-code and --init-image need a generator"
@@ -554,7 +558,9 @@ pub fn act_range(
     };
     match device {
         Device::Cuda => act_range_on(&Net::<Cuda>::from_weights(&file, 1, Cuda::new(precision)?)?, &file, &pre, layer, images, sigma, out),
-        Device::Cpu | Device::Auto => act_range_on(&CpuNet::<f32>::from_weights(&file, 1, Cpu::new())?, &file, &pre, layer, images, sigma, out),
+        Device::Cpu | Device::Auto => {
+            act_range_on(&CpuNet::<f32>::from_weights(&file, 1, Cpu::new())?, &file, &pre, layer, images, sigma, out)
+        }
     }
 }
 

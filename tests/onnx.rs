@@ -678,7 +678,10 @@ fn image_files_on_a_torchvision_net_are_read_in_its_space() {
         image::RgbImage::from_pixel(2 * w as u32 + 3, h as u32 + 7, image::Rgb(*c)).save(big.join(format!("{i}.png"))).unwrap();
     }
     let grad = dir.join("grad.npy");
-    let o = dgnam(&["backward", "--device", "cpu", "--layer", "logits", "--unit", "1"], &[("--net", &net), ("--input", &big.join("0.png")), ("--out", &grad)]);
+    let o = dgnam(
+        &["backward", "--device", "cpu", "--layer", "logits", "--unit", "1"],
+        &[("--net", &net), ("--input", &big.join("0.png")), ("--out", &grad)],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(npy::read(&grad).unwrap().shape, side);
     let bounds = dir.join("bounds.txt");

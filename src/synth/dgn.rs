@@ -133,7 +133,13 @@ impl<'n, B: DgnKernels> Dgn<'n, B> {
     /// `new` for a classifier whose input is in `space` (its weights file's record): the
     /// generator's Caffe-space images are fitted to its input size and converted
     /// (`synth::view`).
-    pub fn in_space(generator: &'n Net<B>, classifier: &'n Net<B>, blob: BlobId, bounds: Option<&[f32]>, space: InputSpace) -> Result<Self> {
+    pub fn in_space(
+        generator: &'n Net<B>,
+        classifier: &'n Net<B>,
+        blob: BlobId,
+        bounds: Option<&[f32]>,
+        space: InputSpace,
+    ) -> Result<Self> {
         let batch = generator.plan.batch;
         ensure!(classifier.plan.batch == batch, "generator and classifier must run at the same batch size");
         let gen_in = &generator.plan.blobs[generator.plan.inputs[0]];

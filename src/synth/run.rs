@@ -13,8 +13,8 @@ use super::render;
 use super::shard::Shard;
 use super::view::to_caffe;
 use crate::graph::{unit_offset, BlobId, CpuNet, Net, Plan, UnitRef};
-use crate::ir::InputSpace;
 use crate::io::{default_path, Progress, IMAGENET_LABELS, PLACES_LABELS};
+use crate::ir::InputSpace;
 use crate::npy;
 use crate::real::Real;
 use crate::rng::Rng;
@@ -252,7 +252,11 @@ pub fn synthesize_pixels(
     progress: &dyn Progress,
 ) -> Result<Report> {
     ensure!(prep.init == Init::Random, "--generator none starts from noise: --init-code and --init-image need a generator");
-    ensure!(prep.space == InputSpace::Caffe, "--generator none: pixel-space priors are Caffe-space, the net takes {} input", prep.space.name());
+    ensure!(
+        prep.space == InputSpace::Caffe,
+        "--generator none: pixel-space priors are Caffe-space, the net takes {} input",
+        prep.space.name()
+    );
     let objective_blob = objective_blob(&classifier.plan, opts)?;
     ensure!(!opts.prob(), "--generator none maximizes activations; --objective prob needs a generator");
     let input = classifier.plan.inputs[0];
@@ -462,7 +466,8 @@ fn write_unit(
     let gif = if r.frames.is_empty() {
         None
     } else {
-        let frames: Vec<_> = r.frames.iter().map(|f| render::to_rgb(&to_caffe(prep.space, &f[n]), chw[0], chw[1], chw[2], opts.render)).collect();
+        let frames: Vec<_> =
+            r.frames.iter().map(|f| render::to_rgb(&to_caffe(prep.space, &f[n]), chw[0], chw[1], chw[2], opts.render)).collect();
         let p = dir.join(format!("{stem}.gif"));
         render::write_gif(&p, &frames, 100)?;
         Some(p)

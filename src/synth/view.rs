@@ -202,7 +202,9 @@ mod tests {
     #[test]
     fn the_views_backward_is_the_gradient_of_its_forward() {
         let cpu = Cpu::<f64>::new();
-        for (input, space) in [([2, 3, 5, 4], InputSpace::Torchvision), ([2, 3, 9, 11], InputSpace::Torchvision), ([2, 3, 9, 11], InputSpace::Caffe)] {
+        for (input, space) in
+            [([2, 3, 5, 4], InputSpace::Torchvision), ([2, 3, 9, 11], InputSpace::Torchvision), ([2, 3, 9, 11], InputSpace::Caffe)]
+        {
             let image_shape = [2, 3, 7, 8];
             let mut view = View::new(&cpu, image_shape, &input, space).unwrap();
             let mut rng = crate::rng::Rng::new(5);
