@@ -245,6 +245,15 @@ impl<T: Real> DgnKernels for Cpu<'_, T> {
 
 type Buf = CudaSlice<f32>;
 
+/// `n` as the 32-bit index of the kernels that take one (their 64-bit division would spill
+/// registers): under 2^30, so a grid-stride step past it cannot overflow.
+fn small_index(n: usize, kernel: &str) -> Result<i32> {
+    if n >= 1 << 30 {
+        bail!("{kernel}: {n} values are more than one launch indexes (2^30); use a smaller batch");
+    }
+    Ok(n as i32)
+}
+
 impl Cuda {
     fn crop_launch(&self, big: &Buf, small: &Buf, s: [usize; 4], offset: [usize; 2], hw: [usize; 2], backward: bool) -> Result<()> {
         if small.is_empty() {
@@ -261,9 +270,9 @@ impl Cuda {
         let [p0, p1, p2] = map.perm.map(|p| p as i32);
         let [a0, a1, a2] = map.scale.map(|v| v as f32);
         let [b0, b1, b2] = map.bias.map(|v| v as f32);
-        let plane = (s[2] * s[3]) as i64;
+        let (n, plane) = (small_index(y.len(), "channel_affine")?, (s[2] * s[3]) as i32);
         launch!(self, SOURCE, "channel_affine", grid_for(y.len());
-            x, y, &(y.len() as i64), &plane, &p0, &p1, &p2, &a0, &a1, &a2, &b0, &b1, &b2, &(backward as i32))
+            x, y, &n, &plane, &p0, &p1, &p2, &a0, &a1, &a2, &b0, &b1, &b2, &(backward as i32))
     }
 }
 
@@ -287,7 +296,8 @@ impl DgnKernels for Cuda {
     fn resize_backward(&self, dy: &Buf, s: [usize; 4], hw: [usize; 2], dx: &mut Buf) -> Result<()> {
         check_resize(dx.len(), s, hw, dy.len())?;
         let ([ih, iw, oh, ow], n) = ([s[2], s[3], hw[0], hw[1]].map(|v| v as i32), dx.len());
-        launch!(self, SOURCE, "resize_bilinear_backward", grid_for(n); dy, &mut *dx, &(n as i64), &ih, &iw, &oh, &ow)
+        let n = small_index(n, "resize_bilinear_backward")?;
+        launch!(self, SOURCE, "resize_bilinear_backward", grid_for(n as usize); dy, &mut *dx, &n, &ih, &iw, &oh, &ow)
     }
 
     fn channel_affine(&self, src: &Buf, s: [usize; 4], map: &ChannelAffine, dst: &mut Buf) -> Result<()> {

@@ -515,10 +515,11 @@ void test_crop(int N, int C, int H, int W, int dh, int dw, int oy, int ox) {
     }
 }
 
-// One axis of a bilinear resize, in double: the weight output o gives input i (half-pixel
-// centres, the source coordinate clamped at 0, the last input repeated past the end).
+// One axis of a bilinear resize: the weight output o gives input i (half-pixel centres, the
+// source coordinate clamped at 0, the last input repeated past the end). The coordinate is
+// f32 by definition (src/synth/kernels.rs bilinear_tap); the weights are then exact.
 double bilinear_axis(int o, int i, int in, int out) {
-    double s = std::max(0.0, (o + 0.5) * in / out - 0.5);
+    double s = std::max(0.0f, ((float)o + 0.5f) * ((float)in / (float)out) - 0.5f);
     int i0 = std::min((int)s, in - 1), i1 = std::min(i0 + 1, in - 1);
     double w1 = s - i0;
     return (i0 == i ? 1 - w1 : 0) + (i1 == i ? w1 : 0);
@@ -552,7 +553,7 @@ void test_resize(int N, int C, int H, int W, int oh, int ow) {
                 w[(p * H + i) * W + j] += t; m[(p * H + i) * W + j] += std::fabs(t);
             }
         }
-        LAUNCH(resize_bilinear_backward, d3(2), d3(256), (const float*)dy.data(), dx.data(), (long long)nb, H, W, oh, ow);
+        LAUNCH(resize_bilinear_backward, d3(2), d3(256), (const float*)dy.data(), dx.data(), (int)nb, H, W, oh, ow);
         check(g + " backward " + start_name(s), dx, w, m);
     }
 }
@@ -570,7 +571,7 @@ void test_affine(int N, int plane) {
     }
     std::string g = fmt("channel_affine %dx3x%d", N, plane);
     Vf y = nans(n);
-    LAUNCH(channel_affine, d3(2), d3(256), x.data(), y.data(), (long long)n, (long long)plane, p[0], p[1], p[2], a[0], a[1], a[2], b[0], b[1], b[2], 0);
+    LAUNCH(channel_affine, d3(2), d3(256), x.data(), y.data(), (int)n, plane, p[0], p[1], p[2], a[0], a[1], a[2], b[0], b[1], b[2], 0);
     check(g, y, want, mag);
     for (auto& s : starts(n)) {
         Vf dx = s; Vd w = dbl(s), m = absd(s);
@@ -579,7 +580,7 @@ void test_affine(int N, int plane) {
             double t = (double)a[c] * dy[i];
             w[j] += t; m[j] += std::fabs(t);
         }
-        LAUNCH(channel_affine, d3(2), d3(256), dx.data(), dy.data(), (long long)n, (long long)plane, p[0], p[1], p[2], a[0], a[1], a[2], b[0], b[1], b[2], 1);
+        LAUNCH(channel_affine, d3(2), d3(256), dx.data(), dy.data(), (int)n, plane, p[0], p[1], p[2], a[0], a[1], a[2], b[0], b[1], b[2], 1);
         check(g + " backward " + start_name(s), dx, w, m);
     }
 }
