@@ -144,11 +144,13 @@ pub fn read_input(path: &Path, def: &NetDef, pre: &Preprocess) -> Result<Tensor>
 /// A weights file and an input for its net, preprocessed as the flags and the net say.
 fn open_with_input(net_path: &Path, input: &Path, pre: &PreprocessFlags) -> Result<(WeightsFile, Tensor)> {
     let file = open_weights(net_path)?;
-    if input.extension().and_then(|e| e.to_str()) != Some("npy") {
-        crate::io::require_caffe_space(&file, net_path, "preprocessing image files")?;
-    }
     let def = file.netdef()?;
-    let pre = pre.resolve(def.inputs[0].shape.get(1).copied().unwrap_or(3));
+    let channels = def.inputs[0].shape.get(1).copied().unwrap_or(3);
+    let pre = if input.extension().and_then(|e| e.to_str()) == Some("npy") {
+        pre.resolve(channels)
+    } else {
+        pre.resolve_in(file.header.input_space, channels).with_context(|| format!("{}", net_path.display()))?
+    };
     let x = read_input(input, &def, &pre)?;
     Ok((file, x))
 }
@@ -267,7 +269,7 @@ pub fn synthesize(o: &SynthOptions, place: &Placement, progress: &dyn Progress) 
     o.check()?;
     let net_path = o.net.clone().unwrap_or_else(|| crate::io::default_path(crate::io::DEFAULT_NET));
     let clf_file = open_or_default(o.net.as_deref(), crate::io::DEFAULT_NET)?;
-    crate::io::require_caffe_space(&clf_file, &net_path, "synthesizing (the generator's images and the rendered PNGs are Caffe-space)")?;
+    let space = clf_file.header.input_space;
     // The jobs this process runs, at most: no batch need be larger.
     let count = match &o.units {
         Units::List(l) => (l.len() * o.seed_list().len()).div_ceil(place.shard.map_or(1, |s| s.count)).max(1),
@@ -282,6 +284,11 @@ pub fn synthesize(o: &SynthOptions, place: &Placement, progress: &dyn Progress) 
     let labels = run::labels_for(o.labels.as_deref(), unit_count)?;
     let schedule = o.schedule(default_lr(&clf_plan.name));
     if o.pixel_space() {
+        crate::io::require_caffe_space(
+            &clf_file,
+            &net_path,
+            "pixel-space synthesis (--generator none: its priors and images are Caffe-space)",
+        )?;
         ensure!(
             o.init_code.is_none() && o.init_image.is_none(),
             "--generator none starts from noise: --init-code and --init-image need a generator"
@@ -290,7 +297,7 @@ pub fn synthesize(o: &SynthOptions, place: &Placement, progress: &dyn Progress) 
         let classifier = CpuNet::<f32>::from_weights(&clf_file, batch, Cpu::new())?;
         let files = [("net_sha256", Some(net_path.as_path())), ("generator_sha256", None), ("bounds_sha256", None)];
         let manifest = manifest::describe(o.to_json(), &files, "cpu", &precision.to_string())?;
-        let prep = Prepared { schedule, bounds: None, init: Init::Random, labels, shard: place.shard, manifest };
+        let prep = Prepared { schedule, bounds: None, init: Init::Random, labels, shard: place.shard, manifest, space };
         return run::synthesize_pixels(&classifier, o, &prep, &crate::synth::pixel::PixelPriors::for_channels(channels), progress);
     }
     let gen_path = o.generator.clone().unwrap_or_else(|| crate::io::default_path(crate::io::DEFAULT_GENERATOR));
@@ -330,7 +337,8 @@ pub fn synthesize(o: &SynthOptions, place: &Placement, progress: &dyn Progress) 
                     "--init-image: no layer of the classifier has the generator's {code_len} code values; name one with --encoder-layer"
                 )
             })?;
-            let x = read_input(p, &clf_def, &Preprocess::default_for(3))?;
+            let pre = Preprocess::for_space(space, 3).with_context(|| format!("{}", net_path.display()))?;
+            let x = read_input(p, &clf_def, &pre)?;
             ensure!(x.shape[0] == 1, "{}: --init-image takes one image", p.display());
             let encoder = CpuNet::<f32>::from_weights(&clf_file, 1, Cpu::new())?;
             Init::Codes(vec![run::encode_image(&encoder, &x.data, layer)?])
@@ -343,7 +351,7 @@ pub fn synthesize(o: &SynthOptions, place: &Placement, progress: &dyn Progress) 
         ("bounds_sha256", bounds_path.as_deref()),
     ];
     let manifest = manifest::describe(o.to_json(), &files, &place.describe(), &precision.to_string())?;
-    let prep = Prepared { schedule, bounds, init, labels, shard: place.shard, manifest };
+    let prep = Prepared { schedule, bounds, init, labels, shard: place.shard, manifest, space };
     if device == Device::Cuda {
         // Finished units are on disk after every batch, so a retry at a smaller batch
         // only redoes the batch that did not fit.
@@ -467,11 +475,11 @@ pub fn nearest(
 ) -> Result<crate::synth::nearest::NearestReport> {
     use crate::synth::nearest::nearest;
     let file = open_weights(&o.net)?;
-    if o.images.is_some() {
-        crate::io::require_caffe_space(&file, &o.net, "preprocessing image files")?;
-    }
     let channels = file.netdef()?.inputs.first().and_then(|i| i.shape.get(1).copied()).unwrap_or(3);
-    let pre = pre.resolve(channels);
+    let pre = match o.images {
+        Some(_) => pre.resolve_in(file.header.input_space, channels).with_context(|| format!("{}", o.net.display()))?,
+        None => pre.resolve(channels),
+    };
     // Batches of 16 codes: a few MB of activations even for CaffeNet.
     let batch = 16;
     match device {
@@ -542,18 +550,24 @@ pub fn act_range(
     precision: Precision,
 ) -> Result<(usize, usize)> {
     let file = open_weights(net_path)?;
-    if images.extension().and_then(|e| e.to_str()) != Some("npy") {
-        crate::io::require_caffe_space(&file, net_path, "preprocessing image files")?;
-    }
+    let channels = file.netdef()?.inputs.first().and_then(|i| i.shape.get(1).copied()).unwrap_or(3);
+    let pre = if images.extension().and_then(|e| e.to_str()) == Some("npy") {
+        Preprocess::default_for(channels)
+    } else {
+        Preprocess::for_space(file.header.input_space, channels).with_context(|| format!("{}", net_path.display()))?
+    };
     match device {
-        Device::Cuda => act_range_on(&Net::<Cuda>::from_weights(&file, 1, Cuda::new(precision)?)?, &file, layer, images, sigma, out),
-        Device::Cpu | Device::Auto => act_range_on(&CpuNet::<f32>::from_weights(&file, 1, Cpu::new())?, &file, layer, images, sigma, out),
+        Device::Cuda => act_range_on(&Net::<Cuda>::from_weights(&file, 1, Cuda::new(precision)?)?, &file, &pre, layer, images, sigma, out),
+        Device::Cpu | Device::Auto => {
+            act_range_on(&CpuNet::<f32>::from_weights(&file, 1, Cpu::new())?, &file, &pre, layer, images, sigma, out)
+        }
     }
 }
 
 fn act_range_on<B: Kernels<Scalar = f32>>(
     net: &Net<B>,
     file: &WeightsFile,
+    pre: &Preprocess,
     layer: &str,
     images: &Path,
     sigma: f64,
@@ -561,7 +575,6 @@ fn act_range_on<B: Kernels<Scalar = f32>>(
 ) -> Result<(usize, usize)> {
     let def = file.netdef()?;
     let blob = net.plan.blob_by_name(layer)?;
-    let pre = Preprocess::default_for(def.inputs[0].shape.get(1).copied().unwrap_or(3));
     let n = net.plan.blobs[blob].len();
     let (mut mean, mut m2) = (vec![0f64; n], vec![0f64; n]);
     let mut st = net.state()?;
@@ -578,7 +591,7 @@ fn act_range_on<B: Kernels<Scalar = f32>>(
         Ok(())
     };
     if images.is_file() && images.extension().and_then(|e| e.to_str()) == Some("npy") {
-        let x = read_input(images, &def, &pre)?;
+        let x = read_input(images, &def, pre)?;
         x.data.chunks(x.len() / x.shape[0]).try_for_each(&mut add)?;
     } else {
         let mut paths: Vec<PathBuf> = std::fs::read_dir(images)
@@ -592,7 +605,7 @@ fn act_range_on<B: Kernels<Scalar = f32>>(
         paths.sort();
         ensure!(!paths.is_empty(), "{} holds no .png, .jpg or .npy images", images.display());
         for p in &paths {
-            let x = read_input(p, &def, &pre)?;
+            let x = read_input(p, &def, pre)?;
             ensure!(x.shape[0] == 1, "{}: one image per file", p.display());
             add(&x.data)?;
         }

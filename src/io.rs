@@ -119,17 +119,12 @@ pub fn open_weights(path: &Path) -> Result<WeightsFile> {
 }
 
 /// An error unless `file`'s net takes Caffe-space input (every Caffe model; ONNX models
-/// converted with `--input-space caffe`): `what` (reading image files, synthesizing
-/// through a generator's Caffe-space images) is not yet converted into other input spaces,
-/// and would give wrong numbers without an error.
+/// converted with `--input-space caffe`): `what` works in Caffe space only, and would give
+/// wrong numbers on another space without an error.
 pub fn require_caffe_space(file: &WeightsFile, net: &Path, what: &str) -> Result<()> {
     let space = file.header.input_space;
     if space != crate::ir::InputSpace::Caffe {
-        bail!(
-            "{}: the net takes {} input, and {what} is only done for Caffe-space nets so far (docs/onnx.md); give inputs as .npy already in the net's space",
-            net.display(),
-            space.name()
-        );
+        bail!("{}: the net takes {} input, and {what} is done for Caffe-space nets only (docs/onnx.md)", net.display(), space.name());
     }
     Ok(())
 }

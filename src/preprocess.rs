@@ -1,6 +1,8 @@
-//! Image files into a net's input space, the way Caffe's classifiers expect them:
-//! resize to the input size, RGB to BGR (for 3-channel nets), `(pixel - mean) * scale`.
+//! Image files into a net's input space: resize to the input size, the channel order, then
+//! `(pixel - mean) * scale / std`. Caffe's classifiers take BGR minus the ImageNet mean;
+//! torchvision's take RGB, x / 255, minus its mean, divided by its std (`for_space`).
 
+use crate::ir::InputSpace;
 use crate::npy;
 use crate::tensor::{fmt_shape, Tensor};
 use anyhow::{bail, ensure, Context, Result};
@@ -8,6 +10,10 @@ use std::path::Path;
 
 /// Per-channel ImageNet mean in BGR order (Caffe's ilsvrc_2012_mean.npy averaged).
 pub const IMAGENET_MEAN_BGR: [f32; 3] = [104.006_99, 116.668_77, 122.678_91];
+
+/// torchvision's `Normalize` of RGB pixels in 0..1: the mean and the std.
+pub const TORCHVISION_MEAN_RGB: [f32; 3] = [0.485, 0.456, 0.406];
+pub const TORCHVISION_STD_RGB: [f32; 3] = [0.229, 0.224, 0.225];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ChannelOrder {
@@ -29,6 +35,8 @@ pub struct Preprocess {
     pub order: ChannelOrder,
     pub mean: Mean,
     pub scale: f32,
+    /// One divisor per channel, applied last (torchvision's std); None: no division.
+    pub std: Option<Vec<f32>>,
 }
 
 impl Preprocess {
@@ -36,7 +44,25 @@ impl Preprocess {
     /// mean for colour nets, raw grey values for one-channel nets.
     pub fn default_for(channels: usize) -> Preprocess {
         let mean = if channels == 3 { Mean::Values(IMAGENET_MEAN_BGR.to_vec()) } else { Mean::None };
-        Preprocess { order: ChannelOrder::Bgr, mean, scale: 1.0 }
+        Preprocess { order: ChannelOrder::Bgr, mean, scale: 1.0, std: None }
+    }
+
+    /// What a net recorded in `space` with `channels` input channels expects: Caffe's
+    /// (`default_for`), or torchvision's RGB, `(pixel - 255 mean) / 255 / std`, which is
+    /// `(pixel / 255 - mean) / std` (torchvision's nets are 3-channel; others are refused).
+    pub fn for_space(space: InputSpace, channels: usize) -> Result<Preprocess> {
+        match space {
+            InputSpace::Caffe => Ok(Preprocess::default_for(channels)),
+            InputSpace::Torchvision => {
+                ensure!(channels == 3, "the net takes torchvision input with {channels} channels: image files are read for 3-channel nets only; give inputs as .npy already in the net's space");
+                Ok(Preprocess {
+                    order: ChannelOrder::Rgb,
+                    mean: Mean::Values(TORCHVISION_MEAN_RGB.iter().map(|m| m * 255.0).collect()),
+                    scale: 1.0 / 255.0,
+                    std: Some(TORCHVISION_STD_RGB.to_vec()),
+                })
+            }
+        }
     }
 }
 
@@ -117,6 +143,12 @@ fn apply_mean_and_scale(data: &mut [f32], channels: usize, height: usize, width:
     if p.scale != 1.0 {
         data.iter_mut().for_each(|x| *x *= p.scale);
     }
+    if let Some(std) = &p.std {
+        ensure!(std.len() == channels, "{} std values given for a {channels}-channel input", std.len());
+        for (c, s) in std.iter().enumerate() {
+            data[c * plane..(c + 1) * plane].iter_mut().for_each(|x| *x /= s);
+        }
+    }
     Ok(())
 }
 
@@ -127,7 +159,7 @@ mod tests {
     #[test]
     fn mean_image_is_center_cropped() {
         let m = Tensor::new(vec![1, 4, 4], (0..16).map(|v| v as f32).collect()).unwrap();
-        let p = Preprocess { order: ChannelOrder::Bgr, mean: Mean::Image(m), scale: 2.0 };
+        let p = Preprocess { order: ChannelOrder::Bgr, mean: Mean::Image(m), scale: 2.0, std: None };
         let mut d = vec![10.0f32; 4];
         apply_mean_and_scale(&mut d, 1, 2, 2, &p).unwrap();
         assert_eq!(d, vec![2.0 * (10.0 - 5.0), 2.0 * (10.0 - 6.0), 2.0 * (10.0 - 9.0), 2.0 * (10.0 - 10.0)]);
@@ -146,6 +178,26 @@ mod tests {
         assert!(load_image(&dir.join("missing.png"), 3, 2, 2, &Preprocess::default_for(3)).is_err());
         std::fs::remove_dir_all(&dir).ok();
     }
+
+    #[test]
+    fn torchvision_images_are_rgb_over_255_normalized() {
+        let dir = std::env::temp_dir().join(format!("dgnam-pre-tv-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("px.png");
+        image::RgbImage::from_pixel(3, 2, image::Rgb([200, 100, 50])).save(&path).unwrap();
+        let p = Preprocess::for_space(InputSpace::Torchvision, 3).unwrap();
+        let t = load_image(&path, 3, 2, 3, &p).unwrap();
+        for (c, v) in [200.0f64, 100.0, 50.0].iter().enumerate() {
+            // torchvision: ToTensor (x / 255), then Normalize.
+            let want = (v / 255.0 - TORCHVISION_MEAN_RGB[c] as f64) / TORCHVISION_STD_RGB[c] as f64;
+            for i in 0..6 {
+                assert!((t.data[c * 6 + i] as f64 - want).abs() < 1e-6, "channel {c}: {} vs {want}", t.data[c * 6 + i]);
+            }
+        }
+        let err = Preprocess::for_space(InputSpace::Torchvision, 1).unwrap_err().to_string();
+        assert!(err.contains("torchvision") && err.contains(".npy"), "{err}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }
 
 /// Preprocessing choices from the command line; unset ones take the net's defaults.
@@ -158,7 +210,20 @@ pub struct PreprocessFlags {
 
 impl PreprocessFlags {
     pub fn resolve(&self, channels: usize) -> Preprocess {
-        let d = Preprocess::default_for(channels);
-        Preprocess { order: self.order.unwrap_or(d.order), mean: self.mean.clone().unwrap_or(d.mean), scale: self.scale.unwrap_or(d.scale) }
+        self.over(Preprocess::default_for(channels))
+    }
+
+    /// The flags over what a net recorded in `space` expects (`Preprocess::for_space`).
+    pub fn resolve_in(&self, space: InputSpace, channels: usize) -> Result<Preprocess> {
+        Ok(self.over(Preprocess::for_space(space, channels)?))
+    }
+
+    fn over(&self, d: Preprocess) -> Preprocess {
+        Preprocess {
+            order: self.order.unwrap_or(d.order),
+            mean: self.mean.clone().unwrap_or(d.mean),
+            scale: self.scale.unwrap_or(d.scale),
+            std: d.std,
+        }
     }
 }

@@ -49,7 +49,7 @@ fn every_opencv_fixture_net_is_in_an_op_table() {
 fn lenet_probabilities(dir: &str) -> Vec<f32> {
     let m = convert::load(&fixture(&format!("caffe/{dir}/lenet.prototxt")), &fixture(&format!("caffe/{dir}/lenet_iter_10000.caffemodel")))
         .unwrap();
-    let pre = Preprocess { order: ChannelOrder::Bgr, mean: Mean::None, scale: 0.00390625 };
+    let pre = Preprocess { order: ChannelOrder::Bgr, mean: Mean::None, scale: 0.00390625, std: None };
     let x = load_image(&fixture("caffe/lenet_mnist/mnist_sample_image.png"), 1, 28, 28, &pre).unwrap();
     let net = m.net::<f32>(1).unwrap();
     let mut st = net.state().unwrap();

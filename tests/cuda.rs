@@ -304,6 +304,14 @@ struct CropCase {
 const CROP_CASES: &[CropCase] =
     &[CropCase { shape: [2, 3, 9, 11], hw: [4, 5], offset: [3, 2] }, CropCase { shape: [2, 4, 31, 29], hw: [20, 17], offset: [5, 6] }];
 
+/// resize_bilinear and its backward: every plane of `shape` to `hw` (up, down, mixed, the
+/// same size, and 256 -> 299's ratio in miniature).
+const RESIZE_CASES: &[([usize; 4], [usize; 2])] =
+    &[([2, 3, 5, 7], [9, 11]), ([1, 2, 9, 8], [4, 3]), ([1, 1, 4, 6], [7, 5]), ([1, 1, 6, 6], [6, 6]), ([1, 3, 64, 64], [75, 75])];
+
+/// channel_affine forward and backward over [n, 3, plane].
+const AFFINE_CASES: &[[usize; 2]] = &[[2, 17], [1, 300]];
+
 /// concat_copy: parts of `channels[i] * inner` per outer row, forward and backward.
 struct ConcatCase {
     outer: usize,
@@ -369,6 +377,8 @@ fn emulation_input() -> Vec<String> {
             .iter()
             .map(|CropCase { shape: [n, c, h, w], hw: [ch, cw], offset: [oy, ox] }| format!("crop {n} {c} {h} {w} {ch} {cw} {oy} {ox}")),
     );
+    lines.extend(RESIZE_CASES.iter().map(|([n, c, h, w], [oh, ow])| format!("resize {n} {c} {h} {w} {oh} {ow}")));
+    lines.extend(AFFINE_CASES.iter().map(|[n, plane]| format!("affine {n} {plane}")));
     lines.extend(
         CONCAT_CASES
             .iter()
@@ -837,16 +847,71 @@ fn input_gradients_run_on_the_gpu() {
     }
 }
 
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn resize_and_input_space_conversion_match_the_cpu() {
+    let Some(gpu) = gpu() else { return };
+    let cpu = Cpu::<f32>::new();
+    let mut rng = Rng::new(4);
+    let up = |v: &[f32]| {
+        let mut d = gpu.alloc(v.len()).unwrap();
+        gpu.upload(&mut d, v).unwrap();
+        d
+    };
+    // The generator's 256 to Inception's 299, down to 224 (as a resize, which the size
+    // rule does not pick but the kernel must get right), and a mixed one.
+    for (s, hw) in [([2, 3, 256, 256], [299, 299]), ([1, 3, 256, 256], [224, 224]), ([2, 3, 31, 17], [12, 40])] {
+        let src = random(&mut rng, s.iter().product(), -120.0, 120.0);
+        let n = s[0] * s[1] * hw[0] * hw[1];
+        let (mut cdst, mut gdst) = (vec![0.0; n], gpu.alloc(n).unwrap());
+        cpu.resize(&src, s, hw, &mut cdst).unwrap();
+        gpu.resize(&up(&src), s, hw, &mut gdst).unwrap();
+        assert_within(&gpu.download(&gdst).unwrap(), &cdst, &format!("resize {s:?} to {hw:?}"), F32);
+        let dy = random(&mut rng, n, -1.0, 1.0);
+        for start in [vec![0.0; src.len()], random(&mut rng, src.len(), -1.0, 1.0)] {
+            let mut cdx = start.clone();
+            let mut gdx = up(&start);
+            cpu.resize_backward(&dy, s, hw, &mut cdx).unwrap();
+            gpu.resize_backward(&up(&dy), s, hw, &mut gdx).unwrap();
+            assert_within(&gpu.download(&gdx).unwrap(), &cdx, &format!("resize backward {s:?} to {hw:?}"), F32);
+        }
+    }
+    let map = dgnam::synth::view::caffe_to(dgnam::ir::InputSpace::Torchvision).unwrap();
+    let s = [3, 3, 227, 227];
+    let x = random(&mut rng, s.iter().product(), -120.0, 120.0);
+    let (mut cy, mut gy) = (vec![0.0; x.len()], gpu.alloc(x.len()).unwrap());
+    cpu.channel_affine(&x, s, &map, &mut cy).unwrap();
+    gpu.channel_affine(&up(&x), s, &map, &mut gy).unwrap();
+    assert_within(&gpu.download(&gy).unwrap(), &cy, "channel_affine", F32);
+    let dy = random(&mut rng, x.len(), -1.0, 1.0);
+    for start in [vec![0.0; x.len()], random(&mut rng, x.len(), -1.0, 1.0)] {
+        let mut cdx = start.clone();
+        let mut gdx = up(&start);
+        cpu.channel_affine_backward(&dy, s, &map, &mut cdx).unwrap();
+        gpu.channel_affine_backward(&up(&dy), s, &map, &mut gdx).unwrap();
+        assert_within(&gpu.download(&gdx).unwrap(), &cdx, "channel_affine backward", F32);
+    }
+}
+
 /// The DGN-AM loop on `backend` with the tiny generator and classifier of the synthesis
 /// tests: per-iteration activations and the final codes.
-fn tiny_dgn<B: DgnKernels<Scalar = f32>>(gen_backend: B, clf_backend: B, units: &[usize]) -> (Vec<Vec<f64>>, Vec<Vec<f32>>) {
+/// The classifier takes `side` x `side` input (the generator's 8 x 8 cropped or resized to
+/// it) in `space`.
+fn tiny_dgn<B: DgnKernels<Scalar = f32>>(
+    gen_backend: B,
+    clf_backend: B,
+    units: &[usize],
+    space: dgnam::ir::InputSpace,
+    side: usize,
+) -> (Vec<Vec<f64>>, Vec<Vec<f32>>) {
     use dgnam::synth::dgn::{Dgn, Objective, Schedule};
-    let read = |p: &str| parse_netdef(&std::fs::read_to_string(common::fixture(p)).unwrap()).unwrap();
-    let gen = Net::random(&read("tiny/generator.prototxt"), units.len(), 21, gen_backend).unwrap();
-    let clf = Net::random(&read("tiny/classifier.prototxt"), units.len(), 22, clf_backend).unwrap();
+    let text = |p: &str| std::fs::read_to_string(common::fixture(p)).unwrap();
+    let gen = Net::random(&parse_netdef(&text("tiny/generator.prototxt")).unwrap(), units.len(), 21, gen_backend).unwrap();
+    let clf_text = text("tiny/classifier.prototxt").replace("dim: 6 dim: 6", &format!("dim: {side} dim: {side}"));
+    let clf = Net::random(&parse_netdef(&clf_text).unwrap(), units.len(), 22, clf_backend).unwrap();
     let fc8 = clf.plan.layer_output("fc8").unwrap();
     let bounds = [3.0f32, 2.0, 4.0, 1.5, 3.0, 2.5, 5.0, 2.0];
-    let mut dgn = Dgn::new(&gen, &clf, fc8, Some(&bounds)).unwrap();
+    let mut dgn = Dgn::in_space(&gen, &clf, fc8, Some(&bounds), space).unwrap();
     let init: Vec<f32> = units.iter().flat_map(|&u| dgnam::synth::run::random_code(0, u, 8)).collect();
     let objectives: Vec<Objective> = units.iter().map(|&u| Objective::Single(u)).collect();
     let r = dgn.run(&init, &objectives, &Schedule { iters: 10, lr: 2.0, lr_end: 1e-10, decay: 0.9 }, None, &mut |_| {}).unwrap();
@@ -857,9 +922,17 @@ fn tiny_dgn<B: DgnKernels<Scalar = f32>>(gen_backend: B, clf_backend: B, units: 
 #[ignore = "needs a CUDA GPU"]
 fn the_dgn_am_loop_runs_on_the_gpu_like_on_the_cpu() {
     let Some(cuda) = gpu() else { return };
+    use dgnam::ir::InputSpace;
     let units = [0usize, 3, 4];
-    let (ga, gc) = tiny_dgn(cuda.share(), cuda, &units);
-    let (ca, cc) = tiny_dgn(Cpu::new(), Cpu::new(), &units);
+    // Caffe space cropped (the paper's case), torchvision cropped and resized up.
+    for (space, side) in [(InputSpace::Caffe, 6), (InputSpace::Torchvision, 6), (InputSpace::Torchvision, 11)] {
+        let (ga, gc) = tiny_dgn(cuda.share(), cuda.share(), &units, space, side);
+        let (ca, cc) = tiny_dgn(Cpu::new(), Cpu::new(), &units, space, side);
+        assert_dgn_close(&units, (&ga, &gc), (&ca, &cc));
+    }
+}
+
+fn assert_dgn_close(units: &[usize], (ga, gc): (&[Vec<f64>], &[Vec<f32>]), (ca, cc): (&[Vec<f64>], &[Vec<f32>])) {
     for n in 0..units.len() {
         let g: Vec<f32> = ga[n].iter().map(|&v| v as f32).collect();
         let c: Vec<f32> = ca[n].iter().map(|&v| v as f32).collect();

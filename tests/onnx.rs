@@ -618,40 +618,204 @@ fn reshape_from_a_constant_node_runs_at_any_batch() {
     }
 }
 
+/// A command that failed with one error line (after any device note) and wrote nothing
+/// into `out`. Returns the line.
+fn one_error_line(o: &Output, out: &Path) -> String {
+    assert!(!o.status.success());
+    let err = stderr(o);
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(errors.len(), 1, "{err}");
+    assert!(!err.contains("panicked") && !out.exists(), "{err}");
+    errors[0].to_string()
+}
+
+fn dgnam(args: &[&str], paths: &[(&str, &Path)]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_dgnam"));
+    c.args(args);
+    for (flag, p) in paths {
+        c.arg(flag).arg(p);
+    }
+    c.output().unwrap()
+}
+
+/// torchvision's preprocessing of one RGB pixel, computed here: (v / 255 - mean) / std.
+fn torchvision_pixel(rgb: [u8; 3]) -> [f32; 3] {
+    let (mean, std) = ([0.485f64, 0.456, 0.406], [0.229f64, 0.224, 0.225]);
+    [0, 1, 2].map(|c| ((rgb[c] as f64 / 255.0 - mean[c]) / std[c]) as f32)
+}
+
 #[test]
-fn image_files_and_synthesis_on_a_torchvision_net_are_refused_not_miscomputed() {
-    // Image files are preprocessed the Caffe way, and synthesize's generator makes
-    // Caffe-space images: on a net that takes torchvision input both would give wrong
-    // numbers, so each is one clear error until the conversion exists. A .npy input runs.
-    let dir = scratch("onnx-space");
+fn image_files_on_a_torchvision_net_are_read_in_its_space() {
+    // A PNG at the net's size gives what the same pixels normalized by hand give, and one of
+    // another size is resized to the input first (forward, backward, act-range).
+    let dir = scratch("onnx-space-images");
     let net = dir.join("alexnet.dgnw");
     assert!(convert(&fixture("onnx/tiny_alexnet.onnx"), &net, &[]).status.success());
     let side = WeightsFile::open(&net).unwrap().netdef().unwrap().inputs[0].shape.clone();
+    let (h, w) = (side[2], side[3]);
+    let rgb = [120u8, 60, 30];
     let png = dir.join("x.png");
-    image::RgbImage::from_pixel(side[3] as u32, side[2] as u32, image::Rgb([120, 60, 30])).save(&png).unwrap();
-    let out = dir.join("out");
-    // A command's one error line (after the device note), nothing written.
-    let refused = |o: &Output| {
-        assert!(!o.status.success());
-        let err = stderr(o);
-        let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ")).collect();
-        assert_eq!(errors.len(), 1, "{err}");
-        assert!(!err.contains("panicked") && !out.exists(), "{err}");
-        errors[0].to_string()
+    image::RgbImage::from_pixel(w as u32, h as u32, image::Rgb(rgb)).save(&png).unwrap();
+    let by_hand = dir.join("x.npy");
+    let want = torchvision_pixel(rgb);
+    npy::write(&by_hand, &side, &(0..3 * h * w).map(|i| want[i / (h * w)]).collect::<Vec<f32>>()).unwrap();
+    let logits = |input: &Path, name: &str| {
+        let out = dir.join(name);
+        let o = forward(&net, input, &[], &out);
+        assert!(o.status.success(), "{}", stderr(&o));
+        npy::read(&out.join("logits.npy")).unwrap().data
     };
-    let err = refused(&forward(&net, &png, &[], &out));
-    assert!(err.contains("takes torchvision input") && err.contains(".npy"), "{err}");
-    let o = Command::new(env!("CARGO_BIN_EXE_dgnam"))
-        .args(["synthesize", "--device", "cpu", "--generator", "none", "--units", "0", "--iters", "2", "--net"])
-        .arg(&net)
-        .arg("--out-dir")
-        .arg(&out)
-        .output()
-        .unwrap();
-    let err = refused(&o);
-    assert!(err.contains("takes torchvision input") && err.contains("synthesizing"), "{err}");
-    let x = dir.join("x.npy");
-    npy::write(&x, &side, &vec![0.1f32; side.iter().product()]).unwrap();
-    let o = forward(&net, &x, &[], &out);
+    let (from_png, from_npy) = (logits(&png, "png"), logits(&by_hand, "npy"));
+    assert!(common::rel_err(&from_png, &from_npy) < 1e-5, "{from_png:?} vs {from_npy:?}");
+    // A pure blue picture is not the pure red one: the channel order matters.
+    let blue = dir.join("blue.png");
+    image::RgbImage::from_pixel(w as u32, h as u32, image::Rgb([30, 60, 120])).save(&blue).unwrap();
+    assert!(common::rel_err(&logits(&blue, "blue"), &from_npy) > 1e-3);
+
+    let big = dir.join("pictures");
+    std::fs::create_dir_all(&big).unwrap();
+    for (i, c) in [[200u8, 10, 90], [5, 250, 128]].iter().enumerate() {
+        image::RgbImage::from_pixel(2 * w as u32 + 3, h as u32 + 7, image::Rgb(*c)).save(big.join(format!("{i}.png"))).unwrap();
+    }
+    let grad = dir.join("grad.npy");
+    let o = dgnam(
+        &["backward", "--device", "cpu", "--layer", "logits", "--unit", "1"],
+        &[("--net", &net), ("--input", &big.join("0.png")), ("--out", &grad)],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(npy::read(&grad).unwrap().shape, side);
+    let bounds = dir.join("bounds.txt");
+    let o = dgnam(&["act-range", "--device", "cpu", "--layer", "logits"], &[("--net", &net), ("--images", &big), ("-o", &bounds)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(&bounds).unwrap().split_whitespace().count(), from_npy.len());
+}
+
+#[test]
+fn what_stays_caffe_space_is_refused_on_a_torchvision_net() {
+    // Pixel-space synthesis's priors are Caffe-space, and torchvision's normalization is
+    // for 3-channel images: each is one clear error. A .npy input runs.
+    let dir = scratch("onnx-space-refused");
+    let net = dir.join("alexnet.dgnw");
+    assert!(convert(&fixture("onnx/tiny_alexnet.onnx"), &net, &[]).status.success());
+    let out = dir.join("out");
+    let args = ["synthesize", "--device", "cpu", "--generator", "none", "--layer", "logits", "--units", "0", "--iters", "2"];
+    let o = dgnam(&args, &[("--net", &net), ("--out-dir", &out)]);
+    let err = one_error_line(&o, &out);
+    assert!(err.contains("takes torchvision input") && err.contains("--generator none"), "{err}");
+
+    let nodes = [node("r", "Relu", &["x"], &["y"], &[])];
+    let (path, grey) = write_model(&dir, "grey", &model(13, ("x", &[1, 1, 4, 4]), "y", &nodes, &[]));
+    assert!(convert(&path, &grey, &[]).status.success());
+    let png = dir.join("grey.png");
+    image::GrayImage::from_pixel(4, 4, image::Luma([90])).save(&png).unwrap();
+    let err = one_error_line(&forward(&grey, &png, &[], &out), &out);
+    assert!(err.contains("torchvision") && err.contains("3-channel") && err.contains(".npy"), "{err}");
+    let x = dir.join("x.npy");
+    npy::write(&x, &[1, 1, 4, 4], &[0.5f32; 16]).unwrap();
+    let o = forward(&grey, &x, &[], &out);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+/// The Caffe-space 256 x 256 image of tools/make-space-fixtures.py.
+fn formula_image() -> Vec<f32> {
+    let mean = dgnam::preprocess::IMAGENET_MEAN_BGR;
+    let mut v = Vec::with_capacity(3 * 256 * 256);
+    for c in 0..3 {
+        for y in 0..256 {
+            for x in 0..256 {
+                let (c, yf, xf) = (c as f64, y as f64, x as f64);
+                let pixel = 127.5 + 100.0 * (0.05 * xf + 0.3 * c).sin() * (0.07 * yf + 0.2 * c).cos();
+                v.push(pixel as f32 - mean[c as usize]);
+            }
+        }
+    }
+    v
+}
+
+#[test]
+fn the_generator_image_in_torchvision_space_matches_torch_at_224_and_299() {
+    // tests/fixtures/onnx/space_torchvision_*.npy: torch's center crop (224) and bilinear
+    // interpolate (299, align_corners=False) of the same Caffe-space image, in float64.
+    use dgnam::synth::view::{Fit, View};
+    let root = fixture("onnx");
+    let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(root.join("space_torchvision.json")).unwrap()).unwrap();
+    let image = formula_image();
+    let cpu = dgnam::device::Cpu::<f32>::new();
+    let cases = meta["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 2);
+    for case in cases {
+        let side = case["side"].as_u64().unwrap() as usize;
+        let rows: Vec<usize> = case["rows"].as_array().unwrap().iter().map(|r| r.as_u64().unwrap() as usize).collect();
+        let want = npy::read(&root.join(case["file"].as_str().unwrap())).unwrap();
+        assert_eq!(want.shape, vec![3, rows.len(), side]);
+        let mut view = View::new(&cpu, [1, 3, 256, 256], &[1, 3, side, side], InputSpace::Torchvision).unwrap();
+        let expected_fit = if side == 224 { Fit::Crop { offset: [16, 16], hw: [224, 224] } } else { Fit::Resize { hw: [299, 299] } };
+        assert_eq!(view.fit(), expected_fit);
+        let mut got = vec![f32::NAN; 3 * side * side];
+        view.forward(&cpu, &image, &mut got).unwrap();
+        let mut worst = 0f32;
+        for c in 0..3 {
+            for (k, &y) in rows.iter().enumerate() {
+                for x in 0..side {
+                    let (g, t) = (got[(c * side + y) * side + x], want.data[(c * rows.len() + k) * side + x]);
+                    assert!((g - t).abs() < 5e-5, "{side}: channel {c} row {y} column {x}: {g} vs torch {t}");
+                    worst = worst.max((g - t).abs());
+                }
+            }
+        }
+        assert!(max_abs(&want.data) > 1.0 && worst < 5e-5, "{side}: worst {worst}");
+    }
+}
+
+#[test]
+fn synthesize_through_a_torchvision_onnx_net_raises_its_unit_and_is_batch_invariant() {
+    // The tiny generator's 8 x 8 Caffe-space images, resized to tiny_resnet's 16 x 16 and
+    // converted to torchvision space, through the converted ONNX net.
+    let dir = scratch("onnx-synth");
+    let net = dir.join("resnet.dgnw");
+    assert!(convert(&fixture("onnx/tiny_resnet.onnx"), &net, &[]).status.success());
+    let (gen, _) = common::tiny_weight_files(&dir);
+    let run = |name: &str, extra: &[&str]| {
+        let out = dir.join(name);
+        let mut args = vec!["synthesize", "--device", "cpu", "--layer", "logits", "--bounds", "none", "--iters", "12"];
+        args.extend_from_slice(extra);
+        let o = dgnam(&args, &[("--net", &net), ("--generator", &gen), ("--out-dir", &out)]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        out
+    };
+    // Unit 3 alone (batch 1), and in --units all (6 units: batches of 4, the second padded).
+    let alone = run("alone", &["--units", "3"]);
+    let all = run("all", &["--units", "all", "--batch", "4"]);
+    let stem = "logits_0003";
+    for ext in ["image.npy", "code.npy", "png"] {
+        let read = |d: &Path| std::fs::read(d.join(format!("{stem}.{ext}"))).unwrap();
+        assert!(read(&alone) == read(&all), "{stem}.{ext} differs between --units 3 and --units all --batch 4");
+    }
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(alone.join("summary.json")).unwrap()).unwrap();
+    let acts: Vec<f64> = summary["units"][0]["activations"].as_array().unwrap().iter().map(|a| a.as_f64().unwrap()).collect();
+    assert_eq!(acts.len(), 12);
+    // The random net's logits vary little with its input: from -0.208 to -0.187 here. A
+    // wrong gradient (sign, channel order, adjoint) would not climb over 12 steps.
+    assert!(acts[11] > acts[0] + 0.01 && acts[11] >= acts[6], "the unit's activation did not rise: {acts:?}");
+
+    // image.npy is the net's input: forward on it gives the last activation, and the
+    // generator's image of code.npy, resized and converted, is image.npy.
+    let image = npy::read(&alone.join(format!("{stem}.image.npy"))).unwrap();
+    assert_eq!(image.shape, vec![1, 3, 16, 16]);
+    let o = forward(&net, &alone.join(format!("{stem}.image.npy")), &[], &dir.join("check"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let logits = npy::read(&dir.join("check/logits.npy")).unwrap();
+    assert!((logits.data[3] as f64 - acts[11]).abs() <= 1e-5 * acts[11].abs().max(1.0), "{} vs {}", logits.data[3], acts[11]);
+    let gen_file = WeightsFile::open(&gen).unwrap();
+    let g = dgnam::graph::CpuNet::<f32>::from_weights(&gen_file, 1, dgnam::device::Cpu::new()).unwrap();
+    let code = npy::read(&alone.join(format!("{stem}.code.npy"))).unwrap();
+    let mut st = g.state().unwrap();
+    g.forward(&mut st, &[&code.data]).unwrap();
+    let cpu = dgnam::device::Cpu::<f32>::new();
+    let mut view = dgnam::synth::view::View::new(&cpu, [1, 3, 8, 8], &[1, 3, 16, 16], InputSpace::Torchvision).unwrap();
+    let mut again = vec![0f32; 3 * 16 * 16];
+    view.forward(&cpu, st.value(g.plan.last_output()), &mut again).unwrap();
+    assert_eq!(again, image.data);
+    let png = image::open(alone.join(format!("{stem}.png"))).unwrap();
+    assert_eq!((png.width(), png.height()), (16, 16));
 }

@@ -3,7 +3,9 @@
 //! and stopping point, so a batch gives the same numbers as B single runs.
 
 use super::kernels::DgnKernels;
+use super::view::View;
 use crate::graph::{BlobId, Net, State};
+use crate::ir::InputSpace;
 use crate::real::Real;
 use crate::tensor::fmt_shape;
 use anyhow::{ensure, Context, Result};
@@ -83,7 +85,8 @@ pub fn center_crop_offset(generated: [usize; 2], input: [usize; 2]) -> [usize; 2
 /// One batch's outcome, on the host.
 #[derive(Clone, Debug)]
 pub struct BatchResult<T> {
-    /// Per sample: the cropped image (classifier input) of its last iteration.
+    /// Per sample: the classifier's input (the generator's image cropped or resized, in the
+    /// classifier's input space) of its last iteration.
     pub images: Vec<Vec<T>>,
     /// Per sample: the code that produced that image.
     pub codes: Vec<Vec<T>>,
@@ -110,9 +113,8 @@ pub struct Dgn<'n, B: DgnKernels> {
     objective_blob: BlobId,
     /// The softmax over the objective blob, when there is one (for reporting).
     prob_blob: Option<BlobId>,
-    gen_out_shape: [usize; 4],
-    crop_offset: [usize; 2],
-    crop_hw: [usize; 2],
+    /// The generator's image as the classifier takes it (crop or resize, input space).
+    view: View<B>,
     code_len: usize,
     upper: Option<B::Buf>,
     code: B::Buf,
@@ -122,8 +124,22 @@ pub struct Dgn<'n, B: DgnKernels> {
 
 impl<'n, B: DgnKernels> Dgn<'n, B> {
     /// `blob` is the classifier blob the objective reads; `bounds` the per-neuron upper
-    /// bounds of the code (lower bound 0), or None for no clamping.
+    /// bounds of the code (lower bound 0), or None for no clamping. The classifier takes
+    /// Caffe-space input (`in_space` for others).
     pub fn new(generator: &'n Net<B>, classifier: &'n Net<B>, blob: BlobId, bounds: Option<&[f32]>) -> Result<Self> {
+        Self::in_space(generator, classifier, blob, bounds, InputSpace::Caffe)
+    }
+
+    /// `new` for a classifier whose input is in `space` (its weights file's record): the
+    /// generator's Caffe-space images are fitted to its input size and converted
+    /// (`synth::view`).
+    pub fn in_space(
+        generator: &'n Net<B>,
+        classifier: &'n Net<B>,
+        blob: BlobId,
+        bounds: Option<&[f32]>,
+        space: InputSpace,
+    ) -> Result<Self> {
         let batch = generator.plan.batch;
         ensure!(classifier.plan.batch == batch, "generator and classifier must run at the same batch size");
         let gen_in = &generator.plan.blobs[generator.plan.inputs[0]];
@@ -136,9 +152,8 @@ impl<'n, B: DgnKernels> Dgn<'n, B> {
             fmt_shape(&out.shape),
             fmt_shape(&clf_in.shape)
         );
-        let (gh, gw, ch, cw) = (out.shape[2], out.shape[3], clf_in.shape[2], clf_in.shape[3]);
-        ensure!(gh >= ch && gw >= cw, "the generator's {gh}x{gw} images are smaller than the classifier's {ch}x{cw} input");
         let b = &classifier.backend;
+        let view = View::new(b, [out.shape[0], out.shape[1], out.shape[2], out.shape[3]], &clf_in.shape, space)?;
         let upper = match bounds {
             Some(u) => {
                 ensure!(u.len() == code_len, "{} bounds given for a code of {code_len}", u.len());
@@ -156,9 +171,7 @@ impl<'n, B: DgnKernels> Dgn<'n, B> {
             clf_state: classifier.state()?,
             objective_blob: blob,
             prob_blob: classifier.plan.softmax_of(blob),
-            gen_out_shape: [out.shape[0], out.shape[1], gh, gw],
-            crop_offset: center_crop_offset([gh, gw], [ch, cw]),
-            crop_hw: [ch, cw],
+            view,
             code_len,
             upper,
             code: b.alloc(gen_in.len())?,
@@ -210,10 +223,10 @@ impl<'n, B: DgnKernels> Dgn<'n, B> {
             if !active.iter().any(|&a| a) {
                 break;
             }
-            // x0 = G(code); img = crop(x0); a = objective(Φ(img))
+            // x0 = G(code); img = crop or resize of x0, in Φ's input space; a = objective(Φ(img))
             b.copy(&self.code, self.gen_state.value_mut(gen_in))?;
             self.generator.forward_from_inputs(&mut self.gen_state)?;
-            b.crop(self.gen_state.value(gen_out), self.gen_out_shape, self.crop_offset, self.crop_hw, self.clf_state.value_mut(clf_in))?;
+            self.view.forward(b, self.gen_state.value(gen_out), self.clf_state.value_mut(clf_in))?;
             self.classifier.forward_from_inputs(&mut self.clf_state)?;
             let values = b.download(self.clf_state.value(self.objective_blob))?;
             seed_host.iter_mut().for_each(|v| *v = B::Scalar::ZERO);
@@ -230,14 +243,14 @@ impl<'n, B: DgnKernels> Dgn<'n, B> {
                     obj.gradient(row, &mut seed_host[n * obj_len..(n + 1) * obj_len]);
                 }
             }
-            // g = d a / d code, through Φ, the crop, then G.
+            // g = d a / d code, through Φ, the view (conversion, crop or resize), then G.
             b.upload(&mut self.seed, &seed_host)?;
             self.classifier.start_backward(&mut self.clf_state)?;
             self.classifier.seed(&mut self.clf_state, self.objective_blob, &self.seed)?;
             self.classifier.finish_backward(&mut self.clf_state, false)?;
             b.zero(&mut self.gen_out_grad)?;
             let clf_grad = self.clf_state.grad(clf_in).context("the objective does not depend on the classifier's input")?;
-            b.crop_backward(clf_grad, self.gen_out_shape, self.crop_offset, self.crop_hw, &mut self.gen_out_grad)?;
+            self.view.backward(b, clf_grad, &mut self.gen_out_grad)?;
             self.generator.start_backward(&mut self.gen_state)?;
             self.generator.seed(&mut self.gen_state, gen_out, &self.gen_out_grad)?;
             self.generator.finish_backward(&mut self.gen_state, false)?;

@@ -12,3 +12,4 @@ pub mod pixel;
 pub mod render;
 pub mod run;
 pub mod shard;
+pub mod view;

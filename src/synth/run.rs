@@ -12,8 +12,10 @@ pub use super::options::{SynthOptions, UnitSel, Units};
 use super::pixel::{pixel_am, PixelPriors};
 use super::render;
 use super::shard::Shard;
+use super::view::to_caffe;
 use crate::graph::{unit_offset, BlobId, CpuNet, Net, Plan, UnitRef};
 use crate::io::{default_path, Progress, IMAGENET_LABELS, PLACES_LABELS};
+use crate::ir::InputSpace;
 use crate::npy;
 use crate::real::Real;
 use crate::rng::Rng;
@@ -55,6 +57,9 @@ pub struct Prepared {
     pub shard: Option<Shard>,
     /// The run manifest without its timing (`manifest::describe`).
     pub manifest: Value,
+    /// The classifier's input space (its weights file's record): the generator's images
+    /// are converted into it (`synth::view`), and saved images are rendered back from it.
+    pub space: InputSpace,
 }
 
 /// The initial code of random stream `key` (a unit's is `unit_key`) under `Init::Random`.
@@ -209,7 +214,7 @@ pub fn synthesize<B: DgnKernels>(
     progress: &dyn Progress,
 ) -> Result<Report> {
     let objective_blob = objective_blob(&classifier.plan, opts)?;
-    let mut dgn = Dgn::new(generator, classifier, objective_blob, prep.bounds.as_deref())?;
+    let mut dgn = Dgn::in_space(generator, classifier, objective_blob, prep.bounds.as_deref(), prep.space)?;
     let (batch, code_len) = (dgn.batch(), dgn.code_len());
     synthesize_with(&classifier.plan, opts, prep, batch, progress, |jobs, advance| {
         let mut init: Vec<B::Scalar> = Vec::with_capacity(batch * code_len);
@@ -248,6 +253,11 @@ pub fn synthesize_pixels(
     progress: &dyn Progress,
 ) -> Result<Report> {
     ensure!(prep.init == Init::Random, "--generator none starts from noise: --init-code and --init-image need a generator");
+    ensure!(
+        prep.space == InputSpace::Caffe,
+        "--generator none: pixel-space priors are Caffe-space, the net takes {} input",
+        prep.space.name()
+    );
     let objective_blob = objective_blob(&classifier.plan, opts)?;
     ensure!(!opts.prob(), "--generator none maximizes activations; --objective prob needs a generator");
     let input = classifier.plan.inputs[0];
@@ -475,7 +485,8 @@ fn write_unit(
     let png = dir.join(format!("{stem}.png"));
     let image_npy = dir.join(format!("{stem}.image.npy"));
     let code_npy = dir.join(format!("{stem}.code.npy"));
-    let rgb = render::to_rgb(image, chw[0], chw[1], chw[2], opts.render);
+    // Rendering takes Caffe-space images; image.npy is the classifier's input as it is.
+    let rgb = render::to_rgb(&to_caffe(prep.space, image), chw[0], chw[1], chw[2], opts.render);
     render::write_png(&png, &rgb)?;
     npy::write(&image_npy, &[1, chw[0], chw[1], chw[2]], image)?;
     npy::write(&code_npy, &[1, code.len()], code)?;
@@ -491,7 +502,8 @@ fn write_unit(
     let gif = if r.frames.is_empty() {
         None
     } else {
-        let frames: Vec<_> = r.frames.iter().map(|f| render::to_rgb(&f[n], chw[0], chw[1], chw[2], opts.render)).collect();
+        let frames: Vec<_> =
+            r.frames.iter().map(|f| render::to_rgb(&to_caffe(prep.space, &f[n]), chw[0], chw[1], chw[2], opts.render)).collect();
         let p = dir.join(format!("{stem}.gif"));
         render::write_gif(&p, &frames, 100)?;
         Some(p)

@@ -9,6 +9,8 @@
 //   elementwise outer channels inner   (relu, axpby, mul_assign, bias_add, scale, batch_norm, eltwise max)
 //   dgn rows cols
 //   crop N C H W crop_h crop_w oy ox
+//   resize N C H W out_h out_w         (resize_bilinear and its backward)
+//   affine N plane                     (channel_affine over N x 3 x plane, forward and backward)
 //   concat outer inner c0 c1 ...
 //   splitk M N splits ldc
 // Each case launches its kernels with the arguments src/backend/cuda passes (grid-stride
@@ -513,6 +515,76 @@ void test_crop(int N, int C, int H, int W, int dh, int dw, int oy, int ox) {
     }
 }
 
+// One axis of a bilinear resize: the weight output o gives input i (half-pixel centres, the
+// source coordinate clamped at 0, the last input repeated past the end). The coordinate is
+// f32 by definition (src/synth/kernels.rs bilinear_tap); the weights are then exact.
+double bilinear_axis(int o, int i, int in, int out) {
+    double s = std::max(0.0f, ((float)o + 0.5f) * ((float)in / (float)out) - 0.5f);
+    int i0 = std::min((int)s, in - 1), i1 = std::min(i0 + 1, in - 1);
+    double w1 = s - i0;
+    return (i0 == i ? 1 - w1 : 0) + (i1 == i ? w1 : 0);
+}
+
+void test_resize(int N, int C, int H, int W, int oh, int ow) {
+    size_t nb = (size_t)N * C * H * W, ns = (size_t)N * C * oh * ow;
+    auto src = rnd(nb), dy = rnd(ns);
+    // Dense per-axis weight tables: wy[o * H + i], wx[o * W + i].
+    Vd wy((size_t)oh * H), wx((size_t)ow * W);
+    for (int o = 0; o < oh; o++) for (int i = 0; i < H; i++) wy[(size_t)o * H + i] = bilinear_axis(o, i, H, oh);
+    for (int o = 0; o < ow; o++) for (int i = 0; i < W; i++) wx[(size_t)o * W + i] = bilinear_axis(o, i, W, ow);
+    Vd want(ns), mag(ns);
+    for (size_t k = 0; k < ns; k++) {
+        size_t x = k % ow, y = (k / ow) % oh, p = k / ((size_t)ow * oh);
+        for (int i = 0; i < H; i++) for (int j = 0; j < W; j++) {
+            double t = wy[y * H + i] * wx[x * W + j] * src[(p * H + i) * W + j];
+            want[k] += t; mag[k] += std::fabs(t);
+        }
+    }
+    std::string g = fmt("resize %dx%dx%dx%d to %dx%d", N, C, H, W, oh, ow);
+    Vf dst = nans(ns);
+    LAUNCH(resize_bilinear, d3(2), d3(256), (const float*)src.data(), dst.data(), (long long)ns, H, W, oh, ow);
+    check(g, dst, want, mag);
+    for (auto& s : starts(nb)) {
+        Vf dx = s; Vd w = dbl(s), m = absd(s);
+        for (size_t k = 0; k < ns; k++) {
+            size_t x = k % ow, y = (k / ow) % oh, p = k / ((size_t)ow * oh);
+            for (int i = 0; i < H; i++) for (int j = 0; j < W; j++) {
+                double t = wy[y * H + i] * wx[x * W + j] * dy[k];
+                w[(p * H + i) * W + j] += t; m[(p * H + i) * W + j] += std::fabs(t);
+            }
+        }
+        LAUNCH(resize_bilinear_backward, d3(2), d3(256), (const float*)dy.data(), dx.data(), (int)nb, H, W, oh, ow);
+        check(g + " backward " + start_name(s), dx, w, m);
+    }
+}
+
+void test_affine(int N, int plane) {
+    size_t n = (size_t)N * 3 * plane;
+    auto x = rnd(n), dy = rnd(n);
+    const int p[3] = {2, 0, 1};
+    const float a[3] = {0.0175f, -2.5f, 0.75f}, b[3] = {-2.1f, 0.5f, 0.0f};
+    Vd want(n), mag(n);
+    for (size_t i = 0; i < n; i++) {
+        size_t c = (i / plane) % 3, s = i / (3 * plane), at = i % plane;
+        double t = (double)a[c] * x[(s * 3 + p[c]) * plane + at];
+        want[i] = t + b[c]; mag[i] = std::fabs(t) + std::fabs(b[c]);
+    }
+    std::string g = fmt("channel_affine %dx3x%d", N, plane);
+    Vf y = nans(n);
+    LAUNCH(channel_affine, d3(2), d3(256), x.data(), y.data(), (int)n, plane, p[0], p[1], p[2], a[0], a[1], a[2], b[0], b[1], b[2], 0);
+    check(g, y, want, mag);
+    for (auto& s : starts(n)) {
+        Vf dx = s; Vd w = dbl(s), m = absd(s);
+        for (size_t i = 0; i < n; i++) {
+            size_t c = (i / plane) % 3, smp = i / (3 * plane), at = i % plane, j = (smp * 3 + p[c]) * plane + at;
+            double t = (double)a[c] * dy[i];
+            w[j] += t; m[j] += std::fabs(t);
+        }
+        LAUNCH(channel_affine, d3(2), d3(256), dx.data(), dy.data(), (int)n, plane, p[0], p[1], p[2], a[0], a[1], a[2], b[0], b[1], b[2], 1);
+        check(g + " backward " + start_name(s), dx, w, m);
+    }
+}
+
 void test_concat(int outer, int inner, const std::vector<int>& chans) {
     long long row = 0;
     for (int c : chans) row += (long long)c * inner;
@@ -578,6 +650,8 @@ bool run_case(const std::string& line) {
     else if (kind == "elementwise" && n(3)) test_elementwise(i(0), i(1), i(2));
     else if (kind == "dgn" && n(2)) test_dgn(i(0), i(1));
     else if (kind == "crop" && n(8)) test_crop(i(0), i(1), i(2), i(3), i(4), i(5), i(6), i(7));
+    else if (kind == "resize" && n(6)) test_resize(i(0), i(1), i(2), i(3), i(4), i(5));
+    else if (kind == "affine" && n(2)) test_affine(i(0), i(1));
     else if (kind == "concat" && a.size() >= 3) test_concat(i(0), i(1), std::vector<int>(a.begin() + 2, a.end()));
     else if (kind == "splitk" && n(4)) test_splitk(i(0), i(1), i(2), i(3));
     else return false;
