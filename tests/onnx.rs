@@ -98,6 +98,29 @@ fn tiny_resnet_opset9_matches_onnxruntime_at_batch_1_and_3() {
     check_fixture("tiny_resnet_opset9");
 }
 
+/// HardSwish, ReLU6 and clamps (Clip with constant inputs, one bound absent), HardSigmoid
+/// and Sigmoid gates of squeeze-and-excitation (Mul of [N,C,H,W] by [N,C,1,1], the gate
+/// first), SiLU (Sigmoid times its input), a depthwise Conv; opset 17, dynamic batch.
+#[test]
+fn tiny_mobile_matches_onnxruntime_at_batch_1_and_3() {
+    check_fixture("tiny_mobile");
+}
+
+/// The same net through opset 9: HardSwish as x * HardSigmoid(x), Clip's bounds as attributes.
+#[test]
+fn tiny_mobile_opset9_matches_onnxruntime_at_batch_1_and_3() {
+    check_fixture("tiny_mobile_opset9");
+}
+
+/// torchvision's MobileNet v3 small (narrow, random weights; see PROVENANCE.md): Hardswish,
+/// Hardsigmoid-gated squeeze-and-excitation, depthwise and grouped convs with folded
+/// BatchNorm, residual Adds; compared at the stem's Hardswish, the first gated Mul and the
+/// logits.
+#[test]
+fn torchvision_mobilenet_v3_small_matches_onnxruntime_at_batch_1_and_3() {
+    check_fixture("mobilenet_v3_small");
+}
+
 #[test]
 fn input_space_flag_is_recorded() {
     let dir = scratch("onnx-space");
@@ -295,10 +318,10 @@ fn write_model(dir: &Path, name: &str, bytes: &[u8]) -> (PathBuf, PathBuf) {
 #[test]
 fn unsupported_op_names_node_and_op_and_writes_nothing() {
     let dir = scratch("onnx-unsupported");
-    let nodes = [node("first", "Relu", &["x"], &["r"], &[]), node("squash", "Sigmoid", &["r"], &["y"], &[])];
-    let (path, out) = write_model(&dir, "sigmoid", &model(13, ("x", &[1, 2, 3, 3]), "y", &nodes, &[]));
+    let nodes = [node("first", "Relu", &["x"], &["r"], &[]), node("squash", "Tanh", &["r"], &["y"], &[])];
+    let (path, out) = write_model(&dir, "tanh", &model(13, ("x", &[1, 2, 3, 3]), "y", &nodes, &[]));
     let err = refused(&convert(&path, &out, &[]), &out);
-    assert!(err.contains("node 'squash' (Sigmoid): unsupported op"), "{err}");
+    assert!(err.contains("node 'squash' (Tanh): unsupported op"), "{err}");
 }
 
 /// What the engine cannot compute the same way yet is refused with the reason.

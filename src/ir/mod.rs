@@ -33,6 +33,8 @@ pub enum Op {
     Relu {
         slope: f32,
     },
+    /// Sigmoid, HardSigmoid, HardSwish, Clip.
+    Activation(Activation),
     /// Dropout at inference, Reshape, Flatten and each top of a Split: the data passes unchanged.
     Copy,
     MaxPool(PoolGeom),
@@ -67,6 +69,14 @@ pub enum Op {
         inner: usize,
         bias: bool,
     },
+    /// Caffe's Scale with two bottoms: `y[o][c][i] = x[o][c][i] * s[c]`, the factors a computed
+    /// blob spanning axes of x from `axis` on (squeeze-and-excitation: x [N, C, H, W] and its
+    /// [N, C] gates with `axis: 0`, so `c` runs over N x C).
+    ScaleByBlob {
+        outer: usize,
+        channels: usize,
+        inner: usize,
+    },
 }
 
 impl Op {
@@ -77,6 +87,7 @@ impl Op {
             Op::Deconv { .. } => "Deconv",
             Op::InnerProduct { .. } => "InnerProduct",
             Op::Relu { .. } => "Relu",
+            Op::Activation(a) => a.type_name(),
             Op::Copy => "Copy",
             Op::MaxPool(_) => "MaxPool",
             Op::AvePool(_) => "AvePool",
@@ -86,6 +97,7 @@ impl Op {
             Op::Eltwise { .. } => "Eltwise",
             Op::BatchNorm { .. } => "BatchNorm",
             Op::Scale { .. } => "Scale",
+            Op::ScaleByBlob { .. } => "ScaleByBlob",
         }
     }
 

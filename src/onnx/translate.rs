@@ -5,8 +5,8 @@
 use super::proto::{Dim, Graph, Model, Node, TensorProto, Values, FLOAT};
 use crate::caffe::{Blob, LayerBlobs};
 use crate::ir::{
-    compile_layer, ConvParam, EltwiseOp, EltwiseParam, InnerProductParam, InputDef, LayerDef, LayerKind, LrnParam, LrnRegion, NetDef,
-    PoolMethod, PoolParam, ReshapeParam, RoundMode, ScaleParam,
+    compile_layer, Activation, ConvParam, EltwiseOp, EltwiseParam, InnerProductParam, InputDef, LayerDef, LayerKind, LrnParam, LrnRegion,
+    NetDef, PoolMethod, PoolParam, ReshapeParam, RoundMode, ScaleParam,
 };
 use crate::tensor::fmt_shape;
 use anyhow::{anyhow, bail, ensure, Context, Result};
@@ -175,6 +175,7 @@ impl Builder {
     /// Adds a layer named after its output, checks it with the IR's shape rules and its
     /// blobs against the shapes those rules give.
     fn emit(&mut self, node: &Node, top: &str, kind: LayerKind, bottoms: Vec<String>, blobs: Vec<Blob>) -> Result<()> {
+        ensure!(!self.shapes.contains_key(top), "{}: tensor '{top}' is produced twice", node.label());
         let layer = LayerDef { name: top.to_string(), kind, bottoms, tops: vec![top.to_string()] };
         let shapes: Vec<Vec<usize>> = layer.bottoms.iter().map(|b| self.shape(node, b).cloned()).collect::<Result<_>>()?;
         let (_, tops, params) =
@@ -247,6 +248,13 @@ impl Builder {
                 let negative_slope = node.float("alpha", 0.01)?;
                 self.emit(node, &out, LayerKind::ReLU { negative_slope }, one(self)?, vec![])
             }
+            "Sigmoid" => self.emit(node, &out, LayerKind::Activation(Activation::Sigmoid), one(self)?, vec![]),
+            "HardSigmoid" => {
+                let f = Activation::HardSigmoid { alpha: node.float("alpha", 0.2)?, beta: node.float("beta", 0.5)? };
+                self.emit(node, &out, LayerKind::Activation(f), one(self)?, vec![])
+            }
+            "HardSwish" => self.emit(node, &out, LayerKind::Activation(Activation::HardSwish), one(self)?, vec![]),
+            "Clip" => self.clip(node, &out),
             "Dropout" | "Identity" => {
                 if let Some(mask) = node.outputs.get(1).filter(|m| !m.is_empty() && self.uses.contains_key(*m)) {
                     bail!("{}: the mask output '{mask}' is read by the graph (not supported)", node.label());
@@ -510,6 +518,52 @@ impl Builder {
         Ok(())
     }
 
+    /// Clip: the bounds are attributes before opset 11 and optional constant inputs from 11
+    /// on; an absent bound is an infinite one (ReLU6 is Clip(0, 6)).
+    fn clip(&mut self, node: &Node, out: &str) -> Result<()> {
+        let x = self.input(node, 0)?.to_string();
+        let (min, max) = if self.opset < 11 {
+            (node.float("min", f32::NEG_INFINITY)?, node.float("max", f32::INFINITY)?)
+        } else {
+            let bound = |i: usize, what: &str, default: f32| -> Result<f32> {
+                match node.inputs.get(i).filter(|n| !n.is_empty()) {
+                    None => Ok(default),
+                    Some(name) if !self.consts.contains_key(name) => {
+                        bail!("{}: a {what} bound computed at run time ('{name}') is not supported (only a constant)", node.label())
+                    }
+                    Some(_) => match f32s(self.constant(node, i)?, what)? {
+                        [v] => Ok(*v),
+                        v => bail!("{}: the {what} bound holds {} values, not one", node.label(), v.len()),
+                    },
+                }
+            };
+            (bound(1, "min", f32::NEG_INFINITY)?, bound(2, "max", f32::INFINITY)?)
+        };
+        ensure!(!min.is_nan() && !max.is_nan(), "{}: the bounds {min} and {max} must be numbers", node.label());
+        self.emit(node, out, LayerKind::Activation(Activation::Clip { min, max }), vec![x], vec![])
+    }
+
+    /// `x * g` with g of shape [N, C, 1, 1] (any leading axes of x, then ones), both computed:
+    /// squeeze-and-excitation's gating. g is reshaped to its leading axes ([N, C]) and scales x
+    /// from axis 0 on, Caffe's two-bottom Scale.
+    fn gate(&mut self, node: &Node, out: &str, bottoms: &[String]) -> Result<bool> {
+        let [a, b] = bottoms else { return Ok(false) };
+        let (sa, sb) = (&self.shapes[a], &self.shapes[b]);
+        let (x, g) = if sa.iter().product::<usize>() >= sb.iter().product::<usize>() { (a, b) } else { (b, a) };
+        let (sx, sg) = (self.shapes[x].clone(), self.shapes[g].clone());
+        let lead = sg.iter().rposition(|&d| d != 1).map_or(0, |p| p + 1);
+        if sg.len() != sx.len() || lead == 0 || sg[..lead] != sx[..lead] {
+            return Ok(false);
+        }
+        let flat = format!("{out}::gates");
+        ensure!(!self.shapes.contains_key(&flat), "{}: the tensor name '{flat}' is taken", node.label());
+        let reshape = ReshapeParam { dims: vec![0; lead], axis: 0, num_axes: -1 };
+        self.emit(node, &flat, LayerKind::Reshape(reshape), vec![g.clone()], vec![])?;
+        let scale = ScaleParam { axis: 0, num_axes: -1, bias_term: false };
+        self.emit(node, out, LayerKind::Scale(scale), vec![x.clone(), flat], vec![])?;
+        Ok(true)
+    }
+
     fn softmax(&mut self, node: &Node, out: &str) -> Result<()> {
         let x = self.input(node, 0)?.to_string();
         let s = self.shapes[&x].clone();
@@ -558,6 +612,10 @@ impl Builder {
             };
             let shapes: Vec<&Vec<usize>> = bottoms.iter().map(|b| &self.shapes[b]).collect();
             if shapes.iter().any(|s| *s != shapes[0]) {
+                if op == "Mul" && self.gate(node, out, &bottoms)? {
+                    return Ok(());
+                }
+                let shapes: Vec<&Vec<usize>> = bottoms.iter().map(|b| &self.shapes[b]).collect();
                 let list: Vec<String> = shapes.iter().map(|s| fmt_shape(s)).collect();
                 bail!("{l}: broadcasting between shapes {} is not supported yet", list.join(" and "));
             }

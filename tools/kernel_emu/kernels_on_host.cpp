@@ -6,7 +6,7 @@
 //   lrn N C H W local_size within
 //   softmax outer channels inner
 //   reduce outer channels inner        (channel_sums, batch_norm_backward_weights, mean_abs_rows)
-//   elementwise outer channels inner   (relu, axpby, mul_assign, bias_add, scale, batch_norm, eltwise max)
+//   elementwise outer channels inner   (relu, the activations, axpby, mul_assign, bias_add, scale, batch_norm, eltwise max)
 //   dgn rows cols
 //   crop N C H W crop_h crop_w oy ox
 //   concat outer inner c0 c1 ...
@@ -399,6 +399,56 @@ void test_elementwise(int outer, int channels, int inner) {
             for (long long i = 0; i < n; i++) { double d = x[i] > 0 ? dy[i] : slope * dy[i]; w[i] = s[i] + d; m[i] = std::fabs(s[i]) + std::fabs(d); }
             LAUNCH(relu_backward, grid, block, (const float*)x.data(), (const float*)dy.data(), dx.data(), n, slope);
             check(fmt("relu bwd slope %g %s ", slope, g.c_str()) + start_name(s), dx, w, m);
+        }
+    }
+    // The ONNX activations on inputs spread over (-8, 8), with every kink hit exactly (the
+    // kink rules of src/ops/activation/cpu.rs: HardSigmoid strictly inside (0, 1), HardSwish
+    // x / 3 + 1/2 on [-3, 3], Clip [lo, hi] inclusive).
+    {
+        Vf w8(n);
+        const float kinks[] = {-3.0f, 3.0f, -2.0f, 2.0f, 0.0f, 6.0f, -0.5f};
+        for (long long i = 0; i < n; i++) w8[i] = i % 5 == 0 ? kinks[(i / 5) % 7] : 8.0f * x[i];
+        auto fwd = [&](const char* name, auto launch, auto f) {
+            Vf y = nans(n); Vd w(n);
+            for (long long i = 0; i < n; i++) w[i] = f((double)w8[i]);
+            launch(y);
+            check(fmt("%s fwd %s", name, g.c_str()), y, w);
+        };
+        auto bwd = [&](const char* name, auto launch, auto slope) {
+            for (auto& s : starts(n)) {
+                Vf dx = s; Vd w(n), m(n);
+                for (long long i = 0; i < n; i++) { double d = dy[i] * slope(i); w[i] = s[i] + d; m[i] = std::fabs(s[i]) + std::fabs(d); }
+                launch(dx);
+                check(fmt("%s bwd %s ", name, g.c_str()) + start_name(s), dx, w, m);
+            }
+        };
+        const float* xs = w8.data();
+        auto sig = [](double v) { return 1.0 / (1.0 + std::exp(-v)); };
+        fwd("sigmoid", [&](Vf& y) { LAUNCH(sigmoid_forward, grid, block, xs, y.data(), n); }, sig);
+        Vf sy(n);
+        for (long long i = 0; i < n; i++) sy[i] = (float)sig(w8[i]);
+        bwd("sigmoid", [&](Vf& dx) { LAUNCH(sigmoid_backward, grid, block, (const float*)sy.data(), (const float*)dy.data(), dx.data(), n); },
+            [&](long long i) { return (double)sy[i] * (1.0 - sy[i]); });
+        for (auto [alpha, beta] : {std::pair{0.25f, 0.5f}, std::pair{0.2f, 0.5f}}) {
+            auto u = [&](long long i) { return (double)(alpha * w8[i] + beta); };  // the kernel's f32 argument, so ties land alike
+            std::string nm = fmt("hard_sigmoid alpha %g beta %g", alpha, beta);
+            Vf y = nans(n); Vd w(n);
+            for (long long i = 0; i < n; i++) w[i] = std::min(std::max(u(i), 0.0), 1.0);
+            LAUNCH(hard_sigmoid_forward, grid, block, xs, y.data(), n, alpha, beta);
+            check(nm + " fwd " + g, y, w);
+            bwd(nm.c_str(), [&](Vf& dx) { LAUNCH(hard_sigmoid_backward, grid, block, xs, (const float*)dy.data(), dx.data(), n, alpha, beta); },
+                [&](long long i) { return u(i) > 0 && u(i) < 1 ? (double)alpha : 0.0; });
+        }
+        fwd("hard_swish", [&](Vf& y) { LAUNCH(hard_swish_forward, grid, block, xs, y.data(), n); },
+            [](double v) { return v * std::min(std::max(v + 3.0, 0.0), 6.0) / 6.0; });
+        bwd("hard_swish", [&](Vf& dx) { LAUNCH(hard_swish_backward, grid, block, xs, (const float*)dy.data(), dx.data(), n); },
+            [&](long long i) { double v = w8[i]; return v < -3 ? 0.0 : v <= 3 ? v / 3 + 0.5 : 1.0; });
+        for (auto [lo, hi] : {std::pair{0.0f, 6.0f}, std::pair{-INFINITY, -0.5f}, std::pair{-2.0f, INFINITY}}) {
+            std::string nm = fmt("clip [%g, %g]", lo, hi);
+            fwd(nm.c_str(), [&](Vf& y) { LAUNCH(clip_forward, grid, block, xs, y.data(), n, lo, hi); },
+                [&](double v) { return std::min(std::max(v, (double)lo), (double)hi); });
+            bwd(nm.c_str(), [&](Vf& dx) { LAUNCH(clip_backward, grid, block, xs, (const float*)dy.data(), dx.data(), n, lo, hi); },
+                [&](long long i) { return w8[i] >= lo && w8[i] <= hi ? 1.0 : 0.0; });
         }
     }
     for (auto [a, b] : {std::pair{0.5f, 0.0f}, std::pair{1.5f, -2.0f}}) {
