@@ -9,7 +9,7 @@ pub mod write;
 
 pub use crate::ir::{
     Activation, ConvParam, EltwiseOp, EltwiseParam, InnerProductParam, InputDef, LayerDef, LayerKind, LrnParam, LrnRegion, NetDef,
-    PoolMethod, PoolParam, ReshapeParam, RoundMode, ScaleParam,
+    PadParam, PoolMethod, PoolParam, ReshapeParam, RoundMode, ScaleParam,
 };
 
 /// One stored parameter array of a trained model.

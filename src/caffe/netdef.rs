@@ -9,7 +9,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use super::prototxt::{self, Field, Message, Value};
 use super::{
     Activation, ConvParam, EltwiseOp, EltwiseParam, InnerProductParam, InputDef, LayerDef, LayerKind, LrnParam, LrnRegion, NetDef,
-    PoolMethod, PoolParam, ReshapeParam, RoundMode, ScaleParam,
+    PadParam, PoolMethod, PoolParam, ReshapeParam, RoundMode, ScaleParam,
 };
 
 /// V1LayerParameter.LayerType as (number, enum name, new-format type name), from
@@ -267,6 +267,12 @@ impl<'a> RawLayer<'a> {
             "Dropout" => (LayerKind::Dropout, ONE, ONE),
             "Pooling" => (LayerKind::Pooling(pool_param(p)?), ONE, ONE),
             "LRN" => (LayerKind::Lrn(lrn_param(p)?), ONE, ONE),
+            "Pad" => {
+                let q = block(p, "pad_param")?;
+                let side = |s: &str| -> Result<usize> { Ok(q.get_usize(&format!("pad_{s}"))?.unwrap_or(0)) };
+                let (before, after) = ([side("t")?, side("l")?], [side("b")?, side("r")?]);
+                (LayerKind::Pad(PadParam { before, after, value: q.get_f32("value")?.unwrap_or(0.0) }), ONE, ONE)
+            }
             "Softmax" => {
                 let axis = block(p, "softmax_param")?.get_i64("axis")?.unwrap_or(1);
                 (LayerKind::Softmax { axis }, ONE, ONE)
@@ -339,7 +345,8 @@ fn layer_name(message: &Message) -> Result<Option<String>> {
 
 /// New-format type names we know, as 'static strings; anything else stays unsupported.
 fn static_type_name(written: &str) -> &'static str {
-    const KNOWN: [&str; 20] = [
+    const KNOWN: [&str; 21] = [
+        "Pad",
         "Input",
         "Convolution",
         "Deconvolution",

@@ -89,6 +89,11 @@ fn write_layer(out: &mut String, layer: &LayerDef) {
             }
             "pooling_param"
         }
+        LayerKind::Pad(q) => {
+            let _ =
+                write!(p, " pad_t: {} pad_l: {} pad_b: {} pad_r: {} value: {}", q.before[0], q.before[1], q.after[0], q.after[1], q.value);
+            "pad_param"
+        }
         LayerKind::Lrn(l) => {
             let region = if l.region == LrnRegion::AcrossChannels { "ACROSS_CHANNELS" } else { "WITHIN_CHANNEL" };
             let _ = write!(p, " local_size: {} alpha: {} beta: {} k: {} norm_region: {region}", l.local_size, l.alpha, l.beta, l.k);
@@ -173,7 +178,8 @@ mod tests {
             layer { name: \"lo\" type: \"Clip\" bottom: \"c\" top: \"lo\" clip_param { min: -inf max: 0.25 } }\n\
             layer { name: \"g\" type: \"Pooling\" bottom: \"lo\" top: \"g\" pooling_param { pool: AVE global_pooling: true } }\n\
             layer { name: \"f\" type: \"Flatten\" bottom: \"g\" top: \"f\" }\n\
-            layer { name: \"se\" type: \"Scale\" bottom: \"lo\" bottom: \"f\" top: \"se\" scale_param { axis: 0 } }\n";
+            layer { name: \"se\" type: \"Scale\" bottom: \"lo\" bottom: \"f\" top: \"se\" scale_param { axis: 0 } }\n\
+            layer { name: \"p\" type: \"Pad\" bottom: \"se\" top: \"p\" pad_param { pad_t: 0 pad_l: 1 pad_b: 2 pad_r: 0 value: -inf } }\n";
         let def = parse_netdef(text).unwrap();
         let kinds: Vec<&LayerKind> = def.layers.iter().map(|l| &l.kind).collect();
         assert_eq!(kinds[1], &LayerKind::Activation(Activation::HardSigmoid { alpha: 1.0 / 6.0, beta: 0.5 }));

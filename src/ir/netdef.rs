@@ -36,6 +36,7 @@ pub enum LayerKind {
     Activation(Activation),
     Dropout,
     Pooling(PoolParam),
+    Pad(PadParam),
     Lrn(LrnParam),
     Softmax {
         axis: i64,
@@ -67,6 +68,7 @@ impl LayerKind {
             LayerKind::Activation(a) => a.type_name(),
             LayerKind::Dropout => "Dropout",
             LayerKind::Pooling(_) => "Pooling",
+            LayerKind::Pad(_) => "Pad",
             LayerKind::Lrn(_) => "LRN",
             LayerKind::Softmax { .. } => "Softmax",
             LayerKind::Reshape(_) => "Reshape",
@@ -152,6 +154,16 @@ pub enum RoundMode {
     #[default]
     Ceil,
     Floor,
+}
+
+/// `Pad`: `pad_param { pad_t pad_l pad_b pad_r value }`, constant padding of H and W, each
+/// side its own (no BVLC layer does this; the ONNX importer needs it for pads that differ
+/// between the two sides). Pairs are [height, width].
+#[derive(Clone, Debug, PartialEq)]
+pub struct PadParam {
+    pub before: [usize; 2],
+    pub after: [usize; 2],
+    pub value: f32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

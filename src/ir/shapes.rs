@@ -1,7 +1,7 @@
 //! Shape rules: each layer of a net definition resolved into an [`Op`] with every size
 //! known, its top shapes and its parameter shapes, with Caffe's batch and reshape rules.
 
-use super::{Activation, ConvGeom, EltwiseOp, LayerDef, LayerKind, Op, PoolGeom, PoolMethod, ReshapeParam};
+use super::{Activation, ConvGeom, EltwiseOp, LayerDef, LayerKind, Op, PadGeom, PoolGeom, PoolMethod, ReshapeParam};
 use crate::tensor::fmt_shape;
 use anyhow::{bail, ensure, Context, Result};
 
@@ -105,6 +105,14 @@ pub fn compile_layer(layer: &LayerDef, shapes: &[Vec<usize>], declared_batch: us
                 PoolMethod::Ave => Op::AvePool(geom),
             };
             (op, vec![top], vec![])
+        }
+        LayerKind::Pad(p) => {
+            let dims = four_d()?;
+            ensure!(!p.value.is_nan(), "layer '{name}' (Pad): the value must be a number");
+            let g = PadGeom { dims, before: p.before, after: p.after, value: p.value };
+            let top = vec![dims[0], dims[1], g.out_h(), g.out_w()];
+            checked_len(&top).with_context(|| format!("layer '{name}' (Pad): {} is too large", fmt_shape(&top)))?;
+            (Op::Pad(g), vec![top], vec![])
         }
         LayerKind::Lrn(p) => {
             let dims = four_d()?;

@@ -17,6 +17,7 @@ pub mod gemm;
 pub mod inner_product;
 pub mod lrn;
 pub mod norm;
+pub mod pad;
 pub mod pool;
 pub mod softmax;
 
@@ -34,6 +35,7 @@ use eltwise::EltwiseKernels;
 use inner_product::InnerProductKernels;
 use lrn::LrnKernels;
 use norm::NormKernels;
+use pad::PadKernels;
 use pool::PoolKernels;
 use softmax::SoftmaxKernels;
 
@@ -49,6 +51,7 @@ pub const KERNEL_SOURCES: &[KernelSource] = &[
     concat::cuda::SOURCE,
     eltwise::cuda::SOURCE,
     norm::cuda::SOURCE,
+    pad::cuda::SOURCE,
 ];
 
 /// What a node's backward needs from its forward (max-pool winners, LRN scales), kept across
@@ -120,6 +123,7 @@ pub trait Kernels:
     + ConcatKernels
     + EltwiseKernels
     + NormKernels
+    + PadKernels
 {
 }
 
@@ -135,6 +139,7 @@ impl<B> Kernels for B where
         + ConcatKernels
         + EltwiseKernels
         + NormKernels
+        + PadKernels
 {
 }
 
@@ -162,6 +167,7 @@ pub fn forward<B: Kernels>(dev: &B, op: &Op, p: &[B::Param], x: &[&B::Buf], y: &
         Op::Copy => y.iter_mut().try_for_each(|t| dev.copy(x[0], t)),
         Op::MaxPool(g) => dev.max_pool_forward(g, x[0], &mut y[0], aux),
         Op::AvePool(g) => dev.ave_pool_forward(g, x[0], &mut y[0]),
+        Op::Pad(g) => dev.pad_forward(g, x[0], &mut y[0]),
         Op::Lrn { dims, param } => dev.lrn_forward(*dims, param, x[0], &mut y[0], aux),
         Op::Softmax { outer, channels, inner } => dev.softmax_forward(*outer, *channels, *inner, x[0], &mut y[0]),
         Op::Concat { outer, inner, channels } => dev.concat_forward(*outer, *inner, channels, x, &mut y[0]),
@@ -274,6 +280,7 @@ fn backward_once<B: Kernels>(
         Op::Copy => bail!("Copy nodes are handled by the graph"),
         Op::MaxPool(g) => dev.max_pool_backward(g, dy, aux, &mut dx[0])?,
         Op::AvePool(g) => dev.ave_pool_backward(g, dy, &mut dx[0])?,
+        Op::Pad(g) => dev.pad_backward(g, dy, &mut dx[0])?,
         Op::Lrn { dims, param } => dev.lrn_backward(*dims, param, x[0], y, aux, dy, &mut dx[0])?,
         Op::Softmax { outer, channels, inner } => dev.softmax_backward(*outer, *channels, *inner, y, dy, &mut dx[0])?,
         Op::Concat { outer, inner, channels } => dev.concat_backward(*outer, *inner, channels, dy, dx)?,

@@ -10,6 +10,7 @@
 //   dgn rows cols
 //   crop N C H W crop_h crop_w oy ox
 //   concat outer inner c0 c1 ...
+//   pad N C H W top left bottom right value
 //   splitk M N splits ldc
 // Each case launches its kernels with the arguments src/backend/cuda passes (grid-stride
 // kernels on a few blocks, so each thread takes several turns) and checks every output
@@ -36,6 +37,7 @@
 #include "../../kernels/concat.cu"
 #include "../../kernels/eltwise.cu"
 #include "../../kernels/dgn.cu"
+#include "../../kernels/pad.cu"
 
 using Vf = std::vector<float>;
 using Vd = std::vector<double>;
@@ -591,6 +593,29 @@ void test_concat(int outer, int inner, const std::vector<int>& chans) {
     }
 }
 
+// pad_forward over NaN (every output written), pad_backward from 0 and from random.
+void test_pad(int N, int C, int H, int W, int t, int l, int b, int r, float value) {
+    int OH = H + t + b, OW = W + l + r;
+    size_t planes = (size_t)N * C, ni = planes * H * W, no = planes * OH * OW;
+    auto x = rnd(ni), dy = rnd(no);
+    Vf want(no, value);
+    Vd dxw(ni);
+    for (size_t p = 0; p < planes; p++) for (int i = 0; i < H; i++) for (int j = 0; j < W; j++) {
+        size_t src = (p * H + i) * W + j, dst = (p * OH + i + t) * OW + j + l;
+        want[dst] = x[src]; dxw[src] = dy[dst];
+    }
+    std::string g = fmt("pad %dx%dx%dx%d by %d,%d,%d,%d value %g", N, C, H, W, t, l, b, r, value);
+    Vf y = nans(no);
+    LAUNCH(pad_forward, d3(3), d3(256), (const float*)x.data(), y.data(), (long long)no, H, W, OH, OW, t, l, value);
+    check_exact(g, y, want);
+    for (auto& s : starts(ni)) {
+        Vf dx = s; Vd w(ni);
+        for (size_t i = 0; i < ni; i++) w[i] = s[i] + dxw[i];
+        LAUNCH(pad_backward, d3(3), d3(256), (const float*)dy.data(), dx.data(), (long long)ni, H, W, OH, OW, t, l);
+        check(g + " backward " + start_name(s), dx, w);
+    }
+}
+
 void test_splitk(int M, int N, int S, int ldc) {
     auto P = rnd((size_t)S * M * N);
     for (float beta : {0.0f, 1.0f}) {
@@ -615,8 +640,12 @@ bool run_case(const std::string& line) {
     std::string kind;
     if (!(in >> kind)) return true;  // blank
     std::vector<double> a;
-    for (double v; in >> v;) a.push_back(v);
-    if (!in.eof()) return false;
+    // strtod, unlike >>, reads inf and -inf (Pad values).
+    for (std::string t; in >> t;) {
+        char* end;
+        a.push_back(std::strtod(t.c_str(), &end));
+        if (*end) return false;
+    }
     auto n = [&](size_t want) { return a.size() == want; };
     auto i = [&](size_t k) { return (int)a[k]; };
     if (kind == "gemm" && n(11)) test_gemm(i(0), i(1), i(2), i(3), i(4), i(5), i(6), i(7), (float)a[8], (float)a[9], i(10));
@@ -630,6 +659,7 @@ bool run_case(const std::string& line) {
     else if (kind == "crop" && n(8)) test_crop(i(0), i(1), i(2), i(3), i(4), i(5), i(6), i(7));
     else if (kind == "concat" && a.size() >= 3) test_concat(i(0), i(1), std::vector<int>(a.begin() + 2, a.end()));
     else if (kind == "splitk" && n(4)) test_splitk(i(0), i(1), i(2), i(3));
+    else if (kind == "pad" && n(9)) test_pad(i(0), i(1), i(2), i(3), i(4), i(5), i(6), i(7), (float)a[8]);
     else return false;
     return true;
 }
