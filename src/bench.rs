@@ -269,7 +269,7 @@ pub fn node_work(node: &Node, plan: &Plan, dir: Direction) -> Work {
         Op::Lrn { .. } if fwd => ins + 2.0 * outs,
         Op::Lrn { .. } => 6.0 * ins,
         // x (ReLU) or y (softmax), dy, dx twice
-        Op::Relu { .. } | Op::Softmax { .. } if !fwd => 4.0 * ins,
+        Op::Relu { .. } | Op::Activation(_) | Op::Softmax { .. } if !fwd => 4.0 * ins,
         _ if fwd => ins + outs,
         _ => outs + 2.0 * ins,
     };

@@ -322,6 +322,23 @@ struct ConcatCase {
 const CONCAT_CASES: &[ConcatCase] =
     &[ConcatCase { outer: 3, inner: 5, channels: &[2, 4] }, ConcatCase { outer: 4, inner: 40, channels: &[3, 1, 5] }];
 
+/// pad: forward and backward, an NCHW shape padded [top, left, bottom, right] with a value.
+struct PadCase {
+    shape: [usize; 4],
+    sides: [usize; 4],
+    value: f32,
+}
+
+impl PadCase {
+    fn line(&self) -> String {
+        let ([n, c, h, w], [t, l, b, r]) = (self.shape, self.sides);
+        format!("pad {n} {c} {h} {w} {t} {l} {b} {r} {}", self.value)
+    }
+}
+
+const PAD_CASES: &[PadCase] =
+    &[PadCase { shape: [2, 3, 7, 5], sides: [0, 1, 1, 0], value: 0.0 }, PadCase { shape: [1, 4, 9, 12], sides: [2, 0, 3, 1], value: -1.5 }];
+
 /// splitk_reduce: [m, n, splits, ldc]
 const SPLITK_CASES: &[[usize; 4]] = &[[5, 37, 3, 40], [70, 130, 4, 130]];
 
@@ -350,6 +367,7 @@ fn op_table_lines() -> Vec<String> {
                 Op::MaxPool(g) | Op::AvePool(g) => {
                     PoolCase { planes: g.batch * g.channels, hw: [g.in_h, g.in_w], kernel: g.kernel, stride: g.stride, pad: g.pad }.line()
                 }
+                Op::Pad(g) => PadCase { shape: g.dims, sides: [g.before[0], g.before[1], g.after[0], g.after[1]], value: g.value }.line(),
                 Op::Lrn { dims, param } => {
                     LrnCase { shape: *dims, local_size: param.local_size, within: param.region == dgnam::ir::LrnRegion::WithinChannel }
                         .line()
@@ -384,6 +402,7 @@ fn emulation_input() -> Vec<String> {
             .iter()
             .map(|c| format!("concat {} {} {}", c.outer, c.inner, c.channels.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(" "))),
     );
+    lines.extend(PAD_CASES.iter().map(PadCase::line));
     lines.extend(SPLITK_CASES.iter().map(|[m, n, s, ldc]| format!("splitk {m} {n} {s} {ldc}")));
     lines
 }
@@ -709,6 +728,12 @@ fn pooling_matches_the_cpu() {
 fn lrn_relu_softmax_and_copies_match_the_cpu() {
     compare_ops(&cases_of(&["lrn", "activation", "copy"], None), &[1, 2]);
     compare_ops(&cases_of(&["softmax"], None), &[1, 8]);
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn pad_matches_the_cpu() {
+    compare_ops(&cases_of(&["pad"], None), &[1, 2]);
 }
 
 #[test]

@@ -98,6 +98,29 @@ fn tiny_resnet_opset9_matches_onnxruntime_at_batch_1_and_3() {
     check_fixture("tiny_resnet_opset9");
 }
 
+/// HardSwish, ReLU6 and clamps (Clip with constant inputs, one bound absent), HardSigmoid
+/// and Sigmoid gates of squeeze-and-excitation (Mul of [N,C,H,W] by [N,C,1,1], the gate
+/// first), SiLU (Sigmoid times its input), a depthwise Conv; opset 17, dynamic batch.
+#[test]
+fn tiny_mobile_matches_onnxruntime_at_batch_1_and_3() {
+    check_fixture("tiny_mobile");
+}
+
+/// The same net through opset 9: HardSwish as x * HardSigmoid(x), Clip's bounds as attributes.
+#[test]
+fn tiny_mobile_opset9_matches_onnxruntime_at_batch_1_and_3() {
+    check_fixture("tiny_mobile_opset9");
+}
+
+/// torchvision's MobileNet v3 small (narrow, random weights; see PROVENANCE.md): Hardswish,
+/// Hardsigmoid-gated squeeze-and-excitation, depthwise and grouped convs with folded
+/// BatchNorm, residual Adds; compared at the stem's Hardswish, the first gated Mul and the
+/// logits.
+#[test]
+fn torchvision_mobilenet_v3_small_matches_onnxruntime_at_batch_1_and_3() {
+    check_fixture("mobilenet_v3_small");
+}
+
 #[test]
 fn input_space_flag_is_recorded() {
     let dir = scratch("onnx-space");
@@ -295,10 +318,10 @@ fn write_model(dir: &Path, name: &str, bytes: &[u8]) -> (PathBuf, PathBuf) {
 #[test]
 fn unsupported_op_names_node_and_op_and_writes_nothing() {
     let dir = scratch("onnx-unsupported");
-    let nodes = [node("first", "Relu", &["x"], &["r"], &[]), node("squash", "Sigmoid", &["r"], &["y"], &[])];
-    let (path, out) = write_model(&dir, "sigmoid", &model(13, ("x", &[1, 2, 3, 3]), "y", &nodes, &[]));
+    let nodes = [node("first", "Relu", &["x"], &["r"], &[]), node("squash", "Tanh", &["r"], &["y"], &[])];
+    let (path, out) = write_model(&dir, "tanh", &model(13, ("x", &[1, 2, 3, 3]), "y", &nodes, &[]));
     let err = refused(&convert(&path, &out, &[]), &out);
-    assert!(err.contains("node 'squash' (Sigmoid): unsupported op"), "{err}");
+    assert!(err.contains("node 'squash' (Tanh): unsupported op"), "{err}");
 }
 
 /// What the engine cannot compute the same way yet is refused with the reason.
@@ -313,10 +336,27 @@ fn semantics_the_engine_lacks_are_refused_clearly() {
                 13,
                 ("x", &[1, 2, 6, 6]),
                 "y",
-                &[node("c", "Conv", &["x", "w"], &["y"], &[("pads", Attr::Ints(vec![0, 0, 1, 1]))])],
+                &[node("c", "ConvTranspose", &["x", "w"], &["y"], &[("pads", Attr::Ints(vec![0, 0, 1, 1]))])],
                 std::slice::from_ref(&w),
             ),
-            "node 'c' (Conv): asymmetric pads [0, 0, 1, 1] are not supported yet",
+            "node 'c' (ConvTranspose): asymmetric pads [0, 0, 1, 1] are not supported for ConvTranspose",
+        ),
+        (
+            "asymmetric-average-without-pads",
+            model(
+                13,
+                ("x", &[1, 2, 6, 6]),
+                "y",
+                &[node(
+                    "a",
+                    "AveragePool",
+                    &["x"],
+                    &["y"],
+                    &[("kernel_shape", Attr::Ints(vec![3, 3])), ("pads", Attr::Ints(vec![0, 0, 1, 1]))],
+                )],
+                &[],
+            ),
+            "node 'a' (AveragePool): padding left out of the average (count_include_pad 0) is not supported yet",
         ),
         (
             // ONNX drops the last ceil-mode window (it starts past the input); Caffe keeps it unpadded.
@@ -351,31 +391,6 @@ fn semantics_the_engine_lacks_are_refused_clearly() {
                 &[],
             ),
             "node 'a' (Add): broadcasting between shapes 1x2x3x3 and 1x2x1x1 is not supported yet",
-        ),
-        (
-            "pad-before-maxpool",
-            model(
-                13,
-                ("x", &[1, 2, 3, 3]),
-                "y",
-                &[
-                    node("pad", "Pad", &["x", "pads"], &["p"], &[]),
-                    node("m", "MaxPool", &["p"], &["y"], &[("kernel_shape", Attr::Ints(vec![2, 2]))]),
-                ],
-                &[int64_tensor("pads", &[0, 0, 1, 1, 0, 0, 1, 1])],
-            ),
-            "node 'm' (MaxPool): zeros padded by a Pad before a MaxPool are not supported",
-        ),
-        (
-            "pad-before-relu",
-            model(
-                13,
-                ("x", &[1, 2, 3, 3]),
-                "y",
-                &[node("pad", "Pad", &["x", "pads"], &["p"], &[]), node("r", "Relu", &["p"], &["y"], &[])],
-                &[int64_tensor("pads", &[0, 0, 1, 1, 0, 0, 1, 1])],
-            ),
-            "node 'r' (Relu): input 'p' comes from a Pad, which is supported only right before a Conv or an AveragePool",
         ),
         (
             "pad-channels",
@@ -467,6 +482,68 @@ fn hand_built_graph_computes_onnx_semantics() {
             assert!((g - want).abs() < 1e-5, "sample {n} output {j}: {g} vs {want}");
         }
     }
+}
+
+/// Pads that differ between the sides: a Conv's as zeros of a Pad layer before it, a
+/// MaxPool's as -inf (a window over padding and negative inputs keeps its largest input);
+/// a Pad node read by a MaxPool, with a value, as a Pad layer (its value competes in the max).
+#[test]
+fn asymmetric_pads_and_pad_nodes_compute_onnx_semantics() {
+    let dir = scratch("onnx-pads");
+    let x: Vec<f32> = (0..9).map(|i| i as f32 - 6.0).collect();
+    // x as ONNX pads it: `value` outside the 3x3 plane, `top` rows and `left` columns first.
+    let at = |r: i64, c: i64, top: i64, left: i64, value: f32| {
+        let (r, c) = (r - top, c - left);
+        if (0..3).contains(&r) && (0..3).contains(&c) {
+            x[(r * 3 + c) as usize]
+        } else {
+            value
+        }
+    };
+    let close = |got: &[f32], want: &[f32], what: &str| {
+        assert_eq!(got.len(), want.len(), "{what}");
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() < 1e-6, "{what}: {got:?} vs {want:?}");
+        }
+    };
+
+    // Conv k2 s2, pads bottom and right only: 2x2.
+    let w = [1.0f32, 2.0, 3.0, 4.0];
+    let conv = node("c", "Conv", &["x", "w"], &["y"], &[("strides", Attr::Ints(vec![2, 2])), ("pads", Attr::Ints(vec![0, 0, 1, 1]))]);
+    let bytes = model(13, ("x", &[1, 1, 3, 3]), "y", &[conv], &[tensor("w", &[1, 1, 2, 2], &w)]);
+    let y = run_hand_model(&dir, "conv", &bytes, (&[1, 1, 3, 3], &x), "y");
+    assert_eq!(y.shape, vec![1, 1, 2, 2]);
+    let want: Vec<f32> =
+        (0..4).map(|o| (0..4).map(|k| w[k] * at((o / 2 * 2 + k / 2) as i64, (o % 2 * 2 + k % 2) as i64, 0, 0, 0.0)).sum()).collect();
+    close(&y.data, &want, "asymmetric conv");
+
+    // MaxPool k2 s2, pads top and left only: window (0, 0) holds one input, -6.
+    let attrs = [("kernel_shape", Attr::Ints(vec![2, 2])), ("strides", Attr::Ints(vec![2, 2])), ("pads", Attr::Ints(vec![1, 1, 0, 0]))];
+    let bytes = model(13, ("x", &[1, 1, 3, 3]), "y", &[node("m", "MaxPool", &["x"], &["y"], &attrs)], &[]);
+    let y = run_hand_model(&dir, "maxpool", &bytes, (&[1, 1, 3, 3], &x), "y");
+    let want: Vec<f32> = (0..4)
+        .map(|o| {
+            (0..4).map(|k| at((o / 2 * 2 + k / 2) as i64, (o % 2 * 2 + k % 2) as i64, 1, 1, f32::NEG_INFINITY)).fold(f32::MIN, f32::max)
+        })
+        .collect();
+    assert_eq!(want[0], -6.0);
+    close(&y.data, &want, "asymmetric max pool");
+
+    // Pad (left 1, bottom 1, value -2.5), then MaxPool k2 s1: the value wins over -6 and -5.
+    let nodes = [
+        node("pad", "Pad", &["x", "pads", "value"], &["p"], &[]),
+        node("m", "MaxPool", &["p"], &["y"], &[("kernel_shape", Attr::Ints(vec![2, 2]))]),
+    ];
+    let inits = [int64_tensor("pads", &[0, 0, 0, 1, 0, 0, 1, 0]), tensor("value", &[], &[-2.5])];
+    let bytes = model(13, ("x", &[1, 1, 3, 3]), "y", &nodes, &inits);
+    let y = run_hand_model(&dir, "pad-max", &bytes, (&[1, 1, 3, 3], &x), "y");
+    assert_eq!(y.shape, vec![1, 1, 3, 3]);
+    let want: Vec<f32> =
+        (0..9).map(|o| (0..4).map(|k| at((o / 3 + k / 2) as i64, (o % 3 + k % 2) as i64, 0, 1, -2.5)).fold(f32::MIN, f32::max)).collect();
+    assert_eq!(want[0], -2.5);
+    close(&y.data, &want, "Pad then max pool");
+    let p = run_hand_model(&dir, "pad-max-p", &bytes, (&[1, 1, 3, 3], &x), "p");
+    assert_eq!(p.shape, vec![1, 1, 4, 4], "the Pad node's output is a layer of its own");
 }
 
 /// Every truncation and a few thousand byte changes of a real model: the reader and the

@@ -8,8 +8,8 @@ pub mod wire;
 pub mod write;
 
 pub use crate::ir::{
-    ConvParam, EltwiseOp, EltwiseParam, InnerProductParam, InputDef, LayerDef, LayerKind, LrnParam, LrnRegion, NetDef, PoolMethod,
-    PoolParam, ReshapeParam, RoundMode, ScaleParam,
+    Activation, ConvParam, EltwiseOp, EltwiseParam, InnerProductParam, InputDef, LayerDef, LayerKind, LrnParam, LrnRegion, NetDef,
+    PadParam, PoolMethod, PoolParam, ReshapeParam, RoundMode, ScaleParam,
 };
 
 /// One stored parameter array of a trained model.

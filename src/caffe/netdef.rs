@@ -8,8 +8,8 @@ use anyhow::{anyhow, bail, Context, Result};
 
 use super::prototxt::{self, Field, Message, Value};
 use super::{
-    ConvParam, EltwiseOp, EltwiseParam, InnerProductParam, InputDef, LayerDef, LayerKind, LrnParam, LrnRegion, NetDef, PoolMethod,
-    PoolParam, ReshapeParam, RoundMode, ScaleParam,
+    Activation, ConvParam, EltwiseOp, EltwiseParam, InnerProductParam, InputDef, LayerDef, LayerKind, LrnParam, LrnRegion, NetDef,
+    PadParam, PoolMethod, PoolParam, ReshapeParam, RoundMode, ScaleParam,
 };
 
 /// V1LayerParameter.LayerType as (number, enum name, new-format type name), from
@@ -249,9 +249,30 @@ impl<'a> RawLayer<'a> {
                 let negative_slope = block(p, "relu_param")?.get_f32("negative_slope")?.unwrap_or(0.0);
                 (LayerKind::ReLU { negative_slope }, ONE, ONE)
             }
+            "Sigmoid" => (LayerKind::Activation(Activation::Sigmoid), ONE, ONE),
+            "HardSigmoid" => {
+                let h = block(p, "hard_sigmoid_param")?;
+                let alpha = h.get_f32("alpha")?.unwrap_or(0.2);
+                let beta = h.get_f32("beta")?.unwrap_or(0.5);
+                (LayerKind::Activation(Activation::HardSigmoid { alpha, beta }), ONE, ONE)
+            }
+            "HardSwish" => (LayerKind::Activation(Activation::HardSwish), ONE, ONE),
+            "Clip" => {
+                let c = block(p, "clip_param")?;
+                let (Some(min), Some(max)) = (c.get_f32("min")?, c.get_f32("max")?) else {
+                    bail!("clip_param: min and max are both required");
+                };
+                (LayerKind::Activation(Activation::Clip { min, max }), ONE, ONE)
+            }
             "Dropout" => (LayerKind::Dropout, ONE, ONE),
             "Pooling" => (LayerKind::Pooling(pool_param(p)?), ONE, ONE),
             "LRN" => (LayerKind::Lrn(lrn_param(p)?), ONE, ONE),
+            "Pad" => {
+                let q = block(p, "pad_param")?;
+                let side = |s: &str| -> Result<usize> { Ok(q.get_usize(&format!("pad_{s}"))?.unwrap_or(0)) };
+                let (before, after) = ([side("t")?, side("l")?], [side("b")?, side("r")?]);
+                (LayerKind::Pad(PadParam { before, after, value: q.get_f32("value")?.unwrap_or(0.0) }), ONE, ONE)
+            }
             "Softmax" => {
                 let axis = block(p, "softmax_param")?.get_i64("axis")?.unwrap_or(1);
                 (LayerKind::Softmax { axis }, ONE, ONE)
@@ -324,12 +345,17 @@ fn layer_name(message: &Message) -> Result<Option<String>> {
 
 /// New-format type names we know, as 'static strings; anything else stays unsupported.
 fn static_type_name(written: &str) -> &'static str {
-    const KNOWN: [&str; 16] = [
+    const KNOWN: [&str; 21] = [
+        "Pad",
         "Input",
         "Convolution",
         "Deconvolution",
         "InnerProduct",
         "ReLU",
+        "Sigmoid",
+        "HardSigmoid",
+        "HardSwish",
+        "Clip",
         "Dropout",
         "Pooling",
         "LRN",

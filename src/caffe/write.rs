@@ -1,7 +1,7 @@
 //! A net definition back into new-format prototxt text: what the ONNX importer stores in a
 //! weights file, read back by the same parser as every Caffe deploy file.
 
-use crate::ir::{EltwiseOp, LayerDef, LayerKind, LrnRegion, NetDef, PoolMethod, RoundMode};
+use crate::ir::{Activation, EltwiseOp, LayerDef, LayerKind, LrnRegion, NetDef, PoolMethod, RoundMode};
 use std::fmt::Write;
 
 fn quoted(text: &str) -> String {
@@ -65,6 +65,15 @@ fn write_layer(out: &mut String, layer: &LayerDef) {
             let _ = write!(p, " negative_slope: {negative_slope}");
             "relu_param"
         }
+        LayerKind::Activation(Activation::HardSigmoid { alpha, beta }) => {
+            let _ = write!(p, " alpha: {alpha} beta: {beta}");
+            "hard_sigmoid_param"
+        }
+        LayerKind::Activation(Activation::Clip { min, max }) => {
+            let _ = write!(p, " min: {min} max: {max}");
+            "clip_param"
+        }
+        LayerKind::Activation(Activation::Sigmoid | Activation::HardSwish) => "",
         LayerKind::Pooling(pp) => {
             let method = if pp.method == PoolMethod::Max { "MAX" } else { "AVE" };
             let _ = write!(p, " pool: {method}");
@@ -79,6 +88,11 @@ fn write_layer(out: &mut String, layer: &LayerDef) {
                 p.push_str(" round_mode: FLOOR");
             }
             "pooling_param"
+        }
+        LayerKind::Pad(q) => {
+            let _ =
+                write!(p, " pad_t: {} pad_l: {} pad_b: {} pad_r: {} value: {}", q.before[0], q.before[1], q.after[0], q.after[1], q.value);
+            "pad_param"
         }
         LayerKind::Lrn(l) => {
             let region = if l.region == LrnRegion::AcrossChannels { "ACROSS_CHANNELS" } else { "WITHIN_CHANNEL" };
@@ -151,6 +165,32 @@ mod tests {
             checked += 1;
         }
         assert!(checked >= 2, "only {checked} prototxts found under {}", root.display());
+    }
+
+    /// The activations and the two-bottom Scale, infinite bounds included, come back as written.
+    #[test]
+    fn activations_and_two_bottom_scale_round_trip() {
+        let text = "name: \"a\" input: \"x\" input_shape { dim: 2 dim: 3 dim: 4 dim: 4 }\n\
+            layer { name: \"s\" type: \"Sigmoid\" bottom: \"x\" top: \"s\" }\n\
+            layer { name: \"h\" type: \"HardSigmoid\" bottom: \"s\" top: \"h\" hard_sigmoid_param { alpha: 0.16666667 beta: 0.5 } }\n\
+            layer { name: \"w\" type: \"HardSwish\" bottom: \"h\" top: \"w\" }\n\
+            layer { name: \"c\" type: \"Clip\" bottom: \"w\" top: \"c\" clip_param { min: 0 max: 6 } }\n\
+            layer { name: \"lo\" type: \"Clip\" bottom: \"c\" top: \"lo\" clip_param { min: -inf max: 0.25 } }\n\
+            layer { name: \"g\" type: \"Pooling\" bottom: \"lo\" top: \"g\" pooling_param { pool: AVE global_pooling: true } }\n\
+            layer { name: \"f\" type: \"Flatten\" bottom: \"g\" top: \"f\" }\n\
+            layer { name: \"se\" type: \"Scale\" bottom: \"lo\" bottom: \"f\" top: \"se\" scale_param { axis: 0 } }\n\
+            layer { name: \"p\" type: \"Pad\" bottom: \"se\" top: \"p\" pad_param { pad_t: 0 pad_l: 1 pad_b: 2 pad_r: 0 value: -inf } }\n";
+        let def = parse_netdef(text).unwrap();
+        let kinds: Vec<&LayerKind> = def.layers.iter().map(|l| &l.kind).collect();
+        assert_eq!(kinds[1], &LayerKind::Activation(Activation::HardSigmoid { alpha: 1.0 / 6.0, beta: 0.5 }));
+        assert_eq!(kinds[4], &LayerKind::Activation(Activation::Clip { min: f32::NEG_INFINITY, max: 0.25 }));
+        let written = netdef_to_prototxt(&def);
+        assert_eq!(parse_netdef(&written).unwrap(), def, "{written}");
+        // Caffe's clip_param needs both bounds; the default HardSigmoid is ONNX's.
+        let err = parse_netdef("layer { name: 'c' type: 'Clip' bottom: 'x' top: 'c' clip_param { min: 0 } }").unwrap_err();
+        assert!(format!("{err:#}").contains("clip_param: min and max are both required"), "{err:#}");
+        let def = parse_netdef("layer { name: 'h' type: 'HardSigmoid' bottom: 'x' top: 'h' }").unwrap();
+        assert_eq!(def.layers[0].kind, LayerKind::Activation(Activation::HardSigmoid { alpha: 0.2, beta: 0.5 }));
     }
 
     #[test]

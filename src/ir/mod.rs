@@ -13,6 +13,36 @@ pub use netdef::*;
 pub use pool::{windows, PoolGeom, Window};
 pub use shapes::{compile_layer, Compiled, MAX_ELEMENTS};
 
+/// Constant padding of the H and W axes of an NCHW blob (`Pad` layers), each side its own.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PadGeom {
+    /// The input's N, C, H, W.
+    pub dims: [usize; 4],
+    /// Rows above and columns left of the input.
+    pub before: [usize; 2],
+    /// Rows below and columns right of it.
+    pub after: [usize; 2],
+    pub value: f32,
+}
+
+impl PadGeom {
+    pub fn planes(&self) -> usize {
+        self.dims[0] * self.dims[1]
+    }
+    pub fn in_h(&self) -> usize {
+        self.dims[2]
+    }
+    pub fn in_w(&self) -> usize {
+        self.dims[3]
+    }
+    pub fn out_h(&self) -> usize {
+        self.dims[2] + self.before[0] + self.after[0]
+    }
+    pub fn out_w(&self) -> usize {
+        self.dims[3] + self.before[1] + self.after[1]
+    }
+}
+
 /// What a node computes, with every size resolved; the ops dispatch on this.
 #[derive(Clone, Debug)]
 pub enum Op {
@@ -33,10 +63,13 @@ pub enum Op {
     Relu {
         slope: f32,
     },
+    /// Sigmoid, HardSigmoid, HardSwish, Clip.
+    Activation(Activation),
     /// Dropout at inference, Reshape, Flatten and each top of a Split: the data passes unchanged.
     Copy,
     MaxPool(PoolGeom),
     AvePool(PoolGeom),
+    Pad(PadGeom),
     Lrn {
         dims: [usize; 4],
         param: LrnParam,
@@ -67,6 +100,14 @@ pub enum Op {
         inner: usize,
         bias: bool,
     },
+    /// Caffe's Scale with two bottoms: `y[o][c][i] = x[o][c][i] * s[c]`, the factors a computed
+    /// blob spanning axes of x from `axis` on (squeeze-and-excitation: x [N, C, H, W] and its
+    /// [N, C] gates with `axis: 0`, so `c` runs over N x C).
+    ScaleByBlob {
+        outer: usize,
+        channels: usize,
+        inner: usize,
+    },
 }
 
 impl Op {
@@ -77,15 +118,18 @@ impl Op {
             Op::Deconv { .. } => "Deconv",
             Op::InnerProduct { .. } => "InnerProduct",
             Op::Relu { .. } => "Relu",
+            Op::Activation(a) => a.type_name(),
             Op::Copy => "Copy",
             Op::MaxPool(_) => "MaxPool",
             Op::AvePool(_) => "AvePool",
+            Op::Pad(_) => "Pad",
             Op::Lrn { .. } => "Lrn",
             Op::Softmax { .. } => "Softmax",
             Op::Concat { .. } => "Concat",
             Op::Eltwise { .. } => "Eltwise",
             Op::BatchNorm { .. } => "BatchNorm",
             Op::Scale { .. } => "Scale",
+            Op::ScaleByBlob { .. } => "ScaleByBlob",
         }
     }
 

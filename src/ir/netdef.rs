@@ -29,16 +29,30 @@ pub enum LayerKind {
     Convolution(ConvParam),
     Deconvolution(ConvParam),
     InnerProduct(InnerProductParam),
-    ReLU { negative_slope: f32 },
+    ReLU {
+        negative_slope: f32,
+    },
+    /// Sigmoid, HardSigmoid, HardSwish and Clip: see [`Activation`].
+    Activation(Activation),
     Dropout,
     Pooling(PoolParam),
+    Pad(PadParam),
     Lrn(LrnParam),
-    Softmax { axis: i64 },
+    Softmax {
+        axis: i64,
+    },
     Reshape(ReshapeParam),
-    Flatten { axis: i64, end_axis: i64 },
-    Concat { axis: i64 },
+    Flatten {
+        axis: i64,
+        end_axis: i64,
+    },
+    Concat {
+        axis: i64,
+    },
     Eltwise(EltwiseParam),
-    BatchNorm { eps: f32 },
+    BatchNorm {
+        eps: f32,
+    },
     Scale(ScaleParam),
     Split,
 }
@@ -51,8 +65,10 @@ impl LayerKind {
             LayerKind::Deconvolution(_) => "Deconvolution",
             LayerKind::InnerProduct(_) => "InnerProduct",
             LayerKind::ReLU { .. } => "ReLU",
+            LayerKind::Activation(a) => a.type_name(),
             LayerKind::Dropout => "Dropout",
             LayerKind::Pooling(_) => "Pooling",
+            LayerKind::Pad(_) => "Pad",
             LayerKind::Lrn(_) => "LRN",
             LayerKind::Softmax { .. } => "Softmax",
             LayerKind::Reshape(_) => "Reshape",
@@ -62,6 +78,34 @@ impl LayerKind {
             LayerKind::BatchNorm { .. } => "BatchNorm",
             LayerKind::Scale(_) => "Scale",
             LayerKind::Split => "Split",
+        }
+    }
+}
+
+/// The element-wise functions of one blob beside ReLU, each its own layer type (the ONNX
+/// ops MobileNet v3 and EfficientNet use).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Activation {
+    /// `Sigmoid` (Caffe's own): y = 1 / (1 + exp(-x)).
+    Sigmoid,
+    /// `HardSigmoid` with `hard_sigmoid_param { alpha beta }` (ONNX's defaults 0.2 and 0.5):
+    /// y = max(0, min(1, alpha * x + beta)).
+    HardSigmoid { alpha: f32, beta: f32 },
+    /// `HardSwish` (no parameters): y = x * max(0, min(1, x / 6 + 1/2)), as ONNX and PyTorch.
+    HardSwish,
+    /// `Clip` with `clip_param { min max }` (BVLC Caffe's Clip layer): y = min(max(x, min), max).
+    /// ReLU6 is Clip(0, 6); an absent bound is an infinite one.
+    Clip { min: f32, max: f32 },
+}
+
+impl Activation {
+    /// The Caffe-style type name of its layer.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Activation::Sigmoid => "Sigmoid",
+            Activation::HardSigmoid { .. } => "HardSigmoid",
+            Activation::HardSwish => "HardSwish",
+            Activation::Clip { .. } => "Clip",
         }
     }
 }
@@ -110,6 +154,16 @@ pub enum RoundMode {
     #[default]
     Ceil,
     Floor,
+}
+
+/// `Pad`: `pad_param { pad_t pad_l pad_b pad_r value }`, constant padding of H and W, each
+/// side its own (no BVLC layer does this; the ONNX importer needs it for pads that differ
+/// between the two sides). Pairs are [height, width].
+#[derive(Clone, Debug, PartialEq)]
+pub struct PadParam {
+    pub before: [usize; 2],
+    pub after: [usize; 2],
+    pub value: f32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 //! Shape rules: each layer of a net definition resolved into an [`Op`] with every size
 //! known, its top shapes and its parameter shapes, with Caffe's batch and reshape rules.
 
-use super::{ConvGeom, EltwiseOp, LayerDef, LayerKind, Op, PoolGeom, PoolMethod, ReshapeParam};
+use super::{Activation, ConvGeom, EltwiseOp, LayerDef, LayerKind, Op, PadGeom, PoolGeom, PoolMethod, ReshapeParam};
 use crate::tensor::fmt_shape;
 use anyhow::{bail, ensure, Context, Result};
 
@@ -75,6 +75,18 @@ pub fn compile_layer(layer: &LayerDef, shapes: &[Vec<usize>], declared_batch: us
             (Op::InnerProduct { rows, k, n: p.num_output, bias: p.bias_term }, vec![top], params)
         }
         LayerKind::ReLU { negative_slope } => (Op::Relu { slope: *negative_slope }, vec![one_bottom()?.clone()], vec![]),
+        LayerKind::Activation(a) => {
+            if let Activation::HardSigmoid { alpha, beta } = a {
+                ensure!(
+                    alpha.is_finite() && beta.is_finite(),
+                    "layer '{name}' (HardSigmoid): alpha {alpha} and beta {beta} must be finite"
+                );
+            }
+            if let Activation::Clip { min, max } = a {
+                ensure!(!min.is_nan() && !max.is_nan(), "layer '{name}' (Clip): min {min} and max {max} must be numbers");
+            }
+            (Op::Activation(*a), vec![one_bottom()?.clone()], vec![])
+        }
         LayerKind::Dropout => (Op::Copy, vec![one_bottom()?.clone()], vec![]),
         LayerKind::Split => {
             let s = one_bottom()?;
@@ -93,6 +105,14 @@ pub fn compile_layer(layer: &LayerDef, shapes: &[Vec<usize>], declared_batch: us
                 PoolMethod::Ave => Op::AvePool(geom),
             };
             (op, vec![top], vec![])
+        }
+        LayerKind::Pad(p) => {
+            let dims = four_d()?;
+            ensure!(!p.value.is_nan(), "layer '{name}' (Pad): the value must be a number");
+            let g = PadGeom { dims, before: p.before, after: p.after, value: p.value };
+            let top = vec![dims[0], dims[1], g.out_h(), g.out_w()];
+            checked_len(&top).with_context(|| format!("layer '{name}' (Pad): {} is too large", fmt_shape(&top)))?;
+            (Op::Pad(g), vec![top], vec![])
         }
         LayerKind::Lrn(p) => {
             let dims = four_d()?;
@@ -147,6 +167,21 @@ pub fn compile_layer(layer: &LayerDef, shapes: &[Vec<usize>], declared_batch: us
             let (outer, channels, inner) = (s[0], s[1], product(&s[2..]));
             let op = Op::BatchNorm { outer, channels, inner, eps: *eps };
             (op, vec![s.clone()], vec![vec![channels], vec![channels], vec![1]])
+        }
+        LayerKind::Scale(p) if shapes.len() == 2 => {
+            // Caffe: the second bottom is the scale, shaped as x's axes from `axis` on.
+            let (x, s) = (&shapes[0], &shapes[1]);
+            ensure!(!p.bias_term, "layer '{name}' (Scale): bias_term with a second bottom is not supported");
+            let a = canonical_axis(p.axis, x.len(), name)?;
+            ensure!(
+                x.len() >= a + s.len() && x[a..a + s.len()] == s[..],
+                "layer '{name}' (Scale): the scale's shape {} is not that of the input {} from axis {a} on",
+                fmt_shape(s),
+                fmt_shape(x)
+            );
+            let end = a + s.len();
+            let op = Op::ScaleByBlob { outer: product(&x[..a]), channels: product(s), inner: product(&x[end..]) };
+            (op, vec![x.clone()], vec![])
         }
         LayerKind::Scale(p) => {
             let s = one_bottom()?;

@@ -5,8 +5,8 @@
 use super::proto::{Dim, Graph, Model, Node, TensorProto, Values, FLOAT};
 use crate::caffe::{Blob, LayerBlobs};
 use crate::ir::{
-    compile_layer, ConvParam, EltwiseOp, EltwiseParam, InnerProductParam, InputDef, LayerDef, LayerKind, LrnParam, LrnRegion, NetDef,
-    PoolMethod, PoolParam, ReshapeParam, RoundMode, ScaleParam,
+    compile_layer, Activation, ConvParam, EltwiseOp, EltwiseParam, InnerProductParam, InputDef, LayerDef, LayerKind, LrnParam, LrnRegion,
+    NetDef, PadParam, PoolMethod, PoolParam, ReshapeParam, RoundMode, ScaleParam,
 };
 use crate::tensor::fmt_shape;
 use anyhow::{anyhow, bail, ensure, Context, Result};
@@ -57,6 +57,8 @@ struct Builder {
     producer: HashMap<String, usize>,
     /// How many node inputs and graph outputs read each tensor.
     uses: HashMap<String, usize>,
+    /// The op types of the nodes reading each tensor.
+    readers: HashMap<String, Vec<String>>,
     layers: Vec<LayerDef>,
     blobs: Vec<Vec<Blob>>,
     /// Zero padding of H and W by a Pad node, left for the Conv or AveragePool reading it.
@@ -66,9 +68,20 @@ struct Builder {
 /// The window attributes Conv, ConvTranspose and the pools share.
 struct Sliding {
     stride: [usize; 2],
-    pad: [usize; 2],
+    /// Top, left, bottom, right.
+    pads: [usize; 4],
     dilation: [usize; 2],
     group: usize,
+}
+
+impl Sliding {
+    /// The pads as the engine's symmetric padding and what is left over on each side (for
+    /// a `Pad` layer before the window): (pad, before, after), pairs [height, width].
+    fn split(&self) -> ([usize; 2], [usize; 2], [usize; 2]) {
+        let p = self.pads;
+        let pad = [p[0].min(p[2]), p[1].min(p[3])];
+        (pad, [p[0] - pad[0], p[1] - pad[1]], [p[2] - pad[0], p[3] - pad[1]])
+    }
 }
 
 fn f32s<'t>(t: &'t TensorProto, what: &str) -> Result<&'t [f32]> {
@@ -90,9 +103,11 @@ impl Builder {
     fn new(graph: &Graph, opset: i64) -> Result<Builder> {
         let consts: HashMap<String, TensorProto> = graph.initializers.iter().map(|t| (t.name.clone(), t.clone())).collect();
         let mut uses = HashMap::new();
+        let mut readers: HashMap<String, Vec<String>> = HashMap::new();
         for n in &graph.nodes {
             for i in n.inputs.iter().filter(|i| !i.is_empty()) {
                 *uses.entry(i.clone()).or_insert(0) += 1;
+                readers.entry(i.clone()).or_default().push(n.op_type.clone());
             }
         }
         for o in &graph.outputs {
@@ -106,6 +121,7 @@ impl Builder {
             shapes: HashMap::new(),
             producer: HashMap::new(),
             uses,
+            readers,
             layers: vec![],
             blobs: vec![],
             pending_pads: HashMap::new(),
@@ -175,6 +191,7 @@ impl Builder {
     /// Adds a layer named after its output, checks it with the IR's shape rules and its
     /// blobs against the shapes those rules give.
     fn emit(&mut self, node: &Node, top: &str, kind: LayerKind, bottoms: Vec<String>, blobs: Vec<Blob>) -> Result<()> {
+        ensure!(!self.shapes.contains_key(top), "{}: tensor '{top}' is produced twice", node.label());
         let layer = LayerDef { name: top.to_string(), kind, bottoms, tops: vec![top.to_string()] };
         let shapes: Vec<Vec<usize>> = layer.bottoms.iter().map(|b| self.shape(node, b).cloned()).collect::<Result<_>>()?;
         let (_, tops, params) =
@@ -247,6 +264,13 @@ impl Builder {
                 let negative_slope = node.float("alpha", 0.01)?;
                 self.emit(node, &out, LayerKind::ReLU { negative_slope }, one(self)?, vec![])
             }
+            "Sigmoid" => self.emit(node, &out, LayerKind::Activation(Activation::Sigmoid), one(self)?, vec![]),
+            "HardSigmoid" => {
+                let f = Activation::HardSigmoid { alpha: node.float("alpha", 0.2)?, beta: node.float("beta", 0.5)? };
+                self.emit(node, &out, LayerKind::Activation(f), one(self)?, vec![])
+            }
+            "HardSwish" => self.emit(node, &out, LayerKind::Activation(Activation::HardSwish), one(self)?, vec![]),
+            "Clip" => self.clip(node, &out),
             "Dropout" | "Identity" => {
                 if let Some(mask) = node.outputs.get(1).filter(|m| !m.is_empty() && self.uses.contains_key(*m)) {
                     bail!("{}: the mask output '{mask}' is read by the graph (not supported)", node.label());
@@ -323,9 +347,9 @@ impl Builder {
             "VALID" => ensure!(pads.iter().all(|&p| p == 0), "{l}: auto_pad VALID with nonzero pads"),
             other => bail!("{l}: auto_pad {other} is not supported yet (give explicit pads)"),
         }
-        let pad = match pads {
-            [t, lft, b, r] if t == b && lft == r && *t >= 0 && *lft >= 0 => [*t as usize, *lft as usize],
-            [_, _, _, _] => bail!("{l}: asymmetric pads {pads:?} are not supported yet"),
+        let pads = match pads {
+            [t, lft, b, r] if [t, lft, b, r].iter().all(|&&p| p >= 0) => [*t as usize, *lft as usize, *b as usize, *r as usize],
+            [_, _, _, _] => bail!("{l}: negative pads {pads:?} are not supported"),
             _ => bail!("{l}: pads {pads:?}: only 2-D is supported"),
         };
         let stride = pair(node.ints("strides"), 1, "strides").map_err(|e| anyhow!("{l}: {e}"))?;
@@ -333,7 +357,7 @@ impl Builder {
         ensure!(stride.iter().chain(&dilation).all(|&v| v > 0), "{l}: strides and dilations must be positive");
         let group = node.int("group", 1)?;
         ensure!(group > 0, "{l}: group {group} must be positive");
-        Ok(Sliding { stride, pad, dilation, group: group as usize })
+        Ok(Sliding { stride, pads, dilation, group: group as usize })
     }
 
     fn weight_and_bias(&self, node: &Node) -> Result<(Blob, Option<Blob>, [usize; 2])> {
@@ -351,10 +375,25 @@ impl Builder {
         Ok((weight, bias, kernel))
     }
 
+    /// `x` itself, or a `Pad` layer around it (named `<out>::pad`) where `before` or
+    /// `after` is nonzero.
+    fn explicit_pad(&mut self, node: &Node, out: &str, x: String, before: [usize; 2], after: [usize; 2], value: f32) -> Result<String> {
+        if before == [0, 0] && after == [0, 0] {
+            return Ok(x);
+        }
+        let name = format!("{out}::pad");
+        self.emit(node, &name, LayerKind::Pad(PadParam { before, after, value }), vec![x], vec![])?;
+        Ok(name)
+    }
+
     fn conv(&mut self, node: &Node, out: &str) -> Result<()> {
         let (x, extra) = self.padded_input(node)?;
-        let Sliding { stride, mut pad, dilation, group } = self.conv_common(node)?;
-        pad = [pad[0] + extra[0], pad[1] + extra[1]];
+        let sliding = self.conv_common(node)?;
+        let Sliding { stride, dilation, group, .. } = sliding;
+        // Pads that differ between the sides: the difference as zeros of a Pad layer.
+        let (own, before, after) = sliding.split();
+        let x = self.explicit_pad(node, out, x, before, after, 0.0)?;
+        let pad = [own[0] + extra[0], own[1] + extra[1]];
         let (weight, bias, kernel) = self.weight_and_bias(node)?;
         let p = ConvParam { num_output: weight.shape[0], kernel, stride, pad, dilation, group, bias_term: bias.is_some() };
         let blobs = std::iter::once(weight).chain(bias).collect();
@@ -363,7 +402,10 @@ impl Builder {
 
     fn conv_transpose(&mut self, node: &Node, out: &str) -> Result<()> {
         let x = self.input(node, 0)?.to_string();
-        let Sliding { stride, pad, dilation, group } = self.conv_common(node)?;
+        let sliding = self.conv_common(node)?;
+        let Sliding { stride, dilation, group, pads } = sliding;
+        let (pad, before, after) = sliding.split();
+        ensure!(before == [0, 0] && after == [0, 0], "{}: asymmetric pads {pads:?} are not supported for ConvTranspose", node.label());
         if node.ints("output_padding").is_some_and(|p| p.iter().any(|&v| v != 0)) || node.attr("output_shape").is_some() {
             bail!("{}: output_padding and output_shape are not supported yet", node.label());
         }
@@ -430,25 +472,33 @@ impl Builder {
         let kernel = pair(node.ints("kernel_shape"), 0, "kernel_shape").map_err(|e| anyhow!("{l}: {e}"))?;
         ensure!(node.ints("kernel_shape").is_some(), "{l}: kernel_shape is required");
         ensure!(pair(node.ints("dilations"), 1, "dilations")? == [1, 1], "{l}: dilations are not supported yet");
-        let Sliding { stride, pad: own, .. } = self.conv_common(node)?;
+        let sliding = self.conv_common(node)?;
+        let (Sliding { stride, pads, .. }, (own, before, after)) = (&sliding, sliding.split());
         let pad = [own[0] + extra[0], own[1] + extra[1]];
         let ceil = node.int("ceil_mode", 0)? != 0;
         let method = if node.op_type == "MaxPool" { PoolMethod::Max } else { PoolMethod::Ave };
-        if method == PoolMethod::Ave && own != [0, 0] && extra != [0, 0] && node.int("count_include_pad", 0)? == 0 {
+        let padded = *pads != [0; 4];
+        if method == PoolMethod::Ave && padded && extra != [0, 0] && node.int("count_include_pad", 0)? == 0 {
             bail!("{l}: a Pad before an AveragePool with its own pads left out of the average is not supported yet");
         }
-        if method == PoolMethod::Ave && own != [0, 0] && extra == [0, 0] && node.int("count_include_pad", 0)? == 0 {
+        if method == PoolMethod::Ave && padded && extra == [0, 0] && node.int("count_include_pad", 0)? == 0 {
             bail!("{l}: padding left out of the average (count_include_pad 0) is not supported yet");
         }
         let s = self.shapes[&x].clone();
         ensure!(s.len() == 4, "{l}: input shape {}: only 2-D pooling is supported", fmt_shape(&s));
+        // Pads that differ between the sides: the difference as a Pad layer, of zeros before
+        // an average (counted, as count_include_pad 1 says), of -inf before a max (never the
+        // maximum, as ONNX's own pool pads).
+        let value = if method == PoolMethod::Max { f32::NEG_INFINITY } else { 0.0 };
+        let x = self.explicit_pad(node, out, x, before, after, value)?;
         let round_mode = if ceil { RoundMode::Ceil } else { RoundMode::Floor };
-        let p = PoolParam { method, kernel, stride, pad, global: false, round_mode };
+        let p = PoolParam { method, kernel, stride: *stride, pad, global: false, round_mode };
         self.emit(node, out, LayerKind::Pooling(p), vec![x], vec![])?;
         // Caffe's ceil rounding drops a last window only when padded; ONNX always drops one that
         // starts past the input and its leading padding: refuse where the two differ.
         // ONNX pools the Pad's output; the engine pads the Pad's input by the sum of both.
-        let onnx: Vec<usize> = (0..2).map(|a| onnx_pool_size(s[2 + a] + 2 * extra[a], kernel[a], stride[a], own[a], ceil)).collect();
+        let onnx: Vec<usize> =
+            (0..2).map(|a| onnx_pool_size(s[2 + a] + 2 * extra[a], kernel[a], stride[a], pads[a], pads[a + 2], ceil)).collect();
         let engine = &self.shapes[out][2..];
         ensure!(
             engine == onnx.as_slice(),
@@ -472,8 +522,9 @@ impl Builder {
         }
     }
 
-    /// Zero padding of the spatial axes, symmetric: kept for the Conv or AveragePool that
-    /// reads it (the only readers allowed), which pad by it themselves.
+    /// Constant padding of the spatial axes. Zeros equal on both sides, read only by Conv
+    /// and AveragePool nodes (or further Pads), are kept for those to pad by themselves;
+    /// anything else becomes a `Pad` layer.
     fn pad(&mut self, node: &Node, out: &str) -> Result<()> {
         let l = node.label();
         let (x, before) = self.padded_input(node)?;
@@ -492,22 +543,71 @@ impl Builder {
             ensure!(node.inputs.get(3).is_none_or(|a| a.is_empty()), "{l}: the axes input is not supported yet");
             (pads, value)
         };
-        ensure!(value == 0.0, "{l}: padding with {value} is not supported (only zeros)");
+        ensure!(!value.is_nan(), "{l}: padding with NaN is not supported");
         let rank = self.shapes[&x].len();
         ensure!(rank == 4 && pads.len() == 8, "{l}: pads {pads:?} for a rank-{rank} input: only NCHW is supported");
         ensure!(
-            pads[0] == 0
-                && pads[1] == 0
-                && pads[4] == 0
-                && pads[5] == 0
-                && pads[2] == pads[6]
-                && pads[3] == pads[7]
-                && pads[2] >= 0
-                && pads[3] >= 0,
-            "{l}: pads {pads:?} are not supported yet (only equal padding of H and W on both sides)"
+            pads[0] == 0 && pads[1] == 0 && pads[4] == 0 && pads[5] == 0 && pads.iter().all(|&p| p >= 0),
+            "{l}: pads {pads:?} are not supported yet (only non-negative padding of H and W)"
         );
-        self.pending_pads.insert(out.to_string(), (x, [before[0] + pads[2] as usize, before[1] + pads[3] as usize]));
-        Ok(())
+        let side = |a: usize| [before[0] + pads[a] as usize, before[1] + pads[a + 1] as usize];
+        let (top_left, bottom_right) = (side(2), side(6));
+        let readers = self.readers.get(out).map_or(&[][..], Vec::as_slice);
+        let folds =
+            readers.iter().all(|op| matches!(op.as_str(), "Conv" | "AveragePool" | "Pad")) && self.uses.get(out) == Some(&readers.len());
+        if value == 0.0 && top_left == bottom_right && folds {
+            self.pending_pads.insert(out.to_string(), (x, top_left));
+            return Ok(());
+        }
+        ensure!(before == [0, 0] || value == 0.0, "{l}: padding with {value} around zero padding is not supported");
+        let p = PadParam { before: top_left, after: bottom_right, value };
+        self.emit(node, out, LayerKind::Pad(p), vec![x], vec![])
+    }
+
+    /// Clip: the bounds are attributes before opset 11 and optional constant inputs from 11
+    /// on; an absent bound is an infinite one (ReLU6 is Clip(0, 6)).
+    fn clip(&mut self, node: &Node, out: &str) -> Result<()> {
+        let x = self.input(node, 0)?.to_string();
+        let (min, max) = if self.opset < 11 {
+            (node.float("min", f32::NEG_INFINITY)?, node.float("max", f32::INFINITY)?)
+        } else {
+            let bound = |i: usize, what: &str, default: f32| -> Result<f32> {
+                match node.inputs.get(i).filter(|n| !n.is_empty()) {
+                    None => Ok(default),
+                    Some(name) if !self.consts.contains_key(name) => {
+                        bail!("{}: a {what} bound computed at run time ('{name}') is not supported (only a constant)", node.label())
+                    }
+                    Some(_) => match f32s(self.constant(node, i)?, what)? {
+                        [v] => Ok(*v),
+                        v => bail!("{}: the {what} bound holds {} values, not one", node.label(), v.len()),
+                    },
+                }
+            };
+            (bound(1, "min", f32::NEG_INFINITY)?, bound(2, "max", f32::INFINITY)?)
+        };
+        ensure!(!min.is_nan() && !max.is_nan(), "{}: the bounds {min} and {max} must be numbers", node.label());
+        self.emit(node, out, LayerKind::Activation(Activation::Clip { min, max }), vec![x], vec![])
+    }
+
+    /// `x * g` with g of shape [N, C, 1, 1] (any leading axes of x, then ones), both computed:
+    /// squeeze-and-excitation's gating. g is reshaped to its leading axes ([N, C]) and scales x
+    /// from axis 0 on, Caffe's two-bottom Scale.
+    fn gate(&mut self, node: &Node, out: &str, bottoms: &[String]) -> Result<bool> {
+        let [a, b] = bottoms else { return Ok(false) };
+        let (sa, sb) = (&self.shapes[a], &self.shapes[b]);
+        let (x, g) = if sa.iter().product::<usize>() >= sb.iter().product::<usize>() { (a, b) } else { (b, a) };
+        let (sx, sg) = (self.shapes[x].clone(), self.shapes[g].clone());
+        let lead = sg.iter().rposition(|&d| d != 1).map_or(0, |p| p + 1);
+        if sg.len() != sx.len() || lead == 0 || sg[..lead] != sx[..lead] {
+            return Ok(false);
+        }
+        let flat = format!("{out}::gates");
+        ensure!(!self.shapes.contains_key(&flat), "{}: the tensor name '{flat}' is taken", node.label());
+        let reshape = ReshapeParam { dims: vec![0; lead], axis: 0, num_axes: -1 };
+        self.emit(node, &flat, LayerKind::Reshape(reshape), vec![g.clone()], vec![])?;
+        let scale = ScaleParam { axis: 0, num_axes: -1, bias_term: false };
+        self.emit(node, out, LayerKind::Scale(scale), vec![x.clone(), flat], vec![])?;
+        Ok(true)
     }
 
     fn softmax(&mut self, node: &Node, out: &str) -> Result<()> {
@@ -558,6 +658,10 @@ impl Builder {
             };
             let shapes: Vec<&Vec<usize>> = bottoms.iter().map(|b| &self.shapes[b]).collect();
             if shapes.iter().any(|s| *s != shapes[0]) {
+                if op == "Mul" && self.gate(node, out, &bottoms)? {
+                    return Ok(());
+                }
+                let shapes: Vec<&Vec<usize>> = bottoms.iter().map(|b| &self.shapes[b]).collect();
                 let list: Vec<String> = shapes.iter().map(|s| fmt_shape(s)).collect();
                 bail!("{l}: broadcasting between shapes {} is not supported yet", list.join(" and "));
             }
@@ -685,16 +789,16 @@ fn channel_values(dims: &[i64], values: &[f32], shape: &[usize]) -> Option<Vec<f
     (axis == 1 && dims.iter().filter(|&&d| d != 1).count() == 1).then(|| values.to_vec())
 }
 
-/// ONNX's pooled size along one axis.
-fn onnx_pool_size(size: usize, k: usize, s: usize, p: usize, ceil: bool) -> usize {
-    let span = (size + 2 * p).saturating_sub(k);
+/// ONNX's pooled size along one axis, padded by `begin` and `end`.
+fn onnx_pool_size(size: usize, k: usize, s: usize, begin: usize, end: usize, ceil: bool) -> usize {
+    let span = (size + begin + end).saturating_sub(k);
     if !ceil {
         return span / s + 1;
     }
     let out = span.div_ceil(s) + 1;
     // As PyTorch and onnxruntime do: the last window must start inside the input or its
     // leading padding.
-    if (out - 1) * s >= size + p {
+    if (out - 1) * s >= size + begin {
         out - 1
     } else {
         out
@@ -707,11 +811,13 @@ mod tests {
 
     #[test]
     fn pool_sizes_round_as_onnx_says() {
-        assert_eq!(onnx_pool_size(112, 3, 2, 1, false), 56);
-        assert_eq!(onnx_pool_size(112, 3, 2, 1, true), 57);
-        assert_eq!(onnx_pool_size(6, 3, 2, 0, false), 2);
-        assert_eq!(onnx_pool_size(6, 3, 2, 0, true), 3);
-        assert_eq!(onnx_pool_size(5, 2, 2, 1, true), 3);
+        assert_eq!(onnx_pool_size(112, 3, 2, 1, 1, false), 56);
+        assert_eq!(onnx_pool_size(112, 3, 2, 1, 1, true), 57);
+        assert_eq!(onnx_pool_size(6, 3, 2, 0, 0, false), 2);
+        assert_eq!(onnx_pool_size(6, 3, 2, 0, 0, true), 3);
+        assert_eq!(onnx_pool_size(5, 2, 2, 1, 1, true), 3);
+        // TensorFlow's SAME for an even input, stride 2: all the padding at the end.
+        assert_eq!(onnx_pool_size(8, 3, 2, 0, 1, false), 4);
     }
 
     #[test]

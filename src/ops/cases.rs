@@ -68,6 +68,7 @@ pub fn all() -> Vec<Case> {
         super::concat::cases::CASES,
         super::eltwise::cases::CASES,
         super::norm::cases::CASES,
+        super::pad::cases::CASES,
         COPY,
     ]
     .concat()

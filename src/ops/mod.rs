@@ -17,6 +17,7 @@ pub mod gemm;
 pub mod inner_product;
 pub mod lrn;
 pub mod norm;
+pub mod pad;
 pub mod pool;
 pub mod softmax;
 
@@ -34,6 +35,7 @@ use eltwise::EltwiseKernels;
 use inner_product::InnerProductKernels;
 use lrn::LrnKernels;
 use norm::NormKernels;
+use pad::PadKernels;
 use pool::PoolKernels;
 use softmax::SoftmaxKernels;
 
@@ -49,6 +51,7 @@ pub const KERNEL_SOURCES: &[KernelSource] = &[
     concat::cuda::SOURCE,
     eltwise::cuda::SOURCE,
     norm::cuda::SOURCE,
+    pad::cuda::SOURCE,
 ];
 
 /// What a node's backward needs from its forward (max-pool winners, LRN scales), kept across
@@ -120,6 +123,7 @@ pub trait Kernels:
     + ConcatKernels
     + EltwiseKernels
     + NormKernels
+    + PadKernels
 {
 }
 
@@ -135,6 +139,7 @@ impl<B> Kernels for B where
         + ConcatKernels
         + EltwiseKernels
         + NormKernels
+        + PadKernels
 {
 }
 
@@ -158,9 +163,11 @@ pub fn forward<B: Kernels>(dev: &B, op: &Op, p: &[B::Param], x: &[&B::Buf], y: &
         Op::Deconv { geom, bias } => dev.deconv_forward(geom, x[0], &p[0], bias_of(p, *bias), &mut y[0]),
         Op::InnerProduct { rows, k, n, bias } => dev.inner_product_forward(*rows, *k, *n, x[0], &p[0], bias_of(p, *bias), &mut y[0]),
         Op::Relu { slope } => dev.relu_forward(*slope, x[0], &mut y[0]),
+        Op::Activation(f) => dev.activation_forward(*f, x[0], &mut y[0]),
         Op::Copy => y.iter_mut().try_for_each(|t| dev.copy(x[0], t)),
         Op::MaxPool(g) => dev.max_pool_forward(g, x[0], &mut y[0], aux),
         Op::AvePool(g) => dev.ave_pool_forward(g, x[0], &mut y[0]),
+        Op::Pad(g) => dev.pad_forward(g, x[0], &mut y[0]),
         Op::Lrn { dims, param } => dev.lrn_forward(*dims, param, x[0], &mut y[0], aux),
         Op::Softmax { outer, channels, inner } => dev.softmax_forward(*outer, *channels, *inner, x[0], &mut y[0]),
         Op::Concat { outer, inner, channels } => dev.concat_forward(*outer, *inner, channels, x, &mut y[0]),
@@ -169,6 +176,7 @@ pub fn forward<B: Kernels>(dev: &B, op: &Op, p: &[B::Param], x: &[&B::Buf], y: &
         Op::Scale { outer, channels, inner, bias } => {
             dev.scale_forward(*outer, *channels, *inner, x[0], &p[0], bias_of(p, *bias), &mut y[0])
         }
+        Op::ScaleByBlob { outer, channels, inner } => dev.scale_by_blob_forward(*outer, *channels, *inner, x[0], x[1], &mut y[0]),
     }
 }
 
@@ -263,10 +271,16 @@ fn backward_once<B: Kernels>(
         // The rest have no parameters: only a data gradient to skip.
         _ if !data => {}
         Op::Relu { slope } => dev.relu_backward(*slope, x[0], dy, &mut dx[0])?,
+        Op::Activation(f) => dev.activation_backward(*f, x[0], y, dy, &mut dx[0])?,
+        Op::ScaleByBlob { outer, channels, inner } => {
+            let (dx0, ds) = dx.split_at_mut(1);
+            dev.scale_by_blob_backward(*outer, *channels, *inner, x[0], x[1], dy, &mut dx0[0], &mut ds[0])?
+        }
         // A Split's tops each carry a gradient; only the graph sees them all.
         Op::Copy => bail!("Copy nodes are handled by the graph"),
         Op::MaxPool(g) => dev.max_pool_backward(g, dy, aux, &mut dx[0])?,
         Op::AvePool(g) => dev.ave_pool_backward(g, dy, &mut dx[0])?,
+        Op::Pad(g) => dev.pad_backward(g, dy, &mut dx[0])?,
         Op::Lrn { dims, param } => dev.lrn_backward(*dims, param, x[0], y, aux, dy, &mut dx[0])?,
         Op::Softmax { outer, channels, inner } => dev.softmax_backward(*outer, *channels, *inner, y, dy, &mut dx[0])?,
         Op::Concat { outer, inner, channels } => dev.concat_backward(*outer, *inner, channels, dy, dx)?,

@@ -93,6 +93,8 @@ pub fn receptive_field(plan: &Plan, target: BlobId, x: usize, y: usize) -> Optio
                 }
                 // Element-wise or channel-wise on the same map: the same pixels.
                 Op::Relu { .. }
+                | Op::Activation(_)
+                | Op::ScaleByBlob { .. }
                 | Op::Copy
                 | Op::Lrn { .. }
                 | Op::Softmax { .. }

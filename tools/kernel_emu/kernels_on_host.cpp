@@ -6,12 +6,13 @@
 //   lrn N C H W local_size within
 //   softmax outer channels inner
 //   reduce outer channels inner        (channel_sums, batch_norm_backward_weights, mean_abs_rows)
-//   elementwise outer channels inner   (relu, axpby, mul_assign, bias_add, scale, batch_norm, eltwise max)
+//   elementwise outer channels inner   (relu, the activations, axpby, mul_assign, bias_add, scale, batch_norm, eltwise max)
 //   dgn rows cols
 //   crop N C H W crop_h crop_w oy ox
 //   resize N C H W out_h out_w         (resize_bilinear and its backward)
 //   affine N plane                     (channel_affine over N x 3 x plane, forward and backward)
 //   concat outer inner c0 c1 ...
+//   pad N C H W top left bottom right value
 //   splitk M N splits ldc
 // Each case launches its kernels with the arguments src/backend/cuda passes (grid-stride
 // kernels on a few blocks, so each thread takes several turns) and checks every output
@@ -38,6 +39,7 @@
 #include "../../kernels/concat.cu"
 #include "../../kernels/eltwise.cu"
 #include "../../kernels/dgn.cu"
+#include "../../kernels/pad.cu"
 
 using Vf = std::vector<float>;
 using Vd = std::vector<double>;
@@ -403,6 +405,56 @@ void test_elementwise(int outer, int channels, int inner) {
             check(fmt("relu bwd slope %g %s ", slope, g.c_str()) + start_name(s), dx, w, m);
         }
     }
+    // The ONNX activations on inputs spread over (-8, 8), with every kink hit exactly (the
+    // kink rules of src/ops/activation/cpu.rs: HardSigmoid strictly inside (0, 1), HardSwish
+    // x / 3 + 1/2 on [-3, 3], Clip [lo, hi] inclusive).
+    {
+        Vf w8(n);
+        const float kinks[] = {-3.0f, 3.0f, -2.0f, 2.0f, 0.0f, 6.0f, -0.5f};
+        for (long long i = 0; i < n; i++) w8[i] = i % 5 == 0 ? kinks[(i / 5) % 7] : 8.0f * x[i];
+        auto fwd = [&](const char* name, auto launch, auto f) {
+            Vf y = nans(n); Vd w(n);
+            for (long long i = 0; i < n; i++) w[i] = f((double)w8[i]);
+            launch(y);
+            check(fmt("%s fwd %s", name, g.c_str()), y, w);
+        };
+        auto bwd = [&](const char* name, auto launch, auto slope) {
+            for (auto& s : starts(n)) {
+                Vf dx = s; Vd w(n), m(n);
+                for (long long i = 0; i < n; i++) { double d = dy[i] * slope(i); w[i] = s[i] + d; m[i] = std::fabs(s[i]) + std::fabs(d); }
+                launch(dx);
+                check(fmt("%s bwd %s ", name, g.c_str()) + start_name(s), dx, w, m);
+            }
+        };
+        const float* xs = w8.data();
+        auto sig = [](double v) { return 1.0 / (1.0 + std::exp(-v)); };
+        fwd("sigmoid", [&](Vf& y) { LAUNCH(sigmoid_forward, grid, block, xs, y.data(), n); }, sig);
+        Vf sy(n);
+        for (long long i = 0; i < n; i++) sy[i] = (float)sig(w8[i]);
+        bwd("sigmoid", [&](Vf& dx) { LAUNCH(sigmoid_backward, grid, block, (const float*)sy.data(), (const float*)dy.data(), dx.data(), n); },
+            [&](long long i) { return (double)sy[i] * (1.0 - sy[i]); });
+        for (auto [alpha, beta] : {std::pair{0.25f, 0.5f}, std::pair{0.2f, 0.5f}}) {
+            auto u = [&](long long i) { return (double)(alpha * w8[i] + beta); };  // the kernel's f32 argument, so ties land alike
+            std::string nm = fmt("hard_sigmoid alpha %g beta %g", alpha, beta);
+            Vf y = nans(n); Vd w(n);
+            for (long long i = 0; i < n; i++) w[i] = std::min(std::max(u(i), 0.0), 1.0);
+            LAUNCH(hard_sigmoid_forward, grid, block, xs, y.data(), n, alpha, beta);
+            check(nm + " fwd " + g, y, w);
+            bwd(nm.c_str(), [&](Vf& dx) { LAUNCH(hard_sigmoid_backward, grid, block, xs, (const float*)dy.data(), dx.data(), n, alpha, beta); },
+                [&](long long i) { return u(i) > 0 && u(i) < 1 ? (double)alpha : 0.0; });
+        }
+        fwd("hard_swish", [&](Vf& y) { LAUNCH(hard_swish_forward, grid, block, xs, y.data(), n); },
+            [](double v) { return v * std::min(std::max(v + 3.0, 0.0), 6.0) / 6.0; });
+        bwd("hard_swish", [&](Vf& dx) { LAUNCH(hard_swish_backward, grid, block, xs, (const float*)dy.data(), dx.data(), n); },
+            [&](long long i) { double v = w8[i]; return v < -3 ? 0.0 : v <= 3 ? v / 3 + 0.5 : 1.0; });
+        for (auto [lo, hi] : {std::pair{0.0f, 6.0f}, std::pair{-INFINITY, -0.5f}, std::pair{-2.0f, INFINITY}}) {
+            std::string nm = fmt("clip [%g, %g]", lo, hi);
+            fwd(nm.c_str(), [&](Vf& y) { LAUNCH(clip_forward, grid, block, xs, y.data(), n, lo, hi); },
+                [&](double v) { return std::min(std::max(v, (double)lo), (double)hi); });
+            bwd(nm.c_str(), [&](Vf& dx) { LAUNCH(clip_backward, grid, block, xs, (const float*)dy.data(), dx.data(), n, lo, hi); },
+                [&](long long i) { return w8[i] >= lo && w8[i] <= hi ? 1.0 : 0.0; });
+        }
+    }
     for (auto [a, b] : {std::pair{0.5f, 0.0f}, std::pair{1.5f, -2.0f}}) {
         Vf y = b == 0 ? nans(n) : x2; Vd w(n), m(n);  // b == 0 never reads y
         for (long long i = 0; i < n; i++) { w[i] = a * x[i] + (b == 0 ? 0.0 : b * x2[i]); m[i] = std::fabs(a * x[i]) + (b == 0 ? 0.0 : std::fabs(b * x2[i])); }
@@ -613,6 +665,29 @@ void test_concat(int outer, int inner, const std::vector<int>& chans) {
     }
 }
 
+// pad_forward over NaN (every output written), pad_backward from 0 and from random.
+void test_pad(int N, int C, int H, int W, int t, int l, int b, int r, float value) {
+    int OH = H + t + b, OW = W + l + r;
+    size_t planes = (size_t)N * C, ni = planes * H * W, no = planes * OH * OW;
+    auto x = rnd(ni), dy = rnd(no);
+    Vf want(no, value);
+    Vd dxw(ni);
+    for (size_t p = 0; p < planes; p++) for (int i = 0; i < H; i++) for (int j = 0; j < W; j++) {
+        size_t src = (p * H + i) * W + j, dst = (p * OH + i + t) * OW + j + l;
+        want[dst] = x[src]; dxw[src] = dy[dst];
+    }
+    std::string g = fmt("pad %dx%dx%dx%d by %d,%d,%d,%d value %g", N, C, H, W, t, l, b, r, value);
+    Vf y = nans(no);
+    LAUNCH(pad_forward, d3(3), d3(256), (const float*)x.data(), y.data(), (long long)no, H, W, OH, OW, t, l, value);
+    check_exact(g, y, want);
+    for (auto& s : starts(ni)) {
+        Vf dx = s; Vd w(ni);
+        for (size_t i = 0; i < ni; i++) w[i] = s[i] + dxw[i];
+        LAUNCH(pad_backward, d3(3), d3(256), (const float*)dy.data(), dx.data(), (long long)ni, H, W, OH, OW, t, l);
+        check(g + " backward " + start_name(s), dx, w);
+    }
+}
+
 void test_splitk(int M, int N, int S, int ldc) {
     auto P = rnd((size_t)S * M * N);
     for (float beta : {0.0f, 1.0f}) {
@@ -637,8 +712,12 @@ bool run_case(const std::string& line) {
     std::string kind;
     if (!(in >> kind)) return true;  // blank
     std::vector<double> a;
-    for (double v; in >> v;) a.push_back(v);
-    if (!in.eof()) return false;
+    // strtod, unlike >>, reads inf and -inf (Pad values).
+    for (std::string t; in >> t;) {
+        char* end;
+        a.push_back(std::strtod(t.c_str(), &end));
+        if (*end) return false;
+    }
     auto n = [&](size_t want) { return a.size() == want; };
     auto i = [&](size_t k) { return (int)a[k]; };
     if (kind == "gemm" && n(11)) test_gemm(i(0), i(1), i(2), i(3), i(4), i(5), i(6), i(7), (float)a[8], (float)a[9], i(10));
@@ -654,6 +733,7 @@ bool run_case(const std::string& line) {
     else if (kind == "affine" && n(2)) test_affine(i(0), i(1));
     else if (kind == "concat" && a.size() >= 3) test_concat(i(0), i(1), std::vector<int>(a.begin() + 2, a.end()));
     else if (kind == "splitk" && n(4)) test_splitk(i(0), i(1), i(2), i(3));
+    else if (kind == "pad" && n(9)) test_pad(i(0), i(1), i(2), i(3), i(4), i(5), i(6), i(7), (float)a[8]);
     else return false;
     return true;
 }

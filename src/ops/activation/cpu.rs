@@ -1,7 +1,9 @@
-//! ReLU and leaky ReLU (Caffe `negative_slope`; the DGN generators use 0.3).
+//! ReLU and leaky ReLU (Caffe `negative_slope`; the DGN generators use 0.3), and the
+//! [`Activation`]s: the CPU reference.
 
 use super::ActivationKernels;
 use crate::device::Cpu;
+use crate::ir::Activation;
 use crate::real::Real;
 use anyhow::Result;
 
@@ -23,7 +25,82 @@ pub fn relu_backward<T: Real>(negative_slope: T, x: &[T], dy: &[T], dx: &mut [T]
     }
 }
 
+/// `y = f(x)`. HardSwish is `x * clamp(x + 3, 0, 6) / 6`, PyTorch's order of operations.
+pub fn activation_forward<T: Real>(f: Activation, x: &[T], y: &mut [T]) {
+    assert_eq!(x.len(), y.len(), "activation_forward: x and y differ in length");
+    let value = |v: T| -> T {
+        match f {
+            Activation::Sigmoid => T::ONE / (T::ONE + (-v).exp()),
+            Activation::HardSigmoid { alpha, beta } => (T::from_f32(alpha) * v + T::from_f32(beta)).max(T::ZERO).min(T::ONE),
+            Activation::HardSwish => {
+                let (three, six) = (T::from_f32(3.0), T::from_f32(6.0));
+                v * (v + three).max(T::ZERO).min(six) / six
+            }
+            Activation::Clip { min, max } => v.max(T::from_f32(min)).min(T::from_f32(max)),
+        }
+    };
+    for (yi, &xi) in y.iter_mut().zip(x) {
+        *yi = value(xi);
+    }
+}
+
+/// `dx += dy * f'(x)`. Sigmoid's derivative is `y (1 - y)`, from the output `y`. At the
+/// kinks: HardSigmoid passes the gradient only strictly inside (0, 1) and HardSwish uses
+/// `x / 3 + 1/2` on [-3, 3], as PyTorch; Clip passes it on [min, max] inclusive, as Caffe.
+pub fn activation_backward<T: Real>(f: Activation, x: &[T], y: &[T], dy: &[T], dx: &mut [T]) {
+    assert_eq!(x.len(), dy.len(), "activation_backward: x and dy differ in length");
+    assert_eq!(x.len(), dx.len(), "activation_backward: x and dx differ in length");
+    if f == Activation::Sigmoid {
+        assert_eq!(y.len(), dy.len(), "activation_backward: y and dy differ in length");
+    }
+    let slope = |i: usize| -> T {
+        let v = x[i];
+        match f {
+            Activation::Sigmoid => y[i] * (T::ONE - y[i]),
+            Activation::HardSigmoid { alpha, beta } => {
+                let a = T::from_f32(alpha);
+                let u = a * v + T::from_f32(beta);
+                if u > T::ZERO && u < T::ONE {
+                    a
+                } else {
+                    T::ZERO
+                }
+            }
+            Activation::HardSwish => {
+                let three = T::from_f32(3.0);
+                if v < -three {
+                    T::ZERO
+                } else if v <= three {
+                    v / three + T::from_f32(0.5)
+                } else {
+                    T::ONE
+                }
+            }
+            Activation::Clip { min, max } => {
+                if v >= T::from_f32(min) && v <= T::from_f32(max) {
+                    T::ONE
+                } else {
+                    T::ZERO
+                }
+            }
+        }
+    };
+    for (i, (dxi, &dyi)) in dx.iter_mut().zip(dy).enumerate() {
+        *dxi += dyi * slope(i);
+    }
+}
+
 impl<T: Real> ActivationKernels for Cpu<'_, T> {
+    fn activation_forward(&self, f: Activation, x: &Vec<T>, y: &mut Vec<T>) -> Result<()> {
+        activation_forward(f, x, y);
+        Ok(())
+    }
+
+    fn activation_backward(&self, f: Activation, x: &Vec<T>, y: &Vec<T>, dy: &Vec<T>, dx: &mut Vec<T>) -> Result<()> {
+        activation_backward(f, x, y, dy, dx);
+        Ok(())
+    }
+
     fn relu_forward(&self, slope: f32, x: &Vec<T>, y: &mut Vec<T>) -> Result<()> {
         relu_forward(T::from_f32(slope), x, y);
         Ok(())
@@ -62,6 +139,76 @@ mod tests {
         assert_eq!(dx, [0.3, 0.3, 1.0]);
         relu_backward(0.3, &x, &dy, &mut dx);
         assert_eq!(dx, [0.6, 0.6, 2.0]);
+    }
+
+    const ALL: [Activation; 5] = [
+        Activation::Sigmoid,
+        Activation::HardSigmoid { alpha: 0.2, beta: 0.5 },
+        Activation::HardSwish,
+        Activation::Clip { min: 0.0, max: 6.0 },
+        Activation::Clip { min: f32::NEG_INFINITY, max: -1.0 },
+    ];
+
+    #[test]
+    fn activations_by_hand() {
+        let x = [-8.0f64, -3.0, -1.0, 0.0, 1.5, 3.0, 7.0];
+        let run = |f| {
+            let mut y = [f64::NAN; 7];
+            activation_forward(f, &x, &mut y);
+            y
+        };
+        let sigmoid = run(Activation::Sigmoid);
+        assert_eq!(sigmoid[3], 0.5);
+        assert!((sigmoid[4] - 1.0 / (1.0 + (-1.5f64).exp())).abs() < 1e-15 && sigmoid[0] < 1e-3);
+        assert_eq!(run(Activation::HardSigmoid { alpha: 0.25, beta: 0.5 }), [0.0, 0.0, 0.25, 0.5, 0.875, 1.0, 1.0]);
+        let hs = run(Activation::HardSwish);
+        assert_eq!([hs[0], hs[1], hs[3], hs[5], hs[6]], [-0.0, -0.0, 0.0, 3.0, 7.0]);
+        assert!((hs[2] + 1.0 / 3.0).abs() < 1e-15 && (hs[4] - 1.5 * 4.5 / 6.0).abs() < 1e-15);
+        assert_eq!(run(Activation::Clip { min: 0.0, max: 6.0 }), [0.0, 0.0, 0.0, 0.0, 1.5, 3.0, 6.0]);
+        assert_eq!(run(Activation::Clip { min: f32::NEG_INFINITY, max: -1.0 }), [-8.0, -3.0, -1.0, -1.0, -1.0, -1.0, -1.0]);
+    }
+
+    #[test]
+    fn activation_gradients_at_the_kinks_and_accumulation() {
+        let x = [-3.0f64, 3.0, 0.0, 6.0, -2.0, 2.0];
+        let dy = [1.0f64; 6];
+        let grad = |f, start: f64| {
+            let mut y = [0.0; 6];
+            activation_forward(f, &x, &mut y);
+            let mut dx = [start; 6];
+            activation_backward(f, &x, &y, &dy, &mut dx);
+            dx
+        };
+        // HardSwish: x / 3 + 1/2 on [-3, 3] inclusive, as PyTorch
+        assert_eq!(grad(Activation::HardSwish, 0.0), [-0.5, 1.5, 0.5, 1.0, -2.0 / 3.0 + 0.5, 2.0 / 3.0 + 0.5]);
+        // HardSigmoid: strictly inside (0, 1), so not at x = +-2 where 0.25 x + 0.5 is 0 or 1
+        assert_eq!(grad(Activation::HardSigmoid { alpha: 0.25, beta: 0.5 }, 0.0), [0.0, 0.0, 0.25, 0.0, 0.0, 0.0]);
+        // Clip: [min, max] inclusive, as Caffe; added to what dx held
+        assert_eq!(grad(Activation::Clip { min: 0.0, max: 6.0 }, 1.0), [1.0, 2.0, 2.0, 2.0, 1.0, 2.0]);
+    }
+
+    #[test]
+    fn gradcheck_activations() {
+        let mut rng = Rng::new(2);
+        for f in ALL {
+            // Away from the kinks (-3, 3 for HardSwish, -2.5, 2.5 for HardSigmoid, the bounds).
+            let kinks = [-3.0, 3.0, -2.5, 2.5, 0.0, 6.0, -1.0];
+            let x: Vec<f64> = rng
+                .uniform_vec(61, -8.0, 8.0)
+                .into_iter()
+                .map(|v| if kinks.iter().any(|k| (v - k).abs() < 0.01) { v + 0.05 } else { v })
+                .collect();
+            let r = rng.uniform_vec(61, -1.0, 1.0);
+            let mut y = vec![0.0; 61];
+            activation_forward(f, &x, &mut y);
+            let mut dx = vec![0.0; 61];
+            activation_backward(f, &x, &y, &r, &mut dx);
+            gradcheck::check(&format!("{f:?}"), &x, &dx, |xp| {
+                let mut y = vec![0.0; xp.len()];
+                activation_forward(f, xp, &mut y);
+                gradcheck::dot(&y, &r)
+            });
+        }
     }
 
     #[test]

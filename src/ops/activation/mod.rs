@@ -1,17 +1,24 @@
-//! ReLU and leaky ReLU (Caffe's `negative_slope`; the DGN generators use 0.3).
+//! Element-wise functions of one blob: ReLU and leaky ReLU (Caffe's `negative_slope`; the DGN
+//! generators use 0.3), and the [`Activation`]s the ONNX nets bring: Sigmoid, HardSigmoid,
+//! HardSwish and Clip (ReLU6).
 
 pub mod cases;
 pub mod cpu;
 pub mod cuda;
 
 use crate::device::Backend;
+use crate::ir::Activation;
 use anyhow::Result;
 
-pub use cpu::{relu_backward, relu_forward};
+pub use cpu::{activation_backward, activation_forward, relu_backward, relu_forward};
 
 pub trait ActivationKernels: Backend {
     /// `y = x > 0 ? x : slope * x`
     fn relu_forward(&self, slope: f32, x: &Self::Buf, y: &mut Self::Buf) -> Result<()>;
     /// `dx += dy * (x > 0 ? 1 : slope)`, from the layer's input `x`.
     fn relu_backward(&self, slope: f32, x: &Self::Buf, dy: &Self::Buf, dx: &mut Self::Buf) -> Result<()>;
+    /// `y = f(x)`
+    fn activation_forward(&self, f: Activation, x: &Self::Buf, y: &mut Self::Buf) -> Result<()>;
+    /// `dx += dy * f'(x)`, from the layer's input `x` (Sigmoid: from its output `y`).
+    fn activation_backward(&self, f: Activation, x: &Self::Buf, y: &Self::Buf, dy: &Self::Buf, dx: &mut Self::Buf) -> Result<()>;
 }

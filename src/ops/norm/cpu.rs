@@ -274,6 +274,28 @@ impl<'w, T: Real> NormKernels for Cpu<'w, T> {
         scale_backward_weights(outer, channels, inner, x, dy, dgamma, dbeta.map(|b| b.as_mut_slice()));
         Ok(())
     }
+
+    // The learned Scale's reference, with the factors from a blob.
+    fn scale_by_blob_forward(&self, outer: usize, channels: usize, inner: usize, x: &Vec<T>, s: &Vec<T>, y: &mut Vec<T>) -> Result<()> {
+        scale_forward(outer, channels, inner, x, s, None, y);
+        Ok(())
+    }
+
+    fn scale_by_blob_backward(
+        &self,
+        outer: usize,
+        channels: usize,
+        inner: usize,
+        x: &Vec<T>,
+        s: &Vec<T>,
+        dy: &Vec<T>,
+        dx: &mut Vec<T>,
+        ds: &mut Vec<T>,
+    ) -> Result<()> {
+        scale_backward_data(outer, channels, inner, s, dy, dx);
+        scale_backward_weights(outer, channels, inner, x, dy, ds, None);
+        Ok(())
+    }
 }
 
 #[cfg(test)]

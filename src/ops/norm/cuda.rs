@@ -111,4 +111,26 @@ impl NormKernels for Cuda {
         }
         Ok(())
     }
+
+    // The learned Scale's kernels, with the factors from a blob.
+    fn scale_by_blob_forward(&self, outer: usize, channels: usize, inner: usize, x: &Buf, s: &Buf, y: &mut Buf) -> Result<()> {
+        ensure_len(s, channels, "Scale factors")?;
+        self.scale_forward(outer, channels, inner, x, s, None, y)
+    }
+
+    fn scale_by_blob_backward(
+        &self,
+        outer: usize,
+        channels: usize,
+        inner: usize,
+        x: &Buf,
+        s: &Buf,
+        dy: &Buf,
+        dx: &mut Buf,
+        ds: &mut Buf,
+    ) -> Result<()> {
+        ensure_len(s, channels, "Scale factors")?;
+        self.scale_backward_data(outer, channels, inner, s, dy, dx)?;
+        self.scale_backward_weights(outer, channels, inner, x, dy, ds, None)
+    }
 }

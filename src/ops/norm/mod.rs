@@ -1,4 +1,5 @@
-//! Caffe BatchNorm (inference, the stored global statistics) and Scale; blobs viewed as
+//! Caffe BatchNorm (inference, the stored global statistics) and Scale, with its factors
+//! learned or, with a second bottom, computed (squeeze-and-excitation); blobs viewed as
 //! [outer, channels, inner]. BatchNorm's parameters are Caffe's three blobs: the running sums
 //! of mean and variance and their scale factor (the statistics are blob / factor).
 
@@ -78,5 +79,27 @@ pub trait NormKernels: Backend {
         dy: &Self::Buf,
         dgamma: &mut Self::Buf,
         dbeta: Option<&mut Self::Buf>,
+    ) -> Result<()>;
+    /// y = x * s[c], the factors a computed blob (Caffe's Scale with two bottoms).
+    fn scale_by_blob_forward(
+        &self,
+        outer: usize,
+        channels: usize,
+        inner: usize,
+        x: &Self::Buf,
+        s: &Self::Buf,
+        y: &mut Self::Buf,
+    ) -> Result<()>;
+    /// dx += dy * s[c] and ds[c] += sum over outer and inner of dy * x.
+    fn scale_by_blob_backward(
+        &self,
+        outer: usize,
+        channels: usize,
+        inner: usize,
+        x: &Self::Buf,
+        s: &Self::Buf,
+        dy: &Self::Buf,
+        dx: &mut Self::Buf,
+        ds: &mut Self::Buf,
     ) -> Result<()>;
 }
