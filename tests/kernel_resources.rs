@@ -7,7 +7,8 @@
 //! Known shortfalls against full occupancy, declared next to their launchers: sgemm (163-168
 //! registers: 12 warps per SM) and sgemm_tf32 (76-77: 24 warps), lrn_backward (46 registers: 5
 //! CTAs of 256), and at 6 CTAs: im2col and max_pool_forward (sm_90), lrn_forward (sm_80),
-//! ave_pool_backward, the Scale and BatchNorm kernels (34-38 registers). None spills.
+//! ave_pool_backward, pad_backward (sm_80), the Scale and BatchNorm kernels (34-38 registers).
+//! None spills.
 //!
 //! Needs NVRTC, not a GPU: with `REQUIRE_NVRTC=1` (CI) a missing NVRTC fails these tests, and
 //! without it they are reported as ignored, never silently passed. That the source text's

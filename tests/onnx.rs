@@ -201,6 +201,7 @@ enum Attr {
     Int(i64),
     Ints(Vec<i64>),
     Float(f32),
+    Str(&'static str),
     Tensor(Vec<u8>),
 }
 
@@ -231,6 +232,10 @@ fn node(name: &str, op: &str, inputs: &[&str], outputs: &[&str], attrs: &[(&str,
             Attr::Float(v) => {
                 put_f32(&mut a, 2, *v);
                 put_varint(&mut a, 20, 1);
+            }
+            Attr::Str(s) => {
+                put_bytes(&mut a, 4, s.as_bytes());
+                put_varint(&mut a, 20, 3);
             }
             Attr::Tensor(t) => {
                 put_bytes(&mut a, 5, t);
@@ -544,6 +549,23 @@ fn asymmetric_pads_and_pad_nodes_compute_onnx_semantics() {
     close(&y.data, &want, "Pad then max pool");
     let p = run_hand_model(&dir, "pad-max-p", &bytes, (&[1, 1, 3, 3], &x), "p");
     assert_eq!(p.shape, vec![1, 1, 4, 4], "the Pad node's output is a layer of its own");
+
+    // auto_pad SAME_UPPER, Conv k2 s2 on 3x3: 2x2 outputs, the one pixel of padding at the
+    // end (the same as the explicit pads above); SAME_LOWER, MaxPool k2 s1: 3x3 outputs, the
+    // pixel at the start.
+    let conv = node("c", "Conv", &["x", "w"], &["y"], &[("strides", Attr::Ints(vec![2, 2])), ("auto_pad", Attr::Str("SAME_UPPER"))]);
+    let bytes = model(13, ("x", &[1, 1, 3, 3]), "y", &[conv], &[tensor("w", &[1, 1, 2, 2], &w)]);
+    let y = run_hand_model(&dir, "same-upper", &bytes, (&[1, 1, 3, 3], &x), "y");
+    let want: Vec<f32> =
+        (0..4).map(|o| (0..4).map(|k| w[k] * at((o / 2 * 2 + k / 2) as i64, (o % 2 * 2 + k % 2) as i64, 0, 0, 0.0)).sum()).collect();
+    close(&y.data, &want, "SAME_UPPER conv");
+    let attrs = [("kernel_shape", Attr::Ints(vec![2, 2])), ("auto_pad", Attr::Str("SAME_LOWER"))];
+    let bytes = model(13, ("x", &[1, 1, 3, 3]), "y", &[node("m", "MaxPool", &["x"], &["y"], &attrs)], &[]);
+    let y = run_hand_model(&dir, "same-lower", &bytes, (&[1, 1, 3, 3], &x), "y");
+    let want: Vec<f32> = (0..9)
+        .map(|o| (0..4).map(|k| at((o / 3 + k / 2) as i64, (o % 3 + k % 2) as i64, 1, 1, f32::NEG_INFINITY)).fold(f32::MIN, f32::max))
+        .collect();
+    close(&y.data, &want, "SAME_LOWER max pool");
 }
 
 /// Every truncation and a few thousand byte changes of a real model: the reader and the

@@ -339,22 +339,37 @@ impl Builder {
         Ok(())
     }
 
-    fn conv_common(&self, node: &Node) -> Result<Sliding> {
+    /// The window attributes of a node whose `kernel` slides over an input of `input` (H, W,
+    /// after any folded Pad). `auto_pad` SAME_UPPER and SAME_LOWER give ceil(input / stride)
+    /// outputs, the odd pixel of padding at the end or at the start.
+    fn conv_common(&self, node: &Node, kernel: [usize; 2], input: [usize; 2]) -> Result<Sliding> {
         let l = node.label();
-        let pads = node.ints("pads").unwrap_or(&[0, 0, 0, 0]);
-        match node.string("auto_pad").unwrap_or("NOTSET") {
-            "NOTSET" | "" => {}
-            "VALID" => ensure!(pads.iter().all(|&p| p == 0), "{l}: auto_pad VALID with nonzero pads"),
-            other => bail!("{l}: auto_pad {other} is not supported yet (give explicit pads)"),
-        }
-        let pads = match pads {
+        let stride = pair(node.ints("strides"), 1, "strides").map_err(|e| anyhow!("{l}: {e}"))?;
+        let dilation = pair(node.ints("dilations"), 1, "dilations").map_err(|e| anyhow!("{l}: {e}"))?;
+        ensure!(stride.iter().chain(&dilation).all(|&v| v > 0), "{l}: strides and dilations must be positive");
+        let explicit = node.ints("pads");
+        let pads = explicit.unwrap_or(&[0, 0, 0, 0]);
+        let mut pads = match pads {
             [t, lft, b, r] if [t, lft, b, r].iter().all(|&&p| p >= 0) => [*t as usize, *lft as usize, *b as usize, *r as usize],
             [_, _, _, _] => bail!("{l}: negative pads {pads:?} are not supported"),
             _ => bail!("{l}: pads {pads:?}: only 2-D is supported"),
         };
-        let stride = pair(node.ints("strides"), 1, "strides").map_err(|e| anyhow!("{l}: {e}"))?;
-        let dilation = pair(node.ints("dilations"), 1, "dilations").map_err(|e| anyhow!("{l}: {e}"))?;
-        ensure!(stride.iter().chain(&dilation).all(|&v| v > 0), "{l}: strides and dilations must be positive");
+        match node.string("auto_pad").unwrap_or("NOTSET") {
+            "NOTSET" | "" => {}
+            "VALID" => ensure!(pads.iter().all(|&p| p == 0), "{l}: auto_pad VALID with nonzero pads"),
+            mode @ ("SAME_UPPER" | "SAME_LOWER") => {
+                ensure!(explicit.is_none_or(|p| p.iter().all(|&v| v == 0)), "{l}: auto_pad {mode} with explicit pads");
+                ensure!(kernel.iter().all(|&k| k > 0), "{l}: kernel {kernel:?} must be positive");
+                for a in 0..2 {
+                    let span = (kernel[a] - 1) * dilation[a] + 1;
+                    let total = ((input[a].div_ceil(stride[a]).max(1) - 1) * stride[a] + span).saturating_sub(input[a]);
+                    let (begin, end) = if mode == "SAME_UPPER" { (total / 2, total - total / 2) } else { (total - total / 2, total / 2) };
+                    pads[a] = begin;
+                    pads[a + 2] = end;
+                }
+            }
+            other => bail!("{l}: auto_pad {other} is not supported"),
+        }
         let group = node.int("group", 1)?;
         ensure!(group > 0, "{l}: group {group} must be positive");
         Ok(Sliding { stride, pads, dilation, group: group as usize })
@@ -386,15 +401,22 @@ impl Builder {
         Ok(name)
     }
 
+    /// H and W of a 4-D input, padded by a folded Pad's `extra` on each side.
+    fn spatial(&self, node: &Node, x: &str, extra: [usize; 2]) -> Result<[usize; 2]> {
+        let s = &self.shapes[x];
+        ensure!(s.len() == 4, "{}: input shape {}: only 2-D (NCHW) is supported", node.label(), fmt_shape(s));
+        Ok([s[2] + 2 * extra[0], s[3] + 2 * extra[1]])
+    }
+
     fn conv(&mut self, node: &Node, out: &str) -> Result<()> {
         let (x, extra) = self.padded_input(node)?;
-        let sliding = self.conv_common(node)?;
+        let (weight, bias, kernel) = self.weight_and_bias(node)?;
+        let sliding = self.conv_common(node, kernel, self.spatial(node, &x, extra)?)?;
         let Sliding { stride, dilation, group, .. } = sliding;
         // Pads that differ between the sides: the difference as zeros of a Pad layer.
         let (own, before, after) = sliding.split();
         let x = self.explicit_pad(node, out, x, before, after, 0.0)?;
         let pad = [own[0] + extra[0], own[1] + extra[1]];
-        let (weight, bias, kernel) = self.weight_and_bias(node)?;
         let p = ConvParam { num_output: weight.shape[0], kernel, stride, pad, dilation, group, bias_term: bias.is_some() };
         let blobs = std::iter::once(weight).chain(bias).collect();
         self.emit(node, out, LayerKind::Convolution(p), vec![x], blobs)
@@ -402,14 +424,20 @@ impl Builder {
 
     fn conv_transpose(&mut self, node: &Node, out: &str) -> Result<()> {
         let x = self.input(node, 0)?.to_string();
-        let sliding = self.conv_common(node)?;
+        let l = node.label();
+        let auto_pad = node.string("auto_pad").unwrap_or("NOTSET");
+        ensure!(
+            matches!(auto_pad, "NOTSET" | "" | "VALID"),
+            "{l}: auto_pad {auto_pad} is not supported for ConvTranspose (give explicit pads)"
+        );
+        let (weight, bias, kernel) = self.weight_and_bias(node)?;
+        let sliding = self.conv_common(node, kernel, self.spatial(node, &x, [0, 0])?)?;
         let Sliding { stride, dilation, group, pads } = sliding;
         let (pad, before, after) = sliding.split();
         ensure!(before == [0, 0] && after == [0, 0], "{}: asymmetric pads {pads:?} are not supported for ConvTranspose", node.label());
         if node.ints("output_padding").is_some_and(|p| p.iter().any(|&v| v != 0)) || node.attr("output_shape").is_some() {
             bail!("{}: output_padding and output_shape are not supported yet", node.label());
         }
-        let (weight, bias, kernel) = self.weight_and_bias(node)?;
         let p = ConvParam { num_output: weight.shape[1] * group, kernel, stride, pad, dilation, group, bias_term: bias.is_some() };
         let blobs = std::iter::once(weight).chain(bias).collect();
         self.emit(node, out, LayerKind::Deconvolution(p), vec![x], blobs)
@@ -472,7 +500,7 @@ impl Builder {
         let kernel = pair(node.ints("kernel_shape"), 0, "kernel_shape").map_err(|e| anyhow!("{l}: {e}"))?;
         ensure!(node.ints("kernel_shape").is_some(), "{l}: kernel_shape is required");
         ensure!(pair(node.ints("dilations"), 1, "dilations")? == [1, 1], "{l}: dilations are not supported yet");
-        let sliding = self.conv_common(node)?;
+        let sliding = self.conv_common(node, kernel, self.spatial(node, &x, extra)?)?;
         let (Sliding { stride, pads, .. }, (own, before, after)) = (&sliding, sliding.split());
         let pad = [own[0] + extra[0], own[1] + extra[1]];
         let ceil = node.int("ceil_mode", 0)? != 0;
