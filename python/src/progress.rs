@@ -25,6 +25,8 @@ struct Bar {
     drawn: Option<Instant>,
     /// The length of the counter line on the screen (0: none).
     width: usize,
+    /// The count the line on the screen shows.
+    shown: u64,
 }
 
 impl PyProgress {
@@ -57,6 +59,7 @@ impl Bar {
         let pad = self.width.saturating_sub(line.chars().count());
         self.width = line.chars().count();
         self.drawn = Some(Instant::now());
+        self.shown = self.done;
         format!("\r{line}{}", " ".repeat(pad))
     }
 
@@ -106,7 +109,11 @@ impl Progress for PyProgress {
 
     fn finish(&self) {
         self.with_bar(|bar| {
-            let text = if bar.started.is_some() { format!("{}\n", bar.draw()) } else { String::new() };
+            let text = match bar.started {
+                Some(_) if bar.shown == bar.done && bar.width > 0 => "\n".to_string(),
+                Some(_) => format!("{}\n", bar.draw()),
+                None => String::new(),
+            };
             *bar = Bar::default();
             text
         });
