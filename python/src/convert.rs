@@ -29,7 +29,9 @@ pub fn convert<'py>(
         Some(s) => return Err(PyValueError::new_err(format!("input_space: '{s}' is neither torchvision nor caffe"))),
     };
     if onnx.is_some() && (prototxt.is_some() || caffemodel.is_some() || random_weights.is_some()) {
-        return Err(PyValueError::new_err("onnx= converts an ONNX model on its own: give no prototxt, caffemodel or random_weights with it"));
+        return Err(PyValueError::new_err(
+            "onnx= converts an ONNX model on its own: give no prototxt, caffemodel or random_weights with it",
+        ));
     }
     if random_weights.is_some() && caffemodel.is_some() {
         return Err(PyValueError::new_err("give a caffemodel or random_weights, not both"));

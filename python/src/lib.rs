@@ -15,7 +15,8 @@ use pyo3::prelude::*;
 
 /// The Python package's version is the crate's: this crate's version (the wheel's) must be
 /// dgnam's, or it does not compile.
-const _: () = assert!(same(env!("CARGO_PKG_VERSION").as_bytes(), dgnam::VERSION.as_bytes()), "python/Cargo.toml's version must equal dgnam's");
+const _: () =
+    assert!(same(env!("CARGO_PKG_VERSION").as_bytes(), dgnam::VERSION.as_bytes()), "python/Cargo.toml's version must equal dgnam's");
 
 const fn same(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {

@@ -3,6 +3,7 @@
 
 use crate::arrays;
 use crate::errors::OrRaise;
+use anyhow::{ensure, Context, Result};
 use dgnam::app::{self, Device};
 use dgnam::caffe::NetDef;
 use dgnam::device::cuda::Precision;
@@ -11,9 +12,8 @@ use dgnam::graph::{self, Plan, UnitRef};
 use dgnam::io::NetSource;
 use dgnam::ops::Kernels;
 use dgnam::tensor::fmt_shape;
-use anyhow::{ensure, Context, Result};
-use pyo3::exceptions::PyValueError;
 use numpy::PyUntypedArrayMethods;
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 use std::path::PathBuf;
