@@ -158,8 +158,9 @@ def test_the_gil_is_released_while_it_computes(tiny):
     seconds = time.perf_counter() - start
     done.set()
     t.join()
-    # Held GIL: the counter would tick only at the interpreter's switch points, not ~1/ms.
-    assert seconds > 0.05 and ticks[0] >= 0.25 * seconds * 1000, (ticks[0], seconds)
+    # With the GIL held through the call, the counter could not tick again until it
+    # returned (a tick or two at most); released, it ticks about once a millisecond.
+    assert seconds > 0.1 and ticks[0] >= 20, (ticks[0], seconds)
 
 
 def test_errors_carry_the_commands_message(tiny, tmp_path):
