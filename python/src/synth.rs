@@ -85,12 +85,16 @@ fn units_arg(units: Option<&Bound<'_, PyAny>>) -> PyResult<Units> {
     Ok(Units::List(list))
 }
 
-/// `init_code`: a path to an (N, code) .npy, or an array, saved as `dir/init_code.npy` for
-/// the command to read (a 1-D array is one row).
-fn init_code_arg(init: Option<&Bound<'_, PyAny>>, dir: &Path) -> PyResult<Option<PathBuf>> {
-    let Some(init) = init.filter(|i| !i.is_none()) else { return Ok(None) };
+/// An array to save as a .npy file: its shape and values.
+type PendingNpy = (PathBuf, Vec<usize>, Vec<f32>);
+
+/// `init_code`: a path to an (N, code) .npy, or an array, to be saved as
+/// `dir/init_code.npy` for the command to read (a 1-D array is one row) once the
+/// arguments are known to be good.
+fn init_code_arg(init: Option<&Bound<'_, PyAny>>, dir: &Path) -> PyResult<(Option<PathBuf>, Option<PendingNpy>)> {
+    let Some(init) = init.filter(|i| !i.is_none()) else { return Ok((None, None)) };
     if let Ok(p) = init.extract::<PathBuf>() {
-        return Ok(Some(p));
+        return Ok((Some(p), None));
     }
     let a = arrays::float32(init)?;
     let shape = match a.shape() {
@@ -99,9 +103,14 @@ fn init_code_arg(init: Option<&Bound<'_, PyAny>>, dir: &Path) -> PyResult<Option
         s => return Err(PyValueError::new_err(format!("init_code: needs shape (N, code), got {s:?}"))),
     };
     let path = dir.join("init_code.npy");
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display())).or_raise(&[])?;
-    npy::write(&path, &shape, arrays::slice(&a)?).or_raise(&[])?;
-    Ok(Some(path))
+    Ok((Some(path.clone()), Some((path, shape, arrays::slice(&a)?.to_vec()))))
+}
+
+fn write_npy((path, shape, data): &PendingNpy) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    npy::write(path, shape, data)
 }
 
 fn seeds_arg(seeds: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Seeds>> {
@@ -267,8 +276,12 @@ pub fn synthesize<'py>(
     o.out_dir = dir.clone();
     o.render = render_arg(render)?;
     o.save_every = save_every;
-    o.init_code = init_code_arg(init_code, &dir)?;
+    let (init_path, init_array) = init_code_arg(init_code, &dir)?;
+    o.init_code = init_path;
     o.check().or_raise(&[])?;
+    if let Some(pending) = &init_array {
+        write_npy(pending).or_raise(&[])?;
+    }
 
     let inputs: Vec<PathBuf> =
         [Some(&net_path), Some(&gen_path), bounds.as_ref(), o.init_code.as_ref(), init_image.as_ref(), labels.as_ref()]

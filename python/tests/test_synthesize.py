@@ -182,6 +182,10 @@ def test_errors_carry_the_commands_message(tiny, tmp_path):
     with pytest.raises(FileNotFoundError) as e:
         dgnam.synthesize(tmp_path / "no.dgnw", gen, device="cpu", progress=False)
     assert str(e.value) == want
+    # A refused call writes nothing, not even the initial codes it was given.
+    with pytest.raises(ValueError, match="--decay"):
+        dgnam.synthesize(clf, gen, units=[0], decay=2.0, init_code=np.zeros((1, 8)), out_dir=tmp_path / "none", progress=False)
+    assert not (tmp_path / "none").exists()
     with pytest.raises(ValueError, match="units"):
         dgnam.synthesize(clf, gen, units=["x"], progress=False)
     with pytest.raises(ValueError, match="objective"):
