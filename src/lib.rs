@@ -23,3 +23,6 @@ pub mod synth;
 pub mod tensor;
 pub mod train;
 pub mod weights;
+
+/// The crate's version (the `dgnam` Python module reports it as `__version__`).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
