@@ -28,6 +28,7 @@ from torch import nn
 tv_googlenet = importlib.import_module("torchvision.models.googlenet")
 tv_resnet = importlib.import_module("torchvision.models.resnet")
 tv_squeezenet = importlib.import_module("torchvision.models.squeezenet")
+tv_efficientnet = importlib.import_module("torchvision.models.efficientnet")
 
 OUT = os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures", "torchvision")
 CLASSES = 10
@@ -96,12 +97,24 @@ def googlenet(d=8):
     return m
 
 
-def calibrate(model, rng):
+def efficientnet_b0(width=0.1):
+    """torchvision's EfficientNet-B0 (its MBConv blocks with depthwise convolutions, SiLU and
+    squeeze-and-excitation, every block of B0's depth) at a tenth of its widths (torchvision
+    rounds each to a multiple of 8, at least 8)."""
+    setting, last = tv_efficientnet._efficientnet_conf("efficientnet_b0", width_mult=width, depth_mult=1.0)
+    return tv_efficientnet.EfficientNet(setting, dropout=0.2, last_channel=last, num_classes=CLASSES)
+
+
+def calibrate(model, rng, batch=16, affine=True):
     """Keeps every layer's activations O(1) through a deep random net: a net without
     BatchNorm has each convolution's weights and bias rescaled in turn so that its output
     has unit standard deviation on one batch of the fixture's input distribution; a net
-    with BatchNorm takes its statistics from that batch, then random affine terms."""
-    calib = torch.tensor(rng.normal(0, 1, (16, 3, SIZE, SIZE)), dtype=torch.float32)
+    with BatchNorm takes its statistics from that batch, then random affine terms.
+    EfficientNet's 2 x 2 late stages need a batch of 128: statistics from 16 samples left
+    near-constant channels whose variance the test inputs exceed, and activations grew to
+    about 1e4 by the logits; its BatchNorms keep scale 1 and shift 0 (random ones compound
+    over its 49 BatchNorms to logits of several hundred)."""
+    calib = torch.tensor(rng.normal(0, 1, (batch, 3, SIZE, SIZE)), dtype=torch.float32)
     if not any(isinstance(mod, nn.BatchNorm2d) for mod in model.modules()):
         model.eval()
         for conv in [mod for mod in model.modules() if isinstance(mod, nn.Conv2d)]:
@@ -117,14 +130,17 @@ def calibrate(model, rng):
                 conv.bias.div_(seen["std"])
             hook.remove()
         return
+    # Only the BatchNorms in training mode: dropout and stochastic depth stay as at
+    # inference, so the statistics are those of the net that is exported.
+    model.eval()
     for mod in model.modules():
         if isinstance(mod, nn.BatchNorm2d):
             mod.momentum = 1.0
-    model.train()
+            mod.train()
     with torch.no_grad():
         model(calib)
     for mod in model.modules():
-        if isinstance(mod, nn.BatchNorm2d):
+        if affine and isinstance(mod, nn.BatchNorm2d):
             c = mod.num_features
             mod.weight.data.copy_(torch.tensor(rng.uniform(0.5, 1.5, c), dtype=torch.float32))
             mod.bias.data.copy_(torch.tensor(rng.normal(0, 0.2, c), dtype=torch.float32))
@@ -147,11 +163,11 @@ def intermediates(graph, op, count):
     return picks[:count]
 
 
-def export(name, make_model, intermediate_op):
+def export(name, make_model, intermediate_op, calib_batch=16, affine=True):
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     model = make_model()
-    calibrate(model, rng)
+    calibrate(model, rng, calib_batch, affine)
     path = os.path.join(OUT, f"{name}.onnx")
     kwargs = dict(
         input_names=["input"],
@@ -202,6 +218,7 @@ def main():
     export("resnet18", resnet18, "Relu")
     export("squeezenet1_1", squeezenet1_1, "Concat")
     export("googlenet", googlenet, "Concat")
+    export("efficientnet_b0", efficientnet_b0, "Mul", calib_batch=128, affine=False)
 
 
 if __name__ == "__main__":
