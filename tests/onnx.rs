@@ -3,25 +3,12 @@
 
 mod common;
 
-use common::{fixture, scratch};
+use common::{fixture, forward_cpu as forward, onnx_convert as convert, scratch};
 use dgnam::ir::InputSpace;
 use dgnam::npy;
 use dgnam::weights::WeightsFile;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-fn convert(model: &Path, out: &Path, extra: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dgnam-convert")).arg("--onnx").arg(model).arg("-o").arg(out).args(extra).output().unwrap()
-}
-
-fn forward(net: &Path, input: &Path, layers: &[&str], out_dir: &Path) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_dgnam"));
-    c.arg("forward").arg("--net").arg(net).arg("--input").arg(input).arg("--out-dir").arg(out_dir).arg("--device").arg("cpu");
-    for l in layers {
-        c.arg("--layer").arg(l);
-    }
-    c.output().unwrap()
-}
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()

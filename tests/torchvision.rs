@@ -7,17 +7,16 @@
 
 mod common;
 
-use common::{fixture, scratch};
+use common::{fixture, forward_cpu, onnx_convert, scratch};
 use dgnam::npy;
 use dgnam::tensor::Tensor;
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Output};
 
-fn run(c: &mut Command) -> Output {
-    let o = c.output().unwrap();
+#[track_caller]
+fn succeeded(o: Output) {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    o
 }
 
 /// The largest difference between `got` and `want`, relative to the largest |want|.
@@ -34,7 +33,7 @@ fn check(name: &str) {
     let meta: Value = serde_json::from_str(&std::fs::read_to_string(root.join(format!("{name}.json"))).unwrap()).unwrap();
     let net = dir.join(format!("{name}.dgnw"));
     let model = root.join(meta["model"].as_str().unwrap());
-    run(Command::new(env!("CARGO_BIN_EXE_dgnam-convert")).arg("--onnx").arg(&model).arg("-o").arg(&net));
+    succeeded(onnx_convert(&model, &net, &[]));
     let unit = meta["unit"].as_u64().unwrap().to_string();
     let file = |key: &Value| npy::read(&root.join(key.as_str().unwrap())).unwrap();
     let mut batches = vec![];
@@ -45,12 +44,8 @@ fn check(name: &str) {
         let out_dir = dir.join(format!("b{batch}"));
         let outputs = case["outputs"].as_object().unwrap();
         assert_eq!(outputs.len(), 3, "{name}: the logits and two intermediate tensors");
-        let mut c = Command::new(env!("CARGO_BIN_EXE_dgnam"));
-        c.args(["forward", "--device", "cpu", "--net"]).arg(&net).arg("--input").arg(&input).arg("--out-dir").arg(&out_dir);
-        for tensor in outputs.keys() {
-            c.arg("--layer").arg(tensor);
-        }
-        run(&mut c);
+        let layers: Vec<&str> = outputs.keys().map(String::as_str).collect();
+        succeeded(forward_cpu(&net, &input, &layers, &out_dir));
         let got = |tensor: &str| npy::read(&out_dir.join(format!("{}.npy", tensor.replace('/', "_")))).unwrap();
         for (tensor, reference) in outputs {
             let err = relative_error(&got(tensor), &file(reference), &format!("{name} b{batch} {tensor}"));
@@ -62,7 +57,7 @@ fn check(name: &str) {
         let grad = dir.join(format!("grad-b{batch}.npy"));
         let mut c = Command::new(env!("CARGO_BIN_EXE_dgnam"));
         c.args(["backward", "--device", "cpu", "--net"]).arg(&net).arg("--input").arg(&input);
-        run(c.args(["--layer", "logits", "--unit", &unit, "--out"]).arg(&grad));
+        succeeded(c.args(["--layer", "logits", "--unit", &unit, "--out"]).arg(&grad).output().unwrap());
         let got = npy::read(Path::new(&grad)).unwrap();
         let err = relative_error(&got, &file(&case["input_grad_torch64"]), &format!("{name} b{batch} input gradient"));
         assert!(err < 1e-4, "{name} batch {batch}: the input gradient of logit {unit} is {err} from PyTorch autograd in float64");

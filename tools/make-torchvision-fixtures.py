@@ -20,7 +20,6 @@ import os
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import torch
 import torchvision
 from torch import nn
@@ -29,6 +28,8 @@ tv_googlenet = importlib.import_module("torchvision.models.googlenet")
 tv_resnet = importlib.import_module("torchvision.models.resnet")
 tv_squeezenet = importlib.import_module("torchvision.models.squeezenet")
 tv_efficientnet = importlib.import_module("torchvision.models.efficientnet")
+# onnxruntime's outputs at the graph outputs and named tensors, as the other fixtures take them.
+run_ort = importlib.import_module("make-onnx-fixtures").run
 
 OUT = os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures", "torchvision")
 CLASSES = 10
@@ -145,15 +146,6 @@ def calibrate(model, rng, batch=16, affine=True):
             mod.weight.data.copy_(torch.tensor(rng.uniform(0.5, 1.5, c), dtype=torch.float32))
             mod.bias.data.copy_(torch.tensor(rng.normal(0, 0.2, c), dtype=torch.float32))
     model.eval()
-
-
-def run_ort(path, x, extra):
-    model = onnx.load(path)
-    for name in extra:
-        model.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    names = [o.name for o in sess.get_outputs()]
-    return dict(zip(names, sess.run(None, {sess.get_inputs()[0].name: x})))
 
 
 def intermediates(graph, op, count):

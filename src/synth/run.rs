@@ -387,7 +387,7 @@ fn synthesize_with(
     // one finished batch waits for it. The summary is rewritten after each batch's files,
     // in batch order, as before; the first error of either side ends the run.
     let (to_writer, batches) = std::sync::mpsc::sync_channel::<(&[&Job], BatchResult<f32>, f64)>(1);
-    let written = std::thread::scope(|scope| -> Result<BTreeMap<String, Value>> {
+    let entries = std::thread::scope(|scope| -> Result<BTreeMap<String, Value>> {
         let summary = &summary;
         let summary_path = &summary_path;
         let writer = scope.spawn(move || -> Result<BTreeMap<String, Value>> {
@@ -436,7 +436,6 @@ fn synthesize_with(
         let written = writer.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
         computed.map(|()| written)
     })?;
-    let entries = written;
     progress.finish();
     let doc = summary(&entries);
     if prep.shard.is_some() {

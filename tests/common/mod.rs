@@ -99,6 +99,29 @@ pub fn converted_lenet(dir: &Path) -> PathBuf {
     out
 }
 
+/// `dgnam-convert --onnx MODEL -o OUT EXTRA...`.
+pub fn onnx_convert(model: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_dgnam-convert"))
+        .arg("--onnx")
+        .arg(model)
+        .arg("-o")
+        .arg(out)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+/// `dgnam forward --device cpu` of `input` through `net`, writing each of `layers` (the
+/// net's output when empty) into `out_dir`.
+pub fn forward_cpu(net: &Path, input: &Path, layers: &[&str], out_dir: &Path) -> std::process::Output {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_dgnam"));
+    c.arg("forward").arg("--net").arg(net).arg("--input").arg(input).arg("--out-dir").arg(out_dir).arg("--device").arg("cpu");
+    for l in layers {
+        c.arg("--layer").arg(l);
+    }
+    c.output().unwrap()
+}
+
 pub fn argmax(v: &[f32]) -> usize {
     let mut best = 0;
     for (i, &x) in v.iter().enumerate() {
