@@ -135,3 +135,89 @@ extern "C" __global__ void __launch_bounds__(256) col2im2(
         }
     }
 }
+
+// The convolution's data gradient computed directly, for narrow inputs (dx of at most
+// NARROW_CHANNELS (3) channels, group 1, dilation 1): the 3-channel ends of DGN-AM, deconv0's
+// forward pass and conv1's backward-data pass, where the column path multiplies into a
+// column matrix 16-121 rows tall per channel and sums it back with col2im.
+//
+//   dx[n][c][ih][iw] (+)= sum over o, ki, kj of w[o][c][ki][kj] * dy[n][o][oh][ow],
+//   where ih + ph = oh*sh + ki and iw + pw = ow*sw + kj.
+//
+// Block (x, y = phase, z = image): the pixels of dx whose (ih + ph) mod sh and (iw + pw) mod sw
+// are the block's phase (rh, rw) read the same taps, ki = rh + t*sh and kj = rw + u*sw, from
+// output row qh - t and column qw - u (qh = (ih + ph - rh) / sh). The block copies those
+// taps' weights into shared memory once, as one float4 of channels per (tap, o), and each
+// thread computes NARROW_PIXELS neighbouring pixels of its phase, all channels. Each sum
+// runs over t, u, then o, in that order.
+#define NARROW_CHANNELS 3
+#define NARROW_PIXELS 4
+#define NARROW_WEIGHTS 1024  // float4 entries: taps of one phase x output channels
+
+extern "C" __global__ void __launch_bounds__(256, 4) conv_transpose_narrow(
+    const float* __restrict__ dy, const float* __restrict__ w, float* __restrict__ dx, int accumulate,
+    int channels, int in_h, int in_w, int outputs, int out_h, int out_w,
+    int kh, int kw, int sh, int sw, int ph, int pw)
+{
+    __shared__ float4 ws[NARROW_WEIGHTS];
+    const int n = blockIdx.z, rh = blockIdx.y / sw, rw = blockIdx.y - rh * sw;
+    // The phase's first row and column of dx, and how many of each it has.
+    const int ih0 = ((rh - ph) % sh + sh) % sh, iw0 = ((rw - pw) % sw + sw) % sw;
+    if (ih0 >= in_h || iw0 >= in_w) return;  // the whole block: the phase is empty
+    const int rows = (in_h - ih0 + sh - 1) / sh, cols = (in_w - iw0 + sw - 1) / sw;
+    const int qh0 = (ih0 + ph - rh) / sh, qw0 = (iw0 + pw - rw) / sw;
+    const int taps_h = rh < kh ? (kh - rh + sh - 1) / sh : 0, taps_w = rw < kw ? (kw - rw + sw - 1) / sw : 0;
+    const int entries = taps_h * taps_w * outputs;  // the host keeps it <= NARROW_WEIGHTS
+    for (int e = threadIdx.x; e < entries; e += blockDim.x) {
+        const int o = e % outputs, tu = e / outputs, t = tu / taps_w, u = tu - t * taps_w;
+        const float* src = w + ((long long)o * channels * kh + rh + t * sh) * kw + rw + u * sw;
+        const long long c_step = (long long)kh * kw;
+        ws[e] = make_float4(src[0], channels > 1 ? src[c_step] : 0.0f, channels > 2 ? src[2 * c_step] : 0.0f, 0.0f);
+    }
+    __syncthreads();
+    const long long plane = (long long)out_h * out_w, in_plane = (long long)in_h * in_w;
+    const float* dyn = dy + n * outputs * plane;
+    float* dxn = dx + n * channels * in_plane;
+    const int groups = (cols + NARROW_PIXELS - 1) / NARROW_PIXELS;
+    for (int item = blockIdx.x * blockDim.x + threadIdx.x; item < rows * groups; item += gridDim.x * blockDim.x) {
+        const int a = item / groups, b0 = (item - a * groups) * NARROW_PIXELS;
+        float acc[NARROW_CHANNELS][NARROW_PIXELS];
+        #pragma unroll
+        for (int c = 0; c < NARROW_CHANNELS; c++)
+            #pragma unroll
+            for (int j = 0; j < NARROW_PIXELS; j++) acc[c][j] = 0.0f;
+        for (int t = 0; t < taps_h; t++) {
+            const int oh = qh0 + a - t;
+            if (oh < 0 || oh >= out_h) continue;
+            for (int u = 0; u < taps_w; u++) {
+                const int ow0 = qw0 + b0 - u;  // pixel b0 + j reads column ow0 + j
+                unsigned inside = 0;  // bit j: pixel b0 + j exists and reads a column of dy
+                #pragma unroll
+                for (int j = 0; j < NARROW_PIXELS; j++) inside |= (unsigned)(b0 + j < cols && ow0 + j >= 0 && ow0 + j < out_w) << j;
+                const float* src = dyn + (long long)oh * out_w + ow0;
+                const float4* wt = ws + (t * taps_w + u) * outputs;
+                for (int o = 0; o < outputs; o++, src += plane) {
+                    const float4 wv = wt[o];
+                    #pragma unroll
+                    for (int j = 0; j < NARROW_PIXELS; j++) {
+                        const float v = (inside >> j) & 1 ? src[j] : 0.0f;
+                        acc[0][j] = fmaf(wv.x, v, acc[0][j]);
+                        acc[1][j] = fmaf(wv.y, v, acc[1][j]);
+                        acc[2][j] = fmaf(wv.z, v, acc[2][j]);
+                    }
+                }
+            }
+        }
+        const int ih = ih0 + a * sh;
+        #pragma unroll
+        for (int c = 0; c < NARROW_CHANNELS; c++) {
+            if (c >= channels) break;
+            #pragma unroll
+            for (int j = 0; j < NARROW_PIXELS; j++) {
+                if (b0 + j >= cols) break;
+                float* d = dxn + c * in_plane + (long long)ih * in_w + iw0 + (b0 + j) * sw;
+                *d = accumulate ? *d + acc[c][j] : acc[c][j];
+            }
+        }
+    }
+}

@@ -227,6 +227,21 @@ void test_conv(int C, int H, int W, int O, int kh, int kw, int sh, int sw, int p
         }
         check(std::string(pass == 0 ? "conv backward-data from 0 " : pass == 1 ? "conv backward-data from random " : "conv backward-data overwriting (deconv forward) ") + g, got, want, m);
     }
+    // The direct data gradient for narrow inputs (conv_transpose_narrow: group 1, dilation
+    // 1, at most 3 channels), accumulating from 0 and from random and overwriting, on grids
+    // whose blocks walk several items and on one with more threads than items.
+    if (group == 1 && dh == 1 && dw == 1 && C <= 3) {
+        for (auto [gx, block] : {std::pair{1u, 32u}, std::pair{3u, 64u}, std::pair{2u, 256u}}) {
+            for (int pass = 0; pass < 3; pass++) {
+                int accumulate = pass < 2;
+                Vf got = pass == 0 ? Vf(dx.size(), 0.0f) : pass == 1 ? rnd(dx.size()) : nans(dx.size());
+                Vd want = dx, m = dxm;
+                if (accumulate) for (size_t i = 0; i < got.size(); i++) { want[i] += got[i]; m[i] += std::fabs(got[i]); }
+                LAUNCH(conv_transpose_narrow, d3(gx, sh * sw, N), d3(block), (const float*)dy.data(), (const float*)w.data(), got.data(), accumulate, C, H, W, O, OH, OW, kh, kw, sh, sw, ph, pw);
+                check(fmt("conv_transpose_narrow %s grid %u block %u ", accumulate ? (pass == 0 ? "from 0" : "from random") : "overwriting", gx, block) + g, got, want, m);
+            }
+        }
+    }
     // backward weights: dW_g += dy_g col_g^T, image by image
     for (auto& s : starts(w.size())) {
         Vf got = s; Vd want = dwr, m = dwm;
@@ -418,14 +433,17 @@ void test_elementwise(int outer, int channels, int inner) {
             launch(y);
             check(fmt("%s fwd %s", name, g.c_str()), y, w);
         };
-        auto bwd = [&](const char* name, auto launch, auto slope) {
+        // `size(i)`: the magnitude of the terms the slope is computed from, which bounds its
+        // f32 rounding (HardSwish's x / 3 + 1/2 cancels near x = -1.5); |slope| by default.
+        auto bwd_sized = [&](const char* name, auto launch, auto slope, auto size) {
             for (auto& s : starts(n)) {
                 Vf dx = s; Vd w(n), m(n);
-                for (long long i = 0; i < n; i++) { double d = dy[i] * slope(i); w[i] = s[i] + d; m[i] = std::fabs(s[i]) + std::fabs(d); }
+                for (long long i = 0; i < n; i++) { double d = dy[i] * slope(i); w[i] = s[i] + d; m[i] = std::fabs(s[i]) + std::fabs(dy[i] * size(i)); }
                 launch(dx);
                 check(fmt("%s bwd %s ", name, g.c_str()) + start_name(s), dx, w, m);
             }
         };
+        auto bwd = [&](const char* name, auto launch, auto slope) { bwd_sized(name, launch, slope, [&](long long i) { return std::fabs(slope(i)); }); };
         const float* xs = w8.data();
         auto sig = [](double v) { return 1.0 / (1.0 + std::exp(-v)); };
         fwd("sigmoid", [&](Vf& y) { LAUNCH(sigmoid_forward, grid, block, xs, y.data(), n); }, sig);
@@ -445,8 +463,9 @@ void test_elementwise(int outer, int channels, int inner) {
         }
         fwd("hard_swish", [&](Vf& y) { LAUNCH(hard_swish_forward, grid, block, xs, y.data(), n); },
             [](double v) { return v * std::min(std::max(v + 3.0, 0.0), 6.0) / 6.0; });
-        bwd("hard_swish", [&](Vf& dx) { LAUNCH(hard_swish_backward, grid, block, xs, (const float*)dy.data(), dx.data(), n); },
-            [&](long long i) { double v = w8[i]; return v < -3 ? 0.0 : v <= 3 ? v / 3 + 0.5 : 1.0; });
+        bwd_sized("hard_swish", [&](Vf& dx) { LAUNCH(hard_swish_backward, grid, block, xs, (const float*)dy.data(), dx.data(), n); },
+            [&](long long i) { double v = w8[i]; return v < -3 ? 0.0 : v <= 3 ? v / 3 + 0.5 : 1.0; },
+            [&](long long i) { double v = w8[i]; return v < -3 ? 0.0 : v <= 3 ? std::fabs(v) / 3 + 0.5 : 1.0; });
         for (auto [lo, hi] : {std::pair{0.0f, 6.0f}, std::pair{-INFINITY, -0.5f}, std::pair{-2.0f, INFINITY}}) {
             std::string nm = fmt("clip [%g, %g]", lo, hi);
             fwd(nm.c_str(), [&](Vf& y) { LAUNCH(clip_forward, grid, block, xs, y.data(), n, lo, hi); },

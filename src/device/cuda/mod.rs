@@ -201,6 +201,12 @@ impl Cuda {
         self.tuner.borrow_mut().force("all", version);
     }
 
+    /// Forces one versioned kernel (by its name in `DGNAM_KERNEL_VERSIONS`, e.g. `transpose`)
+    /// to `version` (None: back to the measured or otherwise forced choice).
+    pub fn force_kernel_version(&self, kernel: &str, version: Option<usize>) {
+        self.tuner.borrow_mut().force(kernel, version);
+    }
+
     /// How many (kernel, shape) choices this device measured in this process.
     pub fn versions_measured(&self) -> usize {
         self.tuner.borrow().measured

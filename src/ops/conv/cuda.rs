@@ -22,6 +22,8 @@ pub const SOURCE: KernelSource = KernelSource {
         // Version 2 of both: no division per element (kernels/conv.cu), 2-D grids.
         grid_stride("im2col2"),
         grid_stride("col2im2"),
+        // The direct data gradient of narrow inputs (version 2 of the transpose pass).
+        grid_stride("conv_transpose_narrow").below_full(4, "64 registers: 12 sums of 3 channels x 4 pixels and the tap loops"),
     ],
 };
 
@@ -30,8 +32,41 @@ type Buf = CudaSlice<f32>;
 /// The versions of the column kernels (kernels/conv.cu), chosen per shape on the device.
 pub const IM2COL: Versions = Versions { kernel: "im2col", functions: &["im2col", "im2col2"] };
 pub const COL2IM: Versions = Versions { kernel: "col2im", functions: &["col2im", "col2im2"] };
+/// The versions of the transpose pass (the convolution's data gradient, the deconvolution's
+/// forward): 1 the column path (one SGEMM into the column matrix, then col2im), 2 the direct
+/// kernel for inputs of at most 3 channels (`conv_transpose_narrow`: deconv0's forward and
+/// conv1's backward-data, the two 3-channel ends of DGN-AM).
+pub const TRANSPOSE: Versions = Versions { kernel: "transpose", functions: &["sgemm+col2im", "conv_transpose_narrow"] };
 /// Every versioned kernel of the convolutions (`dgnam bench --versions`).
-pub const VERSIONED: &[&Versions] = &[&IM2COL, &COL2IM];
+pub const VERSIONED: &[&Versions] = &[&IM2COL, &COL2IM, &TRANSPOSE];
+
+/// Channels (of dx) and float4 weight entries per phase that `conv_transpose_narrow` takes
+/// (kernels/conv.cu: NARROW_CHANNELS, NARROW_WEIGHTS); its pixels per thread.
+const NARROW_CHANNELS: usize = 3;
+const NARROW_WEIGHTS: usize = 1024;
+const NARROW_PIXELS: usize = 4;
+
+/// How many versions of the transpose pass apply to `g`: the direct kernel needs group 1,
+/// dilation 1, at most 3 input channels, one phase's weights within its shared memory, and
+/// indices within 32 bits (images over the grid's z, phases over y).
+fn transpose_versions(g: &ConvGeom) -> usize {
+    let fits = |v: usize| v <= i32::MAX as usize;
+    let taps = g.kernel[0].div_ceil(g.stride[0]) * g.kernel[1].div_ceil(g.stride[1]);
+    let direct = g.group == 1
+        && g.dilation == [1, 1]
+        && (1..=NARROW_CHANNELS).contains(&g.in_channels)
+        && taps * g.out_channels <= NARROW_WEIGHTS
+        && (1..=65535).contains(&g.batch)
+        && g.stride[0] * g.stride[1] <= 65535
+        && fits(g.out_channels * g.out_h * g.out_w)
+        && fits(g.in_channels * g.in_h * g.in_w)
+        && fits(g.weight_len());
+    if direct {
+        2
+    } else {
+        1
+    }
+}
 
 /// The hash of conv.cu in the tuner's keys: an edited kernel is measured again.
 fn source_hash() -> &'static str {
@@ -212,8 +247,8 @@ impl Cuda {
         Ok(())
     }
 
-    /// dx (+)= conv^T(dy): per group col = W^T dy, then col2im. `accumulate = false`
-    /// overwrites dx (the deconvolution's forward pass).
+    /// dx (+)= conv^T(dy), by the version of the transpose pass the tuner picks for `g`.
+    /// `accumulate = false` overwrites dx (the deconvolution's forward pass).
     fn conv_transpose(
         &self,
         g: &ConvGeom,
@@ -223,6 +258,62 @@ impl Cuda {
         accumulate: bool,
     ) -> Result<()> {
         check_conv(g, dx.len(), w.len(), dy.len())?;
+        let shape = format!("{g:?}");
+        let version = self.tuner.borrow_mut().choose(&TRANSPOSE, transpose_versions(g), source_hash(), &shape, &mut |v| {
+            // Timed into a scratch dx, overwriting: the real one may be accumulating.
+            let mut tmp = self.stream.alloc_zeros::<f32>(dx.len().max(1)).map_err(crate::device::cuda::driver_err("allocation"))?;
+            self.time_runs(|| self.conv_transpose_version(v, g, dy, w, &mut tmp, false))
+        })?;
+        self.conv_transpose_version(version, g, dy, w, dx, accumulate)
+    }
+
+    fn conv_transpose_version(
+        &self,
+        version: usize,
+        g: &ConvGeom,
+        dy: &CudaSlice<f32>,
+        w: &CudaSlice<f32>,
+        dx: &mut CudaSlice<f32>,
+        accumulate: bool,
+    ) -> Result<()> {
+        match version {
+            1 => self.conv_transpose_columns(g, dy, w, dx, accumulate),
+            _ => self.conv_transpose_narrow(g, dy, w, dx, accumulate),
+        }
+    }
+
+    /// `conv_transpose_narrow` (kernels/conv.cu) over every image at once: blocks over the
+    /// image (z), the phase of dx (y) and the phase's pixels, NARROW_PIXELS per thread (x).
+    fn conv_transpose_narrow(
+        &self,
+        g: &ConvGeom,
+        dy: &CudaSlice<f32>,
+        w: &CudaSlice<f32>,
+        dx: &mut CudaSlice<f32>,
+        accumulate: bool,
+    ) -> Result<()> {
+        let [c, h, wd, oh, ow, kh, kw, sh, sw, ph, pw, _, _] = Self::conv_geom_args(g);
+        // The largest phase: ceil(in / stride) rows and columns.
+        let items = g.in_h.div_ceil(g.stride[0]) * g.in_w.div_ceil(g.stride[1]).div_ceil(NARROW_PIXELS);
+        let blocks = items.div_ceil(256).clamp(1, 1024) as u32;
+        let cfg = LaunchConfig {
+            grid_dim: (blocks, (g.stride[0] * g.stride[1]) as u32, g.batch as u32),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let o = g.out_channels as i32;
+        launch!(self, SOURCE, "conv_transpose_narrow", cfg; dy, w, dx, &(accumulate as i32), &c, &h, &wd, &o, &oh, &ow, &kh, &kw, &sh, &sw, &ph, &pw)
+    }
+
+    /// dx (+)= conv^T(dy) by the column path: per group col = W^T dy, then col2im.
+    fn conv_transpose_columns(
+        &self,
+        g: &ConvGeom,
+        dy: &CudaSlice<f32>,
+        w: &CudaSlice<f32>,
+        dx: &mut CudaSlice<f32>,
+        accumulate: bool,
+    ) -> Result<()> {
         let (og, kk, ohw) = (g.out_channels / g.group, g.group_rows(), g.out_h * g.out_w);
         let (x_img, y_img) = (g.in_channels * g.in_h * g.in_w, g.out_channels * ohw);
         let run = self.runs(g);
