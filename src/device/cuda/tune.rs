@@ -16,6 +16,7 @@
 use crate::fsutil::write_atomic;
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -145,19 +146,9 @@ impl Tuner {
         write_atomic(path, text.as_bytes())
     }
 
-    /// The version of `v` to run for `shape`, of the first `eligible` versions (those that
-    /// apply to this shape): forced, else remembered, else timed now with `measure(version)`
-    /// (seconds) and remembered. A failed write of the cache file is not an error: the
-    /// choice holds for this process and is measured again in the next.
-    pub fn choose(
-        &mut self,
-        v: &Versions,
-        eligible: usize,
-        source_hash: &str,
-        shape: &str,
-        measure: &mut dyn FnMut(usize) -> Result<f64>,
-    ) -> Result<usize> {
-        let eligible = eligible.clamp(1, v.functions.len());
+    /// What is known of `v` for `shape` without measuring: the version to run, or the key
+    /// to measure under (`choose`).
+    fn known(&mut self, v: &Versions, eligible: usize, source_hash: &str, shape: &str) -> Result<usize, String> {
         if let Some(&f) = self.forced.get(v.kernel).or_else(|| self.forced.get("all")) {
             // A forced version the shape cannot take falls back to version 1, which takes all.
             return Ok(if f <= eligible { f } else { 1 });
@@ -169,25 +160,53 @@ impl Tuner {
             self.read_file();
         }
         let key = self.key(v, source_hash, shape);
-        if let Some(e) = self.entries.get(&key).filter(|e| e.checks_out(eligible)) {
-            return Ok(e.version);
+        match self.entries.get(&key).filter(|e| e.checks_out(eligible)) {
+            Some(e) => Ok(e.version),
+            None => Err(key),
         }
-        let mut microseconds = Vec::with_capacity(eligible);
-        for version in 1..=eligible {
-            let s = measure(version).with_context(|| format!("timing {} version {version}", v.kernel))?;
-            microseconds.push(s * 1e6);
-        }
+    }
+
+    /// Remembers the times measured under `key` (in this process and in the cache file) and
+    /// returns the fastest version.
+    fn remember(&mut self, key: String, microseconds: Vec<f64>) -> usize {
         let version = fastest(&microseconds);
         self.entries.insert(key, Entry { version, microseconds });
         self.measured += 1;
         let _ = self.write_file();
-        Ok(version)
+        version
     }
 
     /// The remembered entry for `shape`, if any (tests, `bench --versions`).
     pub fn entry(&self, v: &Versions, source_hash: &str, shape: &str) -> Option<&Entry> {
         self.entries.get(&self.key(v, source_hash, shape))
     }
+}
+
+/// The version of `v` to run for `shape`, of the first `eligible` versions (those that
+/// apply to this shape): forced, else remembered, else timed now with `measure(version)`
+/// (seconds) and remembered. The tuner is not borrowed while `measure` runs, so a version
+/// may itself run kernels whose versions the tuner chooses (the transpose pass's column path
+/// runs col2im). A failed write of the cache file is not an error: the choice holds for this
+/// process and is measured again in the next.
+pub fn choose(
+    tuner: &RefCell<Tuner>,
+    v: &Versions,
+    eligible: usize,
+    source_hash: &str,
+    shape: &str,
+    measure: &mut dyn FnMut(usize) -> Result<f64>,
+) -> Result<usize> {
+    let eligible = eligible.clamp(1, v.functions.len());
+    let key = match tuner.borrow_mut().known(v, eligible, source_hash, shape) {
+        Ok(version) => return Ok(version),
+        Err(key) => key,
+    };
+    let mut microseconds = Vec::with_capacity(eligible);
+    for version in 1..=eligible {
+        let s = measure(version).with_context(|| format!("timing {} version {version}", v.kernel))?;
+        microseconds.push(s * 1e6);
+    }
+    Ok(tuner.borrow_mut().remember(key, microseconds))
 }
 
 #[cfg(test)]
@@ -215,22 +234,22 @@ mod tests {
     fn the_fastest_version_is_measured_once_then_remembered_across_runs() {
         let path = tmp("remember");
         let mut calls = 0;
-        let mut t = Tuner::new(Some(path.clone()), "GPU A | driver 1".into(), BTreeMap::new());
-        assert_eq!(t.choose(&TWO, 2, "h1", "8x8", &mut timer(&[2e-6, 1e-6], &mut calls)).unwrap(), 2);
+        let t = RefCell::new(Tuner::new(Some(path.clone()), "GPU A | driver 1".into(), BTreeMap::new()));
+        assert_eq!(choose(&t, &TWO, 2, "h1", "8x8", &mut timer(&[2e-6, 1e-6], &mut calls)).unwrap(), 2);
         assert_eq!(calls, 2);
-        assert_eq!(t.choose(&TWO, 2, "h1", "8x8", &mut timer(&[2e-6, 1e-6], &mut calls)).unwrap(), 2);
+        assert_eq!(choose(&t, &TWO, 2, "h1", "8x8", &mut timer(&[2e-6, 1e-6], &mut calls)).unwrap(), 2);
         assert_eq!(calls, 2, "the second choice is remembered");
         // A new process reads the file and measures nothing.
-        let mut t = Tuner::new(Some(path.clone()), "GPU A | driver 1".into(), BTreeMap::new());
-        assert_eq!(t.choose(&TWO, 2, "h1", "8x8", &mut timer(&[1e-6, 2e-6], &mut calls)).unwrap(), 2);
-        assert_eq!((calls, t.measured), (2, 0));
+        let t = RefCell::new(Tuner::new(Some(path.clone()), "GPU A | driver 1".into(), BTreeMap::new()));
+        assert_eq!(choose(&t, &TWO, 2, "h1", "8x8", &mut timer(&[1e-6, 2e-6], &mut calls)).unwrap(), 2);
+        assert_eq!((calls, t.borrow().measured), (2, 0));
         // Another shape, source, device or driver is measured on its own.
         for (device, hash, shape) in
             [("GPU A | driver 1", "h1", "9x9"), ("GPU A | driver 1", "h2", "8x8"), ("GPU A | driver 2", "h1", "8x8")]
         {
-            let mut t = Tuner::new(Some(path.clone()), device.into(), BTreeMap::new());
+            let t = RefCell::new(Tuner::new(Some(path.clone()), device.into(), BTreeMap::new()));
             let before = calls;
-            assert_eq!(t.choose(&TWO, 2, hash, shape, &mut timer(&[1e-6, 2e-6], &mut calls)).unwrap(), 1);
+            assert_eq!(choose(&t, &TWO, 2, hash, shape, &mut timer(&[1e-6, 2e-6], &mut calls)).unwrap(), 1);
             assert_eq!(calls, before + 2, "{device} {hash} {shape}");
         }
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
@@ -250,13 +269,13 @@ mod tests {
             format!(r#"{{"format": "{FORMAT}", "entries": {{"D | h | k | s": {{"version": 1, "microseconds": [1.0]}}}}}}"#),
         ] {
             std::fs::write(&path, &text).unwrap();
-            let mut t = Tuner::new(Some(path.clone()), "D".into(), BTreeMap::new());
+            let t = RefCell::new(Tuner::new(Some(path.clone()), "D".into(), BTreeMap::new()));
             let before = calls;
-            assert_eq!(t.choose(&TWO, 2, "h", "s", &mut timer(&[3e-6, 1e-6], &mut calls)).unwrap(), 2, "{text}");
+            assert_eq!(choose(&t, &TWO, 2, "h", "s", &mut timer(&[3e-6, 1e-6], &mut calls)).unwrap(), 2, "{text}");
             assert_eq!(calls, before + 2, "measured again after: {text}");
             // ...and the file now holds the new measurement.
-            let mut t = Tuner::new(Some(path.clone()), "D".into(), BTreeMap::new());
-            assert_eq!(t.choose(&TWO, 2, "h", "s", &mut timer(&[1e-6, 3e-6], &mut calls)).unwrap(), 2);
+            let t = RefCell::new(Tuner::new(Some(path.clone()), "D".into(), BTreeMap::new()));
+            assert_eq!(choose(&t, &TWO, 2, "h", "s", &mut timer(&[1e-6, 3e-6], &mut calls)).unwrap(), 2);
             assert_eq!(calls, before + 2);
         }
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
@@ -265,18 +284,18 @@ mod tests {
     #[test]
     fn forced_and_single_versions_measure_nothing() {
         let mut calls = 0;
-        let mut t = Tuner::new(None, "D".into(), parse_forced("k=1").unwrap());
-        assert_eq!(t.choose(&TWO, 2, "h", "s", &mut timer(&[2e-6, 1e-6], &mut calls)).unwrap(), 1);
-        t.force("k", None);
-        t.force("all", Some(2));
-        assert_eq!(t.choose(&TWO, 2, "h", "s", &mut timer(&[1e-6, 2e-6], &mut calls)).unwrap(), 2);
+        let t = RefCell::new(Tuner::new(None, "D".into(), parse_forced("k=1").unwrap()));
+        assert_eq!(choose(&t, &TWO, 2, "h", "s", &mut timer(&[2e-6, 1e-6], &mut calls)).unwrap(), 1);
+        t.borrow_mut().force("k", None);
+        t.borrow_mut().force("all", Some(2));
+        assert_eq!(choose(&t, &TWO, 2, "h", "s", &mut timer(&[1e-6, 2e-6], &mut calls)).unwrap(), 2);
         // A shape only version 1 takes runs version 1, forced or not.
-        assert_eq!(t.choose(&TWO, 1, "h", "s", &mut timer(&[1e-6, 2e-6], &mut calls)).unwrap(), 1);
-        t.force("all", None);
-        assert_eq!(t.choose(&TWO, 1, "h", "s", &mut timer(&[1e-6, 2e-6], &mut calls)).unwrap(), 1);
+        assert_eq!(choose(&t, &TWO, 1, "h", "s", &mut timer(&[1e-6, 2e-6], &mut calls)).unwrap(), 1);
+        t.borrow_mut().force("all", None);
+        assert_eq!(choose(&t, &TWO, 1, "h", "s", &mut timer(&[1e-6, 2e-6], &mut calls)).unwrap(), 1);
         assert_eq!(calls, 0);
         // A failing measurement is an error naming the kernel, not a silent choice.
-        let e = t.choose(&TWO, 2, "h", "s", &mut |_| bail!("launch failed")).unwrap_err();
+        let e = choose(&t, &TWO, 2, "h", "s", &mut |_| bail!("launch failed")).unwrap_err();
         assert!(format!("{e:#}").contains("timing k version 1"), "{e:#}");
     }
 

@@ -4,7 +4,7 @@
 
 use super::ConvKernels;
 use crate::device::cuda::compile::{self, KernelSource};
-use crate::device::cuda::tune::Versions;
+use crate::device::cuda::tune::{self, Versions};
 use crate::device::cuda::{grid_for, grid_stride, launch, Cuda, COL_BUDGET};
 use crate::ir::ConvGeom;
 use crate::ops::gemm::cuda::{Gemm, Operand};
@@ -161,8 +161,15 @@ impl Cuda {
     /// The version of a column kernel to run for `images` images of `g` (`tune::Tuner`);
     /// `measure(version)` times one on the device when the choice is not known yet.
     fn column_version(&self, v: &Versions, g: &ConvGeom, images: usize, measure: &mut dyn FnMut(usize) -> Result<f64>) -> Result<usize> {
-        let shape = format!("{images} images {g:?}");
-        self.tuner.borrow_mut().choose(v, column_versions(g, images), source_hash(), &shape, measure)
+        tune::choose(&self.tuner, v, column_versions(g, images), source_hash(), &format!("{images} images {g:?}"), measure)
+    }
+
+    /// The time of `run` into a zeroed scratch buffer of `len` values (the best of
+    /// `time_runs`), for versions of kernels that overwrite their output: timing them on the
+    /// real one would change it where it is accumulating.
+    fn time_overwriting(&self, len: usize, mut run: impl FnMut(&mut CudaSlice<f32>) -> Result<()>) -> Result<f64> {
+        let mut tmp = self.stream.alloc_zeros::<f32>(len.max(1)).map_err(crate::device::cuda::driver_err("allocation"))?;
+        self.time_runs(|| run(&mut tmp))
     }
 
     fn im2col(&self, g: &ConvGeom, x: &CudaView<f32>, images: usize, col: &mut CudaViewMut<f32>) -> Result<()> {
@@ -184,9 +191,7 @@ impl Cuda {
 
     fn col2im(&self, g: &ConvGeom, col: &CudaView<f32>, images: usize, accumulate: bool, x: &mut CudaViewMut<f32>) -> Result<()> {
         let version = self.column_version(&COL2IM, g, images, &mut |v| {
-            // Timed into a scratch image, overwriting: the real one may be accumulating.
-            let mut tmp = self.stream.alloc_zeros::<f32>(x.len().max(1)).map_err(crate::device::cuda::driver_err("allocation"))?;
-            self.time_runs(|| self.col2im_version(v, g, col, images, false, &mut tmp.slice_mut(..)))
+            self.time_overwriting(x.len(), |tmp| self.col2im_version(v, g, col, images, false, &mut tmp.slice_mut(..)))
         })?;
         self.col2im_version(version, g, col, images, accumulate, x)
     }
@@ -258,11 +263,8 @@ impl Cuda {
         accumulate: bool,
     ) -> Result<()> {
         check_conv(g, dx.len(), w.len(), dy.len())?;
-        let shape = format!("{g:?}");
-        let version = self.tuner.borrow_mut().choose(&TRANSPOSE, transpose_versions(g), source_hash(), &shape, &mut |v| {
-            // Timed into a scratch dx, overwriting: the real one may be accumulating.
-            let mut tmp = self.stream.alloc_zeros::<f32>(dx.len().max(1)).map_err(crate::device::cuda::driver_err("allocation"))?;
-            self.time_runs(|| self.conv_transpose_version(v, g, dy, w, &mut tmp, false))
+        let version = tune::choose(&self.tuner, &TRANSPOSE, transpose_versions(g), source_hash(), &format!("{g:?}"), &mut |v| {
+            self.time_overwriting(dx.len(), |tmp| self.conv_transpose_version(v, g, dy, w, tmp, false))
         })?;
         self.conv_transpose_version(version, g, dy, w, dx, accumulate)
     }
