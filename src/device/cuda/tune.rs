@@ -299,6 +299,20 @@ mod tests {
         assert!(format!("{e:#}").contains("timing k version 1"), "{e:#}");
     }
 
+    /// A version being measured may itself ask the tuner for another kernel's version (the
+    /// transpose pass's column path runs col2im): the tuner is not borrowed meanwhile.
+    #[test]
+    fn a_version_may_choose_another_kernel_while_it_is_measured() {
+        const OTHER: Versions = Versions { kernel: "o", functions: &["o", "o2"] };
+        let t = RefCell::new(Tuner::new(None, "D".into(), BTreeMap::new()));
+        let mut inner = 0;
+        let got = choose(&t, &TWO, 2, "h", "s", &mut |v| {
+            inner = choose(&t, &OTHER, 2, "h", "s", &mut |w| Ok(w as f64 * 1e-6))?;
+            Ok(if v == 2 { 1e-6 } else { 2e-6 })
+        });
+        assert_eq!((got.unwrap(), inner, t.borrow().measured), (2, 1, 2));
+    }
+
     #[test]
     fn forced_versions_parse_or_say_what_is_wrong() {
         assert_eq!(parse_forced("im2col=2, col2im=1").unwrap(), BTreeMap::from([("col2im".into(), 1), ("im2col".into(), 2)]));
