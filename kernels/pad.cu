@@ -1,4 +1,4 @@
-// Constant padding of H and W, different on each side (src/ops/pad).
+// Constant padding of H and W, different on each side, a negative side a crop (src/ops/pad).
 
 // y over [planes, oh, ow]: x's pixel at (r - top, c - left), else value
 extern "C" __global__ void pad_forward(
@@ -11,13 +11,13 @@ extern "C" __global__ void pad_forward(
     }
 }
 
-// dx over [planes, h, w] += dy at (r + top, c + left)
+// dx over [planes, h, w] += dy at (r + top, c + left), where that lies inside dy
 extern "C" __global__ void pad_backward(
     const float* __restrict__ dy, float* __restrict__ dx, long long n, int h, int w, int oh, int ow, int top, int left)
 {
     GRID_STRIDE(i, n) {
-        const int c = (int)(i % w), r = (int)((i / w) % h);
+        const int c = (int)(i % w) + left, r = (int)((i / w) % h) + top;
         const long long p = i / ((long long)w * h);
-        dx[i] += dy[(p * oh + r + top) * ow + c + left];
+        if (r >= 0 && r < oh && c >= 0 && c < ow) dx[i] += dy[(p * oh + r) * ow + c];
     }
 }

@@ -329,7 +329,7 @@ const CONCAT_CASES: &[ConcatCase] =
 /// pad: forward and backward, an NCHW shape padded [top, left, bottom, right] with a value.
 struct PadCase {
     shape: [usize; 4],
-    sides: [usize; 4],
+    sides: [i64; 4],
     value: f32,
 }
 
@@ -340,8 +340,12 @@ impl PadCase {
     }
 }
 
-const PAD_CASES: &[PadCase] =
-    &[PadCase { shape: [2, 3, 7, 5], sides: [0, 1, 1, 0], value: 0.0 }, PadCase { shape: [1, 4, 9, 12], sides: [2, 0, 3, 1], value: -1.5 }];
+const PAD_CASES: &[PadCase] = &[
+    PadCase { shape: [2, 3, 7, 5], sides: [0, 1, 1, 0], value: 0.0 },
+    PadCase { shape: [1, 4, 9, 12], sides: [2, 0, 3, 1], value: -1.5 },
+    // Crops (negative sides), as after a ConvTranspose with pads that differ between the sides.
+    PadCase { shape: [2, 2, 8, 9], sides: [-1, 2, 1, -3], value: 0.0 },
+];
 
 /// splitk_reduce: [m, n, splits, ldc]
 const SPLITK_CASES: &[[usize; 4]] = &[[5, 37, 3, 40], [70, 130, 4, 130]];

@@ -64,6 +64,14 @@ fn check_fixture(name: &str) {
     assert_eq!(batches, vec![1, 3]);
 }
 
+/// ConvTranspose built node by node (tools/make-onnx-op-fixtures.py): pads that differ
+/// between the sides, output_padding inside and beyond the full output (bias alone there),
+/// output_shape, auto_pad SAME_UPPER and SAME_LOWER, dilations with groups.
+#[test]
+fn conv_transpose_attributes_match_onnxruntime_at_batch_1_and_3() {
+    check_fixture("convtranspose_attrs");
+}
+
 /// Grouped conv, LRN, ceil-mode MaxPool, Flatten, Gemm, Softmax; opset 11, fixed batch 1
 /// run at batch 3.
 #[test]
@@ -323,15 +331,26 @@ fn semantics_the_engine_lacks_are_refused_clearly() {
     let w = tensor("w", &[2, 2, 3, 3], &[0.1; 36]);
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         (
-            "asymmetric",
+            "negative-transpose-pads",
             model(
                 13,
                 ("x", &[1, 2, 6, 6]),
                 "y",
-                &[node("c", "ConvTranspose", &["x", "w"], &["y"], &[("pads", Attr::Ints(vec![0, 0, 1, 1]))])],
+                &[node("c", "ConvTranspose", &["x", "w"], &["y"], &[("pads", Attr::Ints(vec![-1, 0, 1, 1]))])],
                 std::slice::from_ref(&w),
             ),
-            "node 'c' (ConvTranspose): asymmetric pads [0, 0, 1, 1] are not supported for ConvTranspose",
+            "node 'c' (ConvTranspose): negative pads [-1, 0, 1, 1] (ONNX allows none for ConvTranspose)",
+        ),
+        (
+            "transpose-cropped-away",
+            model(
+                13,
+                ("x", &[1, 2, 1, 1]),
+                "y",
+                &[node("c", "ConvTranspose", &["x", "w"], &["y"], &[("pads", Attr::Ints(vec![2, 0, 1, 0]))])],
+                std::slice::from_ref(&w),
+            ),
+            "node 'c' (ConvTranspose): pads [2, 0, 1, 0] and output_padding [0, 0] leave an empty output for a 1x1 input",
         ),
         (
             "asymmetric-average-without-pads",

@@ -269,7 +269,7 @@ impl<'a> RawLayer<'a> {
             "LRN" => (LayerKind::Lrn(lrn_param(p)?), ONE, ONE),
             "Pad" => {
                 let q = block(p, "pad_param")?;
-                let side = |s: &str| -> Result<usize> { Ok(q.get_usize(&format!("pad_{s}"))?.unwrap_or(0)) };
+                let side = |s: &str| -> Result<i64> { Ok(q.get_i64(&format!("pad_{s}"))?.unwrap_or(0)) };
                 let (before, after) = ([side("t")?, side("l")?], [side("b")?, side("r")?]);
                 (LayerKind::Pad(PadParam { before, after, value: q.get_f32("value")?.unwrap_or(0.0) }), ONE, ONE)
             }

@@ -13,15 +13,16 @@ pub use netdef::*;
 pub use pool::{windows, PoolGeom, Window};
 pub use shapes::{compile_layer, Compiled, MAX_ELEMENTS};
 
-/// Constant padding of the H and W axes of an NCHW blob (`Pad` layers), each side its own.
+/// Constant padding of the H and W axes of an NCHW blob (`Pad` layers), each side its own;
+/// a negative side crops that many rows or columns instead.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct PadGeom {
     /// The input's N, C, H, W.
     pub dims: [usize; 4],
     /// Rows above and columns left of the input.
-    pub before: [usize; 2],
+    pub before: [i64; 2],
     /// Rows below and columns right of it.
-    pub after: [usize; 2],
+    pub after: [i64; 2],
     pub value: f32,
 }
 
@@ -35,11 +36,27 @@ impl PadGeom {
     pub fn in_w(&self) -> usize {
         self.dims[3]
     }
+    /// The output's H and W, if both are positive.
+    pub fn out_size(&self) -> Option<[usize; 2]> {
+        let side = |a: usize| {
+            let n = self.dims[2 + a] as i64 + self.before[a] + self.after[a];
+            usize::try_from(n).ok().filter(|&n| n > 0)
+        };
+        Some([side(0)?, side(1)?])
+    }
+    /// The output's H (the geometry's checks made it positive).
     pub fn out_h(&self) -> usize {
-        self.dims[2] + self.before[0] + self.after[0]
+        (self.dims[2] as i64 + self.before[0] + self.after[0]) as usize
     }
     pub fn out_w(&self) -> usize {
-        self.dims[3] + self.before[1] + self.after[1]
+        (self.dims[3] as i64 + self.before[1] + self.after[1]) as usize
+    }
+    /// Where input and output overlap along axis `a` (0 for H, 1 for W): the first input
+    /// index, the first output index and the length (0 where a crop leaves none of x).
+    pub fn overlap(&self, a: usize) -> (usize, usize, usize) {
+        let (len, out) = (self.dims[2 + a], [self.out_h(), self.out_w()][a]);
+        let (x0, y0) = ((-self.before[a]).max(0) as usize, self.before[a].max(0) as usize);
+        (x0, y0, len.saturating_sub(x0).min(out.saturating_sub(y0)))
     }
 }
 

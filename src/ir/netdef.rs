@@ -157,12 +157,13 @@ pub enum RoundMode {
 }
 
 /// `Pad`: `pad_param { pad_t pad_l pad_b pad_r value }`, constant padding of H and W, each
-/// side its own (no BVLC layer does this; the ONNX importer needs it for pads that differ
-/// between the two sides). Pairs are [height, width].
+/// side its own, a negative side a crop (no BVLC layer does this; the ONNX importer needs it
+/// for pads that differ between the two sides and for ConvTranspose's pads and
+/// output_padding). Pairs are [height, width].
 #[derive(Clone, Debug, PartialEq)]
 pub struct PadParam {
-    pub before: [usize; 2],
-    pub after: [usize; 2],
+    pub before: [i64; 2],
+    pub after: [i64; 2],
     pub value: f32,
 }
 

@@ -110,7 +110,16 @@ pub fn compile_layer(layer: &LayerDef, shapes: &[Vec<usize>], declared_batch: us
             let dims = four_d()?;
             ensure!(!p.value.is_nan(), "layer '{name}' (Pad): the value must be a number");
             let g = PadGeom { dims, before: p.before, after: p.after, value: p.value };
-            let top = vec![dims[0], dims[1], g.out_h(), g.out_w()];
+            let Some([oh, ow]) = g.out_size() else {
+                bail!(
+                    "layer '{name}' (Pad): sides {:?} above and left, {:?} below and right leave an empty output for a {}x{} input",
+                    p.before,
+                    p.after,
+                    dims[2],
+                    dims[3]
+                )
+            };
+            let top = vec![dims[0], dims[1], oh, ow];
             checked_len(&top).with_context(|| format!("layer '{name}' (Pad): {} is too large", fmt_shape(&top)))?;
             (Op::Pad(g), vec![top], vec![])
         }

@@ -84,6 +84,10 @@ impl Sliding {
     }
 }
 
+fn signed(pair: [usize; 2]) -> [i64; 2] {
+    pair.map(|v| v as i64)
+}
+
 fn f32s<'t>(t: &'t TensorProto, what: &str) -> Result<&'t [f32]> {
     match &t.values {
         Values::F32(v) => Ok(v),
@@ -344,9 +348,7 @@ impl Builder {
     /// outputs, the odd pixel of padding at the end or at the start.
     fn conv_common(&self, node: &Node, kernel: [usize; 2], input: [usize; 2]) -> Result<Sliding> {
         let l = node.label();
-        let stride = pair(node.ints("strides"), 1, "strides").map_err(|e| anyhow!("{l}: {e}"))?;
-        let dilation = pair(node.ints("dilations"), 1, "dilations").map_err(|e| anyhow!("{l}: {e}"))?;
-        ensure!(stride.iter().chain(&dilation).all(|&v| v > 0), "{l}: strides and dilations must be positive");
+        let (stride, dilation, group) = self.steps(node)?;
         let explicit = node.ints("pads");
         let pads = explicit.unwrap_or(&[0, 0, 0, 0]);
         let mut pads = match pads {
@@ -370,9 +372,7 @@ impl Builder {
             }
             other => bail!("{l}: auto_pad {other} is not supported"),
         }
-        let group = node.int("group", 1)?;
-        ensure!(group > 0, "{l}: group {group} must be positive");
-        Ok(Sliding { stride, pads, dilation, group: group as usize })
+        Ok(Sliding { stride, pads, dilation, group })
     }
 
     fn weight_and_bias(&self, node: &Node) -> Result<(Blob, Option<Blob>, [usize; 2])> {
@@ -390,13 +390,12 @@ impl Builder {
         Ok((weight, bias, kernel))
     }
 
-    /// `x` itself, or a `Pad` layer around it (named `<out>::pad`) where `before` or
-    /// `after` is nonzero.
-    fn explicit_pad(&mut self, node: &Node, out: &str, x: String, before: [usize; 2], after: [usize; 2], value: f32) -> Result<String> {
+    /// `x` itself, or a `Pad` layer around it (named `name`) where `before` or `after` is
+    /// nonzero.
+    fn explicit_pad(&mut self, node: &Node, name: String, x: String, before: [i64; 2], after: [i64; 2], value: f32) -> Result<String> {
         if before == [0, 0] && after == [0, 0] {
             return Ok(x);
         }
-        let name = format!("{out}::pad");
         self.emit(node, &name, LayerKind::Pad(PadParam { before, after, value }), vec![x], vec![])?;
         Ok(name)
     }
@@ -415,32 +414,106 @@ impl Builder {
         let Sliding { stride, dilation, group, .. } = sliding;
         // Pads that differ between the sides: the difference as zeros of a Pad layer.
         let (own, before, after) = sliding.split();
-        let x = self.explicit_pad(node, out, x, before, after, 0.0)?;
+        let x = self.explicit_pad(node, format!("{out}::pad"), x, signed(before), signed(after), 0.0)?;
         let pad = [own[0] + extra[0], own[1] + extra[1]];
         let p = ConvParam { num_output: weight.shape[0], kernel, stride, pad, dilation, group, bias_term: bias.is_some() };
         let blobs = std::iter::once(weight).chain(bias).collect();
         self.emit(node, out, LayerKind::Convolution(p), vec![x], blobs)
     }
 
+    /// ConvTranspose as a Deconvolution with the padding both sides share. Where the pads
+    /// differ, `output_padding` or `output_shape` asks for more rows, or the pads are negative,
+    /// Pad layers make up the rest: rows of zeros added to the input (each gives `stride`
+    /// output rows of bias alone, as ONNX's output beyond the full transposed convolution is),
+    /// and the full output cropped to the rows ONNX keeps.
     fn conv_transpose(&mut self, node: &Node, out: &str) -> Result<()> {
         let x = self.input(node, 0)?.to_string();
         let l = node.label();
-        let auto_pad = node.string("auto_pad").unwrap_or("NOTSET");
-        ensure!(
-            matches!(auto_pad, "NOTSET" | "" | "VALID"),
-            "{l}: auto_pad {auto_pad} is not supported for ConvTranspose (give explicit pads)"
-        );
         let (weight, bias, kernel) = self.weight_and_bias(node)?;
-        let sliding = self.conv_common(node, kernel, self.spatial(node, &x, [0, 0])?)?;
-        let Sliding { stride, dilation, group, pads } = sliding;
-        let (pad, before, after) = sliding.split();
-        ensure!(before == [0, 0] && after == [0, 0], "{}: asymmetric pads {pads:?} are not supported for ConvTranspose", node.label());
-        if node.ints("output_padding").is_some_and(|p| p.iter().any(|&v| v != 0)) || node.attr("output_shape").is_some() {
-            bail!("{}: output_padding and output_shape are not supported yet", node.label());
+        let input = self.spatial(node, &x, [0, 0])?;
+        let (stride, dilation, group) = self.steps(node)?;
+        let ints2 = |name: &str| -> Result<[i64; 2]> {
+            match node.ints(name) {
+                None => Ok([0, 0]),
+                Some([h, w]) => Ok([*h, *w]),
+                Some([_, _, h, w]) => Ok([*h, *w]),
+                Some(v) => bail!("{l}: {name} {v:?}: only 2-D is supported"),
+            }
+        };
+        let output_padding = ints2("output_padding")?;
+        ensure!(output_padding.iter().all(|&p| p >= 0), "{l}: negative output_padding {output_padding:?}");
+        // The full output's length along each axis: every tap of every input pixel.
+        let full: [i64; 2] = std::array::from_fn(|a| (stride[a] * (input[a] - 1) + (kernel[a] - 1) * dilation[a] + 1) as i64);
+        let auto_pad = node.string("auto_pad").unwrap_or("NOTSET");
+        ensure!(matches!(auto_pad, "NOTSET" | "" | "VALID" | "SAME_UPPER" | "SAME_LOWER"), "{l}: auto_pad {auto_pad} is not supported");
+        let explicit = match node.ints("pads") {
+            None => None,
+            Some(&[t, lft, b, r]) if [t, lft, b, r].iter().all(|&p| p >= 0) => Some([t, lft, b, r]),
+            Some(v @ [_, _, _, _]) => bail!("{l}: negative pads {v:?} (ONNX allows none for ConvTranspose)"),
+            Some(v) => bail!("{l}: pads {v:?}: only 2-D is supported"),
+        };
+        // Pads (top, left, bottom, right), as ONNX derives them from output_shape or auto_pad:
+        // the odd row of padding at the start, but for SAME_UPPER, at the end.
+        let wanted = match (node.ints("output_shape"), auto_pad) {
+            (Some(_), _) => Some(ints2("output_shape")?),
+            (None, "SAME_UPPER" | "SAME_LOWER") => Some(std::array::from_fn(|a| (input[a] * stride[a]) as i64)),
+            _ => None,
+        };
+        let pads: [i64; 4] = match wanted {
+            Some(shape) => {
+                ensure!(explicit.is_none_or(|p| p == [0; 4]), "{l}: pads given with output_shape or auto_pad {auto_pad}");
+                let mut pads = [0; 4];
+                for a in 0..2 {
+                    let total = full[a] + output_padding[a] - shape[a];
+                    let (small, large) = (total.div_euclid(2), total - total.div_euclid(2));
+                    (pads[a], pads[a + 2]) = if auto_pad == "SAME_UPPER" { (small, large) } else { (large, small) };
+                }
+                pads
+            }
+            None => explicit.unwrap_or([0; 4]),
+        };
+        ensure!(auto_pad != "VALID" || pads == [0; 4], "{l}: auto_pad VALID with nonzero pads");
+        // The rows ONNX keeps, [start, end) along each axis of the full output.
+        let keep: [[i64; 2]; 2] = std::array::from_fn(|a| [pads[a], full[a] + output_padding[a] - pads[a + 2]]);
+        ensure!(
+            keep.iter().all(|[s, e]| e > s),
+            "{l}: pads {pads:?} and output_padding {output_padding:?} leave an empty output for a {}x{} input",
+            input[0],
+            input[1]
+        );
+        // Zero rows before and after the input where ONNX keeps rows beyond the full output.
+        let s = stride.map(|v| v as i64);
+        let rows_for = |extra: i64, a: usize| (extra.max(0) + s[a] - 1) / s[a];
+        let grow: [[i64; 2]; 2] = std::array::from_fn(|a| [rows_for(-keep[a][0], a), rows_for(keep[a][1] - full[a], a)]);
+        let x = self.explicit_pad(node, format!("{out}::grow"), x, [grow[0][0], grow[1][0]], [grow[0][1], grow[1][1]], 0.0)?;
+        // In the grown full output: the kept rows, and the padding both sides share.
+        let (mut pad, mut crop_before, mut crop_after) = ([0usize; 2], [0i64; 2], [0i64; 2]);
+        for a in 0..2 {
+            let grown = full[a] + s[a] * (grow[a][0] + grow[a][1]);
+            let (start, end) = (keep[a][0] + s[a] * grow[a][0], keep[a][1] + s[a] * grow[a][0]);
+            let shared = start.min(grown - end);
+            pad[a] = shared as usize;
+            (crop_before[a], crop_after[a]) = (shared - start, end - (grown - shared));
         }
         let p = ConvParam { num_output: weight.shape[1] * group, kernel, stride, pad, dilation, group, bias_term: bias.is_some() };
         let blobs = std::iter::once(weight).chain(bias).collect();
-        self.emit(node, out, LayerKind::Deconvolution(p), vec![x], blobs)
+        if crop_before == [0, 0] && crop_after == [0, 0] {
+            return self.emit(node, out, LayerKind::Deconvolution(p), vec![x], blobs);
+        }
+        let full_out = format!("{out}::uncropped");
+        self.emit(node, &full_out, LayerKind::Deconvolution(p), vec![x], blobs)?;
+        self.emit(node, out, LayerKind::Pad(PadParam { before: crop_before, after: crop_after, value: 0.0 }), vec![full_out], vec![])
+    }
+
+    /// Stride, dilation and group, the attributes every sliding window reads.
+    fn steps(&self, node: &Node) -> Result<([usize; 2], [usize; 2], usize)> {
+        let l = node.label();
+        let stride = pair(node.ints("strides"), 1, "strides").map_err(|e| anyhow!("{l}: {e}"))?;
+        let dilation = pair(node.ints("dilations"), 1, "dilations").map_err(|e| anyhow!("{l}: {e}"))?;
+        ensure!(stride.iter().chain(&dilation).all(|&v| v > 0), "{l}: strides and dilations must be positive");
+        let group = node.int("group", 1)?;
+        ensure!(group > 0, "{l}: group {group} must be positive");
+        Ok((stride, dilation, group as usize))
     }
 
     /// `y = alpha * A B' + beta * C` (B' = B or its transpose) as an InnerProduct: alpha and
@@ -518,7 +591,7 @@ impl Builder {
         // an average (counted, as count_include_pad 1 says), of -inf before a max (never the
         // maximum, as ONNX's own pool pads).
         let value = if method == PoolMethod::Max { f32::NEG_INFINITY } else { 0.0 };
-        let x = self.explicit_pad(node, out, x, before, after, value)?;
+        let x = self.explicit_pad(node, format!("{out}::pad"), x, signed(before), signed(after), value)?;
         let round_mode = if ceil { RoundMode::Ceil } else { RoundMode::Floor };
         let p = PoolParam { method, kernel, stride: *stride, pad, global: false, round_mode };
         self.emit(node, out, LayerKind::Pooling(p), vec![x], vec![])?;
@@ -575,16 +648,17 @@ impl Builder {
         let rank = self.shapes[&x].len();
         ensure!(rank == 4 && pads.len() == 8, "{l}: pads {pads:?} for a rank-{rank} input: only NCHW is supported");
         ensure!(
-            pads[0] == 0 && pads[1] == 0 && pads[4] == 0 && pads[5] == 0 && pads.iter().all(|&p| p >= 0),
-            "{l}: pads {pads:?} are not supported yet (only non-negative padding of H and W)"
+            pads[0] == 0 && pads[1] == 0 && pads[4] == 0 && pads[5] == 0,
+            "{l}: pads {pads:?} are not supported yet (only padding or cropping of H and W)"
         );
-        let side = |a: usize| [before[0] + pads[a] as usize, before[1] + pads[a + 1] as usize];
+        // A negative side crops; a folded Pad's zeros before this one add to each side.
+        let side = |a: usize| [before[0] as i64 + pads[a], before[1] as i64 + pads[a + 1]];
         let (top_left, bottom_right) = (side(2), side(6));
         let readers = self.readers.get(out).map_or(&[][..], Vec::as_slice);
         let folds =
             readers.iter().all(|op| matches!(op.as_str(), "Conv" | "AveragePool" | "Pad")) && self.uses.get(out) == Some(&readers.len());
-        if value == 0.0 && top_left == bottom_right && folds {
-            self.pending_pads.insert(out.to_string(), (x, top_left));
+        if value == 0.0 && top_left == bottom_right && top_left.iter().all(|&p| p >= 0) && folds {
+            self.pending_pads.insert(out.to_string(), (x, top_left.map(|p| p as usize)));
             return Ok(());
         }
         ensure!(before == [0, 0] || value == 0.0, "{l}: padding with {value} around zero padding is not supported");

@@ -692,6 +692,7 @@ void test_pad(int N, int C, int H, int W, int t, int l, int b, int r, float valu
     Vf want(no, value);
     Vd dxw(ni);
     for (size_t p = 0; p < planes; p++) for (int i = 0; i < H; i++) for (int j = 0; j < W; j++) {
+        if (i + t < 0 || i + t >= OH || j + l < 0 || j + l >= OW) continue;  // cropped
         size_t src = (p * H + i) * W + j, dst = (p * OH + i + t) * OW + j + l;
         want[dst] = x[src]; dxw[src] = dy[dst];
     }

@@ -21,7 +21,7 @@ type Buf = CudaSlice<f32>;
 
 /// The sizes every launch passes: in_h, in_w, out_h, out_w, top, left.
 fn sizes(g: &PadGeom) -> [i32; 6] {
-    [g.in_h(), g.in_w(), g.out_h(), g.out_w(), g.before[0], g.before[1]].map(|v| v as i32)
+    [g.in_h() as i64, g.in_w() as i64, g.out_h() as i64, g.out_w() as i64, g.before[0], g.before[1]].map(|v| v as i32)
 }
 
 impl PadKernels for Cuda {

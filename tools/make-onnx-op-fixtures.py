@@ -1,0 +1,107 @@
+#!/usr/bin/env python3
+"""Builds node-by-node ONNX graphs (no exporter) for attribute combinations that the
+exporters rarely write, and onnxruntime's outputs for a fixed input, in the same JSON form
+as tools/make-onnx-fixtures.py (tests/fixtures/onnx/<name>.json):
+
+- convtranspose_attrs: ConvTranspose with pads that differ between the sides, output_padding
+  (rows inside and beyond the full transposed convolution), output_shape, auto_pad
+  SAME_UPPER and SAME_LOWER (odd total padding), dilations with groups;
+- pool_pad_attrs: AveragePool with count_include_pad 0 (floor and ceil mode, stride 1 as
+  Inception's pooling branch) and 1, and a Pad node with negative pads (a crop).
+
+Every node reads the graph input and is a graph output, so one run checks each on its own.
+Run by hand (the Rust tests read only the committed files):
+    pip install onnx onnxruntime numpy
+    python3 tools/make-onnx-op-fixtures.py
+"""
+import json
+import os
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+OUT = os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures", "onnx")
+OPSET = 17
+CHANNELS, H, W = 3, 5, 6
+
+
+def conv_transpose_nodes(rng):
+    """(nodes, initializers) of ConvTranspose nodes, each with its own weights and bias."""
+    cases = [
+        ("ct_asymmetric", 3, 1, dict(strides=[2, 2], pads=[0, 1, 1, 2])),
+        ("ct_output_padding", 3, 1, dict(strides=[2, 2], pads=[1, 1, 1, 1], output_padding=[1, 1])),
+        # Rows past the full output: bias alone there.
+        ("ct_output_padding_beyond", 2, 1, dict(strides=[3, 2], output_padding=[2, 1])),
+        ("ct_output_shape", 3, 1, dict(strides=[2, 2], output_shape=[10, 13])),
+        ("ct_same_upper", 3, 1, dict(strides=[2, 2], auto_pad="SAME_UPPER")),
+        ("ct_same_lower", 3, 1, dict(strides=[2, 2], auto_pad="SAME_LOWER")),
+        ("ct_same_upper_k4", 4, 1, dict(strides=[2, 3], auto_pad="SAME_UPPER")),
+        ("ct_dilated_grouped", 3, 3, dict(strides=[1, 2], dilations=[2, 1], group=3, pads=[2, 0, 1, 1])),
+    ]
+    nodes, inits = [], []
+    for name, k, group, attrs in cases:
+        out_per_group = 2
+        w = rng.normal(0, 0.4, (CHANNELS, out_per_group, k, k)).astype(np.float32)
+        b = rng.normal(0, 0.5, (out_per_group * group,)).astype(np.float32)
+        inits += [numpy_helper.from_array(w, f"{name}.w"), numpy_helper.from_array(b, f"{name}.b")]
+        nodes.append(helper.make_node("ConvTranspose", ["x", f"{name}.w", f"{name}.b"], [name], name=name, **attrs))
+    return nodes, inits
+
+
+def pool_pad_nodes():
+    nodes = [
+        helper.make_node("AveragePool", ["x"], ["ave_exclude"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], count_include_pad=0),
+        helper.make_node(
+            "AveragePool", ["x"], ["ave_exclude_ceil"], kernel_shape=[3, 2], strides=[2, 2], pads=[1, 1, 1, 1], count_include_pad=0, ceil_mode=1
+        ),
+        # Inception's pooling branch: kernel 3, stride 1, pad 1.
+        helper.make_node("AveragePool", ["x"], ["ave_exclude_stride1"], kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1], count_include_pad=0),
+        helper.make_node("AveragePool", ["x"], ["ave_include"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], count_include_pad=1),
+        helper.make_node("Pad", ["x", "crop.pads"], ["crop"], mode="constant"),
+    ]
+    # N, C, H, W begins, then ends: one row off the top, one column added left, two rows
+    # added below, two columns cropped off the right.
+    inits = [numpy_helper.from_array(np.array([0, 0, -1, 1, 0, 0, 2, -2], dtype=np.int64), "crop.pads")]
+    return nodes, inits
+
+
+def build(name, nodes, inits):
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", CHANNELS, H, W])
+    outputs = [helper.make_empty_tensor_value_info(n.output[0]) for n in nodes]
+    graph = helper.make_graph(nodes, name, [x], outputs, initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="make-onnx-op-fixtures")
+    path = os.path.join(OUT, f"{name}.onnx")
+    onnx.save(model, path)
+    return path, [n.output[0] for n in nodes]
+
+
+def write(name, nodes, inits, rng):
+    path, names = build(name, nodes, inits)
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    meta = {"model": f"{name}.onnx", "opset": OPSET, "dynamic_batch": True, "intermediate": names[0], "cases": []}
+    for batch in (1, 3):
+        x = rng.normal(0, 1, (batch, CHANNELS, H, W)).astype(np.float32)
+        got = dict(zip(names, sess.run(names, {"x": x})))
+        case = {"batch": batch, "input": f"{name}.b{batch}.input.npy", "outputs": {}}
+        np.save(os.path.join(OUT, case["input"]), x)
+        for tensor, value in got.items():
+            file = f"{name}.b{batch}.{tensor}.npy"
+            np.save(os.path.join(OUT, file), value.astype(np.float32))
+            case["outputs"][tensor] = file
+        meta["cases"].append(case)
+    with open(os.path.join(OUT, f"{name}.json"), "w") as f:
+        json.dump(meta, f, indent=1)
+    print(path, {k: tuple(v.shape) for k, v in got.items()})
+
+
+def main():
+    os.makedirs(OUT, exist_ok=True)
+    rng = np.random.default_rng(0)
+    write("convtranspose_attrs", *conv_transpose_nodes(rng), rng)
+    write("pool_pad_attrs", *pool_pad_nodes(), rng)
+
+
+if __name__ == "__main__":
+    main()
