@@ -114,7 +114,7 @@ def mobilenet_v3_small(width=0.25):
     convolutions, ReLU and HardSwish, squeeze-and-excitation gated by HardSigmoid, and the
     classifier's HardSwish and Dropout) at a quarter of its widths (rounded by torchvision to
     multiples of 8). torchvision draws the classifier's weights with sd 0.01, which leaves
-    logits near 1e-3: its two Linear layers get sd 1/sqrt(fan_in) and bias sd 0.1 instead."""
+    logits near 1e-2: its two Linear layers get sd 1/sqrt(fan_in) and bias sd 0.1 instead."""
     setting, last = tv_mobilenetv3._mobilenet_v3_conf("mobilenet_v3_small", width_mult=width)
     m = tv_mobilenetv3.MobileNetV3(setting, last_channel=last, num_classes=CLASSES)
     for mod in m.modules():
