@@ -1,9 +1,9 @@
 //! torchvision's own classifier architectures (ResNet-18 with its BatchNormalization kept in
-//! the graph, SqueezeNet 1.1, GoogLeNet, EfficientNet-B0), at narrow widths with random weights, exported to
-//! ONNX and converted: forward at intermediate tensors against onnxruntime, and the logits
-//! and the input gradient of one logit against PyTorch autograd in float64, each to 1e-4 of
-//! the largest value (issue 15). Fixtures: `tools/make-torchvision-fixtures.py`, see
-//! tests/fixtures/torchvision/PROVENANCE.md.
+//! the graph, SqueezeNet 1.1, GoogLeNet, EfficientNet-B0, MobileNet v3 small), at narrow
+//! widths with random weights, exported to ONNX and converted: forward at intermediate
+//! tensors against onnxruntime, and the logits and the input gradient of one logit against
+//! PyTorch autograd in float64, each to 1e-4 of the largest value (issue 15). Fixtures:
+//! `tools/make-torchvision-fixtures.py`, see tests/fixtures/torchvision/PROVENANCE.md.
 
 mod common;
 
@@ -83,4 +83,9 @@ fn googlenet_matches_onnxruntime_and_pytorch_float64() {
 #[test]
 fn efficientnet_b0_with_squeeze_and_excitation_matches_onnxruntime_and_pytorch_float64() {
     check("efficientnet_b0");
+}
+
+#[test]
+fn mobilenet_v3_small_matches_onnxruntime_and_pytorch_float64() {
+    check("mobilenet_v3_small");
 }

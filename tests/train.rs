@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{converted_lenet, scratch, shipped};
+use common::{converted_lenet, fixture, onnx_convert, scratch, shipped};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -338,6 +338,39 @@ fn bad_input_is_one_error_line_and_writes_nothing() {
         assert_clean_failure(r, needle);
         assert!(!out_dir.exists(), "a failed run ('{needle}') wrote {}", out_dir.display());
     }
+}
+
+#[test]
+fn a_net_not_in_caffe_space_is_refused_and_nothing_is_written() {
+    // A generator's images are Caffe-space (synthesize maps them into the net's space), so
+    // training one against a torchvision-space net would give wrong images without an error.
+    let dir = scratch("train-torchvision-space");
+    let generator = write(
+        &dir,
+        "g.prototxt",
+        "input: 'code' input_shape { dim: 1 dim: 6 }
+        layer { name: 'fc' type: 'InnerProduct' bottom: 'code' top: 'fc' inner_product_param { num_output: 768 } }
+        layer { name: 'r' type: 'Reshape' bottom: 'fc' top: 'r' reshape_param { shape { dim: 1 dim: 3 dim: 16 dim: 16 } } }",
+    );
+    let images = dir.join("x.npy");
+    dgnam::npy::write(&images, &[4, 3, 16, 16], &[0.5; 4 * 768]).unwrap();
+    let run = |space: &str| {
+        let net = dir.join(format!("{space}.dgnw"));
+        let c = onnx_convert(&fixture("onnx/tiny_resnet.onnx"), &net, &["--input-space", space]);
+        assert_ok(&c);
+        let out = dir.join(space).join("g.dgnw");
+        let args = ["--generator-def", s(&generator), "--images-npy", s(&images), "--steps", "2", "--batch", "2", "-o", s(&out)];
+        let r = dgnam(&[&["train-generator", "--device", "cpu", "--net", s(&net), "--layer", "logits"], &args[..]].concat());
+        (r, out)
+    };
+    let (r, out) = run("torchvision");
+    assert_clean_failure(&r, "the net takes torchvision input, and train-generator");
+    assert_clean_failure(&r, "is done for Caffe-space nets only");
+    assert!(!out.parent().unwrap().exists(), "a refused run wrote {}", out.parent().unwrap().display());
+    // The same ONNX net recorded in Caffe space trains.
+    let (r, out) = run("caffe");
+    assert_ok(&r);
+    assert!(out.is_file());
 }
 
 #[test]

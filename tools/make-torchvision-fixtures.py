@@ -12,8 +12,10 @@ The float64 results are stored rounded to float32 (half the bytes; the tests com
 
 Run by hand (the Rust tests read only the committed files; CI installs no torch):
     pip install torch torchvision onnx onnxruntime
-    python3 tools/make-torchvision-fixtures.py
+    python3 tools/make-torchvision-fixtures.py                     # every model
+    python3 tools/make-torchvision-fixtures.py mobilenet_v3_small  # only the ones named
 """
+import argparse
 import importlib
 import json
 import os
@@ -28,6 +30,7 @@ tv_googlenet = importlib.import_module("torchvision.models.googlenet")
 tv_resnet = importlib.import_module("torchvision.models.resnet")
 tv_squeezenet = importlib.import_module("torchvision.models.squeezenet")
 tv_efficientnet = importlib.import_module("torchvision.models.efficientnet")
+tv_mobilenetv3 = importlib.import_module("torchvision.models.mobilenetv3")
 # onnxruntime's outputs at the graph outputs and named tensors, as the other fixtures take them.
 run_ort = importlib.import_module("make-onnx-fixtures").run
 
@@ -106,6 +109,21 @@ def efficientnet_b0(width=0.1):
     return tv_efficientnet.EfficientNet(setting, dropout=0.2, last_channel=last, num_classes=CLASSES)
 
 
+def mobilenet_v3_small(width=0.25):
+    """torchvision's MobileNet v3 small (its inverted residual blocks with depthwise
+    convolutions, ReLU and HardSwish, squeeze-and-excitation gated by HardSigmoid, and the
+    classifier's HardSwish and Dropout) at a quarter of its widths (rounded by torchvision to
+    multiples of 8). torchvision draws the classifier's weights with sd 0.01, which leaves
+    logits near 1e-2: its two Linear layers get sd 1/sqrt(fan_in) and bias sd 0.1 instead."""
+    setting, last = tv_mobilenetv3._mobilenet_v3_conf("mobilenet_v3_small", width_mult=width)
+    m = tv_mobilenetv3.MobileNetV3(setting, last_channel=last, num_classes=CLASSES)
+    for mod in m.modules():
+        if isinstance(mod, nn.Linear):
+            nn.init.normal_(mod.weight, 0, mod.in_features**-0.5)
+            nn.init.normal_(mod.bias, 0, 0.1)
+    return m
+
+
 def calibrate(model, rng, batch=16, affine=True):
     """Keeps every layer's activations O(1) through a deep random net: a net without
     BatchNorm has each convolution's weights and bias rescaled in turn so that its output
@@ -114,7 +132,8 @@ def calibrate(model, rng, batch=16, affine=True):
     EfficientNet's 2 x 2 late stages need a batch of 128: statistics from 16 samples left
     near-constant channels whose variance the test inputs exceed, and activations grew to
     about 1e4 by the logits; its BatchNorms keep scale 1 and shift 0 (random ones compound
-    over its 49 BatchNorms to logits of several hundred)."""
+    over its 49 BatchNorms to logits of several hundred). MobileNet v3 small takes the same
+    (random affine terms grow its activations to several hundred by its last stage)."""
     calib = torch.tensor(rng.normal(0, 1, (batch, 3, SIZE, SIZE)), dtype=torch.float32)
     if not any(isinstance(mod, nn.BatchNorm2d) for mod in model.modules()):
         model.eval()
@@ -205,12 +224,27 @@ def export(name, make_model, intermediate_op, calib_batch=16, affine=True):
     print(f"{path}: {params} parameters, ops {sorted({n.op_type for n in graph.node})}, intermediates {inner}")
 
 
+# Each fixture's builder and `export` arguments, in the order a full run writes them.
+MODELS = {
+    "resnet18": (resnet18, "Relu", {}),
+    "squeezenet1_1": (squeezenet1_1, "Concat", {}),
+    "googlenet": (googlenet, "Concat", {}),
+    "efficientnet_b0": (efficientnet_b0, "Mul", dict(calib_batch=128, affine=False)),
+    "mobilenet_v3_small": (mobilenet_v3_small, "Mul", dict(calib_batch=128, affine=False)),
+}
+
+
 def main():
+    parser = argparse.ArgumentParser(description="Writes tests/fixtures/torchvision/.")
+    parser.add_argument("models", nargs="*", metavar="MODEL", help=f"the models to (re)write, of {', '.join(MODELS)} (default: all)")
+    names = parser.parse_args().models or list(MODELS)
+    unknown = [n for n in names if n not in MODELS]
+    if unknown:
+        parser.error(f"unknown model {', '.join(unknown)} (known: {', '.join(MODELS)})")
     os.makedirs(OUT, exist_ok=True)
-    export("resnet18", resnet18, "Relu")
-    export("squeezenet1_1", squeezenet1_1, "Concat")
-    export("googlenet", googlenet, "Concat")
-    export("efficientnet_b0", efficientnet_b0, "Mul", calib_batch=128, affine=False)
+    for name in names:
+        make_model, intermediate_op, kwargs = MODELS[name]
+        export(name, make_model, intermediate_op, **kwargs)
 
 
 if __name__ == "__main__":

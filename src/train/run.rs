@@ -97,6 +97,11 @@ pub fn prepare(o: &TrainOptions, pre: &PreprocessFlags) -> Result<Prepared> {
     let weights = o.check()?;
     let paths = Paths::new(&o.out)?;
     let classifier = open_weights(&o.net)?;
+    // G is trained on E's input as is, but `synthesize` reads G's images as Caffe space and
+    // maps them into E's recorded space, and --images are read into Caffe space: on another
+    // space training would run and give a generator of wrong images.
+    let what = "train-generator (a generator's images are Caffe-space; synthesize maps them into the net's space)";
+    crate::io::require_caffe_space(&classifier, &o.net, what)?;
     let clf_plan = Plan::new(&classifier.netdef()?, 1).with_context(|| format!("{}", o.net.display()))?;
     let (input, code_blob, _) = classifier_blobs(&clf_plan, o)?;
     let code_len = clf_plan.blobs[code_blob].len();
