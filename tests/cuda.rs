@@ -228,27 +228,32 @@ impl ConvCase {
     }
 }
 
-/// pool: MAX (values and winners) and AVE, forward and backward, Caffe's window rules.
+/// pool: MAX (values and winners) and AVE, forward and backward, Caffe's window rules (AVE
+/// also with `exclude_pad`, ONNX's count_include_pad 0).
 struct PoolCase {
     planes: usize,
     hw: [usize; 2],
     kernel: [usize; 2],
     stride: [usize; 2],
     pad: [usize; 2],
+    exclude_pad: bool,
 }
 
 const POOL_CASES: &[PoolCase] = &[
-    PoolCase { planes: 5, hw: [13, 13], kernel: [3, 3], stride: [2, 2], pad: [0, 0] },
-    PoolCase { planes: 4, hw: [10, 9], kernel: [3, 2], stride: [2, 3], pad: [1, 1] },
-    PoolCase { planes: 3, hw: [7, 7], kernel: [2, 2], stride: [3, 3], pad: [0, 0] },
-    PoolCase { planes: 3, hw: [6, 5], kernel: [6, 5], stride: [1, 1], pad: [0, 0] },
-    PoolCase { planes: 2, hw: [8, 8], kernel: [3, 3], stride: [1, 1], pad: [2, 2] },
+    PoolCase { planes: 5, hw: [13, 13], kernel: [3, 3], stride: [2, 2], pad: [0, 0], exclude_pad: false },
+    PoolCase { planes: 4, hw: [10, 9], kernel: [3, 2], stride: [2, 3], pad: [1, 1], exclude_pad: false },
+    PoolCase { planes: 4, hw: [10, 9], kernel: [3, 2], stride: [2, 3], pad: [1, 1], exclude_pad: true },
+    PoolCase { planes: 3, hw: [7, 7], kernel: [2, 2], stride: [3, 3], pad: [0, 0], exclude_pad: false },
+    PoolCase { planes: 3, hw: [6, 5], kernel: [6, 5], stride: [1, 1], pad: [0, 0], exclude_pad: false },
+    PoolCase { planes: 2, hw: [8, 8], kernel: [3, 3], stride: [1, 1], pad: [2, 2], exclude_pad: false },
+    PoolCase { planes: 2, hw: [8, 8], kernel: [3, 3], stride: [1, 1], pad: [2, 2], exclude_pad: true },
 ];
 
 impl PoolCase {
     fn line(&self) -> String {
-        let PoolCase { planes, hw, kernel, stride, pad } = self;
-        format!("pool {planes} {} {} {} {} {} {} {} {}", hw[0], hw[1], kernel[0], kernel[1], stride[0], stride[1], pad[0], pad[1])
+        let PoolCase { planes, hw, kernel, stride, pad, exclude_pad } = self;
+        let exclude = *exclude_pad as u8;
+        format!("pool {planes} {} {} {} {} {} {} {} {} {exclude}", hw[0], hw[1], kernel[0], kernel[1], stride[0], stride[1], pad[0], pad[1])
     }
 }
 
@@ -373,7 +378,9 @@ fn op_table_lines() -> Vec<String> {
                 }
                 .line(),
                 Op::MaxPool(g) | Op::AvePool(g) => {
-                    PoolCase { planes: g.batch * g.channels, hw: [g.in_h, g.in_w], kernel: g.kernel, stride: g.stride, pad: g.pad }.line()
+                    let planes = g.batch * g.channels;
+                    PoolCase { planes, hw: [g.in_h, g.in_w], kernel: g.kernel, stride: g.stride, pad: g.pad, exclude_pad: g.exclude_pad }
+                        .line()
                 }
                 Op::Pad(g) => PadCase { shape: g.dims, sides: [g.before[0], g.before[1], g.after[0], g.after[1]], value: g.value }.line(),
                 Op::Lrn { dims, param } => {

@@ -531,6 +531,10 @@ fn pool_param(layer: &Message) -> Result<PoolParam> {
         other => bail!("{B}: round_mode {other} is not supported (CEIL or FLOOR)"),
     };
     let global = p.get_bool("global_pooling")?.unwrap_or(false);
+    let exclude_pad = p.get_bool("exclude_pad")?.unwrap_or(false);
+    if exclude_pad && method == PoolMethod::Max {
+        bail!("{B}: exclude_pad is for AVE pooling (MAX never counts the padding)");
+    }
     let pair = |name, prefix| spatial_pair(&p, name, prefix).map_err(|e| anyhow!("{B}: {e:#}"));
     let kernel = pair("kernel_size", "kernel")?;
     let stride = positive_pair(B, "stride", pair("stride", "stride")?.unwrap_or([1, 1]))?;
@@ -543,14 +547,14 @@ fn pool_param(layer: &Message) -> Result<PoolParam> {
         if pad != [0, 0] || stride != [1, 1] {
             bail!("{B}: global_pooling needs pad 0 and stride 1");
         }
-        return Ok(PoolParam { method, kernel: [0, 0], stride, pad, global, round_mode });
+        return Ok(PoolParam { method, kernel: [0, 0], stride, pad, global, round_mode, exclude_pad });
     }
     let kernel = kernel.ok_or_else(|| anyhow!("{B}: kernel_size (or kernel_h and kernel_w) is required"))?;
     let kernel = positive_pair(B, "kernel size", kernel)?;
     if pad[0] >= kernel[0] || pad[1] >= kernel[1] {
         bail!("{B}: pad {pad:?} must be smaller than the kernel {kernel:?}");
     }
-    Ok(PoolParam { method, kernel, stride, pad, global, round_mode })
+    Ok(PoolParam { method, kernel, stride, pad, global, round_mode, exclude_pad })
 }
 
 fn lrn_param(layer: &Message) -> Result<LrnParam> {
@@ -714,7 +718,8 @@ mod tests {
                 stride: [2, 2],
                 pad: [0, 0],
                 global: false,
-                round_mode: RoundMode::Ceil
+                round_mode: RoundMode::Ceil,
+                exclude_pad: false
             })
         );
         assert_eq!(find(&net, "fc8").kind, LayerKind::InnerProduct(InnerProductParam { num_output: 1000, bias_term: true, axis: 1 }));
@@ -799,7 +804,8 @@ mod tests {
                 stride: [2, 1],
                 pad: [2, 1],
                 global: false,
-                round_mode: RoundMode::Ceil
+                round_mode: RoundMode::Ceil,
+                exclude_pad: false
             })
         );
         let ip = read(&format!("{dir}/layer_inner_product.prototxt"));
@@ -926,7 +932,8 @@ mod tests {
                 stride: [1, 1],
                 pad: [0, 0],
                 global: true,
-                round_mode: RoundMode::Ceil
+                round_mode: RoundMode::Ceil,
+                exclude_pad: false
             })
         );
         assert_eq!(kinds[2], LayerKind::Flatten { axis: 1, end_axis: -1 });

@@ -87,6 +87,9 @@ fn write_layer(out: &mut String, layer: &LayerDef) {
             if pp.round_mode == RoundMode::Floor {
                 p.push_str(" round_mode: FLOOR");
             }
+            if pp.exclude_pad {
+                p.push_str(" exclude_pad: true");
+            }
             "pooling_param"
         }
         LayerKind::Pad(q) => {
@@ -148,6 +151,7 @@ fn write_layer(out: &mut String, layer: &LayerDef) {
 mod tests {
     use super::*;
     use crate::caffe::netdef::{parse_netdef, read_netdef};
+    use crate::ir::PadParam;
 
     /// Every shipped deploy file survives a trip through the writer unchanged.
     #[test]
@@ -179,16 +183,25 @@ mod tests {
             layer { name: \"g\" type: \"Pooling\" bottom: \"lo\" top: \"g\" pooling_param { pool: AVE global_pooling: true } }\n\
             layer { name: \"f\" type: \"Flatten\" bottom: \"g\" top: \"f\" }\n\
             layer { name: \"se\" type: \"Scale\" bottom: \"lo\" bottom: \"f\" top: \"se\" scale_param { axis: 0 } }\n\
-            layer { name: \"p\" type: \"Pad\" bottom: \"se\" top: \"p\" pad_param { pad_t: 0 pad_l: 1 pad_b: 2 pad_r: 0 value: -inf } }\n";
+            layer { name: \"p\" type: \"Pad\" bottom: \"se\" top: \"p\" pad_param { pad_t: 0 pad_l: 1 pad_b: 2 pad_r: 0 value: -inf } }\n\
+            layer { name: \"crop\" type: \"Pad\" bottom: \"p\" top: \"crop\" pad_param { pad_t: -1 pad_l: 0 pad_b: 0 pad_r: -2 } }\n\
+            layer { name: \"ex\" type: \"Pooling\" bottom: \"crop\" top: \"ex\" pooling_param { pool: AVE kernel_size: 3 pad: 1 exclude_pad: true } }\n";
         let def = parse_netdef(text).unwrap();
         let kinds: Vec<&LayerKind> = def.layers.iter().map(|l| &l.kind).collect();
         assert_eq!(kinds[1], &LayerKind::Activation(Activation::HardSigmoid { alpha: 1.0 / 6.0, beta: 0.5 }));
         assert_eq!(kinds[4], &LayerKind::Activation(Activation::Clip { min: f32::NEG_INFINITY, max: 0.25 }));
+        assert_eq!(kinds[9], &LayerKind::Pad(PadParam { before: [-1, 0], after: [0, -2], value: 0.0 }));
+        assert!(matches!(kinds[10], LayerKind::Pooling(p) if p.exclude_pad && p.method == PoolMethod::Ave));
         let written = netdef_to_prototxt(&def);
         assert_eq!(parse_netdef(&written).unwrap(), def, "{written}");
         // Caffe's clip_param needs both bounds; the default HardSigmoid is ONNX's.
         let err = parse_netdef("layer { name: 'c' type: 'Clip' bottom: 'x' top: 'c' clip_param { min: 0 } }").unwrap_err();
         assert!(format!("{err:#}").contains("clip_param: min and max are both required"), "{err:#}");
+        let err = parse_netdef(
+            "layer { name: 'm' type: 'Pooling' bottom: 'x' top: 'm' pooling_param { pool: MAX kernel_size: 2 exclude_pad: true } }",
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("exclude_pad is for AVE pooling"), "{err:#}");
         let def = parse_netdef("layer { name: 'h' type: 'HardSigmoid' bottom: 'x' top: 'h' }").unwrap();
         assert_eq!(def.layers[0].kind, LayerKind::Activation(Activation::HardSigmoid { alpha: 0.2, beta: 0.5 }));
     }

@@ -145,6 +145,10 @@ pub struct PoolParam {
     pub pad: [usize; 2],
     pub global: bool,
     pub round_mode: RoundMode,
+    /// AVE only: divide by the window's pixels inside the input, not by its extent in the
+    /// padded input (Caffe's rule). `exclude_pad: true`, dgnam's own field (no BVLC layer
+    /// has it): ONNX's and PyTorch's `count_include_pad` 0.
+    pub exclude_pad: bool,
 }
 
 /// How the pooled size is rounded (Caffe's `round_mode`; CEIL is its default, FLOOR is

@@ -1,7 +1,7 @@
 //! Caffe's pooling window arithmetic, the one copy in Rust: ceil-rounded output size (or
 //! floor-rounded, Caffe's `round_mode: FLOOR`), the
 //! last window dropped when it would start inside the padding only, and each window's
-//! real extent and AVE divisor.
+//! real extent and AVE divisor (Caffe's, or with `exclude_pad` the pixels inside the input).
 
 use super::RoundMode;
 use anyhow::{bail, ensure, Result};
@@ -17,6 +17,8 @@ pub struct PoolGeom {
     pub kernel: [usize; 2],
     pub stride: [usize; 2],
     pub pad: [usize; 2],
+    /// AVE: the divisor counts only the window's pixels inside the input.
+    pub exclude_pad: bool,
 }
 
 /// One output position's window along one axis: the real input range it reads and the
@@ -86,12 +88,22 @@ impl PoolGeom {
                 out[a] -= 1;
             }
         }
-        Ok(PoolGeom { batch, channels, in_h, in_w, out_h: out[0], out_w: out[1], kernel, stride, pad })
+        Ok(PoolGeom { batch, channels, in_h, in_w, out_h: out[0], out_w: out[1], kernel, stride, pad, exclude_pad: false })
     }
 
     /// The kernel covers the whole input: one output per channel.
     pub fn global(batch: usize, channels: usize, in_h: usize, in_w: usize) -> PoolGeom {
-        PoolGeom { batch, channels, in_h, in_w, out_h: 1, out_w: 1, kernel: [in_h, in_w], stride: [1, 1], pad: [0, 0] }
+        PoolGeom { batch, channels, in_h, in_w, out_h: 1, out_w: 1, kernel: [in_h, in_w], stride: [1, 1], pad: [0, 0], exclude_pad: false }
+    }
+
+    /// The AVE divisor of the window (`h`, `w`): its area clipped to the padded input, or
+    /// with `exclude_pad` to the input (at least 1, for an empty window).
+    pub fn divisor(&self, h: &Window, w: &Window) -> usize {
+        if self.exclude_pad {
+            ((h.end - h.start) * (w.end - w.start)).max(1)
+        } else {
+            h.padded_len * w.padded_len
+        }
     }
 
     pub fn input_len(&self) -> usize {

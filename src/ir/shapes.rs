@@ -99,6 +99,7 @@ pub fn compile_layer(layer: &LayerDef, shapes: &[Vec<usize>], declared_batch: us
             } else {
                 PoolGeom::rounded(n, c, [h, w], p.kernel, p.stride, p.pad, p.round_mode).with_context(ctx)?
             };
+            let geom = PoolGeom { exclude_pad: p.exclude_pad, ..geom };
             let top = vec![n, c, geom.out_h, geom.out_w];
             let op = match p.method {
                 PoolMethod::Max => Op::MaxPool(geom),

@@ -284,7 +284,15 @@ impl Builder {
             "MaxPool" | "AveragePool" => self.pool(node, &out),
             "GlobalAveragePool" | "GlobalMaxPool" => {
                 let method = if node.op_type == "GlobalMaxPool" { PoolMethod::Max } else { PoolMethod::Ave };
-                let p = PoolParam { method, kernel: [0, 0], stride: [1, 1], pad: [0, 0], global: true, round_mode: RoundMode::Ceil };
+                let p = PoolParam {
+                    method,
+                    kernel: [0, 0],
+                    stride: [1, 1],
+                    pad: [0, 0],
+                    global: true,
+                    round_mode: RoundMode::Ceil,
+                    exclude_pad: false,
+                };
                 self.emit(node, &out, LayerKind::Pooling(p), one(self)?, vec![])
             }
             "LRN" => {
@@ -578,12 +586,15 @@ impl Builder {
         let pad = [own[0] + extra[0], own[1] + extra[1]];
         let ceil = node.int("ceil_mode", 0)? != 0;
         let method = if node.op_type == "MaxPool" { PoolMethod::Max } else { PoolMethod::Ave };
-        let padded = *pads != [0; 4];
-        if method == PoolMethod::Ave && padded && extra != [0, 0] && node.int("count_include_pad", 0)? == 0 {
+        // count_include_pad 0: the average divides by the pixels inside the input (the
+        // engine's exclude_pad); a folded Pad's zeros are pixels of ONNX's input, so they
+        // count, and so would the zeros of a Pad layer for pads that differ between the sides.
+        let exclude_pad = method == PoolMethod::Ave && *pads != [0; 4] && node.int("count_include_pad", 0)? == 0;
+        if exclude_pad && extra != [0, 0] {
             bail!("{l}: a Pad before an AveragePool with its own pads left out of the average is not supported yet");
         }
-        if method == PoolMethod::Ave && padded && extra == [0, 0] && node.int("count_include_pad", 0)? == 0 {
-            bail!("{l}: padding left out of the average (count_include_pad 0) is not supported yet");
+        if exclude_pad && (before != [0, 0] || after != [0, 0]) {
+            bail!("{l}: pads {pads:?} that differ between the sides, left out of the average (count_include_pad 0), are not supported yet");
         }
         let s = self.shapes[&x].clone();
         ensure!(s.len() == 4, "{l}: input shape {}: only 2-D pooling is supported", fmt_shape(&s));
@@ -593,7 +604,7 @@ impl Builder {
         let value = if method == PoolMethod::Max { f32::NEG_INFINITY } else { 0.0 };
         let x = self.explicit_pad(node, format!("{out}::pad"), x, signed(before), signed(after), value)?;
         let round_mode = if ceil { RoundMode::Ceil } else { RoundMode::Floor };
-        let p = PoolParam { method, kernel, stride: *stride, pad, global: false, round_mode };
+        let p = PoolParam { method, kernel, stride: *stride, pad, global: false, round_mode, exclude_pad };
         self.emit(node, out, LayerKind::Pooling(p), vec![x], vec![])?;
         // Caffe's ceil rounding drops a last window only when padded; ONNX always drops one that
         // starts past the input and its leading padding: refuse where the two differ.

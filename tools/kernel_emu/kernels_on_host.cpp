@@ -2,7 +2,7 @@
 // as the first argument, or from stdin ('#' starts a comment):
 //   gemm M N K trans_a trans_b batch zdiv extra_ld alpha beta tf32
 //   conv C H W O kh kw sh sw ph pw dh dw group N
-//   pool planes H W kh kw sh sw ph pw
+//   pool planes H W kh kw sh sw ph pw exclude_pad
 //   lrn N C H W local_size within
 //   softmax outer channels inner
 //   reduce outer channels inner        (channel_sums, batch_norm_backward_weights, mean_abs_rows)
@@ -253,7 +253,7 @@ void test_conv(int C, int H, int W, int O, int kh, int kw, int sh, int sw, int p
 }
 
 // Caffe's pooling loops, written out as in pooling_layer.cpp.
-void test_pool(int planes, int H, int W, int kh, int kw, int sh, int sw, int ph, int pw) {
+void test_pool(int planes, int H, int W, int kh, int kw, int sh, int sw, int ph, int pw, int exclude) {
     auto outsz = [](int size, int k, int s, int p) { int o = (size + 2 * p - k + s - 1) / s + 1; if (p > 0 && (o - 1) * s >= size + p) o--; return o; };
     int OH = outsz(H, kh, sh, ph), OW = outsz(W, kw, sw, pw);
     auto x = rnd((size_t)planes * H * W), dy = rnd((size_t)planes * OH * OW);
@@ -262,8 +262,9 @@ void test_pool(int planes, int H, int W, int kh, int kw, int sh, int sw, int ph,
     std::vector<unsigned> amax(ny);
     for (int p = 0; p < planes; p++) for (int oh = 0; oh < OH; oh++) for (int ow = 0; ow < OW; ow++) {
         int hs = oh * sh - ph, ws = ow * sw - pw, he = std::min(hs + kh, H + ph), we = std::min(ws + kw, W + pw);
-        int pool = (he - hs) * (we - ws);
         int hs2 = std::max(hs, 0), ws2 = std::max(ws, 0), he2 = std::min(he, H), we2 = std::min(we, W);
+        // exclude_pad (count_include_pad 0): the pixels inside the image only.
+        int pool = exclude ? std::max((he2 - hs2) * (we2 - ws2), 1) : (he - hs) * (we - ws);
         double m = -3.402823466e+38; int arg = -1; double s = 0, a = 0;
         for (int h = hs2; h < he2; h++) for (int w = ws2; w < we2; w++) { double v = x[(p * H + h) * W + w]; if (v > m) { m = v; arg = h * W + w; } s += v; a += std::fabs(v); }
         int o = (p * OH + oh) * OW + ow;
@@ -271,7 +272,7 @@ void test_pool(int planes, int H, int W, int kh, int kw, int sh, int sw, int ph,
         if (arg >= 0) { dxmax[p * H * W + arg] += dy[o]; dxmaxm[p * H * W + arg] += std::fabs(dy[o]); }
         for (int h = hs2; h < he2; h++) for (int w = ws2; w < we2; w++) { dxave[(p * H + h) * W + w] += dy[o] / pool; dxavem[(p * H + h) * W + w] += std::fabs(dy[o]) / pool; }
     }
-    std::string g = fmt("pool %dx%d k%dx%d s%d,%d p%d,%d -> %dx%d", H, W, kh, kw, sh, sw, ph, pw, OH, OW);
+    std::string g = fmt("pool %dx%d k%dx%d s%d,%d p%d,%d%s -> %dx%d", H, W, kh, kw, sh, sw, ph, pw, exclude ? " exclude_pad" : "", OH, OW);
     Vf y = nans(ny); std::vector<unsigned> am(ny, 0xdeadbeefu);
     LAUNCH(max_pool_forward, d3(3), d3(256), (const float*)x.data(), y.data(), am.data(), planes, H, W, OH, OW, kh, kw, sh, sw, ph, pw);
     Vf ymaxf(ymax.begin(), ymax.end());
@@ -284,12 +285,14 @@ void test_pool(int planes, int H, int W, int kh, int kw, int sh, int sw, int ph,
         check(std::string("max bwd ") + start_name(s) + " " + g, dx, want, m);
     }
     y = nans(ny);
-    LAUNCH(ave_pool_forward, d3(3), d3(256), (const float*)x.data(), y.data(), planes, H, W, OH, OW, kh, kw, sh, sw, ph, pw);
+    if (exclude) LAUNCH(ave_pool_forward_exclude_pad, d3(3), d3(256), (const float*)x.data(), y.data(), planes, H, W, OH, OW, kh, kw, sh, sw, ph, pw);
+    else LAUNCH(ave_pool_forward, d3(3), d3(256), (const float*)x.data(), y.data(), planes, H, W, OH, OW, kh, kw, sh, sw, ph, pw);
     check("ave fwd " + g, y, yave, yavem);
     for (auto& s : starts(nx)) {
         Vf dx = s; Vd want = dxave, m = dxavem;
         for (size_t i = 0; i < nx; i++) { want[i] += s[i]; m[i] += std::fabs(s[i]); }
-        LAUNCH(ave_pool_backward, d3(3), d3(256), (const float*)dy.data(), dx.data(), planes, H, W, OH, OW, kh, kw, sh, sw, ph, pw);
+        if (exclude) LAUNCH(ave_pool_backward_exclude_pad, d3(3), d3(256), (const float*)dy.data(), dx.data(), planes, H, W, OH, OW, kh, kw, sh, sw, ph, pw);
+        else LAUNCH(ave_pool_backward, d3(3), d3(256), (const float*)dy.data(), dx.data(), planes, H, W, OH, OW, kh, kw, sh, sw, ph, pw);
         check(std::string("ave bwd ") + start_name(s) + " " + g, dx, want, m);
     }
 }
@@ -742,7 +745,7 @@ bool run_case(const std::string& line) {
     auto i = [&](size_t k) { return (int)a[k]; };
     if (kind == "gemm" && n(11)) test_gemm(i(0), i(1), i(2), i(3), i(4), i(5), i(6), i(7), (float)a[8], (float)a[9], i(10));
     else if (kind == "conv" && n(14)) test_conv(i(0), i(1), i(2), i(3), i(4), i(5), i(6), i(7), i(8), i(9), i(10), i(11), i(12), i(13));
-    else if (kind == "pool" && n(9)) test_pool(i(0), i(1), i(2), i(3), i(4), i(5), i(6), i(7), i(8));
+    else if (kind == "pool" && n(10)) test_pool(i(0), i(1), i(2), i(3), i(4), i(5), i(6), i(7), i(8), i(9));
     else if (kind == "lrn" && n(6)) test_lrn(i(0), i(1), i(2), i(3), i(4), i(5));
     else if (kind == "softmax" && n(3)) test_softmax(i(0), i(1), i(2));
     else if (kind == "reduce" && n(3)) test_reduce(i(0), i(1), i(2));

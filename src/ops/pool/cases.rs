@@ -1,5 +1,6 @@
 //! Pooling cases: ceil-rounded windows, asymmetric kernels and strides, padding (with the
-//! last window dropped), stride larger than the kernel, floor rounding, global pooling.
+//! last window dropped, and left out of the average), stride larger than the kernel, floor
+//! rounding, global pooling.
 
 use crate::ops::cases::{Case, Fixture, SHAPE};
 
@@ -12,6 +13,9 @@ pub const CASES: &[Case] = &[
     pool("layer { name: 'l' type: 'Pooling' bottom: 'data' top: 'l' pooling_param { pool: MAX kernel_h: 3 kernel_w: 2 stride_h: 2 stride_w: 3 pad: 1 } }"),
     pool("layer { name: 'l' type: 'Pooling' bottom: 'data' top: 'l' pooling_param { pool: AVE kernel_size: 3 stride: 2 pad: 1 } }"),
     pool("layer { name: 'l' type: 'Pooling' bottom: 'data' top: 'l' pooling_param { pool: AVE kernel_size: 2 stride: 3 } }"),
+    // The padding left out of the divisor (ONNX's count_include_pad 0), ceil and floor.
+    pool("layer { name: 'l' type: 'Pooling' bottom: 'data' top: 'l' pooling_param { pool: AVE kernel_h: 3 kernel_w: 2 stride: 2 pad: 1 exclude_pad: true } }"),
+    pool("layer { name: 'l' type: 'Pooling' bottom: 'data' top: 'l' pooling_param { pool: AVE kernel_size: 3 stride: 1 pad: 1 round_mode: FLOOR exclude_pad: true } }"),
     // round_mode FLOOR (PyTorch's and ONNX's rounding): 11x10 gives 5x5 and 6x5, not 6x5 and 6x6.
     pool("layer { name: 'l' type: 'Pooling' bottom: 'data' top: 'l' pooling_param { pool: MAX kernel_size: 2 stride: 2 round_mode: FLOOR } }"),
     pool("layer { name: 'l' type: 'Pooling' bottom: 'data' top: 'l' pooling_param { pool: AVE kernel_size: 3 stride: 2 pad: 1 round_mode: FLOOR } }"),

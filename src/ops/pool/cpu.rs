@@ -168,7 +168,8 @@ pub fn max_pool_backward<T: Real>(g: &PoolGeom, dy: &[T], argmax: &[u32], dx: &m
     });
 }
 
-/// y = sum over the window's real inputs / the window's area clipped to the padded input.
+/// y = sum over the window's real inputs / the window's area clipped to the padded input
+/// (with `exclude_pad`, to the input).
 pub fn ave_pool_forward<T: Real>(g: &PoolGeom, x: &[T], y: &mut [T]) {
     assert_lens(g, x.len(), y.len());
     let (hw, ww) = g.windows();
@@ -184,7 +185,7 @@ pub fn ave_pool_forward<T: Real>(g: &PoolGeom, x: &[T], y: &mut [T]) {
                     sum += v;
                 }
             }
-            *yv = sum / T::from_f64((wh.padded_len * wc.padded_len) as f64);
+            *yv = sum / T::from_f64(g.divisor(wh, wc) as f64);
         }
     }
 }
@@ -199,7 +200,7 @@ pub fn ave_pool_backward<T: Real>(g: &PoolGeom, dy: &[T], dx: &mut [T]) {
     }
     for (dxp, dyp) in dx.chunks_exact_mut(in_plane).zip(dy.chunks_exact(out_plane)) {
         for (&d, (wh, wc)) in dyp.iter().zip(hw.iter().flat_map(|h| ww.iter().map(move |w| (h, w)))) {
-            let share = d / T::from_f64((wh.padded_len * wc.padded_len) as f64);
+            let share = d / T::from_f64(g.divisor(wh, wc) as f64);
             for ih in wh.start..wh.end {
                 for v in &mut dxp[ih * g.in_w + wc.start..ih * g.in_w + wc.end] {
                     *v += share;
@@ -280,6 +281,23 @@ mod tests {
         let mut y = vec![0.0; 3];
         ave_pool_forward(&g, &[1.0, 3.0, 5.0, 7.0, 9.0], &mut y);
         assert_eq!(y, vec![2.0, 6.0, 9.0]);
+    }
+
+    #[test]
+    fn ave_pool_excluding_the_padding_divides_by_the_pixels_inside() {
+        // All-ones 4x4, k3 s2 p1: every output is 1 when only real pixels count; on a ramp,
+        // the corner averages its 2x2 real pixels.
+        let g = PoolGeom { exclude_pad: true, ..PoolGeom::new(1, 1, 4, 4, [3, 3], [2, 2], [1, 1]).unwrap() };
+        let mut y = vec![0.0; 9];
+        ave_pool_forward(&g, &[1.0; 16], &mut y);
+        assert_eq!(y, vec![1.0; 9]);
+        let ramp: Vec<f64> = (0..16).map(f64::from).collect();
+        ave_pool_forward(&g, &ramp, &mut y);
+        assert_eq!(y[0], (0.0 + 1.0 + 4.0 + 5.0) / 4.0);
+        // The backward shares each output's gradient among the same pixels.
+        let mut dx = vec![0.0; 16];
+        ave_pool_backward(&g, &[4.0, 0., 0., 0., 0., 0., 0., 0., 0.], &mut dx);
+        assert_eq!(&dx[..6], &[1.0, 1.0, 0.0, 0.0, 1.0, 1.0]);
     }
 
     #[test]
@@ -395,12 +413,14 @@ mod tests {
     fn ave_pool_gradients() {
         let mut rng = Rng::new(32);
         for c in &CASES {
-            let g = geom(c);
-            let x = rng.uniform_vec(g.input_len(), -1.0, 1.0);
-            let r = rng.uniform_vec(g.output_len(), -1.0, 1.0);
-            let mut dx = vec![0.0; x.len()];
-            ave_pool_backward(&g, &r, &mut dx);
-            check(&format!("ave pool {c:?}"), &x, &dx, |x| dot(&ave_out(&g, x), &r));
+            for exclude_pad in [false, true] {
+                let g = PoolGeom { exclude_pad, ..geom(c) };
+                let x = rng.uniform_vec(g.input_len(), -1.0, 1.0);
+                let r = rng.uniform_vec(g.output_len(), -1.0, 1.0);
+                let mut dx = vec![0.0; x.len()];
+                ave_pool_backward(&g, &r, &mut dx);
+                check(&format!("ave pool {c:?} exclude_pad {exclude_pad}"), &x, &dx, |x| dot(&ave_out(&g, x), &r));
+            }
         }
     }
 

@@ -17,6 +17,9 @@ pub const SOURCE: KernelSource = KernelSource {
         grid_stride("max_pool_backward"),
         grid_stride("ave_pool_forward"),
         grid_stride("ave_pool_backward").below_full(6, "36-37 registers"),
+        grid_stride("ave_pool_forward_exclude_pad"),
+        // Known shortfall: the real windows' extents on top of the padded ones (ONNX count_include_pad 0).
+        grid_stride("ave_pool_backward_exclude_pad").below_full(4, "47-50 registers"),
     ],
 };
 
@@ -50,13 +53,15 @@ impl PoolKernels for Cuda {
         ensure_len(x, g.input_len(), "pooling input")?;
         ensure_len(y, g.output_len(), "pooling output")?;
         let [p, h, w, oh, ow, kh, kw, sh, sw, ph, pw] = pool_args(g);
-        launch!(self, SOURCE, "ave_pool_forward", grid_for(g.output_len()); x, y, &p, &h, &w, &oh, &ow, &kh, &kw, &sh, &sw, &ph, &pw)
+        let name = if g.exclude_pad { "ave_pool_forward_exclude_pad" } else { "ave_pool_forward" };
+        launch!(self, SOURCE, name, grid_for(g.output_len()); x, y, &p, &h, &w, &oh, &ow, &kh, &kw, &sh, &sw, &ph, &pw)
     }
 
     fn ave_pool_backward(&self, g: &PoolGeom, dy: &Buf, dx: &mut Buf) -> Result<()> {
         ensure_len(dx, g.input_len(), "pooling input gradient")?;
         ensure_len(dy, g.output_len(), "pooling output gradient")?;
         let [p, h, w, oh, ow, kh, kw, sh, sw, ph, pw] = pool_args(g);
-        launch!(self, SOURCE, "ave_pool_backward", grid_for(g.input_len()); dy, dx, &p, &h, &w, &oh, &ow, &kh, &kw, &sh, &sw, &ph, &pw)
+        let name = if g.exclude_pad { "ave_pool_backward_exclude_pad" } else { "ave_pool_backward" };
+        launch!(self, SOURCE, name, grid_for(g.input_len()); dy, dx, &p, &h, &w, &oh, &ow, &kh, &kw, &sh, &sw, &ph, &pw)
     }
 }
