@@ -121,7 +121,7 @@ pub fn slice(l: &str, x: &IntValue, starts: &[i64], ends: &[i64], axes: Option<&
     let mut elems = vec![];
     while (step > 0 && i < end) || (step < 0 && i > end) {
         elems.push(x.elems[i as usize]);
-        i += step;
+        i = i.saturating_add(step);
     }
     Ok(IntValue::vector(elems))
 }
@@ -132,6 +132,9 @@ pub fn slice(l: &str, x: &IntValue, starts: &[i64], ends: &[i64], axes: Option<&
 pub fn arithmetic(l: &str, op: &str, a: &IntValue, b: &IntValue) -> Result<IntValue> {
     let (n, m) = (a.elems.len(), b.elems.len());
     ensure!(n == m || n == 1 || m == 1, "{l}: operands of {n} and {m} elements do not broadcast");
+    // One element broadcasts against any length, none included.
+    let len = if n == 1 { m } else { n };
+    let at = |v: &IntValue, i: usize| v.elems[if v.elems.len() == 1 { 0 } else { i }];
     let apply = |x: Elem, y: Elem| -> Result<Elem> {
         let known = match (x, y) {
             (Elem::Known(p), Elem::Known(q)) => (p, q),
@@ -149,7 +152,7 @@ pub fn arithmetic(l: &str, op: &str, a: &IntValue, b: &IntValue) -> Result<IntVa
         };
         value.map(Elem::Known).ok_or_else(|| anyhow::anyhow!("{l}: {} {op} {} has no int64 result", known.0, known.1))
     };
-    let elems = (0..n.max(m)).map(|i| apply(a.elems[i.min(n - 1)], b.elems[i.min(m - 1)])).collect::<Result<_>>()?;
+    let elems = (0..len).map(|i| apply(at(a, i), at(b, i))).collect::<Result<_>>()?;
     Ok(IntValue { scalar: a.scalar && b.scalar, elems })
 }
 
@@ -161,9 +164,12 @@ fn show(e: Elem) -> String {
 }
 
 /// A Reshape's target as the engine's dims: the batch becomes 0 (copy the input's axis 0,
-/// as in Caffe), which is right only at position 0.
-pub fn reshape_dims(l: &str, shape: &IntValue) -> Result<Vec<i64>> {
+/// as in Caffe), which is right only at position 0 and without `allowzero`.
+pub fn reshape_dims(l: &str, shape: &IntValue, allowzero: bool) -> Result<Vec<i64>> {
     ensure!(!shape.scalar, "{l}: the shape is a scalar, not a 1-D tensor");
+    if allowzero && shape.elems.contains(&Elem::Known(0)) {
+        bail!("{l}: allowzero with a zero dimension is not supported");
+    }
     shape
         .elems
         .iter()
@@ -201,9 +207,9 @@ mod tests {
         assert!(n.scalar);
         let n = unsqueeze("u", &n, &[0]).unwrap();
         let target = concat("c", &[n, v(&[Known(-1)])], 0).unwrap();
-        assert_eq!(reshape_dims("r", &target).unwrap(), vec![0, -1]);
+        assert_eq!(reshape_dims("r", &target, false).unwrap(), vec![0, -1]);
         let late = concat("c", &[v(&[Known(-1)]), v(&[Batch])], 0).unwrap();
-        assert!(reshape_dims("r", &late).unwrap_err().to_string().contains("batch at position 1"));
+        assert!(reshape_dims("r", &late, false).unwrap_err().to_string().contains("batch at position 1"));
     }
 
     #[test]
@@ -226,6 +232,7 @@ mod tests {
         let err = arithmetic("m", "Mul", &v(&[Batch]), &one).unwrap_err().to_string();
         assert_eq!(err, "m: the batch Mul 12 depends on the batch, which is known only at run time");
         assert!(arithmetic("d", "Div", &one, &v(&[Known(0)])).is_err());
+        assert_eq!(arithmetic("a", "Add", &v(&[]), &one).unwrap().elems, vec![]);
     }
 
     #[test]

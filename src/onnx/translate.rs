@@ -872,21 +872,21 @@ impl Builder {
     }
 
     fn reshape(&mut self, node: &Node, out: &str) -> Result<()> {
+        let l = node.label();
         let x = self.input(node, 0)?.to_string();
-        // A shape computed from Shape: the batch becomes 0, the rest are numbers.
+        let allowzero = node.int("allowzero", 0)? != 0;
         let dims = if let Some(v) = node.inputs.get(1).and_then(|n| self.ints.get(n)) {
-            sv::reshape_dims(&node.label(), v)?
+            // Computed from Shape: the batch becomes 0, the rest are numbers.
+            sv::reshape_dims(&l, v, allowzero)?
         } else {
-            let shape =
-                self.constant(node, 1).map_err(|_| anyhow!("{}: a shape computed at run time is not supported yet", node.label()))?;
-            match &shape.values {
+            let shape = self.constant(node, 1).map_err(|_| anyhow!("{l}: a shape computed at run time is not supported yet"))?;
+            let dims = match &shape.values {
                 Values::I64(v) => v.clone(),
-                Values::F32(_) => bail!("{}: the shape is not an integer tensor", node.label()),
-            }
+                Values::F32(_) => bail!("{l}: the shape is not an integer tensor"),
+            };
+            ensure!(!allowzero || !dims.contains(&0), "{l}: allowzero with a zero dimension is not supported");
+            dims
         };
-        if node.int("allowzero", 0)? != 0 && dims.contains(&0) {
-            bail!("{}: allowzero with a zero dimension is not supported", node.label());
-        }
         // ONNX and Caffe agree: 0 copies the input's axis, -1 is inferred.
         let p = ReshapeParam { dims, axis: 0, num_axes: -1 };
         self.emit(node, out, LayerKind::Reshape(p), vec![x], vec![])
