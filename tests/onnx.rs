@@ -791,6 +791,60 @@ fn shape_arithmetic_of_a_view_becomes_one_reshape_at_any_batch() {
     }
 }
 
+/// `x.view(*x.shape[:2], x.shape[2] * x.shape[3])` written with Slice (attributes before
+/// opset 10, inputs from 10; opset 15's Shape takes `end` instead), Squeeze, Mul, Unsqueeze
+/// and Cast: one Reshape to [batch, 2, 6] at batch 1 and 3.
+#[test]
+fn slices_squeezes_and_casts_of_a_shape_evaluate_at_conversion() {
+    let dir = scratch("onnx-shape-slices");
+    for opset in [9u64, 13, 15] {
+        let mut nodes = vec![node("shape", "Shape", &["x"], &["s"], &[])];
+        let mut inits = vec![int64_tensor("axes0", &[0])];
+        let mut slice = |nodes: &mut Vec<Vec<u8>>, out: &str, start: i64, end: i64| {
+            if opset < 10 {
+                let attrs = [("starts", Attr::Ints(vec![start])), ("ends", Attr::Ints(vec![end])), ("axes", Attr::Ints(vec![0]))];
+                nodes.push(node(out, "Slice", &["s"], &[out], &attrs));
+            } else {
+                let (starts, ends) = (format!("{out}.starts"), format!("{out}.ends"));
+                inits.extend([int64_tensor(&starts, &[start]), int64_tensor(&ends, &[end])]);
+                nodes.push(node(out, "Slice", &["s", &starts, &ends, "axes0"], &[out], &[]));
+            }
+        };
+        if opset >= 15 {
+            nodes.push(node("lead", "Shape", &["x"], &["lead"], &[("end", Attr::Int(2))]));
+        } else {
+            slice(&mut nodes, "lead", 0, 2);
+        }
+        slice(&mut nodes, "h", 2, 3);
+        slice(&mut nodes, "w", -1, i64::MAX);
+        let axes = |op: &str, x: &str, out: &str| {
+            if opset < 13 {
+                node(out, op, &[x], &[out], &[("axes", Attr::Ints(vec![0]))])
+            } else {
+                node(out, op, &[x, "axes0"], &[out], &[])
+            }
+        };
+        nodes.extend([
+            axes("Squeeze", "h", "hs"),
+            axes("Squeeze", "w", "ws"),
+            node("hw", "Mul", &["hs", "ws"], &["hw"], &[]),
+            axes("Unsqueeze", "hw", "hw1"),
+            node("cast", "Cast", &["lead"], &["lead64"], &[("to", Attr::Int(7))]),
+            node("concat", "Concat", &["lead64", "hw1"], &["target"], &[("axis", Attr::Int(0))]),
+            node("flat", "Reshape", &["x", "target"], &["y"], &[]),
+        ]);
+        let bytes = model(opset, ("x", &[0, 2, 2, 3]), "y", &nodes, &inits);
+        for batch in [1usize, 3] {
+            let name = format!("slices{opset}b{batch}");
+            let x: Vec<f32> = (0..12 * batch).map(|i| i as f32 * 0.5).collect();
+            let y = run_hand_model(&dir, &name, &bytes, (&[batch, 2, 2, 3], &x), "y");
+            assert_eq!((y.shape.clone(), &y.data), (vec![batch, 2, 6], &x), "{name}");
+            let def = WeightsFile::open(&dir.join(format!("{name}.dgnw"))).unwrap().netdef().unwrap();
+            assert_eq!(def.layers.len(), 1, "{name}: the shape nodes make no layers");
+        }
+    }
+}
+
 /// What the shape arithmetic cannot turn into the engine's Reshape, and every Transpose
 /// but the one a transA Gemm cancels, is refused with one line naming the node.
 #[test]
