@@ -79,6 +79,14 @@ fn average_pool_without_the_padding_and_negative_pads_match_onnxruntime_at_batch
     check_fixture("pool_pad_attrs");
 }
 
+/// torch's `x.view(x.size(0), -1)` and `x.view(x.size(0), x.size(1) * x.size(2) * x.size(3))`,
+/// exported at opset 11 with a dynamic batch (tools/make-onnx-shape-fixtures.py): Shape,
+/// Gather, Unsqueeze, Mul and Concat evaluated at conversion into two Reshapes.
+#[test]
+fn view_shape_arithmetic_matches_onnxruntime_at_batch_1_and_3() {
+    check_fixture("view_flatten");
+}
+
 /// Grouped conv, LRN, ceil-mode MaxPool, Flatten, Gemm, Softmax; opset 11, fixed batch 1
 /// run at batch 3.
 #[test]
@@ -727,6 +735,210 @@ fn reshape_from_a_constant_node_runs_at_any_batch() {
         for (j, v) in row.iter().enumerate() {
             assert!((probs.data[n * 8 + j] - v.exp() / total).abs() < 1e-6);
         }
+    }
+}
+
+/// An int64 scalar (rank 0), the value of a Constant node.
+fn int64_scalar(value: i64) -> Vec<u8> {
+    let mut t = vec![];
+    put_varint(&mut t, 2, 7);
+    put_varint(&mut t, 7, value as u64);
+    t
+}
+
+/// torch's `x.view(x.size(0), -1)` as its TorchScript exporter writes it: Shape, Gather of
+/// index 0, Unsqueeze (axes an attribute before opset 13, an input from 13), Concat with
+/// [-1], Reshape; `tail` is what the Concat puts after the batch.
+fn view_chain(opset: u64, x: &str, tail: &str, out: &str) -> Vec<Vec<u8>> {
+    let mut nodes = vec![
+        node("shape", "Shape", &[x], &["s"], &[]),
+        node("zero", "Constant", &[], &["i0"], &[("value", Attr::Tensor(int64_scalar(0)))]),
+        node("gather", "Gather", &["s", "i0"], &["n"], &[("axis", Attr::Int(0))]),
+    ];
+    if opset < 13 {
+        nodes.push(node("unsqueeze", "Unsqueeze", &["n"], &["n1"], &[("axes", Attr::Ints(vec![0]))]));
+    } else {
+        nodes.push(node("axes", "Constant", &[], &["axes"], &[("value", Attr::Tensor(int64_tensor("", &[0])))]));
+        nodes.push(node("unsqueeze", "Unsqueeze", &["n", "axes"], &["n1"], &[]));
+    }
+    nodes.push(node("minus", "Constant", &[], &["m1"], &[("value", Attr::Tensor(int64_tensor("", &[-1])))]));
+    nodes.push(node("concat", "Concat", &["n1", tail], &["target"], &[("axis", Attr::Int(0))]));
+    nodes.push(node("flat", "Reshape", &[x, "target"], &[out], &[]));
+    nodes
+}
+
+/// The view chain at opset 9 and 13 becomes one Reshape (0 copies the batch, -1 infers)
+/// and runs at batch 1 and 3: the shape nodes make no layers.
+#[test]
+fn shape_arithmetic_of_a_view_becomes_one_reshape_at_any_batch() {
+    let dir = scratch("onnx-view-chain");
+    let w: Vec<f32> = (0..24).map(|i| (i as f32 - 11.5) / 7.0).collect();
+    let bias = [0.5, -1.0, 2.0];
+    for opset in [9, 13] {
+        let mut nodes = vec![node("relu", "Relu", &["x"], &["r"], &[])];
+        nodes.extend(view_chain(opset, "r", "m1", "flat"));
+        nodes.push(node("fc", "Gemm", &["flat", "w", "b"], &["y"], &[("transB", Attr::Int(1))]));
+        let bytes = model(opset, ("x", &[0, 2, 2, 2]), "y", &nodes, &[tensor("w", &[3, 8], &w), tensor("b", &[3], &bias)]);
+        for batch in [1usize, 3] {
+            let name = format!("view{opset}b{batch}");
+            let x: Vec<f32> = (0..8 * batch).map(|i| ((i * 5 % 13) as f32 - 6.0) / 4.0).collect();
+            let y = run_hand_model(&dir, &name, &bytes, (&[batch, 2, 2, 2], &x), "y");
+            assert_eq!(y.shape, vec![batch, 3], "{name}");
+            for n in 0..batch {
+                for j in 0..3 {
+                    let want = bias[j] + (0..8).map(|k| x[n * 8 + k].max(0.0) * w[j * 8 + k]).sum::<f32>();
+                    let got = y.data[n * 3 + j];
+                    assert!((got - want).abs() < 1e-5, "{name} [{n},{j}]: {got} vs {want}");
+                }
+            }
+            let def = WeightsFile::open(&dir.join(format!("{name}.dgnw"))).unwrap().netdef().unwrap();
+            let layers: Vec<(&str, &str)> = def.layers.iter().map(|l| (l.name.as_str(), l.kind.type_name())).collect();
+            assert_eq!(layers, [("r", "ReLU"), ("flat", "Reshape"), ("y", "InnerProduct")], "{name}");
+        }
+    }
+}
+
+/// `x.view(*x.shape[:2], x.shape[2] * x.shape[3])` written with Slice (attributes before
+/// opset 10, inputs from 10; opset 15's Shape takes `end` instead), Squeeze, Mul, Unsqueeze
+/// and Cast: one Reshape to [batch, 2, 6] at batch 1 and 3.
+#[test]
+fn slices_squeezes_and_casts_of_a_shape_evaluate_at_conversion() {
+    let dir = scratch("onnx-shape-slices");
+    for opset in [9u64, 13, 15] {
+        let mut nodes = vec![node("shape", "Shape", &["x"], &["s"], &[])];
+        let mut inits = vec![int64_tensor("axes0", &[0])];
+        let mut slice = |nodes: &mut Vec<Vec<u8>>, out: &str, start: i64, end: i64| {
+            if opset < 10 {
+                let attrs = [("starts", Attr::Ints(vec![start])), ("ends", Attr::Ints(vec![end])), ("axes", Attr::Ints(vec![0]))];
+                nodes.push(node(out, "Slice", &["s"], &[out], &attrs));
+            } else {
+                let (starts, ends) = (format!("{out}.starts"), format!("{out}.ends"));
+                inits.extend([int64_tensor(&starts, &[start]), int64_tensor(&ends, &[end])]);
+                nodes.push(node(out, "Slice", &["s", &starts, &ends, "axes0"], &[out], &[]));
+            }
+        };
+        if opset >= 15 {
+            nodes.push(node("lead", "Shape", &["x"], &["lead"], &[("end", Attr::Int(2))]));
+        } else {
+            slice(&mut nodes, "lead", 0, 2);
+        }
+        slice(&mut nodes, "h", 2, 3);
+        slice(&mut nodes, "w", -1, i64::MAX);
+        let axes = |op: &str, x: &str, out: &str| {
+            if opset < 13 {
+                node(out, op, &[x], &[out], &[("axes", Attr::Ints(vec![0]))])
+            } else {
+                node(out, op, &[x, "axes0"], &[out], &[])
+            }
+        };
+        nodes.extend([
+            axes("Squeeze", "h", "hs"),
+            axes("Squeeze", "w", "ws"),
+            node("hw", "Mul", &["hs", "ws"], &["hw"], &[]),
+            axes("Unsqueeze", "hw", "hw1"),
+            node("cast", "Cast", &["lead"], &["lead64"], &[("to", Attr::Int(7))]),
+            node("concat", "Concat", &["lead64", "hw1"], &["target"], &[("axis", Attr::Int(0))]),
+            node("flat", "Reshape", &["x", "target"], &["y"], &[]),
+        ]);
+        let bytes = model(opset, ("x", &[0, 2, 2, 3]), "y", &nodes, &inits);
+        for batch in [1usize, 3] {
+            let name = format!("slices{opset}b{batch}");
+            let x: Vec<f32> = (0..12 * batch).map(|i| i as f32 * 0.5).collect();
+            let y = run_hand_model(&dir, &name, &bytes, (&[batch, 2, 2, 3], &x), "y");
+            assert_eq!((y.shape.clone(), &y.data), (vec![batch, 2, 6], &x), "{name}");
+            let def = WeightsFile::open(&dir.join(format!("{name}.dgnw"))).unwrap().netdef().unwrap();
+            assert_eq!(def.layers.len(), 1, "{name}: the shape nodes make no layers");
+        }
+    }
+}
+
+/// What the shape arithmetic cannot turn into the engine's Reshape, and every Transpose
+/// but the one a transA Gemm cancels, is refused with one line naming the node.
+#[test]
+fn shape_arithmetic_and_transposes_the_engine_cannot_follow_are_refused() {
+    let dir = scratch("onnx-shape-refused");
+    let fc = |a: &str, trans_a: i64| node("fc", "Gemm", &[a, "w"], &["y"], &[("transA", Attr::Int(trans_a))]);
+    let w = tensor("w", &[4, 2], &[0.5; 8]);
+    let two = node("two", "Constant", &[], &["k2"], &[("value", Attr::Tensor(int64_scalar(2)))]);
+    let mut late = view_chain(13, "x", "m1", "y");
+    // Concat([-1], [batch]): the batch at position 1.
+    let at = late.len() - 2;
+    late[at] = node("concat", "Concat", &["m1", "n1"], &["target"], &[("axis", Attr::Int(0))]);
+    let mut twice = view_chain(13, "x", "m1", "y");
+    twice.insert(3, two.clone());
+    twice.insert(4, node("twice", "Mul", &["n", "k2"], &["n2"], &[]));
+    let image = |nodes: &[Vec<u8>]| model(13, ("x", &[0, 2, 2, 2]), "y", nodes, &[]);
+    let matrix = |nodes: &[Vec<u8>]| model(13, ("x", &[0, 4]), "y", nodes, std::slice::from_ref(&w));
+    let cases = [
+        ("batch-late", image(&late), "node 'flat' (Reshape): the shape puts the batch at position 1; the engine's Reshape keeps it at axis 0"),
+        ("batch-times", image(&twice), "node 'twice' (Mul): the batch Mul 2 depends on the batch, which is known only at run time"),
+        (
+            "gather-tensor",
+            image(&[two.clone(), node("g", "Gather", &["x", "k2"], &["y"], &[])]),
+            "node 'g' (Gather): supported only on integer values known at conversion (from Shape), not on 'x'",
+        ),
+        (
+            "cast-float",
+            image(&[node("shape", "Shape", &["x"], &["s"], &[]), node("c", "Cast", &["s"], &["y"], &[("to", Attr::Int(1))])]),
+            "node 'c' (Cast): a Cast of an integer shape value to type 1 is not supported (only to int64, 7)",
+        ),
+        (
+            "transpose-alone",
+            matrix(&[node("t", "Transpose", &["x"], &["xt"], &[("perm", Attr::Ints(vec![1, 0]))]), fc("xt", 0)]),
+            "node 't' (Transpose): perm [1, 0] is not supported (only perm [1, 0] read by nothing but a Gemm with transA 1, which cancels it)",
+        ),
+        (
+            "transpose-also-read",
+            matrix(&[
+                node("t", "Transpose", &["x"], &["xt"], &[]),
+                fc("xt", 1),
+                node("r", "Relu", &["xt"], &["z"], &[]),
+            ]),
+            "node 't' (Transpose): perm [1, 0] is not supported (only perm [1, 0] read by nothing but a Gemm with transA 1, which cancels it)",
+        ),
+        (
+            "transpose-4d",
+            image(&[node("t", "Transpose", &["x"], &["y"], &[("perm", Attr::Ints(vec![0, 2, 3, 1]))])]),
+            "node 't' (Transpose): perm [0, 2, 3, 1] is not supported (only perm [1, 0] read by nothing but a Gemm with transA 1, which cancels it)",
+        ),
+        (
+            "trans-a-alone",
+            matrix(&[fc("x", 1)]),
+            "node 'fc' (Gemm): transA 1 is supported only on a Transpose's output (perm [1, 0]); alone it would contract over the batch axis",
+        ),
+    ];
+    for (name, bytes, want) in cases {
+        let (path, out) = write_model(&dir, name, &bytes);
+        let err = refused(&convert(&path, &out, &[]), &out);
+        assert_eq!(err.trim_end(), format!("error: {}: {want}", path.display()), "{name}");
+    }
+}
+
+/// `Gemm(Transpose(x), B, transA 1)` is `x B`: one InnerProduct, the Transpose no layer.
+#[test]
+fn a_transpose_cancelled_by_gemm_trans_a_runs_at_any_batch() {
+    let dir = scratch("onnx-trans-a");
+    let b = [1., -2., 0.5, 3., -1., 4.];
+    let c = [0.25, -0.75];
+    let nodes = [
+        node("t", "Transpose", &["x"], &["xt"], &[("perm", Attr::Ints(vec![1, 0]))]),
+        node("fc", "Gemm", &["xt", "b", "c"], &["y"], &[("transA", Attr::Int(1)), ("alpha", Attr::Float(0.5))]),
+    ];
+    let bytes = model(13, ("x", &[0, 3]), "y", &nodes, &[tensor("b", &[3, 2], &b), tensor("c", &[2], &c)]);
+    for batch in [1usize, 3] {
+        let name = format!("trans_a_b{batch}");
+        let x: Vec<f32> = (0..3 * batch).map(|i| i as f32 - 2.0).collect();
+        let y = run_hand_model(&dir, &name, &bytes, (&[batch, 3], &x), "y");
+        assert_eq!(y.shape, vec![batch, 2]);
+        for n in 0..batch {
+            for j in 0..2 {
+                let want = 0.5 * (0..3).map(|k| x[n * 3 + k] * b[k * 2 + j]).sum::<f32>() + c[j];
+                assert!((y.data[n * 2 + j] - want).abs() < 1e-5, "{name} [{n},{j}]");
+            }
+        }
+        let def = WeightsFile::open(&dir.join(format!("{name}.dgnw"))).unwrap().netdef().unwrap();
+        let layers: Vec<&str> = def.layers.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(layers, ["y"]);
     }
 }
 

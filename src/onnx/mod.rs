@@ -3,6 +3,7 @@
 //! runs on it unchanged. Layer names are the ONNX tensor names each layer produces.
 
 pub mod proto;
+mod shape_values;
 mod translate;
 
 pub use translate::{import, Imported};

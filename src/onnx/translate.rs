@@ -2,7 +2,8 @@
 //! rules as it is added, so an op whose ONNX semantics differ from the engine's for the
 //! shapes at hand (pooling rounding, softmax axes) is refused instead of computed wrongly.
 
-use super::proto::{Dim, Graph, Model, Node, TensorProto, Values, FLOAT};
+use super::proto::{Dim, Graph, Model, Node, TensorProto, Values, FLOAT, INT64};
+use super::shape_values::{self as sv, IntValue};
 use crate::caffe::{Blob, LayerBlobs};
 use crate::ir::{
     compile_layer, Activation, ConvParam, EltwiseOp, EltwiseParam, InnerProductParam, InputDef, LayerDef, LayerKind, LrnParam, LrnRegion,
@@ -10,7 +11,7 @@ use crate::ir::{
 };
 use crate::tensor::fmt_shape;
 use anyhow::{anyhow, bail, ensure, Context, Result};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// A translated model: the net definition and each learnable layer's blobs, in Caffe's order.
 pub struct Imported {
@@ -63,6 +64,12 @@ struct Builder {
     blobs: Vec<Vec<Blob>>,
     /// Zero padding of H and W by a Pad node, left for the Conv or AveragePool reading it.
     pending_pads: HashMap<String, (String, [usize; 2])>,
+    /// Integer values computed from `Shape`, evaluated at conversion (they make no layers).
+    ints: HashMap<String, IntValue>,
+    /// The tensors a Gemm with transA 1 reads as A.
+    trans_a: HashSet<String>,
+    /// The input of a Transpose (perm [1, 0]) left for the transA Gemm reading it to cancel.
+    pending_transposes: HashMap<String, String>,
 }
 
 /// The window attributes Conv, ConvTranspose and the pools share.
@@ -108,7 +115,11 @@ impl Builder {
         let consts: HashMap<String, TensorProto> = graph.initializers.iter().map(|t| (t.name.clone(), t.clone())).collect();
         let mut uses = HashMap::new();
         let mut readers: HashMap<String, Vec<String>> = HashMap::new();
+        let mut trans_a = HashSet::new();
         for n in &graph.nodes {
+            if n.op_type == "Gemm" && n.int("transA", 0).is_ok_and(|t| t != 0) {
+                trans_a.extend(n.inputs.first().cloned());
+            }
             for i in n.inputs.iter().filter(|i| !i.is_empty()) {
                 *uses.entry(i.clone()).or_insert(0) += 1;
                 readers.entry(i.clone()).or_default().push(n.op_type.clone());
@@ -129,6 +140,9 @@ impl Builder {
             layers: vec![],
             blobs: vec![],
             pending_pads: HashMap::new(),
+            ints: HashMap::new(),
+            trans_a,
+            pending_transposes: HashMap::new(),
         };
         // Before IR version 4 initializers were listed among the inputs too.
         for (i, input) in graph.inputs.iter().filter(|v| !b.consts.contains_key(&v.name)).enumerate() {
@@ -247,6 +261,9 @@ impl Builder {
         if node.op_type == "Constant" {
             return self.constant_node(node);
         }
+        if self.shape_arithmetic(node)? {
+            return Ok(());
+        }
         // Exporters pass shared weights through Identity: the output is the same constant.
         if node.op_type == "Identity" {
             if let Some(c) = node.inputs.first().and_then(|i| self.consts.get(i)) {
@@ -329,6 +346,11 @@ impl Builder {
             "Add" | "Sub" | "Mul" | "Div" | "Sum" | "Max" => self.elementwise(node, &out),
             "BatchNormalization" => self.batch_norm(node, &out),
             "Pad" => self.pad(node, &out),
+            "Transpose" => self.transpose_node(node, &out),
+            "Gather" | "Unsqueeze" | "Squeeze" | "Slice" | "Cast" => {
+                let x = node.inputs.first().map_or("", String::as_str);
+                bail!("{}: supported only on integer values known at conversion (from Shape), not on '{x}'", node.label())
+            }
             _ => bail!("{}: unsupported op", node.label()),
         }
     }
@@ -349,6 +371,103 @@ impl Builder {
         };
         self.consts.insert(out.clone(), TensorProto { name: out, dims, values });
         Ok(())
+    }
+
+    /// Integer shape computations (Shape and what exporters do with its result), evaluated
+    /// now: the result is kept in `ints`, no layer is made. Returns whether `node` was one.
+    fn shape_arithmetic(&mut self, node: &Node) -> Result<bool> {
+        let op = node.op_type.as_str();
+        let on_ints = node.inputs.iter().any(|i| self.ints.contains_key(i));
+        let on_constant = node.inputs.first().and_then(|i| self.consts.get(i)).and_then(IntValue::from_constant).is_some();
+        let applies = match op {
+            "Shape" => true,
+            "Gather" | "Unsqueeze" | "Squeeze" | "Slice" | "Cast" => on_ints || on_constant,
+            "Concat" | "Add" | "Sub" | "Mul" | "Div" | "Identity" => on_ints,
+            _ => false,
+        };
+        if !applies {
+            return Ok(false);
+        }
+        let l = node.label();
+        let out = Self::output(node)?.to_string();
+        ensure!(!self.shapes.contains_key(&out) && !self.ints.contains_key(&out), "{l}: tensor '{out}' is produced twice");
+        let value = match op {
+            "Shape" => {
+                let x = node.inputs.first().filter(|n| !n.is_empty()).with_context(|| format!("{l}: input 0 is missing"))?;
+                let (dims, batched) = match (self.consts.get(x), self.ints.get(x)) {
+                    (Some(c), _) => (c.shape(), false),
+                    (_, Some(v)) => (if v.scalar { vec![] } else { vec![v.elems.len()] }, false),
+                    _ => (self.shape(node, x)?.clone(), true),
+                };
+                sv::shape_of(&dims, batched, node.int("start", 0)?, node.int("end", i64::MAX)?)
+            }
+            "Gather" => sv::gather(&l, &self.int_input(node, 0)?, &self.int_input(node, 1)?, node.int("axis", 0)?)?,
+            "Unsqueeze" | "Squeeze" => {
+                let x = self.int_input(node, 0)?;
+                let axes = if self.opset < 13 { node.ints("axes").map(<[i64]>::to_vec) } else { self.optional_numbers(node, 1, "axes")? };
+                if op == "Squeeze" {
+                    sv::squeeze(&l, &x, axes.as_deref())?
+                } else {
+                    sv::unsqueeze(&l, &x, &axes.with_context(|| format!("{l}: axes are required"))?)?
+                }
+            }
+            "Slice" => {
+                let x = self.int_input(node, 0)?;
+                let (starts, ends, axes, steps) = if self.opset < 10 {
+                    let get = |name: &str| node.ints(name).map(<[i64]>::to_vec);
+                    let required = |name: &str| get(name).with_context(|| format!("{l}: attribute {name} is required"));
+                    (required("starts")?, required("ends")?, get("axes"), None)
+                } else {
+                    let numbers = |i: usize, what: &str| self.int_input(node, i)?.numbers(&l, what);
+                    (
+                        numbers(1, "starts")?,
+                        numbers(2, "ends")?,
+                        self.optional_numbers(node, 3, "axes")?,
+                        self.optional_numbers(node, 4, "steps")?,
+                    )
+                };
+                sv::slice(&l, &x, &starts, &ends, axes.as_deref(), steps.as_deref())?
+            }
+            "Cast" => {
+                let to = node.int("to", 0)?;
+                ensure!(to == INT64 as i64, "{l}: a Cast of an integer shape value to type {to} is not supported (only to int64, 7)");
+                self.int_input(node, 0)?
+            }
+            "Concat" => {
+                let axis = node.attr("axis").and_then(|a| a.int).with_context(|| format!("{l}: attribute axis is required"))?;
+                let parts = (0..node.inputs.len()).map(|i| self.int_input(node, i)).collect::<Result<Vec<_>>>()?;
+                sv::concat(&l, &parts, axis)?
+            }
+            "Identity" => self.int_input(node, 0)?,
+            _ => {
+                ensure!(node.inputs.len() == 2, "{l}: {} inputs, not 2", node.inputs.len());
+                sv::arithmetic(&l, op, &self.int_input(node, 0)?, &self.int_input(node, 1)?)?
+            }
+        };
+        self.ints.insert(out, value);
+        Ok(true)
+    }
+
+    /// An input that is an integer value known at conversion: from `Shape`, or an int64
+    /// constant of rank 0 or 1.
+    fn int_input(&self, node: &Node, index: usize) -> Result<IntValue> {
+        let name = node.inputs.get(index).filter(|n| !n.is_empty());
+        let name = name.with_context(|| format!("{}: input {index} is missing", node.label()))?;
+        if let Some(v) = self.ints.get(name) {
+            return Ok(v.clone());
+        }
+        let constant = self.consts.get(name).and_then(IntValue::from_constant);
+        constant.with_context(|| {
+            format!("{}: input '{name}' is not an integer value known at conversion (from Shape, or an int64 constant)", node.label())
+        })
+    }
+
+    /// The numbers of an optional integer input (ONNX's axes and steps from opset 13 and 10).
+    fn optional_numbers(&self, node: &Node, index: usize, what: &str) -> Result<Option<Vec<i64>>> {
+        match node.inputs.get(index).filter(|n| !n.is_empty()) {
+            None => Ok(None),
+            Some(_) => self.int_input(node, index)?.numbers(&node.label(), what).map(Some),
+        }
     }
 
     /// The window attributes of a node whose `kernel` slides over an input of `input` (H, W,
@@ -528,8 +647,17 @@ impl Builder {
     /// beta are folded into the stored weights.
     fn gemm(&mut self, node: &Node, out: &str) -> Result<()> {
         let l = node.label();
-        let a = self.input(node, 0)?.to_string();
-        ensure!(node.int("transA", 0)? == 0, "{l}: transA 1 is not supported yet");
+        // A' A is A itself where A is a Transpose's output: the Gemm reads the Transpose's input.
+        let a = if node.int("transA", 0)? != 0 {
+            let source = node.inputs.first().and_then(|i| self.pending_transposes.get(i)).cloned();
+            source.with_context(|| {
+                format!(
+                    "{l}: transA 1 is supported only on a Transpose's output (perm [1, 0]); alone it would contract over the batch axis"
+                )
+            })?
+        } else {
+            self.input(node, 0)?.to_string()
+        };
         let (alpha, beta) = (node.float("alpha", 1.0)?, node.float("beta", 1.0)?);
         let b = self.constant(node, 1)?;
         ensure!(b.dims.len() == 2, "{l}: B has shape {:?}, not a matrix", b.dims);
@@ -555,6 +683,22 @@ impl Builder {
         let p = InnerProductParam { num_output: n, bias_term: bias.is_some(), axis: 1 };
         let blobs = std::iter::once(Blob { shape: vec![n, k], data: w }).chain(bias).collect();
         self.emit(node, out, LayerKind::InnerProduct(p), vec![a], blobs)
+    }
+
+    /// Transpose: only perm [1, 0] read by nothing but a Gemm with transA 1, which cancels it
+    /// (no layer). Other transposes would move the batch axis or need a layer the engine lacks.
+    fn transpose_node(&mut self, node: &Node, out: &str) -> Result<()> {
+        let x = self.input(node, 0)?.to_string();
+        let rank = self.shapes[&x].len() as i64;
+        let perm = node.ints("perm").map_or_else(|| (0..rank).rev().collect(), <[i64]>::to_vec);
+        let cancelled = perm == [1, 0] && self.trans_a.contains(out) && self.uses.get(out) == Some(&1);
+        ensure!(
+            cancelled,
+            "{}: perm {perm:?} is not supported (only perm [1, 0] read by nothing but a Gemm with transA 1, which cancels it)",
+            node.label()
+        );
+        self.pending_transposes.insert(out.to_string(), x);
+        Ok(())
     }
 
     /// `A B` with a constant matrix B, over A's last axis; a following Add of a constant
@@ -739,15 +883,21 @@ impl Builder {
     }
 
     fn reshape(&mut self, node: &Node, out: &str) -> Result<()> {
+        let l = node.label();
         let x = self.input(node, 0)?.to_string();
-        let shape = self.constant(node, 1).map_err(|_| anyhow!("{}: a shape computed at run time is not supported yet", node.label()))?;
-        let dims = match &shape.values {
-            Values::I64(v) => v.clone(),
-            Values::F32(_) => bail!("{}: the shape is not an integer tensor", node.label()),
+        let allowzero = node.int("allowzero", 0)? != 0;
+        let dims = if let Some(v) = node.inputs.get(1).and_then(|n| self.ints.get(n)) {
+            // Computed from Shape: the batch becomes 0, the rest are numbers.
+            sv::reshape_dims(&l, v, allowzero)?
+        } else {
+            let shape = self.constant(node, 1).map_err(|_| anyhow!("{l}: a shape computed at run time is not supported yet"))?;
+            let dims = match &shape.values {
+                Values::I64(v) => v.clone(),
+                Values::F32(_) => bail!("{l}: the shape is not an integer tensor"),
+            };
+            ensure!(!allowzero || !dims.contains(&0), "{l}: allowzero with a zero dimension is not supported");
+            dims
         };
-        if node.int("allowzero", 0)? != 0 && dims.contains(&0) {
-            bail!("{}: allowzero with a zero dimension is not supported", node.label());
-        }
         // ONNX and Caffe agree: 0 copies the input's axis, -1 is inferred.
         let p = ReshapeParam { dims, axis: 0, num_axes: -1 };
         self.emit(node, out, LayerKind::Reshape(p), vec![x], vec![])
