@@ -6,6 +6,10 @@ use crate::device::Cpu;
 use crate::ir::Activation;
 use crate::real::Real;
 use anyhow::Result;
+use rayon::prelude::*;
+
+/// Elements per thread's share of an activation pass.
+const CHUNK: usize = 1 << 15;
 
 /// `y = x > 0 ? x : slope * x`. Strictly positive, as Caffe: `x == 0` takes the slope branch.
 pub fn relu_forward<T: Real>(negative_slope: T, x: &[T], y: &mut [T]) {
@@ -91,13 +95,21 @@ pub fn activation_backward<T: Real>(f: Activation, x: &[T], y: &[T], dy: &[T], d
 }
 
 impl<T: Real> ActivationKernels for Cpu<'_, T> {
+    // Both passes are elementwise, so splitting them among the threads changes no value.
     fn activation_forward(&self, f: Activation, x: &Vec<T>, y: &mut Vec<T>) -> Result<()> {
-        activation_forward(f, x, y);
+        assert_eq!(x.len(), y.len(), "activation_forward: x and y differ in length");
+        y.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(y, x)| activation_forward(f, x, y));
         Ok(())
     }
 
     fn activation_backward(&self, f: Activation, x: &Vec<T>, y: &Vec<T>, dy: &Vec<T>, dx: &mut Vec<T>) -> Result<()> {
-        activation_backward(f, x, y, dy, dx);
+        assert_eq!(x.len(), dx.len(), "activation_backward: x and dx differ in length");
+        dx.par_chunks_mut(CHUNK).enumerate().for_each(|(k, dx)| {
+            let r = k * CHUNK..k * CHUNK + dx.len();
+            // Only Sigmoid reads y (it may be empty for the others).
+            let y = if y.len() == x.len() { &y[r.clone()] } else { &y[..] };
+            activation_backward(f, &x[r.clone()], y, &dy[r], dx);
+        });
         Ok(())
     }
 

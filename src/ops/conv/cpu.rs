@@ -4,6 +4,9 @@
 //! and its weight gradient the convolution's with the roles of input and output swapped.
 //! (A sub-pixel-phase deconvolution, one GEMM per phase and no col2im, was tried: no faster
 //! on the fc6 generator once each image's GEMM ran on its own thread, so it is gone.)
+//! Depthwise convolutions (`depthwise`) are computed directly instead, plane by plane.
+
+mod depthwise;
 
 use super::ConvKernels;
 use crate::device::cpu::with_scratch;
@@ -26,7 +29,7 @@ fn col_buffer<T: Real>(g: &ConvGeom) -> Vec<T> {
 
 /// Output positions o in 0..out whose input coordinate o*stride + offset lies in 0..size,
 /// as a range, so the copy loops below need no per-element test.
-fn valid_range(out: usize, size: usize, offset: isize, stride: usize) -> (usize, usize) {
+pub(super) fn valid_range(out: usize, size: usize, offset: isize, stride: usize) -> (usize, usize) {
     let s = stride as isize;
     let lo = if offset >= 0 { 0 } else { (-offset + s - 1) / s };
     let room = size as isize - offset;
@@ -355,10 +358,18 @@ fn band_len(g: &ConvGeom) -> usize {
     }
 }
 
-/// y = conv(x) + beta * y (beta is 0 or 1), plus `bias` per output channel when given,
-/// image by image (the bias on each image's output while it is still in cache, on that
-/// image's thread), a band of output rows at a time.
+/// y = conv(x) + beta * y (beta is 0 or 1), plus `bias` per output channel when given.
 fn conv_apply<T: Real>(g: &ConvGeom, x: &[T], w: &[T], bias: Option<&[T]>, y: &mut [T], beta: T) {
+    if depthwise::applies(g) {
+        depthwise::forward(g, x, w, bias, y, beta)
+    } else {
+        columns_apply(g, x, w, bias, y, beta)
+    }
+}
+
+/// `conv_apply` by columns, image by image (the bias on each image's output while it is
+/// still in cache, on that image's thread), a band of output rows at a time.
+fn columns_apply<T: Real>(g: &ConvGeom, x: &[T], w: &[T], bias: Option<&[T]>, y: &mut [T], beta: T) {
     let (og, kk, ohw) = (g.out_channels / g.group, g.group_rows(), g.out_plane());
     let (x_img, y_img) = (g.in_channels * g.in_plane(), g.out_channels * ohw);
     per_image(x, x_img, y, y_img, |xn, yn, threads| {
@@ -420,16 +431,24 @@ pub fn conv_backward_data<T: Real>(g: &ConvGeom, dy: &[T], w: &[T], dx: &mut [T]
 
 /// What `transpose_apply` does with what dx held.
 #[derive(Clone, Copy)]
-enum Start<'a, T> {
+pub(super) enum Start<'a, T> {
     /// dx += conv^T(dy).
     Add,
     /// dx = conv^T(dy) + bias per input channel (a deconvolution's forward).
     Overwrite(Option<&'a [T]>),
 }
 
-/// `conv_backward_data` after what `start` says, each image's zeroing and bias on that
-/// image's thread.
+/// `conv_backward_data` after what `start` says.
 fn transpose_apply<T: Real>(g: &ConvGeom, dy: &[T], w: &[T], dx: &mut [T], start: Start<'_, T>) {
+    if depthwise::applies(g) {
+        depthwise::transpose(g, dy, w, dx, start)
+    } else {
+        columns_transpose(g, dy, w, dx, start)
+    }
+}
+
+/// `transpose_apply` by columns, each image's zeroing and bias on that image's thread.
+fn columns_transpose<T: Real>(g: &ConvGeom, dy: &[T], w: &[T], dx: &mut [T], start: Start<'_, T>) {
     let (og, kk, ohw) = (g.out_channels / g.group, g.group_rows(), g.out_plane());
     let (x_img, y_img) = (g.in_channels * g.in_plane(), g.out_channels * ohw);
     per_image(dy, y_img, dx, x_img, |dy_n, dxn, threads| {
@@ -476,6 +495,15 @@ fn transpose_apply<T: Real>(g: &ConvGeom, dy: &[T], w: &[T], dx: &mut [T], start
 /// dw += dy col^T per image and group; db += per-channel sums of dy.
 pub fn conv_backward_weights<T: Real>(g: &ConvGeom, x: &[T], dy: &[T], dw: &mut [T], db: Option<&mut [T]>) {
     assert_lens(g, x.len(), dw.len(), dy.len());
+    if depthwise::applies(g) {
+        depthwise::weights(g, x, dy, dw, db)
+    } else {
+        columns_weights(g, x, dy, dw, db)
+    }
+}
+
+/// `conv_backward_weights` by columns.
+fn columns_weights<T: Real>(g: &ConvGeom, x: &[T], dy: &[T], dw: &mut [T], db: Option<&mut [T]>) {
     let (og, kk, ohw) = (g.out_channels / g.group, g.group_rows(), g.out_plane());
     let (x_img, y_img) = (g.in_channels * g.in_plane(), g.out_channels * ohw);
     let mut col = col_buffer::<T>(g);

@@ -78,6 +78,17 @@ pub fn eltwise_backward<T: Real>(op: EltwiseOp, coeffs: &[T], inputs: &[&[T]], a
             for x in inputs {
                 assert_eq!(x.len(), len, "eltwise_backward: an input differs in length from dy");
             }
+            if let ([a, b], [da, db]) = (inputs, &mut *dxs) {
+                // Two inputs (SiLU's x * sigmoid(x), a gate): the same products as below,
+                // `dy * x_other`, in straight loops.
+                for ((d, &g), &x) in da.iter_mut().zip(dy).zip(*b) {
+                    *d += g * x;
+                }
+                for ((d, &g), &x) in db.iter_mut().zip(dy).zip(*a) {
+                    *d += g * x;
+                }
+                return;
+            }
             for (i, dx) in dxs.iter_mut().enumerate() {
                 for (j, d) in dx.iter_mut().enumerate() {
                     let others = inputs.iter().enumerate().filter(|&(k, _)| k != i).fold(dy[j], |p, (_, x)| p * x[j]);
