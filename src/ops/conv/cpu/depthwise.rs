@@ -2,8 +2,9 @@
 //! EfficientNet's) computed directly, plane by plane: the column path's GEMMs would have one
 //! row each and its column buffer k*k copies of the input. Every plane of every image is
 //! independent, so the planes are shared among the threads and a sample's result does not
-//! depend on its batch or on the thread count. The taps are added in the order (ki, kj),
-//! each over the output positions whose input lies inside the image (`valid_range`).
+//! depend on its batch or on the thread count. Row by row of the output, the taps are added
+//! in the order (ki, kj), each over the positions whose input lies inside the image
+//! (`valid_range`).
 
 use super::{add_channel_sums, valid_range, Start};
 use crate::ir::ConvGeom;
@@ -67,10 +68,11 @@ pub fn forward<T: Real>(g: &ConvGeom, x: &[T], w: &[T], bias: Option<&[T]>, y: &
             yp.iter_mut().for_each(|v| *v += b);
         }
         let wc = &w[c * kk..(c + 1) * kk];
-        for tap in &taps {
-            let wv = wc[tap.index];
-            for oh in tap.rows.0..tap.rows.1 {
-                let row = &mut yp[oh * g.out_w..(oh + 1) * g.out_w];
+        // Row by row, every tap into one output row while it is in L1.
+        for oh in 0..g.out_h {
+            let row = &mut yp[oh * g.out_w..(oh + 1) * g.out_w];
+            for tap in taps.iter().filter(|t| (t.rows.0..t.rows.1).contains(&oh)) {
+                let wv = wc[tap.index];
                 if g.stride[1] == 1 {
                     let start = input_at(g, tap, oh, tap.cols.0);
                     let n = tap.cols.1 - tap.cols.0;
@@ -103,10 +105,10 @@ pub(super) fn transpose<T: Real>(g: &ConvGeom, dy: &[T], w: &[T], dx: &mut [T], 
             return;
         }
         let wc = &w[c * kk..(c + 1) * kk];
-        for tap in &taps {
-            let wv = wc[tap.index];
-            for oh in tap.rows.0..tap.rows.1 {
-                let row = &yp[oh * g.out_w..(oh + 1) * g.out_w];
+        for oh in 0..g.out_h {
+            let row = &yp[oh * g.out_w..(oh + 1) * g.out_w];
+            for tap in taps.iter().filter(|t| (t.rows.0..t.rows.1).contains(&oh)) {
+                let wv = wc[tap.index];
                 if g.stride[1] == 1 {
                     let start = input_at(g, tap, oh, tap.cols.0);
                     let n = tap.cols.1 - tap.cols.0;
