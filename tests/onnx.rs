@@ -878,6 +878,12 @@ fn shape_arithmetic_and_transposes_the_engine_cannot_follow_are_refused() {
             "node 'g' (Gather): supported only on integer values known at conversion (from Shape), not on 'x'",
         ),
         (
+            // A graph that outputs its input's shape: the engine computes no such tensor.
+            "shape-output",
+            image(&[node("relu", "Relu", &["x"], &["r"], &[]), node("shape", "Shape", &["r"], &["y"], &[])]),
+            "graph output 'y' is a shape value (integers worked out at conversion), not a tensor the engine computes",
+        ),
+        (
             "cast-float",
             image(&[node("shape", "Shape", &["x"], &["s"], &[]), node("c", "Cast", &["s"], &["y"], &[("to", Attr::Int(1))])]),
             "node 'c' (Cast): a Cast of an integer shape value to type 1 is not supported (only to int64, 7)",

@@ -34,6 +34,11 @@ pub fn import(model: &Model) -> Result<Imported> {
     }
     ensure!(!b.layers.is_empty(), "the graph computes nothing the engine can run");
     for out in &model.graph.outputs {
+        ensure!(
+            !b.ints.contains_key(&out.name),
+            "graph output '{}' is a shape value (integers worked out at conversion), not a tensor the engine computes",
+            out.name
+        );
         ensure!(b.shapes.contains_key(&out.name), "graph output '{}' is not computed by any node", out.name);
     }
     let name = if model.graph.name.is_empty() { "onnx".to_string() } else { model.graph.name.clone() };
