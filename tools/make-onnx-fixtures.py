@@ -13,6 +13,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
+from fixture_cases import save_case
 from torch import nn
 
 OUT = os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures", "onnx")
@@ -216,13 +217,7 @@ def export(name, make_model, shape, opset, dynamic, intermediate_op, calibrated=
             # A fixed-batch model runs one sample at a time in onnxruntime.
             parts = [run(path, x[i : i + 1], extra) for i in range(batch)]
             got = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-        case = {"batch": batch, "input": f"{name}.b{batch}.input.npy", "outputs": {}}
-        np.save(os.path.join(OUT, case["input"]), x)
-        for tensor, value in got.items():
-            file = f"{name}.b{batch}.{tensor.replace('/', '_')}.npy"
-            np.save(os.path.join(OUT, file), value.astype(np.float32))
-            case["outputs"][tensor] = file
-        meta["cases"].append(case)
+        meta["cases"].append(save_case(OUT, name, batch, x, got))
     with open(os.path.join(OUT, f"{name}.json"), "w") as f:
         json.dump(meta, f, indent=1)
     ops = sorted({n.op_type for n in graph.node})

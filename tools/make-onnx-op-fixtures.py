@@ -20,6 +20,7 @@ import os
 import numpy as np
 import onnx
 import onnxruntime as ort
+from fixture_cases import save_case
 from onnx import TensorProto, helper, numpy_helper
 
 OUT = os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures", "onnx")
@@ -84,13 +85,7 @@ def write(name, nodes, inits, rng):
     for batch in (1, 3):
         x = rng.normal(0, 1, (batch, CHANNELS, H, W)).astype(np.float32)
         got = dict(zip(names, sess.run(names, {"x": x})))
-        case = {"batch": batch, "input": f"{name}.b{batch}.input.npy", "outputs": {}}
-        np.save(os.path.join(OUT, case["input"]), x)
-        for tensor, value in got.items():
-            file = f"{name}.b{batch}.{tensor}.npy"
-            np.save(os.path.join(OUT, file), value.astype(np.float32))
-            case["outputs"][tensor] = file
-        meta["cases"].append(case)
+        meta["cases"].append(save_case(OUT, name, batch, x, got))
     with open(os.path.join(OUT, f"{name}.json"), "w") as f:
         json.dump(meta, f, indent=1)
     print(path, {k: tuple(v.shape) for k, v in got.items()})

@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
+from fixture_cases import save_case
 
 OUT = os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures", "onnx")
 NAME = "view_flatten"
@@ -64,14 +65,7 @@ def main():
         x = rng.standard_normal((batch, 3, 5, 5)).astype(np.float32)
         names = ["logits"] + reshapes
         values = session.run(names, {"input": x})
-        files = {}
-        prefix = f"{NAME}.b{batch}"
-        np.save(os.path.join(OUT, f"{prefix}.input.npy"), x)
-        for name, value in zip(names, values):
-            file = f"{prefix}.{name.replace('/', '_')}.npy"
-            np.save(os.path.join(OUT, file), value)
-            files[name] = file
-        cases.append({"batch": batch, "input": f"{prefix}.input.npy", "outputs": files})
+        cases.append(save_case(OUT, NAME, batch, x, dict(zip(names, values))))
     meta = {"model": f"{NAME}.onnx", "opset": OPSET, "dynamic_batch": True, "intermediate": reshapes[0], "cases": cases}
     with open(os.path.join(OUT, f"{NAME}.json"), "w") as f:
         json.dump(meta, f, indent=1)

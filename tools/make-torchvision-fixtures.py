@@ -24,6 +24,7 @@ import numpy as np
 import onnx
 import torch
 import torchvision
+from fixture_cases import save_case
 from torch import nn
 # The modules (torchvision.models.googlenet as an attribute is the builder function).
 tv_googlenet = importlib.import_module("torchvision.models.googlenet")
@@ -205,12 +206,7 @@ def export(name, make_model, intermediate_op, calib_batch=16, affine=True):
         xd = torch.tensor(x, dtype=torch.float64, requires_grad=True)
         logits = double(xd)
         logits[:, unit].sum().backward()
-        case = {"batch": batch, "input": f"{name}.b{batch}.input.npy", "outputs": {}}
-        np.save(os.path.join(OUT, case["input"]), x)
-        for tensor, value in got.items():
-            file = f"{name}.b{batch}.{tensor.replace('/', '_')}.npy"
-            np.save(os.path.join(OUT, file), value.astype(np.float32))
-            case["outputs"][tensor] = file
+        case = save_case(OUT, name, batch, x, got)
         case["logits_torch64"] = f"{name}.b{batch}.logits.torch64.npy"
         np.save(os.path.join(OUT, case["logits_torch64"]), logits.detach().numpy().astype(np.float32))
         case["input_grad_torch64"] = f"{name}.b{batch}.grad.torch64.npy"
