@@ -198,18 +198,24 @@ fn add_tile<T: Real, const R: usize, const W: usize>(
     js: &[usize],
     r0: usize,
     c0: usize,
-    dx: SyncPtr<T>,
+    dx: Block<T>,
 ) {
     // SAFETY: the caller's task owns columns c0..c0 + W of rows r0..r0 + R of dx.
-    let row = |r: usize| unsafe { std::slice::from_raw_parts_mut(dx.ptr().add((r0 + r) * k + c0), W) };
+    let row = |r: usize| unsafe { std::slice::from_raw_parts_mut(dx.at(r0 + r, c0), W) };
     let mut acc = [[T::ZERO; W]; R];
     for (r, a) in acc.iter_mut().enumerate() {
         a.copy_from_slice(row(r));
     }
+    assert!(r0 + R <= dy.len() / n.max(1) && c0 + W <= k && js.iter().all(|&j| j < n) && w.len() >= n * k);
+    // Checked once above: every index below is in bounds (the per-element checks cost more
+    // instructions than the arithmetic).
+    let (wp, dyp) = (w.as_ptr(), dy.as_ptr());
     for &j in js {
-        let wj = &w[j * k + c0..j * k + c0 + W];
+        // SAFETY: j < n and c0 + W <= k, so w[j * k + c0 ..][..W] is inside w.
+        let wj = unsafe { std::slice::from_raw_parts(wp.add(j * k + c0), W) };
         for (r, a) in acc.iter_mut().enumerate() {
-            let g = dy[(r0 + r) * n + j];
+            // SAFETY: r0 + r < the rows of dy and j < n.
+            let g = unsafe { *dyp.add((r0 + r) * n + j) };
             for l in 0..W {
                 a[l] += g * wj[l];
             }
@@ -232,7 +238,7 @@ fn add_rows_tile<T: Real, const W: usize>(
     js: &[usize],
     r0: usize,
     c0: usize,
-    dx: SyncPtr<T>,
+    dx: Block<T>,
 ) {
     match rows {
         8 => add_tile::<T, 8, W>(k, n, dy, w, js, r0, c0, dx),
@@ -253,7 +259,7 @@ crate::multiversion! {
     /// of dx adds its terms in order of j, whatever the tiling: the sums of one weight row at
     /// a time (a zero factor adds a zero), so a row's bits depend neither on the batch nor on
     /// the tile.
-    fn backward_data_columns<T: Real>(rows: usize, k: usize, n: usize, dy: &[T], w: &[T], js: &[usize], cols: std::ops::Range<usize>, dx: SyncPtr<T>, tile: Tile) {
+    fn backward_data_columns<T: Real>(rows: usize, k: usize, n: usize, dy: &[T], w: &[T], js: &[usize], cols: std::ops::Range<usize>, dx: Block<T>, tile: Tile) {
         let (tile_rows, tile_cols) = tile.backward();
         // The tiles of all rows of dx at one block of columns run back to back, so the
         // weights they share are read from memory once and then from the first-level cache.
@@ -289,7 +295,54 @@ fn stream_backward_data<T: Real>(rows: usize, k: usize, n: usize, dy: &[T], w: &
     let out = SyncPtr(dx.as_mut_ptr());
     // One long stretch of every weight row per thread: fewer, longer streams from memory.
     let per_task = k.div_ceil(rayon::current_num_threads()).next_multiple_of(2 * LANES).max(256);
-    parallel_ranges(k, per_task, |cols| backward_data_columns(rows, k, n, dy, w, &js, cols, out, tile));
+    parallel_ranges(k, per_task, |cols| {
+        // The task's columns of dx, worked on in a copy whose rows are no multiple of 4 KiB
+        // apart. The fc layers' widths (4096, 9216) are, and then the rows of a tile and the
+        // weight rows all fall in one set of the first-level cache and evict each other.
+        let width = cols.len();
+        let ld = padded_stride(width);
+        let mut part = vec![T::ZERO; rows * ld];
+        for r in 0..rows {
+            // SAFETY: the task owns these columns of every row.
+            let src = unsafe { std::slice::from_raw_parts(out.ptr().add(r * k + cols.start), width) };
+            part[r * ld..r * ld + width].copy_from_slice(src);
+        }
+        let block = Block { ptr: SyncPtr(part.as_mut_ptr()), ld, first_col: cols.start };
+        backward_data_columns(rows, k, n, dy, w, &js, cols.clone(), block, tile);
+        for r in 0..rows {
+            // SAFETY: as above.
+            let dst = unsafe { std::slice::from_raw_parts_mut(out.ptr().add(r * k + cols.start), width) };
+            dst.copy_from_slice(&part[r * ld..r * ld + width]);
+        }
+    });
+}
+
+/// A row stride of at least `width` values whose rows start in different sets of a 4 KiB-
+/// aliased first-level cache.
+fn padded_stride(width: usize) -> usize {
+    let ld = width.next_multiple_of(LANES);
+    if ld.is_multiple_of(256) {
+        ld + LANES
+    } else {
+        ld
+    }
+}
+
+/// Columns `first_col..` of a block of rows, `ld` apart.
+#[derive(Clone, Copy)]
+struct Block<T> {
+    ptr: SyncPtr<T>,
+    ld: usize,
+    first_col: usize,
+}
+
+impl<T> Block<T> {
+    /// Element (r, c) of the matrix the block's columns belong to.
+    #[inline(always)]
+    fn at(self, r: usize, c: usize) -> *mut T {
+        // SAFETY (callers): (r, c) is inside the block.
+        unsafe { self.ptr.ptr().add(r * self.ld + (c - self.first_col)) }
+    }
 }
 
 /// A raw pointer the pool's tasks may share; each writes a disjoint part.
@@ -431,28 +484,30 @@ mod tests {
     fn blocked_backward_adds_in_the_order_of_one_weight_row_at_a_time() {
         // n = 11 leaves a partial block; zeros in dy take the path that skips factors. The
         // result must be bit for bit the row-at-a-time sums (so batches match single runs).
-        let (rows, k, n) = (3, 600, 11);
-        let mut rng = Rng::new(9);
-        let w: Vec<f32> = rng.uniform_vec(n * k, -1.0, 1.0).into_iter().map(|v| v as f32).collect();
-        let mut dy: Vec<f32> = rng.uniform_vec(rows * n, -1.0, 1.0).into_iter().map(|v| v as f32).collect();
-        for i in (0..rows * n).filter(|i| i % 3 == 1 || (13..19).contains(i)) {
-            dy[i] = 0.0;
-        }
-        let start: Vec<f32> = rng.uniform_vec(rows * k, -1.0, 1.0).into_iter().map(|v| v as f32).collect();
-        let mut want = start.clone();
-        for j in 0..n {
-            for r in 0..rows {
-                let g = dy[r * n + j];
-                if g != 0.0 {
-                    for c in 0..k {
-                        want[r * k + c] += g * w[j * k + c];
+        // k = 1024 splits into tasks 512 wide, which work in a copy with padded rows.
+        for (rows, k, n) in [(3, 600, 11), (9, 1024, 11)] {
+            let mut rng = Rng::new(9);
+            let w: Vec<f32> = rng.uniform_vec(n * k, -1.0, 1.0).into_iter().map(|v| v as f32).collect();
+            let mut dy: Vec<f32> = rng.uniform_vec(rows * n, -1.0, 1.0).into_iter().map(|v| v as f32).collect();
+            for i in (0..rows * n).filter(|i| i % 3 == 1 || (13..19).contains(i)) {
+                dy[i] = 0.0;
+            }
+            let start: Vec<f32> = rng.uniform_vec(rows * k, -1.0, 1.0).into_iter().map(|v| v as f32).collect();
+            let mut want = start.clone();
+            for j in 0..n {
+                for r in 0..rows {
+                    let g = dy[r * n + j];
+                    if g != 0.0 {
+                        for c in 0..k {
+                            want[r * k + c] += g * w[j * k + c];
+                        }
                     }
                 }
             }
+            let mut got = start;
+            inner_product_backward_data(rows, k, n, &dy, &w, &mut got);
+            assert_eq!(got, want, "{rows} x {k}");
         }
-        let mut got = start;
-        inner_product_backward_data(rows, k, n, &dy, &w, &mut got);
-        assert_eq!(got, want);
     }
 
     #[test]
