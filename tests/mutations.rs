@@ -396,13 +396,14 @@ fn onnx_to_plan(bytes: &[u8]) {
 #[test]
 fn onnx_mutants() {
     // The node-by-node graphs cover ConvTranspose's pads (crops, added rows), count_include_pad
-    // 0 and negative Pad pads; view_flatten torch's shape arithmetic.
+    // 0, negative Pad pads and spatial reductions; view_flatten torch's shape arithmetic.
     let models = [
         ("onnx/tiny_alexnet.onnx", 600, 11),
         ("onnx/tiny_resnet_opset9.onnx", 600, 12),
         ("torchvision/squeezenet1_1.onnx", 150, 13),
         ("onnx/convtranspose_attrs.onnx", 300, 14),
         ("onnx/pool_pad_attrs.onnx", 300, 15),
+        ("onnx/reduce_attrs18.onnx", 300, 17),
         ("onnx/view_flatten.onnx", 300, 16),
     ];
     for (name, n, seed) in models {

@@ -79,6 +79,14 @@ fn average_pool_without_the_padding_and_negative_pads_match_onnxruntime_at_batch
     check_fixture("pool_pad_attrs");
 }
 
+/// ReduceMean and ReduceMax over the spatial axes, with and without keepdims, axes as an
+/// attribute (opset 17) and as an input (opset 18): global pooling, then a Flatten.
+#[test]
+fn spatial_reductions_match_onnxruntime_at_batch_1_and_3() {
+    check_fixture("reduce_attrs");
+    check_fixture("reduce_attrs18");
+}
+
 /// torch's `x.view(x.size(0), -1)` and `x.view(x.size(0), x.size(1) * x.size(2) * x.size(3))`,
 /// exported at opset 11 with a dynamic batch (tools/make-onnx-shape-fixtures.py): Shape,
 /// Gather, Unsqueeze, Mul and Concat evaluated at conversion into two Reshapes.
@@ -401,6 +409,16 @@ fn semantics_the_engine_lacks_are_refused_clearly() {
                 &[],
             ),
             "node 'p' (MaxPool): ceil_mode 1 gives a 2x2 output for a 5x5 input, the engine's pooling gives 3x3: not supported yet",
+        ),
+        (
+            "reduce-channels",
+            model(13, ("x", &[1, 2, 3, 3]), "y", &[node("r", "ReduceMean", &["x"], &["y"], &[("axes", Attr::Ints(vec![1]))])], &[]),
+            "node 'r' (ReduceMean): axes [1] of a rank-4 tensor are not supported (only the spatial axes 2 and 3 of NCHW)",
+        ),
+        (
+            "reduce-all",
+            model(13, ("x", &[1, 2, 3, 3]), "y", &[node("r", "ReduceMax", &["x"], &["y"], &[])], &[]),
+            "node 'r' (ReduceMax): a reduction over all axes is not supported (only the spatial axes 2 and 3)",
         ),
         (
             "softmax-axes",

@@ -7,7 +7,10 @@ as tools/make-onnx-fixtures.py (tests/fixtures/onnx/<name>.json):
   (rows inside and beyond the full transposed convolution), output_shape, auto_pad
   SAME_UPPER and SAME_LOWER (odd total padding), dilations with groups;
 - pool_pad_attrs: AveragePool with count_include_pad 0 (floor and ceil mode, stride 1 as
-  Inception's pooling branch) and 1, and a Pad node with negative pads (a crop).
+  Inception's pooling branch) and 1, and a Pad node with negative pads (a crop);
+- reduce_attrs (opset 17, axes an attribute) and reduce_attrs18 (opset 18, axes an input):
+  ReduceMean and ReduceMax over the spatial axes, with and without keepdims, negative axes
+  (what `x.mean([2, 3])` exports to, e.g. in torchvision's MNASNet).
 
 Every node reads the graph input and is a graph output, so one run checks each on its own.
 Run by hand (the Rust tests read only the committed files):
@@ -68,20 +71,37 @@ def pool_pad_nodes():
     return nodes, inits
 
 
-def build(name, nodes, inits):
+def reduce_nodes(opset):
+    cases = [
+        ("mean_keep", "ReduceMean", [2, 3], 1),
+        ("mean_flat", "ReduceMean", [-1, -2], 0),
+        ("max_keep", "ReduceMax", [3, 2], 1),
+        ("max_flat", "ReduceMax", [2, 3], 0),
+    ]
+    nodes, inits = [], []
+    for name, op, axes, keep in cases:
+        if opset < 18:
+            nodes.append(helper.make_node(op, ["x"], [name], axes=axes, keepdims=keep))
+        else:
+            inits.append(numpy_helper.from_array(np.array(axes, dtype=np.int64), f"{name}.axes"))
+            nodes.append(helper.make_node(op, ["x", f"{name}.axes"], [name], keepdims=keep))
+    return nodes, inits
+
+
+def build(name, nodes, inits, opset=OPSET):
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", CHANNELS, H, W])
     outputs = [helper.make_empty_tensor_value_info(n.output[0]) for n in nodes]
     graph = helper.make_graph(nodes, name, [x], outputs, initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="make-onnx-op-fixtures")
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="make-onnx-op-fixtures")
     path = os.path.join(OUT, f"{name}.onnx")
     onnx.save(model, path)
     return path, [n.output[0] for n in nodes]
 
 
-def write(name, nodes, inits, rng):
-    path, names = build(name, nodes, inits)
+def write(name, nodes, inits, rng, opset=OPSET):
+    path, names = build(name, nodes, inits, opset)
     sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    meta = {"model": f"{name}.onnx", "opset": OPSET, "dynamic_batch": True, "intermediate": names[0], "cases": []}
+    meta = {"model": f"{name}.onnx", "opset": opset, "dynamic_batch": True, "intermediate": names[0], "cases": []}
     for batch in (1, 3):
         x = rng.normal(0, 1, (batch, CHANNELS, H, W)).astype(np.float32)
         got = dict(zip(names, sess.run(names, {"x": x})))
@@ -96,6 +116,8 @@ def main():
     rng = np.random.default_rng(0)
     write("convtranspose_attrs", *conv_transpose_nodes(rng), rng)
     write("pool_pad_attrs", *pool_pad_nodes(), rng)
+    for opset, name in [(17, "reduce_attrs"), (18, "reduce_attrs18")]:
+        write(name, *reduce_nodes(opset), np.random.default_rng(opset), opset)
 
 
 if __name__ == "__main__":

@@ -240,6 +240,29 @@ impl Builder {
         Ok(())
     }
 
+    /// ReduceMean / ReduceMax over the two spatial axes of an NCHW tensor (what
+    /// `x.mean([2, 3])` exports to): global average or max pooling, then, without
+    /// keepdims, a Flatten to N x C. Any other set of axes is refused.
+    fn reduce_spatial(&mut self, node: &Node, out: &str) -> Result<()> {
+        let l = node.label();
+        let x = self.input(node, 0)?.to_string();
+        let rank = self.shape(node, &x)?.len() as i64;
+        // The axes are an attribute before opset 18 and an optional input from 18 on.
+        let axes = if self.opset < 18 { node.ints("axes").map(<[i64]>::to_vec) } else { self.optional_numbers(node, 1, "axes")? };
+        let mut axes: Vec<i64> = axes.with_context(|| format!("{l}: a reduction over all axes is not supported (only the spatial axes 2 and 3)"))?;
+        axes.iter_mut().for_each(|a| *a += if *a < 0 { rank } else { 0 });
+        axes.sort_unstable();
+        ensure!(rank == 4 && axes == [2, 3], "{l}: axes {axes:?} of a rank-{rank} tensor are not supported (only the spatial axes 2 and 3 of NCHW)");
+        let method = if node.op_type == "ReduceMax" { PoolMethod::Max } else { PoolMethod::Ave };
+        let p = PoolParam { method, kernel: [0, 0], stride: [1, 1], pad: [0, 0], global: true, round_mode: RoundMode::Ceil, exclude_pad: false };
+        if node.int("keepdims", 1)? != 0 {
+            return self.emit(node, out, LayerKind::Pooling(p), vec![x], vec![]);
+        }
+        let pooled = format!("{out}::pooled");
+        self.emit(node, &pooled, LayerKind::Pooling(p), vec![x], vec![])?;
+        self.emit(node, out, LayerKind::Flatten { axis: 1, end_axis: -1 }, vec![pooled], vec![])
+    }
+
     /// The layer that produced `tensor`, if nothing but this node reads it (so it can absorb
     /// this node's computation and take over its output's name).
     fn sole_producer(&self, tensor: &str) -> Option<usize> {
@@ -317,6 +340,7 @@ impl Builder {
                 };
                 self.emit(node, &out, LayerKind::Pooling(p), one(self)?, vec![])
             }
+            "ReduceMean" | "ReduceMax" => self.reduce_spatial(node, &out),
             "LRN" => {
                 let size = node.int("size", 0)?;
                 ensure!(size > 0 && size % 2 == 1, "{}: size {size} is not supported (the engine's LRN needs an odd size)", node.label());
