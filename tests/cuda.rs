@@ -154,24 +154,28 @@ struct GemmCase {
     extra_ld: usize,
     alpha: f32,
     beta: f32,
-    tf32: bool,
+    kernel: u8,
 }
 
 #[allow(clippy::too_many_arguments)]
-const fn gemm(m: usize, n: usize, k: usize, batch: usize, zdiv: usize, extra_ld: usize, alpha: f32, beta: f32, tf32: bool) -> GemmCase {
-    GemmCase { m, n, k, batch, zdiv, extra_ld, alpha, beta, tf32 }
+const fn gemm(m: usize, n: usize, k: usize, batch: usize, zdiv: usize, extra_ld: usize, alpha: f32, beta: f32, kernel: u8) -> GemmCase {
+    GemmCase { m, n, k, batch, zdiv, extra_ld, alpha, beta, kernel }
 }
 
+/// The kernel of a gemm case line (tools/kernel_emu/kernels_on_host.cpp: test_gemm).
+const SGEMM: u8 = 0;
+const TF32_1: u8 = 1;
+
 const GEMM_CASES: &[GemmCase] = &[
-    gemm(64, 64, 16, 1, 1, 0, 1.0, 0.0, false),
-    gemm(70, 130, 37, 1, 1, 0, 1.0, 1.0, false),
-    gemm(5, 3, 200, 1, 1, 1, 0.5, 0.0, false),
-    gemm(96, 33, 64, 6, 2, 0, 1.0, 1.0, false),
-    gemm(1, 100, 65, 2, 1, 3, 1.0, 0.5, false),
-    gemm(64, 64, 16, 1, 1, 0, 1.0, 0.0, true),
-    gemm(70, 130, 37, 1, 1, 0, 1.0, 1.0, true),
-    gemm(96, 33, 64, 6, 2, 0, 0.5, 1.0, true),
-    gemm(1, 100, 65, 2, 1, 3, 1.0, 0.5, true),
+    gemm(64, 64, 16, 1, 1, 0, 1.0, 0.0, SGEMM),
+    gemm(70, 130, 37, 1, 1, 0, 1.0, 1.0, SGEMM),
+    gemm(5, 3, 200, 1, 1, 1, 0.5, 0.0, SGEMM),
+    gemm(96, 33, 64, 6, 2, 0, 1.0, 1.0, SGEMM),
+    gemm(1, 100, 65, 2, 1, 3, 1.0, 0.5, SGEMM),
+    gemm(64, 64, 16, 1, 1, 0, 1.0, 0.0, TF32_1),
+    gemm(70, 130, 37, 1, 1, 0, 1.0, 1.0, TF32_1),
+    gemm(96, 33, 64, 6, 2, 0, 0.5, 1.0, TF32_1),
+    gemm(1, 100, 65, 2, 1, 3, 1.0, 0.5, TF32_1),
 ];
 
 fn gemm_lines() -> Vec<String> {
@@ -179,8 +183,8 @@ fn gemm_lines() -> Vec<String> {
     for ta in 0..2 {
         for tb in 0..2 {
             for c in GEMM_CASES {
-                let GemmCase { m, n, k, batch, zdiv, extra_ld, alpha, beta, tf32 } = c;
-                out.push(format!("gemm {m} {n} {k} {ta} {tb} {batch} {zdiv} {extra_ld} {alpha} {beta} {}", *tf32 as u8));
+                let GemmCase { m, n, k, batch, zdiv, extra_ld, alpha, beta, kernel } = c;
+                out.push(format!("gemm {m} {n} {k} {ta} {tb} {batch} {zdiv} {extra_ld} {alpha} {beta} {kernel}"));
             }
         }
     }
@@ -396,7 +400,8 @@ fn op_table_lines() -> Vec<String> {
 }
 
 fn emulation_input() -> Vec<String> {
-    let mut lines = gemm_lines();
+    let mut lines = vec!["emu_self_test".to_string()];
+    lines.extend(gemm_lines());
     lines.extend(CONV_CASES.iter().map(ConvCase::line));
     lines.extend(POOL_CASES.iter().map(PoolCase::line));
     lines.extend(LRN_CASES.iter().map(LrnCase::line));
@@ -422,6 +427,49 @@ fn emulation_input() -> Vec<String> {
     lines
 }
 
+/// Runs tools/kernel_emu/run.sh on `lines` with extra g++ flags: (exit status 0, stdout, stderr).
+fn run_emulation(lines: &[String], cxxflags: &str) -> (bool, String, String) {
+    let gxx = std::process::Command::new("g++").arg("--version").output().is_ok_and(|o| o.status.success());
+    assert!(
+        gxx,
+        "g++ cannot be run, so the kernels cannot be checked under the host emulation (REQUIRE_KERNEL_EMU={})",
+        std::env::var("REQUIRE_KERNEL_EMU").unwrap_or_default()
+    );
+    let mut child = std::process::Command::new("bash")
+        .arg(common::root().join("tools/kernel_emu/run.sh"))
+        .env("EMU_CXXFLAGS", cxxflags)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all((lines.join("\n") + "\n").as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+#[cfg_attr(
+    not(any(has_gxx, require_kernel_emu)),
+    ignore = "g++ not found on PATH at build time: the kernels were not run under the host emulation"
+)]
+fn a_missing_cp_async_wait_fails_under_the_host_emulation() {
+    // The emulation's own probes pass, and with every cp.async wait made a no-op (the mutant
+    // DGNAM_EMU_NO_CP_ASYNC_WAIT) the probe that waits right fails.
+    let lines = vec!["emu_self_test".to_string()];
+    let (ok, text, stderr) = run_emulation(&lines, "");
+    assert!(ok && text.contains("\n0 failures"), "{text}{stderr}");
+    for probe in
+        ["no wait_group reads stale", "a wait_group one too weak reads stale", "copies land at their wait_group", "ldmatrix x4 .trans"]
+    {
+        assert!(text.lines().any(|l| l.starts_with("ok ") && l.contains(probe)), "no passing probe '{probe}':\n{text}");
+    }
+    let (ok, text, stderr) = run_emulation(&lines, "-DDGNAM_EMU_NO_CP_ASYNC_WAIT");
+    assert!(!ok, "the mutant passed:\n{text}{stderr}");
+    let fails = |what: &str| text.lines().filter(|l| l.starts_with("FAIL") && l.contains(what)).count();
+    assert_eq!(fails("copies land at their wait_group"), 1, "{text}");
+}
+
 #[test]
 #[cfg_attr(
     not(any(has_gxx, require_kernel_emu)),
@@ -431,30 +479,10 @@ fn every_kernel_runs_right_under_the_host_emulation() {
     // tools/kernel_emu compiles kernels/*.cu with g++ under a small CUDA emulation and checks
     // each case's kernels against double-precision references (a few seconds). It guards the
     // kernels' logic on machines without a GPU.
-    let gxx = std::process::Command::new("g++").arg("--version").output().is_ok_and(|o| o.status.success());
-    assert!(
-        gxx,
-        "g++ cannot be run, so the kernels cannot be checked under the host emulation (REQUIRE_KERNEL_EMU={})",
-        std::env::var("REQUIRE_KERNEL_EMU").unwrap_or_default()
-    );
     let input = emulation_input();
-    let mut child = std::process::Command::new("bash")
-        .arg(common::root().join("tools/kernel_emu/run.sh"))
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all((input.join("\n") + "\n").as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let (ok, text, stderr) = run_emulation(&input, "");
     let failed: Vec<&str> = text.lines().filter(|l| l.starts_with("FAIL")).collect();
-    assert!(
-        out.status.success() && failed.is_empty() && text.contains("\n0 failures"),
-        "kernel emulation failed:\n{}\n{}",
-        failed.join("\n"),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(ok && failed.is_empty() && text.contains("\n0 failures"), "kernel emulation failed:\n{}\n{stderr}", failed.join("\n"));
     assert!(text.contains(&format!("{} cases\n", input.len())), "not every case ran:\n{text}");
     let launched: BTreeSet<&str> =
         text.lines().find_map(|l| l.strip_prefix("launched:")).expect("no `launched:` line").split_whitespace().collect();
