@@ -510,7 +510,11 @@ pub fn versions(device: Device, precision: Precision, opts: &KernelOptions, rows
     let cuda = Cuda::new(precision)?;
     let info = cuda.info.clone();
     let tf32 = cuda.precision() == Precision::Tf32;
-    let versioned = crate::ops::conv::cuda::VERSIONED;
+    // The TF32 product's versions matter only in TF32.
+    let mut versioned = crate::ops::conv::cuda::VERSIONED.to_vec();
+    if tf32 {
+        versioned.extend(crate::ops::gemm::cuda::VERSIONED);
+    }
     let count = versioned.iter().map(|v| v.functions.len()).max().unwrap_or(1);
     let mut opts = opts.clone();
     if opts.only.is_empty() {

@@ -165,6 +165,7 @@ const fn gemm(m: usize, n: usize, k: usize, batch: usize, zdiv: usize, extra_ld:
 /// The kernel of a gemm case line (tools/kernel_emu/kernels_on_host.cpp: test_gemm).
 const SGEMM: u8 = 0;
 const TF32_1: u8 = 1;
+const TF32_2: u8 = 2;
 
 const GEMM_CASES: &[GemmCase] = &[
     gemm(64, 64, 16, 1, 1, 0, 1.0, 0.0, SGEMM),
@@ -176,6 +177,15 @@ const GEMM_CASES: &[GemmCase] = &[
     gemm(70, 130, 37, 1, 1, 0, 1.0, 1.0, TF32_1),
     gemm(96, 33, 64, 6, 2, 0, 0.5, 1.0, TF32_1),
     gemm(1, 100, 65, 2, 1, 3, 1.0, 0.5, TF32_1),
+    // Version 2's 128 x 128 tiles: whole tiles, tails in M and N, K a multiple of its 16-deep
+    // k-tile and not (fewer k-tiles than pipeline stages, and more), batches with zdiv,
+    // unaligned leading dimensions (4-byte copies), beta != 0.
+    gemm(128, 128, 64, 1, 1, 0, 1.0, 0.0, TF32_2),
+    gemm(200, 150, 37, 1, 1, 0, 1.0, 1.0, TF32_2),
+    gemm(130, 257, 8, 1, 1, 0, 1.0, 0.5, TF32_2),
+    gemm(96, 33, 64, 6, 2, 0, 0.5, 1.0, TF32_2),
+    gemm(1, 100, 65, 2, 1, 3, 1.0, 0.5, TF32_2),
+    gemm(129, 131, 70, 3, 2, 1, 0.5, 0.0, TF32_2),
 ];
 
 fn gemm_lines() -> Vec<String> {
@@ -455,7 +465,8 @@ fn run_emulation(lines: &[String], cxxflags: &str) -> (bool, String, String) {
 )]
 fn a_missing_cp_async_wait_fails_under_the_host_emulation() {
     // The emulation's own probes pass, and with every cp.async wait made a no-op (the mutant
-    // DGNAM_EMU_NO_CP_ASYNC_WAIT) the probe that waits right fails.
+    // DGNAM_EMU_NO_CP_ASYNC_WAIT) the probe that waits right fails, and so does each case of
+    // the cp.async GEMM (sgemm_tf32_2): its tiles are read before they land.
     let lines = vec!["emu_self_test".to_string()];
     let (ok, text, stderr) = run_emulation(&lines, "");
     assert!(ok && text.contains("\n0 failures"), "{text}{stderr}");
@@ -468,6 +479,12 @@ fn a_missing_cp_async_wait_fails_under_the_host_emulation() {
     assert!(!ok, "the mutant passed:\n{text}{stderr}");
     let fails = |what: &str| text.lines().filter(|l| l.starts_with("FAIL") && l.contains(what)).count();
     assert_eq!(fails("copies land at their wait_group"), 1, "{text}");
+    let mut gemms = lines.clone();
+    gemms.extend(gemm_lines().into_iter().filter(|l| l.ends_with(&format!(" {TF32_2}"))));
+    let (ok, text, stderr) = run_emulation(&gemms, "-DDGNAM_EMU_NO_CP_ASYNC_WAIT");
+    assert!(!ok && gemms.len() > 5, "the mutant passed:\n{text}{stderr}");
+    let fails = |what: &str| text.lines().filter(|l| l.starts_with("FAIL") && l.contains(what)).count();
+    assert_eq!(fails("sgemm_tf32_2 "), gemms.len() - 1, "every sgemm_tf32_2 case must fail without its waits:\n{text}");
 }
 
 #[test]
@@ -849,6 +866,29 @@ fn matrix_products_in_tf32_match_the_cpu_to_tf32_rounding() {
     }
     let big = "layer { name: \"l\" type: \"Convolution\" bottom: \"data\" top: \"l\" convolution_param { num_output: 96 kernel_size: 5 pad: 2 } }";
     compare(tf32().unwrap(), &op_net(big, "dim: 2 dim: 64 dim: 27 dim: 27"), 2, 5, TF32);
+}
+
+/// Each version of the TF32 product (`gemm_tf32`: sgemm_tf32, sgemm_tf32_2), forced, and the
+/// tuner's choice, on every convolution and inner-product case and a convolution with
+/// 128-wide tiles to fill (M = 96, N = 729, K = 1600), within TF32 rounding of the CPU.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn every_tf32_gemm_version_matches_the_cpu_to_tf32_rounding() {
+    if gpu().is_none() {
+        return;
+    }
+    let big = "layer { name: \"l\" type: \"Convolution\" bottom: \"data\" top: \"l\" convolution_param { num_output: 96 kernel_size: 5 pad: 2 } }";
+    let mut protos: Vec<String> = cases_of(&["conv", "inner_product"], None).iter().map(|c| c.prototxt()).collect();
+    protos.push(op_net(big, "dim: 2 dim: 64 dim: 27 dim: 27"));
+    for proto in &protos {
+        for v in [Some(1), Some(2), None] {
+            for batch in [1, 3] {
+                let cuda = tf32().unwrap();
+                cuda.force_kernel_version("gemm_tf32", v);
+                compare(cuda, proto, batch, 7 + batch as u64, TF32);
+            }
+        }
+    }
 }
 
 #[test]

@@ -1,6 +1,6 @@
 // Host check of kernels/*.cu: see run.sh. The cases come one per line from the file named
 // as the first argument, or from stdin ('#' starts a comment):
-//   gemm M N K trans_a trans_b batch zdiv extra_ld alpha beta kernel  (0 sgemm, 1 sgemm_tf32)
+//   gemm M N K trans_a trans_b batch zdiv extra_ld alpha beta kernel  (0 sgemm, 1 sgemm_tf32, 2 sgemm_tf32_2)
 //   conv C H W O kh kw sh sw ph pw dh dw group N
 //   pool planes H W kh kw sh sw ph pw exclude_pad
 //   lrn N C H W local_size within
@@ -100,7 +100,7 @@ template <typename T> void check_exact(const std::string& what, const std::vecto
 }
 
 void test_gemm(int M, int N, int K, int ta, int tb, int batch, int zdiv, int extra_ld, float alpha, float beta, int kernel) {
-    const bool tf32 = kernel == 1;
+    const bool tf32 = kernel == 1 || kernel == 2;
     int lda = (ta ? M : K) + extra_ld, ldb = (tb ? K : N) + extra_ld, ldc = N + extra_ld;
     long long asz = (long long)(ta ? K : M) * lda, bsz = (long long)(tb ? N : K) * ldb, csz = (long long)M * ldc;
     // batch strides: z1 steps whole runs of zdiv matrices, z2 a matrix within a run
@@ -124,11 +124,12 @@ void test_gemm(int M, int N, int K, int ta, int tb, int batch, int zdiv, int ext
         }
     }
     Vf got = C;
-    dim3 grid = d3((N + 63) / 64, (M + 63) / 64, batch);
-    const char* name = kernel == 0 ? "sgemm" : "sgemm_tf32";
+    dim3 grid = d3((N + 63) / 64, (M + 63) / 64, batch), grid128 = d3((N + 127) / 128, (M + 127) / 128, batch);
+    const char* name = kernel == 0 ? "sgemm" : kernel == 1 ? "sgemm_tf32" : "sgemm_tf32_2";
     auto pa = (const float*)A.data(), pb = (const float*)B.data();
     if (kernel == 0) LAUNCH(sgemm, grid, d3(64), M, N, K, alpha, pa, lda, ta, a1, a2, pb, ldb, tb, b1, b2, beta, got.data(), ldc, c1, c2, zdiv);
     else if (kernel == 1) LAUNCH(sgemm_tf32, grid, d3(128), M, N, K, alpha, pa, lda, ta, a1, a2, pb, ldb, tb, b1, b2, beta, got.data(), ldc, c1, c2, zdiv);
+    else if (kernel == 2) LAUNCH(sgemm_tf32_2, grid128, d3(256), M, N, K, alpha, pa, lda, ta, a1, a2, pb, ldb, tb, b1, b2, beta, got.data(), ldc, c1, c2, zdiv);
     else { failures++; printf("FAIL gemm: no kernel %d\n", kernel); return; }
     check(fmt("%s M%d N%d K%d ta%d tb%d batch%d zdiv%d ld+%d a%g b%g", name, M, N, K, ta, tb, batch, zdiv, extra_ld, alpha, beta), got, want, mag);
 }
