@@ -470,6 +470,142 @@ extern "C" __global__ void __launch_bounds__(TC2_THREADS, 2) sgemm_tf32_2(
     else tc2_block<false, false>(As, Bs, sa, sb, M, N, K, alpha, beta, C, ldc, m0, n0, tid);
 }
 
+// ---------------------------------------------------------------------------------------
+// The same product with BF16 operands (the `--precision bf16` option): matrices stay f32 in
+// global memory, each value is rounded to bf16 (to nearest, ties to even) as it enters
+// shared memory, and mma.sync m16n8k16 accumulates in f32. Tiles, warps and batching as
+// sgemm_tf32; shared memory holds bf16 pairs along K (the low half the even k), so that a
+// 32-bit read is one fragment register, and the row pad of 8 words keeps those reads free
+// of bank conflicts.
+
+// The bits of x rounded to bf16, to nearest with ties to even (NaN stays NaN).
+__device__ __forceinline__ unsigned short to_bf16(float x) {
+#if defined(DGNAM_HOST_EMU)
+    return emu_to_bf16(x);
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    unsigned short r;
+    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(r) : "f"(x));
+    return r;
+#else
+    return (unsigned short)(__float_as_uint(x) >> 16);  // never launched below sm_80
+#endif
+}
+
+// d += a * b for one 16 x 8 x 16 tile, fragments in the PTX ISA's m16n8k16 .bf16 layout
+// (two bf16 per register, the lower k in the low half): with g = lane / 4, t = lane % 4,
+// a = A[g][2t..2t+1], A[g+8][2t..], A[g][2t+8..], A[g+8][2t+8..]; b = B[2t..2t+1][g],
+// B[2t+8..2t+9][g]; d as for m16n8k8.
+__device__ __forceinline__ void mma_bf16(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2]) {
+#if defined(DGNAM_HOST_EMU)
+    emu_mma_m16n8k16_bf16(d, a, b);
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#else
+    __trap();
+#endif
+}
+
+// The fetched tile into shared memory as bf16 pairs: sh[k / 2][r], half k % 2.
+template <int THREADS, int W>
+__device__ __forceinline__ void store_tile_bf16(const TileSource& s, const Fetch<THREADS>& f, unsigned (*sh)[W], int tid) {
+    #pragma unroll
+    for (int c = 0; c < 256 / THREADS; c++) {
+        const int chunk = tid + c * THREADS;
+        if (s.k_contiguous) {
+            // 4 consecutive k of row r: two whole pairs.
+            const int r = chunk / 4, k = (chunk % 4) * 4;
+            sh[k / 2][r] = to_bf16(f.v[c][0]) | (unsigned)to_bf16(f.v[c][1]) << 16;
+            sh[k / 2 + 1][r] = to_bf16(f.v[c][2]) | (unsigned)to_bf16(f.v[c][3]) << 16;
+        } else {
+            // 4 consecutive r of depth row k: one half of 4 pairs.
+            const int k = chunk / 16, r = (chunk % 16) * 4;
+            #pragma unroll
+            for (int i = 0; i < 4; i++) reinterpret_cast<unsigned short*>(&sh[k / 2][r + i])[k % 2] = to_bf16(f.v[c][i]);
+        }
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(TC_THREADS) sgemm_bf16(
+    int M, int N, int K, float alpha,
+    const float* __restrict__ A, int lda, int trans_a, long long a_s1, long long a_s2,
+    const float* __restrict__ B, int ldb, int trans_b, long long b_s1, long long b_s2,
+    float beta, float* __restrict__ C, int ldc, long long c_s1, long long c_s2, int zdiv)
+{
+    __shared__ __align__(16) unsigned As[2][TILE_K / 2][TILE + PAD_TC];
+    __shared__ __align__(16) unsigned Bs[2][TILE_K / 2][TILE + PAD_TC];
+
+    const int z = blockIdx.z, z1 = z / zdiv, z2 = z % zdiv;
+    A += z1 * a_s1 + z2 * a_s2;
+    B += z1 * b_s1 + z2 * b_s2;
+    C += z1 * c_s1 + z2 * c_s2;
+
+    const int tid = threadIdx.x;
+    const int m0 = blockIdx.y * TILE, n0 = blockIdx.x * TILE;
+    const TileSource sa = { A, lda, M, K, trans_a == 0, aligned16(A, lda) };
+    const TileSource sb = { B, ldb, N, K, trans_b != 0, aligned16(B, ldb) };
+
+    const int warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
+    const int wm = (warp / 2) * 32, wn = (warp % 2) * 32;
+    float acc[2][4][4];
+    #pragma unroll
+    for (int i = 0; i < 2; i++)
+        #pragma unroll
+        for (int j = 0; j < 4; j++)
+            #pragma unroll
+            for (int e = 0; e < 4; e++) acc[i][j][e] = 0.0f;
+
+    Fetch<TC_THREADS> fa = fetch_tile<TC_THREADS>(sa, m0, 0, tid), fb = fetch_tile<TC_THREADS>(sb, n0, 0, tid);
+    store_tile_bf16<TC_THREADS, TILE + PAD_TC>(sa, fa, As[0], tid);
+    store_tile_bf16<TC_THREADS, TILE + PAD_TC>(sb, fb, Bs[0], tid);
+    __syncthreads();
+
+    int buf = 0;
+    for (int k0 = 0; k0 < K; k0 += TILE_K) {
+        const bool more = k0 + TILE_K < K;
+        if (more) {
+            fa = fetch_tile<TC_THREADS>(sa, m0, k0 + TILE_K, tid);
+            fb = fetch_tile<TC_THREADS>(sb, n0, k0 + TILE_K, tid);
+        }
+        // One k16 step: pair rows t and t + 4 hold k = 2t, 2t+1 and 2t+8, 2t+9.
+        unsigned a[2][4], b[4][2];
+        #pragma unroll
+        for (int i = 0; i < 2; i++) {
+            const int m = wm + i * 16 + g;
+            a[i][0] = As[buf][t][m];
+            a[i][1] = As[buf][t][m + 8];
+            a[i][2] = As[buf][t + 4][m];
+            a[i][3] = As[buf][t + 4][m + 8];
+        }
+        #pragma unroll
+        for (int j = 0; j < 4; j++) {
+            const int n = wn + j * 8 + g;
+            b[j][0] = Bs[buf][t][n];
+            b[j][1] = Bs[buf][t + 4][n];
+        }
+        #pragma unroll
+        for (int i = 0; i < 2; i++)
+            #pragma unroll
+            for (int j = 0; j < 4; j++) mma_bf16(acc[i][j], a[i], b[j]);
+        if (more) {
+            store_tile_bf16<TC_THREADS, TILE + PAD_TC>(sa, fa, As[buf ^ 1], tid);
+            store_tile_bf16<TC_THREADS, TILE + PAD_TC>(sb, fb, Bs[buf ^ 1], tid);
+            __syncthreads();
+            buf ^= 1;
+        }
+    }
+
+    #pragma unroll
+    for (int i = 0; i < 2; i++)
+        #pragma unroll
+        for (int j = 0; j < 4; j++)
+            #pragma unroll
+            for (int e = 0; e < 4; e++)
+                store_c(C, ldc, M, N, m0 + wm + i * 16 + g + (e >= 2 ? 8 : 0), n0 + wn + j * 8 + 2 * t + (e & 1), acc[i][j][e], alpha, beta);
+}
+
 // C = alpha * sum over s < splits of P[s] + beta * C, where P holds `splits` dense M x N
 // partial products (split-K), and C has leading dimension ldc. Summed in a fixed order, so
 // the result does not depend on scheduling.

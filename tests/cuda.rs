@@ -166,6 +166,7 @@ const fn gemm(m: usize, n: usize, k: usize, batch: usize, zdiv: usize, extra_ld:
 const SGEMM: u8 = 0;
 const TF32_1: u8 = 1;
 const TF32_2: u8 = 2;
+const BF16: u8 = 3;
 
 const GEMM_CASES: &[GemmCase] = &[
     gemm(64, 64, 16, 1, 1, 0, 1.0, 0.0, SGEMM),
@@ -186,6 +187,12 @@ const GEMM_CASES: &[GemmCase] = &[
     gemm(96, 33, 64, 6, 2, 0, 0.5, 1.0, TF32_2),
     gemm(1, 100, 65, 2, 1, 3, 1.0, 0.5, TF32_2),
     gemm(129, 131, 70, 3, 2, 1, 0.5, 0.0, TF32_2),
+    // BF16 operands (m16n8k16: K tails below 16 and past it).
+    gemm(64, 64, 16, 1, 1, 0, 1.0, 0.0, BF16),
+    gemm(70, 130, 37, 1, 1, 0, 1.0, 1.0, BF16),
+    gemm(96, 33, 64, 6, 2, 0, 0.5, 1.0, BF16),
+    gemm(1, 100, 65, 2, 1, 3, 1.0, 0.5, BF16),
+    gemm(5, 3, 9, 1, 1, 1, 1.0, 0.0, BF16),
 ];
 
 fn gemm_lines() -> Vec<String> {
@@ -536,6 +543,11 @@ const F32: Tol = Tol { rel: 1e-3, floor: 1e-4 };
 /// a floor of 1e-2 * rms, loose for that and far below what a wrong fragment layout or
 /// operand gives (errors of order rms).
 const TF32: Tol = Tol { rel: 4e-3, floor: 1e-2 };
+
+/// Matrix products with BF16 operands: 7 mantissa bits, a unit roundoff 8 times TF32's, so
+/// about 3e-3 * rms(out) per product and 1.6e-2 * rms for the worst of 10^5 entries; a floor
+/// of 8e-2 * rms still sits far below what a wrong fragment layout gives (order rms).
+const BF16_TOL: Tol = Tol { rel: 3e-2, floor: 8e-2 };
 
 /// Panics, reporting the first and the worst entries, unless `gpu` is within `tol` of `cpu`
 /// everywhere (NaN matches only NaN).
@@ -889,6 +901,28 @@ fn every_tf32_gemm_version_matches_the_cpu_to_tf32_rounding() {
             }
         }
     }
+}
+
+/// `--precision bf16` routes every matrix product to `sgemm_bf16`: the convolution and
+/// inner-product cases and the 96 x 729 x 1600 product within BF16 rounding of the CPU.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn matrix_products_in_bf16_match_the_cpu_to_bf16_rounding() {
+    if gpu().is_none() {
+        return;
+    }
+    let bf16 = || {
+        let mut cuda = gpu().unwrap();
+        cuda.set_precision(Precision::Bf16).expect("BF16 needs compute capability 8.0");
+        cuda
+    };
+    let big = "layer { name: \"l\" type: \"Convolution\" bottom: \"data\" top: \"l\" convolution_param { num_output: 96 kernel_size: 5 pad: 2 } }";
+    for case in cases_of(&["conv", "inner_product"], None) {
+        for batch in [1, 3] {
+            compare(bf16(), &case.prototxt(), batch, 7 + batch as u64, BF16_TOL);
+        }
+    }
+    compare(bf16(), &op_net(big, "dim: 2 dim: 64 dim: 27 dim: 27"), 2, 5, BF16_TOL);
 }
 
 #[test]

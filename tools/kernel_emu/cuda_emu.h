@@ -171,6 +171,34 @@ inline void emu_ldmatrix(unsigned* r, int count, bool trans, const void* row) {
     }
     g_warp_barriers[w]->arrive_and_wait();
 }
+// cvt.rn.bf16.f32: keep 7 mantissa bits, round to nearest, ties to even; NaN stays NaN.
+inline unsigned short emu_to_bf16(float x) {
+    unsigned u = __float_as_uint(x);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (unsigned short)((u >> 16) | 0x40);
+    return (unsigned short)((u + 0x7fffu + ((u >> 16) & 1)) >> 16);
+}
+inline float emu_bf16_value(unsigned short h) { return __uint_as_float((unsigned)h << 16); }
+// mma.sync m16n8k16 .bf16 (f32 accumulation), fragments gathered like m16n8k8's: element
+// k of a register pair is the low half for even k. A(r, k) is in lane (r % 8) * 4 + (k % 8) / 2,
+// register (r >= 8) + 2 (k >= 8); B(k, n) in lane n * 4 + (k % 8) / 2, register (k >= 8).
+inline unsigned g_mma16_buf[64][32][6];
+inline void emu_mma_m16n8k16_bf16(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2]) {
+    int w = threadIdx.x / 32, l = threadIdx.x % 32, g = l / 4, t = l % 4;
+    for (int i = 0; i < 4; i++) g_mma16_buf[w][l][i] = a[i];
+    g_mma16_buf[w][l][4] = b[0];
+    g_mma16_buf[w][l][5] = b[1];
+    g_warp_barriers[w]->arrive_and_wait();
+    auto half = [](unsigned v, int k) { return (double)emu_bf16_value((unsigned short)(k % 2 ? v >> 16 : v & 0xffffu)); };
+    auto A = [&](int r, int k) { return half(g_mma16_buf[w][(r % 8) * 4 + (k % 8) / 2][(r >= 8) + 2 * (k >= 8)], k); };
+    auto B = [&](int k, int n) { return half(g_mma16_buf[w][n * 4 + (k % 8) / 2][4 + (k >= 8)], k); };
+    for (int e = 0; e < 4; e++) {
+        int r = g + (e >= 2 ? 8 : 0), c = 2 * t + (e & 1);
+        double s = 0;
+        for (int k = 0; k < 16; k++) s += A(r, k) * B(k, c);
+        d[e] = (float)(d[e] + s);
+    }
+    g_warp_barriers[w]->arrive_and_wait();
+}
 // A fiber runs the kernel once, then hands back to the scheduler for good.
 inline void emu_fiber_start() {
     g_body();

@@ -1,6 +1,6 @@
 // Host check of kernels/*.cu: see run.sh. The cases come one per line from the file named
 // as the first argument, or from stdin ('#' starts a comment):
-//   gemm M N K trans_a trans_b batch zdiv extra_ld alpha beta kernel  (0 sgemm, 1 sgemm_tf32, 2 sgemm_tf32_2)
+//   gemm M N K trans_a trans_b batch zdiv extra_ld alpha beta kernel  (0 sgemm, 1 sgemm_tf32, 2 sgemm_tf32_2, 3 sgemm_bf16)
 //   conv C H W O kh kw sh sw ph pw dh dw group N
 //   pool planes H W kh kw sh sw ph pw exclude_pad
 //   lrn N C H W local_size within
@@ -100,7 +100,7 @@ template <typename T> void check_exact(const std::string& what, const std::vecto
 }
 
 void test_gemm(int M, int N, int K, int ta, int tb, int batch, int zdiv, int extra_ld, float alpha, float beta, int kernel) {
-    const bool tf32 = kernel == 1 || kernel == 2;
+    const bool tf32 = kernel == 1 || kernel == 2, bf16 = kernel == 3;
     int lda = (ta ? M : K) + extra_ld, ldb = (tb ? K : N) + extra_ld, ldc = N + extra_ld;
     long long asz = (long long)(ta ? K : M) * lda, bsz = (long long)(tb ? N : K) * ldb, csz = (long long)M * ldc;
     // batch strides: z1 steps whole runs of zdiv matrices, z2 a matrix within a run
@@ -115,7 +115,8 @@ void test_gemm(int M, int N, int K, int ta, int tb, int batch, int zdiv, int ext
             double s = 0, a = 0;
             for (int k = 0; k < K; k++) {
                 float av = A[ao + (ta ? (long long)k * lda + m : (long long)m * lda + k)], bv = B[bo + (tb ? (long long)n * ldb + k : (long long)k * ldb + n)];
-                double p = tf32 ? (double)emu_to_tf32(av) * emu_to_tf32(bv) : (double)av * bv;
+                double p = tf32 ? (double)emu_to_tf32(av) * emu_to_tf32(bv)
+                         : bf16 ? (double)emu_bf16_value(emu_to_bf16(av)) * emu_bf16_value(emu_to_bf16(bv)) : (double)av * bv;
                 s += p; a += std::fabs(p);
             }
             size_t i = co + (long long)m * ldc + n;
@@ -125,11 +126,12 @@ void test_gemm(int M, int N, int K, int ta, int tb, int batch, int zdiv, int ext
     }
     Vf got = C;
     dim3 grid = d3((N + 63) / 64, (M + 63) / 64, batch), grid128 = d3((N + 127) / 128, (M + 127) / 128, batch);
-    const char* name = kernel == 0 ? "sgemm" : kernel == 1 ? "sgemm_tf32" : "sgemm_tf32_2";
+    const char* name = kernel == 0 ? "sgemm" : kernel == 1 ? "sgemm_tf32" : kernel == 2 ? "sgemm_tf32_2" : "sgemm_bf16";
     auto pa = (const float*)A.data(), pb = (const float*)B.data();
     if (kernel == 0) LAUNCH(sgemm, grid, d3(64), M, N, K, alpha, pa, lda, ta, a1, a2, pb, ldb, tb, b1, b2, beta, got.data(), ldc, c1, c2, zdiv);
     else if (kernel == 1) LAUNCH(sgemm_tf32, grid, d3(128), M, N, K, alpha, pa, lda, ta, a1, a2, pb, ldb, tb, b1, b2, beta, got.data(), ldc, c1, c2, zdiv);
     else if (kernel == 2) LAUNCH(sgemm_tf32_2, grid128, d3(256), M, N, K, alpha, pa, lda, ta, a1, a2, pb, ldb, tb, b1, b2, beta, got.data(), ldc, c1, c2, zdiv);
+    else if (kernel == 3) LAUNCH(sgemm_bf16, grid, d3(128), M, N, K, alpha, pa, lda, ta, a1, a2, pb, ldb, tb, b1, b2, beta, got.data(), ldc, c1, c2, zdiv);
     else { failures++; printf("FAIL gemm: no kernel %d\n", kernel); return; }
     check(fmt("%s M%d N%d K%d ta%d tb%d batch%d zdiv%d ld+%d a%g b%g", name, M, N, K, ta, tb, batch, zdiv, extra_ld, alpha, beta), got, want, mag);
 }
@@ -791,6 +793,14 @@ void test_emu_self() {
         // Without its wait every value read is the NaN the block left in shared memory.
         if (mode == 0) check_exact("emu cp.async: copies land at their wait_group, zero-filled past the predicate", out, want);
         else check_exact(mode == 1 ? "emu cp.async: no wait_group reads stale shared memory" : "emu cp.async: a wait_group one too weak reads stale shared memory", out, nans(256));
+    }
+    // cvt.rn.bf16.f32: ties to even (1 + 2^-8 -> 1, 1 + 3 2^-8 -> 1 + 2^-6), above half up,
+    // infinities kept, NaN quiet, the largest finite values rounding to infinity.
+    {
+        std::vector<float> x = {1.0f + 0x1p-8f, 1.0f + 3 * 0x1p-8f, 1.0f + 0x1p-8f + 0x1p-20f, -2.5f, INFINITY, -INFINITY, NAN, 3.4e38f};
+        std::vector<unsigned short> got, want = {0x3f80, 0x3f82, 0x3f81, 0xc020, 0x7f80, 0xff80, 0x7fc0, 0x7f80};
+        for (float v : x) got.push_back(to_bf16(v));
+        check_exact("emu cvt.rn.bf16.f32: to nearest, ties to even", got, want);
     }
     // ldmatrix as 32-bit words: an untransposed matrix gives lane l word l % 4 of row l / 4;
     // .trans gives the same of the transposed matrix.

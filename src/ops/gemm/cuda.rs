@@ -1,6 +1,6 @@
 //! The GPU matrix product every convolution, deconvolution and inner product runs on:
 //! `kernels/gemm.cu` (`sgemm` in f32, `sgemm_tf32` and its version 2 `sgemm_tf32_2` on
-//! tensor cores), batched with two-level strides, and split-K for products with too few
+//! tensor cores, `sgemm_bf16` with BF16 operands), batched with two-level strides, and split-K for products with too few
 //! output tiles to fill the GPU.
 
 use crate::device::cuda::compile::{self, Design, KernelSource, Launch};
@@ -25,6 +25,11 @@ pub const SOURCE: KernelSource = KernelSource {
             TC2_THREADS,
             Design::Ctas(2, "a 64 x 32 warp tile and 3 stages of 128 x 16 tiles: 128 registers, 48 KB"),
         ),
+        Launch::new(
+            "sgemm_bf16",
+            TC_THREADS,
+            Design::Ctas(6, "sgemm_tf32's 32 x 32 warp tile on bf16 pairs: 79-80 registers, 24 warps per SM"),
+        ),
         grid_stride("splitk_reduce"),
     ],
 };
@@ -45,7 +50,7 @@ pub const VERSIONED: &[&Versions] = &[&GEMM_TF32];
 /// The output tile of a GEMM kernel function (square), and its threads per block.
 fn tile_and_threads(kernel: &str) -> (usize, u32) {
     match kernel {
-        "sgemm_tf32" => (64, TC_THREADS),
+        "sgemm_tf32" | "sgemm_bf16" => (64, TC_THREADS),
         "sgemm_tf32_2" => (128, TC2_THREADS),
         _ => (64, SGEMM_THREADS),
     }
@@ -87,10 +92,11 @@ impl Operand {
     }
 }
 
-/// The kernel a product runs: `sgemm`, or the tuner's version of a versioned one.
+/// The kernel a product runs: `sgemm`, `sgemm_bf16`, or the tuner's version of a versioned one.
 #[derive(Clone, Copy)]
 enum Kernel {
     F32,
+    Bf16,
     Tuned(&'static Versions),
 }
 
@@ -135,6 +141,7 @@ impl Cuda {
         let kernel = match self.precision() {
             Precision::F32 => Kernel::F32,
             Precision::Tf32 => Kernel::Tuned(&GEMM_TF32),
+            Precision::Bf16 => Kernel::Bf16,
         };
         let Some((ks, splits)) = self.split_k(g) else {
             return self.launch_gemm(kernel, g, zdiv, a, b, c);
@@ -204,6 +211,7 @@ impl Cuda {
     ) -> Result<()> {
         let versions = match kernel {
             Kernel::F32 => return self.launch_gemm_function("sgemm", g, zdiv, a, b, c),
+            Kernel::Bf16 => return self.launch_gemm_function("sgemm_bf16", g, zdiv, a, b, c),
             Kernel::Tuned(v) => v,
         };
         let shape = format!(
