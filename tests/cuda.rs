@@ -473,7 +473,8 @@ fn run_emulation(lines: &[String], cxxflags: &str) -> (bool, String, String) {
 fn a_missing_cp_async_wait_fails_under_the_host_emulation() {
     // The emulation's own probes pass, and with every cp.async wait made a no-op (the mutant
     // DGNAM_EMU_NO_CP_ASYNC_WAIT) the probe that waits right fails, and so does each case of
-    // the cp.async GEMM (sgemm_tf32_2): its tiles are read before they land.
+    // the cp.async GEMM (sgemm_tf32_2): its tiles are read before they land. So does each
+    // case when the GEMM waits one group too weakly (TC2_IN_FLIGHT, kernels/gemm.cu).
     let lines = vec!["emu_self_test".to_string()];
     let (ok, text, stderr) = run_emulation(&lines, "");
     assert!(ok && text.contains("\n0 failures"), "{text}{stderr}");
@@ -482,16 +483,18 @@ fn a_missing_cp_async_wait_fails_under_the_host_emulation() {
     {
         assert!(text.lines().any(|l| l.starts_with("ok ") && l.contains(probe)), "no passing probe '{probe}':\n{text}");
     }
-    let (ok, text, stderr) = run_emulation(&lines, "-DDGNAM_EMU_NO_CP_ASYNC_WAIT");
-    assert!(!ok, "the mutant passed:\n{text}{stderr}");
-    let fails = |what: &str| text.lines().filter(|l| l.starts_with("FAIL") && l.contains(what)).count();
-    assert_eq!(fails("copies land at their wait_group"), 1, "{text}");
     let mut gemms = lines.clone();
     gemms.extend(gemm_lines().into_iter().filter(|l| l.ends_with(&format!(" {TF32_2}"))));
     let (ok, text, stderr) = run_emulation(&gemms, "-DDGNAM_EMU_NO_CP_ASYNC_WAIT");
     assert!(!ok && gemms.len() > 5, "the mutant passed:\n{text}{stderr}");
     let fails = |what: &str| text.lines().filter(|l| l.starts_with("FAIL") && l.contains(what)).count();
+    assert_eq!(fails("copies land at their wait_group"), 1, "{text}");
     assert_eq!(fails("sgemm_tf32_2 "), gemms.len() - 1, "every sgemm_tf32_2 case must fail without its waits:\n{text}");
+    // A wait one group too weak (tile kt read while its copies are in flight) fails as well.
+    let (ok, text, stderr) = run_emulation(&gemms[1..], "-DTC2_IN_FLIGHT=2");
+    assert!(!ok, "the weak-wait mutant passed:\n{text}{stderr}");
+    let fails = |what: &str| text.lines().filter(|l| l.starts_with("FAIL") && l.contains(what)).count();
+    assert_eq!(fails("sgemm_tf32_2 "), gemms.len() - 1, "every sgemm_tf32_2 case must fail with a wait too weak:\n{text}");
 }
 
 #[test]

@@ -198,8 +198,8 @@ impl Cuda {
     }
 
     /// One launch of `kernel`; a versioned one runs the version the tuner picks for this
-    /// product's shape, timed (the first time) into a scratch C so that an accumulating
-    /// product is not changed by its timing.
+    /// product's shape, timed (the first time) on C when beta is 0, else into a scratch C so
+    /// that an accumulating product is not changed by its timing.
     fn launch_gemm(
         &self,
         kernel: Kernel,
@@ -226,10 +226,13 @@ impl Cuda {
             (c.1.ld, c.1.strides)
         );
         let version = tune::choose(&self.tuner, versions, versions.functions.len(), source_hash(), &shape, &mut |v| {
+            let f = versions.function(v);
+            if g.beta == 0.0 {
+                // It overwrites C, and the launch that follows overwrites it again.
+                return self.time_runs(|| self.launch_gemm_function(f, g, zdiv, (a.0, a.1), (b.0, b.1), (&mut *c.0, c.1)));
+            }
             let mut tmp = self.stream.alloc_zeros::<f32>(c.0.len().max(1)).map_err(crate::device::cuda::driver_err("allocation"))?;
-            self.time_runs(|| {
-                self.launch_gemm_function(versions.function(v), g, zdiv, (a.0, a.1), (b.0, b.1), (&mut tmp.slice_mut(..), c.1))
-            })
+            self.time_runs(|| self.launch_gemm_function(f, g, zdiv, (a.0, a.1), (b.0, b.1), (&mut tmp.slice_mut(..), c.1)))
         })?;
         self.launch_gemm_function(versions.function(version), g, zdiv, a, b, c)
     }
