@@ -36,8 +36,8 @@ pub fn resolve_device(d: Device, precision: Precision) -> Result<(Device, String
 /// is not 0 (`device: cuda:1 (NVIDIA H200, sm_90)`).
 pub fn resolve_device_on(spec: DeviceSpec, precision: Precision) -> Result<(Device, String)> {
     let resolved = pick_device(spec, precision)?;
-    if precision == Precision::Tf32 && resolved.0 == Device::Cpu {
-        bail!("--precision tf32 needs a GPU (tensor cores); the CPU computes in f32");
+    if precision != Precision::F32 && resolved.0 == Device::Cpu {
+        bail!("--precision {precision} needs a GPU (tensor cores); the CPU computes in f32");
     }
     Ok(resolved)
 }
@@ -637,6 +637,20 @@ mod tests {
         let got = worker_args(&args, "1/2", "cuda:1");
         let want = ["synthesize", "--units", "all", "--out-dir", "o", "--seeds", "0..2", "--shard", "1/2", "--device", "cuda:1"];
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn tensor_core_precisions_parse_and_the_cpu_refuses_them() {
+        for (text, p) in [("f32", Precision::F32), ("tf32", Precision::Tf32), ("bf16", Precision::Bf16)] {
+            assert_eq!(text.parse::<Precision>().unwrap(), p);
+            assert_eq!(p.to_string(), text);
+        }
+        assert!("fp16".parse::<Precision>().unwrap_err().contains("use f32, tf32 or bf16"));
+        assert_eq!(resolve_device(Device::Cpu, Precision::F32).unwrap().0, Device::Cpu);
+        for p in [Precision::Tf32, Precision::Bf16] {
+            let e = resolve_device(Device::Cpu, p).unwrap_err().to_string();
+            assert!(e.starts_with(&format!("--precision {p} needs a GPU")), "{e}");
+        }
     }
 
     #[test]

@@ -107,11 +107,11 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 /// The compute peak and memory bandwidth the kernels are rated against. With
-/// `--precision tf32` on a GPU, convolutions and inner products are rated against the
-/// dense TF32 tensor-core peak instead of the FP32 one.
+/// `--precision tf32` (or `bf16`) on a GPU, convolutions and inner products are rated
+/// against the dense TF32 (BF16) tensor-core peak instead of the FP32 one.
 #[derive(Clone, Debug)]
 pub struct Peak {
-    /// "fp32", or "tf32 tensor cores".
+    /// "fp32", "tf32 tensor cores" or "bf16 tensor cores".
     pub kind: &'static str,
     pub gflops: f64,
     pub gbps: f64,
@@ -493,8 +493,7 @@ pub fn kernels(device: Device, precision: Precision, opts: &KernelOptions, rows:
         Device::Cuda => {
             let cuda = Cuda::new(precision)?;
             let info = cuda.info.clone();
-            let tf32 = cuda.precision() == Precision::Tf32;
-            kernels_on(&|| Ok(cuda.share()), Some((&info, tf32)), opts, rows)
+            kernels_on(&|| Ok(cuda.share()), Some((&info, cuda.precision())), opts, rows)
         }
         Device::Cpu | Device::Auto => kernels_on(&|| Ok(Cpu::<f32>::new()), None, opts, rows),
     }
@@ -509,8 +508,11 @@ pub fn versions(device: Device, precision: Precision, opts: &KernelOptions, rows
     }
     let cuda = Cuda::new(precision)?;
     let info = cuda.info.clone();
-    let tf32 = cuda.precision() == Precision::Tf32;
-    let versioned = crate::ops::conv::cuda::VERSIONED;
+    // The TF32 product's versions matter only in TF32.
+    let mut versioned = crate::ops::conv::cuda::VERSIONED.to_vec();
+    if cuda.precision() == Precision::Tf32 {
+        versioned.extend(crate::ops::gemm::cuda::VERSIONED);
+    }
     let count = versioned.iter().map(|v| v.functions.len()).max().unwrap_or(1);
     let mut opts = opts.clone();
     if opts.only.is_empty() {
@@ -520,7 +522,7 @@ pub fn versions(device: Device, precision: Precision, opts: &KernelOptions, rows
     for v in 1..=count {
         cuda.force_versions(Some(v));
         rows(&format!("timing version {v} of {} ...\n", versioned.iter().map(|k| k.kernel).collect::<Vec<_>>().join(", ")));
-        let r = kernels_on(&|| Ok(cuda.share()), Some((&info, tf32)), &opts, &mut |_| {});
+        let r = kernels_on(&|| Ok(cuda.share()), Some((&info, cuda.precision())), &opts, &mut |_| {});
         cuda.force_versions(None);
         runs.push(r?.kernels);
     }
@@ -546,10 +548,10 @@ pub fn versions(device: Device, precision: Precision, opts: &KernelOptions, rows
     )
 }
 
-/// `gpu`: the device and whether its matrix products run in TF32.
+/// `gpu`: the device and how its matrix products compute.
 fn kernels_on<B: Fence>(
     make: &dyn Fn() -> Result<B>,
-    gpu: Option<(&DeviceInfo, bool)>,
+    gpu: Option<(&DeviceInfo, Precision)>,
     opts: &KernelOptions,
     rows: &mut dyn FnMut(&str),
 ) -> Result<KernelReport> {
@@ -564,10 +566,15 @@ fn kernels_on<B: Fence>(
         Some((g, b, src)) => Peak { kind: "fp32", gflops: g, gbps: b, source: src.into(), measured_gflops: mg, measured_gbps: mb },
         None => Peak { kind: "fp32", gflops: mg, gbps: mb, source: msrc, measured_gflops: mg, measured_gbps: mb },
     };
-    if let Some((info, true)) = gpu {
-        // The GEMM measured above ran in TF32 too: the fallback when the GPU is not listed.
-        let (g, src) = datasheet_tf32_peak(&info.name).unwrap_or((mg, "measured: our TF32 GEMM"));
-        peak.kind = "tf32 tensor cores";
+    if let Some((info, precision)) = gpu.filter(|(_, p)| *p != Precision::F32) {
+        // The GEMM measured above ran in the same precision: the fallback when the GPU is
+        // not listed. Dense BF16 is twice dense TF32 on the A100, H100 and H200 datasheets.
+        let (kind, factor, fallback) = match precision {
+            Precision::Bf16 => ("bf16 tensor cores", 2.0, "measured: our BF16 GEMM"),
+            _ => ("tf32 tensor cores", 1.0, "measured: our TF32 GEMM"),
+        };
+        let (g, src) = datasheet_tf32_peak(&info.name).map(|(g, src)| (g * factor, src)).unwrap_or((mg, fallback));
+        peak.kind = kind;
         peak.gflops = g;
         peak.source = format!("{src}; bandwidth: {}", peak.source);
     }
@@ -693,14 +700,16 @@ pub struct StepReport {
     pub device: String,
     pub opts: StepOptions,
     pub steps: Vec<StepTime>,
-    /// With `--precision tf32` on a GPU: how far TF32 lands from f32 on the same step.
+    /// With `--precision tf32` or `bf16` on a GPU: how far it lands from f32 on the same step.
     pub tf32_error: Option<PrecisionError>,
 }
 
-/// TF32 against f32 on the DGN-AM loop, same weights, codes and units (relative to the
-/// largest f32 magnitude of each quantity).
+/// TF32 or BF16 against f32 on the DGN-AM loop, same weights, codes and units (relative to
+/// the largest f32 magnitude of each quantity).
 #[derive(Clone, Debug)]
 pub struct PrecisionError {
+    /// The precision compared with f32.
+    pub precision: Precision,
     pub batch: usize,
     /// The objective (fc8 unit) of the initial code: the forward pass alone.
     pub objective: f64,
@@ -719,6 +728,7 @@ pub struct PrecisionError {
 impl PrecisionError {
     pub fn to_json(&self) -> Value {
         json!({
+            "precision": self.precision.to_string(),
             "batch": self.batch,
             "objective_rel_err": self.objective,
             "first_update_rel_err": self.update,
@@ -732,7 +742,8 @@ impl PrecisionError {
 
     pub fn row(&self) -> String {
         format!(
-            "tf32 against f32 (batch {}, max |difference| / max |f32|): objective {:.2e}, first code update {:.2e}; after {} iterations: objective {:.2e}, image {:.2e} (f32 from codes nudged by 1e-6: {:.2e}, {:.2e})\n",
+            "{} against f32 (batch {}, max |difference| / max |f32|): objective {:.2e}, first code update {:.2e}; after {} iterations: objective {:.2e}, image {:.2e} (f32 from codes nudged by 1e-6: {:.2e}, {:.2e})\n",
+            self.precision,
             self.batch, self.objective, self.update, self.iters, self.final_objective, self.final_image, self.nudged_final_objective, self.nudged_final_image
         )
     }
@@ -752,7 +763,7 @@ fn rel_err<T: Copy + Into<f64>>(a: &[Vec<T>], b: &[Vec<T>]) -> f64 {
 }
 
 /// Runs the DGN-AM loop with the generator and classifier of `opts` on the GPU in f32 and in
-/// TF32 from the same codes, and measures how far apart they land. For scale, it also runs
+/// `cuda`'s precision (TF32 or BF16) from the same codes, and measures how far apart they land. For scale, it also runs
 /// f32 from codes perturbed by 1e-6 (relative): how much the loop itself amplifies a tiny
 /// difference over `iters` iterations.
 pub fn precision_error(cuda: &Cuda, opts: &StepOptions, batch: usize, iters: usize) -> Result<PrecisionError> {
@@ -777,13 +788,16 @@ pub fn precision_error(cuda: &Cuda, opts: &StepOptions, batch: usize, iters: usi
     let update = |r: &BatchResult<f32>| -> Vec<Vec<f32>> {
         r.codes.iter().enumerate().map(|(n, c)| c.iter().zip(&init[n * code_len..]).map(|(a, b)| a - b).collect()).collect()
     };
-    let (f2, t2) = (run(Precision::F32, &init, 2)?, run(Precision::Tf32, &init, 2)?);
-    let (f, t) = (run(Precision::F32, &init, iters)?, run(Precision::Tf32, &init, iters)?);
+    // Called with an f32 backend (tests), it compares TF32, as it always did.
+    let other = if cuda.precision() == Precision::F32 { Precision::Tf32 } else { cuda.precision() };
+    let (f2, t2) = (run(Precision::F32, &init, 2)?, run(other, &init, 2)?);
+    let (f, t) = (run(Precision::F32, &init, iters)?, run(other, &init, iters)?);
     let nudged: Vec<f32> = init.iter().enumerate().map(|(i, v)| v * (1.0 + if i % 2 == 0 { 1e-6 } else { -1e-6 })).collect();
     let p = run(Precision::F32, &nudged, iters)?;
     let first = |r: &BatchResult<f32>| r.activations.iter().map(|a| vec![a[0]]).collect::<Vec<_>>();
     let last = |r: &BatchResult<f32>| r.activations.iter().map(|a| vec![*a.last().unwrap_or(&0.0)]).collect::<Vec<_>>();
     Ok(PrecisionError {
+        precision: other,
         batch,
         objective: rel_err(&first(&t2), &first(&f2)),
         update: rel_err(&update(&t2), &update(&f2)),

@@ -23,8 +23,9 @@ use std::process::ExitCode;
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// How matrix products compute on a GPU: f32, or tf32 on tensor cores (faster, about
-    /// 1e-3 relative error; `dgnam bench --precision tf32 --batch 8` measures it)
+    /// How matrix products compute on a GPU: f32, or tf32 or bf16 on tensor cores (faster;
+    /// tf32 about 1e-3 relative error, bf16 about 8x that, storage f32 in both; `dgnam
+    /// bench --precision tf32 --batch 8` measures it)
     #[arg(long, global = true, default_value = "f32")]
     precision: Precision,
 }

@@ -154,24 +154,45 @@ struct GemmCase {
     extra_ld: usize,
     alpha: f32,
     beta: f32,
-    tf32: bool,
+    kernel: u8,
 }
 
 #[allow(clippy::too_many_arguments)]
-const fn gemm(m: usize, n: usize, k: usize, batch: usize, zdiv: usize, extra_ld: usize, alpha: f32, beta: f32, tf32: bool) -> GemmCase {
-    GemmCase { m, n, k, batch, zdiv, extra_ld, alpha, beta, tf32 }
+const fn gemm(m: usize, n: usize, k: usize, batch: usize, zdiv: usize, extra_ld: usize, alpha: f32, beta: f32, kernel: u8) -> GemmCase {
+    GemmCase { m, n, k, batch, zdiv, extra_ld, alpha, beta, kernel }
 }
 
+/// The kernel of a gemm case line (tools/kernel_emu/kernels_on_host.cpp: test_gemm).
+const SGEMM: u8 = 0;
+const TF32_1: u8 = 1;
+const TF32_2: u8 = 2;
+const BF16: u8 = 3;
+
 const GEMM_CASES: &[GemmCase] = &[
-    gemm(64, 64, 16, 1, 1, 0, 1.0, 0.0, false),
-    gemm(70, 130, 37, 1, 1, 0, 1.0, 1.0, false),
-    gemm(5, 3, 200, 1, 1, 1, 0.5, 0.0, false),
-    gemm(96, 33, 64, 6, 2, 0, 1.0, 1.0, false),
-    gemm(1, 100, 65, 2, 1, 3, 1.0, 0.5, false),
-    gemm(64, 64, 16, 1, 1, 0, 1.0, 0.0, true),
-    gemm(70, 130, 37, 1, 1, 0, 1.0, 1.0, true),
-    gemm(96, 33, 64, 6, 2, 0, 0.5, 1.0, true),
-    gemm(1, 100, 65, 2, 1, 3, 1.0, 0.5, true),
+    gemm(64, 64, 16, 1, 1, 0, 1.0, 0.0, SGEMM),
+    gemm(70, 130, 37, 1, 1, 0, 1.0, 1.0, SGEMM),
+    gemm(5, 3, 200, 1, 1, 1, 0.5, 0.0, SGEMM),
+    gemm(96, 33, 64, 6, 2, 0, 1.0, 1.0, SGEMM),
+    gemm(1, 100, 65, 2, 1, 3, 1.0, 0.5, SGEMM),
+    gemm(64, 64, 16, 1, 1, 0, 1.0, 0.0, TF32_1),
+    gemm(70, 130, 37, 1, 1, 0, 1.0, 1.0, TF32_1),
+    gemm(96, 33, 64, 6, 2, 0, 0.5, 1.0, TF32_1),
+    gemm(1, 100, 65, 2, 1, 3, 1.0, 0.5, TF32_1),
+    // Version 2's 128 x 128 tiles: whole tiles, tails in M and N, K a multiple of its 16-deep
+    // k-tile and not (fewer k-tiles than pipeline stages, and more), batches with zdiv,
+    // unaligned leading dimensions (4-byte copies), beta != 0.
+    gemm(128, 128, 64, 1, 1, 0, 1.0, 0.0, TF32_2),
+    gemm(200, 150, 37, 1, 1, 0, 1.0, 1.0, TF32_2),
+    gemm(130, 257, 8, 1, 1, 0, 1.0, 0.5, TF32_2),
+    gemm(96, 33, 64, 6, 2, 0, 0.5, 1.0, TF32_2),
+    gemm(1, 100, 65, 2, 1, 3, 1.0, 0.5, TF32_2),
+    gemm(129, 131, 70, 3, 2, 1, 0.5, 0.0, TF32_2),
+    // BF16 operands (m16n8k16: K tails below 16 and past it).
+    gemm(64, 64, 16, 1, 1, 0, 1.0, 0.0, BF16),
+    gemm(70, 130, 37, 1, 1, 0, 1.0, 1.0, BF16),
+    gemm(96, 33, 64, 6, 2, 0, 0.5, 1.0, BF16),
+    gemm(1, 100, 65, 2, 1, 3, 1.0, 0.5, BF16),
+    gemm(5, 3, 9, 1, 1, 1, 1.0, 0.0, BF16),
 ];
 
 fn gemm_lines() -> Vec<String> {
@@ -179,8 +200,8 @@ fn gemm_lines() -> Vec<String> {
     for ta in 0..2 {
         for tb in 0..2 {
             for c in GEMM_CASES {
-                let GemmCase { m, n, k, batch, zdiv, extra_ld, alpha, beta, tf32 } = c;
-                out.push(format!("gemm {m} {n} {k} {ta} {tb} {batch} {zdiv} {extra_ld} {alpha} {beta} {}", *tf32 as u8));
+                let GemmCase { m, n, k, batch, zdiv, extra_ld, alpha, beta, kernel } = c;
+                out.push(format!("gemm {m} {n} {k} {ta} {tb} {batch} {zdiv} {extra_ld} {alpha} {beta} {kernel}"));
             }
         }
     }
@@ -396,7 +417,8 @@ fn op_table_lines() -> Vec<String> {
 }
 
 fn emulation_input() -> Vec<String> {
-    let mut lines = gemm_lines();
+    let mut lines = vec!["emu_self_test".to_string()];
+    lines.extend(gemm_lines());
     lines.extend(CONV_CASES.iter().map(ConvCase::line));
     lines.extend(POOL_CASES.iter().map(PoolCase::line));
     lines.extend(LRN_CASES.iter().map(LrnCase::line));
@@ -422,6 +444,59 @@ fn emulation_input() -> Vec<String> {
     lines
 }
 
+/// Runs tools/kernel_emu/run.sh on `lines` with extra g++ flags: (exit status 0, stdout, stderr).
+fn run_emulation(lines: &[String], cxxflags: &str) -> (bool, String, String) {
+    let gxx = std::process::Command::new("g++").arg("--version").output().is_ok_and(|o| o.status.success());
+    assert!(
+        gxx,
+        "g++ cannot be run, so the kernels cannot be checked under the host emulation (REQUIRE_KERNEL_EMU={})",
+        std::env::var("REQUIRE_KERNEL_EMU").unwrap_or_default()
+    );
+    let mut child = std::process::Command::new("bash")
+        .arg(common::root().join("tools/kernel_emu/run.sh"))
+        .env("EMU_CXXFLAGS", cxxflags)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all((lines.join("\n") + "\n").as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+#[cfg_attr(
+    not(any(has_gxx, require_kernel_emu)),
+    ignore = "g++ not found on PATH at build time: the kernels were not run under the host emulation"
+)]
+fn a_missing_cp_async_wait_fails_under_the_host_emulation() {
+    // The emulation's own probes pass, and with every cp.async wait made a no-op (the mutant
+    // DGNAM_EMU_NO_CP_ASYNC_WAIT) the probe that waits right fails, and so does each case of
+    // the cp.async GEMM (sgemm_tf32_2): its tiles are read before they land. So does each
+    // case when the GEMM waits one group too weakly (TC2_IN_FLIGHT, kernels/gemm.cu).
+    let lines = vec!["emu_self_test".to_string()];
+    let (ok, text, stderr) = run_emulation(&lines, "");
+    assert!(ok && text.contains("\n0 failures"), "{text}{stderr}");
+    for probe in
+        ["no wait_group reads stale", "a wait_group one too weak reads stale", "copies land at their wait_group", "ldmatrix x4 .trans"]
+    {
+        assert!(text.lines().any(|l| l.starts_with("ok ") && l.contains(probe)), "no passing probe '{probe}':\n{text}");
+    }
+    let mut gemms = lines.clone();
+    gemms.extend(gemm_lines().into_iter().filter(|l| l.ends_with(&format!(" {TF32_2}"))));
+    let (ok, text, stderr) = run_emulation(&gemms, "-DDGNAM_EMU_NO_CP_ASYNC_WAIT");
+    assert!(!ok && gemms.len() > 5, "the mutant passed:\n{text}{stderr}");
+    let fails = |what: &str| text.lines().filter(|l| l.starts_with("FAIL") && l.contains(what)).count();
+    assert_eq!(fails("copies land at their wait_group"), 1, "{text}");
+    assert_eq!(fails("sgemm_tf32_2 "), gemms.len() - 1, "every sgemm_tf32_2 case must fail without its waits:\n{text}");
+    // A wait one group too weak (tile kt read while its copies are in flight) fails as well.
+    let (ok, text, stderr) = run_emulation(&gemms[1..], "-DTC2_IN_FLIGHT=2");
+    assert!(!ok, "the weak-wait mutant passed:\n{text}{stderr}");
+    let fails = |what: &str| text.lines().filter(|l| l.starts_with("FAIL") && l.contains(what)).count();
+    assert_eq!(fails("sgemm_tf32_2 "), gemms.len() - 1, "every sgemm_tf32_2 case must fail with a wait too weak:\n{text}");
+}
+
 #[test]
 #[cfg_attr(
     not(any(has_gxx, require_kernel_emu)),
@@ -431,30 +506,10 @@ fn every_kernel_runs_right_under_the_host_emulation() {
     // tools/kernel_emu compiles kernels/*.cu with g++ under a small CUDA emulation and checks
     // each case's kernels against double-precision references (a few seconds). It guards the
     // kernels' logic on machines without a GPU.
-    let gxx = std::process::Command::new("g++").arg("--version").output().is_ok_and(|o| o.status.success());
-    assert!(
-        gxx,
-        "g++ cannot be run, so the kernels cannot be checked under the host emulation (REQUIRE_KERNEL_EMU={})",
-        std::env::var("REQUIRE_KERNEL_EMU").unwrap_or_default()
-    );
     let input = emulation_input();
-    let mut child = std::process::Command::new("bash")
-        .arg(common::root().join("tools/kernel_emu/run.sh"))
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all((input.join("\n") + "\n").as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let (ok, text, stderr) = run_emulation(&input, "");
     let failed: Vec<&str> = text.lines().filter(|l| l.starts_with("FAIL")).collect();
-    assert!(
-        out.status.success() && failed.is_empty() && text.contains("\n0 failures"),
-        "kernel emulation failed:\n{}\n{}",
-        failed.join("\n"),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(ok && failed.is_empty() && text.contains("\n0 failures"), "kernel emulation failed:\n{}\n{stderr}", failed.join("\n"));
     assert!(text.contains(&format!("{} cases\n", input.len())), "not every case ran:\n{text}");
     let launched: BTreeSet<&str> =
         text.lines().find_map(|l| l.strip_prefix("launched:")).expect("no `launched:` line").split_whitespace().collect();
@@ -491,6 +546,11 @@ const F32: Tol = Tol { rel: 1e-3, floor: 1e-4 };
 /// a floor of 1e-2 * rms, loose for that and far below what a wrong fragment layout or
 /// operand gives (errors of order rms).
 const TF32: Tol = Tol { rel: 4e-3, floor: 1e-2 };
+
+/// Matrix products with BF16 operands: 7 mantissa bits, a unit roundoff 8 times TF32's, so
+/// about 3e-3 * rms(out) per product and 1.6e-2 * rms for the worst of 10^5 entries; a floor
+/// of 8e-2 * rms still sits far below what a wrong fragment layout gives (order rms).
+const BF16_TOL: Tol = Tol { rel: 3e-2, floor: 8e-2 };
 
 /// Panics, reporting the first and the worst entries, unless `gpu` is within `tol` of `cpu`
 /// everywhere (NaN matches only NaN).
@@ -821,6 +881,51 @@ fn matrix_products_in_tf32_match_the_cpu_to_tf32_rounding() {
     }
     let big = "layer { name: \"l\" type: \"Convolution\" bottom: \"data\" top: \"l\" convolution_param { num_output: 96 kernel_size: 5 pad: 2 } }";
     compare(tf32().unwrap(), &op_net(big, "dim: 2 dim: 64 dim: 27 dim: 27"), 2, 5, TF32);
+}
+
+/// Each version of the TF32 product (`gemm_tf32`: sgemm_tf32, sgemm_tf32_2), forced, and the
+/// tuner's choice, on every convolution and inner-product case and a convolution with
+/// 128-wide tiles to fill (M = 96, N = 729, K = 1600), within TF32 rounding of the CPU.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn every_tf32_gemm_version_matches_the_cpu_to_tf32_rounding() {
+    if gpu().is_none() {
+        return;
+    }
+    let big = "layer { name: \"l\" type: \"Convolution\" bottom: \"data\" top: \"l\" convolution_param { num_output: 96 kernel_size: 5 pad: 2 } }";
+    let mut protos: Vec<String> = cases_of(&["conv", "inner_product"], None).iter().map(|c| c.prototxt()).collect();
+    protos.push(op_net(big, "dim: 2 dim: 64 dim: 27 dim: 27"));
+    for proto in &protos {
+        for v in [Some(1), Some(2), None] {
+            for batch in [1, 3] {
+                let cuda = tf32().unwrap();
+                cuda.force_kernel_version("gemm_tf32", v);
+                compare(cuda, proto, batch, 7 + batch as u64, TF32);
+            }
+        }
+    }
+}
+
+/// `--precision bf16` routes every matrix product to `sgemm_bf16`: the convolution and
+/// inner-product cases and the 96 x 729 x 1600 product within BF16 rounding of the CPU.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn matrix_products_in_bf16_match_the_cpu_to_bf16_rounding() {
+    if gpu().is_none() {
+        return;
+    }
+    let bf16 = || {
+        let mut cuda = gpu().unwrap();
+        cuda.set_precision(Precision::Bf16).expect("BF16 needs compute capability 8.0");
+        cuda
+    };
+    let big = "layer { name: \"l\" type: \"Convolution\" bottom: \"data\" top: \"l\" convolution_param { num_output: 96 kernel_size: 5 pad: 2 } }";
+    for case in cases_of(&["conv", "inner_product"], None) {
+        for batch in [1, 3] {
+            compare(bf16(), &case.prototxt(), batch, 7 + batch as u64, BF16_TOL);
+        }
+    }
+    compare(bf16(), &op_net(big, "dim: 2 dim: 64 dim: 27 dim: 27"), 2, 5, BF16_TOL);
 }
 
 #[test]

@@ -1,6 +1,6 @@
 // Host check of kernels/*.cu: see run.sh. The cases come one per line from the file named
 // as the first argument, or from stdin ('#' starts a comment):
-//   gemm M N K trans_a trans_b batch zdiv extra_ld alpha beta tf32
+//   gemm M N K trans_a trans_b batch zdiv extra_ld alpha beta kernel  (0 sgemm, 1 sgemm_tf32, 2 sgemm_tf32_2, 3 sgemm_bf16)
 //   conv C H W O kh kw sh sw ph pw dh dw group N
 //   pool planes H W kh kw sh sw ph pw exclude_pad
 //   lrn N C H W local_size within
@@ -14,6 +14,7 @@
 //   concat outer inner c0 c1 ...
 //   pad N C H W top left bottom right value
 //   splitk M N splits ldc
+//   emu_self_test                      (the emulation's cp.async and ldmatrix themselves)
 // Each case launches its kernels with the arguments src/backend/cuda passes (grid-stride
 // kernels on a few blocks, so each thread takes several turns) and checks every output
 // against a double-precision reference written from Caffe's definitions. Backward kernels
@@ -98,7 +99,8 @@ template <typename T> void check_exact(const std::string& what, const std::vecto
     report(what, want.size(), bad, first, bad ? (double)got[first] : 0, bad ? (double)want[first] : 0, 0, 0);
 }
 
-void test_gemm(int M, int N, int K, int ta, int tb, int batch, int zdiv, int extra_ld, float alpha, float beta, int tf32) {
+void test_gemm(int M, int N, int K, int ta, int tb, int batch, int zdiv, int extra_ld, float alpha, float beta, int kernel) {
+    const bool tf32 = kernel == 1 || kernel == 2, bf16 = kernel == 3;
     int lda = (ta ? M : K) + extra_ld, ldb = (tb ? K : N) + extra_ld, ldc = N + extra_ld;
     long long asz = (long long)(ta ? K : M) * lda, bsz = (long long)(tb ? N : K) * ldb, csz = (long long)M * ldc;
     // batch strides: z1 steps whole runs of zdiv matrices, z2 a matrix within a run
@@ -113,7 +115,8 @@ void test_gemm(int M, int N, int K, int ta, int tb, int batch, int zdiv, int ext
             double s = 0, a = 0;
             for (int k = 0; k < K; k++) {
                 float av = A[ao + (ta ? (long long)k * lda + m : (long long)m * lda + k)], bv = B[bo + (tb ? (long long)n * ldb + k : (long long)k * ldb + n)];
-                double p = tf32 ? (double)emu_to_tf32(av) * emu_to_tf32(bv) : (double)av * bv;
+                double p = tf32 ? (double)emu_to_tf32(av) * emu_to_tf32(bv)
+                         : bf16 ? (double)emu_bf16_value(emu_to_bf16(av)) * emu_bf16_value(emu_to_bf16(bv)) : (double)av * bv;
                 s += p; a += std::fabs(p);
             }
             size_t i = co + (long long)m * ldc + n;
@@ -122,10 +125,15 @@ void test_gemm(int M, int N, int K, int ta, int tb, int batch, int zdiv, int ext
         }
     }
     Vf got = C;
-    dim3 grid = d3((N + 63) / 64, (M + 63) / 64, batch);
-    if (tf32) LAUNCH(sgemm_tf32, grid, d3(128), M, N, K, alpha, (const float*)A.data(), lda, ta, a1, a2, (const float*)B.data(), ldb, tb, b1, b2, beta, got.data(), ldc, c1, c2, zdiv);
-    else LAUNCH(sgemm, grid, d3(64), M, N, K, alpha, (const float*)A.data(), lda, ta, a1, a2, (const float*)B.data(), ldb, tb, b1, b2, beta, got.data(), ldc, c1, c2, zdiv);
-    check(fmt("%s M%d N%d K%d ta%d tb%d batch%d zdiv%d ld+%d a%g b%g", tf32 ? "sgemm_tf32" : "sgemm", M, N, K, ta, tb, batch, zdiv, extra_ld, alpha, beta), got, want, mag);
+    dim3 grid = d3((N + 63) / 64, (M + 63) / 64, batch), grid128 = d3((N + 127) / 128, (M + 127) / 128, batch);
+    const char* name = kernel == 0 ? "sgemm" : kernel == 1 ? "sgemm_tf32" : kernel == 2 ? "sgemm_tf32_2" : "sgemm_bf16";
+    auto pa = (const float*)A.data(), pb = (const float*)B.data();
+    if (kernel == 0) LAUNCH(sgemm, grid, d3(64), M, N, K, alpha, pa, lda, ta, a1, a2, pb, ldb, tb, b1, b2, beta, got.data(), ldc, c1, c2, zdiv);
+    else if (kernel == 1) LAUNCH(sgemm_tf32, grid, d3(128), M, N, K, alpha, pa, lda, ta, a1, a2, pb, ldb, tb, b1, b2, beta, got.data(), ldc, c1, c2, zdiv);
+    else if (kernel == 2) LAUNCH(sgemm_tf32_2, grid128, d3(256), M, N, K, alpha, pa, lda, ta, a1, a2, pb, ldb, tb, b1, b2, beta, got.data(), ldc, c1, c2, zdiv);
+    else if (kernel == 3) LAUNCH(sgemm_bf16, grid, d3(128), M, N, K, alpha, pa, lda, ta, a1, a2, pb, ldb, tb, b1, b2, beta, got.data(), ldc, c1, c2, zdiv);
+    else { failures++; printf("FAIL gemm: no kernel %d\n", kernel); return; }
+    check(fmt("%s M%d N%d K%d ta%d tb%d batch%d zdiv%d ld+%d a%g b%g", name, M, N, K, ta, tb, batch, zdiv, extra_ld, alpha, beta), got, want, mag);
 }
 
 // One f32 SGEMM launch as matmul.rs's launch_gemm makes it: C = alpha op(A) op(B) + beta C,
@@ -729,6 +737,86 @@ void test_splitk(int M, int N, int S, int ldc) {
     }
 }
 
+// Self-checks of the emulation itself (case `emu_self_test`): cp.async lands only at the
+// wait that covers its group, and ldmatrix hands out the PTX ISA's fragments.
+// mode 0 waits right (wait_group 1 before reading stage 0, 0 before stage 1), 1 never
+// waits, 2 waits one group too weakly (wait_group 2, then 1).
+__global__ void emu_cp_async_probe(const float* in, float* out, int mode) {
+    __shared__ __align__(16) float sh[2][128];
+    const int t = threadIdx.x;
+    for (int i = 0; i < 4; i++) sh[0][t * 4 + i] = sh[1][t * 4 + i] = NAN;
+    __syncthreads();
+    cp_async16(&sh[0][t * 4], in + t * 4, true);
+    cp_async_commit();
+    // Stage 1 four bytes at a time, values past 100 zero-filled.
+    for (int i = 0; i < 4; i++) cp_async4(&sh[1][t * 4 + i], in + 128 + t * 4 + i, t * 4 + i < 100);
+    cp_async_commit();
+    if (mode == 0) cp_async_wait<1>();
+    if (mode == 2) cp_async_wait<2>();
+    __syncthreads();
+    for (int i = 0; i < 4; i++) out[t * 4 + i] = sh[0][(t * 4 + i + 4) % 128];  // the next thread's copy
+    __syncthreads();
+    if (mode == 0) cp_async_wait<0>();
+    if (mode == 2) cp_async_wait<1>();
+    __syncthreads();
+    for (int i = 0; i < 4; i++) out[128 + t * 4 + i] = sh[1][(t * 4 + i + 4) % 128];
+}
+
+template <int COUNT, bool TRANS>
+__device__ void ldmatrix_probe(const uint16_t (*m)[8][8], unsigned* out) {
+    const int l = threadIdx.x;
+    unsigned r[COUNT];
+    ldmatrix<COUNT, TRANS>(r, l / 8 < COUNT ? &m[l / 8][l % 8][0] : nullptr);
+    for (int i = 0; i < COUNT; i++) out[l * COUNT + i] = r[i];
+}
+
+__global__ void emu_ldmatrix_probe(unsigned* out, int count, int trans) {
+    __shared__ __align__(16) uint16_t m[4][8][8];
+    const int l = threadIdx.x;
+    for (int e = l; e < 256; e += 32) m[e / 64][(e / 8) % 8][e % 8] = (uint16_t)(1000 + e);
+    __syncthreads();
+    if (count == 1) trans ? ldmatrix_probe<1, true>(m, out) : ldmatrix_probe<1, false>(m, out);
+    if (count == 2) trans ? ldmatrix_probe<2, true>(m, out) : ldmatrix_probe<2, false>(m, out);
+    if (count == 4) trans ? ldmatrix_probe<4, true>(m, out) : ldmatrix_probe<4, false>(m, out);
+}
+
+void test_emu_self() {
+    auto in = rnd(256);
+    Vf want(256);
+    for (int i = 0; i < 256; i++) {
+        int j = (i % 128 + 4) % 128;
+        want[i] = i < 128 ? in[j] : j < 100 ? in[128 + j] : 0.0f;
+    }
+    for (int mode : {0, 1, 2}) {
+        Vf out = nans(256);
+        LAUNCH(emu_cp_async_probe, d3(1), d3(32), (const float*)in.data(), out.data(), mode);
+        // Without its wait every value read is the NaN the block left in shared memory.
+        if (mode == 0) check_exact("emu cp.async: copies land at their wait_group, zero-filled past the predicate", out, want);
+        else check_exact(mode == 1 ? "emu cp.async: no wait_group reads stale shared memory" : "emu cp.async: a wait_group one too weak reads stale shared memory", out, nans(256));
+    }
+    // cvt.rn.bf16.f32: ties to even (1 + 2^-8 -> 1, 1 + 3 2^-8 -> 1 + 2^-6), above half up,
+    // infinities kept, NaN quiet, the largest finite values rounding to infinity.
+    {
+        std::vector<float> x = {1.0f + 0x1p-8f, 1.0f + 3 * 0x1p-8f, 1.0f + 0x1p-8f + 0x1p-20f, -2.5f, INFINITY, -INFINITY, NAN, 3.4e38f};
+        std::vector<unsigned short> got, want = {0x3f80, 0x3f82, 0x3f81, 0xc020, 0x7f80, 0xff80, 0x7fc0, 0x7f80};
+        for (float v : x) got.push_back(to_bf16(v));
+        check_exact("emu cvt.rn.bf16.f32: to nearest, ties to even", got, want);
+    }
+    // ldmatrix as 32-bit words: an untransposed matrix gives lane l word l % 4 of row l / 4;
+    // .trans gives the same of the transposed matrix.
+    for (int count : {1, 2, 4}) for (int trans : {0, 1}) {
+        std::vector<unsigned> out(32 * count, 0xdeadbeefu), want(32 * count);
+        for (int l = 0; l < 32; l++) for (int i = 0; i < count; i++) {
+            uint16_t mat[8][8];
+            for (int r = 0; r < 8; r++) for (int c = 0; c < 8; c++) mat[r][c] = (uint16_t)(1000 + i * 64 + (trans ? c * 8 + r : r * 8 + c));
+            unsigned w; std::memcpy(&w, &mat[l / 4][2 * (l % 4)], 4);
+            want[l * count + i] = w;
+        }
+        LAUNCH(emu_ldmatrix_probe, d3(1), d3(32), out.data(), count, trans);
+        check_exact(fmt("emu ldmatrix x%d%s: the PTX ISA fragments", count, trans ? " .trans" : ""), out, want);
+    }
+}
+
 // One case line; false when it is malformed.
 bool run_case(const std::string& line) {
     std::istringstream in(line);
@@ -743,7 +831,8 @@ bool run_case(const std::string& line) {
     }
     auto n = [&](size_t want) { return a.size() == want; };
     auto i = [&](size_t k) { return (int)a[k]; };
-    if (kind == "gemm" && n(11)) test_gemm(i(0), i(1), i(2), i(3), i(4), i(5), i(6), i(7), (float)a[8], (float)a[9], i(10));
+    if (kind == "emu_self_test" && n(0)) test_emu_self();
+    else if (kind == "gemm" && n(11)) test_gemm(i(0), i(1), i(2), i(3), i(4), i(5), i(6), i(7), (float)a[8], (float)a[9], i(10));
     else if (kind == "conv" && n(14)) test_conv(i(0), i(1), i(2), i(3), i(4), i(5), i(6), i(7), i(8), i(9), i(10), i(11), i(12), i(13));
     else if (kind == "pool" && n(10)) test_pool(i(0), i(1), i(2), i(3), i(4), i(5), i(6), i(7), i(8), i(9));
     else if (kind == "lrn" && n(6)) test_lrn(i(0), i(1), i(2), i(3), i(4), i(5));

@@ -16,5 +16,7 @@ trap 'rm -rf "$out"' EXIT
 # x86-64: cuda_emu.h switches fibers by hand, which CET shadow stacks would refuse.
 flags=()
 [ "$(uname -m)" = x86_64 ] && flags+=(-fcf-protection=none)
-g++ -std=c++20 -O1 -w "${flags[@]}" "$dir/kernels_on_host.cpp" -o "$out/kernels_on_host"
+# EMU_CXXFLAGS: extra g++ flags, e.g. -DDGNAM_EMU_NO_CP_ASYNC_WAIT (a mutant the suite
+# runs to show that a missing cp.async wait fails).
+g++ -std=c++20 -O1 -w "${flags[@]}" ${EMU_CXXFLAGS:-} "$dir/kernels_on_host.cpp" -o "$out/kernels_on_host"
 "$out/kernels_on_host" "$@"

@@ -38,7 +38,7 @@ impl DeviceInfo {
         format!("sm_{}{}", self.capability.0, self.capability.1)
     }
 
-    /// "NVIDIA H200, sm_90", with ", tf32" when matrix products run in TF32.
+    /// "NVIDIA H200, sm_90", with ", tf32" (", bf16") when matrix products run in TF32 (BF16).
     pub fn describe(&self, precision: Precision) -> String {
         match precision {
             Precision::F32 => self.to_string(),
@@ -63,6 +63,10 @@ pub enum Precision {
     /// Tensor cores: inputs rounded to TF32 (10-bit mantissa), f32 accumulation. Needs
     /// compute capability 8.0 or newer.
     Tf32,
+    /// Tensor cores: inputs rounded to BF16 (7-bit mantissa, to nearest even) as they enter
+    /// shared memory, f32 accumulation (mma m16n8k16). Storage stays f32: BF16 storage is
+    /// future work. Needs compute capability 8.0 or newer.
+    Bf16,
 }
 
 impl std::str::FromStr for Precision {
@@ -71,7 +75,8 @@ impl std::str::FromStr for Precision {
         match s {
             "f32" => Ok(Precision::F32),
             "tf32" => Ok(Precision::Tf32),
-            _ => Err(format!("unknown precision '{s}' (use f32 or tf32)")),
+            "bf16" => Ok(Precision::Bf16),
+            _ => Err(format!("unknown precision '{s}' (use f32, tf32 or bf16)")),
         }
     }
 }
@@ -81,6 +86,7 @@ impl fmt::Display for Precision {
         f.write_str(match self {
             Precision::F32 => "f32",
             Precision::Tf32 => "tf32",
+            Precision::Bf16 => "bf16",
         })
     }
 }
@@ -212,11 +218,12 @@ impl Cuda {
         self.tuner.borrow().measured
     }
 
-    /// Chooses how matrix products compute; TF32 needs compute capability 8.0 or newer.
+    /// Chooses how matrix products compute; TF32 and BF16 need compute capability 8.0 or newer.
     pub fn set_precision(&mut self, p: Precision) -> Result<()> {
-        if p == Precision::Tf32 && self.info.capability.0 < 8 {
+        if p != Precision::F32 && self.info.capability.0 < 8 {
             bail!(
-                "--precision tf32 needs tensor cores with TF32 (compute capability 8.0 or newer); {} is {}",
+                "--precision {p} needs tensor cores with {} (compute capability 8.0 or newer); {} is {}",
+                p.to_string().to_uppercase(),
                 self.info.name,
                 self.info.arch()
             );

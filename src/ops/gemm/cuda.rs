@@ -1,11 +1,14 @@
 //! The GPU matrix product every convolution, deconvolution and inner product runs on:
-//! `kernels/gemm.cu` (`sgemm` in f32, `sgemm_tf32` on tensor cores), batched with two-level
-//! strides, and split-K for products with too few output tiles to fill the GPU.
+//! `kernels/gemm.cu` (`sgemm` in f32, `sgemm_tf32` and its version 2 `sgemm_tf32_2` on
+//! tensor cores, `sgemm_bf16` with BF16 operands), batched with two-level strides, and split-K for products with too few
+//! output tiles to fill the GPU.
 
-use crate::device::cuda::compile::{Design, KernelSource, Launch};
+use crate::device::cuda::compile::{self, Design, KernelSource, Launch};
+use crate::device::cuda::tune::{self, Versions};
 use crate::device::cuda::{grid_for, grid_stride, launch, Cuda, Precision};
 use anyhow::{bail, Result};
 use cudarc::driver::{CudaView, CudaViewMut, LaunchConfig};
+use std::sync::OnceLock;
 
 pub const SOURCE: KernelSource = KernelSource {
     name: "gemm.cu",
@@ -15,6 +18,18 @@ pub const SOURCE: KernelSource = KernelSource {
         // tiles' prefetch): the design trades occupancy for FMAs per shared load.
         Launch::new("sgemm", SGEMM_THREADS, Design::Ctas(6, "an 8 x 8 register block per thread: 163-168 registers, 12 warps per SM")),
         Launch::new("sgemm_tf32", TC_THREADS, Design::Ctas(6, "a 32 x 32 warp tile of mma accumulators: 76-77 registers, 24 warps per SM")),
+        // 64 accumulators per thread and 48 KB of pipeline stages: __launch_bounds__(256, 2)
+        // holds it to 128 registers, 16 warps per SM.
+        Launch::new(
+            "sgemm_tf32_2",
+            TC2_THREADS,
+            Design::Ctas(2, "a 64 x 32 warp tile and 3 stages of 128 x 16 tiles: 128 registers, 48 KB"),
+        ),
+        Launch::new(
+            "sgemm_bf16",
+            TC_THREADS,
+            Design::Ctas(6, "sgemm_tf32's 32 x 32 warp tile on bf16 pairs: 79-80 registers, 24 warps per SM"),
+        ),
         grid_stride("splitk_reduce"),
     ],
 };
@@ -23,6 +38,29 @@ pub const SOURCE: KernelSource = KernelSource {
 pub const SGEMM_THREADS: u32 = 64;
 /// Threads per block of `sgemm_tf32` (kernels/gemm.cu: TC_THREADS, 4 warps).
 pub const TC_THREADS: u32 = 128;
+/// Threads per block of `sgemm_tf32_2` (kernels/gemm.cu: TC2_THREADS, 8 warps).
+pub const TC2_THREADS: u32 = 256;
+
+/// The versions of the TF32 product, chosen per shape on the device (`tune`): 1 the 64 x 64
+/// tile of 4 warps, 2 the 128 x 128 tile of 8 warps with a cp.async pipeline.
+pub const GEMM_TF32: Versions = Versions { kernel: "gemm_tf32", functions: &["sgemm_tf32", "sgemm_tf32_2"] };
+/// Every versioned kernel of the matrix product (`dgnam bench --versions`).
+pub const VERSIONED: &[&Versions] = &[&GEMM_TF32];
+
+/// The output tile of a GEMM kernel function (square), and its threads per block.
+fn tile_and_threads(kernel: &str) -> (usize, u32) {
+    match kernel {
+        "sgemm_tf32" | "sgemm_bf16" => (64, TC_THREADS),
+        "sgemm_tf32_2" => (128, TC2_THREADS),
+        _ => (64, SGEMM_THREADS),
+    }
+}
+
+/// The hash of gemm.cu in the tuner's keys: an edited kernel is measured again.
+fn source_hash() -> &'static str {
+    static HASH: OnceLock<String> = OnceLock::new();
+    HASH.get_or_init(|| compile::cache_key(SOURCE.text, &[], (0, 0)))
+}
 
 /// One stored matrix operand: leading dimension, whether it is stored transposed, and the
 /// offsets of batch entry z: (z / zdiv) * strides[0] + (z % zdiv) * strides[1].
@@ -52,6 +90,14 @@ impl Operand {
         }
         offset + (stored_rows - 1) * self.ld + stored_cols
     }
+}
+
+/// The kernel a product runs: `sgemm`, `sgemm_bf16`, or the tuner's version of a versioned one.
+#[derive(Clone, Copy)]
+enum Kernel {
+    F32,
+    Bf16,
+    Tuned(&'static Versions),
 }
 
 /// C (m x n) = alpha * op(A) (m x k) * op(B) (k x n) + beta * C over `batch` products.
@@ -93,8 +139,9 @@ impl Cuda {
             bail!("GEMM output cannot be transposed");
         }
         let kernel = match self.precision() {
-            Precision::F32 => "sgemm",
-            Precision::Tf32 => "sgemm_tf32",
+            Precision::F32 => Kernel::F32,
+            Precision::Tf32 => Kernel::Tuned(&GEMM_TF32),
+            Precision::Bf16 => Kernel::Bf16,
         };
         let Some((ks, splits)) = self.split_k(g) else {
             return self.launch_gemm(kernel, g, zdiv, a, b, c);
@@ -150,7 +197,47 @@ impl Cuda {
         Some((ks, g.k.div_ceil(ks)))
     }
 
+    /// One launch of `kernel`; a versioned one runs the version the tuner picks for this
+    /// product's shape, timed (the first time) on C when beta is 0, else into a scratch C so
+    /// that an accumulating product is not changed by its timing.
     fn launch_gemm(
+        &self,
+        kernel: Kernel,
+        g: &Gemm,
+        zdiv: usize,
+        a: (&CudaView<f32>, Operand),
+        b: (&CudaView<f32>, Operand),
+        c: (&mut CudaViewMut<f32>, Operand),
+    ) -> Result<()> {
+        let versions = match kernel {
+            Kernel::F32 => return self.launch_gemm_function("sgemm", g, zdiv, a, b, c),
+            Kernel::Bf16 => return self.launch_gemm_function("sgemm_bf16", g, zdiv, a, b, c),
+            Kernel::Tuned(v) => v,
+        };
+        let shape = format!(
+            "{}x{}x{} batch {} zdiv {zdiv} beta {} A {:?} B {:?} C {:?}",
+            g.m,
+            g.n,
+            g.k,
+            g.batch,
+            g.beta,
+            (a.1.ld, a.1.trans, a.1.strides),
+            (b.1.ld, b.1.trans, b.1.strides),
+            (c.1.ld, c.1.strides)
+        );
+        let version = tune::choose(&self.tuner, versions, versions.functions.len(), source_hash(), &shape, &mut |v| {
+            let f = versions.function(v);
+            if g.beta == 0.0 {
+                // It overwrites C, and the launch that follows overwrites it again.
+                return self.time_runs(|| self.launch_gemm_function(f, g, zdiv, (a.0, a.1), (b.0, b.1), (&mut *c.0, c.1)));
+            }
+            let mut tmp = self.stream.alloc_zeros::<f32>(c.0.len().max(1)).map_err(crate::device::cuda::driver_err("allocation"))?;
+            self.time_runs(|| self.launch_gemm_function(f, g, zdiv, (a.0, a.1), (b.0, b.1), (&mut tmp.slice_mut(..), c.1)))
+        })?;
+        self.launch_gemm_function(versions.function(version), g, zdiv, a, b, c)
+    }
+
+    fn launch_gemm_function(
         &self,
         kernel: &str,
         g: &Gemm,
@@ -159,9 +246,10 @@ impl Cuda {
         b: (&CudaView<f32>, Operand),
         c: (&mut CudaViewMut<f32>, Operand),
     ) -> Result<()> {
+        let (tile, threads) = tile_and_threads(kernel);
         let cfg = LaunchConfig {
-            grid_dim: (g.n.div_ceil(64) as u32, g.m.div_ceil(64) as u32, g.batch as u32),
-            block_dim: (if kernel == "sgemm_tf32" { TC_THREADS } else { SGEMM_THREADS }, 1, 1),
+            grid_dim: (g.n.div_ceil(tile) as u32, g.m.div_ceil(tile) as u32, g.batch as u32),
+            block_dim: (threads, 1, 1),
             shared_mem_bytes: 0,
         };
         let (m, n, k) = (i32_of(g.m, "M")?, i32_of(g.n, "N")?, i32_of(g.k, "K")?);
