@@ -71,7 +71,7 @@ def he_init(m):
             nn.init.normal_(p, 0.0, 0.1)
 
 
-def step_time(gen, clf, batch, iters, device):
+def step_time(gen, clf, batch, iters, device, bf16=False):
     units = torch.arange(batch, device=device) % 1000
     code = torch.randn(batch, 4096, device=device)
     upper = torch.full((4096,), 12.0, device=device)
@@ -81,8 +81,10 @@ def step_time(gen, clf, batch, iters, device):
             torch.cuda.synchronize()
         t = time.perf_counter()
         c = code.detach().requires_grad_(True)
-        img = gen(c)[:, :, 14:241, 14:241]
-        fc8 = clf(img)
+        # bf16: autocast's BF16 products with f32 accumulation, the closest to dgnam's bf16.
+        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16):
+            img = gen(c)[:, :, 14:241, 14:241]
+            fc8 = clf(img).float()
         fc8.gather(1, units[:, None]).sum().backward()
         g = c.grad
         step = 8.0 / g.abs().mean(dim=1, keepdim=True)
@@ -109,12 +111,12 @@ def main():
         p.requires_grad_(False)
     name = torch.cuda.get_device_name() if a.device == "cuda" else "cpu"
     rows = []
-    for precision in (["f32", "tf32"] if a.device == "cuda" else ["f32"]):
+    for precision in (["f32", "tf32", "bf16"] if a.device == "cuda" else ["f32"]):
         tf32 = precision == "tf32"
         torch.backends.cuda.matmul.allow_tf32 = tf32
         torch.backends.cudnn.allow_tf32 = tf32
         for b in [int(x) for x in a.batch.split(",")]:
-            s = step_time(gen, clf, b, a.iters, a.device)
+            s = step_time(gen, clf, b, a.iters, a.device, bf16=precision == "bf16")
             row = {"precision": precision, "batch": b, "median_s": s, "image_iterations_per_s": b / s,
                    "projected_s_1000_classes_200_iters": 1000 * 200 / (b / s)}
             rows.append(row)

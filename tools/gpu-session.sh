@@ -67,6 +67,9 @@ for n in caffenet generator-fc6; do
 done
 step bench-step-f32 90 $B/dgnam bench --device cuda --batch 1,8,32,64,128 --json "$OUT/bench-step-f32.json"
 step bench-step-tf32 90 $B/dgnam bench --device cuda --precision tf32 --batch 8,32,64,128 --json "$OUT/bench-step-tf32.json"
+step bench-step-bf16 60 $B/dgnam bench --device cuda --precision bf16 --batch 64,128 --json "$OUT/bench-step-bf16.json"
+# PyTorch + cuDNN on the same GPU in the same run: f32, TF32 and BF16 (autocast).
+step torch-reference 120 python3 benches/torch_reference.py --device cuda --batch 64,128 --iters 10 --json "$OUT/torch-reference.json"
 # All 1000 classes at the paper's 200 iterations, images and montage written, in f32.
 step synth-1000x200-f32 120 bash -c "time $B/dgnam synthesize --device cuda --net /tmp/c.dgnw --generator /tmp/g.dgnw --units all --iters 200 --batch 125 --out-dir /tmp/synth32 > /tmp/synth32.log 2>&1; rc=\$?; tail -n 5 /tmp/synth32.log; exit \$rc"
 cp /tmp/synth32/summary.json "$OUT/summary-f32.json" 2>/dev/null
@@ -74,6 +77,7 @@ step bench-kernels-f32-b64 90 $B/dgnam bench --device cuda --kernel-batch 64 --j
 # Every version of the versioned kernels (im2col, col2im) per layer, side by side, and the
 # choices the tuner made in this session.
 step bench-versions-b64 90 $B/dgnam bench --device cuda --versions --kernel-batch 64 --json "$OUT/bench-versions-b64.json"
+step bench-versions-tf32-b64 90 $B/dgnam bench --device cuda --versions --precision tf32 --kernel-batch 64 --json "$OUT/bench-versions-tf32-b64.json"
 cp /tmp/dgnam-ptx/kernel-versions.json "$OUT/" 2>/dev/null
 step bench-kernels-tf32-b64 90 $B/dgnam bench --device cuda --precision tf32 --kernel-batch 64 --json "$OUT/bench-kernels-tf32-b64.json"
 step synth-1000x200-tf32 120 bash -c "time $B/dgnam synthesize --device cuda --precision tf32 --net /tmp/c.dgnw --generator /tmp/g.dgnw --units all --iters 200 --batch 125 --out-dir /tmp/synth19 > /tmp/synth19.log 2>&1; rc=\$?; tail -n 5 /tmp/synth19.log; exit \$rc"
