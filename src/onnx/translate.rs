@@ -249,12 +249,24 @@ impl Builder {
         let rank = self.shape(node, &x)?.len() as i64;
         // The axes are an attribute before opset 18 and an optional input from 18 on.
         let axes = if self.opset < 18 { node.ints("axes").map(<[i64]>::to_vec) } else { self.optional_numbers(node, 1, "axes")? };
-        let mut axes: Vec<i64> = axes.with_context(|| format!("{l}: a reduction over all axes is not supported (only the spatial axes 2 and 3)"))?;
+        let mut axes: Vec<i64> =
+            axes.with_context(|| format!("{l}: a reduction over all axes is not supported (only the spatial axes 2 and 3)"))?;
         axes.iter_mut().for_each(|a| *a += if *a < 0 { rank } else { 0 });
         axes.sort_unstable();
-        ensure!(rank == 4 && axes == [2, 3], "{l}: axes {axes:?} of a rank-{rank} tensor are not supported (only the spatial axes 2 and 3 of NCHW)");
+        ensure!(
+            rank == 4 && axes == [2, 3],
+            "{l}: axes {axes:?} of a rank-{rank} tensor are not supported (only the spatial axes 2 and 3 of NCHW)"
+        );
         let method = if node.op_type == "ReduceMax" { PoolMethod::Max } else { PoolMethod::Ave };
-        let p = PoolParam { method, kernel: [0, 0], stride: [1, 1], pad: [0, 0], global: true, round_mode: RoundMode::Ceil, exclude_pad: false };
+        let p = PoolParam {
+            method,
+            kernel: [0, 0],
+            stride: [1, 1],
+            pad: [0, 0],
+            global: true,
+            round_mode: RoundMode::Ceil,
+            exclude_pad: false,
+        };
         if node.int("keepdims", 1)? != 0 {
             return self.emit(node, out, LayerKind::Pooling(p), vec![x], vec![]);
         }
