@@ -258,15 +258,7 @@ impl Builder {
             "{l}: axes {axes:?} of a rank-{rank} tensor are not supported (only the spatial axes 2 and 3 of NCHW)"
         );
         let method = if node.op_type == "ReduceMax" { PoolMethod::Max } else { PoolMethod::Ave };
-        let p = PoolParam {
-            method,
-            kernel: [0, 0],
-            stride: [1, 1],
-            pad: [0, 0],
-            global: true,
-            round_mode: RoundMode::Ceil,
-            exclude_pad: false,
-        };
+        let p = global_pool(method);
         if node.int("keepdims", 1)? != 0 {
             return self.emit(node, out, LayerKind::Pooling(p), vec![x], vec![]);
         }
@@ -341,15 +333,7 @@ impl Builder {
             "MaxPool" | "AveragePool" => self.pool(node, &out),
             "GlobalAveragePool" | "GlobalMaxPool" => {
                 let method = if node.op_type == "GlobalMaxPool" { PoolMethod::Max } else { PoolMethod::Ave };
-                let p = PoolParam {
-                    method,
-                    kernel: [0, 0],
-                    stride: [1, 1],
-                    pad: [0, 0],
-                    global: true,
-                    round_mode: RoundMode::Ceil,
-                    exclude_pad: false,
-                };
+                let p = global_pool(method);
                 self.emit(node, &out, LayerKind::Pooling(p), one(self)?, vec![])
             }
             "ReduceMean" | "ReduceMax" => self.reduce_spatial(node, &out),
@@ -1107,6 +1091,11 @@ fn onnx_pool_size(size: usize, k: usize, s: usize, begin: usize, end: usize, cei
     } else {
         out
     }
+}
+
+/// Pooling over each whole plane (GlobalAveragePool, GlobalMaxPool, spatial ReduceMean/Max).
+fn global_pool(method: PoolMethod) -> PoolParam {
+    PoolParam { method, kernel: [0, 0], stride: [1, 1], pad: [0, 0], global: true, round_mode: RoundMode::Ceil, exclude_pad: false }
 }
 
 #[cfg(test)]
