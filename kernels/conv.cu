@@ -226,7 +226,9 @@ extern "C" __global__ void __launch_bounds__(256, 4) conv_transpose_narrow(
 // the product C[o][col] = sum over k of W[o][k] * B[k][col], with k = (c, ki, kj) as in the
 // column layout and the batch folded into the columns, col = n*out_h*out_w + oh*out_w + ow;
 // B[k][col] is read from x as im2col would write it (0 in the padding), while the tile loads.
-//   y[n][g*og + o][oh][ow] = C[o][col] + beta * y (beta == 0 never reads y)
+//   y[n][g*og + o][oh][ow] = (C[o][col] + beta * y) + bias[g*og + o]
+// (beta == 0 never reads y; no bias when has_bias == 0): the column path's bits, whose
+// bias_add follows its product.
 // sgemm's tiling (kernels/gemm.cu): 64 x 64 tiles of C, K by 16 through double-buffered
 // shared memory, 64 threads of 8 x 8 accumulators, and the same order of additions, so
 // it gives the bits of im2col + sgemm (without split-K). Thread t loads row t of the weight
@@ -275,7 +277,8 @@ __device__ __forceinline__ void implicit_fetch_a(const float* row, bool ok, bool
 }
 
 extern "C" __global__ void __launch_bounds__(IG_THREADS) conv_forward_implicit(
-    const float* __restrict__ x, const float* __restrict__ w, float* __restrict__ y, float beta,
+    const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ bias, int has_bias,
+    float* __restrict__ y, float beta,
     int images, int channels, int in_h, int in_w, int outputs, int out_h, int out_w,
     int kh, int kw, int sh, int sw, int ph, int pw, int dh, int dw, int group)
 {
@@ -356,11 +359,13 @@ extern "C" __global__ void __launch_bounds__(IG_THREADS) conv_forward_implicit(
         const int m = m0 + (i < 4 ? ty * 4 + i : 32 + ty * 4 + i - 4);
         if (m >= og) continue;
         float* yc = y + (gz * og + m) * plane;
+        const float b = has_bias ? bias[gz * og + m] : 0.0f;
         #pragma unroll
         for (int j = 0; j < 8; j++) {
             if (yoff[j] < 0) continue;
             float* d = yc + yoff[j];
-            *d = beta == 0.0f ? acc[i][j] : fmaf(beta, *d, acc[i][j]);
+            const float v = beta == 0.0f ? acc[i][j] : fmaf(beta, *d, acc[i][j]);
+            *d = has_bias ? v + b : v;
         }
     }
 }

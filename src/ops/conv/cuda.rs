@@ -6,7 +6,7 @@
 use super::ConvKernels;
 use crate::device::cuda::compile::{self, Design, KernelSource, Launch};
 use crate::device::cuda::tune::{self, Versions};
-use crate::device::cuda::{grid_for, grid_stride, launch, Cuda, Precision, COL_BUDGET};
+use crate::device::cuda::{ensure_len, grid_for, grid_stride, launch, Cuda, Precision, COL_BUDGET};
 use crate::ir::ConvGeom;
 use crate::ops::gemm::cuda::{Gemm, Operand};
 use anyhow::{bail, Result};
@@ -136,11 +136,7 @@ fn plane_grid(positions: usize, rows: usize) -> LaunchConfig {
 
 impl ConvKernels for Cuda {
     fn conv_forward(&self, g: &ConvGeom, x: &Buf, w: &Buf, bias: Option<&Buf>, y: &mut Buf) -> Result<()> {
-        self.conv_apply(g, x, w, y, 0.0)?;
-        match bias {
-            Some(b) => self.bias_add(y, b, g.out_channels, g.out_h * g.out_w),
-            None => Ok(()),
-        }
+        self.conv_apply(g, x, w, bias, y, 0.0)
     }
 
     fn conv_backward_data(&self, g: &ConvGeom, dy: &Buf, w: &Buf, dx: &mut Buf) -> Result<()> {
@@ -164,7 +160,7 @@ impl ConvKernels for Cuda {
     }
 
     fn deconv_backward_data(&self, g: &ConvGeom, dy: &Buf, w: &Buf, dx: &mut Buf) -> Result<()> {
-        self.conv_apply(g, dy, w, dx, 1.0)
+        self.conv_apply(g, dy, w, None, dx, 1.0)
     }
 
     fn deconv_backward_weights(&self, g: &ConvGeom, x: &Buf, dy: &Buf, dw: &mut Buf, db: Option<&mut Buf>) -> Result<()> {
@@ -261,35 +257,64 @@ impl Cuda {
         }
     }
 
-    /// y = conv(x) + beta * y, no bias, by the version of the forward pass the tuner picks
-    /// for `g`. x: [N, C, H, W], w: [O, C/group, kh, kw].
-    fn conv_apply(&self, g: &ConvGeom, x: &CudaSlice<f32>, w: &CudaSlice<f32>, y: &mut CudaSlice<f32>, beta: f32) -> Result<()> {
+    /// y = (conv(x) + beta * y) + bias, by the version of the forward pass the tuner picks
+    /// for `g` (timed with the bias: version 1 adds it in a pass of its own, version 2 in its
+    /// epilogue). x: [N, C, H, W], w: [O, C/group, kh, kw].
+    fn conv_apply(
+        &self,
+        g: &ConvGeom,
+        x: &CudaSlice<f32>,
+        w: &CudaSlice<f32>,
+        bias: Option<&CudaSlice<f32>>,
+        y: &mut CudaSlice<f32>,
+        beta: f32,
+    ) -> Result<()> {
         check_conv(g, x.len(), w.len(), y.len())?;
+        if let Some(b) = bias {
+            ensure_len(b, g.out_channels, "bias")?;
+        }
         let eligible = forward_versions(g, self.precision());
-        let version = tune::choose(&self.tuner, &FORWARD, eligible, source_hash(), &format!("{g:?}"), &mut |v| {
-            self.time_overwriting(y.len(), |tmp| self.conv_apply_version(v, g, x, w, tmp, 0.0))
+        let version = tune::choose(&self.tuner, &FORWARD, eligible, source_hash(), &format!("{g:?} bias {}", bias.is_some()), &mut |v| {
+            self.time_overwriting(y.len(), |tmp| self.conv_apply_version(v, g, x, w, bias, tmp, 0.0))
         })?;
-        self.conv_apply_version(version, g, x, w, y, beta)
+        self.conv_apply_version(version, g, x, w, bias, y, beta)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn conv_apply_version(
         &self,
         version: usize,
         g: &ConvGeom,
         x: &CudaSlice<f32>,
         w: &CudaSlice<f32>,
+        bias: Option<&CudaSlice<f32>>,
         y: &mut CudaSlice<f32>,
         beta: f32,
     ) -> Result<()> {
         match version {
-            1 => self.conv_apply_columns(g, x, w, y, beta),
-            _ => self.conv_forward_implicit(g, x, w, y, beta),
+            1 => {
+                self.conv_apply_columns(g, x, w, y, beta)?;
+                match bias {
+                    Some(b) => self.bias_add(y, b, g.out_channels, g.out_h * g.out_w),
+                    None => Ok(()),
+                }
+            }
+            _ => self.conv_forward_implicit(g, x, w, bias, y, beta),
         }
     }
 
     /// `conv_forward_implicit` (kernels/conv.cu): one launch, 64 x 64 tiles of (output
-    /// channels of a group) x (every image's pixels), groups over the grid's z.
-    fn conv_forward_implicit(&self, g: &ConvGeom, x: &CudaSlice<f32>, w: &CudaSlice<f32>, y: &mut CudaSlice<f32>, beta: f32) -> Result<()> {
+    /// channels of a group) x (every image's pixels), groups over the grid's z; the bias is
+    /// added in its epilogue.
+    fn conv_forward_implicit(
+        &self,
+        g: &ConvGeom,
+        x: &CudaSlice<f32>,
+        w: &CudaSlice<f32>,
+        bias: Option<&CudaSlice<f32>>,
+        y: &mut CudaSlice<f32>,
+        beta: f32,
+    ) -> Result<()> {
         let columns = g.batch * g.out_h * g.out_w;
         let og = g.out_channels / g.group;
         if columns == 0 || og == 0 {
@@ -302,7 +327,9 @@ impl Cuda {
             shared_mem_bytes: 0,
         };
         let (n, o, group) = (g.batch as i32, g.out_channels as i32, g.group as i32);
-        launch!(self, SOURCE, "conv_forward_implicit", cfg; x, w, y, &beta, &n, &c, &h, &wd, &o, &oh, &ow, &kh, &kw, &sh, &sw, &ph, &pw, &dh, &dw, &group)
+        // Without a bias the kernel reads none: any buffer stands in for it.
+        let (b, has_bias) = (bias.unwrap_or(w), bias.is_some() as i32);
+        launch!(self, SOURCE, "conv_forward_implicit", cfg; x, w, b, &has_bias, y, &beta, &n, &c, &h, &wd, &o, &oh, &ow, &kh, &kw, &sh, &sw, &ph, &pw, &dh, &dw, &group)
     }
 
     /// y = conv(x) + beta * y by the column path: im2col, then one SGEMM per run of images.
