@@ -221,3 +221,151 @@ extern "C" __global__ void __launch_bounds__(256, 4) conv_transpose_narrow(
         }
     }
 }
+
+// Version 2 of the forward pass: implicit GEMM, no column matrix. Per group (grid z) it is
+// the product C[o][col] = sum over k of W[o][k] * B[k][col], with k = (c, ki, kj) as in the
+// column layout and the batch folded into the columns, col = n*out_h*out_w + oh*out_w + ow;
+// B[k][col] is read from x as im2col would write it (0 in the padding), while the tile loads.
+//   y[n][g*og + o][oh][ow] = (C[o][col] + beta * y) + bias[g*og + o]
+// (beta == 0 never reads y; no bias when has_bias == 0): the column path's bits, whose
+// bias_add follows its product.
+// sgemm's tiling (kernels/gemm.cu): 64 x 64 tiles of C, K by 16 through double-buffered
+// shared memory, 64 threads of 8 x 8 accumulators, and the same order of additions, so
+// it gives the bits of im2col + sgemm (without split-K). Thread t loads row t of the weight
+// tile and column t of the input tile: its column's (n, oh, ow) is split once per block, and
+// its (c, ki, kj) advances by additions across the 16 taps of each stage and from stage to
+// stage, so there is no division in the loop. Every index fits in 32 bits (the host checks).
+#define IG_TILE 64
+#define IG_K 16
+#define IG_PAD 4
+#define IG_THREADS 64
+
+// Where thread t's column of B stands: its pixel's origin in x and the next tap to read.
+struct ImplicitColumn {
+    const float* x;  // image n, the group's first channel
+    int ih0, iw0;    // oh*sh - ph, ow*sw - pw (far negative for columns past the end)
+    int coff, hoff, woff;  // the next tap: c*in_h*in_w, ki*dh, kj*dw
+};
+
+__device__ __forceinline__ void implicit_fetch_b(ImplicitColumn& s, float (&v)[IG_K], int in_h, int in_w,
+                                                 int c_end, int h_end, int w_end, int in_plane, int dh, int dw) {
+    #pragma unroll
+    for (int i = 0; i < IG_K; i++) {
+        const int ih = s.ih0 + s.hoff, iw = s.iw0 + s.woff;
+        v[i] = s.coff < c_end && (unsigned)ih < (unsigned)in_h && (unsigned)iw < (unsigned)in_w ? s.x[s.coff + ih * in_w + iw] : 0.0f;
+        s.woff += dw;
+        if (s.woff == w_end) {
+            s.woff = 0;
+            s.hoff += dh;
+            if (s.hoff == h_end) { s.hoff = 0; s.coff += in_plane; }
+        }
+    }
+}
+
+// 16 weights of row m from k0 (0 past the row's end or past the last row).
+__device__ __forceinline__ void implicit_fetch_a(const float* row, bool ok, bool vec, int k0, int K, float (&v)[IG_K]) {
+    if (ok && vec && k0 + IG_K <= K) {
+        #pragma unroll
+        for (int i = 0; i < IG_K; i += 4) {
+            const float4 t = *reinterpret_cast<const float4*>(row + k0 + i);
+            v[i] = t.x; v[i + 1] = t.y; v[i + 2] = t.z; v[i + 3] = t.w;
+        }
+    } else {
+        #pragma unroll
+        for (int i = 0; i < IG_K; i++) v[i] = ok && k0 + i < K ? row[k0 + i] : 0.0f;
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(IG_THREADS) conv_forward_implicit(
+    const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ bias, int has_bias,
+    float* __restrict__ y, float beta,
+    int images, int channels, int in_h, int in_w, int outputs, int out_h, int out_w,
+    int kh, int kw, int sh, int sw, int ph, int pw, int dh, int dw, int group)
+{
+    __shared__ __align__(16) float As[2][IG_K][IG_TILE + IG_PAD];
+    __shared__ __align__(16) float Bs[2][IG_K][IG_TILE + IG_PAD];
+    const int cg = channels / group, og = outputs / group, gz = blockIdx.z;
+    const int K = cg * kh * kw, plane = out_h * out_w, in_plane = in_h * in_w, N = images * plane;
+    const int m0 = blockIdx.y * IG_TILE, n0 = blockIdx.x * IG_TILE, tid = threadIdx.x;
+
+    const bool a_ok = m0 + tid < og;
+    const float* a_row = w + (long long)(gz * og + (a_ok ? m0 + tid : 0)) * K;
+    const bool a_vec = (K & 3) == 0 && ((unsigned long long)w & 15ull) == 0;
+
+    ImplicitColumn col;
+    {
+        const int c = n0 + tid;
+        const int n = c < N ? c / plane : 0, p = c - n * plane, oh = p / out_w, ow = p - oh * out_w;
+        col.x = x + (n * channels + gz * cg) * in_plane;
+        col.ih0 = c < N ? oh * sh - ph : -(1 << 30);
+        col.iw0 = ow * sw - pw;
+        col.coff = 0; col.hoff = 0; col.woff = 0;
+    }
+    const int c_end = cg * in_plane, h_end = kh * dh, w_end = kw * dw;
+
+    const int tx = tid % 8, ty = tid / 8;
+    float acc[8][8];
+    #pragma unroll
+    for (int i = 0; i < 8; i++)
+        #pragma unroll
+        for (int j = 0; j < 8; j++) acc[i][j] = 0.0f;
+
+    float fa[IG_K], fb[IG_K];
+    implicit_fetch_a(a_row, a_ok, a_vec, 0, K, fa);
+    implicit_fetch_b(col, fb, in_h, in_w, c_end, h_end, w_end, in_plane, dh, dw);
+    #pragma unroll
+    for (int i = 0; i < IG_K; i++) { As[0][i][tid] = fa[i]; Bs[0][i][tid] = fb[i]; }
+    __syncthreads();
+
+    int buf = 0;
+    for (int k0 = 0; k0 < K; k0 += IG_K) {
+        const bool more = k0 + IG_K < K;
+        if (more) {
+            implicit_fetch_a(a_row, a_ok, a_vec, k0 + IG_K, K, fa);
+            implicit_fetch_b(col, fb, in_h, in_w, c_end, h_end, w_end, in_plane, dh, dw);
+        }
+        #pragma unroll
+        for (int kk = 0; kk < IG_K; kk++) {
+            float4 a0 = *reinterpret_cast<const float4*>(&As[buf][kk][ty * 4]);
+            float4 a1 = *reinterpret_cast<const float4*>(&As[buf][kk][32 + ty * 4]);
+            float4 b0 = *reinterpret_cast<const float4*>(&Bs[buf][kk][tx * 4]);
+            float4 b1 = *reinterpret_cast<const float4*>(&Bs[buf][kk][32 + tx * 4]);
+            float av[8] = { a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w };
+            float bv[8] = { b0.x, b0.y, b0.z, b0.w, b1.x, b1.y, b1.z, b1.w };
+            #pragma unroll
+            for (int i = 0; i < 8; i++)
+                #pragma unroll
+                for (int j = 0; j < 8; j++) acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
+        }
+        if (more) {
+            // The other buffer was last read before the previous barrier: safe to fill.
+            #pragma unroll
+            for (int i = 0; i < IG_K; i++) { As[buf ^ 1][i][tid] = fa[i]; Bs[buf ^ 1][i][tid] = fb[i]; }
+            __syncthreads();
+            buf ^= 1;
+        }
+    }
+
+    // Column j's offset in y without its channel (-1 past the end): split once here.
+    int yoff[8];
+    #pragma unroll
+    for (int j = 0; j < 8; j++) {
+        const int c = n0 + (j < 4 ? tx * 4 + j : 32 + tx * 4 + j - 4);
+        const int n = c / plane;
+        yoff[j] = c < N ? n * outputs * plane + (c - n * plane) : -1;
+    }
+    #pragma unroll
+    for (int i = 0; i < 8; i++) {
+        const int m = m0 + (i < 4 ? ty * 4 + i : 32 + ty * 4 + i - 4);
+        if (m >= og) continue;
+        float* yc = y + (gz * og + m) * plane;
+        const float b = has_bias ? bias[gz * og + m] : 0.0f;
+        #pragma unroll
+        for (int j = 0; j < 8; j++) {
+            if (yoff[j] < 0) continue;
+            float* d = yc + yoff[j];
+            const float v = beta == 0.0f ? acc[i][j] : fmaf(beta, *d, acc[i][j]);
+            *d = has_bias ? v + b : v;
+        }
+    }
+}

@@ -237,6 +237,12 @@ const CONV_CASES: &[ConvCase] = &[
     // and 3 pixels): the direct narrow data gradient's phases
     ConvCase { channels: 3, hw: [9, 10], outputs: 5, kernel: [4, 3], stride: [2, 1], pad: [1, 0], dilation: [1, 1], group: 1, batch: 2 },
     ConvCase { channels: 1, hw: [2, 3], outputs: 2, kernel: [2, 2], stride: [4, 4], pad: [0, 1], dilation: [1, 1], group: 1, batch: 1 },
+    // The implicit-GEMM forward's tiles: output channels past one and two 64-row tiles (with
+    // groups), 64-column tiles that span images (batch 3 of 81 pixels), and K = 40 of 1x1
+    // taps (its (c, ki, kj) carried across stages with kh = kw = 1, stride 2 so not pointwise)
+    ConvCase { channels: 5, hw: [9, 9], outputs: 70, kernel: [3, 3], stride: [1, 1], pad: [1, 1], dilation: [1, 1], group: 1, batch: 3 },
+    ConvCase { channels: 4, hw: [6, 7], outputs: 130, kernel: [3, 3], stride: [1, 1], pad: [1, 1], dilation: [1, 1], group: 2, batch: 2 },
+    ConvCase { channels: 40, hw: [9, 11], outputs: 8, kernel: [1, 1], stride: [2, 2], pad: [0, 0], dilation: [1, 1], group: 1, batch: 2 },
 ];
 
 impl ConvCase {
@@ -1173,6 +1179,44 @@ fn the_narrow_transpose_pass_matches_the_cpu_in_every_version() {
             let cuda = Cuda::new(Precision::F32).unwrap();
             cuda.force_kernel_version("transpose", v);
             compare(cuda, proto, 2, 13, F32);
+        }
+    }
+}
+
+/// Version 2 of the forward pass (`conv_forward_implicit`, the implicit GEMM) against the CPU
+/// within f32 rounding: every convolution and deconvolution case (a deconvolution's
+/// backward-data is this pass), CaffeNet's conv1-conv5 and the fc6 generator's stride-1
+/// layers (conv5_1, conv4_1, conv3_1, whose backward-data it is) and one of its stride-2
+/// deconvolutions at their real sizes, batch 2, each with version 1, version 2 and the
+/// tuner's choice.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn the_implicit_gemm_forward_matches_the_cpu_in_every_version() {
+    if gpu().is_none() {
+        return;
+    }
+    let layer = |kind: &str, params: &str| {
+        format!("layer {{ name: \"l\" type: \"{kind}\" bottom: \"data\" top: \"l\" convolution_param {{ {params} }} }}")
+    };
+    let mut protos: Vec<String> = cases_of(&["conv"], None).iter().map(|c| c.prototxt()).collect();
+    for (kind, params, input) in [
+        ("Convolution", "num_output: 96 kernel_size: 11 stride: 4", "dim: 2 dim: 3 dim: 227 dim: 227"),
+        ("Convolution", "num_output: 256 kernel_size: 5 pad: 2 group: 2", "dim: 2 dim: 96 dim: 27 dim: 27"),
+        ("Convolution", "num_output: 384 kernel_size: 3 pad: 1", "dim: 2 dim: 256 dim: 13 dim: 13"),
+        ("Convolution", "num_output: 384 kernel_size: 3 pad: 1 group: 2", "dim: 2 dim: 384 dim: 13 dim: 13"),
+        ("Convolution", "num_output: 256 kernel_size: 3 pad: 1 group: 2", "dim: 2 dim: 384 dim: 13 dim: 13"),
+        ("Deconvolution", "num_output: 512 kernel_size: 3 pad: 1", "dim: 2 dim: 256 dim: 8 dim: 8"),
+        ("Deconvolution", "num_output: 256 kernel_size: 3 pad: 1", "dim: 2 dim: 256 dim: 16 dim: 16"),
+        ("Deconvolution", "num_output: 128 kernel_size: 3 pad: 1", "dim: 2 dim: 128 dim: 32 dim: 32"),
+        ("Deconvolution", "num_output: 64 kernel_size: 4 stride: 2 pad: 1", "dim: 2 dim: 128 dim: 32 dim: 32"),
+    ] {
+        protos.push(op_net(&layer(kind, params), input));
+    }
+    for proto in &protos {
+        for v in [Some(1), Some(2), None] {
+            let cuda = Cuda::new(Precision::F32).unwrap();
+            cuda.force_kernel_version("conv_forward", v);
+            compare(cuda, proto, 2, 17, F32);
         }
     }
 }

@@ -220,6 +220,27 @@ void test_conv(int C, int H, int W, int O, int kh, int kw, int sh, int sw, int p
     Vf gy = nans(y.size());
     gemm(og, ohw, kk, w.data(), kk, 0, 0, (long long)og * kk, B, ohw, 0, b_img, (long long)kk * ohw, 0.0f, gy.data(), ohw, y_img, (long long)og * ohw, N * group, group);
     check("conv forward " + g, gy, y, ym);
+    // Version 2 of the forward pass (conv_forward_implicit, the whole batch in one launch):
+    // overwriting over NaN, which must give the bits of im2col + sgemm above (and with a
+    // bias, those of bias_add after it), and adding into random values with beta 1 (the
+    // deconvolution's backward-data).
+    {
+        dim3 grid = d3((N * ohw + 63) / 64, (og + 63) / 64, group);
+        auto px = (const float*)x.data(), pw_ = (const float*)w.data();
+        Vf got = nans(y.size());
+        LAUNCH(conv_forward_implicit, grid, d3(64), px, pw_, pw_, 0, got.data(), 0.0f, N, C, H, W, O, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw, group);
+        check("conv_forward_implicit " + g, got, y, ym);
+        check_exact("conv_forward_implicit = im2col + sgemm " + g, got, gy);
+        Vf bias = rnd(O), biased = nans(y.size()), want_bits = gy;
+        for (size_t i = 0; i < gy.size(); i++) want_bits[i] = gy[i] + bias[(i / ohw) % O];
+        LAUNCH(conv_forward_implicit, grid, d3(64), px, pw_, (const float*)bias.data(), 1, biased.data(), 0.0f, N, C, H, W, O, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw, group);
+        check_exact("conv_forward_implicit with bias = im2col + sgemm + bias_add " + g, biased, want_bits);
+        Vf sum = rnd(y.size());
+        Vd want = y, m = ym;
+        for (size_t i = 0; i < sum.size(); i++) { want[i] += sum[i]; m[i] += std::fabs(sum[i]); }
+        LAUNCH(conv_forward_implicit, grid, d3(64), px, pw_, pw_, 0, sum.data(), 1.0f, N, C, H, W, O, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw, group);
+        check("conv_forward_implicit accumulating " + g, sum, want, m);
+    }
     // backward data: accumulate from 0 and from random, then overwrite (deconvolution forward)
     for (int pass = 0; pass < 3; pass++) {
         int accumulate = pass < 2;

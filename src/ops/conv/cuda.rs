@@ -1,11 +1,12 @@
 //! Convolution and deconvolution on the GPU: `kernels/conv.cu` (im2col, col2im) and the
 //! SGEMM of `ops::gemm`, one batched launch per run of images. The deconvolution's passes are
-//! the convolution's with roles swapped, as on the CPU.
+//! the convolution's with roles swapped, as on the CPU. Version 2 of the forward pass (and so
+//! of the deconvolution's backward-data) is an implicit GEMM with no column matrix.
 
 use super::ConvKernels;
-use crate::device::cuda::compile::{self, KernelSource};
+use crate::device::cuda::compile::{self, Design, KernelSource, Launch};
 use crate::device::cuda::tune::{self, Versions};
-use crate::device::cuda::{grid_for, grid_stride, launch, Cuda, COL_BUDGET};
+use crate::device::cuda::{ensure_len, grid_for, grid_stride, launch, Cuda, Precision, COL_BUDGET};
 use crate::ir::ConvGeom;
 use crate::ops::gemm::cuda::{Gemm, Operand};
 use anyhow::{bail, Result};
@@ -24,6 +25,13 @@ pub const SOURCE: KernelSource = KernelSource {
         grid_stride("col2im2"),
         // The direct data gradient of narrow inputs (version 2 of the transpose pass).
         grid_stride("conv_transpose_narrow").below_full(4, "64 registers: 12 sums of 3 channels x 4 pixels and the tap loops"),
+        // sgemm's 8 x 8 register block per thread, and the gather's state (version 2 of the
+        // forward pass).
+        Launch::new(
+            "conv_forward_implicit",
+            IMPLICIT_THREADS,
+            Design::Ctas(6, "sgemm's 8 x 8 register block per thread: 158-167 registers, 12 warps per SM"),
+        ),
     ],
 };
 
@@ -37,8 +45,39 @@ pub const COL2IM: Versions = Versions { kernel: "col2im", functions: &["col2im",
 /// kernel for inputs of at most 3 channels (`conv_transpose_narrow`: deconv0's forward and
 /// conv1's backward-data, the two 3-channel ends of DGN-AM).
 pub const TRANSPOSE: Versions = Versions { kernel: "transpose", functions: &["sgemm+col2im", "conv_transpose_narrow"] };
+/// The versions of the forward pass (y = conv(x) + beta y: the convolution's forward, the
+/// deconvolution's backward-data): 1 im2col then one SGEMM per run of images, 2 the implicit
+/// GEMM `conv_forward_implicit` over the whole batch, in f32 only.
+pub const FORWARD: Versions = Versions { kernel: "conv_forward", functions: &["im2col+sgemm", "conv_forward_implicit"] };
 /// Every versioned kernel of the convolutions (`dgnam bench --versions`).
-pub const VERSIONED: &[&Versions] = &[&IM2COL, &COL2IM, &TRANSPOSE];
+pub const VERSIONED: &[&Versions] = &[&IM2COL, &COL2IM, &TRANSPOSE, &FORWARD];
+
+/// Threads per block of `conv_forward_implicit` and its tile of output channels x columns
+/// (kernels/conv.cu: IG_THREADS, IG_TILE).
+const IMPLICIT_THREADS: u32 = 64;
+const IMPLICIT_TILE: usize = 64;
+
+/// How many versions of the forward pass apply to `g` computed in `precision`: the implicit
+/// GEMM is f32 only (TF32 and BF16 keep the column path's tensor-core products), needs its
+/// indices within 32 bits and its grid within the limits (groups over z, channel tiles over y).
+pub(crate) fn forward_versions(g: &ConvGeom, precision: Precision) -> usize {
+    let fits = |v: usize| v <= i32::MAX as usize;
+    let og = g.out_channels / g.group.max(1);
+    let implicit = precision == Precision::F32
+        && (1..=65535).contains(&g.group)
+        && og.div_ceil(IMPLICIT_TILE) <= 65535
+        && fits(g.input_len())
+        && fits(g.output_len())
+        && fits(g.weight_len())
+        && fits(g.batch * g.out_h * g.out_w + IMPLICIT_TILE)
+        && fits(g.kernel[0] * g.dilation[0] + g.in_h + g.pad[0])
+        && fits(g.kernel[1] * g.dilation[1] + g.in_w + g.pad[1]);
+    if implicit {
+        2
+    } else {
+        1
+    }
+}
 
 /// Channels (of dx) and float4 weight entries per phase that `conv_transpose_narrow` takes
 /// (kernels/conv.cu: NARROW_CHANNELS, NARROW_WEIGHTS); its pixels per thread.
@@ -97,11 +136,7 @@ fn plane_grid(positions: usize, rows: usize) -> LaunchConfig {
 
 impl ConvKernels for Cuda {
     fn conv_forward(&self, g: &ConvGeom, x: &Buf, w: &Buf, bias: Option<&Buf>, y: &mut Buf) -> Result<()> {
-        self.conv_apply(g, x, w, y, 0.0)?;
-        match bias {
-            Some(b) => self.bias_add(y, b, g.out_channels, g.out_h * g.out_w),
-            None => Ok(()),
-        }
+        self.conv_apply(g, x, w, bias, y, 0.0)
     }
 
     fn conv_backward_data(&self, g: &ConvGeom, dy: &Buf, w: &Buf, dx: &mut Buf) -> Result<()> {
@@ -125,7 +160,7 @@ impl ConvKernels for Cuda {
     }
 
     fn deconv_backward_data(&self, g: &ConvGeom, dy: &Buf, w: &Buf, dx: &mut Buf) -> Result<()> {
-        self.conv_apply(g, dy, w, dx, 1.0)
+        self.conv_apply(g, dy, w, None, dx, 1.0)
     }
 
     fn deconv_backward_weights(&self, g: &ConvGeom, x: &Buf, dy: &Buf, dw: &mut Buf, db: Option<&mut Buf>) -> Result<()> {
@@ -222,9 +257,83 @@ impl Cuda {
         }
     }
 
-    /// y = conv(x) + beta * y, no bias. x: [N, C, H, W], w: [O, C/group, kh, kw].
-    fn conv_apply(&self, g: &ConvGeom, x: &CudaSlice<f32>, w: &CudaSlice<f32>, y: &mut CudaSlice<f32>, beta: f32) -> Result<()> {
+    /// y = (conv(x) + beta * y) + bias, by the version of the forward pass the tuner picks
+    /// for `g` (timed with the bias: version 1 adds it in a pass of its own, version 2 in its
+    /// epilogue). x: [N, C, H, W], w: [O, C/group, kh, kw].
+    fn conv_apply(
+        &self,
+        g: &ConvGeom,
+        x: &CudaSlice<f32>,
+        w: &CudaSlice<f32>,
+        bias: Option<&CudaSlice<f32>>,
+        y: &mut CudaSlice<f32>,
+        beta: f32,
+    ) -> Result<()> {
         check_conv(g, x.len(), w.len(), y.len())?;
+        if let Some(b) = bias {
+            ensure_len(b, g.out_channels, "bias")?;
+        }
+        let eligible = forward_versions(g, self.precision());
+        let version = tune::choose(&self.tuner, &FORWARD, eligible, source_hash(), &format!("{g:?} bias {}", bias.is_some()), &mut |v| {
+            self.time_overwriting(y.len(), |tmp| self.conv_apply_version(v, g, x, w, bias, tmp, 0.0))
+        })?;
+        self.conv_apply_version(version, g, x, w, bias, y, beta)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn conv_apply_version(
+        &self,
+        version: usize,
+        g: &ConvGeom,
+        x: &CudaSlice<f32>,
+        w: &CudaSlice<f32>,
+        bias: Option<&CudaSlice<f32>>,
+        y: &mut CudaSlice<f32>,
+        beta: f32,
+    ) -> Result<()> {
+        match version {
+            1 => {
+                self.conv_apply_columns(g, x, w, y, beta)?;
+                match bias {
+                    Some(b) => self.bias_add(y, b, g.out_channels, g.out_h * g.out_w),
+                    None => Ok(()),
+                }
+            }
+            _ => self.conv_forward_implicit(g, x, w, bias, y, beta),
+        }
+    }
+
+    /// `conv_forward_implicit` (kernels/conv.cu): one launch, 64 x 64 tiles of (output
+    /// channels of a group) x (every image's pixels), groups over the grid's z; the bias is
+    /// added in its epilogue.
+    fn conv_forward_implicit(
+        &self,
+        g: &ConvGeom,
+        x: &CudaSlice<f32>,
+        w: &CudaSlice<f32>,
+        bias: Option<&CudaSlice<f32>>,
+        y: &mut CudaSlice<f32>,
+        beta: f32,
+    ) -> Result<()> {
+        let columns = g.batch * g.out_h * g.out_w;
+        let og = g.out_channels / g.group;
+        if columns == 0 || og == 0 {
+            return Ok(());
+        }
+        let [c, h, wd, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw] = Self::conv_geom_args(g);
+        let cfg = LaunchConfig {
+            grid_dim: (columns.div_ceil(IMPLICIT_TILE) as u32, og.div_ceil(IMPLICIT_TILE) as u32, g.group as u32),
+            block_dim: (IMPLICIT_THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let (n, o, group) = (g.batch as i32, g.out_channels as i32, g.group as i32);
+        // Without a bias the kernel reads none: any buffer stands in for it.
+        let (b, has_bias) = (bias.unwrap_or(w), bias.is_some() as i32);
+        launch!(self, SOURCE, "conv_forward_implicit", cfg; x, w, b, &has_bias, y, &beta, &n, &c, &h, &wd, &o, &oh, &ow, &kh, &kw, &sh, &sw, &ph, &pw, &dh, &dw, &group)
+    }
+
+    /// y = conv(x) + beta * y by the column path: im2col, then one SGEMM per run of images.
+    fn conv_apply_columns(&self, g: &ConvGeom, x: &CudaSlice<f32>, w: &CudaSlice<f32>, y: &mut CudaSlice<f32>, beta: f32) -> Result<()> {
         let (og, kk, ohw) = (g.out_channels / g.group, g.group_rows(), g.out_h * g.out_w);
         let (x_img, y_img) = (g.in_channels * g.in_h * g.in_w, g.out_channels * ohw);
         let run = self.runs(g);
@@ -381,4 +490,44 @@ fn check_conv(g: &ConvGeom, input: usize, w: usize, output: usize) -> Result<()>
         bail!("convolution buffers of {input}, {w} and {output} values do not fit {g:?}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// [channels, size, outputs, taps], [stride, pad, group, batch]: square images and taps.
+    fn geom([c, hw, o, k]: [usize; 4], [stride, pad, group, batch]: [usize; 4]) -> ConvGeom {
+        let out = (hw + 2 * pad - k) / stride + 1;
+        ConvGeom {
+            batch,
+            in_channels: c,
+            in_h: hw,
+            in_w: hw,
+            out_channels: o,
+            out_h: out,
+            out_w: out,
+            kernel: [k, k],
+            stride: [stride, stride],
+            pad: [pad, pad],
+            dilation: [1, 1],
+            group,
+        }
+    }
+
+    /// The implicit GEMM competes in f32 on DGN-AM's shapes, never in TF32 or BF16, and not
+    /// where its 32-bit indices or its grid would overflow.
+    #[test]
+    fn the_implicit_forward_applies_in_f32_within_32_bit_indices() {
+        let conv1 = geom([3, 227, 96, 11], [4, 0, 1, 64]);
+        let conv2 = geom([96, 27, 256, 5], [1, 2, 2, 64]);
+        for g in [&conv1, &conv2] {
+            assert_eq!(forward_versions(g, Precision::F32), 2, "{g:?}");
+            assert_eq!(forward_versions(g, Precision::Tf32), 1, "{g:?}");
+            assert_eq!(forward_versions(g, Precision::Bf16), 1, "{g:?}");
+        }
+        // 2^31 input values, and a group count past the grid's z.
+        assert_eq!(forward_versions(&geom([64, 1024, 8, 3], [1, 1, 1, 32]), Precision::F32), 1);
+        assert_eq!(forward_versions(&geom([70000, 4, 70000, 1], [1, 0, 70000, 1]), Precision::F32), 1);
+    }
 }
