@@ -379,6 +379,9 @@ const PAD_CASES: &[PadCase] = &[
     PadCase { shape: [2, 2, 8, 9], sides: [-1, 2, 1, -3], value: 0.0 },
 ];
 
+/// shuffle_channels: [outer, channels, group, inner], forward and backward.
+const SHUFFLE_CASES: &[[usize; 4]] = &[[2, 6, 2, 5], [3, 12, 3, 7], [1, 116, 2, 49]];
+
 /// splitk_reduce: [m, n, splits, ldc]
 const SPLITK_CASES: &[[usize; 4]] = &[[5, 37, 3, 40], [70, 130, 4, 130]];
 
@@ -446,6 +449,7 @@ fn emulation_input() -> Vec<String> {
             .map(|c| format!("concat {} {} {}", c.outer, c.inner, c.channels.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(" "))),
     );
     lines.extend(PAD_CASES.iter().map(PadCase::line));
+    lines.extend(SHUFFLE_CASES.iter().map(|[o, c, g, i]| format!("shuffle {o} {c} {g} {i}")));
     lines.extend(SPLITK_CASES.iter().map(|[m, n, s, ldc]| format!("splitk {m} {n} {s} {ldc}")));
     lines
 }

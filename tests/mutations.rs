@@ -404,6 +404,7 @@ fn onnx_mutants() {
         ("onnx/convtranspose_attrs.onnx", 300, 14),
         ("onnx/pool_pad_attrs.onnx", 300, 15),
         ("onnx/reduce_attrs18.onnx", 300, 17),
+        ("onnx/shuffle_attrs.onnx", 300, 18),
         ("onnx/view_flatten.onnx", 300, 16),
     ];
     for (name, n, seed) in models {

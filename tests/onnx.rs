@@ -87,6 +87,13 @@ fn spatial_reductions_match_onnxruntime_at_batch_1_and_3() {
     check_fixture("reduce_attrs18");
 }
 
+/// ShuffleNet's channel shuffle as torch exports it (Reshape to [N, g, C/g, H, W],
+/// Transpose [0, 2, 1, 3, 4], Reshape back) in 2 and 3 groups: one ShuffleChannel layer each.
+#[test]
+fn channel_shuffles_match_onnxruntime_at_batch_1_and_3() {
+    check_fixture("shuffle_attrs");
+}
+
 /// torch's `x.view(x.size(0), -1)` and `x.view(x.size(0), x.size(1) * x.size(2) * x.size(3))`,
 /// exported at opset 11 with a dynamic batch (tools/make-onnx-shape-fixtures.py): Shape,
 /// Gather, Unsqueeze, Mul and Concat evaluated at conversion into two Reshapes.
@@ -419,6 +426,11 @@ fn semantics_the_engine_lacks_are_refused_clearly() {
             "reduce-all",
             model(13, ("x", &[1, 2, 3, 3]), "y", &[node("r", "ReduceMax", &["x"], &["y"], &[])], &[]),
             "node 'r' (ReduceMax): a reduction over all axes is not supported (only the spatial axes 2 and 3)",
+        ),
+        (
+            "transpose-5d-of-input",
+            model(13, ("x", &[1, 2, 3, 3, 1]), "y", &[node("t", "Transpose", &["x"], &["y"], &[("perm", Attr::Ints(vec![0, 2, 1, 3, 4]))])], &[]),
+            "node 't' (Transpose): perm [0, 2, 1, 3, 4] is supported only as a channel shuffle, read by Reshape nodes alone (not a graph output)",
         ),
         (
             "softmax-axes",

@@ -10,7 +10,9 @@ as tools/make-onnx-fixtures.py (tests/fixtures/onnx/<name>.json):
   Inception's pooling branch) and 1, and a Pad node with negative pads (a crop);
 - reduce_attrs (opset 17, axes an attribute) and reduce_attrs18 (opset 18, axes an input):
   ReduceMean and ReduceMax over the spatial axes, with and without keepdims, negative axes
-  (what `x.mean([2, 3])` exports to, e.g. in torchvision's MNASNet).
+  (what `x.mean([2, 3])` exports to, e.g. in torchvision's MNASNet);
+- shuffle_attrs: ShuffleNet's channel shuffle as torch exports it (Reshape to
+  [N, g, C/g, H, W], Transpose [0, 2, 1, 3, 4], Reshape back), in 2 and in 3 groups.
 
 Every node reads the graph input and is a graph output, so one run checks each on its own.
 Run by hand (the Rust tests read only the committed files):
@@ -88,22 +90,34 @@ def reduce_nodes(opset):
     return nodes, inits
 
 
-def build(name, nodes, inits, opset=OPSET):
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", CHANNELS, H, W])
-    outputs = [helper.make_empty_tensor_value_info(n.output[0]) for n in nodes]
+def shuffle_nodes():
+    """Channel shuffles of a 6-channel input; only the final Reshapes are graph outputs."""
+    nodes, inits = [], []
+    for g in (2, 3):
+        inits += [numpy_helper.from_array(np.array([0, g, 6 // g, H, W], dtype=np.int64), f"five{g}"),
+                  numpy_helper.from_array(np.array([0, -1, H, W], dtype=np.int64), f"four{g}")]
+        nodes += [helper.make_node("Reshape", ["x", f"five{g}"], [f"grouped{g}"]),
+                  helper.make_node("Transpose", [f"grouped{g}"], [f"swapped{g}"], perm=[0, 2, 1, 3, 4]),
+                  helper.make_node("Reshape", [f"swapped{g}", f"four{g}"], [f"shuffled{g}"])]
+    return nodes, inits
+
+
+def build(name, nodes, inits, opset=OPSET, channels=CHANNELS, outputs=None):
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", channels, H, W])
+    outputs = [helper.make_empty_tensor_value_info(n) for n in outputs or [n.output[0] for n in nodes]]
     graph = helper.make_graph(nodes, name, [x], outputs, initializer=inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="make-onnx-op-fixtures")
     path = os.path.join(OUT, f"{name}.onnx")
     onnx.save(model, path)
-    return path, [n.output[0] for n in nodes]
+    return path, [o.name for o in outputs]
 
 
-def write(name, nodes, inits, rng, opset=OPSET):
-    path, names = build(name, nodes, inits, opset)
+def write(name, nodes, inits, rng, opset=OPSET, channels=CHANNELS, outputs=None):
+    path, names = build(name, nodes, inits, opset, channels, outputs)
     sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     meta = {"model": f"{name}.onnx", "opset": opset, "dynamic_batch": True, "intermediate": names[0], "cases": []}
     for batch in (1, 3):
-        x = rng.normal(0, 1, (batch, CHANNELS, H, W)).astype(np.float32)
+        x = rng.normal(0, 1, (batch, channels, H, W)).astype(np.float32)
         got = dict(zip(names, sess.run(names, {"x": x})))
         meta["cases"].append(save_case(OUT, name, batch, x, got))
     with open(os.path.join(OUT, f"{name}.json"), "w") as f:
@@ -118,6 +132,7 @@ def main():
     write("pool_pad_attrs", *pool_pad_nodes(), rng)
     for opset, name in [(17, "reduce_attrs"), (18, "reduce_attrs18")]:
         write(name, *reduce_nodes(opset), np.random.default_rng(opset), opset)
+    write("shuffle_attrs", *shuffle_nodes(), np.random.default_rng(6), channels=6, outputs=["shuffled2", "shuffled3"])
 
 
 if __name__ == "__main__":

@@ -273,6 +273,11 @@ impl<'a> RawLayer<'a> {
                 let (before, after) = ([side("t")?, side("l")?], [side("b")?, side("r")?]);
                 (LayerKind::Pad(PadParam { before, after, value: q.get_f32("value")?.unwrap_or(0.0) }), ONE, ONE)
             }
+            "ShuffleChannel" => {
+                let group = block(p, "shuffle_channel_param")?.get_i64("group")?.unwrap_or(1);
+                anyhow::ensure!(group >= 1, "shuffle_channel_param: group {group} must be at least 1");
+                (LayerKind::ShuffleChannel { group: group as usize }, ONE, ONE)
+            }
             "Softmax" => {
                 let axis = block(p, "softmax_param")?.get_i64("axis")?.unwrap_or(1);
                 (LayerKind::Softmax { axis }, ONE, ONE)
@@ -345,8 +350,9 @@ fn layer_name(message: &Message) -> Result<Option<String>> {
 
 /// New-format type names we know, as 'static strings; anything else stays unsupported.
 fn static_type_name(written: &str) -> &'static str {
-    const KNOWN: [&str; 21] = [
+    const KNOWN: [&str; 22] = [
         "Pad",
+        "ShuffleChannel",
         "Input",
         "Convolution",
         "Deconvolution",

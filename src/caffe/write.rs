@@ -97,6 +97,10 @@ fn write_layer(out: &mut String, layer: &LayerDef) {
                 write!(p, " pad_t: {} pad_l: {} pad_b: {} pad_r: {} value: {}", q.before[0], q.before[1], q.after[0], q.after[1], q.value);
             "pad_param"
         }
+        LayerKind::ShuffleChannel { group } => {
+            let _ = write!(p, " group: {group}");
+            "shuffle_channel_param"
+        }
         LayerKind::Lrn(l) => {
             let region = if l.region == LrnRegion::AcrossChannels { "ACROSS_CHANNELS" } else { "WITHIN_CHANNEL" };
             let _ = write!(p, " local_size: {} alpha: {} beta: {} k: {} norm_region: {region}", l.local_size, l.alpha, l.beta, l.k);

@@ -87,6 +87,13 @@ pub enum Op {
     MaxPool(PoolGeom),
     AvePool(PoolGeom),
     Pad(PadGeom),
+    /// Channel shuffle in `group` groups (src/ops/shuffle), over [outer, channels, inner].
+    ShuffleChannel {
+        outer: usize,
+        channels: usize,
+        group: usize,
+        inner: usize,
+    },
     Lrn {
         dims: [usize; 4],
         param: LrnParam,
@@ -140,6 +147,7 @@ impl Op {
             Op::MaxPool(_) => "MaxPool",
             Op::AvePool(_) => "AvePool",
             Op::Pad(_) => "Pad",
+            Op::ShuffleChannel { .. } => "ShuffleChannel",
             Op::Lrn { .. } => "Lrn",
             Op::Softmax { .. } => "Softmax",
             Op::Concat { .. } => "Concat",

@@ -37,6 +37,10 @@ pub enum LayerKind {
     Dropout,
     Pooling(PoolParam),
     Pad(PadParam),
+    /// `ShuffleChannel` (ShuffleNet's caffe fork): `shuffle_channel_param { group }`.
+    ShuffleChannel {
+        group: usize,
+    },
     Lrn(LrnParam),
     Softmax {
         axis: i64,
@@ -69,6 +73,7 @@ impl LayerKind {
             LayerKind::Dropout => "Dropout",
             LayerKind::Pooling(_) => "Pooling",
             LayerKind::Pad(_) => "Pad",
+            LayerKind::ShuffleChannel { .. } => "ShuffleChannel",
             LayerKind::Lrn(_) => "LRN",
             LayerKind::Softmax { .. } => "Softmax",
             LayerKind::Reshape(_) => "Reshape",

@@ -124,6 +124,17 @@ pub fn compile_layer(layer: &LayerDef, shapes: &[Vec<usize>], declared_batch: us
             checked_len(&top).with_context(|| format!("layer '{name}' (Pad): {} is too large", fmt_shape(&top)))?;
             (Op::Pad(g), vec![top], vec![])
         }
+        LayerKind::ShuffleChannel { group } => {
+            let s = one_bottom()?;
+            ensure!(s.len() >= 2, "layer '{name}' (ShuffleChannel): the input {} has no channel axis", fmt_shape(s));
+            let channels = s[1];
+            ensure!(
+                *group > 0 && channels % group == 0,
+                "layer '{name}' (ShuffleChannel): {channels} channels do not split into {group} groups"
+            );
+            let op = Op::ShuffleChannel { outer: s[0], channels, group: *group, inner: product(&s[2..]) };
+            (op, vec![s.clone()], vec![])
+        }
         LayerKind::Lrn(p) => {
             let dims = four_d()?;
             ensure!(p.local_size % 2 == 1, "layer '{name}' (LRN): local_size {} must be odd", p.local_size);

@@ -716,6 +716,9 @@ impl Builder {
         let x = self.input(node, 0)?.to_string();
         let rank = self.shapes[&x].len() as i64;
         let perm = node.ints("perm").map_or_else(|| (0..rank).rev().collect(), <[i64]>::to_vec);
+        if perm == [0, 2, 1, 3, 4] {
+            return self.channel_shuffle(node, &x, out);
+        }
         let cancelled = perm == [1, 0] && self.trans_a.contains(out) && self.uses.get(out) == Some(&1);
         ensure!(
             cancelled,
@@ -723,6 +726,33 @@ impl Builder {
             node.label()
         );
         self.pending_transposes.insert(out.to_string(), x);
+        Ok(())
+    }
+
+    /// ShuffleNet's channel shuffle as exporters write it: a Reshape of [N, C, H, W] to
+    /// [N, g, C/g, H, W], this Transpose (perm [0, 2, 1, 3, 4]) and Reshapes back. The first
+    /// Reshape's layer becomes a ShuffleChannel in g groups, named after the Transpose's
+    /// output, whose shape is then [N, C, H, W]: every reader must be a Reshape.
+    fn channel_shuffle(&mut self, node: &Node, x: &str, out: &str) -> Result<()> {
+        let l = node.label();
+        let readers = self.readers.get(out).map_or(&[][..], Vec::as_slice);
+        ensure!(
+            !readers.is_empty() && readers.iter().all(|op| op == "Reshape") && self.uses.get(out) == Some(&readers.len()),
+            "{l}: perm [0, 2, 1, 3, 4] is supported only as a channel shuffle, read by Reshape nodes alone (not a graph output)"
+        );
+        let shuffle = self.sole_producer(x).filter(|&i| matches!(self.layers[i].kind, LayerKind::Reshape(_))).and_then(|i| {
+            let four = self.shapes.get(&self.layers[i].bottoms[0])?.clone();
+            let five = self.shapes.get(x)?;
+            let [n, c, h, w] = four[..] else { return None };
+            let [n5, g, cg, h5, w5] = five[..] else { return None };
+            (n5 == n && h5 == h && w5 == w && g > 0 && g * cg == c).then_some((i, g, four))
+        });
+        let (i, group, shape) = shuffle.with_context(|| {
+            format!("{l}: perm [0, 2, 1, 3, 4] is supported only as a channel shuffle, on a Reshape of [N, C, H, W] to [N, g, C/g, H, W] that nothing else reads")
+        })?;
+        self.layers[i].kind = LayerKind::ShuffleChannel { group };
+        self.rename(i, out);
+        self.shapes.insert(out.to_string(), shape);
         Ok(())
     }
 

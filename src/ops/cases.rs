@@ -69,6 +69,7 @@ pub fn all() -> Vec<Case> {
         super::eltwise::cases::CASES,
         super::norm::cases::CASES,
         super::pad::cases::CASES,
+        super::shuffle::cases::CASES,
         COPY,
     ]
     .concat()

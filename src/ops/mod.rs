@@ -19,6 +19,7 @@ pub mod lrn;
 pub mod norm;
 pub mod pad;
 pub mod pool;
+pub mod shuffle;
 pub mod softmax;
 
 pub mod gradcheck;
@@ -37,6 +38,7 @@ use lrn::LrnKernels;
 use norm::NormKernels;
 use pad::PadKernels;
 use pool::PoolKernels;
+use shuffle::ShuffleKernels;
 use softmax::SoftmaxKernels;
 
 /// Every kernel source the ops launch, for `dgnam kernels` and the compile checks.
@@ -52,6 +54,7 @@ pub const KERNEL_SOURCES: &[KernelSource] = &[
     eltwise::cuda::SOURCE,
     norm::cuda::SOURCE,
     pad::cuda::SOURCE,
+    shuffle::cuda::SOURCE,
 ];
 
 /// What a node's backward needs from its forward (max-pool winners, LRN scales), kept across
@@ -124,6 +127,7 @@ pub trait Kernels:
     + EltwiseKernels
     + NormKernels
     + PadKernels
+    + ShuffleKernels
 {
 }
 
@@ -140,6 +144,7 @@ impl<B> Kernels for B where
         + EltwiseKernels
         + NormKernels
         + PadKernels
+        + ShuffleKernels
 {
 }
 
@@ -168,6 +173,7 @@ pub fn forward<B: Kernels>(dev: &B, op: &Op, p: &[B::Param], x: &[&B::Buf], y: &
         Op::MaxPool(g) => dev.max_pool_forward(g, x[0], &mut y[0], aux),
         Op::AvePool(g) => dev.ave_pool_forward(g, x[0], &mut y[0]),
         Op::Pad(g) => dev.pad_forward(g, x[0], &mut y[0]),
+        Op::ShuffleChannel { outer, channels, group, inner } => dev.shuffle_forward(*outer, *channels, *group, *inner, x[0], &mut y[0]),
         Op::Lrn { dims, param } => dev.lrn_forward(*dims, param, x[0], &mut y[0], aux),
         Op::Softmax { outer, channels, inner } => dev.softmax_forward(*outer, *channels, *inner, x[0], &mut y[0]),
         Op::Concat { outer, inner, channels } => dev.concat_forward(*outer, *inner, channels, x, &mut y[0]),
@@ -281,6 +287,7 @@ fn backward_once<B: Kernels>(
         Op::MaxPool(g) => dev.max_pool_backward(g, dy, aux, &mut dx[0])?,
         Op::AvePool(g) => dev.ave_pool_backward(g, dy, &mut dx[0])?,
         Op::Pad(g) => dev.pad_backward(g, dy, &mut dx[0])?,
+        Op::ShuffleChannel { outer, channels, group, inner } => dev.shuffle_backward(*outer, *channels, *group, *inner, dy, &mut dx[0])?,
         Op::Lrn { dims, param } => dev.lrn_backward(*dims, param, x[0], y, aux, dy, &mut dx[0])?,
         Op::Softmax { outer, channels, inner } => dev.softmax_backward(*outer, *channels, *inner, y, dy, &mut dx[0])?,
         Op::Concat { outer, inner, channels } => dev.concat_backward(*outer, *inner, channels, dy, dx)?,

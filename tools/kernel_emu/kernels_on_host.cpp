@@ -13,6 +13,7 @@
 //   affine N plane                     (channel_affine over N x 3 x plane, forward and backward)
 //   concat outer inner c0 c1 ...
 //   pad N C H W top left bottom right value
+//   shuffle outer channels group inner
 //   splitk M N splits ldc
 //   emu_self_test                      (the emulation's cp.async and ldmatrix themselves)
 // Each case launches its kernels with the arguments src/backend/cuda passes (grid-stride
@@ -41,6 +42,7 @@
 #include "../../kernels/eltwise.cu"
 #include "../../kernels/dgn.cu"
 #include "../../kernels/pad.cu"
+#include "../../kernels/shuffle.cu"
 
 using Vf = std::vector<float>;
 using Vd = std::vector<double>;
@@ -740,6 +742,29 @@ void test_pad(int N, int C, int H, int W, int t, int l, int b, int r, float valu
     }
 }
 
+// shuffle_channels: the forward shuffle over NaN (every output written, bit for bit), then
+// the backward (the shuffle in channels / group groups) adding into 0 and into random.
+void test_shuffle(int outer, int channels, int group, int inner) {
+    size_t n = (size_t)outer * channels * inner;
+    auto x = rnd(n);
+    Vf want(n);
+    for (int o = 0; o < outer; o++) for (int c = 0; c < channels; c++) for (int i = 0; i < inner; i++) {
+        int from = (c % group) * (channels / group) + c / group;
+        want[((size_t)o * channels + c) * inner + i] = x[((size_t)o * channels + from) * inner + i];
+    }
+    std::string g = fmt("shuffle %d x %d channels in %d groups x %d", outer, channels, group, inner);
+    Vf y = nans(n);
+    LAUNCH(shuffle_channels, d3(3), d3(256), (const float*)x.data(), y.data(), (long long)n, channels, group, (long long)inner, 0);
+    check_exact(g, y, want);
+    for (auto& s : starts(n)) {
+        // The backward pass of the shuffle undoes it: dx = start + x, from dy = y.
+        Vf dx = s; Vd w(n);
+        for (size_t i = 0; i < n; i++) w[i] = (double)s[i] + x[i];
+        LAUNCH(shuffle_channels, d3(3), d3(256), (const float*)y.data(), dx.data(), (long long)n, channels, channels / group, (long long)inner, 1);
+        check(g + " backward " + start_name(s), dx, w);
+    }
+}
+
 void test_splitk(int M, int N, int S, int ldc) {
     auto P = rnd((size_t)S * M * N);
     for (float beta : {0.0f, 1.0f}) {
@@ -866,6 +891,7 @@ bool run_case(const std::string& line) {
     else if (kind == "affine" && n(2)) test_affine(i(0), i(1));
     else if (kind == "concat" && a.size() >= 3) test_concat(i(0), i(1), std::vector<int>(a.begin() + 2, a.end()));
     else if (kind == "splitk" && n(4)) test_splitk(i(0), i(1), i(2), i(3));
+    else if (kind == "shuffle" && n(4)) test_shuffle(i(0), i(1), i(2), i(3));
     else if (kind == "pad" && n(9)) test_pad(i(0), i(1), i(2), i(3), i(4), i(5), i(6), i(7), (float)a[8]);
     else return false;
     return true;
