@@ -8,7 +8,7 @@ use anyhow::Result;
 /// dst = (or, with `add`, +=) src with its channels shuffled in `group` groups: plane c of
 /// each sample of dst comes from plane `source_channel(c)` of src.
 pub fn shuffle_channels<T: Real>(outer: usize, channels: usize, group: usize, inner: usize, src: &[T], dst: &mut [T], add: bool) {
-    assert!(group > 0 && channels % group == 0, "shuffle: {channels} channels in {group} groups");
+    assert!(group > 0 && channels.is_multiple_of(group), "shuffle: {channels} channels in {group} groups");
     assert_eq!(src.len(), outer * channels * inner, "shuffle: source length");
     assert_eq!(dst.len(), src.len(), "shuffle: destination length");
     for n in 0..outer {

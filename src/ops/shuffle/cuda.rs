@@ -14,8 +14,9 @@ pub const SOURCE: KernelSource = KernelSource {
 
 type Buf = CudaSlice<f32>;
 
-fn run(dev: &Cuda, outer: usize, channels: usize, group: usize, inner: usize, src: &Buf, dst: &mut Buf, add: bool) -> Result<()> {
-    ensure!(group > 0 && channels % group == 0 && channels <= i32::MAX as usize, "shuffle: {channels} channels in {group} groups");
+/// `[outer, channels, group, inner]`, as the trait's arguments.
+fn run(dev: &Cuda, [outer, channels, group, inner]: [usize; 4], src: &Buf, dst: &mut Buf, add: bool) -> Result<()> {
+    ensure!(group > 0 && channels.is_multiple_of(group) && channels <= i32::MAX as usize, "shuffle: {channels} channels in {group} groups");
     let n = outer * channels * inner;
     ensure_len(src, n, "ShuffleChannel source")?;
     ensure_len(dst, n, "ShuffleChannel destination")?;
@@ -28,10 +29,10 @@ fn run(dev: &Cuda, outer: usize, channels: usize, group: usize, inner: usize, sr
 
 impl ShuffleKernels for Cuda {
     fn shuffle_forward(&self, outer: usize, channels: usize, group: usize, inner: usize, x: &Buf, y: &mut Buf) -> Result<()> {
-        run(self, outer, channels, group, inner, x, y, false)
+        run(self, [outer, channels, group, inner], x, y, false)
     }
 
     fn shuffle_backward(&self, outer: usize, channels: usize, group: usize, inner: usize, dy: &Buf, dx: &mut Buf) -> Result<()> {
-        run(self, outer, channels, channels / group, inner, dy, dx, true)
+        run(self, [outer, channels, channels / group, inner], dy, dx, true)
     }
 }
