@@ -296,7 +296,8 @@ pub fn bench_node<B: Fence>(net: &Net<B>, label: &str, i: usize, reps: &Reps, rn
     let xs: Vec<B::Buf> = node.bottoms.iter().map(|&id| random_buf(b, rng, plan.blobs[id].len())).collect::<Result<_>>()?;
     let x: Vec<&B::Buf> = xs.iter().collect();
     let mut y = alloc(&node.tops)?;
-    let dy = random_buf(b, rng, plan.blobs[node.tops[0]].len())?;
+    let dys: Vec<B::Buf> = node.tops.iter().map(|&id| random_buf(b, rng, plan.blobs[id].len())).collect::<Result<_>>()?;
+    let dy: Vec<&B::Buf> = dys.iter().collect();
     let mut dx = alloc(&node.bottoms)?;
     let mut dparams: Vec<B::Buf> = node.params.iter().map(|s| b.alloc(s.len())).collect::<Result<_>>()?;
     let params = net.node_params(i);

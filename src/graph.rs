@@ -170,12 +170,17 @@ impl Plan {
     }
 
     /// The blob a layer produced itself (its first top), before any later in-place layer
-    /// rewrote that blob name. A net input's name gives the input.
+    /// rewrote that blob name. A net input's name gives the input; the name of another top
+    /// of a layer with several (a Slice's parts, ONNX Split's outputs) gives that top.
     pub fn layer_output(&self, name: &str) -> Result<BlobId> {
         if let Some(node) = self.nodes.iter().find(|n| n.layer == name) {
             return Ok(node.tops[0]);
         }
         if let Some(&id) = self.inputs.iter().find(|&&i| self.blobs[i].name == name) {
+            return Ok(id);
+        }
+        let other_top = self.nodes.iter().filter(|n| n.tops.len() > 1).flat_map(|n| &n.tops[1..]).find(|&&t| self.blobs[t].name == name);
+        if let Some(&id) = other_top {
             return Ok(id);
         }
         let names: Vec<&str> = self.nodes.iter().map(|n| n.layer.as_str()).collect();
@@ -453,9 +458,9 @@ impl<B: Kernels> Net<B> {
             let x: Vec<&B::Buf> =
                 node.bottoms.iter().map(|&b| st.values[b].as_ref().context("blob buffer missing")).collect::<Result<_>>()?;
             let y = st.values[node.tops[0]].as_ref().context("blob buffer missing")?;
-            let dy = st.grads[node.tops[0]].as_ref().context("gradient missing")?;
+            let dy: Vec<&B::Buf> = node.tops.iter().map(|&t| st.grads[t].as_ref().context("gradient missing")).collect::<Result<_>>()?;
             let dp = if weight_grads { Some(pgrads.as_mut_slice()) } else { None };
-            crate::ops::backward(&self.backend, &node.op, &self.params[i], &x, y, dy, &st.aux[i], &mut dxs, dp)
+            crate::ops::backward(&self.backend, &node.op, &self.params[i], &x, y, &dy, &st.aux[i], &mut dxs, dp)
         };
         st.param_grads[i] = pgrads;
         for ((&b, dx), was_taken) in node.bottoms.iter().zip(dxs).zip(taken) {

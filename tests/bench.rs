@@ -140,7 +140,8 @@ fn split_backward_matches_full(proto: &str) {
         let xs: Vec<Vec<f32>> = node.bottoms.iter().map(|&id| blob(id, &mut rng)).collect();
         let x: Vec<&Vec<f32>> = xs.iter().collect();
         let mut y: Vec<Vec<f32>> = node.tops.iter().map(|&id| vec![0.0; plan.blobs[id].len()]).collect();
-        let dy = blob(node.tops[0], &mut rng);
+        let dys: Vec<Vec<f32>> = node.tops.iter().map(|&id| blob(id, &mut rng)).collect();
+        let dy: Vec<&Vec<f32>> = dys.iter().collect();
         let zeros = || -> Vec<Vec<f32>> { node.bottoms.iter().map(|&id| vec![0.0; plan.blobs[id].len()]).collect() };
         let pzeros = || -> Vec<Vec<f32>> { node.params.iter().map(|s| vec![0.0; s.len()]).collect() };
         let mut aux = Default::default();

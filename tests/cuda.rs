@@ -647,8 +647,9 @@ fn compare_skewed<B: DgnKernels<Scalar = f32>>(other: B, proto: &str, batch: usi
         if let Op::Copy = node.op {
             continue;
         }
-        let dy = random(&mut rng, cy[0].len(), -1.0, 1.0);
-        let gdy = upload(&dy);
+        let dys: Vec<Vec<f32>> = cy.iter().map(|c| random(&mut rng, c.len(), -1.0, 1.0)).collect();
+        let gdys: Vec<_> = dys.iter().map(|d| upload(d)).collect();
+        let (dy, gdy): (Vec<&Vec<f32>>, Vec<_>) = (dys.iter().collect(), gdys.iter().collect());
         let gy0 = upload(&cy[0]);
         for from_zero in [true, false] {
             let start = |len: usize, rng: &mut Rng| if from_zero { vec![0.0; len] } else { random(rng, len, -0.5, 0.5) };

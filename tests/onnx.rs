@@ -94,6 +94,16 @@ fn channel_shuffles_match_onnxruntime_at_batch_1_and_3() {
     check_fixture("shuffle_attrs");
 }
 
+/// Slice of a tensor (channels in the middle; the last columns by a negative start and an
+/// end past the axis; everything, an identity) and Split by sizes and into equal parts, at
+/// opsets 11 (split an attribute), 17 and 18 (num_outputs): Caffe Slice layers.
+#[test]
+fn slices_and_splits_match_onnxruntime_at_batch_1_and_3() {
+    check_fixture("slice_attrs");
+    check_fixture("split_attrs11");
+    check_fixture("split_attrs18");
+}
+
 /// torch's `x.view(x.size(0), -1)` and `x.view(x.size(0), x.size(1) * x.size(2) * x.size(3))`,
 /// exported at opset 11 with a dynamic batch (tools/make-onnx-shape-fixtures.py): Shape,
 /// Gather, Unsqueeze, Mul and Concat evaluated at conversion into two Reshapes.
@@ -431,6 +441,44 @@ fn semantics_the_engine_lacks_are_refused_clearly() {
             "transpose-5d-of-input",
             model(13, ("x", &[1, 2, 3, 3, 1]), "y", &[node("t", "Transpose", &["x"], &["y"], &[("perm", Attr::Ints(vec![0, 2, 1, 3, 4]))])], &[]),
             "node 't' (Transpose): perm [0, 2, 1, 3, 4] is supported only as a channel shuffle, read by Reshape nodes alone (not a graph output)",
+        ),
+        (
+            "slice-step",
+            model(
+                13,
+                ("x", &[1, 4, 3, 3]),
+                "y",
+                &[node("s", "Slice", &["x", "st", "en", "ax", "step"], &["y"], &[])],
+                &[int64_tensor("st", &[0]), int64_tensor("en", &[4]), int64_tensor("ax", &[1]), int64_tensor("step", &[2])],
+            ),
+            "node 's' (Slice): step 2 is not supported (only 1)",
+        ),
+        (
+            "slice-batch",
+            model(
+                13,
+                ("x", &[4, 2, 3, 3]),
+                "y",
+                &[node("s", "Slice", &["x", "st", "en", "ax"], &["y"], &[])],
+                &[int64_tensor("st", &[1]), int64_tensor("en", &[3]), int64_tensor("ax", &[0])],
+            ),
+            "node 's' (Slice): slicing the batch axis is not supported",
+        ),
+        (
+            "slice-two-axes",
+            model(
+                13,
+                ("x", &[1, 4, 3, 3]),
+                "y",
+                &[node("s", "Slice", &["x", "st", "en", "ax"], &["y"], &[])],
+                &[int64_tensor("st", &[1, 1]), int64_tensor("en", &[3, 3]), int64_tensor("ax", &[1, 2])],
+            ),
+            "node 's' (Slice): slicing more than one axis is not supported",
+        ),
+        (
+            "split-uneven",
+            model(13, ("x", &[1, 5, 3, 3]), "y", &[node("s", "Split", &["x"], &["y", "z"], &[("axis", Attr::Int(1))])], &[]),
+            "node 's' (Split): 5 values along axis 1 do not split into 2 equal parts",
         ),
         (
             "softmax-axes",

@@ -12,7 +12,11 @@ as tools/make-onnx-fixtures.py (tests/fixtures/onnx/<name>.json):
   ReduceMean and ReduceMax over the spatial axes, with and without keepdims, negative axes
   (what `x.mean([2, 3])` exports to, e.g. in torchvision's MNASNet);
 - shuffle_attrs: ShuffleNet's channel shuffle as torch exports it (Reshape to
-  [N, g, C/g, H, W], Transpose [0, 2, 1, 3, 4], Reshape back), in 2 and in 3 groups.
+  [N, g, C/g, H, W], Transpose [0, 2, 1, 3, 4], Reshape back), in 2 and in 3 groups;
+- slice_attrs (opset 17): Slice of channels in the middle, of the last columns by negative
+  starts and an end past the axis, a Slice that keeps everything, Split by sizes and into
+  equal parts; split_attrs11 (opset 11: split an attribute, Slice's starts and ends inputs)
+  and split_attrs18 (opset 18: num_outputs).
 
 Every node reads the graph input and is a graph output, so one run checks each on its own.
 Run by hand (the Rust tests read only the committed files):
@@ -102,6 +106,25 @@ def shuffle_nodes():
     return nodes, inits
 
 
+def slice_nodes(opset):
+    """Slices and Splits of a 6-channel input, every output a graph output."""
+    big = np.iinfo(np.int64).max
+    ints = lambda name, v: numpy_helper.from_array(np.array(v, dtype=np.int64), name)
+    inits = [ints("mid_s", [1]), ints("mid_e", [4]), ints("ax1", [1]), ints("neg_s", [-2]), ints("neg_e", [big]), ints("axm1", [-1]),
+             ints("all_s", [0, 0]), ints("all_e", [100, big]), ints("ax23", [2, 3])]
+    nodes = [helper.make_node("Slice", ["x", "mid_s", "mid_e", "ax1"], ["mid"]),
+             helper.make_node("Slice", ["x", "neg_s", "neg_e", "axm1"], ["last_cols"]),
+             helper.make_node("Slice", ["x", "all_s", "all_e", "ax23"], ["whole"])]
+    if opset < 13:
+        nodes.append(helper.make_node("Split", ["x"], ["sp_a", "sp_b"], axis=1, split=[2, 4]))
+    else:
+        inits.append(ints("sizes", [2, 4]))
+        nodes.append(helper.make_node("Split", ["x", "sizes"], ["sp_a", "sp_b"], axis=1))
+    extra = dict(num_outputs=3) if opset >= 18 else {}
+    nodes.append(helper.make_node("Split", ["x"], ["eq0", "eq1", "eq2"], axis=-1, **extra))
+    return nodes, inits
+
+
 def build(name, nodes, inits, opset=OPSET, channels=CHANNELS, outputs=None):
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", channels, H, W])
     outputs = [helper.make_empty_tensor_value_info(n) for n in outputs or [n.output[0] for n in nodes]]
@@ -133,6 +156,9 @@ def main():
     for opset, name in [(17, "reduce_attrs"), (18, "reduce_attrs18")]:
         write(name, *reduce_nodes(opset), np.random.default_rng(opset), opset)
     write("shuffle_attrs", *shuffle_nodes(), np.random.default_rng(6), channels=6, outputs=["shuffled2", "shuffled3"])
+    outputs = ["mid", "last_cols", "whole", "sp_a", "sp_b", "eq0", "eq1", "eq2"]
+    for opset, name in [(17, "slice_attrs"), (11, "split_attrs11"), (18, "split_attrs18")]:
+        write(name, *slice_nodes(opset), np.random.default_rng(opset + 100), opset, channels=6, outputs=outputs)
 
 
 if __name__ == "__main__":

@@ -290,6 +290,10 @@ impl<'a> RawLayer<'a> {
                 (LayerKind::Flatten { axis, end_axis }, ONE, ONE)
             }
             "Concat" => (LayerKind::Concat { axis: concat_axis(p)? }, (1, usize::MAX), ONE),
+            "Slice" => {
+                let (axis, points) = slice_param(p)?;
+                (LayerKind::Slice { axis, points }, ONE, (1, usize::MAX))
+            }
             "Eltwise" => (LayerKind::Eltwise(eltwise_param(p, self.bottoms.len())?), (2, usize::MAX), ONE),
             "BatchNorm" => {
                 let eps = block(p, "batch_norm_param")?.get_f32("eps")?.unwrap_or(1e-5);
@@ -350,8 +354,9 @@ fn layer_name(message: &Message) -> Result<Option<String>> {
 
 /// New-format type names we know, as 'static strings; anything else stays unsupported.
 fn static_type_name(written: &str) -> &'static str {
-    const KNOWN: [&str; 22] = [
+    const KNOWN: [&str; 23] = [
         "Pad",
+        "Slice",
         "ShuffleChannel",
         "Input",
         "Convolution",
@@ -603,6 +608,18 @@ fn reshape_param(layer: &Message) -> Result<ReshapeParam> {
         bail!("{B}: num_axes must be -1 or more, got {num_axes}");
     }
     Ok(ReshapeParam { dims, axis, num_axes })
+}
+
+/// `slice_param`: the axis (or the legacy `slice_dim`) and the slice points.
+fn slice_param(layer: &Message) -> Result<(i64, Vec<usize>)> {
+    let p = block(layer, "slice_param")?;
+    let axis = match (p.get_i64("axis")?, p.get_usize("slice_dim")?) {
+        (Some(_), Some(_)) => bail!("slice_param: give axis or the legacy slice_dim, not both"),
+        (Some(axis), None) => axis,
+        (None, Some(dim)) => i64::try_from(dim).map_err(|_| anyhow!("slice_param: slice_dim {dim} is too large"))?,
+        (None, None) => 1,
+    };
+    Ok((axis, p.get_usizes("slice_point")?))
 }
 
 fn concat_axis(layer: &Message) -> Result<i64> {

@@ -118,8 +118,10 @@ pub fn compare_node<G: Kernels<Scalar = f32>>(
     if let Op::Copy = node.op {
         return Ok(Compared { forward, backward: None });
     }
-    let dy = random(rng, cy[0].len());
-    let (gdy, gy0) = (upload(&dy)?, upload(&cy[0])?);
+    let dy: Vec<Vec<f32>> = cy.iter().map(|c| random(rng, c.len())).collect();
+    let gdy = dy.iter().map(|d| upload(d)).collect::<Result<Vec<_>>>()?;
+    let gy0 = upload(&cy[0])?;
+    let (dy, gdy): (Vec<&Vec<f32>>, Vec<&G::Buf>) = (dy.iter().collect(), gdy.iter().collect());
     let mut cdx: Vec<Vec<f32>> = xs.iter().map(|x| vec![0.0; x.len()]).collect();
     let mut cdp: Vec<Vec<f32>> = node.params.iter().map(|p| vec![0.0; p.len()]).collect();
     let mut gdx = cdx.iter().map(|v| gb.alloc(v.len())).collect::<Result<Vec<_>>>()?;

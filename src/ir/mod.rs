@@ -108,6 +108,13 @@ pub enum Op {
         inner: usize,
         channels: Vec<usize>,
     },
+    /// Concat's inverse: the one bottom, [outer, sum(channels) * inner], cut into tops of
+    /// [outer, channels[i] * inner] (src/ops/concat).
+    Slice {
+        outer: usize,
+        inner: usize,
+        channels: Vec<usize>,
+    },
     Eltwise {
         op: EltwiseOp,
         coeffs: Vec<f32>,
@@ -151,6 +158,7 @@ impl Op {
             Op::Lrn { .. } => "Lrn",
             Op::Softmax { .. } => "Softmax",
             Op::Concat { .. } => "Concat",
+            Op::Slice { .. } => "Slice",
             Op::Eltwise { .. } => "Eltwise",
             Op::BatchNorm { .. } => "BatchNorm",
             Op::Scale { .. } => "Scale",

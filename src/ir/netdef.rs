@@ -53,6 +53,12 @@ pub enum LayerKind {
     Concat {
         axis: i64,
     },
+    /// Caffe's `Slice`: one bottom cut along `axis` into its tops, at `points` (one fewer
+    /// than the tops) or, with no points, into equal parts.
+    Slice {
+        axis: i64,
+        points: Vec<usize>,
+    },
     Eltwise(EltwiseParam),
     BatchNorm {
         eps: f32,
@@ -79,6 +85,7 @@ impl LayerKind {
             LayerKind::Reshape(_) => "Reshape",
             LayerKind::Flatten { .. } => "Flatten",
             LayerKind::Concat { .. } => "Concat",
+            LayerKind::Slice { .. } => "Slice",
             LayerKind::Eltwise(_) => "Eltwise",
             LayerKind::BatchNorm { .. } => "BatchNorm",
             LayerKind::Scale(_) => "Scale",

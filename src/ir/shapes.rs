@@ -171,6 +171,20 @@ pub fn compile_layer(layer: &LayerDef, shapes: &[Vec<usize>], declared_batch: us
             let op = Op::Concat { outer: product(&first[..a]), inner: product(&first[a + 1..]), channels };
             (op, vec![top], vec![])
         }
+        LayerKind::Slice { axis, points } => {
+            let s = one_bottom()?;
+            let a = canonical_axis(*axis, s.len(), name)?;
+            let channels = slice_parts(s[a], points, layer.tops.len()).with_context(ctx)?;
+            let tops = channels
+                .iter()
+                .map(|&c| {
+                    let mut top = s.clone();
+                    top[a] = c;
+                    top
+                })
+                .collect();
+            (Op::Slice { outer: product(&s[..a]), inner: product(&s[a + 1..]), channels }, tops, vec![])
+        }
         LayerKind::Eltwise(p) => {
             ensure!(shapes.len() >= 2, "layer '{name}' (Eltwise): needs at least two bottoms");
             for s in &shapes[1..] {
@@ -218,6 +232,23 @@ pub fn compile_layer(layer: &LayerDef, shapes: &[Vec<usize>], declared_batch: us
             (op, vec![s.clone()], params)
         }
     })
+}
+
+/// The sizes along the cut axis of a Slice's `tops` parts: between the points, or equal
+/// parts without points (Caffe's rules: one point fewer than the tops, increasing, inside
+/// the axis; equal parts must divide it).
+fn slice_parts(len: usize, points: &[usize], tops: usize) -> Result<Vec<usize>> {
+    ensure!(tops >= 1, "a Slice needs a top");
+    if points.is_empty() {
+        ensure!(len.is_multiple_of(tops), "{len} values along the axis do not split into {tops} equal parts");
+        return Ok(vec![len / tops; tops]);
+    }
+    ensure!(points.len() + 1 == tops, "{} slice points for {tops} tops (give one fewer than the tops)", points.len());
+    let mut bounds = vec![0];
+    bounds.extend_from_slice(points);
+    bounds.push(len);
+    ensure!(bounds.windows(2).all(|w| w[0] < w[1]), "slice points {points:?} must increase strictly inside the axis's {len} values");
+    Ok(bounds.windows(2).map(|w| w[1] - w[0]).collect())
 }
 
 fn reshape(name: &str, bottom: &[usize], p: &ReshapeParam, declared_batch: usize, batch: usize) -> Result<Vec<usize>> {

@@ -214,8 +214,18 @@ impl Builder {
     /// Adds a layer named after its output, checks it with the IR's shape rules and its
     /// blobs against the shapes those rules give.
     fn emit(&mut self, node: &Node, top: &str, kind: LayerKind, bottoms: Vec<String>, blobs: Vec<Blob>) -> Result<()> {
-        ensure!(!self.shapes.contains_key(top), "{}: tensor '{top}' is produced twice", node.label());
-        let layer = LayerDef { name: top.to_string(), kind, bottoms, tops: vec![top.to_string()] };
+        self.emit_layer(node, LayerDef { name: top.to_string(), kind, bottoms, tops: vec![top.to_string()] }, blobs)
+    }
+
+    /// A layer without parameters and with several tops (Slice), named `name`.
+    fn emit_tops(&mut self, node: &Node, name: &str, kind: LayerKind, bottoms: Vec<String>, tops: Vec<String>) -> Result<()> {
+        self.emit_layer(node, LayerDef { name: name.to_string(), kind, bottoms, tops }, vec![])
+    }
+
+    fn emit_layer(&mut self, node: &Node, layer: LayerDef, blobs: Vec<Blob>) -> Result<()> {
+        for top in &layer.tops {
+            ensure!(!self.shapes.contains_key(top), "{}: tensor '{top}' is produced twice", node.label());
+        }
         let shapes: Vec<Vec<usize>> = layer.bottoms.iter().map(|b| self.shape(node, b).cloned()).collect::<Result<_>>()?;
         let (_, tops, params) =
             compile_layer(&layer, &shapes, self.declared_batch, self.declared_batch).map_err(|e| anyhow!("{}: {e:#}", node.label()))?;
@@ -233,8 +243,10 @@ impl Builder {
                 fmt_shape(spec)
             );
         }
-        self.shapes.insert(top.to_string(), tops[0].clone());
-        self.producer.insert(top.to_string(), self.layers.len());
+        for (top, shape) in layer.tops.iter().zip(tops) {
+            self.shapes.insert(top.clone(), shape);
+            self.producer.insert(top.clone(), self.layers.len());
+        }
         self.layers.push(layer);
         self.blobs.push(blobs);
         Ok(())
@@ -372,7 +384,9 @@ impl Builder {
             "BatchNormalization" => self.batch_norm(node, &out),
             "Pad" => self.pad(node, &out),
             "Transpose" => self.transpose_node(node, &out),
-            "Gather" | "Unsqueeze" | "Squeeze" | "Slice" | "Cast" => {
+            "Slice" => self.slice_data(node, &out),
+            "Split" => self.split(node),
+            "Gather" | "Unsqueeze" | "Squeeze" | "Cast" => {
                 let x = node.inputs.first().map_or("", String::as_str);
                 bail!("{}: supported only on integer values known at conversion (from Shape), not on '{x}'", node.label())
             }
@@ -406,7 +420,11 @@ impl Builder {
         let on_constant = node.inputs.first().and_then(|i| self.consts.get(i)).and_then(IntValue::from_constant).is_some();
         let applies = match op {
             "Shape" => true,
-            "Gather" | "Unsqueeze" | "Squeeze" | "Slice" | "Cast" => on_ints || on_constant,
+            // These select from their first input: shape arithmetic only when it is integers
+            // (a Slice of a tensor by ends computed from Shape is a layer).
+            "Gather" | "Unsqueeze" | "Squeeze" | "Slice" | "Cast" => {
+                node.inputs.first().is_some_and(|i| self.ints.contains_key(i)) || on_constant
+            }
             "Concat" | "Add" | "Sub" | "Mul" | "Div" | "Identity" => on_ints,
             _ => false,
         };
@@ -438,19 +456,7 @@ impl Builder {
             }
             "Slice" => {
                 let x = self.int_input(node, 0)?;
-                let (starts, ends, axes, steps) = if self.opset < 10 {
-                    let get = |name: &str| node.ints(name).map(<[i64]>::to_vec);
-                    let required = |name: &str| get(name).with_context(|| format!("{l}: attribute {name} is required"));
-                    (required("starts")?, required("ends")?, get("axes"), None)
-                } else {
-                    let numbers = |i: usize, what: &str| self.int_input(node, i)?.numbers(&l, what);
-                    (
-                        numbers(1, "starts")?,
-                        numbers(2, "ends")?,
-                        self.optional_numbers(node, 3, "axes")?,
-                        self.optional_numbers(node, 4, "steps")?,
-                    )
-                };
+                let (starts, ends, axes, steps) = self.slice_args(node)?;
                 sv::slice(&l, &x, &starts, &ends, axes.as_deref(), steps.as_deref())?
             }
             "Cast" => {
@@ -471,6 +477,115 @@ impl Builder {
         };
         self.ints.insert(out, value);
         Ok(true)
+    }
+
+    /// A Slice node's starts, ends, axes and steps: attributes before opset 10, inputs (known
+    /// at conversion) from 10 on.
+    #[allow(clippy::type_complexity)]
+    fn slice_args(&self, node: &Node) -> Result<(Vec<i64>, Vec<i64>, Option<Vec<i64>>, Option<Vec<i64>>)> {
+        let l = node.label();
+        if self.opset < 10 {
+            let get = |name: &str| node.ints(name).map(<[i64]>::to_vec);
+            let required = |name: &str| get(name).with_context(|| format!("{l}: attribute {name} is required"));
+            return Ok((required("starts")?, required("ends")?, get("axes"), None));
+        }
+        let numbers = |i: usize, what: &str| self.int_input(node, i)?.numbers(&l, what);
+        Ok((numbers(1, "starts")?, numbers(2, "ends")?, self.optional_numbers(node, 3, "axes")?, self.optional_numbers(node, 4, "steps")?))
+    }
+
+    /// A Slice of a computed tensor along one axis other than the batch, step 1 (torch's
+    /// `x[:, a:b]` and `x.chunk`): a Caffe Slice layer whose other tops (`<out>::before`,
+    /// `<out>::after`) nothing reads. Axes sliced whole are ignored; a slice that keeps
+    /// everything is an identity.
+    fn slice_data(&mut self, node: &Node, out: &str) -> Result<()> {
+        let l = node.label();
+        let x = self.input(node, 0)?.to_string();
+        let shape = self.shape(node, &x)?.clone();
+        let rank = shape.len() as i64;
+        let (starts, ends, axes, steps) = self.slice_args(node)?;
+        let axes = axes.unwrap_or_else(|| (0..starts.len() as i64).collect());
+        ensure!(starts.len() == axes.len() && ends.len() == axes.len(), "{l}: starts, ends and axes differ in length");
+        let steps = steps.unwrap_or_else(|| vec![1; axes.len()]);
+        ensure!(steps.len() == axes.len(), "{l}: steps and axes differ in length");
+        let mut cut = None;
+        for (((&a, &s), &e), &step) in axes.iter().zip(&starts).zip(&ends).zip(&steps) {
+            let a = if a < 0 { a + rank } else { a };
+            ensure!((0..rank).contains(&a), "{l}: axis {a} is out of range for a rank-{rank} tensor");
+            let len = shape[a as usize] as i64;
+            // ONNX: negative indices count from the end; both clamp to the axis.
+            let clamp = |v: i64| (if v < 0 { v + len } else { v }).clamp(0, len);
+            let (s, e) = (clamp(s), clamp(e));
+            if step == 1 && s == 0 && e == len {
+                continue;
+            }
+            ensure!(step == 1, "{l}: step {step} is not supported (only 1)");
+            ensure!(s < e, "{l}: the slice [{s}, {e}) of axis {a} is empty");
+            ensure!(a != 0, "{l}: slicing the batch axis is not supported");
+            ensure!(cut.is_none(), "{l}: slicing more than one axis is not supported");
+            cut = Some((a, s as usize, e as usize, len as usize));
+        }
+        let Some((axis, s, e, len)) = cut else {
+            return self.emit(node, out, LayerKind::Dropout, vec![x], vec![]);
+        };
+        let mut tops = vec![];
+        let mut points = vec![];
+        if s > 0 {
+            tops.push(format!("{out}::before"));
+            points.push(s);
+        }
+        tops.push(out.to_string());
+        if e < len {
+            tops.push(format!("{out}::after"));
+            points.push(e);
+        }
+        // The layer's name gives its first top (`--layer`), so it is `out` only when that is.
+        let name = if s > 0 { format!("{out}::slice") } else { out.to_string() };
+        self.emit_tops(node, &name, LayerKind::Slice { axis, points }, vec![x], tops)
+    }
+
+    /// Split along one axis other than the batch into the node's outputs: by the `split`
+    /// sizes (an attribute before opset 13, an input from 13), else equal parts (opset 18's
+    /// `num_outputs` must match the outputs).
+    fn split(&mut self, node: &Node) -> Result<()> {
+        let l = node.label();
+        let x = self.input(node, 0)?.to_string();
+        let shape = self.shape(node, &x)?.clone();
+        let rank = shape.len() as i64;
+        let axis = node.int("axis", 0)?;
+        let axis = if axis < 0 { axis + rank } else { axis };
+        ensure!(
+            (1..rank).contains(&axis),
+            "{l}: splitting axis {axis} of a rank-{rank} tensor is not supported (only axes after the batch)"
+        );
+        let tops: Vec<String> = node.outputs.clone();
+        ensure!(!tops.is_empty() && tops.iter().all(|t| !t.is_empty()), "{l}: every output of a Split needs a name");
+        let sizes = if self.opset < 13 { node.ints("split").map(<[i64]>::to_vec) } else { self.optional_numbers(node, 1, "split")? };
+        if let Some(n) = node.attr("num_outputs").and_then(|a| a.int) {
+            ensure!(n == tops.len() as i64, "{l}: num_outputs {n} for {} outputs", tops.len());
+        }
+        let len = shape[axis as usize];
+        let points = match sizes {
+            Some(sizes) => {
+                ensure!(sizes.len() == tops.len(), "{l}: {} split sizes for {} outputs", sizes.len(), tops.len());
+                ensure!(sizes.iter().all(|&s| s > 0), "{l}: split sizes {sizes:?} must be positive");
+                ensure!(sizes.iter().sum::<i64>() == len as i64, "{l}: split sizes {sizes:?} do not add up to the axis's {len}");
+                sizes[..sizes.len() - 1]
+                    .iter()
+                    .scan(0, |at, &s| {
+                        *at += s as usize;
+                        Some(*at)
+                    })
+                    .collect()
+            }
+            // Equal parts; ONNX lets the last be smaller, Caffe's Slice does not.
+            None => {
+                let n = tops.len();
+                ensure!(len.is_multiple_of(n), "{l}: {len} values along axis {axis} do not split into {n} equal parts");
+                (1..n).map(|i| i * len / n).collect()
+            }
+        };
+        let name = tops[0].clone();
+        self.emit_tops(node, &name, LayerKind::Slice { axis, points }, vec![x], tops)
     }
 
     /// An input that is an integer value known at conversion: from `Shape`, or an int64

@@ -28,7 +28,7 @@ use crate::device::cuda::compile::KernelSource;
 use crate::device::Backend;
 use crate::ir::Op;
 use activation::ActivationKernels;
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use concat::ConcatKernels;
 use conv::ConvKernels;
 use elementwise::ElementwiseKernels;
@@ -177,6 +177,7 @@ pub fn forward<B: Kernels>(dev: &B, op: &Op, p: &[B::Param], x: &[&B::Buf], y: &
         Op::Lrn { dims, param } => dev.lrn_forward(*dims, param, x[0], &mut y[0], aux),
         Op::Softmax { outer, channels, inner } => dev.softmax_forward(*outer, *channels, *inner, x[0], &mut y[0]),
         Op::Concat { outer, inner, channels } => dev.concat_forward(*outer, *inner, channels, x, &mut y[0]),
+        Op::Slice { outer, inner, channels } => dev.slice_forward(*outer, *inner, channels, x[0], y),
         Op::Eltwise { op, coeffs } => dev.eltwise_forward(*op, coeffs, x, &mut y[0], aux),
         Op::BatchNorm { outer, channels, inner, eps } => dev.batch_norm_forward(*outer, *channels, *inner, *eps, p, x[0], &mut y[0]),
         Op::Scale { outer, channels, inner, bias } => {
@@ -187,7 +188,8 @@ pub fn forward<B: Kernels>(dev: &B, op: &Op, p: &[B::Param], x: &[&B::Buf], y: &
 }
 
 /// Back-propagates through `op`: ADDS into `dx` (one per bottom) and, when given, into the
-/// parameter gradients `dparams` (one per parameter). An empty `dx` skips the data gradient
+/// parameter gradients `dparams` (one per parameter). `dy` holds one gradient per top (only
+/// a Slice has more than one); `y` is the first top's value. An empty `dx` skips the data gradient
 /// (only the weight gradients are computed; benchmarks time the two apart).
 #[allow(clippy::too_many_arguments)]
 pub fn backward<B: Kernels>(
@@ -196,7 +198,7 @@ pub fn backward<B: Kernels>(
     p: &[B::Param],
     x: &[&B::Buf],
     y: &B::Buf,
-    dy: &B::Buf,
+    dy: &[&B::Buf],
     aux: &Aux<B>,
     dx: &mut [B::Buf],
     dparams: Option<&mut [B::Buf]>,
@@ -223,12 +225,14 @@ fn backward_once<B: Kernels>(
     p: &[B::Param],
     x: &[&B::Buf],
     y: &B::Buf,
-    dy: &B::Buf,
+    dy: &[&B::Buf],
     aux: &Aux<B>,
     dx: &mut [B::Buf],
     dparams: Option<&mut [B::Buf]>,
 ) -> Result<()> {
     let data = !dx.is_empty();
+    let dys = dy;
+    let dy = *dys.first().context("no top gradient")?;
     match op {
         Op::Conv { geom, bias } => {
             if data {
@@ -291,6 +295,7 @@ fn backward_once<B: Kernels>(
         Op::Lrn { dims, param } => dev.lrn_backward(*dims, param, x[0], y, aux, dy, &mut dx[0])?,
         Op::Softmax { outer, channels, inner } => dev.softmax_backward(*outer, *channels, *inner, y, dy, &mut dx[0])?,
         Op::Concat { outer, inner, channels } => dev.concat_backward(*outer, *inner, channels, dy, dx)?,
+        Op::Slice { outer, inner, channels } => dev.slice_backward(*outer, *inner, channels, dys, &mut dx[0])?,
         Op::Eltwise { op, coeffs } => dev.eltwise_backward(*op, coeffs, x, aux, dy, dx)?,
     }
     Ok(())

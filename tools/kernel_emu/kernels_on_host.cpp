@@ -716,6 +716,28 @@ void test_concat(int outer, int inner, const std::vector<int>& chans) {
         }
         start += block;
     }
+    // Slice, the inverse: each part cut from the whole over NaN (mode 2), then every part's
+    // gradient added back into the whole's, from zero and from random (mode 3).
+    start = 0;
+    for (size_t k = 0; k < chans.size(); k++) {
+        long long block = (long long)chans[k] * inner;
+        Vf part = nans(parts[k].size()), want_part(parts[k].size());
+        for (int o = 0; o < outer; o++) for (long long j = 0; j < block; j++) want_part[o * block + j] = dwhole[o * row + start + j];
+        LAUNCH(concat_copy, d3(1), d3(256), dwhole.data(), part.data(), (long long)part.size(), block, row, start, 2);
+        check_exact(fmt("slice outer %d inner %d part %zu", outer, inner, k), part, want_part);
+        start += block;
+    }
+    for (auto& s : starts(dwhole.size())) {
+        Vf dw = s; Vd w = dbl(s);
+        start = 0;
+        for (size_t k = 0; k < chans.size(); k++) {
+            long long block = (long long)chans[k] * inner;
+            for (int o = 0; o < outer; o++) for (long long j = 0; j < block; j++) w[o * row + start + j] += parts[k][o * block + j];
+            LAUNCH(concat_copy, d3(1), d3(256), dw.data(), parts[k].data(), (long long)parts[k].size(), block, row, start, 3);
+            start += block;
+        }
+        check(fmt("slice outer %d inner %d backward ", outer, inner) + start_name(s), dw, w);
+    }
 }
 
 // pad_forward over NaN (every output written), pad_backward from 0 and from random.

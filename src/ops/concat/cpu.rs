@@ -1,4 +1,4 @@
-//! Concat along one axis: the CPU reference.
+//! Concat along one axis and its inverse Slice: the CPU reference.
 
 use super::ConcatKernels;
 use crate::device::Cpu;
@@ -39,6 +39,40 @@ pub fn concat_backward<T: Real>(outer: usize, inner: usize, channels: &[usize], 
     }
 }
 
+/// Slice forward: each `ys[i]` = its part of `x` (x as concat_forward's y).
+pub fn slice_forward<T: Real>(outer: usize, inner: usize, channels: &[usize], x: &[T], ys: &mut [&mut [T]]) {
+    assert_eq!(channels.len(), ys.len(), "slice_forward: {} channel counts for {} tops", channels.len(), ys.len());
+    let row: usize = channels.iter().sum::<usize>() * inner;
+    assert_eq!(x.len(), outer * row, "slice_forward: x has {} elements, expected {}", x.len(), outer * row);
+    let mut start = 0;
+    for (i, (&c, y)) in channels.iter().zip(ys.iter_mut()).enumerate() {
+        let block = c * inner;
+        assert_eq!(y.len(), outer * block, "slice_forward: top {i} has {} elements, expected {}", y.len(), outer * block);
+        for o in 0..outer {
+            y[o * block..][..block].copy_from_slice(&x[o * row + start..][..block]);
+        }
+        start += block;
+    }
+}
+
+/// Slice backward: `dx +=` each `dys[i]` in its part.
+pub fn slice_backward<T: Real>(outer: usize, inner: usize, channels: &[usize], dys: &[&[T]], dx: &mut [T]) {
+    assert_eq!(channels.len(), dys.len(), "slice_backward: {} channel counts for {} gradients", channels.len(), dys.len());
+    let row: usize = channels.iter().sum::<usize>() * inner;
+    assert_eq!(dx.len(), outer * row, "slice_backward: dx has {} elements, expected {}", dx.len(), outer * row);
+    let mut start = 0;
+    for (i, (&c, dy)) in channels.iter().zip(dys).enumerate() {
+        let block = c * inner;
+        assert_eq!(dy.len(), outer * block, "slice_backward: gradient {i} has {} elements, expected {}", dy.len(), outer * block);
+        for o in 0..outer {
+            for (d, &g) in dx[o * row + start..][..block].iter_mut().zip(&dy[o * block..][..block]) {
+                *d += g;
+            }
+        }
+        start += block;
+    }
+}
+
 impl<T: Real> ConcatKernels for Cpu<'_, T> {
     fn concat_forward(&self, outer: usize, inner: usize, channels: &[usize], x: &[&Vec<T>], y: &mut Vec<T>) -> Result<()> {
         let xs: Vec<&[T]> = x.iter().map(|v| v.as_slice()).collect();
@@ -49,6 +83,18 @@ impl<T: Real> ConcatKernels for Cpu<'_, T> {
     fn concat_backward(&self, outer: usize, inner: usize, channels: &[usize], dy: &Vec<T>, dx: &mut [Vec<T>]) -> Result<()> {
         let mut refs: Vec<&mut [T]> = dx.iter_mut().map(|v| v.as_mut_slice()).collect();
         concat_backward(outer, inner, channels, dy, &mut refs);
+        Ok(())
+    }
+
+    fn slice_forward(&self, outer: usize, inner: usize, channels: &[usize], x: &Vec<T>, y: &mut [Vec<T>]) -> Result<()> {
+        let mut refs: Vec<&mut [T]> = y.iter_mut().map(|v| v.as_mut_slice()).collect();
+        slice_forward(outer, inner, channels, x, &mut refs);
+        Ok(())
+    }
+
+    fn slice_backward(&self, outer: usize, inner: usize, channels: &[usize], dy: &[&Vec<T>], dx: &mut Vec<T>) -> Result<()> {
+        let dys: Vec<&[T]> = dy.iter().map(|v| v.as_slice()).collect();
+        slice_backward(outer, inner, channels, &dys, dx);
         Ok(())
     }
 }
@@ -72,6 +118,47 @@ mod tests {
         }
         assert_eq!(da, a.map(|v| 2.0 * v));
         assert_eq!(db, b.map(|v| 2.0 * v));
+    }
+
+    #[test]
+    fn slice_inverts_concat_and_its_backward_adds_into_each_part() {
+        let (outer, inner, channels) = (2, 3, [1usize, 3, 2]);
+        let mut rng = Rng::new(5);
+        let x = rng.uniform_vec(outer * 6 * inner, -1.0, 1.0);
+        let mut parts: Vec<Vec<f64>> = channels.iter().map(|c| vec![f64::NAN; outer * c * inner]).collect();
+        {
+            let mut views: Vec<&mut [f64]> = parts.iter_mut().map(|v| &mut v[..]).collect();
+            slice_forward(outer, inner, &channels, &x, &mut views);
+        }
+        let mut whole = vec![0.0; x.len()];
+        concat_forward(outer, inner, &channels, &[&parts[0], &parts[1], &parts[2]], &mut whole);
+        assert_eq!(whole, x);
+        // Part 1 (channels 1..4 of each row) gets a zero gradient: dx keeps its values there.
+        let zero = vec![0.0; parts[1].len()];
+        let mut dx = vec![1.0; x.len()];
+        slice_backward(outer, inner, &channels, &[&parts[0][..], &zero[..], &parts[2][..]], &mut dx);
+        for (i, (&d, &v)) in dx.iter().zip(&x).enumerate() {
+            let channel = i % (6 * inner) / inner;
+            let want = if (1..4).contains(&channel) { 1.0 } else { 1.0 + v };
+            assert_eq!(d, want, "element {i}");
+        }
+    }
+
+    #[test]
+    fn gradcheck_slice_three_tops() {
+        let (outer, inner, channels) = (3, 4, [2usize, 1, 3]);
+        let mut rng = Rng::new(9);
+        let x = rng.uniform_vec(outer * 6 * inner, -1.0, 1.0);
+        let rs: Vec<Vec<f64>> = channels.iter().map(|c| rng.uniform_vec(outer * c * inner, -1.0, 1.0)).collect();
+        let mut dx = vec![0.0; x.len()];
+        let dys: Vec<&[f64]> = rs.iter().map(|r| &r[..]).collect();
+        slice_backward(outer, inner, &channels, &dys, &mut dx);
+        gradcheck::check("slice", &x, &dx, |xp| {
+            let mut parts: Vec<Vec<f64>> = channels.iter().map(|c| vec![0.0; outer * c * inner]).collect();
+            let mut views: Vec<&mut [f64]> = parts.iter_mut().map(|v| &mut v[..]).collect();
+            slice_forward(outer, inner, &channels, xp, &mut views);
+            parts.iter().zip(&rs).map(|(p, r)| gradcheck::dot(p, r)).sum()
+        });
     }
 
     #[test]

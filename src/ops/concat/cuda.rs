@@ -1,4 +1,4 @@
-//! Concat on the GPU: `kernels/concat.cu`, one strided copy per input.
+//! Concat and Slice on the GPU: `kernels/concat.cu`, one strided copy per part.
 
 use super::ConcatKernels;
 use crate::device::cuda::compile::KernelSource;
@@ -39,6 +39,39 @@ impl ConcatKernels for Cuda {
                 let n = part.len();
                 launch!(self, SOURCE, "concat_copy", grid_for(n);
                     dy, &mut *part, &(n as i64), &(block as i64), &(row as i64), &(start as i64), &1i32)?;
+            }
+            start += block;
+        }
+        Ok(())
+    }
+
+    fn slice_forward(&self, outer: usize, inner: usize, channels: &[usize], x: &Buf, y: &mut [Buf]) -> Result<()> {
+        let row = channels.iter().sum::<usize>() * inner;
+        ensure_len(x, outer * row, "sliced input")?;
+        let mut start = 0;
+        for (part, &c) in y.iter_mut().zip(channels) {
+            let block = c * inner;
+            ensure_len(part, outer * block, "slice")?;
+            if !part.is_empty() {
+                let n = part.len();
+                launch!(self, SOURCE, "concat_copy", grid_for(n);
+                    x, &mut *part, &(n as i64), &(block as i64), &(row as i64), &(start as i64), &2i32)?;
+            }
+            start += block;
+        }
+        Ok(())
+    }
+
+    fn slice_backward(&self, outer: usize, inner: usize, channels: &[usize], dy: &[&Buf], dx: &mut Buf) -> Result<()> {
+        let row = channels.iter().sum::<usize>() * inner;
+        ensure_len(dx, outer * row, "sliced input gradient")?;
+        let mut start = 0;
+        for (part, &c) in dy.iter().zip(channels) {
+            let block = c * inner;
+            ensure_len(part, outer * block, "slice gradient")?;
+            if !part.is_empty() {
+                launch!(self, SOURCE, "concat_copy", grid_for(part.len());
+                    &mut *dx, *part, &(part.len() as i64), &(block as i64), &(row as i64), &(start as i64), &3i32)?;
             }
             start += block;
         }
