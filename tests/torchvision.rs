@@ -89,3 +89,10 @@ fn efficientnet_b0_with_squeeze_and_excitation_matches_onnxruntime_and_pytorch_f
 fn mobilenet_v3_small_matches_onnxruntime_and_pytorch_float64() {
     check("mobilenet_v3_small");
 }
+
+/// x.chunk(2, dim=1) (two Slice layers, each with a top nothing reads), Concat and the
+/// channel shuffle (ShuffleChannel) in every block.
+#[test]
+fn shufflenet_v2_with_slices_and_channel_shuffles_matches_onnxruntime_and_pytorch_float64() {
+    check("shufflenet_v2");
+}

@@ -32,6 +32,7 @@ tv_resnet = importlib.import_module("torchvision.models.resnet")
 tv_squeezenet = importlib.import_module("torchvision.models.squeezenet")
 tv_efficientnet = importlib.import_module("torchvision.models.efficientnet")
 tv_mobilenetv3 = importlib.import_module("torchvision.models.mobilenetv3")
+tv_shufflenetv2 = importlib.import_module("torchvision.models.shufflenetv2")
 # onnxruntime's outputs at the graph outputs and named tensors, as the other fixtures take them.
 run_ort = importlib.import_module("make-onnx-fixtures").run
 
@@ -123,6 +124,13 @@ def mobilenet_v3_small(width=0.25):
             nn.init.normal_(mod.weight, 0, mod.in_features**-0.5)
             nn.init.normal_(mod.bias, 0, 0.1)
     return m
+
+
+def shufflenet_v2(width=8):
+    """torchvision's ShuffleNet v2 (its InvertedResidual blocks: x.chunk(2, dim=1) into two
+    branches, Concat, the channel shuffle in 2 groups; every block of x1_0's depth, [4, 8,
+    4]) with x1_0's stage widths 24-116-232-464-1024 replaced by 8-16-32-64-128."""
+    return tv_shufflenetv2.ShuffleNetV2([4, 8, 4], [width, 2 * width, 4 * width, 8 * width, 16 * width], num_classes=CLASSES)
 
 
 def calibrate(model, rng, batch=16, affine=True):
@@ -227,6 +235,7 @@ MODELS = {
     "googlenet": (googlenet, "Concat", {}),
     "efficientnet_b0": (efficientnet_b0, "Mul", dict(calib_batch=128, affine=False)),
     "mobilenet_v3_small": (mobilenet_v3_small, "Mul", dict(calib_batch=128, affine=False)),
+    "shufflenet_v2": (shufflenet_v2, "Slice", {}),
 }
 
 
