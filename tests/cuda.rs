@@ -824,7 +824,13 @@ fn pad_matches_the_cpu() {
 
 #[test]
 #[ignore = "needs a CUDA GPU"]
-fn concat_eltwise_batchnorm_scale_match_the_cpu() {
+fn channel_shuffles_match_the_cpu() {
+    compare_ops(&cases_of(&["shuffle"], None), &[1, 2]);
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn concat_slice_eltwise_batchnorm_scale_match_the_cpu() {
     compare_ops(&cases_of(&["concat", "eltwise", "norm"], None), &[1, 2]);
 }
 
