@@ -54,3 +54,13 @@ extern "C" __global__ void clip_forward(const float* __restrict__ x, float* __re
 extern "C" __global__ void clip_backward(const float* __restrict__ x, const float* __restrict__ dy, float* __restrict__ dx, long long n, float lo, float hi) {
     GRID_STRIDE(i, n) { float v = x[i]; if (v >= lo && v <= hi) dx[i] += dy[i]; }
 }
+
+// y = erf(x)
+extern "C" __global__ void erf_forward(const float* __restrict__ x, float* __restrict__ y, long long n) {
+    GRID_STRIDE(i, n) { y[i] = erff(x[i]); }
+}
+
+// dx += dy * 2 / sqrt(pi) * exp(-x^2)
+extern "C" __global__ void erf_backward(const float* __restrict__ x, const float* __restrict__ dy, float* __restrict__ dx, long long n) {
+    GRID_STRIDE(i, n) { float v = x[i]; dx[i] += dy[i] * (1.1283791670955126f * expf(-v * v)); }
+}

@@ -406,6 +406,7 @@ fn onnx_mutants() {
         ("onnx/reduce_attrs18.onnx", 300, 17),
         ("onnx/shuffle_attrs.onnx", 300, 18),
         ("onnx/slice_attrs.onnx", 300, 19),
+        ("onnx/gelu_attrs.onnx", 300, 20),
         ("onnx/view_flatten.onnx", 300, 16),
     ];
     for (name, n, seed) in models {

@@ -104,6 +104,14 @@ fn slices_and_splits_match_onnxruntime_at_batch_1_and_3() {
     check_fixture("split_attrs18");
 }
 
+/// Erf, and the exact GELU as torch's exporter writes it at opset 17 (Div, Erf, Add, Mul,
+/// Mul) and as opset 20's Gelu op.
+#[test]
+fn erf_and_the_exact_gelu_match_onnxruntime_at_batch_1_and_3() {
+    check_fixture("gelu_attrs");
+    check_fixture("gelu_attrs20");
+}
+
 /// torch's `x.view(x.size(0), -1)` and `x.view(x.size(0), x.size(1) * x.size(2) * x.size(3))`,
 /// exported at opset 11 with a dynamic batch (tools/make-onnx-shape-fixtures.py): Shape,
 /// Gather, Unsqueeze, Mul and Concat evaluated at conversion into two Reshapes.
@@ -441,6 +449,11 @@ fn semantics_the_engine_lacks_are_refused_clearly() {
             "transpose-5d-of-input",
             model(13, ("x", &[1, 2, 3, 3, 1]), "y", &[node("t", "Transpose", &["x"], &["y"], &[("perm", Attr::Ints(vec![0, 2, 1, 3, 4]))])], &[]),
             "node 't' (Transpose): perm [0, 2, 1, 3, 4] is supported only as a channel shuffle, read by Reshape nodes alone (not a graph output)",
+        ),
+        (
+            "gelu-tanh",
+            model(20, ("x", &[1, 2, 3, 3]), "y", &[node("g", "Gelu", &["x"], &["y"], &[("approximate", Attr::Str("tanh"))])], &[]),
+            "node 'g' (Gelu): approximate 'tanh' is not supported (only the exact form, 'none')",
         ),
         (
             "slice-step",

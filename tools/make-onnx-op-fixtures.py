@@ -16,7 +16,9 @@ as tools/make-onnx-fixtures.py (tests/fixtures/onnx/<name>.json):
 - slice_attrs (opset 17): Slice of channels in the middle, of the last columns by negative
   starts and an end past the axis, a Slice that keeps everything, Split by sizes and into
   equal parts; split_attrs11 (opset 11: split an attribute, Slice's starts and ends inputs)
-  and split_attrs18 (opset 18: num_outputs).
+  and split_attrs18 (opset 18: num_outputs);
+- gelu_attrs (opset 17): Erf, and the exact GELU as torch's TorchScript exporter writes it
+  (Div by sqrt 2, Erf, Add 1, Mul by x, Mul by 0.5); gelu_attrs20 (opset 20): the Gelu op.
 
 Every node reads the graph input and is a graph output, so one run checks each on its own.
 Run by hand (the Rust tests read only the committed files):
@@ -125,6 +127,21 @@ def slice_nodes(opset):
     return nodes, inits
 
 
+def gelu_nodes(opset):
+    """Erf of the input spread over (-4, 4), and the exact GELU of it."""
+    scalar = lambda name, v: numpy_helper.from_array(np.array(v, dtype=np.float32), name)
+    inits = [scalar("two", 2.0)]
+    nodes = [helper.make_node("Mul", ["x", "two"], ["wide"]), helper.make_node("Erf", ["wide"], ["erf"])]
+    if opset >= 20:
+        nodes.append(helper.make_node("Gelu", ["wide"], ["gelu"]))
+    else:
+        inits += [scalar("sqrt2", np.sqrt(2.0)), scalar("one", 1.0), scalar("half", 0.5)]
+        nodes += [helper.make_node("Div", ["wide", "sqrt2"], ["g_div"]), helper.make_node("Erf", ["g_div"], ["g_erf"]),
+                  helper.make_node("Add", ["g_erf", "one"], ["g_add"]), helper.make_node("Mul", ["wide", "g_add"], ["g_mul"]),
+                  helper.make_node("Mul", ["g_mul", "half"], ["gelu"])]
+    return nodes, inits
+
+
 def build(name, nodes, inits, opset=OPSET, channels=CHANNELS, outputs=None):
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", channels, H, W])
     outputs = [helper.make_empty_tensor_value_info(n) for n in outputs or [n.output[0] for n in nodes]]
@@ -159,6 +176,8 @@ def main():
     outputs = ["mid", "last_cols", "whole", "sp_a", "sp_b", "eq0", "eq1", "eq2"]
     for opset, name in [(17, "slice_attrs"), (11, "split_attrs11"), (18, "split_attrs18")]:
         write(name, *slice_nodes(opset), np.random.default_rng(opset + 100), opset, channels=6, outputs=outputs)
+    for opset, name in [(17, "gelu_attrs"), (20, "gelu_attrs20")]:
+        write(name, *gelu_nodes(opset), np.random.default_rng(opset + 200), opset, outputs=["erf", "gelu"])
 
 
 if __name__ == "__main__":

@@ -257,6 +257,7 @@ impl<'a> RawLayer<'a> {
                 (LayerKind::Activation(Activation::HardSigmoid { alpha, beta }), ONE, ONE)
             }
             "HardSwish" => (LayerKind::Activation(Activation::HardSwish), ONE, ONE),
+            "Erf" => (LayerKind::Activation(Activation::Erf), ONE, ONE),
             "Clip" => {
                 let c = block(p, "clip_param")?;
                 let (Some(min), Some(max)) = (c.get_f32("min")?, c.get_f32("max")?) else {
@@ -354,7 +355,8 @@ fn layer_name(message: &Message) -> Result<Option<String>> {
 
 /// New-format type names we know, as 'static strings; anything else stays unsupported.
 fn static_type_name(written: &str) -> &'static str {
-    const KNOWN: [&str; 23] = [
+    const KNOWN: [&str; 24] = [
+        "Erf",
         "Pad",
         "Slice",
         "ShuffleChannel",

@@ -73,7 +73,7 @@ fn write_layer(out: &mut String, layer: &LayerDef) {
             let _ = write!(p, " min: {min} max: {max}");
             "clip_param"
         }
-        LayerKind::Activation(Activation::Sigmoid | Activation::HardSwish) => "",
+        LayerKind::Activation(Activation::Sigmoid | Activation::HardSwish | Activation::Erf) => "",
         LayerKind::Pooling(pp) => {
             let method = if pp.method == PoolMethod::Max { "MAX" } else { "AVE" };
             let _ = write!(p, " pool: {method}");

@@ -108,6 +108,9 @@ pub enum Activation {
     /// `Clip` with `clip_param { min max }` (BVLC Caffe's Clip layer): y = min(max(x, min), max).
     /// ReLU6 is Clip(0, 6); an absent bound is an infinite one.
     Clip { min: f32, max: f32 },
+    /// `Erf` (dgnam's own layer type, for ONNX's Erf, with which torch exports the exact
+    /// GELU): y = 2 / sqrt(pi) * integral of exp(-t^2) from 0 to x.
+    Erf,
 }
 
 impl Activation {
@@ -118,6 +121,7 @@ impl Activation {
             Activation::HardSigmoid { .. } => "HardSigmoid",
             Activation::HardSwish => "HardSwish",
             Activation::Clip { .. } => "Clip",
+            Activation::Erf => "Erf",
         }
     }
 }

@@ -335,6 +335,8 @@ impl Builder {
                 self.emit(node, &out, LayerKind::Activation(f), one(self)?, vec![])
             }
             "HardSwish" => self.emit(node, &out, LayerKind::Activation(Activation::HardSwish), one(self)?, vec![]),
+            "Erf" => self.emit(node, &out, LayerKind::Activation(Activation::Erf), one(self)?, vec![]),
+            "Gelu" => self.gelu(node, &out),
             "Clip" => self.clip(node, &out),
             "Dropout" | "Identity" => {
                 if let Some(mask) = node.outputs.get(1).filter(|m| !m.is_empty() && self.uses.contains_key(*m)) {
@@ -1136,6 +1138,24 @@ impl Builder {
             _ => bail!("{l}: a constant operand is not supported yet for {op}"),
         };
         self.scale(node, out, x, scale, bias)
+    }
+
+    /// Opset 20's Gelu, exact form (`approximate` none): x * (0.5 + 0.5 erf(x / sqrt 2)), as
+    /// a Scale (`<out>::scaled`), an Erf (`<out>::erf`), a Scale with bias (`<out>::half`)
+    /// and an Eltwise PROD with x; the tanh approximation is refused.
+    fn gelu(&mut self, node: &Node, out: &str) -> Result<()> {
+        let l = node.label();
+        let approximate = node.string("approximate").unwrap_or("none");
+        ensure!(approximate == "none", "{l}: approximate '{approximate}' is not supported (only the exact form, 'none')");
+        let x = self.input(node, 0)?.to_string();
+        let s = self.shapes[&x].clone();
+        let c = *s.get(1).with_context(|| format!("{l}: input shape {} has no channel axis", fmt_shape(&s)))?;
+        let (scaled, erf, half) = (format!("{out}::scaled"), format!("{out}::erf"), format!("{out}::half"));
+        self.scale(node, &scaled, x.clone(), vec![std::f32::consts::FRAC_1_SQRT_2; c], None)?;
+        self.emit(node, &erf, LayerKind::Activation(Activation::Erf), vec![scaled], vec![])?;
+        self.scale(node, &half, erf, vec![0.5; c], Some(vec![0.5; c]))?;
+        let p = EltwiseParam { op: EltwiseOp::Prod, coeffs: vec![] };
+        self.emit(node, out, LayerKind::Eltwise(p), vec![x, half], vec![])
     }
 
     fn scale(&mut self, node: &Node, out: &str, x: String, scale: Vec<f32>, bias: Option<Vec<f32>>) -> Result<()> {

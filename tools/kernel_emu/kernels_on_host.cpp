@@ -500,6 +500,9 @@ void test_elementwise(int outer, int channels, int inner) {
         bwd_sized("hard_swish", [&](Vf& dx) { LAUNCH(hard_swish_backward, grid, block, xs, (const float*)dy.data(), dx.data(), n); },
             [&](long long i) { double v = w8[i]; return v < -3 ? 0.0 : v <= 3 ? v / 3 + 0.5 : 1.0; },
             [&](long long i) { double v = w8[i]; return v < -3 ? 0.0 : v <= 3 ? std::fabs(v) / 3 + 0.5 : 1.0; });
+        fwd("erf", [&](Vf& y) { LAUNCH(erf_forward, grid, block, xs, y.data(), n); }, [](double v) { return std::erf(v); });
+        bwd("erf", [&](Vf& dx) { LAUNCH(erf_backward, grid, block, xs, (const float*)dy.data(), dx.data(), n); },
+            [&](long long i) { double v = w8[i]; return 2.0 / std::sqrt(M_PI) * std::exp(-v * v); });
         for (auto [lo, hi] : {std::pair{0.0f, 6.0f}, std::pair{-INFINITY, -0.5f}, std::pair{-2.0f, INFINITY}}) {
             std::string nm = fmt("clip [%g, %g]", lo, hi);
             fwd(nm.c_str(), [&](Vf& y) { LAUNCH(clip_forward, grid, block, xs, y.data(), n, lo, hi); },

@@ -26,6 +26,7 @@ pub const CASES: &[Case] = &[
     // alpha x + beta leaves (0, 1) at x = -0.2 and x = 0.2.
     activation("layer { name: 'l' type: 'HardSigmoid' bottom: 'data' top: 'l' hard_sigmoid_param { alpha: 2.5 beta: 0.5 } }"),
     activation(widened!("layer { name: 'l' type: 'HardSwish' bottom: 'wide' top: 'l' }")),
+    activation(widened!("layer { name: 'l' type: 'Erf' bottom: 'wide' top: 'l' }")),
     activation("layer { name: 'l' type: 'Clip' bottom: 'data' top: 'l' clip_param { min: -0.3 max: 0.5 } }"),
     // ReLU6's shape with the top at 2.5 (6 lies beyond the inputs), in place
     activation(widened!("layer { name: 'l' type: 'Clip' bottom: 'wide' top: 'wide' clip_param { min: 0 max: 2.5 } }")),

@@ -21,6 +21,8 @@ pub const SOURCE: KernelSource = KernelSource {
         grid_stride("hard_swish_backward"),
         grid_stride("clip_forward"),
         grid_stride("clip_backward"),
+        grid_stride("erf_forward"),
+        grid_stride("erf_backward"),
     ],
 };
 
@@ -47,6 +49,7 @@ impl ActivationKernels for Cuda {
             Activation::HardSigmoid { alpha, beta } => launch!(self, SOURCE, "hard_sigmoid_forward", grid; x, y, &n, &alpha, &beta),
             Activation::HardSwish => launch!(self, SOURCE, "hard_swish_forward", grid; x, y, &n),
             Activation::Clip { min, max } => launch!(self, SOURCE, "clip_forward", grid; x, y, &n, &min, &max),
+            Activation::Erf => launch!(self, SOURCE, "erf_forward", grid; x, y, &n),
         }
     }
 
@@ -63,6 +66,7 @@ impl ActivationKernels for Cuda {
             Activation::HardSigmoid { alpha, beta } => launch!(self, SOURCE, "hard_sigmoid_backward", grid; x, dy, dx, &n, &alpha, &beta),
             Activation::HardSwish => launch!(self, SOURCE, "hard_swish_backward", grid; x, dy, dx, &n),
             Activation::Clip { min, max } => launch!(self, SOURCE, "clip_backward", grid; x, dy, dx, &n, &min, &max),
+            Activation::Erf => launch!(self, SOURCE, "erf_backward", grid; x, dy, dx, &n),
         }
     }
 }
