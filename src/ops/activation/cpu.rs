@@ -99,9 +99,9 @@ pub fn activation_backward<T: Real>(f: Activation, x: &[T], y: &[T], dy: &[T], d
 /// The error function in f64, to about 1e-16 (std's is not stable yet). Below |x| = 2.5:
 /// erf(x) = 2/sqrt(pi) exp(-x^2) * sum over n of (2x^2)^n x / (1 * 3 * ... * (2n + 1)), whose
 /// terms are all positive (nothing cancels) and fall once n passes x^2. From 2.5 on,
-/// 1 - erfc(x), with erfc(x) = exp(-x^2) / sqrt(pi) / (x + (1/2) / (x + 1 / (x + (3/2) / (x
-/// + ...)))), Laplace's continued fraction taken 60 levels deep, which keeps 1 - erf exact
-/// to its own rounding (the series' rounding near 1 would not be monotonic).
+/// 1 - erfc(x), with erfc(x) = exp(-x^2) / sqrt(pi) / K(x) and Laplace's continued fraction
+/// K(x) = x + (1/2) / (x + 1 / (x + (3/2) / (x + 2 / ...))), taken 60 levels deep: that keeps
+/// 1 - erf exact to its own rounding (the series' rounding near 1 would not be monotonic).
 pub fn erf(x: f64) -> f64 {
     if x.is_nan() {
         return x;
