@@ -36,11 +36,13 @@ pub const SOURCE: KernelSource = KernelSource {
         ),
         // The weights by tap for the transpose pass's version 2 (a permutation of w).
         grid_stride("conv_weights_by_tap"),
-        // Version 2 of the transpose pass: conv_forward_implicit's tiling, per phase.
+        // Version 2 of the transpose pass: conv_forward_implicit's tiling, per phase, and the
+        // tile's running sums over taps in 16 KB of shared memory. On sm_90 (163 registers,
+        // 33 KB) 6 CTAs, 12 warps per SM, as sgemm; sm_80's 164 KB hold 4 (171 registers).
         Launch::new(
             "conv_transpose_implicit",
             IMPLICIT_THREADS,
-            Design::Ctas(6, "sgemm's 8 x 8 register block per thread and the phase's tap state: REGS registers, 12 warps per SM"),
+            Design::Ctas(4, "sgemm's 8 x 8 register block and 16 KB of tap sums: 163 registers and 6 CTAs on sm_90, 171 and 4 on sm_80"),
         ),
     ],
 };
@@ -614,5 +616,27 @@ mod tests {
         // 2^31 input values, and a group count past the grid's z.
         assert_eq!(forward_versions(&geom([64, 1024, 8, 3], [1, 1, 1, 32]), Precision::F32), 1);
         assert_eq!(forward_versions(&geom([70000, 4, 70000, 1], [1, 0, 70000, 1]), Precision::F32), 1);
+    }
+
+    /// The implicit transpose pass (version 2) competes on every DGN-AM shape, the narrow
+    /// kernel (3) on the 3-channel ends as well; dilation and overflowing indices or grids
+    /// keep the column path.
+    #[test]
+    fn the_implicit_transpose_applies_with_dilation_1_within_32_bit_indices() {
+        let conv1 = geom([3, 227, 96, 11], [4, 0, 1, 64]);
+        let conv2 = geom([96, 27, 256, 5], [1, 2, 2, 64]);
+        // deconv2 and deconv0 of the fc6 generator, as the convolutions they transpose.
+        let deconv2 = geom([64, 64, 128, 4], [2, 1, 1, 64]);
+        let deconv0 = geom([3, 256, 32, 4], [2, 1, 1, 64]);
+        assert_eq!(transpose_versions(&conv1), 3);
+        assert_eq!(transpose_versions(&conv2), 2);
+        assert_eq!(transpose_versions(&deconv2), 2);
+        assert_eq!(transpose_versions(&deconv0), 3);
+        let mut dilated = conv2;
+        dilated.dilation = [2, 2];
+        assert_eq!(transpose_versions(&dilated), 1);
+        // 2^31 input values, and group x phase past the grid's z.
+        assert_eq!(transpose_versions(&geom([64, 1024, 8, 3], [1, 1, 1, 32])), 1);
+        assert_eq!(transpose_versions(&geom([70000, 4, 70000, 1], [1, 0, 70000, 1])), 1);
     }
 }
