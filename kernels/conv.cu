@@ -369,3 +369,200 @@ extern "C" __global__ void __launch_bounds__(IG_THREADS) conv_forward_implicit(
         }
     }
 }
+
+// Version 3 of the transpose pass (the convolution's data gradient, the deconvolution's
+// forward): an implicit GEMM split into sub-pixel phases, with no column matrix, no zero
+// taps and no col2im.
+//   dx[n][g*cg + c][ih][iw] = ((accumulate ? dx : 0) + S) + bias[g*cg + c]   (bias optional)
+//   S = sum over the taps (ki, kj) with ih + ph = oh*sh + ki, iw + pw = ow*sw + kj, in
+//       col2im's order (ki, then kj, ascending), of P = sum over o of w[g*og + o][c][ki][kj]
+//       * dy[n][g*og + o][oh][ow], in sgemm's order (o ascending, one fmaf chain per tap).
+// That is the column path's arithmetic, value for value: sgemm makes P for every tap into
+// the column matrix, col2im adds the taps, bias_add follows. So it gives the bits of
+// sgemm + col2im (+ bias_add). The one difference is a tap that falls outside dy: col2im
+// skips it and here it is a product with zeros (+0, which changes no sum), so only a weight
+// that is inf or NaN could tell the two apart.
+//
+// Block (x, y, z = group * sh*sw + phase): the pixels of dx whose (ih + ph) mod sh and
+// (iw + pw) mod sw are the phase (rh, rw) read exactly the taps ki = rh + t*sh, kj = rw + u*sw,
+// t < ceil((kh - rh) / sh), from output row qh - t and column qw - u, where (qh, qw) is the
+// pixel's place in its phase's grid shifted by the phase's first (qh0, qw0). So a phase is
+// a dense GEMM per tap: C[c][col] = sum over o of Wt[o][c] * dy[o][col shifted by the tap],
+// the columns being every image's pixels of the phase. The grid's x covers the largest
+// phase; a block past its own phase's end returns at once.
+// sgemm's tiling, as conv_forward_implicit: 64 x 64 tiles, K = o by 16 through
+// double-buffered shared memory, 8 x 8 accumulators per thread. The stages run over (tap,
+// o); when a tap's last stage is done its P is added into the running sums S, which live in
+// shared memory (each thread's own 64 values: registers could not hold P and S both at 6
+// CTAs per SM), and P starts again from 0. Wt is the weights by tap (conv_weights_by_tap),
+// one og x cg matrix per (ki, kj) with the channels contiguous, so the weight tile loads
+// whole rows of 64 channels as sgemm's do; thread t owns column t of the dy tile, splits its
+// (n, qh, qw) once per block, and a tap moves it by a subtraction. No division in the loop.
+// Every index fits in 32 bits (the host checks).
+
+// wt[g][ki][kj][o][c] = w[g*og + o][c][ki][kj]: each tap's weights as one og x cg matrix.
+extern "C" __global__ void conv_weights_by_tap(const float* __restrict__ w, float* __restrict__ wt, int outputs, int cg, int taps, int group)
+{
+    const int og = outputs / group, total = outputs * cg * taps;
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x) {
+        const int c = i % cg, t = i / cg, o = t % og, t2 = t / og, tap = t2 % taps, gz = t2 / taps;
+        wt[i] = w[((gz * og + o) * cg + c) * taps + tap];
+    }
+}
+
+// 16 rows (o0..o0+15) x 64 channels (m0..) of one tap's og x cg weight matrix, as sgemm
+// loads a K x M operand: thread t takes 4 chunks of 4 channels, rows t/16 + 4i.
+__device__ __forceinline__ void transpose_fetch_a(const float* mat, int og, int cg, int m0, int o0, bool vec, int tid, float4 (&v)[4]) {
+    #pragma unroll
+    for (int i = 0; i < 4; i++) {
+        const int o = o0 + tid / 16 + 4 * i, c = m0 + (tid % 16) * 4;
+        const float* q = mat + o * cg + c;
+        if (vec && o < og && c + 3 < cg) v[i] = *reinterpret_cast<const float4*>(q);
+        else {
+            const bool row = o < og;
+            v[i] = make_float4(row && c < cg ? q[0] : 0.0f, row && c + 1 < cg ? q[1] : 0.0f,
+                               row && c + 2 < cg ? q[2] : 0.0f, row && c + 3 < cg ? q[3] : 0.0f);
+        }
+    }
+}
+
+// 16 values of thread t's column of dy for the tap (t, u) at (oh, ow) = (qa - t, qb - u),
+// channels o0..o0+15 (0 outside dy, past og or past the last column).
+__device__ __forceinline__ void transpose_fetch_b(const float* dyc, int qa, int qb, int t, int u, int o0, int og,
+                                                  int out_h, int out_w, int out_plane, float (&v)[IG_K]) {
+    const int oh = qa - t, ow = qb - u;
+    const bool ok = (unsigned)oh < (unsigned)out_h && (unsigned)ow < (unsigned)out_w;
+    const int off = ok ? oh * out_w + ow + o0 * out_plane : 0;
+    #pragma unroll
+    for (int i = 0; i < IG_K; i++) v[i] = ok && o0 + i < og ? dyc[off + i * out_plane] : 0.0f;
+}
+
+extern "C" __global__ void __launch_bounds__(IG_THREADS) conv_transpose_implicit(
+    const float* __restrict__ dy, const float* __restrict__ wt, const float* __restrict__ bias, int has_bias,
+    float* __restrict__ dx, int accumulate,
+    int images, int channels, int in_h, int in_w, int outputs, int out_h, int out_w,
+    int kh, int kw, int sh, int sw, int ph, int pw, int group)
+{
+    __shared__ __align__(16) float As[2][IG_K][IG_TILE + IG_PAD];
+    __shared__ __align__(16) float Bs[2][IG_K][IG_TILE + IG_PAD];
+    __shared__ float4 Ss[16][IG_THREADS];  // S: thread t's 8 x 8 sums in Ss[*][t]
+    const int phases = sh * sw, gz = blockIdx.z / phases, phase = blockIdx.z - gz * phases;
+    const int rh = phase / sw, rw = phase - rh * sw;
+    const int cg = channels / group, og = outputs / group;
+    // The phase's first row and column of dx, how many of each, and the columns in all.
+    const int ih0 = ((rh - ph) % sh + sh) % sh, iw0 = ((rw - pw) % sw + sw) % sw;
+    if (ih0 >= in_h || iw0 >= in_w) return;  // the whole block: the phase has no pixel
+    const int rows = (in_h - ih0 + sh - 1) / sh, cols = (in_w - iw0 + sw - 1) / sw, pp = rows * cols;
+    const int N = images * pp, m0 = blockIdx.y * IG_TILE, n0 = blockIdx.x * IG_TILE, tid = threadIdx.x;
+    if (n0 >= N) return;  // the whole block: past this phase's columns
+    const int qh0 = (ih0 + ph - rh) / sh, qw0 = (iw0 + pw - rw) / sw;
+    const int taps_h = rh < kh ? (kh - rh + sh - 1) / sh : 0, taps_w = rw < kw ? (kw - rw + sw - 1) / sw : 0;
+    const int chunks = (og + IG_K - 1) / IG_K, stages = taps_h * taps_w * chunks;
+    const int out_plane = out_h * out_w, in_plane = in_h * in_w, tap_len = og * cg;
+
+    const float* wg = wt + gz * kh * kw * tap_len;
+    const bool a_vec = (cg & 3) == 0 && ((unsigned long long)wt & 15ull) == 0;
+    // Thread t's column of dy: image n, the group's first channel, and (qh, qw) for tap 0.
+    const float* dyc;
+    int qa, qb;
+    {
+        const int c = n0 + tid;
+        const int n = c < N ? c / pp : 0, r = c - n * pp, a = r / cols, b = r - a * cols;
+        dyc = dy + (n * outputs + gz * og) * out_plane;
+        qa = c < N ? qh0 + a : -(1 << 30);
+        qb = qw0 + b;
+    }
+
+    const int tx = tid % 8, ty = tid / 8;
+    float acc[8][8];
+    #pragma unroll
+    for (int i = 0; i < 8; i++)
+        #pragma unroll
+        for (int j = 0; j < 8; j++) acc[i][j] = 0.0f;
+    #pragma unroll
+    for (int q = 0; q < 16; q++) Ss[q][tid] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+
+    // The next stage to fetch: tap (ft, fu), channels from fo.
+    int ft = 0, fu = 0, fo = 0;
+    float4 fa[4];
+    float fb[IG_K];
+    auto fetch = [&]() {
+        transpose_fetch_a(wg + ((rh + ft * sh) * kw + rw + fu * sw) * tap_len, og, cg, m0, fo, a_vec, tid, fa);
+        transpose_fetch_b(dyc, qa, qb, ft, fu, fo, og, out_h, out_w, out_plane, fb);
+        fo += IG_K;
+        if (fo >= og) { fo = 0; if (++fu == taps_w) { fu = 0; ft++; } }
+    };
+    auto store = [&](int to) {
+        #pragma unroll
+        for (int i = 0; i < 4; i++) *reinterpret_cast<float4*>(&As[to][tid / 16 + 4 * i][(tid % 16) * 4]) = fa[i];
+        #pragma unroll
+        for (int i = 0; i < IG_K; i++) Bs[to][i][tid] = fb[i];
+    };
+    if (stages > 0) { fetch(); store(0); }
+    __syncthreads();
+
+    int buf = 0, chunk = 0;
+    for (int s = 0; s < stages; s++) {
+        const bool more = s + 1 < stages;
+        if (more) fetch();
+        #pragma unroll
+        for (int kk = 0; kk < IG_K; kk++) {
+            float4 a0 = *reinterpret_cast<const float4*>(&As[buf][kk][ty * 4]);
+            float4 a1 = *reinterpret_cast<const float4*>(&As[buf][kk][32 + ty * 4]);
+            float4 b0 = *reinterpret_cast<const float4*>(&Bs[buf][kk][tx * 4]);
+            float4 b1 = *reinterpret_cast<const float4*>(&Bs[buf][kk][32 + tx * 4]);
+            float av[8] = { a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w };
+            float bv[8] = { b0.x, b0.y, b0.z, b0.w, b1.x, b1.y, b1.z, b1.w };
+            #pragma unroll
+            for (int i = 0; i < 8; i++)
+                #pragma unroll
+                for (int j = 0; j < 8; j++) acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
+        }
+        if (++chunk == chunks) {
+            // The tap's P is complete: S += P, as col2im adds it, and P restarts from 0.
+            chunk = 0;
+            #pragma unroll
+            for (int i = 0; i < 8; i++) {
+                #pragma unroll
+                for (int h = 0; h < 2; h++) {
+                    float4 v = Ss[i * 2 + h][tid];
+                    v.x += acc[i][h * 4]; v.y += acc[i][h * 4 + 1]; v.z += acc[i][h * 4 + 2]; v.w += acc[i][h * 4 + 3];
+                    Ss[i * 2 + h][tid] = v;
+                    #pragma unroll
+                    for (int j = 0; j < 4; j++) acc[i][h * 4 + j] = 0.0f;
+                }
+            }
+        }
+        if (more) {
+            // The other buffer was last read before the previous barrier: safe to fill.
+            store(buf ^ 1);
+            __syncthreads();
+            buf ^= 1;
+        }
+    }
+
+    // Column j's offset in dx without its channel (-1 past the end): split once here.
+    int xoff[8];
+    #pragma unroll
+    for (int j = 0; j < 8; j++) {
+        const int c = n0 + (j < 4 ? tx * 4 + j : 32 + tx * 4 + j - 4);
+        const int n = c / pp, r = c - n * pp, a = r / cols, b = r - a * cols;
+        xoff[j] = c < N ? n * channels * in_plane + (ih0 + a * sh) * in_w + iw0 + b * sw : -1;
+    }
+    #pragma unroll
+    for (int i = 0; i < 8; i++) {
+        const int m = m0 + (i < 4 ? ty * 4 + i : 32 + ty * 4 + i - 4);
+        if (m >= cg) continue;
+        float* xc = dx + (gz * cg + m) * in_plane;
+        const float bv = has_bias ? bias[gz * cg + m] : 0.0f;
+        const float4 s0 = Ss[i * 2][tid], s1 = Ss[i * 2 + 1][tid];
+        const float sv[8] = { s0.x, s0.y, s0.z, s0.w, s1.x, s1.y, s1.z, s1.w };
+        #pragma unroll
+        for (int j = 0; j < 8; j++) {
+            if (xoff[j] < 0) continue;
+            float* d = xc + xoff[j];
+            const float v = accumulate ? *d + sv[j] : sv[j];
+            *d = has_bias ? v + bv : v;
+        }
+    }
+}

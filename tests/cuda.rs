@@ -243,6 +243,11 @@ const CONV_CASES: &[ConvCase] = &[
     ConvCase { channels: 5, hw: [9, 9], outputs: 70, kernel: [3, 3], stride: [1, 1], pad: [1, 1], dilation: [1, 1], group: 1, batch: 3 },
     ConvCase { channels: 4, hw: [6, 7], outputs: 130, kernel: [3, 3], stride: [1, 1], pad: [1, 1], dilation: [1, 1], group: 2, batch: 2 },
     ConvCase { channels: 40, hw: [9, 11], outputs: 8, kernel: [1, 1], stride: [2, 2], pad: [0, 0], dilation: [1, 1], group: 1, batch: 2 },
+    // The implicit transpose pass's tiles: channels of dx past one 64-row tile, alone (the
+    // generator's k4 s2 p1, 4 phases of 2 x 2 taps, K = 20: a stage and a tail of 4) and
+    // with groups (66 per group, K = 17: two stages, the second of one row)
+    ConvCase { channels: 70, hw: [8, 8], outputs: 20, kernel: [4, 4], stride: [2, 2], pad: [1, 1], dilation: [1, 1], group: 1, batch: 2 },
+    ConvCase { channels: 132, hw: [5, 6], outputs: 34, kernel: [3, 3], stride: [2, 2], pad: [1, 1], dilation: [1, 1], group: 2, batch: 1 },
 ];
 
 impl ConvCase {
@@ -1168,11 +1173,11 @@ fn column_kernel_versions_give_the_same_bits_and_are_measured_once() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Version 2 of the transpose pass (`conv_transpose_narrow`, inputs of at most 3 channels)
+/// Version 3 of the transpose pass (`conv_transpose_narrow`, inputs of at most 3 channels)
 /// sums in an order of its own, so it is held to the CPU within f32 rounding rather than to
 /// version 1's bits: every convolution case, and DGN-AM's two 3-channel ends at full size
 /// (deconv0's forward, 32 -> 3 channels at 128 x 128 -> 256 x 256, and conv1's backward-data,
-/// 3 -> 96 channels at 227 x 227, k11 s4), each with version 1, version 2 and the tuner's
+/// 3 -> 96 channels at 227 x 227, k11 s4), each with version 1, version 3 and the tuner's
 /// choice.
 #[test]
 #[ignore = "needs a CUDA GPU"]
@@ -1186,10 +1191,63 @@ fn the_narrow_transpose_pass_matches_the_cpu_in_every_version() {
     protos.push(op_net(deconv0, "dim: 2 dim: 32 dim: 128 dim: 128"));
     protos.push(op_net(conv1, "dim: 2 dim: 3 dim: 227 dim: 227"));
     for proto in &protos {
-        for v in [Some(1), Some(2), None] {
+        for v in [Some(1), Some(3), None] {
             let cuda = Cuda::new(Precision::F32).unwrap();
             cuda.force_kernel_version("transpose", v);
             compare(cuda, proto, 2, 13, F32);
+        }
+    }
+}
+
+/// Version 2 of the transpose pass (`conv_transpose_implicit`, the implicit GEMM by
+/// sub-pixel phases) against the CPU within f32 rounding, and against version 1 bit for bit
+/// (it sums in the column path's order; the host emulation checks the same bits): every
+/// convolution and deconvolution case, the fc6 generator's six stride-2 deconvolutions
+/// (deconv5-deconv0, k4 s2 p1: 4 phases of 2 x 2 taps, whose forward pass this is) and its
+/// stride-1 layers (conv5_1, conv4_1, conv3_1, whose backward-data it is), and CaffeNet's
+/// conv1 (k11 s4: 16 phases of at most 3 x 3 taps) to conv5 (stride 1, groups), at their
+/// real sizes and batch 2, each with versions 1, 2, 3 (where it applies, else 1) and the
+/// tuner's choice.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn the_implicit_transpose_pass_matches_the_cpu_in_every_version() {
+    if gpu().is_none() {
+        return;
+    }
+    let layer = |kind: &str, params: &str| {
+        format!("layer {{ name: \"l\" type: \"{kind}\" bottom: \"data\" top: \"l\" convolution_param {{ {params} }} }}")
+    };
+    let mut protos: Vec<String> = cases_of(&["conv"], None).iter().map(|c| c.prototxt()).collect();
+    let deconv = "kernel_size: 4 stride: 2 pad: 1";
+    for (kind, params, input) in [
+        ("Deconvolution", format!("num_output: 256 {deconv}"), "dim: 2 dim: 256 dim: 4 dim: 4"),
+        ("Deconvolution", format!("num_output: 256 {deconv}"), "dim: 2 dim: 512 dim: 8 dim: 8"),
+        ("Deconvolution", format!("num_output: 128 {deconv}"), "dim: 2 dim: 256 dim: 16 dim: 16"),
+        ("Deconvolution", format!("num_output: 64 {deconv}"), "dim: 2 dim: 128 dim: 32 dim: 32"),
+        ("Deconvolution", format!("num_output: 32 {deconv}"), "dim: 2 dim: 64 dim: 64 dim: 64"),
+        ("Deconvolution", format!("num_output: 3 {deconv}"), "dim: 2 dim: 32 dim: 128 dim: 128"),
+        ("Convolution", "num_output: 512 kernel_size: 3 pad: 1".into(), "dim: 2 dim: 256 dim: 8 dim: 8"),
+        ("Convolution", "num_output: 256 kernel_size: 3 pad: 1".into(), "dim: 2 dim: 256 dim: 16 dim: 16"),
+        ("Convolution", "num_output: 128 kernel_size: 3 pad: 1".into(), "dim: 2 dim: 128 dim: 32 dim: 32"),
+        ("Convolution", "num_output: 96 kernel_size: 11 stride: 4".into(), "dim: 2 dim: 3 dim: 227 dim: 227"),
+        ("Convolution", "num_output: 256 kernel_size: 5 pad: 2 group: 2".into(), "dim: 2 dim: 96 dim: 27 dim: 27"),
+        ("Convolution", "num_output: 384 kernel_size: 3 pad: 1".into(), "dim: 2 dim: 256 dim: 13 dim: 13"),
+        ("Convolution", "num_output: 384 kernel_size: 3 pad: 1 group: 2".into(), "dim: 2 dim: 384 dim: 13 dim: 13"),
+        ("Convolution", "num_output: 256 kernel_size: 3 pad: 1 group: 2".into(), "dim: 2 dim: 384 dim: 13 dim: 13"),
+    ] {
+        protos.push(op_net(&layer(kind, &params), input));
+    }
+    for proto in &protos {
+        let run = |v: Option<usize>| {
+            let cuda = Cuda::new(Precision::F32).unwrap();
+            cuda.force_kernel_version("transpose", v);
+            compare(cuda.share(), proto, 2, 19, F32);
+            forward_backward(cuda, proto, 2, 19)
+        };
+        let one = run(Some(1));
+        assert_eq!(one, run(Some(2)), "version 2 differs from version 1's bits in\n{proto}");
+        for v in [Some(3), None] {
+            run(v);
         }
     }
 }

@@ -5,7 +5,9 @@
 //! here: a kernel that gets better or worse fails until its declaration is updated.
 //!
 //! Known shortfalls against full occupancy, declared next to their launchers: sgemm (163-168
-//! registers: 12 warps per SM) and conv_forward_implicit (its tiling, 158-167 registers), sgemm_tf32 (76-77: 24 warps), sgemm_tf32_2 (128 registers and
+//! registers: 12 warps per SM) and conv_forward_implicit (its tiling, 158-167 registers),
+//! conv_transpose_implicit (its tiling and 33 KB of shared memory: 6 CTAs on sm_90, 4 on
+//! sm_80), sgemm_tf32 (76-77: 24 warps), sgemm_tf32_2 (128 registers and
 //! 48 KB of shared memory: 2 CTAs of 256, 16 warps), lrn_backward (46 registers: 5 CTAs of
 //! 256), and at 6 CTAs: im2col and max_pool_forward (sm_90), lrn_forward (sm_80),
 //! ave_pool_backward, pad_backward (sm_80), the Scale and BatchNorm kernels (34-38 registers).

@@ -244,9 +244,11 @@ void test_conv(int C, int H, int W, int O, int kh, int kw, int sh, int sw, int p
         check("conv_forward_implicit accumulating " + g, sum, want, m);
     }
     // backward data: accumulate from 0 and from random, then overwrite (deconvolution forward)
+    Vf column_start[3], column_bits[3];  // each pass's dx before and after, for version 2
     for (int pass = 0; pass < 3; pass++) {
         int accumulate = pass < 2;
         Vf got = pass == 0 ? Vf(dx.size(), 0.0f) : pass == 1 ? rnd(dx.size()) : nans(dx.size());
+        column_start[pass] = got;
         Vd want = dx, m = dxm;
         if (accumulate) for (size_t i = 0; i < got.size(); i++) { want[i] += got[i]; m[i] += std::fabs(got[i]); }
         if (pointwise) {
@@ -257,6 +259,31 @@ void test_conv(int C, int H, int W, int O, int kh, int kw, int sh, int sw, int p
             LAUNCH(col2im, d3(5), d3(256), (const float*)c.data(), got.data(), N, accumulate, C, H, W, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw);
         }
         check(std::string(pass == 0 ? "conv backward-data from 0 " : pass == 1 ? "conv backward-data from random " : "conv backward-data overwriting (deconv forward) ") + g, got, want, m);
+        column_bits[pass] = got;
+    }
+    // Version 2 of the transpose pass (conv_transpose_implicit by sub-pixel phases, dilation
+    // 1, after conv_weights_by_tap): each pass from the same start as the column path above,
+    // which must give its bits (S summed tap by tap in col2im's order, each tap's sum over o
+    // in sgemm's), and overwriting with a bias, the bits of the column path + bias_add.
+    if (dh == 1 && dw == 1) {
+        Vf wt = nans(w.size());
+        LAUNCH(conv_weights_by_tap, d3(3), d3(64), (const float*)w.data(), wt.data(), O, cg, kh * kw, group);
+        dim3 grid = d3((N * ((H + sh - 1) / sh) * ((W + sw - 1) / sw) + 63) / 64, (cg + 63) / 64, group * sh * sw);
+        auto pdy = (const float*)dy.data(), pwt = (const float*)wt.data();
+        for (int pass = 0; pass < 3; pass++) {
+            int accumulate = pass < 2;
+            Vf got = column_start[pass];
+            Vd want = dx, m = dxm;
+            if (accumulate) for (size_t i = 0; i < got.size(); i++) { want[i] += got[i]; m[i] += std::fabs(got[i]); }
+            LAUNCH(conv_transpose_implicit, grid, d3(64), pdy, pwt, pwt, 0, got.data(), accumulate, N, C, H, W, O, OH, OW, kh, kw, sh, sw, ph, pw, group);
+            std::string how = pass == 0 ? "from 0 " : pass == 1 ? "from random " : "overwriting ";
+            check("conv_transpose_implicit " + how + g, got, want, m);
+            check_exact("conv_transpose_implicit = sgemm + col2im " + how + g, got, column_bits[pass]);
+        }
+        Vf bias = rnd(C), biased = nans(dx.size()), want_bits = column_bits[2];
+        for (size_t i = 0; i < want_bits.size(); i++) want_bits[i] = want_bits[i] + bias[(i / ((size_t)H * W)) % C];
+        LAUNCH(conv_transpose_implicit, grid, d3(64), pdy, pwt, (const float*)bias.data(), 1, biased.data(), 0, N, C, H, W, O, OH, OW, kh, kw, sh, sw, ph, pw, group);
+        check_exact("conv_transpose_implicit with bias = sgemm + col2im + bias_add " + g, biased, want_bits);
     }
     // The direct data gradient for narrow inputs (conv_transpose_narrow: group 1, dilation
     // 1, at most 3 channels), accumulating from 0 and from random and overwriting, on grids

@@ -1,7 +1,9 @@
 //! Convolution and deconvolution on the GPU: `kernels/conv.cu` (im2col, col2im) and the
 //! SGEMM of `ops::gemm`, one batched launch per run of images. The deconvolution's passes are
 //! the convolution's with roles swapped, as on the CPU. Version 2 of the forward pass (and so
-//! of the deconvolution's backward-data) is an implicit GEMM with no column matrix.
+//! of the deconvolution's backward-data) is an implicit GEMM with no column matrix; version 2
+//! of the transpose pass (the convolution's backward-data, the deconvolution's forward) is
+//! one too, split into the stride's sub-pixel phases so that no tap multiplies a zero.
 
 use super::ConvKernels;
 use crate::device::cuda::compile::{self, Design, KernelSource, Launch};
@@ -32,6 +34,16 @@ pub const SOURCE: KernelSource = KernelSource {
             IMPLICIT_THREADS,
             Design::Ctas(6, "sgemm's 8 x 8 register block per thread: 158-167 registers, 12 warps per SM"),
         ),
+        // The weights by tap for the transpose pass's version 2 (a permutation of w).
+        grid_stride("conv_weights_by_tap"),
+        // Version 2 of the transpose pass: conv_forward_implicit's tiling, per phase, and the
+        // tile's running sums over taps in 16 KB of shared memory. On sm_90 (163 registers,
+        // 33 KB) 6 CTAs, 12 warps per SM, as sgemm; sm_80's 164 KB hold 4 (171 registers).
+        Launch::new(
+            "conv_transpose_implicit",
+            IMPLICIT_THREADS,
+            Design::Ctas(4, "sgemm's 8 x 8 register block and 16 KB of tap sums: 163 registers and 6 CTAs on sm_90, 171 and 4 on sm_80"),
+        ),
     ],
 };
 
@@ -41,10 +53,15 @@ type Buf = CudaSlice<f32>;
 pub const IM2COL: Versions = Versions { kernel: "im2col", functions: &["im2col", "im2col2"] };
 pub const COL2IM: Versions = Versions { kernel: "col2im", functions: &["col2im", "col2im2"] };
 /// The versions of the transpose pass (the convolution's data gradient, the deconvolution's
-/// forward): 1 the column path (one SGEMM into the column matrix, then col2im), 2 the direct
-/// kernel for inputs of at most 3 channels (`conv_transpose_narrow`: deconv0's forward and
-/// conv1's backward-data, the two 3-channel ends of DGN-AM).
-pub const TRANSPOSE: Versions = Versions { kernel: "transpose", functions: &["sgemm+col2im", "conv_transpose_narrow"] };
+/// forward, dx (+)= conv^T(dy) (+ bias)): 1 the column path (one SGEMM into the column
+/// matrix, then col2im), 2 the implicit GEMM by sub-pixel phases over the whole batch
+/// (`conv_transpose_implicit`: the generator's stride-2 deconvolutions as 4 phases of 2 x 2
+/// taps, conv1's backward-data as 16 phases of at most 3 x 3), 3 the direct kernel for
+/// inputs of at most 3 channels (`conv_transpose_narrow`: deconv0's forward and conv1's
+/// backward-data, the two 3-channel ends of DGN-AM). Versions that apply are a prefix
+/// (`tune::choose`), and every shape the narrow kernel takes the implicit one takes too.
+pub const TRANSPOSE: Versions =
+    Versions { kernel: "transpose", functions: &["sgemm+col2im", "conv_transpose_implicit", "conv_transpose_narrow"] };
 /// The versions of the forward pass (y = conv(x) + beta y: the convolution's forward, the
 /// deconvolution's backward-data): 1 im2col then one SGEMM per run of images, 2 the implicit
 /// GEMM `conv_forward_implicit` over the whole batch, in f32 only.
@@ -85,11 +102,29 @@ const NARROW_CHANNELS: usize = 3;
 const NARROW_WEIGHTS: usize = 1024;
 const NARROW_PIXELS: usize = 4;
 
-/// How many versions of the transpose pass apply to `g`: the direct kernel needs group 1,
-/// dilation 1, at most 3 input channels, one phase's weights within its shared memory, and
-/// indices within 32 bits (images over the grid's z, phases over y).
+/// How many versions of the transpose pass apply to `g`, in any precision (each version
+/// is f32 arithmetic or the precision's own GEMM, and the tuner keeps the fastest). The
+/// implicit GEMM needs dilation 1 (its phases are the stride's), every index of the whole
+/// batch within 32 bits, and its grid within the limits (group x phase over z, tiles of
+/// dx's channels over y). The narrow kernel needs group 1, dilation 1, at most 3 input
+/// channels, one phase's weights within its shared memory, and each image's indices within
+/// 32 bits (images over the grid's z, phases over y); it is counted only where the implicit
+/// GEMM applies as well, since the versions that apply must be 1..=n. The shapes that loses
+/// it (the narrow kernel's, with more than 2^31 values in the whole batch: over 8 GB per
+/// channel) keep the column path.
 fn transpose_versions(g: &ConvGeom) -> usize {
     let fits = |v: usize| v <= i32::MAX as usize;
+    let (phases, cg) = (g.stride[0] * g.stride[1], g.in_channels / g.group.max(1));
+    let columns = g.batch * g.in_h.div_ceil(g.stride[0]) * g.in_w.div_ceil(g.stride[1]);
+    let implicit = g.dilation == [1, 1]
+        && (1..=65535).contains(&(g.group * phases))
+        && cg.div_ceil(IMPLICIT_TILE) <= 65535
+        && fits(g.input_len())
+        && fits(g.output_len())
+        && fits(g.weight_len())
+        && fits(columns + IMPLICIT_TILE)
+        && fits(g.in_h + g.pad[0] + g.stride[0])
+        && fits(g.in_w + g.pad[1] + g.stride[1]);
     let taps = g.kernel[0].div_ceil(g.stride[0]) * g.kernel[1].div_ceil(g.stride[1]);
     let direct = g.group == 1
         && g.dilation == [1, 1]
@@ -100,10 +135,10 @@ fn transpose_versions(g: &ConvGeom) -> usize {
         && fits(g.out_channels * g.out_h * g.out_w)
         && fits(g.in_channels * g.in_h * g.in_w)
         && fits(g.weight_len());
-    if direct {
-        2
-    } else {
-        1
+    match (implicit, direct) {
+        (false, _) => 1,
+        (true, false) => 2,
+        (true, true) => 3,
     }
 }
 
@@ -140,7 +175,7 @@ impl ConvKernels for Cuda {
     }
 
     fn conv_backward_data(&self, g: &ConvGeom, dy: &Buf, w: &Buf, dx: &mut Buf) -> Result<()> {
-        self.conv_transpose(g, dy, w, dx, true)
+        self.conv_transpose(g, dy, w, None, dx, true)
     }
 
     fn conv_backward_weights(&self, g: &ConvGeom, x: &Buf, dy: &Buf, dw: &mut Buf, db: Option<&mut Buf>) -> Result<()> {
@@ -152,11 +187,7 @@ impl ConvKernels for Cuda {
     }
 
     fn deconv_forward(&self, g: &ConvGeom, x: &Buf, w: &Buf, bias: Option<&Buf>, y: &mut Buf) -> Result<()> {
-        self.conv_transpose(g, x, w, y, false)?;
-        match bias {
-            Some(b) => self.bias_add(y, b, g.in_channels, g.in_h * g.in_w),
-            None => Ok(()),
-        }
+        self.conv_transpose(g, x, w, bias, y, false)
     }
 
     fn deconv_backward_data(&self, g: &ConvGeom, dy: &Buf, w: &Buf, dx: &mut Buf) -> Result<()> {
@@ -361,36 +392,92 @@ impl Cuda {
         Ok(())
     }
 
-    /// dx (+)= conv^T(dy), by the version of the transpose pass the tuner picks for `g`.
-    /// `accumulate = false` overwrites dx (the deconvolution's forward pass).
+    /// dx = ((accumulate ? dx : 0) + conv^T(dy)) + bias, by the version of the transpose pass
+    /// the tuner picks for `g` (timed with the bias: versions 1 and 3 add it in a pass of
+    /// their own, version 2 in its epilogue). `accumulate = false` overwrites dx (the
+    /// deconvolution's forward pass, the one with a bias).
     fn conv_transpose(
         &self,
         g: &ConvGeom,
         dy: &CudaSlice<f32>,
         w: &CudaSlice<f32>,
+        bias: Option<&CudaSlice<f32>>,
         dx: &mut CudaSlice<f32>,
         accumulate: bool,
     ) -> Result<()> {
         check_conv(g, dx.len(), w.len(), dy.len())?;
-        let version = tune::choose(&self.tuner, &TRANSPOSE, transpose_versions(g), source_hash(), &format!("{g:?}"), &mut |v| {
-            self.time_overwriting(dx.len(), |tmp| self.conv_transpose_version(v, g, dy, w, tmp, false))
+        if let Some(b) = bias {
+            ensure_len(b, g.in_channels, "bias")?;
+        }
+        let shape = format!("{g:?} bias {}", bias.is_some());
+        let version = tune::choose(&self.tuner, &TRANSPOSE, transpose_versions(g), source_hash(), &shape, &mut |v| {
+            self.time_overwriting(dx.len(), |tmp| self.conv_transpose_version(v, g, dy, w, bias, tmp, false))
         })?;
-        self.conv_transpose_version(version, g, dy, w, dx, accumulate)
+        self.conv_transpose_version(version, g, dy, w, bias, dx, accumulate)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn conv_transpose_version(
         &self,
         version: usize,
         g: &ConvGeom,
         dy: &CudaSlice<f32>,
         w: &CudaSlice<f32>,
+        bias: Option<&CudaSlice<f32>>,
         dx: &mut CudaSlice<f32>,
         accumulate: bool,
     ) -> Result<()> {
         match version {
-            1 => self.conv_transpose_columns(g, dy, w, dx, accumulate),
-            _ => self.conv_transpose_narrow(g, dy, w, dx, accumulate),
+            1 => self.conv_transpose_columns(g, dy, w, dx, accumulate)?,
+            2 => return self.conv_transpose_implicit(g, dy, w, bias, dx, accumulate),
+            _ => self.conv_transpose_narrow(g, dy, w, dx, accumulate)?,
         }
+        match bias {
+            Some(b) => self.bias_add(dx, b, g.in_channels, g.in_h * g.in_w),
+            None => Ok(()),
+        }
+    }
+
+    /// `conv_transpose_implicit` (kernels/conv.cu): the weights permuted by tap
+    /// (`conv_weights_by_tap`, into the column scratch, which this path does not otherwise
+    /// use), then one launch of 64 x 64 tiles of (channels of dx in a group) x (every
+    /// image's pixels of a phase), group x phase over the grid's z; the bias is added in its
+    /// epilogue.
+    fn conv_transpose_implicit(
+        &self,
+        g: &ConvGeom,
+        dy: &CudaSlice<f32>,
+        w: &CudaSlice<f32>,
+        bias: Option<&CudaSlice<f32>>,
+        dx: &mut CudaSlice<f32>,
+        accumulate: bool,
+    ) -> Result<()> {
+        let cg = g.in_channels / g.group;
+        // The largest phase: ceil(in / stride) rows and columns of every image.
+        let columns = g.batch * g.in_h.div_ceil(g.stride[0]) * g.in_w.div_ceil(g.stride[1]);
+        if columns == 0 || cg == 0 {
+            return Ok(());
+        }
+        let [c, h, wd, oh, ow, kh, kw, sh, sw, ph, pw, _, _] = Self::conv_geom_args(g);
+        let (n, o, group) = (g.batch as i32, g.out_channels as i32, g.group as i32);
+        let mut wt = self.scratch(&self.scratch.col, w.len())?;
+        if !w.is_empty() {
+            let (taps, cgi) = (kh * kw, cg as i32);
+            launch!(self, SOURCE, "conv_weights_by_tap", grid_for(w.len()); w, &mut *wt, &o, &cgi, &taps, &group)?;
+        }
+        let cfg = LaunchConfig {
+            grid_dim: (
+                columns.div_ceil(IMPLICIT_TILE) as u32,
+                cg.div_ceil(IMPLICIT_TILE) as u32,
+                (g.group * g.stride[0] * g.stride[1]) as u32,
+            ),
+            block_dim: (IMPLICIT_THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // Without a bias the kernel reads none: any buffer stands in for it.
+        let (b, has_bias) = (bias.unwrap_or(w), bias.is_some() as i32);
+        let acc = accumulate as i32;
+        launch!(self, SOURCE, "conv_transpose_implicit", cfg; dy, &*wt, b, &has_bias, dx, &acc, &n, &c, &h, &wd, &o, &oh, &ow, &kh, &kw, &sh, &sw, &ph, &pw, &group)
     }
 
     /// `conv_transpose_narrow` (kernels/conv.cu) over every image at once: blocks over the
@@ -529,5 +616,27 @@ mod tests {
         // 2^31 input values, and a group count past the grid's z.
         assert_eq!(forward_versions(&geom([64, 1024, 8, 3], [1, 1, 1, 32]), Precision::F32), 1);
         assert_eq!(forward_versions(&geom([70000, 4, 70000, 1], [1, 0, 70000, 1]), Precision::F32), 1);
+    }
+
+    /// The implicit transpose pass (version 2) competes on every DGN-AM shape, the narrow
+    /// kernel (3) on the 3-channel ends as well; dilation and overflowing indices or grids
+    /// keep the column path.
+    #[test]
+    fn the_implicit_transpose_applies_with_dilation_1_within_32_bit_indices() {
+        let conv1 = geom([3, 227, 96, 11], [4, 0, 1, 64]);
+        let conv2 = geom([96, 27, 256, 5], [1, 2, 2, 64]);
+        // deconv2 and deconv0 of the fc6 generator, as the convolutions they transpose.
+        let deconv2 = geom([64, 64, 128, 4], [2, 1, 1, 64]);
+        let deconv0 = geom([3, 256, 32, 4], [2, 1, 1, 64]);
+        assert_eq!(transpose_versions(&conv1), 3);
+        assert_eq!(transpose_versions(&conv2), 2);
+        assert_eq!(transpose_versions(&deconv2), 2);
+        assert_eq!(transpose_versions(&deconv0), 3);
+        let mut dilated = conv2;
+        dilated.dilation = [2, 2];
+        assert_eq!(transpose_versions(&dilated), 1);
+        // 2^31 input values, and group x phase past the grid's z.
+        assert_eq!(transpose_versions(&geom([64, 1024, 8, 3], [1, 1, 1, 32])), 1);
+        assert_eq!(transpose_versions(&geom([70000, 4, 70000, 1], [1, 0, 70000, 1])), 1);
     }
 }
