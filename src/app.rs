@@ -357,13 +357,15 @@ pub fn synthesize(o: &SynthOptions, place: &Placement, progress: &dyn Progress) 
         // only redoes the batch that did not fit.
         return with_oom_retry(batch, progress, |batch| {
             let cuda = Cuda::on(place.ordinal, precision)?;
-            let classifier = Net::<Cuda>::from_weights(&clf_file, batch, cuda.share())?;
-            let generator = Net::<Cuda>::from_weights(&gen_file, batch, cuda)?;
+            let mut classifier = Net::<Cuda>::from_weights(&clf_file, batch, cuda.share())?;
+            let mut generator = Net::<Cuda>::from_weights(&gen_file, batch, cuda)?;
+            run::fuse_relus(&mut generator, &mut classifier, o)?;
             run::synthesize(&generator, &classifier, o, &prep, progress)
         });
     }
-    let classifier = CpuNet::<f32>::from_weights(&clf_file, batch, Cpu::new())?;
-    let generator = CpuNet::<f32>::from_weights(&gen_file, batch, Cpu::new())?;
+    let mut classifier = CpuNet::<f32>::from_weights(&clf_file, batch, Cpu::new())?;
+    let mut generator = CpuNet::<f32>::from_weights(&gen_file, batch, Cpu::new())?;
+    run::fuse_relus(&mut generator, &mut classifier, o)?;
     run::synthesize(&generator, &classifier, o, &prep, progress)
 }
 

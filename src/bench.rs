@@ -170,7 +170,7 @@ pub fn measure_peak<B: Fence>(b: &B, gemm_n: usize, copy_mib: usize, runs: usize
     // n positions as a (nearly) square map: n is a power of two.
     let h = 1usize << (n.trailing_zeros() / 2);
     let geom = crate::ir::ConvGeom::new(1, n, h, n / h, n, [1, 1], [1, 1], [0, 0], [1, 1], 1)?;
-    let op = Op::Conv { geom, bias: false };
+    let op = Op::Conv { geom, bias: false, relu: None };
     let x = random_buf(b, &mut rng, n * n)?;
     let w = vec![b.param_from_host(&rng.normal_vec_f32(n * n, 1.0))?];
     let mut y = vec![b.alloc(n * n)?];
@@ -678,6 +678,8 @@ pub struct StepOptions {
     pub generator: Option<PathBuf>,
     pub batches: Vec<usize>,
     pub iters: usize,
+    /// Each ReLU as a layer of its own (`Net::fuse_relus` not applied), for comparison.
+    pub unfused: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -867,6 +869,7 @@ impl StepOptions {
             generator,
             batches: parse_batches(batch.unwrap_or("8"))?,
             iters: iters.unwrap_or(if quick { 3 } else { 5 }),
+            unfused: false,
         })
     }
 }
@@ -896,10 +899,22 @@ fn steps_on<B: Fence>(make: &dyn Fn() -> Result<B>, opts: &StepOptions, progress
     let mut report = StepReport { device: make()?.name(), opts: opts.clone(), steps: Vec::new(), tf32_error: None };
     progress(&format!("device: {}\nhost: {}\n", report.device, crate::device::cpu::host_description()));
     for &batch in &opts.batches {
-        let clf = classifier.build(batch, 3, make()?)?;
+        let mut clf = classifier.build(batch, 3, make()?)?;
+        let objective = objective_blob(&clf.plan);
         let median_s = match &generator {
-            Some(g) => dgn_step(&g.build(batch, 2, make()?)?, &clf, opts.iters)?,
-            None => classifier_step(&clf, opts.iters)?,
+            Some(g) => {
+                let mut gen = g.build(batch, 2, make()?)?;
+                if !opts.unfused {
+                    crate::synth::dgn::fuse_relus(&mut gen, &mut clf, &[objective]);
+                }
+                dgn_step(&gen, &clf, opts.iters)?
+            }
+            None => {
+                if !opts.unfused {
+                    clf.fuse_relus(&[objective]);
+                }
+                classifier_step(&clf, opts.iters)?
+            }
         };
         let step = StepTime { batch, median_s };
         progress(&report.row(&step));

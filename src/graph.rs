@@ -229,12 +229,12 @@ pub struct State<B: Backend> {
 impl<B: Backend> State<B> {
     /// A blob's value after `forward`.
     pub fn value(&self, id: BlobId) -> &B::Buf {
-        self.values[id].as_ref().expect("blob buffers are only taken out during a pass")
+        self.values[id].as_ref().expect("a blob has no buffer only during a pass or when Net::fuse_relus fused it away")
     }
 
     /// A blob's buffer to write into (a net input, before `forward_from_inputs`).
     pub fn value_mut(&mut self, id: BlobId) -> &mut B::Buf {
-        self.values[id].as_mut().expect("blob buffers are only taken out during a pass")
+        self.values[id].as_mut().expect("a blob has no buffer only during a pass or when Net::fuse_relus fused it away")
     }
 
     /// A blob's gradient after `backward`, if the seeds reach it.
@@ -252,6 +252,21 @@ pub struct Net<B: Backend> {
     pub plan: Plan,
     pub backend: B,
     params: Vec<Vec<B::Param>>,
+    /// What the passes run, in order: the plan's nodes, less the ReLUs `fuse_relus` folded
+    /// into the layer before them.
+    steps: Vec<Step>,
+    /// The outputs of layers whose ReLU was fused: never written, so never allocated.
+    fused_away: Vec<BlobId>,
+}
+
+/// One node as the passes run it: plan node `node`, with its own op and tops unless a
+/// following in-place ReLU was fused into it (`Net::fuse_relus`), which gives the op that
+/// ReLU's slope and the node the ReLU's top.
+#[derive(Clone, Debug)]
+struct Step {
+    node: usize,
+    op: Op,
+    tops: Vec<BlobId>,
 }
 
 /// The CPU net most code wants: f32, weights used in place from a mapped file.
@@ -278,7 +293,63 @@ impl<B: Kernels> Net<B> {
             }
             params.push(mine);
         }
-        Ok(Net { plan, backend, params })
+        let steps = plan.nodes.iter().enumerate().map(|(node, n)| Step { node, op: n.op.clone(), tops: n.tops.clone() }).collect();
+        Ok(Net { plan, backend, params, steps, fused_away: Vec::new() })
+    }
+
+    /// Folds each in-place ReLU with a slope of at least 0 into the convolution or
+    /// deconvolution before it, where the backend's kernels can run it in their own passes
+    /// (`ConvKernels::fuses_relu`): the forward pass applies it to each image's output while
+    /// that is in cache, the backward-data pass masks each image's output gradient by the
+    /// output's signs before using it. The results are the separate layers' bit for bit.
+    ///
+    /// The layer's own output before the ReLU is then never computed, so a layer is left
+    /// alone when that blob is in `keep` (what the caller reads: an objective on `conv5`
+    /// reads conv5's output before relu5) or read by any other layer. Returns how many
+    /// ReLUs were fused. Call it before `state`.
+    pub fn fuse_relus(&mut self, keep: &[BlobId]) -> usize {
+        if !self.backend.fuses_relu() {
+            return 0;
+        }
+        let plan = &self.plan;
+        let mut readers = vec![0usize; plan.blobs.len()];
+        plan.nodes.iter().flat_map(|n| &n.bottoms).for_each(|&b| readers[b] += 1);
+        let mut fused = vec![false; self.steps.len()];
+        for (r, done) in fused.iter_mut().enumerate() {
+            let (node, tops) = (&plan.nodes[self.steps[r].node], self.steps[r].tops.clone());
+            let Op::Relu { slope } = self.steps[r].op else { continue };
+            // A NaN slope is not at least 0 either.
+            let nonnegative = slope >= 0.0;
+            if !nonnegative || node.bottoms.len() != 1 || tops.len() != 1 {
+                continue;
+            }
+            let b = node.bottoms[0];
+            let in_place = plan.blobs[b].name == plan.blobs[tops[0]].name;
+            if !in_place || readers[b] != 1 || keep.contains(&b) || plan.inputs.contains(&b) {
+                continue;
+            }
+            let Some(p) = self.steps[..r].iter().position(|s| s.tops == [b]) else { continue };
+            let (Op::Conv { relu, .. } | Op::Deconv { relu, .. }) = &mut self.steps[p].op else { continue };
+            if relu.is_some() {
+                continue;
+            }
+            *relu = Some(slope);
+            self.steps[p].tops = tops;
+            self.fused_away.push(b);
+            *done = true;
+        }
+        let mut flags = fused.iter();
+        self.steps.retain(|_| !flags.next().copied().unwrap_or(false));
+        fused.iter().filter(|&&f| f).count()
+    }
+
+    /// The layers whose output is fused away by `fuse_relus`, with the ReLU now run in their passes.
+    pub fn fused_layers(&self) -> Vec<&str> {
+        self.steps
+            .iter()
+            .filter(|s| matches!(s.op, Op::Conv { relu: Some(_), .. } | Op::Deconv { relu: Some(_), .. }))
+            .map(|s| self.plan.nodes[s.node].layer.as_str())
+            .collect()
     }
 
     /// Random weights at a scale where activations neither vanish nor explode (He-style
@@ -320,7 +391,9 @@ impl<B: Kernels> Net<B> {
     pub fn state(&self) -> Result<State<B>> {
         let blobs = &self.plan.blobs;
         Ok(State {
-            values: blobs.iter().map(|b| self.backend.alloc(b.len()).map(Some)).collect::<Result<_>>()?,
+            values: (0..blobs.len())
+                .map(|id| if self.fused_away.contains(&id) { Ok(None) } else { self.backend.alloc(blobs[id].len()).map(Some) })
+                .collect::<Result<_>>()?,
             grads: blobs.iter().map(|_| None).collect(),
             live: vec![false; blobs.len()],
             aux: self.plan.nodes.iter().map(|_| Aux::default()).collect(),
@@ -349,14 +422,15 @@ impl<B: Kernels> Net<B> {
     /// Runs every layer on whatever the input buffers already hold (the synthesis loop
     /// writes them on the device).
     pub fn forward_from_inputs(&self, st: &mut State<B>) -> Result<()> {
-        for (i, node) in self.plan.nodes.iter().enumerate() {
+        for step in &self.steps {
+            let (i, node) = (step.node, &self.plan.nodes[step.node]);
             // Tops are fresh blobs, never bottoms, so they can be taken out while bottoms are read.
             let mut tops: Vec<B::Buf> =
-                node.tops.iter().map(|&t| st.values[t].take().context("blob buffer missing")).collect::<Result<_>>()?;
+                step.tops.iter().map(|&t| st.values[t].take().context("blob buffer missing")).collect::<Result<_>>()?;
             let bottoms: Vec<&B::Buf> =
                 node.bottoms.iter().map(|&b| st.values[b].as_ref().context("blob buffer missing")).collect::<Result<_>>()?;
-            let r = crate::ops::forward(&self.backend, &node.op, &self.params[i], &bottoms, &mut tops, &mut st.aux[i]);
-            for (&t, v) in node.tops.iter().zip(tops) {
+            let r = crate::ops::forward(&self.backend, &step.op, &self.params[i], &bottoms, &mut tops, &mut st.aux[i]);
+            for (&t, v) in step.tops.iter().zip(tops) {
                 st.values[t] = Some(v);
             }
             r.with_context(|| format!("layer '{}' ({}) forward", node.layer, node.type_name))?;
@@ -405,26 +479,28 @@ impl<B: Kernels> Net<B> {
     /// Runs the nodes in reverse from the seeded gradients. Input gradients end up in
     /// `st.grad(input)`; with `weight_grads`, parameter gradients in `st.param_grads`.
     pub fn finish_backward(&self, st: &mut State<B>, weight_grads: bool) -> Result<()> {
-        for (i, node) in self.plan.nodes.iter().enumerate().rev() {
-            if !node.tops.iter().any(|&t| st.live[t]) {
+        for step in self.steps.iter().rev() {
+            let node = &self.plan.nodes[step.node];
+            if !step.tops.iter().any(|&t| st.live[t]) {
                 continue;
             }
-            for &t in &node.tops {
+            for &t in &step.tops {
                 self.touch(st, t)?;
             }
             for &b in &node.bottoms {
                 self.touch(st, b)?;
             }
-            let r = self.backward_node(i, node, st, weight_grads);
+            let r = self.backward_node(step, st, weight_grads);
             r.with_context(|| format!("layer '{}' ({}) backward", node.layer, node.type_name))?;
         }
         Ok(())
     }
 
-    fn backward_node(&self, i: usize, node: &Node, st: &mut State<B>, weight_grads: bool) -> Result<()> {
-        if let Op::Copy = node.op {
+    fn backward_node(&self, step: &Step, st: &mut State<B>, weight_grads: bool) -> Result<()> {
+        let (i, node) = (step.node, &self.plan.nodes[step.node]);
+        if let Op::Copy = step.op {
             let mut dx = st.grads[node.bottoms[0]].take().context("gradient missing")?;
-            let r = node.tops.iter().try_for_each(|&t| match st.grads[t].as_ref() {
+            let r = step.tops.iter().try_for_each(|&t| match st.grads[t].as_ref() {
                 Some(g) if st.live[t] => self.backend.add_assign(&mut dx, g),
                 _ => Ok(()),
             });
@@ -457,10 +533,10 @@ impl<B: Kernels> Net<B> {
         let r = {
             let x: Vec<&B::Buf> =
                 node.bottoms.iter().map(|&b| st.values[b].as_ref().context("blob buffer missing")).collect::<Result<_>>()?;
-            let y = st.values[node.tops[0]].as_ref().context("blob buffer missing")?;
-            let dy: Vec<&B::Buf> = node.tops.iter().map(|&t| st.grads[t].as_ref().context("gradient missing")).collect::<Result<_>>()?;
+            let y = st.values[step.tops[0]].as_ref().context("blob buffer missing")?;
+            let dy: Vec<&B::Buf> = step.tops.iter().map(|&t| st.grads[t].as_ref().context("gradient missing")).collect::<Result<_>>()?;
             let dp = if weight_grads { Some(pgrads.as_mut_slice()) } else { None };
-            crate::ops::backward(&self.backend, &node.op, &self.params[i], &x, y, &dy, &st.aux[i], &mut dxs, dp)
+            crate::ops::backward(&self.backend, &step.op, &self.params[i], &x, y, &dy, &st.aux[i], &mut dxs, dp)
         };
         st.param_grads[i] = pgrads;
         for ((&b, dx), was_taken) in node.bottoms.iter().zip(dxs).zip(taken) {

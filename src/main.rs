@@ -189,6 +189,10 @@ struct BenchArgs {
     /// Step benchmark: iterations per batch size, the first untimed (default 5, 3 with --quick).
     #[arg(long)]
     iters: Option<usize>,
+    /// Step benchmark: run each ReLU as a layer of its own instead of inside the convolution
+    /// before it (for comparing the two; the results are the same bit for bit).
+    #[arg(long)]
+    unfused: bool,
     /// Kernel benchmark on a GPU: every convolution and deconvolution once per version of the
     /// versioned kernels (im2col, col2im), side by side.
     #[arg(long, conflicts_with_all = ["net", "generator", "batch"])]
@@ -376,7 +380,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(a) => {
             let device = self::device(a.device, precision)?;
             let json = if a.net.is_some() || a.generator.is_some() || a.batch.is_some() {
-                let opts = bench::StepOptions::resolve(a.net, a.generator, a.batch.as_deref(), a.iters, a.quick)?;
+                let mut opts = bench::StepOptions::resolve(a.net, a.generator, a.batch.as_deref(), a.iters, a.quick)?;
+                opts.unfused = a.unfused;
                 let report = bench::steps(device, precision, &opts, &mut |row| print!("{row}"))?;
                 report.to_json()
             } else {

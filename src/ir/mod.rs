@@ -63,13 +63,17 @@ impl PadGeom {
 /// What a node computes, with every size resolved; the ops dispatch on this.
 #[derive(Clone, Debug)]
 pub enum Op {
+    /// `relu`: the slope (at least 0) of a ReLU that followed this layer in place and now
+    /// runs in its output pass. Only `Net::fuse_relus` sets it; a compiled layer has none.
     Conv {
         geom: ConvGeom,
         bias: bool,
+        relu: Option<f32>,
     },
     Deconv {
         geom: ConvGeom,
         bias: bool,
+        relu: Option<f32>,
     },
     InnerProduct {
         rows: usize,

@@ -51,7 +51,7 @@ pub fn compile_layer(layer: &LayerDef, shapes: &[Vec<usize>], declared_batch: us
             if p.bias_term {
                 params.push(vec![p.num_output]);
             }
-            (Op::Conv { geom, bias: p.bias_term }, vec![vec![n, p.num_output, geom.out_h, geom.out_w]], params)
+            (Op::Conv { geom, bias: p.bias_term, relu: None }, vec![vec![n, p.num_output, geom.out_h, geom.out_w]], params)
         }
         LayerKind::Deconvolution(p) => {
             let [n, c, h, w] = four_d()?;
@@ -60,7 +60,7 @@ pub fn compile_layer(layer: &LayerDef, shapes: &[Vec<usize>], declared_batch: us
             if p.bias_term {
                 params.push(vec![p.num_output]);
             }
-            (Op::Deconv { geom, bias: p.bias_term }, vec![vec![n, p.num_output, geom.in_h, geom.in_w]], params)
+            (Op::Deconv { geom, bias: p.bias_term, relu: None }, vec![vec![n, p.num_output, geom.in_h, geom.in_w]], params)
         }
         LayerKind::InnerProduct(p) => {
             let s = one_bottom()?;

@@ -30,7 +30,7 @@ use crate::ir::Op;
 use activation::ActivationKernels;
 use anyhow::{bail, Context, Result};
 use concat::ConcatKernels;
-use conv::ConvKernels;
+use conv::{ConvKernels, FusedRelu};
 use elementwise::ElementwiseKernels;
 use eltwise::EltwiseKernels;
 use inner_product::InnerProductKernels;
@@ -164,8 +164,8 @@ fn weight_and_bias<G>(pg: &mut [G], bias: bool) -> (&mut G, Option<&mut G>) {
 /// Runs `op` forward: `y` are the node's tops (overwritten).
 pub fn forward<B: Kernels>(dev: &B, op: &Op, p: &[B::Param], x: &[&B::Buf], y: &mut [B::Buf], aux: &mut Aux<B>) -> Result<()> {
     match op {
-        Op::Conv { geom, bias } => dev.conv_forward(geom, x[0], &p[0], bias_of(p, *bias), &mut y[0]),
-        Op::Deconv { geom, bias } => dev.deconv_forward(geom, x[0], &p[0], bias_of(p, *bias), &mut y[0]),
+        Op::Conv { geom, bias, relu } => dev.conv_forward(geom, x[0], &p[0], bias_of(p, *bias), *relu, &mut y[0]),
+        Op::Deconv { geom, bias, relu } => dev.deconv_forward(geom, x[0], &p[0], bias_of(p, *bias), *relu, &mut y[0]),
         Op::InnerProduct { rows, k, n, bias } => dev.inner_product_forward(*rows, *k, *n, x[0], &p[0], bias_of(p, *bias), &mut y[0]),
         Op::Relu { slope } => dev.relu_forward(*slope, x[0], &mut y[0]),
         Op::Activation(f) => dev.activation_forward(*f, x[0], &mut y[0]),
@@ -218,6 +218,17 @@ fn wrong_backward_for_tests(op: &Op) -> bool {
     WRONG.get_or_init(|| std::env::var("DGNAM_TEST_WRONG_BACKWARD").ok()).as_deref() == Some(op.name())
 }
 
+/// For the weight gradients of a layer with a fused ReLU, which no kernel masks itself: the
+/// output gradient as the ReLU's own backward pass would have left it, in a fresh buffer
+/// (`y`, the output after the ReLU, has the input's signs since the slope is at least 0).
+/// None where no ReLU is fused.
+fn masked_for_weights<B: Kernels>(dev: &B, relu: Option<f32>, y: &B::Buf, dy: &B::Buf) -> Result<Option<B::Buf>> {
+    let Some(slope) = relu else { return Ok(None) };
+    let mut masked = dev.alloc(dev.len(dy))?;
+    dev.relu_backward(slope, y, dy, &mut masked)?;
+    Ok(Some(masked))
+}
+
 #[allow(clippy::too_many_arguments)]
 fn backward_once<B: Kernels>(
     dev: &B,
@@ -234,22 +245,24 @@ fn backward_once<B: Kernels>(
     let dys = dy;
     let dy = *dys.first().context("no top gradient")?;
     match op {
-        Op::Conv { geom, bias } => {
+        Op::Conv { geom, bias, relu } => {
             if data {
-                dev.conv_backward_data(geom, dy, &p[0], &mut dx[0])?;
+                dev.conv_backward_data(geom, dy, &p[0], relu.map(|slope| FusedRelu { slope, y }), &mut dx[0])?;
             }
             if let Some(pg) = dparams {
                 let (dw, db) = weight_and_bias(pg, *bias);
-                dev.conv_backward_weights(geom, x[0], dy, dw, db)?;
+                let masked = masked_for_weights(dev, *relu, y, dy)?;
+                dev.conv_backward_weights(geom, x[0], masked.as_ref().unwrap_or(dy), dw, db)?;
             }
         }
-        Op::Deconv { geom, bias } => {
+        Op::Deconv { geom, bias, relu } => {
             if data {
-                dev.deconv_backward_data(geom, dy, &p[0], &mut dx[0])?;
+                dev.deconv_backward_data(geom, dy, &p[0], relu.map(|slope| FusedRelu { slope, y }), &mut dx[0])?;
             }
             if let Some(pg) = dparams {
                 let (dw, db) = weight_and_bias(pg, *bias);
-                dev.deconv_backward_weights(geom, x[0], dy, dw, db)?;
+                let masked = masked_for_weights(dev, *relu, y, dy)?;
+                dev.deconv_backward_weights(geom, x[0], masked.as_ref().unwrap_or(dy), dw, db)?;
             }
         }
         Op::InnerProduct { rows, k, n, bias } => {

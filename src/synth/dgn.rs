@@ -103,6 +103,15 @@ pub struct BatchResult<T> {
     pub frames: Vec<Vec<Vec<T>>>,
 }
 
+/// Folds the ReLUs of both nets into their convolutions where the backend can
+/// (`Net::fuse_relus`), keeping every classifier blob a `Dgn` on `objective` reads: that
+/// blob and the layer output a softmax objective is taken over. The generator is read
+/// only at its input and its last output, which fusing leaves in place. Returns how many
+/// ReLUs were fused in all.
+pub fn fuse_relus<B: DgnKernels>(generator: &mut Net<B>, classifier: &mut Net<B>, objective: &[BlobId]) -> usize {
+    generator.fuse_relus(&[]) + classifier.fuse_relus(objective)
+}
+
 /// A generator and a classifier compiled for the same batch, with their buffers.
 pub struct Dgn<'n, B: DgnKernels> {
     pub generator: &'n Net<B>,

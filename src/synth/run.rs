@@ -206,6 +206,13 @@ pub struct Report {
 }
 
 /// The units of `opts` through the DGN-AM loop of `generator` and `classifier`.
+/// `dgn::fuse_relus` for a run of `opts`: the objective's layer output and the blob the
+/// objective reads stay as they are. Call before `synthesize`.
+pub fn fuse_relus<B: DgnKernels>(generator: &mut Net<B>, classifier: &mut Net<B>, opts: &SynthOptions) -> Result<usize> {
+    let keep = [classifier.plan.layer_output(&opts.layer)?, objective_blob(&classifier.plan, opts)?];
+    Ok(crate::synth::dgn::fuse_relus(generator, classifier, &keep))
+}
+
 pub fn synthesize<B: DgnKernels>(
     generator: &Net<B>,
     classifier: &Net<B>,

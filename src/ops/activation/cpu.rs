@@ -15,7 +15,23 @@ const CHUNK: usize = 1 << 15;
 pub fn relu_forward<T: Real>(negative_slope: T, x: &[T], y: &mut [T]) {
     assert_eq!(x.len(), y.len(), "relu_forward: x and y differ in length");
     for (yi, &xi) in y.iter_mut().zip(x) {
-        *yi = if xi > T::ZERO { xi } else { negative_slope * xi };
+        *yi = relu(negative_slope, xi);
+    }
+}
+
+/// `relu_forward` with y its own input: a ReLU fused into the pass that wrote y.
+pub fn relu_in_place<T: Real>(negative_slope: T, y: &mut [T]) {
+    for v in y {
+        *v = relu(negative_slope, *v);
+    }
+}
+
+#[inline(always)]
+fn relu<T: Real>(negative_slope: T, x: T) -> T {
+    if x > T::ZERO {
+        x
+    } else {
+        negative_slope * x
     }
 }
 

@@ -10,7 +10,7 @@ use crate::device::Backend;
 use crate::ir::Activation;
 use anyhow::Result;
 
-pub use cpu::{activation_backward, activation_forward, relu_backward, relu_forward};
+pub use cpu::{activation_backward, activation_forward, relu_backward, relu_forward, relu_in_place};
 
 pub trait ActivationKernels: Backend {
     /// `y = x > 0 ? x : slope * x`

@@ -8,10 +8,11 @@
 
 mod depthwise;
 
-use super::ConvKernels;
+use super::{ConvKernels, FusedRelu};
 use crate::device::cpu::with_scratch;
 use crate::device::Cpu;
 use crate::ir::ConvGeom;
+use crate::ops::activation::{relu_backward, relu_in_place};
 use crate::ops::gemm::cpu::{gemm, gemm_on, Threads};
 use crate::real::Real;
 use anyhow::Result;
@@ -311,12 +312,65 @@ fn add_channel_sums<T: Real>(dy: &[T], channels: usize, plane: usize, db: &mut [
 /// pool, each product on its own thread, when there are at least as many images as threads
 /// (one product per core packs and computes best); otherwise one image at a time with each
 /// product's rows split over the pool.
-fn per_image<A: Sync, B: Send>(a: &[A], a_img: usize, b: &mut [B], b_img: usize, f: impl Fn(&[A], &mut [B], Threads) + Sync + Send) {
+fn per_image<A: Sync, B: Send>(a: &[A], a_img: usize, b: &mut [B], b_img: usize, f: impl Fn(usize, &[A], &mut [B], Threads) + Sync + Send) {
     let images = a.len() / a_img.max(1);
     if images >= rayon::current_num_threads() {
-        a.par_chunks(a_img).zip(b.par_chunks_mut(b_img)).for_each(|(an, bn)| f(an, bn, Threads::One));
+        a.par_chunks(a_img).zip(b.par_chunks_mut(b_img)).enumerate().for_each(|(n, (an, bn))| f(n, an, bn, Threads::One));
     } else {
-        a.chunks(a_img).zip(b.chunks_mut(b_img)).for_each(|(an, bn)| f(an, bn, Threads::RowBlocks));
+        a.chunks(a_img).zip(b.chunks_mut(b_img)).enumerate().for_each(|(n, (an, bn))| f(n, an, bn, Threads::RowBlocks));
+    }
+}
+
+/// What a ReLU fused into a pass (`Net::fuse_relus`) adds to it.
+#[derive(Clone, Copy)]
+enum Fused<'a, T> {
+    No,
+    /// A forward pass: the ReLU of this slope on each image's output, while it is in cache.
+    Out(T),
+    /// A backward-data pass: each image's output gradient masked first, as the ReLU's own
+    /// backward pass would leave it (`y`, the output after the ReLU, gives the signs).
+    In {
+        slope: T,
+        y: &'a [T],
+    },
+}
+
+impl<'a, T: Real> Fused<'a, T> {
+    fn forward(relu: Option<f32>) -> Self {
+        relu.map_or(Fused::No, |s| Fused::Out(T::from_f32(s)))
+    }
+
+    fn backward(relu: Option<(f32, &'a [T])>) -> Self {
+        relu.map_or(Fused::No, |(s, y)| Fused::In { slope: T::from_f32(s), y })
+    }
+
+    /// Scratch values `mask_input` needs for one image of `len`.
+    fn input_len(self, len: usize) -> usize {
+        if let Fused::In { .. } = self {
+            len
+        } else {
+            0
+        }
+    }
+
+    /// Image `n` (of `len` values) of the pass's input: `xn` itself, or masked into `buf`.
+    fn mask_input<'b>(self, n: usize, xn: &'b [T], buf: &'b mut [T]) -> &'b [T] {
+        match self {
+            Fused::In { slope, y } => {
+                let len = xn.len();
+                buf[..len].fill(T::ZERO);
+                relu_backward(slope, &y[n * len..(n + 1) * len], xn, &mut buf[..len]);
+                &buf[..len]
+            }
+            _ => xn,
+        }
+    }
+
+    /// The ReLU on a finished output, where one is fused into the forward pass.
+    fn finish_output(self, yn: &mut [T]) {
+        if let Fused::Out(slope) = self {
+            relu_in_place(slope, yn);
+        }
     }
 }
 
@@ -359,21 +413,26 @@ fn band_len(g: &ConvGeom) -> usize {
 }
 
 /// y = conv(x) + beta * y (beta is 0 or 1), plus `bias` per output channel when given.
-fn conv_apply<T: Real>(g: &ConvGeom, x: &[T], w: &[T], bias: Option<&[T]>, y: &mut [T], beta: T) {
+fn conv_apply<T: Real>(g: &ConvGeom, x: &[T], w: &[T], bias: Option<&[T]>, y: &mut [T], beta: T, fused: Fused<'_, T>) {
     if depthwise::applies(g) {
-        depthwise::forward(g, x, w, bias, y, beta)
+        // Direct plane by plane: the fused ReLU as a pass of its own over the whole batch.
+        let mut masked = vec![T::ZERO; fused.input_len(x.len())];
+        depthwise::forward(g, fused.mask_input(0, x, &mut masked), w, bias, y, beta);
+        fused.finish_output(y);
     } else {
-        columns_apply(g, x, w, bias, y, beta)
+        columns_apply(g, x, w, bias, y, beta, fused)
     }
 }
 
 /// `conv_apply` by columns, image by image (the bias on each image's output while it is
 /// still in cache, on that image's thread), a band of output rows at a time.
-fn columns_apply<T: Real>(g: &ConvGeom, x: &[T], w: &[T], bias: Option<&[T]>, y: &mut [T], beta: T) {
+fn columns_apply<T: Real>(g: &ConvGeom, x: &[T], w: &[T], bias: Option<&[T]>, y: &mut [T], beta: T, fused: Fused<'_, T>) {
     let (og, kk, ohw) = (g.out_channels / g.group, g.group_rows(), g.out_plane());
     let (x_img, y_img) = (g.in_channels * g.in_plane(), g.out_channels * ohw);
-    per_image(x, x_img, y, y_img, |xn, yn, threads| {
-        with_scratch(band_len(g), |col: &mut [T]| {
+    per_image(x, x_img, y, y_img, |n, xn, yn, threads| {
+        with_scratch(band_len(g) + fused.input_len(x_img), |scratch: &mut [T]| {
+            let (col, masked) = scratch.split_at_mut(band_len(g));
+            let xn = fused.mask_input(n, xn, masked);
             for rows in bands(g) {
                 let (first, n) = (rows.start * g.out_w, rows.len() * g.out_w);
                 // The band's columns: B with n columns, rows `stride` apart.
@@ -407,6 +466,7 @@ fn columns_apply<T: Real>(g: &ConvGeom, x: &[T], w: &[T], bias: Option<&[T]>, y:
         if let Some(b) = bias {
             add_channel_bias(yn, g.out_channels, ohw, b);
         }
+        fused.finish_output(yn);
     });
 }
 
@@ -418,15 +478,29 @@ fn assert_lens(g: &ConvGeom, input: usize, w: usize, output: usize) {
 
 /// y = conv(x) + bias (overwrites y). x: [N, C, H, W], w: [O, C/group, kh, kw], y: [N, O, OH, OW].
 pub fn conv_forward<T: Real>(g: &ConvGeom, x: &[T], w: &[T], bias: Option<&[T]>, y: &mut [T]) {
+    conv_forward_fused(g, x, w, bias, None, y)
+}
+
+/// `conv_forward`, then the ReLU of slope `relu` (at least 0) on each image in its pass.
+pub fn conv_forward_fused<T: Real>(g: &ConvGeom, x: &[T], w: &[T], bias: Option<&[T]>, relu: Option<f32>, y: &mut [T]) {
     assert_lens(g, x.len(), w.len(), y.len());
-    conv_apply(g, x, w, bias, y, T::ZERO);
+    conv_apply(g, x, w, bias, y, T::ZERO, Fused::forward(relu));
 }
 
 /// dx += conv^T(dy): per group, col = W^T dy, then col2im; image by image, a band of
 /// output rows at a time.
 pub fn conv_backward_data<T: Real>(g: &ConvGeom, dy: &[T], w: &[T], dx: &mut [T]) {
+    conv_backward_data_fused(g, dy, w, None, dx)
+}
+
+/// `conv_backward_data` of a convolution with a fused ReLU `(slope, y)`: each image's dy is
+/// masked as `relu_backward` from the output after the ReLU would leave it, then used.
+pub fn conv_backward_data_fused<T: Real>(g: &ConvGeom, dy: &[T], w: &[T], relu: Option<(f32, &[T])>, dx: &mut [T]) {
     assert_lens(g, dx.len(), w.len(), dy.len());
-    transpose_apply(g, dy, w, dx, Start::Add);
+    if let Some((_, y)) = relu {
+        assert_eq!(y.len(), dy.len(), "conv: the fused ReLU's output does not match dy");
+    }
+    transpose_apply(g, dy, w, dx, Start::Add, Fused::backward(relu));
 }
 
 /// What `transpose_apply` does with what dx held.
@@ -439,23 +513,27 @@ pub(super) enum Start<'a, T> {
 }
 
 /// `conv_backward_data` after what `start` says.
-fn transpose_apply<T: Real>(g: &ConvGeom, dy: &[T], w: &[T], dx: &mut [T], start: Start<'_, T>) {
+fn transpose_apply<T: Real>(g: &ConvGeom, dy: &[T], w: &[T], dx: &mut [T], start: Start<'_, T>, fused: Fused<'_, T>) {
     if depthwise::applies(g) {
-        depthwise::transpose(g, dy, w, dx, start)
+        let mut masked = vec![T::ZERO; fused.input_len(dy.len())];
+        depthwise::transpose(g, fused.mask_input(0, dy, &mut masked), w, dx, start);
+        fused.finish_output(dx);
     } else {
-        columns_transpose(g, dy, w, dx, start)
+        columns_transpose(g, dy, w, dx, start, fused)
     }
 }
 
 /// `transpose_apply` by columns, each image's zeroing and bias on that image's thread.
-fn columns_transpose<T: Real>(g: &ConvGeom, dy: &[T], w: &[T], dx: &mut [T], start: Start<'_, T>) {
+fn columns_transpose<T: Real>(g: &ConvGeom, dy: &[T], w: &[T], dx: &mut [T], start: Start<'_, T>, fused: Fused<'_, T>) {
     let (og, kk, ohw) = (g.out_channels / g.group, g.group_rows(), g.out_plane());
     let (x_img, y_img) = (g.in_channels * g.in_plane(), g.out_channels * ohw);
-    per_image(dy, y_img, dx, x_img, |dy_n, dxn, threads| {
+    per_image(dy, y_img, dx, x_img, |n, dy_n, dxn, threads| {
         if let Start::Overwrite(_) = start {
             dxn.fill(T::ZERO);
         }
-        with_scratch(band_len(g), |col: &mut [T]| {
+        with_scratch(band_len(g) + fused.input_len(y_img), |scratch: &mut [T]| {
+            let (col, masked) = scratch.split_at_mut(band_len(g));
+            let dy_n = fused.mask_input(n, dy_n, masked);
             let pointwise = g.is_pointwise();
             for rows in bands(g) {
                 let (first, n) = (rows.start * g.out_w, rows.len() * g.out_w);
@@ -489,6 +567,7 @@ fn columns_transpose<T: Real>(g: &ConvGeom, dy: &[T], w: &[T], dx: &mut [T], sta
         if let Start::Overwrite(Some(b)) = start {
             add_channel_bias(dxn, g.in_channels, g.in_plane(), b);
         }
+        fused.finish_output(dxn);
     });
 }
 
@@ -543,14 +622,27 @@ fn columns_weights<T: Real>(g: &ConvGeom, x: &[T], dy: &[T], dw: &mut [T], db: O
 /// Deconvolution forward (y overwritten): the convolution's backward-data pass plus bias.
 /// x: deconv input [N, g.out_channels, g.out_h, g.out_w]; y: [N, g.in_channels, g.in_h, g.in_w].
 pub fn deconv_forward<T: Real>(g: &ConvGeom, x: &[T], w: &[T], bias: Option<&[T]>, y: &mut [T]) {
+    deconv_forward_fused(g, x, w, bias, None, y)
+}
+
+/// `deconv_forward`, then the ReLU of slope `relu` (at least 0) on each image in its pass.
+pub fn deconv_forward_fused<T: Real>(g: &ConvGeom, x: &[T], w: &[T], bias: Option<&[T]>, relu: Option<f32>, y: &mut [T]) {
     assert_lens(g, y.len(), w.len(), x.len());
-    transpose_apply(g, x, w, y, Start::Overwrite(bias));
+    transpose_apply(g, x, w, y, Start::Overwrite(bias), Fused::forward(relu));
 }
 
 /// dx += the convolution's forward pass of dy (no bias).
 pub fn deconv_backward_data<T: Real>(g: &ConvGeom, dy: &[T], w: &[T], dx: &mut [T]) {
+    deconv_backward_data_fused(g, dy, w, None, dx)
+}
+
+/// `deconv_backward_data` with a fused ReLU `(slope, y)`, as `conv_backward_data_fused`.
+pub fn deconv_backward_data_fused<T: Real>(g: &ConvGeom, dy: &[T], w: &[T], relu: Option<(f32, &[T])>, dx: &mut [T]) {
     assert_lens(g, dy.len(), w.len(), dx.len());
-    conv_apply(g, dy, w, None, dx, T::ONE);
+    if let Some((_, y)) = relu {
+        assert_eq!(y.len(), dy.len(), "deconv: the fused ReLU's output does not match dy");
+    }
+    conv_apply(g, dy, w, None, dx, T::ONE, Fused::backward(relu));
 }
 
 /// dw += the convolution's weight gradient with x and dy swapped; db (g.in_channels) += sums of dy.
@@ -562,14 +654,37 @@ pub fn deconv_backward_weights<T: Real>(g: &ConvGeom, x: &[T], dy: &[T], dw: &mu
     }
 }
 
+fn fused_input<'a, T>(relu: Option<FusedRelu<'a, Vec<T>>>) -> Option<(f32, &'a [T])> {
+    relu.map(|r| (r.slope, r.y.as_slice()))
+}
+
 impl<'w, T: Real> ConvKernels for Cpu<'w, T> {
-    fn conv_forward(&self, g: &ConvGeom, x: &Vec<T>, w: &Cow<'w, [T]>, bias: Option<&Cow<'w, [T]>>, y: &mut Vec<T>) -> Result<()> {
-        conv_forward(g, x, w, bias.map(|b| &**b), y);
+    fn fuses_relu(&self) -> bool {
+        true
+    }
+
+    fn conv_forward(
+        &self,
+        g: &ConvGeom,
+        x: &Vec<T>,
+        w: &Cow<'w, [T]>,
+        bias: Option<&Cow<'w, [T]>>,
+        relu: Option<f32>,
+        y: &mut Vec<T>,
+    ) -> Result<()> {
+        conv_forward_fused(g, x, w, bias.map(|b| &**b), relu, y);
         Ok(())
     }
 
-    fn conv_backward_data(&self, g: &ConvGeom, dy: &Vec<T>, w: &Cow<'w, [T]>, dx: &mut Vec<T>) -> Result<()> {
-        conv_backward_data(g, dy, w, dx);
+    fn conv_backward_data(
+        &self,
+        g: &ConvGeom,
+        dy: &Vec<T>,
+        w: &Cow<'w, [T]>,
+        relu: Option<FusedRelu<'_, Vec<T>>>,
+        dx: &mut Vec<T>,
+    ) -> Result<()> {
+        conv_backward_data_fused(g, dy, w, fused_input(relu), dx);
         Ok(())
     }
 
@@ -578,13 +693,28 @@ impl<'w, T: Real> ConvKernels for Cpu<'w, T> {
         Ok(())
     }
 
-    fn deconv_forward(&self, g: &ConvGeom, x: &Vec<T>, w: &Cow<'w, [T]>, bias: Option<&Cow<'w, [T]>>, y: &mut Vec<T>) -> Result<()> {
-        deconv_forward(g, x, w, bias.map(|b| &**b), y);
+    fn deconv_forward(
+        &self,
+        g: &ConvGeom,
+        x: &Vec<T>,
+        w: &Cow<'w, [T]>,
+        bias: Option<&Cow<'w, [T]>>,
+        relu: Option<f32>,
+        y: &mut Vec<T>,
+    ) -> Result<()> {
+        deconv_forward_fused(g, x, w, bias.map(|b| &**b), relu, y);
         Ok(())
     }
 
-    fn deconv_backward_data(&self, g: &ConvGeom, dy: &Vec<T>, w: &Cow<'w, [T]>, dx: &mut Vec<T>) -> Result<()> {
-        deconv_backward_data(g, dy, w, dx);
+    fn deconv_backward_data(
+        &self,
+        g: &ConvGeom,
+        dy: &Vec<T>,
+        w: &Cow<'w, [T]>,
+        relu: Option<FusedRelu<'_, Vec<T>>>,
+        dx: &mut Vec<T>,
+    ) -> Result<()> {
+        deconv_backward_data_fused(g, dy, w, fused_input(relu), dx);
         Ok(())
     }
 

@@ -5,13 +5,13 @@
 //! of the transpose pass (the convolution's backward-data, the deconvolution's forward) is
 //! one too, split into the stride's sub-pixel phases so that no tap multiplies a zero.
 
-use super::ConvKernels;
+use super::{ConvKernels, FusedRelu};
 use crate::device::cuda::compile::{self, Design, KernelSource, Launch};
 use crate::device::cuda::tune::{self, Versions};
 use crate::device::cuda::{ensure_len, grid_for, grid_stride, launch, Cuda, Precision, COL_BUDGET};
 use crate::ir::ConvGeom;
 use crate::ops::gemm::cuda::{Gemm, Operand};
-use anyhow::{bail, Result};
+use anyhow::{bail, ensure, Result};
 use cudarc::driver::{CudaSlice, CudaView, CudaViewMut, LaunchConfig};
 use std::sync::OnceLock;
 
@@ -169,12 +169,25 @@ fn plane_grid(positions: usize, rows: usize) -> LaunchConfig {
     LaunchConfig { grid_dim: (blocks, rows.clamp(1, 65535) as u32, 1), block_dim: (threads as u32, 1, 1), shared_mem_bytes: 0 }
 }
 
+/// No CUDA kernel applies a fused ReLU yet (`fuses_relu` says so, and `Net::fuse_relus`
+/// leaves CUDA nets as they are): the error a fused op would meet.
+fn no_fused_relu<T>(relu: Option<T>) -> Result<()> {
+    ensure!(relu.is_none(), "the CUDA convolutions do not fuse a ReLU (Net::fuse_relus keeps them apart on CUDA)");
+    Ok(())
+}
+
 impl ConvKernels for Cuda {
-    fn conv_forward(&self, g: &ConvGeom, x: &Buf, w: &Buf, bias: Option<&Buf>, y: &mut Buf) -> Result<()> {
+    fn fuses_relu(&self) -> bool {
+        false
+    }
+
+    fn conv_forward(&self, g: &ConvGeom, x: &Buf, w: &Buf, bias: Option<&Buf>, relu: Option<f32>, y: &mut Buf) -> Result<()> {
+        no_fused_relu(relu)?;
         self.conv_apply(g, x, w, bias, y, 0.0)
     }
 
-    fn conv_backward_data(&self, g: &ConvGeom, dy: &Buf, w: &Buf, dx: &mut Buf) -> Result<()> {
+    fn conv_backward_data(&self, g: &ConvGeom, dy: &Buf, w: &Buf, relu: Option<FusedRelu<'_, Buf>>, dx: &mut Buf) -> Result<()> {
+        no_fused_relu(relu)?;
         self.conv_transpose(g, dy, w, None, dx, true)
     }
 
@@ -186,11 +199,13 @@ impl ConvKernels for Cuda {
         }
     }
 
-    fn deconv_forward(&self, g: &ConvGeom, x: &Buf, w: &Buf, bias: Option<&Buf>, y: &mut Buf) -> Result<()> {
+    fn deconv_forward(&self, g: &ConvGeom, x: &Buf, w: &Buf, bias: Option<&Buf>, relu: Option<f32>, y: &mut Buf) -> Result<()> {
+        no_fused_relu(relu)?;
         self.conv_transpose(g, x, w, bias, y, false)
     }
 
-    fn deconv_backward_data(&self, g: &ConvGeom, dy: &Buf, w: &Buf, dx: &mut Buf) -> Result<()> {
+    fn deconv_backward_data(&self, g: &ConvGeom, dy: &Buf, w: &Buf, relu: Option<FusedRelu<'_, Buf>>, dx: &mut Buf) -> Result<()> {
+        no_fused_relu(relu)?;
         self.conv_apply(g, dy, w, None, dx, 1.0)
     }
 

@@ -154,7 +154,7 @@ pub fn weights<T: Real>(g: &ConvGeom, x: &[T], dy: &[T], dw: &mut [T], db: Optio
 
 #[cfg(test)]
 mod tests {
-    use super::super::{columns_apply, columns_transpose, columns_weights};
+    use super::super::{columns_apply, columns_transpose, columns_weights, Fused};
     use super::*;
     use crate::ops::gradcheck::Rng;
 
@@ -196,7 +196,7 @@ mod tests {
                 let start = rng.uniform_vec(g.output_len(), -1.0, 1.0);
                 let (mut got, mut want) = (start.clone(), start);
                 forward(&g, &x, &wt, Some(&bias), &mut got, beta);
-                columns_apply(&g, &x, &wt, Some(&bias), &mut want, beta);
+                columns_apply(&g, &x, &wt, Some(&bias), &mut want, beta, Fused::No);
                 close(&what("forward"), &got, &want);
             }
             let start = rng.uniform_vec(g.input_len(), -1.0, 1.0);
@@ -204,7 +204,7 @@ mod tests {
                 let mode = |b| if overwrite { Start::Overwrite(b) } else { Start::Add };
                 let (mut got, mut want) = (start.clone(), start.clone());
                 transpose(&g, &dy, &wt, &mut got, mode(Some(&bias)));
-                columns_transpose(&g, &dy, &wt, &mut want, mode(Some(&bias)));
+                columns_transpose(&g, &dy, &wt, &mut want, mode(Some(&bias)), Fused::No);
                 close(&what("transpose"), &got, &want);
             }
             let start = rng.uniform_vec(g.weight_len(), -1.0, 1.0);
