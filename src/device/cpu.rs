@@ -6,9 +6,45 @@ use crate::real::Real;
 use anyhow::{bail, Result};
 use std::borrow::Cow;
 use std::marker::PhantomData;
+use std::sync::OnceLock;
 
 /// `'w` is the lifetime of a mapped weights file whose f32 tensors are used in place.
 pub struct Cpu<'w, T: Real = f32>(PhantomData<&'w T>);
+
+/// A parameter on the CPU: the values as stored (borrowed from the mapped file, or owned),
+/// and one form of them that an op derives on first use and keeps (`derived`: the
+/// convolution's weights transposed for its transposed passes). Any mutable access drops
+/// the derived form, so it can never be stale.
+pub struct CpuParam<'w, T: Real> {
+    data: Cow<'w, [T]>,
+    derived: OnceLock<Vec<T>>,
+}
+
+impl<'w, T: Real> CpuParam<'w, T> {
+    pub fn new(data: Cow<'w, [T]>) -> Self {
+        CpuParam { data, derived: OnceLock::new() }
+    }
+
+    /// The derived form, made by `make` from the values on the first call after the last
+    /// change. Each parameter has one: the op that owns it decides what it is.
+    pub fn derived(&self, make: impl FnOnce(&[T]) -> Vec<T>) -> &[T] {
+        self.derived.get_or_init(|| make(&self.data))
+    }
+}
+
+impl<T: Real> std::ops::Deref for CpuParam<'_, T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        &self.data
+    }
+}
+
+impl<T: Real> std::ops::DerefMut for CpuParam<'_, T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        self.derived = OnceLock::new();
+        self.data.to_mut()
+    }
+}
 
 impl<T: Real> Default for Cpu<'_, T> {
     fn default() -> Self {
@@ -56,15 +92,15 @@ pub fn host_description() -> String {
 
 impl<'w, T: Real> FromMapped<'w> for Cpu<'w, T> {
     /// Mapped f32 weights, borrowed (or widened for f64).
-    fn param_from_mapped(&self, data: &'w [f32]) -> Result<Cow<'w, [T]>> {
-        Ok(T::from_f32_slice(data))
+    fn param_from_mapped(&self, data: &'w [f32]) -> Result<CpuParam<'w, T>> {
+        Ok(CpuParam::new(T::from_f32_slice(data)))
     }
 }
 
 impl<'w, T: Real> Backend for Cpu<'w, T> {
     type Scalar = T;
     type Buf = Vec<T>;
-    type Param = Cow<'w, [T]>;
+    type Param = CpuParam<'w, T>;
     type Index = Vec<u32>;
 
     fn name(&self) -> String {
@@ -92,8 +128,8 @@ impl<'w, T: Real> Backend for Cpu<'w, T> {
         Ok(())
     }
 
-    fn param_from_host(&self, data: &[f32]) -> Result<Cow<'w, [T]>> {
-        Ok(Cow::Owned(data.iter().map(|&v| T::from_f32(v)).collect()))
+    fn param_from_host(&self, data: &[f32]) -> Result<CpuParam<'w, T>> {
+        Ok(CpuParam::new(Cow::Owned(data.iter().map(|&v| T::from_f32(v)).collect())))
     }
 
     fn upload(&self, buf: &mut Vec<T>, data: &[T]) -> Result<()> {

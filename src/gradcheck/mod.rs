@@ -19,6 +19,7 @@ pub mod layer;
 pub mod numeric;
 mod report;
 
+use crate::device::cpu::CpuParam;
 use crate::device::Cpu;
 use crate::graph::{unit_offset, BlobId, CpuNet, Net, Plan, UnitRef};
 use crate::io::{NetSource, Progress};
@@ -167,7 +168,7 @@ fn check_layer(def: &crate::ir::NetDef, real: &CpuNet<f32>, i: usize, o: &Gradch
     let mut params = real.node_params(i).iter();
     let mut net = Net::new(plan, Cpu::<f64>::new(), |_, _| {
         let p = params.next().context("one parameter per blob")?;
-        Ok((Cow::Owned(p.iter().map(|&v| v as f64).collect()), p.len()))
+        Ok((CpuParam::new(Cow::Owned(p.iter().map(|&v| v as f64).collect())), p.len()))
     })?;
     let inputs: Vec<Vec<f64>> = net.plan.inputs.iter().map(|&id| rng.uniform_vec(net.plan.blobs[id].len(), -1.0, 1.0)).collect();
     let seeds: Vec<(BlobId, Vec<f64>)> =
@@ -204,7 +205,7 @@ fn check_whole_net(def: &crate::ir::NetDef, real: &CpuNet<f32>, o: &GradcheckOpt
     let mut params = (0..real.plan.nodes.len()).flat_map(|i| real.node_params(i).iter());
     let net = Net::new(plan, Cpu::<f64>::new(), |_, _| {
         let p = params.next().context("one parameter per blob")?;
-        Ok((Cow::Owned(p.iter().map(|&v| v as f64).collect()), p.len()))
+        Ok((CpuParam::new(Cow::Owned(p.iter().map(|&v| v as f64).collect())), p.len()))
     })?;
     let inputs: Vec<Vec<f64>> = net.plan.inputs.iter().map(|&id| rng.uniform_vec(net.plan.blobs[id].len(), -1.0, 1.0)).collect();
     let blob = net.plan.last_output();

@@ -103,10 +103,10 @@ pub fn check_net(net: &mut CpuF64, inputs: &[Vec<f64>], seeds: &[(BlobId, Vec<f6
                 let Some((i, d)) = change else {
                     return shifted_loss(net, &mut st, inputs, seeds, &y0);
                 };
-                let old = net.param_mut(node, index).to_mut()[i];
-                net.param_mut(node, index).to_mut()[i] = old + d;
+                let old = net.param_mut(node, index)[i];
+                net.param_mut(node, index)[i] = old + d;
                 let l = shifted_loss(net, &mut st, inputs, seeds, &y0);
-                net.param_mut(node, index).to_mut()[i] = old;
+                net.param_mut(node, index)[i] = old;
                 l
             })?;
             let nonzero = analytic.iter().any(|&g| g != 0.0);

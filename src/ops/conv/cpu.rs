@@ -10,6 +10,7 @@ mod depthwise;
 
 use super::{ConvKernels, FusedRelu};
 use crate::device::cpu::with_scratch;
+use crate::device::cpu::CpuParam;
 use crate::device::Cpu;
 use crate::ir::ConvGeom;
 use crate::ops::activation::{relu_backward, relu_in_place};
@@ -17,7 +18,6 @@ use crate::ops::gemm::cpu::{gemm, gemm_on, Threads};
 use crate::real::Real;
 use anyhow::Result;
 use rayon::prelude::*;
-use std::borrow::Cow;
 
 /// The column buffer for one whole image (all groups), allocated once per call.
 fn col_buffer<T: Real>(g: &ConvGeom) -> Vec<T> {
@@ -490,17 +490,18 @@ pub fn conv_forward_fused<T: Real>(g: &ConvGeom, x: &[T], w: &[T], bias: Option<
 /// dx += conv^T(dy): per group, col = W^T dy, then col2im; image by image, a band of
 /// output rows at a time.
 pub fn conv_backward_data<T: Real>(g: &ConvGeom, dy: &[T], w: &[T], dx: &mut [T]) {
-    conv_backward_data_fused(g, dy, w, None, dx)
+    conv_backward_data_fused(g, dy, w, None, None, dx)
 }
 
 /// `conv_backward_data` of a convolution with a fused ReLU `(slope, y)`: each image's dy is
 /// masked as `relu_backward` from the output after the ReLU would leave it, then used.
-pub fn conv_backward_data_fused<T: Real>(g: &ConvGeom, dy: &[T], w: &[T], relu: Option<(f32, &[T])>, dx: &mut [T]) {
+/// `wt`: the weights as `transposed_weights` gives them, read in place of `w` where given.
+pub fn conv_backward_data_fused<T: Real>(g: &ConvGeom, dy: &[T], w: &[T], wt: Option<&[T]>, relu: Option<(f32, &[T])>, dx: &mut [T]) {
     assert_lens(g, dx.len(), w.len(), dy.len());
     if let Some((_, y)) = relu {
         assert_eq!(y.len(), dy.len(), "conv: the fused ReLU's output does not match dy");
     }
-    transpose_apply(g, dy, w, dx, Start::Add, Fused::backward(relu));
+    transpose_apply(g, dy, w, wt, dx, Start::Add, Fused::backward(relu));
 }
 
 /// What `transpose_apply` does with what dx held.
@@ -513,19 +514,57 @@ pub(super) enum Start<'a, T> {
 }
 
 /// `conv_backward_data` after what `start` says.
-fn transpose_apply<T: Real>(g: &ConvGeom, dy: &[T], w: &[T], dx: &mut [T], start: Start<'_, T>, fused: Fused<'_, T>) {
+fn transpose_apply<T: Real>(g: &ConvGeom, dy: &[T], w: &[T], wt: Option<&[T]>, dx: &mut [T], start: Start<'_, T>, fused: Fused<'_, T>) {
     if depthwise::applies(g) {
         let mut masked = vec![T::ZERO; fused.input_len(dy.len())];
         depthwise::transpose(g, fused.mask_input(0, dy, &mut masked), w, dx, start);
         fused.finish_output(dx);
     } else {
-        columns_transpose(g, dy, w, dx, start, fused)
+        columns_transpose(g, dy, w, wt, dx, start, fused)
     }
 }
 
+/// Maps of at most this many positions read the weights transposed (`transposed_weights`)
+/// in their transposed passes. The fc6 generator's forward passes at batch 8 (2-core AMD
+/// EPYC, AVX2, 3 alternating runs of 20): deconv4 20.8-21.2 -> 12.9-14.2 ms, conv5_1
+/// 9.4-9.7 -> 7.1-7.5 ms, deconv5 (16 positions) 2.3-2.8 -> 1.8-2.3 ms. On maps of 169
+/// positions and more (CaffeNet's conv2-conv5 backward-data, the generator's 16 x 16 layers)
+/// it was slower (docs/benchmarks.md).
+const TRANSPOSED_WEIGHTS_MAX_POSITIONS: usize = 64;
+
+/// The weights of `g` as its transposed passes read them best, or None to read them as
+/// stored. These passes multiply by W^T: given W as stored, the GEMM crate packs it again
+/// for every image and band, which costs more than the product when a map has few
+/// positions and the weights are large; given W^T row by row it reads the weights where
+/// they are. The sums are the same either way, bit for bit. The copy is kept with the
+/// parameter (`CpuParam::derived`), so a net makes it once.
+fn weights_for_transpose<'a, T: Real>(g: &ConvGeom, w: &'a CpuParam<'_, T>) -> Option<&'a [T]> {
+    let eligible = g.out_plane() <= TRANSPOSED_WEIGHTS_MAX_POSITIONS && !depthwise::applies(g);
+    eligible.then(|| w.derived(|w| transposed_weights(g, w)))
+}
+
+/// Each group's og x kk block of the weights as kk x og, row-major.
+fn transposed_weights<T: Real>(g: &ConvGeom, w: &[T]) -> Vec<T> {
+    let (og, kk) = (g.out_channels / g.group, g.group_rows());
+    let mut t = vec![T::ZERO; w.len()];
+    for (src, dst) in w.chunks_exact(og * kk).zip(t.chunks_exact_mut(og * kk)) {
+        for (o, row) in src.chunks_exact(kk).enumerate() {
+            for (k, &v) in row.iter().enumerate() {
+                dst[k * og + o] = v;
+            }
+        }
+    }
+    t
+}
+
 /// `transpose_apply` by columns, each image's zeroing and bias on that image's thread.
-fn columns_transpose<T: Real>(g: &ConvGeom, dy: &[T], w: &[T], dx: &mut [T], start: Start<'_, T>, fused: Fused<'_, T>) {
+fn columns_transpose<T: Real>(g: &ConvGeom, dy: &[T], w: &[T], wt: Option<&[T]>, dx: &mut [T], start: Start<'_, T>, fused: Fused<'_, T>) {
     let (og, kk, ohw) = (g.out_channels / g.group, g.group_rows(), g.out_plane());
+    // W^T of each group: as stored (column-major) or transposed (row-major).
+    let (a, a_rs, a_cs) = match wt {
+        Some(t) => (t, og as isize, 1),
+        None => (w, 1, kk as isize),
+    };
     let (x_img, y_img) = (g.in_channels * g.in_plane(), g.out_channels * ohw);
     per_image(dy, y_img, dx, x_img, |n, dy_n, dxn, threads| {
         if let Start::Overwrite(_) = start {
@@ -547,9 +586,9 @@ fn columns_transpose<T: Real>(g: &ConvGeom, dy: &[T], w: &[T], dx: &mut [T], sta
                         og,
                         n,
                         T::ONE,
-                        &w[gi * og * kk..(gi + 1) * og * kk],
-                        1,
-                        kk as isize,
+                        &a[gi * og * kk..(gi + 1) * og * kk],
+                        a_rs,
+                        a_cs,
                         &dy_n[gi * og * ohw + first..],
                         ohw as isize,
                         1,
@@ -622,13 +661,14 @@ fn columns_weights<T: Real>(g: &ConvGeom, x: &[T], dy: &[T], dw: &mut [T], db: O
 /// Deconvolution forward (y overwritten): the convolution's backward-data pass plus bias.
 /// x: deconv input [N, g.out_channels, g.out_h, g.out_w]; y: [N, g.in_channels, g.in_h, g.in_w].
 pub fn deconv_forward<T: Real>(g: &ConvGeom, x: &[T], w: &[T], bias: Option<&[T]>, y: &mut [T]) {
-    deconv_forward_fused(g, x, w, bias, None, y)
+    deconv_forward_fused(g, x, w, None, bias, None, y)
 }
 
-/// `deconv_forward`, then the ReLU of slope `relu` (at least 0) on each image in its pass.
-pub fn deconv_forward_fused<T: Real>(g: &ConvGeom, x: &[T], w: &[T], bias: Option<&[T]>, relu: Option<f32>, y: &mut [T]) {
+/// `deconv_forward`, then the ReLU of slope `relu` (at least 0) on each image in its pass;
+/// `wt` as in `conv_backward_data_fused`.
+pub fn deconv_forward_fused<T: Real>(g: &ConvGeom, x: &[T], w: &[T], wt: Option<&[T]>, bias: Option<&[T]>, relu: Option<f32>, y: &mut [T]) {
     assert_lens(g, y.len(), w.len(), x.len());
-    transpose_apply(g, x, w, y, Start::Overwrite(bias), Fused::forward(relu));
+    transpose_apply(g, x, w, wt, y, Start::Overwrite(bias), Fused::forward(relu));
 }
 
 /// dx += the convolution's forward pass of dy (no bias).
@@ -667,8 +707,8 @@ impl<'w, T: Real> ConvKernels for Cpu<'w, T> {
         &self,
         g: &ConvGeom,
         x: &Vec<T>,
-        w: &Cow<'w, [T]>,
-        bias: Option<&Cow<'w, [T]>>,
+        w: &CpuParam<'w, T>,
+        bias: Option<&CpuParam<'w, T>>,
         relu: Option<f32>,
         y: &mut Vec<T>,
     ) -> Result<()> {
@@ -680,11 +720,11 @@ impl<'w, T: Real> ConvKernels for Cpu<'w, T> {
         &self,
         g: &ConvGeom,
         dy: &Vec<T>,
-        w: &Cow<'w, [T]>,
+        w: &CpuParam<'w, T>,
         relu: Option<FusedRelu<'_, Vec<T>>>,
         dx: &mut Vec<T>,
     ) -> Result<()> {
-        conv_backward_data_fused(g, dy, w, fused_input(relu), dx);
+        conv_backward_data_fused(g, dy, w, weights_for_transpose(g, w), fused_input(relu), dx);
         Ok(())
     }
 
@@ -697,12 +737,12 @@ impl<'w, T: Real> ConvKernels for Cpu<'w, T> {
         &self,
         g: &ConvGeom,
         x: &Vec<T>,
-        w: &Cow<'w, [T]>,
-        bias: Option<&Cow<'w, [T]>>,
+        w: &CpuParam<'w, T>,
+        bias: Option<&CpuParam<'w, T>>,
         relu: Option<f32>,
         y: &mut Vec<T>,
     ) -> Result<()> {
-        deconv_forward_fused(g, x, w, bias.map(|b| &**b), relu, y);
+        deconv_forward_fused(g, x, w, weights_for_transpose(g, w), bias.map(|b| &**b), relu, y);
         Ok(())
     }
 
@@ -710,7 +750,7 @@ impl<'w, T: Real> ConvKernels for Cpu<'w, T> {
         &self,
         g: &ConvGeom,
         dy: &Vec<T>,
-        w: &Cow<'w, [T]>,
+        w: &CpuParam<'w, T>,
         relu: Option<FusedRelu<'_, Vec<T>>>,
         dx: &mut Vec<T>,
     ) -> Result<()> {
@@ -728,6 +768,7 @@ impl<'w, T: Real> ConvKernels for Cpu<'w, T> {
 mod tests {
     use super::*;
     use crate::ops::gradcheck::{check, dot, Rng};
+    use std::borrow::Cow;
 
     fn close(a: &[f64], b: &[f64], tol: f64, what: &str) {
         assert_eq!(a.len(), b.len(), "{what}: lengths differ");
@@ -984,6 +1025,48 @@ mod tests {
             conv_backward_data(&g, &r, &wt, &mut dx);
             close(&dx, &naive_conv_transpose(&g, &r, &wt), 1e-12, &format!("backward-data {g:?}"));
         }
+    }
+
+    #[test]
+    fn transposed_weights_give_the_bits_of_the_stored_ones() {
+        // Small maps (where the CPU reads the weights transposed), groups, strides, a
+        // pointwise case, 1 and 3 images; both transposed passes, in f32.
+        let mut rng = Rng::new(41);
+        let to32 = |v: Vec<f64>| v.into_iter().map(|x| x as f32).collect::<Vec<f32>>();
+        for (n, c, hw, o, k, stride, pad, group) in
+            [(1, 8, 4, 6, 3, 1, 1, 1), (3, 6, 8, 4, 4, 2, 1, 2), (2, 16, 5, 32, 1, 1, 0, 4), (3, 4, 7, 8, 3, 2, 0, 1)]
+        {
+            let g = ConvGeom::new(n, c, hw, hw, o, [k, k], [stride, stride], [pad, pad], [1, 1], group).unwrap();
+            assert!(g.out_plane() <= TRANSPOSED_WEIGHTS_MAX_POSITIONS, "{g:?}");
+            let w = to32(rng.uniform_vec(g.weight_len(), -1.0, 1.0));
+            let wt = transposed_weights(&g, &w);
+            let dy = to32(rng.uniform_vec(g.output_len(), -1.0, 1.0));
+            let start = to32(rng.uniform_vec(g.input_len(), -1.0, 1.0));
+            let (mut want, mut got) = (start.clone(), start);
+            conv_backward_data_fused(&g, &dy, &w, None, None, &mut want);
+            conv_backward_data_fused(&g, &dy, &w, Some(&wt), None, &mut got);
+            assert_eq!(got, want, "backward-data {g:?}");
+            let bias = to32(rng.uniform_vec(c, -1.0, 1.0));
+            let (mut want, mut got) = (vec![0f32; g.input_len()], vec![f32::NAN; g.input_len()]);
+            deconv_forward_fused(&g, &dy, &w, None, Some(&bias), Some(0.3), &mut want);
+            deconv_forward_fused(&g, &dy, &w, Some(&wt), Some(&bias), Some(0.3), &mut got);
+            assert_eq!(got, want, "deconvolution forward {g:?}");
+        }
+    }
+
+    #[test]
+    fn the_derived_weights_follow_every_change_of_the_parameter() {
+        let g = ConvGeom::new(1, 2, 3, 3, 3, [2, 2], [1, 1], [0, 0], [1, 1], 1).unwrap();
+        let w: Vec<f32> = (0..g.weight_len()).map(|i| i as f32).collect();
+        let mut p = CpuParam::new(Cow::Borrowed(&w[..]));
+        let first = weights_for_transpose(&g, &p).unwrap().to_vec();
+        assert_eq!(first, transposed_weights(&g, &w));
+        // og = 3 rows of kk = 8: the transpose's second value is output channel 1's first.
+        assert_eq!(first[1], w[8]);
+        p[8] = -7.0;
+        let second = weights_for_transpose(&g, &p).unwrap().to_vec();
+        assert_eq!(second[1], -7.0, "a changed weight is seen, not the stale copy");
+        assert_eq!(w[8], 8.0, "the borrowed values themselves are untouched");
     }
 
     #[test]

@@ -6,12 +6,12 @@
 //! threads, so a sample's result never depends on the batch it runs in.
 
 use super::InnerProductKernels;
+use crate::device::cpu::CpuParam;
 use crate::device::Cpu;
 use crate::ops::gemm::cpu::gemm;
 use crate::real::Real;
 use anyhow::Result;
 use rayon::prelude::*;
-use std::borrow::Cow;
 
 /// Lanes of each partial dot product: one AVX-512 register of f32.
 const LANES: usize = 16;
@@ -401,15 +401,23 @@ impl<'w, T: Real> InnerProductKernels for Cpu<'w, T> {
         k: usize,
         n: usize,
         x: &Vec<T>,
-        w: &Cow<'w, [T]>,
-        bias: Option<&Cow<'w, [T]>>,
+        w: &CpuParam<'w, T>,
+        bias: Option<&CpuParam<'w, T>>,
         y: &mut Vec<T>,
     ) -> Result<()> {
         inner_product_forward(rows, k, n, x, w, bias.map(|b| &**b), y);
         Ok(())
     }
 
-    fn inner_product_backward_data(&self, rows: usize, k: usize, n: usize, dy: &Vec<T>, w: &Cow<'w, [T]>, dx: &mut Vec<T>) -> Result<()> {
+    fn inner_product_backward_data(
+        &self,
+        rows: usize,
+        k: usize,
+        n: usize,
+        dy: &Vec<T>,
+        w: &CpuParam<'w, T>,
+        dx: &mut Vec<T>,
+    ) -> Result<()> {
         inner_product_backward_data(rows, k, n, dy, w, dx);
         Ok(())
     }

@@ -1,10 +1,10 @@
 //! Caffe BatchNorm (inference, global statistics) and Scale; x viewed as [outer, channels, inner].
 
 use super::NormKernels;
+use crate::device::cpu::CpuParam;
 use crate::device::Cpu;
 use crate::real::Real;
 use anyhow::Result;
-use std::borrow::Cow;
 
 fn check_len(what: &str, name: &str, len: usize, want: usize) {
     assert_eq!(len, want, "{what}: {name} has {len} elements, expected {want}");
@@ -196,7 +196,7 @@ impl<'w, T: Real> NormKernels for Cpu<'w, T> {
         channels: usize,
         inner: usize,
         eps: f32,
-        p: &[Cow<'w, [T]>],
+        p: &[CpuParam<'w, T>],
         x: &Vec<T>,
         y: &mut Vec<T>,
     ) -> Result<()> {
@@ -210,7 +210,7 @@ impl<'w, T: Real> NormKernels for Cpu<'w, T> {
         channels: usize,
         inner: usize,
         eps: f32,
-        p: &[Cow<'w, [T]>],
+        p: &[CpuParam<'w, T>],
         dy: &Vec<T>,
         dx: &mut Vec<T>,
     ) -> Result<()> {
@@ -224,7 +224,7 @@ impl<'w, T: Real> NormKernels for Cpu<'w, T> {
         channels: usize,
         inner: usize,
         eps: f32,
-        p: &[Cow<'w, [T]>],
+        p: &[CpuParam<'w, T>],
         x: &Vec<T>,
         dy: &Vec<T>,
         dparams: &mut [Vec<T>],
@@ -240,8 +240,8 @@ impl<'w, T: Real> NormKernels for Cpu<'w, T> {
         channels: usize,
         inner: usize,
         x: &Vec<T>,
-        gamma: &Cow<'w, [T]>,
-        beta: Option<&Cow<'w, [T]>>,
+        gamma: &CpuParam<'w, T>,
+        beta: Option<&CpuParam<'w, T>>,
         y: &mut Vec<T>,
     ) -> Result<()> {
         scale_forward(outer, channels, inner, x, gamma, beta.map(|b| &**b), y);
@@ -253,7 +253,7 @@ impl<'w, T: Real> NormKernels for Cpu<'w, T> {
         outer: usize,
         channels: usize,
         inner: usize,
-        gamma: &Cow<'w, [T]>,
+        gamma: &CpuParam<'w, T>,
         dy: &Vec<T>,
         dx: &mut Vec<T>,
     ) -> Result<()> {

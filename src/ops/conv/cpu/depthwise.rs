@@ -204,7 +204,7 @@ mod tests {
                 let mode = |b| if overwrite { Start::Overwrite(b) } else { Start::Add };
                 let (mut got, mut want) = (start.clone(), start.clone());
                 transpose(&g, &dy, &wt, &mut got, mode(Some(&bias)));
-                columns_transpose(&g, &dy, &wt, &mut want, mode(Some(&bias)), Fused::No);
+                columns_transpose(&g, &dy, &wt, None, &mut want, mode(Some(&bias)), Fused::No);
                 close(&what("transpose"), &got, &want);
             }
             let start = rng.uniform_vec(g.weight_len(), -1.0, 1.0);
