@@ -255,8 +255,6 @@ pub struct Net<B: Backend> {
     /// What the passes run, in order: the plan's nodes, less the ReLUs `fuse_relus` folded
     /// into the layer before them.
     steps: Vec<Step>,
-    /// The outputs of layers whose ReLU was fused: never written, so never allocated.
-    fused_away: Vec<BlobId>,
 }
 
 /// One node as the passes run it: plan node `node`, with its own op and tops unless a
@@ -294,7 +292,7 @@ impl<B: Kernels> Net<B> {
             params.push(mine);
         }
         let steps = plan.nodes.iter().enumerate().map(|(node, n)| Step { node, op: n.op.clone(), tops: n.tops.clone() }).collect();
-        Ok(Net { plan, backend, params, steps, fused_away: Vec::new() })
+        Ok(Net { plan, backend, params, steps })
     }
 
     /// Folds each in-place ReLU with a slope of at least 0 into the convolution or
@@ -335,7 +333,6 @@ impl<B: Kernels> Net<B> {
             }
             *relu = Some(slope);
             self.steps[p].tops = tops;
-            self.fused_away.push(b);
             *done = true;
         }
         let mut flags = fused.iter();
@@ -390,9 +387,12 @@ impl<B: Kernels> Net<B> {
     /// Buffers for every blob of the plan.
     pub fn state(&self) -> Result<State<B>> {
         let blobs = &self.plan.blobs;
+        // Blobs no step writes (the outputs of layers whose ReLU was fused) get no buffer.
+        let mut written = vec![false; blobs.len()];
+        self.plan.inputs.iter().chain(self.steps.iter().flat_map(|s| &s.tops)).for_each(|&id| written[id] = true);
         Ok(State {
             values: (0..blobs.len())
-                .map(|id| if self.fused_away.contains(&id) { Ok(None) } else { self.backend.alloc(blobs[id].len()).map(Some) })
+                .map(|id| if written[id] { self.backend.alloc(blobs[id].len()).map(Some) } else { Ok(None) })
                 .collect::<Result<_>>()?,
             grads: blobs.iter().map(|_| None).collect(),
             live: vec![false; blobs.len()],

@@ -104,10 +104,10 @@ pub struct BatchResult<T> {
 }
 
 /// Folds the ReLUs of both nets into their convolutions where the backend can
-/// (`Net::fuse_relus`), keeping every classifier blob a `Dgn` on `objective` reads: that
-/// blob and the layer output a softmax objective is taken over. The generator is read
-/// only at its input and its last output, which fusing leaves in place. Returns how many
-/// ReLUs were fused in all.
+/// (`Net::fuse_relus`), keeping the classifier blobs in `objective` (those the caller's
+/// `Dgn` reads: its objective blob and, for a softmax objective, the layer output under
+/// it). The generator is read only at its input and its last output, which fusing leaves
+/// in place. Returns how many ReLUs were fused in all.
 pub fn fuse_relus<B: DgnKernels>(generator: &mut Net<B>, classifier: &mut Net<B>, objective: &[BlobId]) -> usize {
     generator.fuse_relus(&[]) + classifier.fuse_relus(objective)
 }

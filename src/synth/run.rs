@@ -205,7 +205,6 @@ pub struct Report {
     pub gallery: Option<PathBuf>,
 }
 
-/// The units of `opts` through the DGN-AM loop of `generator` and `classifier`.
 /// `dgn::fuse_relus` for a run of `opts`: the objective's layer output and the blob the
 /// objective reads stay as they are. Call before `synthesize`.
 pub fn fuse_relus<B: DgnKernels>(generator: &mut Net<B>, classifier: &mut Net<B>, opts: &SynthOptions) -> Result<usize> {
@@ -213,6 +212,7 @@ pub fn fuse_relus<B: DgnKernels>(generator: &mut Net<B>, classifier: &mut Net<B>
     Ok(crate::synth::dgn::fuse_relus(generator, classifier, &keep))
 }
 
+/// The units of `opts` through the DGN-AM loop of `generator` and `classifier`.
 pub fn synthesize<B: DgnKernels>(
     generator: &Net<B>,
     classifier: &Net<B>,

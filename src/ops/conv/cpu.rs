@@ -340,8 +340,12 @@ impl<'a, T: Real> Fused<'a, T> {
         relu.map_or(Fused::No, |s| Fused::Out(T::from_f32(s)))
     }
 
-    fn backward(relu: Option<(f32, &'a [T])>) -> Self {
-        relu.map_or(Fused::No, |(s, y)| Fused::In { slope: T::from_f32(s), y })
+    /// For a backward-data pass whose output gradient has `dy_len` values.
+    fn backward(relu: Option<(f32, &'a [T])>, dy_len: usize) -> Self {
+        relu.map_or(Fused::No, |(s, y)| {
+            assert_eq!(y.len(), dy_len, "conv: the fused ReLU's output does not match dy");
+            Fused::In { slope: T::from_f32(s), y }
+        })
     }
 
     /// Scratch values `mask_input` needs for one image of `len`.
@@ -498,10 +502,7 @@ pub fn conv_backward_data<T: Real>(g: &ConvGeom, dy: &[T], w: &[T], dx: &mut [T]
 /// `wt`: the weights as `transposed_weights` gives them, read in place of `w` where given.
 pub fn conv_backward_data_fused<T: Real>(g: &ConvGeom, dy: &[T], w: &[T], wt: Option<&[T]>, relu: Option<(f32, &[T])>, dx: &mut [T]) {
     assert_lens(g, dx.len(), w.len(), dy.len());
-    if let Some((_, y)) = relu {
-        assert_eq!(y.len(), dy.len(), "conv: the fused ReLU's output does not match dy");
-    }
-    transpose_apply(g, dy, w, wt, dx, Start::Add, Fused::backward(relu));
+    transpose_apply(g, dy, w, wt, dx, Start::Add, Fused::backward(relu, dy.len()));
 }
 
 /// What `transpose_apply` does with what dx held.
@@ -679,10 +680,7 @@ pub fn deconv_backward_data<T: Real>(g: &ConvGeom, dy: &[T], w: &[T], dx: &mut [
 /// `deconv_backward_data` with a fused ReLU `(slope, y)`, as `conv_backward_data_fused`.
 pub fn deconv_backward_data_fused<T: Real>(g: &ConvGeom, dy: &[T], w: &[T], relu: Option<(f32, &[T])>, dx: &mut [T]) {
     assert_lens(g, dy.len(), w.len(), dx.len());
-    if let Some((_, y)) = relu {
-        assert_eq!(y.len(), dy.len(), "deconv: the fused ReLU's output does not match dy");
-    }
-    conv_apply(g, dy, w, None, dx, T::ONE, Fused::backward(relu));
+    conv_apply(g, dy, w, None, dx, T::ONE, Fused::backward(relu, dy.len()));
 }
 
 /// dw += the convolution's weight gradient with x and dy swapped; db (g.in_channels) += sums of dy.
