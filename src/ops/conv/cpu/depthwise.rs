@@ -52,22 +52,14 @@ fn input_at(g: &ConvGeom, tap: &Tap, oh: usize, ow: usize) -> usize {
     ih as usize * g.in_w + iw as usize
 }
 
-/// y = conv(x) + beta * y (beta 0 or 1) + bias per channel.
-pub fn forward<T: Real>(g: &ConvGeom, x: &[T], w: &[T], bias: Option<&[T]>, y: &mut [T], beta: T) {
-    let (ihw, ohw, kk) = (g.in_plane(), g.out_plane(), g.kernel[0] * g.kernel[1]);
-    if ohw == 0 || ihw == 0 {
-        return;
-    }
-    let taps = taps(g);
-    y.par_chunks_mut(ohw).zip(x.par_chunks(ihw)).enumerate().for_each(|(plane, (yp, xp))| {
-        let c = plane % g.in_channels;
-        let b = bias.map_or(T::ZERO, |b| b[c]);
+crate::multiversion! {
+    /// One plane of `forward`: channel `c`'s output `yp` from its input `xp`.
+    fn forward_plane<T: Real>(g: &ConvGeom, taps: &[Tap], wc: &[T], b: T, beta: T, xp: &[T], yp: &mut [T]) {
         if beta == T::ZERO {
             yp.fill(b);
         } else if b != T::ZERO {
             yp.iter_mut().for_each(|v| *v += b);
         }
-        let wc = &w[c * kk..(c + 1) * kk];
         // Row by row, every tap into one output row while it is in L1.
         for oh in 0..g.out_h {
             let row = &mut yp[oh * g.out_w..(oh + 1) * g.out_w];
@@ -86,25 +78,28 @@ pub fn forward<T: Real>(g: &ConvGeom, x: &[T], w: &[T], bias: Option<&[T]>, y: &
                 }
             }
         }
-    });
+    }
 }
 
-/// dx = conv^T(dy) after what `start` says (added to dx, or over zeros plus a bias).
-pub(super) fn transpose<T: Real>(g: &ConvGeom, dy: &[T], w: &[T], dx: &mut [T], start: Start<'_, T>) {
+/// y = conv(x) + beta * y (beta 0 or 1) + bias per channel.
+pub fn forward<T: Real>(g: &ConvGeom, x: &[T], w: &[T], bias: Option<&[T]>, y: &mut [T], beta: T) {
     let (ihw, ohw, kk) = (g.in_plane(), g.out_plane(), g.kernel[0] * g.kernel[1]);
-    if ihw == 0 {
+    if ohw == 0 || ihw == 0 {
         return;
     }
     let taps = taps(g);
-    dx.par_chunks_mut(ihw).zip(dy.par_chunks(ohw.max(1))).enumerate().for_each(|(plane, (xp, yp))| {
+    // Each plane's loops run in `forward_plane`, built for this CPU's vector instructions
+    // (in the pool's closure itself they were built for baseline x86-64).
+    y.par_chunks_mut(ohw).zip(x.par_chunks(ihw)).enumerate().for_each(|(plane, (yp, xp))| {
         let c = plane % g.in_channels;
-        if let Start::Overwrite(bias) = start {
-            xp.fill(bias.map_or(T::ZERO, |b| b[c]));
-        }
-        if ohw == 0 {
-            return;
-        }
-        let wc = &w[c * kk..(c + 1) * kk];
+        let b = bias.map_or(T::ZERO, |b| b[c]);
+        forward_plane(g, &taps, &w[c * kk..(c + 1) * kk], b, beta, xp, yp);
+    });
+}
+
+crate::multiversion! {
+    /// One plane of `transpose`: channel `c`'s dx `xp` (already started) from its dy `yp`.
+    fn transpose_plane<T: Real>(g: &ConvGeom, taps: &[Tap], wc: &[T], yp: &[T], xp: &mut [T]) {
         for oh in 0..g.out_h {
             let row = &yp[oh * g.out_w..(oh + 1) * g.out_w];
             for tap in taps.iter().filter(|t| (t.rows.0..t.rows.1).contains(&oh)) {
@@ -121,6 +116,24 @@ pub(super) fn transpose<T: Real>(g: &ConvGeom, dy: &[T], w: &[T], dx: &mut [T], 
                     }
                 }
             }
+        }
+    }
+}
+
+/// dx = conv^T(dy) after what `start` says (added to dx, or over zeros plus a bias).
+pub(super) fn transpose<T: Real>(g: &ConvGeom, dy: &[T], w: &[T], dx: &mut [T], start: Start<'_, T>) {
+    let (ihw, ohw, kk) = (g.in_plane(), g.out_plane(), g.kernel[0] * g.kernel[1]);
+    if ihw == 0 {
+        return;
+    }
+    let taps = taps(g);
+    dx.par_chunks_mut(ihw).zip(dy.par_chunks(ohw.max(1))).enumerate().for_each(|(plane, (xp, yp))| {
+        let c = plane % g.in_channels;
+        if let Start::Overwrite(bias) = start {
+            xp.fill(bias.map_or(T::ZERO, |b| b[c]));
+        }
+        if ohw > 0 {
+            transpose_plane(g, &taps, &w[c * kk..(c + 1) * kk], yp, xp);
         }
     });
 }
