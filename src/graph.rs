@@ -646,6 +646,29 @@ mod tests {
         format!("input: 'data' input_shape {{ {input} }} {layers}")
     }
 
+    /// Slice's tops take their shapes from the points; points that do not fit the tops are
+    /// refused by Caffe's rules.
+    #[test]
+    fn slice_shapes_follow_the_points_and_bad_points_are_refused() {
+        let text = "input: 'x' input_shape { dim: 1 dim: 6 dim: 4 dim: 4 }\n\
+            layer { name: 's' type: 'Slice' bottom: 'x' top: 'a' top: 'b' top: 'c' slice_param { axis: 1 slice_point: 1 slice_point: 4 } }\n";
+        let plan = Plan::new(&crate::caffe::netdef::parse_netdef(text).unwrap(), 2).unwrap();
+        let shapes: Vec<&[usize]> = plan.nodes[0].tops.iter().map(|&t| &plan.blobs[t].shape[..]).collect();
+        assert_eq!(shapes, [&[2, 1, 4, 4][..], &[2, 3, 4, 4], &[2, 2, 4, 4]]);
+        for (params, message) in [
+            ("slice_point: 2", "1 slice points for 3 tops"),
+            ("slice_point: 4 slice_point: 2", "must increase strictly"),
+            ("slice_point: 2 slice_point: 6", "must increase strictly"),
+            ("axis: 2", "4 values along the axis do not split into 3 equal parts"),
+        ] {
+            let e = plan_error(&format!(
+                "input: 'x' input_shape {{ dim: 1 dim: 6 dim: 4 dim: 4 }}\n\
+                 layer {{ name: 's' type: 'Slice' bottom: 'x' top: 'a' top: 'b' top: 'c' slice_param {{ {params} }} }}"
+            ));
+            assert!(e.contains(message), "{params}: {e}");
+        }
+    }
+
     #[test]
     fn absurd_sizes_are_errors_naming_the_layer() {
         let ip = |n: &str| {
