@@ -11,18 +11,22 @@ use rayon::prelude::*;
 /// Elements per thread's share of an activation pass.
 const CHUNK: usize = 1 << 15;
 
-/// `y = x > 0 ? x : slope * x`. Strictly positive, as Caffe: `x == 0` takes the slope branch.
-pub fn relu_forward<T: Real>(negative_slope: T, x: &[T], y: &mut [T]) {
-    assert_eq!(x.len(), y.len(), "relu_forward: x and y differ in length");
-    for (yi, &xi) in y.iter_mut().zip(x) {
-        *yi = relu(negative_slope, xi);
+crate::multiversion! {
+    /// `y = x > 0 ? x : slope * x`. Strictly positive, as Caffe: `x == 0` takes the slope branch.
+    pub fn relu_forward<T: Real>(negative_slope: T, x: &[T], y: &mut [T]) {
+        assert_eq!(x.len(), y.len(), "relu_forward: x and y differ in length");
+        for (yi, &xi) in y.iter_mut().zip(x) {
+            *yi = relu(negative_slope, xi);
+        }
     }
 }
 
-/// `relu_forward` with y its own input: a ReLU fused into the pass that wrote y.
-pub fn relu_in_place<T: Real>(negative_slope: T, y: &mut [T]) {
-    for v in y {
-        *v = relu(negative_slope, *v);
+crate::multiversion! {
+    /// `relu_forward` with y its own input: a ReLU fused into the pass that wrote y.
+    pub fn relu_in_place<T: Real>(negative_slope: T, y: &mut [T]) {
+        for v in y {
+            *v = relu(negative_slope, *v);
+        }
     }
 }
 
@@ -35,80 +39,105 @@ fn relu<T: Real>(negative_slope: T, x: T) -> T {
     }
 }
 
-/// `dx += dy * (x > 0 ? 1 : slope)`. `x` is the layer input: with an in-place ReLU the graph
-/// must keep the input, since the output's sign cannot tell x = 0 apart when slope = 0.
-pub fn relu_backward<T: Real>(negative_slope: T, x: &[T], dy: &[T], dx: &mut [T]) {
-    assert_eq!(x.len(), dy.len(), "relu_backward: x and dy differ in length");
-    assert_eq!(x.len(), dx.len(), "relu_backward: x and dx differ in length");
-    for ((dxi, &dyi), &xi) in dx.iter_mut().zip(dy).zip(x) {
-        *dxi += if xi > T::ZERO { dyi } else { negative_slope * dyi };
-    }
-}
-
-/// `y = f(x)`. HardSwish is `x * clamp(x + 3, 0, 6) / 6`, PyTorch's order of operations.
-pub fn activation_forward<T: Real>(f: Activation, x: &[T], y: &mut [T]) {
-    assert_eq!(x.len(), y.len(), "activation_forward: x and y differ in length");
-    let value = |v: T| -> T {
-        match f {
-            Activation::Sigmoid => T::ONE / (T::ONE + (-v).exp()),
-            Activation::HardSigmoid { alpha, beta } => (T::from_f32(alpha) * v + T::from_f32(beta)).max(T::ZERO).min(T::ONE),
-            Activation::HardSwish => {
-                let (three, six) = (T::from_f32(3.0), T::from_f32(6.0));
-                v * (v + three).max(T::ZERO).min(six) / six
-            }
-            Activation::Clip { min, max } => v.max(T::from_f32(min)).min(T::from_f32(max)),
-            Activation::Erf => T::from_f64(erf(v.to_f64())),
+crate::multiversion! {
+    /// `dx += dy * (x > 0 ? 1 : slope)`. `x` is the layer input: with an in-place ReLU the graph
+    /// must keep the input, since the output's sign cannot tell x = 0 apart when slope = 0.
+    pub fn relu_backward<T: Real>(negative_slope: T, x: &[T], dy: &[T], dx: &mut [T]) {
+        assert_eq!(x.len(), dy.len(), "relu_backward: x and dy differ in length");
+        assert_eq!(x.len(), dx.len(), "relu_backward: x and dx differ in length");
+        for ((dxi, &dyi), &xi) in dx.iter_mut().zip(dy).zip(x) {
+            *dxi += if xi > T::ZERO { dyi } else { negative_slope * dyi };
         }
-    };
-    for (yi, &xi) in y.iter_mut().zip(x) {
-        *yi = value(xi);
     }
 }
 
-/// `dx += dy * f'(x)`. Sigmoid's derivative is `y (1 - y)`, from the output `y`. At the
-/// kinks: HardSigmoid passes the gradient only strictly inside (0, 1) and HardSwish uses
-/// `x / 3 + 1/2` on [-3, 3], as PyTorch; Clip passes it on [min, max] inclusive, as Caffe.
-pub fn activation_backward<T: Real>(f: Activation, x: &[T], y: &[T], dy: &[T], dx: &mut [T]) {
-    assert_eq!(x.len(), dy.len(), "activation_backward: x and dy differ in length");
-    assert_eq!(x.len(), dx.len(), "activation_backward: x and dx differ in length");
-    if f == Activation::Sigmoid {
-        assert_eq!(y.len(), dy.len(), "activation_backward: y and dy differ in length");
-    }
-    let slope = |i: usize| -> T {
-        let v = x[i];
+crate::multiversion! {
+    /// `y = f(x)`. HardSwish is `x * clamp(x + 3, 0, 6) / 6`, PyTorch's order of operations.
+    /// Sigmoid's exponential is `Real::exp_inline`, so its loop vectorizes.
+    pub fn activation_forward<T: Real>(f: Activation, x: &[T], y: &mut [T]) {
+        assert_eq!(x.len(), y.len(), "activation_forward: x and y differ in length");
         match f {
-            Activation::Sigmoid => y[i] * (T::ONE - y[i]),
+            Activation::Sigmoid => {
+                for (yi, &v) in y.iter_mut().zip(x) {
+                    *yi = T::ONE / (T::ONE + (-v).exp_inline());
+                }
+            }
             Activation::HardSigmoid { alpha, beta } => {
-                let a = T::from_f32(alpha);
-                let u = a * v + T::from_f32(beta);
-                if u > T::ZERO && u < T::ONE {
-                    a
-                } else {
-                    T::ZERO
+                let (a, b) = (T::from_f32(alpha), T::from_f32(beta));
+                for (yi, &v) in y.iter_mut().zip(x) {
+                    *yi = (a * v + b).max(T::ZERO).min(T::ONE);
                 }
             }
             Activation::HardSwish => {
-                let three = T::from_f32(3.0);
-                if v < -three {
-                    T::ZERO
-                } else if v <= three {
-                    v / three + T::from_f32(0.5)
-                } else {
-                    T::ONE
+                let (three, six) = (T::from_f32(3.0), T::from_f32(6.0));
+                for (yi, &v) in y.iter_mut().zip(x) {
+                    *yi = v * (v + three).max(T::ZERO).min(six) / six;
                 }
             }
             Activation::Clip { min, max } => {
-                if v >= T::from_f32(min) && v <= T::from_f32(max) {
-                    T::ONE
-                } else {
-                    T::ZERO
+                let (lo, hi) = (T::from_f32(min), T::from_f32(max));
+                for (yi, &v) in y.iter_mut().zip(x) {
+                    *yi = v.max(lo).min(hi);
                 }
             }
-            Activation::Erf => T::from_f64(std::f64::consts::FRAC_2_SQRT_PI * (-v.to_f64() * v.to_f64()).exp()),
+            Activation::Erf => {
+                for (yi, &v) in y.iter_mut().zip(x) {
+                    *yi = T::from_f64(erf(v.to_f64()));
+                }
+            }
         }
-    };
-    for (i, (dxi, &dyi)) in dx.iter_mut().zip(dy).enumerate() {
-        *dxi += dyi * slope(i);
+    }
+}
+
+crate::multiversion! {
+    /// `dx += dy * f'(x)`. Sigmoid's derivative is `y (1 - y)`, from the output `y`. At the
+    /// kinks: HardSigmoid passes the gradient only strictly inside (0, 1) and HardSwish uses
+    /// `x / 3 + 1/2` on [-3, 3], as PyTorch; Clip passes it on [min, max] inclusive, as Caffe.
+    pub fn activation_backward<T: Real>(f: Activation, x: &[T], y: &[T], dy: &[T], dx: &mut [T]) {
+        assert_eq!(x.len(), dy.len(), "activation_backward: x and dy differ in length");
+        assert_eq!(x.len(), dx.len(), "activation_backward: x and dx differ in length");
+        // Each variant's own loop of `dx += dy * slope`, the slope from x (or y).
+        let (dxs, xs) = (dx.iter_mut().zip(dy), x);
+        match f {
+            Activation::Sigmoid => {
+                assert_eq!(y.len(), dy.len(), "activation_backward: y and dy differ in length");
+                for ((dxi, &dyi), &yi) in dxs.zip(y) {
+                    *dxi += dyi * (yi * (T::ONE - yi));
+                }
+            }
+            Activation::HardSigmoid { alpha, beta } => {
+                let (a, b) = (T::from_f32(alpha), T::from_f32(beta));
+                for ((dxi, &dyi), &v) in dxs.zip(xs) {
+                    let u = a * v + b;
+                    *dxi += dyi * if u > T::ZERO && u < T::ONE { a } else { T::ZERO };
+                }
+            }
+            Activation::HardSwish => {
+                let (three, half) = (T::from_f32(3.0), T::from_f32(0.5));
+                for ((dxi, &dyi), &v) in dxs.zip(xs) {
+                    let slope = if v < -three {
+                        T::ZERO
+                    } else if v <= three {
+                        v / three + half
+                    } else {
+                        T::ONE
+                    };
+                    *dxi += dyi * slope;
+                }
+            }
+            Activation::Clip { min, max } => {
+                let (lo, hi) = (T::from_f32(min), T::from_f32(max));
+                for ((dxi, &dyi), &v) in dxs.zip(xs) {
+                    *dxi += dyi * if v >= lo && v <= hi { T::ONE } else { T::ZERO };
+                }
+            }
+            Activation::Erf => {
+                for ((dxi, &dyi), &v) in dxs.zip(xs) {
+                    let v = v.to_f64();
+                    *dxi += dyi * T::from_f64(std::f64::consts::FRAC_2_SQRT_PI * (-v * v).exp());
+                }
+            }
+        }
     }
 }
 

@@ -6,6 +6,7 @@ use crate::ir::EltwiseOp;
 use crate::ops::Aux;
 use crate::real::Real;
 use anyhow::Result;
+use rayon::prelude::*;
 
 /// Coefficients are per input and only meaningful for SUM; PROD and MAX ignore them.
 fn check_eltwise<T>(what: &str, coeffs: &[T], n: usize) {
@@ -13,6 +14,14 @@ fn check_eltwise<T>(what: &str, coeffs: &[T], n: usize) {
     assert!(coeffs.is_empty() || coeffs.len() == n, "{what}: {} coefficients for {n} inputs", coeffs.len());
 }
 
+/// Elements per thread's share of an eltwise pass.
+const CHUNK: usize = 1 << 15;
+
+/// SUM and PROD run over blocks of this many outputs, one input at a time, so each input's
+/// loop vectorizes while the block stays in L1.
+const BLOCK: usize = 512;
+
+crate::multiversion! {
 /// Eltwise over equally sized inputs. SUM: y = sum coeff_i x_i (coeffs empty = all 1). PROD: product.
 /// MAX: max, with `argmax[j]` the winning input. Ties follow Caffe's loop exactly: inputs 0 and 1
 /// are compared with `x0 > x1` (a tie goes to 1), each later input wins only when strictly greater.
@@ -25,14 +34,28 @@ pub fn eltwise_forward<T: Real>(op: EltwiseOp, coeffs: &[T], inputs: &[&[T]], y:
     }
     let coeff = |i: usize| if coeffs.is_empty() { T::ONE } else { coeffs[i] };
     match op {
+        // Each output's terms in input order, from 0 (SUM) or from input 0 (PROD).
         EltwiseOp::Sum => {
-            for (j, yj) in y.iter_mut().enumerate() {
-                *yj = inputs.iter().enumerate().fold(T::ZERO, |s, (i, x)| s + coeff(i) * x[j]);
+            for (b, yb) in y.chunks_mut(BLOCK).enumerate() {
+                let (at, n) = (b * BLOCK, yb.len());
+                yb.fill(T::ZERO);
+                for (i, x) in inputs.iter().enumerate() {
+                    let c = coeff(i);
+                    for (yj, &xj) in yb.iter_mut().zip(&x[at..at + n]) {
+                        *yj += c * xj;
+                    }
+                }
             }
         }
         EltwiseOp::Prod => {
-            for (j, yj) in y.iter_mut().enumerate() {
-                *yj = inputs[1..].iter().fold(inputs[0][j], |p, x| p * x[j]);
+            for (b, yb) in y.chunks_mut(BLOCK).enumerate() {
+                let (at, n) = (b * BLOCK, yb.len());
+                yb.copy_from_slice(&inputs[0][at..at + n]);
+                for x in &inputs[1..] {
+                    for (yj, &xj) in yb.iter_mut().zip(&x[at..at + n]) {
+                        *yj *= xj;
+                    }
+                }
             }
         }
         EltwiseOp::Max => {
@@ -56,6 +79,9 @@ pub fn eltwise_forward<T: Real>(op: EltwiseOp, coeffs: &[T], inputs: &[&[T]], y:
     }
 }
 
+}
+
+crate::multiversion! {
 /// Each `dxs[i] +=` its gradient. PROD uses `dy * prod_{j != i} x_j` computed directly, so a zero
 /// input gives exact gradients (no division by the output).
 pub fn eltwise_backward<T: Real>(op: EltwiseOp, coeffs: &[T], inputs: &[&[T]], argmax: &[u32], dy: &[T], dxs: &mut [&mut [T]]) {
@@ -109,12 +135,23 @@ pub fn eltwise_backward<T: Real>(op: EltwiseOp, coeffs: &[T], inputs: &[&[T]], a
     }
 }
 
+}
+
 impl<T: Real> EltwiseKernels for Cpu<'_, T> {
     fn eltwise_forward(&self, op: EltwiseOp, coeffs: &[f32], x: &[&Vec<T>], y: &mut Vec<T>, aux: &mut Aux<Self>) -> Result<()> {
         let coeffs: Vec<T> = coeffs.iter().map(|&c| T::from_f32(c)).collect();
         let xs: Vec<&[T]> = x.iter().map(|v| v.as_slice()).collect();
-        let argmax: &mut [u32] = if op == EltwiseOp::Max { aux.index(self, y.len())? } else { &mut [] };
-        eltwise_forward(op, &coeffs, &xs, y, argmax);
+        if op == EltwiseOp::Max {
+            let n = y.len();
+            eltwise_forward(op, &coeffs, &xs, y, aux.index(self, n)?);
+            return Ok(());
+        }
+        // Elementwise, so splitting it among the threads changes no value.
+        y.par_chunks_mut(CHUNK).enumerate().for_each(|(k, yc)| {
+            let at = k * CHUNK;
+            let parts: Vec<&[T]> = xs.iter().map(|x| &x[at..at + yc.len()]).collect();
+            eltwise_forward(op, &coeffs, &parts, yc, &mut []);
+        });
         Ok(())
     }
 
@@ -130,8 +167,23 @@ impl<T: Real> EltwiseKernels for Cpu<'_, T> {
         let coeffs: Vec<T> = coeffs.iter().map(|&c| T::from_f32(c)).collect();
         let argmax: &[u32] = if op == EltwiseOp::Max { aux.indices("Eltwise MAX")? } else { &[] };
         let xs: Vec<&[T]> = x.iter().map(|v| v.as_slice()).collect();
-        let mut refs: Vec<&mut [T]> = dx.iter_mut().map(|v| v.as_mut_slice()).collect();
-        eltwise_backward(op, &coeffs, &xs, argmax, dy, &mut refs);
+        let len = dy.len();
+        for (i, d) in dx.iter().enumerate() {
+            assert_eq!(d.len(), len, "eltwise_backward: gradient {i} has {} elements, dy has {len}", d.len());
+        }
+        // The k-th chunk of every gradient, to split the pass among the threads.
+        let mut parts: Vec<Vec<&mut [T]>> = (0..len.div_ceil(CHUNK)).map(|_| Vec::with_capacity(dx.len())).collect();
+        for d in dx.iter_mut() {
+            for (k, c) in d.chunks_mut(CHUNK).enumerate() {
+                parts[k].push(c);
+            }
+        }
+        parts.into_par_iter().enumerate().for_each(|(k, mut dxc)| {
+            let r = k * CHUNK..(k * CHUNK + CHUNK).min(len);
+            let xc: Vec<&[T]> = xs.iter().map(|x| &x[r.clone()]).collect();
+            let ac = if argmax.is_empty() { argmax } else { &argmax[r.clone()] };
+            eltwise_backward(op, &coeffs, &xc, ac, &dy[r], &mut dxc);
+        });
         Ok(())
     }
 }
@@ -214,6 +266,37 @@ mod tests {
                 for (a, b) in t.iter().zip(d) {
                     assert!((a - 2.0 * b).abs() <= 1e-12, "{op:?}: {a} vs 2 * {b}");
                 }
+            }
+        }
+    }
+
+    /// The backend's passes, split among the threads in chunks, give the very bits of the
+    /// whole-slice passes, for every op and with more than one chunk and a short last one.
+    #[test]
+    fn split_passes_match_the_whole_slice_bit_for_bit() {
+        let mut rng = Rng::new(9);
+        let len = 2 * CHUNK + 1234;
+        let cpu = Cpu::<f64>::default();
+        let xs: Vec<Vec<f64>> = (0..3).map(|_| rng.uniform_vec(len, -2.0, 2.0)).collect();
+        let dy = rng.uniform_vec(len, -1.0, 1.0);
+        for (op, coeffs, n) in [
+            (EltwiseOp::Sum, vec![0.5, -1.5, 2.0], 3),
+            (EltwiseOp::Sum, vec![], 2),
+            (EltwiseOp::Prod, vec![], 2),
+            (EltwiseOp::Prod, vec![], 3),
+            (EltwiseOp::Max, vec![], 3),
+        ] {
+            let (want_y, argmax) = run(op, &coeffs, &xs[..n]);
+            let want_dx = grads(op, &coeffs, &xs[..n], &argmax, &dy);
+            let refs: Vec<&Vec<f64>> = xs[..n].iter().collect();
+            let c32: Vec<f32> = coeffs.iter().map(|&c| c as f32).collect();
+            let (mut y, mut aux) = (vec![0.0; len], Aux::default());
+            cpu.eltwise_forward(op, &c32, &refs, &mut y, &mut aux).unwrap();
+            assert!(y.iter().zip(&want_y).all(|(a, b)| a.to_bits() == b.to_bits()), "{op:?} forward");
+            let mut dx: Vec<Vec<f64>> = (0..n).map(|_| vec![0.0; len]).collect();
+            cpu.eltwise_backward(op, &c32, &refs, &aux, &dy, &mut dx).unwrap();
+            for (got, want) in dx.iter().zip(&want_dx) {
+                assert!(got.iter().zip(want).all(|(a, b)| a.to_bits() == b.to_bits()), "{op:?} backward");
             }
         }
     }
