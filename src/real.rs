@@ -98,18 +98,12 @@ pub fn exp_f32(x: f32) -> f32 {
     const SHIFT: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
-    // Comparisons rather than min/max, so a NaN passes through.
-    let xc = if x < LO {
-        LO
-    } else if x > HI {
-        HI
-    } else {
-        x
-    };
+    // clamp (unlike min and max) lets a NaN through.
+    let xc = x.clamp(LO, HI);
     let t = xc * std::f32::consts::LOG2_E + SHIFT;
     let n = t - SHIFT;
     let r = (xc - n * LN2_HI) - n * LN2_LO;
-    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 1.666_666_5e-1) * r + 5.000_000_1e-1;
+    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 1.666_666_5e-1) * r + 0.5;
     let er = (p * r) * r + r + 1.0;
     // 2^n in two halves, each a normal number for every n from -126 to 128.
     let n = t.to_bits().wrapping_sub(SHIFT.to_bits()) as i32;
