@@ -2,9 +2,15 @@
 //! EfficientNet's) computed directly, plane by plane: the column path's GEMMs would have one
 //! row each and its column buffer k*k copies of the input. Every plane of every image is
 //! independent, so the planes are shared among the threads and a sample's result does not
-//! depend on its batch or on the thread count. Row by row of the output, the taps are added
-//! in the order (ki, kj), each over the positions whose input lies inside the image
-//! (`valid_range`).
+//! depend on its batch or on the thread count.
+//!
+//! The forward and backward-data passes copy a plane once into a padded form split by
+//! stride phase (`Phases`), where every tap is a fixed shift, and then add the taps as
+//! `shifted_sums`: each output starts at its bias (forward: plus y where beta is 1; backward:
+//! 0, the sum then added to dx, where no bias is given) and the taps are added in the order
+//! (ki, kj) forward, and with kernel rows from the last backward, the order in which output
+//! rows reach a row of dx. Terms that fall in the padding are exact zeros. The weight gradient sums each tap over the positions whose input lies inside the
+//! image (`valid_range`).
 
 use super::{add_channel_sums, valid_range, Start};
 use crate::device::cpu::with_scratch;
