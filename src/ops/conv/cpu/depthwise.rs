@@ -66,7 +66,7 @@ const LANES: usize = 64;
 /// `out[i] = start + sum over t of ws[t] * src[offs[t] + i]`, the terms added in the order of
 /// `ws`, for every i of `out` (a multiple of LANES long); `start` None starts from what `out`
 /// holds. The stride-1 reads at a fixed offset per tap let every tap be one vector load and
-/// one multiply-add per block of the sums, which stay in registers across the taps.
+/// one multiply and add per vector of the sums, which stay in registers across the taps.
 #[inline(always)]
 fn shifted_sums<T: Real>(src: &[T], ws: &[T], offs: &[usize], start: Option<T>, out: &mut [T]) {
     assert_eq!(ws.len(), offs.len(), "one offset per weight");
