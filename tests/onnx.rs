@@ -164,6 +164,66 @@ fn torchvision_mobilenet_v3_small_matches_onnxruntime_at_batch_1_and_3() {
     check_fixture("mobilenet_v3_small");
 }
 
+/// The CPU's results do not depend on the vector instructions it runs with: tiny_mobile
+/// (depthwise convolutions, SiLU's sigmoid, HardSwish, the eltwise products, GEMMs) gives the
+/// same bytes forward and in its input gradient at every level `DGNAM_CPU` selects.
+#[test]
+fn the_cpu_gives_the_same_bits_at_every_vector_width() {
+    let dir = scratch("onnx-levels");
+    let root = fixture("onnx");
+    let net = dir.join("tiny_mobile.dgnw");
+    let o = convert(&root.join("tiny_mobile.onnx"), &net, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let input = root.join("tiny_mobile.b3.input.npy");
+    let levels = ["base", "v3", "v4"];
+    let here = dgnam::device::simd::level();
+    if here < dgnam::device::simd::Level::V4 {
+        eprintln!("NOTE: this CPU runs at most {}: the levels above it run as it does, so fewer builds are compared", here.name());
+    }
+    let mut results: Vec<(Vec<u8>, Vec<u8>)> = vec![];
+    for level in levels {
+        let out = dir.join(level);
+        let run = |args: &[&std::ffi::OsStr]| {
+            let o = Command::new(env!("CARGO_BIN_EXE_dgnam")).env("DGNAM_CPU", level).args(args).output().unwrap();
+            assert!(o.status.success(), "DGNAM_CPU={level}: {}", stderr(&o));
+        };
+        let grad = dir.join(format!("{level}.grad.npy"));
+        run(&[
+            "forward".as_ref(),
+            "--net".as_ref(),
+            net.as_os_str(),
+            "--input".as_ref(),
+            input.as_os_str(),
+            "--out-dir".as_ref(),
+            out.as_os_str(),
+            "--device".as_ref(),
+            "cpu".as_ref(),
+        ]);
+        run(&[
+            "backward".as_ref(),
+            "--net".as_ref(),
+            net.as_os_str(),
+            "--input".as_ref(),
+            input.as_os_str(),
+            "--device".as_ref(),
+            "cpu".as_ref(),
+            "--layer".as_ref(),
+            "logits".as_ref(),
+            "--unit".as_ref(),
+            "3".as_ref(),
+            "--out".as_ref(),
+            grad.as_os_str(),
+        ]);
+        results.push((std::fs::read(out.join("logits.npy")).unwrap(), std::fs::read(&grad).unwrap()));
+    }
+    let grad = npy::read(&dir.join("base.grad.npy")).unwrap();
+    assert!(grad.data.iter().any(|&v| v != 0.0), "an input gradient of zeros compares nothing");
+    for (level, r) in levels.iter().zip(&results).skip(1) {
+        assert!(r.0 == results[0].0, "logits at DGNAM_CPU={level} differ from the baseline build's");
+        assert!(r.1 == results[0].1, "the input gradient at DGNAM_CPU={level} differs from the baseline build's");
+    }
+}
+
 #[test]
 fn input_space_flag_is_recorded() {
     let dir = scratch("onnx-space");
