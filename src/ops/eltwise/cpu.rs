@@ -107,11 +107,10 @@ pub fn eltwise_backward<T: Real>(op: EltwiseOp, coeffs: &[T], inputs: &[&[T]], a
             if let ([a, b], [da, db]) = (inputs, &mut *dxs) {
                 // Two inputs (SiLU's x * sigmoid(x), a gate): the same products as below,
                 // `dy * x_other`, in straight loops.
-                for ((d, &g), &x) in da.iter_mut().zip(dy).zip(*b) {
-                    *d += g * x;
-                }
-                for ((d, &g), &x) in db.iter_mut().zip(dy).zip(*a) {
-                    *d += g * x;
+                // One pass over dy for both.
+                for ((((da, db), &g), &xa), &xb) in da.iter_mut().zip(db.iter_mut()).zip(dy).zip(*a).zip(*b) {
+                    *da += g * xb;
+                    *db += g * xa;
                 }
                 return;
             }
