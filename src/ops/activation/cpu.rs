@@ -97,7 +97,7 @@ crate::multiversion! {
         assert_eq!(x.len(), dy.len(), "activation_backward: x and dy differ in length");
         assert_eq!(x.len(), dx.len(), "activation_backward: x and dx differ in length");
         // Each variant's own loop of `dx += dy * slope`, the slope from x (or y).
-        let (dxs, xs) = (dx.iter_mut().zip(dy), x);
+        let dxs = dx.iter_mut().zip(dy);
         match f {
             Activation::Sigmoid => {
                 assert_eq!(y.len(), dy.len(), "activation_backward: y and dy differ in length");
@@ -107,14 +107,14 @@ crate::multiversion! {
             }
             Activation::HardSigmoid { alpha, beta } => {
                 let (a, b) = (T::from_f32(alpha), T::from_f32(beta));
-                for ((dxi, &dyi), &v) in dxs.zip(xs) {
+                for ((dxi, &dyi), &v) in dxs.zip(x) {
                     let u = a * v + b;
                     *dxi += dyi * if u > T::ZERO && u < T::ONE { a } else { T::ZERO };
                 }
             }
             Activation::HardSwish => {
                 let (three, half) = (T::from_f32(3.0), T::from_f32(0.5));
-                for ((dxi, &dyi), &v) in dxs.zip(xs) {
+                for ((dxi, &dyi), &v) in dxs.zip(x) {
                     let slope = if v < -three {
                         T::ZERO
                     } else if v <= three {
@@ -127,12 +127,12 @@ crate::multiversion! {
             }
             Activation::Clip { min, max } => {
                 let (lo, hi) = (T::from_f32(min), T::from_f32(max));
-                for ((dxi, &dyi), &v) in dxs.zip(xs) {
+                for ((dxi, &dyi), &v) in dxs.zip(x) {
                     *dxi += dyi * if v >= lo && v <= hi { T::ONE } else { T::ZERO };
                 }
             }
             Activation::Erf => {
-                for ((dxi, &dyi), &v) in dxs.zip(xs) {
+                for ((dxi, &dyi), &v) in dxs.zip(x) {
                     let v = v.to_f64();
                     *dxi += dyi * T::from_f64(std::f64::consts::FRAC_2_SQRT_PI * (-v * v).exp());
                 }

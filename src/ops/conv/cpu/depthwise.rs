@@ -140,6 +140,11 @@ impl Phases {
     fn wide_outputs(&self, g: &ConvGeom) -> usize {
         (g.out_h * self.width).next_multiple_of(LANES)
     }
+
+    /// The sums computed for one phase of dx in the backward-data pass, whole blocks.
+    fn phase_sums(&self) -> usize {
+        self.plane().next_multiple_of(LANES)
+    }
 }
 
 /// Along one axis of `size` values padded by `pad`, the positions of phase `phase` of stride
@@ -275,7 +280,7 @@ impl TransposeTaps {
     /// The wide dy: zeros in front, out_h rows of `width`, zeros to cover a whole phase's
     /// blocks of sums.
     fn dy_len(&self, ph: &Phases) -> usize {
-        self.front + ph.plane().next_multiple_of(LANES)
+        self.front + ph.phase_sums()
     }
 }
 
@@ -301,7 +306,7 @@ crate::multiversion! {
                 xp.fill(b);
             }
         }
-        let phase = &mut phase[..ph.plane().next_multiple_of(LANES)];
+        let phase = &mut phase[..ph.phase_sums()];
         let mut from = 0;
         for (q, &kept) in ph.kept.iter().enumerate() {
             let to = tt.ends[q];
@@ -320,7 +325,7 @@ pub(super) fn transpose<T: Real>(g: &ConvGeom, dy: &[T], w: &[T], dx: &mut [T], 
     }
     let ph = Phases::new(g);
     let tt = TransposeTaps::new(g, &ph);
-    let len = tt.taps.len() + tt.dy_len(&ph) + ph.plane().next_multiple_of(LANES);
+    let len = tt.taps.len() + tt.dy_len(&ph) + ph.phase_sums();
     dx.par_chunks_mut(ihw).zip(dy.par_chunks(ohw.max(1))).enumerate().for_each(|(plane, (xp, yp))| {
         let c = plane % g.in_channels;
         let bias = match start {
