@@ -8,7 +8,9 @@
 #      fail the rest); the first failing test is rerun under compute-sanitizer;
 #   3. the DGN-AM step benchmark in f32 and TF32, all 1000 units x 200 iterations of
 #      synthesize (f32, and TF32 if time is left), the kernel benchmark at batch 64 in
-#      both precisions, and every kernel version side by side (`bench --versions`).
+#      both precisions, and every kernel version side by side (`bench --versions`);
+#   4. a real out-of-memory (PyTorch holds most of the GPU) that synthesize must survive
+#      by halving its batch.
 # Logs and JSON land in $OUT. Usage: tools/gpu-session.sh [deadline seconds, default 380]
 set -euo pipefail
 cd "$(git rev-parse --show-toplevel)"
@@ -73,6 +75,28 @@ step torch-reference 120 python3 benches/torch_reference.py --device cuda --batc
 # All 1000 classes at the paper's 200 iterations, images and montage written, in f32.
 step synth-1000x200-f32 120 bash -c "time $B/dgnam synthesize --device cuda --net /tmp/c.dgnw --generator /tmp/g.dgnw --units all --iters 200 --batch 125 --out-dir /tmp/synth32 > /tmp/synth32.log 2>&1; rc=\$?; tail -n 5 /tmp/synth32.log; exit \$rc"
 cp /tmp/synth32/summary.json "$OUT/summary-f32.json" 2>/dev/null
+# A real out-of-memory: PyTorch holds all but 6 GiB of the GPU, so `--batch 1000` cannot
+# fit; synthesize must say so, halve the batch until it fits, and still finish all 1000
+# units (summary.json counts them).
+rm -f /tmp/ballast.ready
+python3 -c "
+import torch, time
+free, total = torch.cuda.mem_get_info()
+keep = free - 6 * 2**30
+x = torch.empty(keep, dtype=torch.uint8, device='cuda')
+print('ballast: holding', round(keep / 2**30, 1), 'GiB of', round(total / 2**30, 1), flush=True)
+open('/tmp/ballast.ready', 'w').close()
+time.sleep(150)
+" & ballast=$!
+for _ in $(seq 60); do [ -e /tmp/ballast.ready ] && break; kill -0 $ballast 2>/dev/null || { echo "ballast: failed"; break; }; sleep 1; done
+step oom-retry 120 bash -c "$B/dgnam synthesize --device cuda --net /tmp/c.dgnw --generator /tmp/g.dgnw --units all --iters 10 --batch 1000 --out-dir /tmp/synth-oom > /tmp/oom.log 2>&1; rc=\$?; grep -i 'out of GPU memory' /tmp/oom.log; tail -n 3 /tmp/oom.log; exit \$rc"
+kill $ballast 2>/dev/null; wait $ballast 2>/dev/null
+python3 -c "
+import json
+u = json.load(open('/tmp/synth-oom/summary.json'))['units']
+print('oom-retry: units in summary.json:', len(u), '(1000 expected)')
+" 2>&1 | tee "$OUT/oom-retry.txt"
+cp /tmp/oom.log "$OUT/oom-retry.log" 2>/dev/null
 step bench-kernels-f32-b64 90 $B/dgnam bench --device cuda --kernel-batch 64 --json "$OUT/bench-kernels-f32-b64.json"
 # Every version of the versioned kernels (im2col, col2im) per layer, side by side, and the
 # choices the tuner made in this session.
