@@ -8,6 +8,11 @@ use dgnam::rng::Rng;
 use std::time::Instant;
 
 fn main() {
+    // As `dgnam` runs its commands: on the CPU pool, so the ops fork without waking it.
+    dgnam::device::cpu::on_pool(run);
+}
+
+fn run() {
     let batch: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(8);
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/weights/caffenet.prototxt")).unwrap();
     let def = parse_netdef(&text).unwrap();

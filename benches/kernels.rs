@@ -7,6 +7,11 @@ use dgnam::bench::{self, KernelOptions, Reps, StepOptions};
 use dgnam::device::cuda::Precision;
 
 fn main() -> anyhow::Result<()> {
+    // As `dgnam` runs its commands: on the CPU pool, so the ops fork without waking it.
+    dgnam::device::cpu::on_pool(run)
+}
+
+fn run() -> anyhow::Result<()> {
     // cargo passes `--bench`; the first number is the batch.
     let batch: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(8);
     let opts = KernelOptions { batch, reps: Reps::fixed(3), quick: false, only: Vec::new() };

@@ -6,6 +6,7 @@ use crate::errors::OrRaise;
 use anyhow::{ensure, Context, Result};
 use dgnam::app::{self, Device};
 use dgnam::caffe::NetDef;
+use dgnam::device::cpu::on_pool;
 use dgnam::device::cuda::Precision;
 use dgnam::device::{Cpu, Cuda, FromMapped};
 use dgnam::graph::{self, Plan, UnitRef};
@@ -30,7 +31,7 @@ pub struct Net {
 }
 
 /// What runs on a built net, whichever its device.
-trait OnNet {
+trait OnNet: Sync {
     type Output: Send;
     fn run<B: Kernels<Scalar = f32>>(&self, net: &graph::Net<B>) -> Result<Self::Output>;
 }
@@ -57,10 +58,10 @@ impl Net {
                 None => src.build(batch, 0, backend),
             }
         }
-        match self.device {
+        on_pool(|| match self.device {
             Device::Cuda => job.run(&build(&self.source, batch, Cuda::new(self.precision)?)?),
             Device::Cpu | Device::Auto => job.run(&build(&self.source, batch, Cpu::<f32>::new())?),
-        }
+        })
     }
 }
 

@@ -9,6 +9,7 @@ use crate::net::{parse_precision, Net};
 use crate::progress::PyProgress;
 use anyhow::{Context, Result};
 use dgnam::app::{self, DeviceSpec, Placement};
+use dgnam::device::cpu::on_pool;
 use dgnam::device::cuda::Precision;
 use dgnam::graph::Plan;
 use dgnam::io::Progress;
@@ -293,7 +294,7 @@ pub fn synthesize<'py>(
     let (resolved, line) = py.detach(|| app::resolve_device_on(spec, precision)).or_raise(&[])?;
     bar.message(&line);
     let place = Placement { device: resolved, ordinal: spec.ordinal, precision, shard: None };
-    let report = py.detach(|| app::synthesize(&o, &place, &bar)).or_raise(&inputs)?;
+    let report = py.detach(|| on_pool(|| app::synthesize(&o, &place, &bar))).or_raise(&inputs)?;
     if !report.failed.is_empty() {
         let names: Vec<&str> = report.failed.iter().map(|(u, _)| u.as_str()).collect();
         return Err(PyRuntimeError::new_err(format!("{} unit(s) went non-finite and were skipped: {}", names.len(), names.join(", "))));
@@ -349,7 +350,7 @@ pub fn demo<'py>(py: Python<'py>, out_dir: Option<PathBuf>, iters: usize, seed: 
     };
     let dir = out_dir.clone().unwrap_or_else(|| temp.as_ref().map(|t| t.0.clone()).unwrap_or_default());
     let bar = PyProgress::new(progress);
-    let report = py.detach(|| dgnam::synth::demo::run_demo(&dir, iters, seed, &bar)).or_raise(&[])?;
+    let report = py.detach(|| on_pool(|| dgnam::synth::demo::run_demo(&dir, iters, seed, &bar))).or_raise(&[])?;
     let decode = |p: &Path| -> Result<(Vec<usize>, Vec<u8>)> {
         let img = image::open(p).with_context(|| format!("cannot read {}", p.display()))?.to_rgb8();
         Ok((vec![img.height() as usize, img.width() as usize, 3], img.into_raw()))
