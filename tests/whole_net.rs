@@ -148,10 +148,11 @@ fn caffenet_gradient_reaches_the_input_and_batching_changes_nothing() {
 }
 
 /// The CPU's results do not depend on its thread count: a net with every parallel CPU path
-/// (a strided deconvolution, grouped convolution, LRN, max pooling, inner products) gives the
-/// same bits, forward and backward, on 1, 2 and 3 threads. Its 2 images take both ways of
-/// running convolutions: one image per thread (1 and 2 threads), and one image at a time with
-/// its products split over the pool (3 threads).
+/// (a strided deconvolution, grouped convolutions, LRN, max pooling, inner products) gives the
+/// same bits, forward and backward, on 1, 2, 3 and 5 threads. Its 2 images take every way of
+/// running convolutions: one image per thread (1 and 2 threads); one image at a time with
+/// its 4 groups across the pool (3 threads, and the ungrouped deconvolution's product split
+/// over it); and with each group's product split over the pool (5 threads).
 #[test]
 fn cpu_results_do_not_depend_on_the_thread_count() {
     let text = r#"
@@ -162,8 +163,9 @@ layer { name: "up" type: "Deconvolution" bottom: "data" top: "up"
         convolution_param { num_output: 8 kernel_size: 4 stride: 2 pad: 1 } }
 layer { name: "relu" type: "ReLU" bottom: "up" top: "up" relu_param { negative_slope: 0.3 } }
 layer { name: "conv" type: "Convolution" bottom: "up" top: "conv"
-        convolution_param { num_output: 12 kernel_size: 3 stride: 2 group: 2 } }
-layer { name: "norm" type: "LRN" bottom: "conv" top: "norm" lrn_param { local_size: 5 alpha: 0.01 beta: 0.75 } }
+        convolution_param { num_output: 12 kernel_size: 3 stride: 2 group: 4 } }
+layer { name: "pw" type: "Convolution" bottom: "conv" top: "pw" convolution_param { num_output: 8 kernel_size: 1 group: 4 } }
+layer { name: "norm" type: "LRN" bottom: "pw" top: "norm" lrn_param { local_size: 5 alpha: 0.01 beta: 0.75 } }
 layer { name: "pool" type: "Pooling" bottom: "norm" top: "pool" pooling_param { pool: MAX kernel_size: 3 stride: 2 } }
 layer { name: "fc" type: "InnerProduct" bottom: "pool" top: "fc" inner_product_param { num_output: 37 } }
 "#;
@@ -186,4 +188,5 @@ layer { name: "fc" type: "InnerProduct" bottom: "pool" top: "fc" inner_product_p
     assert!(one.1.iter().any(|v| *v != 0.0));
     assert_eq!(one, run(2), "2 threads");
     assert_eq!(one, run(3), "3 threads");
+    assert_eq!(one, run(5), "5 threads");
 }

@@ -321,6 +321,27 @@ fn per_image<A: Sync, B: Send>(a: &[A], a_img: usize, b: &mut [B], b_img: usize,
     }
 }
 
+/// Runs `f(gi, dst_gi, threads)` for each of `groups` groups, `dst_gi` being group `gi`'s
+/// `group_len` values of `dst`. Where the products would each be split over the pool
+/// (`Threads::RowBlocks`, fewer images than threads) and there are at least as many groups
+/// as threads, the groups go across the pool instead, each product on one thread: every
+/// thread then packs only its own group's B, where a split product packs all of B on each
+/// thread. Either way each product's bits are the same (`Threads` changes no bit).
+fn per_group<T: Send>(
+    threads: Threads,
+    groups: usize,
+    dst: &mut [T],
+    group_len: usize,
+    f: impl Fn(usize, &mut [T], Threads) + Sync + Send,
+) {
+    let dst = &mut dst[..groups * group_len];
+    if threads == Threads::RowBlocks && groups >= rayon::current_num_threads() {
+        dst.par_chunks_mut(group_len).enumerate().for_each(|(gi, d)| f(gi, d, Threads::One));
+    } else {
+        dst.chunks_mut(group_len).enumerate().for_each(|(gi, d)| f(gi, d, threads));
+    }
+}
+
 /// What a ReLU fused into a pass (`Net::fuse_relus`) adds to it.
 #[derive(Clone, Copy)]
 enum Fused<'a, T> {
@@ -446,7 +467,7 @@ fn columns_apply<T: Real>(g: &ConvGeom, x: &[T], w: &[T], bias: Option<&[T]>, y:
                     im2col(g, xn, rows, col);
                     (&col[..], n)
                 };
-                for gi in 0..g.group {
+                per_group(threads, g.group, yn, og * ohw, |gi, y_gi, threads| {
                     gemm_on(
                         threads,
                         og,
@@ -460,11 +481,11 @@ fn columns_apply<T: Real>(g: &ConvGeom, x: &[T], w: &[T], bias: Option<&[T]>, y:
                         stride as isize,
                         1,
                         beta,
-                        &mut yn[gi * og * ohw + first..],
+                        &mut y_gi[first..],
                         ohw as isize,
                         1,
-                    );
-                }
+                    )
+                });
             }
         });
         if let Some(b) = bias {
@@ -580,7 +601,7 @@ fn columns_transpose<T: Real>(g: &ConvGeom, dy: &[T], w: &[T], wt: Option<&[T]>,
                 // Pointwise: accumulate straight into dx; otherwise fill the band's columns.
                 let (dst, offset, stride, beta): (&mut [T], usize, usize, T) =
                     if pointwise { (&mut *dxn, first, ohw, T::ONE) } else { (&mut *col, 0, n, T::ZERO) };
-                for gi in 0..g.group {
+                per_group(threads, g.group, dst, kk * stride, |gi, dst_gi, threads| {
                     gemm_on(
                         threads,
                         kk,
@@ -594,11 +615,11 @@ fn columns_transpose<T: Real>(g: &ConvGeom, dy: &[T], w: &[T], wt: Option<&[T]>,
                         ohw as isize,
                         1,
                         beta,
-                        &mut dst[gi * kk * stride + offset..],
+                        &mut dst_gi[offset..],
                         stride as isize,
                         1,
-                    );
-                }
+                    )
+                });
                 if !pointwise {
                     col2im_add(g, col, rows, dxn);
                 }
