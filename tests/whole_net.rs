@@ -148,7 +148,7 @@ fn caffenet_gradient_reaches_the_input_and_batching_changes_nothing() {
 }
 
 /// The CPU's results do not depend on its thread count: a net with every parallel CPU path
-/// (a strided deconvolution, grouped convolutions, LRN, max pooling, inner products) gives the
+/// (a strided deconvolution, grouped convolutions, LRN, max and average pooling, inner products) gives the
 /// same bits, forward and backward, on 1, 2, 3 and 5 threads. Its 2 images take every way of
 /// running convolutions: one image per thread (1 and 2 threads); one image at a time with
 /// its 4 groups across the pool (3 threads, and the ungrouped deconvolution's product split
@@ -167,7 +167,8 @@ layer { name: "conv" type: "Convolution" bottom: "up" top: "conv"
 layer { name: "pw" type: "Convolution" bottom: "conv" top: "pw" convolution_param { num_output: 8 kernel_size: 1 group: 4 } }
 layer { name: "norm" type: "LRN" bottom: "pw" top: "norm" lrn_param { local_size: 5 alpha: 0.01 beta: 0.75 } }
 layer { name: "pool" type: "Pooling" bottom: "norm" top: "pool" pooling_param { pool: MAX kernel_size: 3 stride: 2 } }
-layer { name: "fc" type: "InnerProduct" bottom: "pool" top: "fc" inner_product_param { num_output: 37 } }
+layer { name: "apool" type: "Pooling" bottom: "pool" top: "apool" pooling_param { pool: AVE kernel_size: 3 stride: 1 pad: 1 } }
+layer { name: "fc" type: "InnerProduct" bottom: "apool" top: "fc" inner_product_param { num_output: 37 } }
 "#;
     let def = parse_netdef(text).unwrap();
     let net = CpuNet::<f32>::random(&def, 2, 11, Cpu::new()).unwrap();

@@ -169,7 +169,7 @@ pub fn max_pool_backward<T: Real>(g: &PoolGeom, dy: &[T], argmax: &[u32], dx: &m
 }
 
 /// y = sum over the window's real inputs / the window's area clipped to the padded input
-/// (with `exclude_pad`, to the input).
+/// (with `exclude_pad`, to the input). Blocks of planes across the pool, as max pooling.
 pub fn ave_pool_forward<T: Real>(g: &PoolGeom, x: &[T], y: &mut [T]) {
     assert_lens(g, x.len(), y.len());
     let (hw, ww) = g.windows();
@@ -177,17 +177,20 @@ pub fn ave_pool_forward<T: Real>(g: &PoolGeom, x: &[T], y: &mut [T]) {
     if out_plane == 0 {
         return;
     }
-    for (xp, yp) in x.chunks_exact(in_plane.max(1)).zip(y.chunks_exact_mut(out_plane)) {
-        for (yv, (wh, wc)) in yp.iter_mut().zip(hw.iter().flat_map(|h| ww.iter().map(move |w| (h, w)))) {
-            let mut sum = T::ZERO;
-            for ih in wh.start..wh.end {
-                for &v in &xp[ih * g.in_w + wc.start..ih * g.in_w + wc.end] {
-                    sum += v;
+    let per = planes_per_task(in_plane);
+    x.par_chunks(in_plane.max(1) * per).zip(y.par_chunks_mut(out_plane * per)).for_each(|(xb, yb)| {
+        for (xp, yp) in xb.chunks_exact(in_plane.max(1)).zip(yb.chunks_exact_mut(out_plane)) {
+            for (yv, (wh, wc)) in yp.iter_mut().zip(hw.iter().flat_map(|h| ww.iter().map(move |w| (h, w)))) {
+                let mut sum = T::ZERO;
+                for ih in wh.start..wh.end {
+                    for &v in &xp[ih * g.in_w + wc.start..ih * g.in_w + wc.end] {
+                        sum += v;
+                    }
                 }
+                *yv = sum / T::from_f64(g.divisor(wh, wc) as f64);
             }
-            *yv = sum / T::from_f64(g.divisor(wh, wc) as f64);
         }
-    }
+    });
 }
 
 /// dx[window] += dy / divisor, the transpose of the forward pass.
@@ -198,16 +201,19 @@ pub fn ave_pool_backward<T: Real>(g: &PoolGeom, dy: &[T], dx: &mut [T]) {
     if out_plane == 0 || in_plane == 0 {
         return;
     }
-    for (dxp, dyp) in dx.chunks_exact_mut(in_plane).zip(dy.chunks_exact(out_plane)) {
-        for (&d, (wh, wc)) in dyp.iter().zip(hw.iter().flat_map(|h| ww.iter().map(move |w| (h, w)))) {
-            let share = d / T::from_f64(g.divisor(wh, wc) as f64);
-            for ih in wh.start..wh.end {
-                for v in &mut dxp[ih * g.in_w + wc.start..ih * g.in_w + wc.end] {
-                    *v += share;
+    let per = planes_per_task(in_plane);
+    dx.par_chunks_mut(in_plane * per).zip(dy.par_chunks(out_plane * per)).for_each(|(dxb, dyb)| {
+        for (dxp, dyp) in dxb.chunks_exact_mut(in_plane).zip(dyb.chunks_exact(out_plane)) {
+            for (&d, (wh, wc)) in dyp.iter().zip(hw.iter().flat_map(|h| ww.iter().map(move |w| (h, w)))) {
+                let share = d / T::from_f64(g.divisor(wh, wc) as f64);
+                for ih in wh.start..wh.end {
+                    for v in &mut dxp[ih * g.in_w + wc.start..ih * g.in_w + wc.end] {
+                        *v += share;
+                    }
                 }
             }
         }
-    }
+    });
 }
 
 impl<T: Real> PoolKernels for Cpu<'_, T> {
