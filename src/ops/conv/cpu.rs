@@ -280,6 +280,55 @@ fn col2im_add_rows<T: Real>(g: &ConvGeom, col: &[T], rows: std::ops::Range<usize
     );
 }
 
+/// Column values below which im2col and col2im stay on the calling thread.
+const SPLIT_COLUMN_VALUES: usize = 16 * 1024;
+
+/// Input channels per block when im2col or col2im splits its band over the pool: only where
+/// the products are split too (`Threads::RowBlocks`, fewer images than threads; otherwise
+/// each thread has an image of its own) and the band is large enough, else every channel.
+fn channels_per_block(g: &ConvGeom, threads: Threads, width: usize) -> usize {
+    let workers = rayon::current_num_threads();
+    let values = g.in_channels * g.kernel[0] * g.kernel[1] * width;
+    if threads != Threads::RowBlocks || workers < 2 || values < SPLIT_COLUMN_VALUES || g.in_plane() == 0 {
+        return g.in_channels.max(1);
+    }
+    // A few blocks per thread, so a thread that finishes early takes another.
+    g.in_channels.div_ceil(4 * workers).max(1)
+}
+
+/// `im2col` with blocks of input channels across the pool where `channels_per_block` says
+/// so. A channel's column rows come from its own input plane alone: the same columns.
+fn im2col_on<T: Real>(threads: Threads, g: &ConvGeom, x: &[T], rows: std::ops::Range<usize>, col: &mut [T]) {
+    let width = rows.len() * g.out_w;
+    let per = channels_per_block(g, threads, width);
+    if per >= g.in_channels {
+        return im2col(g, x, rows, col);
+    }
+    let (taps, plane) = (g.kernel[0] * g.kernel[1], g.in_plane());
+    let col = &mut col[..g.in_channels * taps * width];
+    col.par_chunks_mut(per * taps * width).zip(x[..g.in_channels * plane].par_chunks(per * plane)).for_each(|(cb, xb)| {
+        let sub = ConvGeom { in_channels: xb.len() / plane, ..*g };
+        im2col(&sub, xb, rows.clone(), cb)
+    });
+}
+
+/// `col2im_add` with blocks of input channels across the pool where `channels_per_block`
+/// says so. An input plane receives only its own channel's column rows, each element its
+/// terms in the same order: the same bits.
+fn col2im_add_on<T: Real>(threads: Threads, g: &ConvGeom, col: &[T], rows: std::ops::Range<usize>, x: &mut [T]) {
+    let width = rows.len() * g.out_w;
+    let per = channels_per_block(g, threads, width);
+    if per >= g.in_channels {
+        return col2im_add(g, col, rows, x);
+    }
+    let (taps, plane) = (g.kernel[0] * g.kernel[1], g.in_plane());
+    let col = &col[..g.in_channels * taps * width];
+    x[..g.in_channels * plane].par_chunks_mut(per * plane).zip(col.par_chunks(per * taps * width)).for_each(|(xb, cb)| {
+        let sub = ConvGeom { in_channels: xb.len() / plane, ..*g };
+        col2im_add(&sub, cb, rows.clone(), xb)
+    });
+}
+
 /// y[n][c][..] += bias[c].
 fn add_channel_bias<T: Real>(y: &mut [T], channels: usize, plane: usize, bias: &[T]) {
     assert_eq!(bias.len(), channels, "bias has the wrong length");
@@ -464,7 +513,7 @@ fn columns_apply<T: Real>(g: &ConvGeom, x: &[T], w: &[T], bias: Option<&[T]>, y:
                 let (src, stride): (&[T], usize) = if g.is_pointwise() {
                     (&xn[first..], ohw)
                 } else {
-                    im2col(g, xn, rows, col);
+                    im2col_on(threads, g, xn, rows, col);
                     (&col[..], n)
                 };
                 per_group(threads, g.group, yn, og * ohw, |gi, y_gi, threads| {
@@ -621,7 +670,7 @@ fn columns_transpose<T: Real>(g: &ConvGeom, dy: &[T], w: &[T], wt: Option<&[T]>,
                     )
                 });
                 if !pointwise {
-                    col2im_add(g, col, rows, dxn);
+                    col2im_add_on(threads, g, col, rows, dxn);
                 }
             }
         });
