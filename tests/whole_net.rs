@@ -148,8 +148,9 @@ fn caffenet_gradient_reaches_the_input_and_batching_changes_nothing() {
 }
 
 /// The CPU's results do not depend on its thread count: a net with every parallel CPU path
-/// (a strided deconvolution, grouped convolutions, LRN, max and average pooling, inner products) gives the
-/// same bits, forward and backward, on 1, 2, 3 and 5 threads. Its 2 images take every way of
+/// (a strided deconvolution, slice, concat and scale, grouped convolutions, LRN, max and
+/// average pooling, inner products) gives the same bits, forward and backward, on 1, 2, 3
+/// and 5 threads. Its 2 images take every way of
 /// running convolutions: one image per thread (1 and 2 threads); one image at a time with
 /// its 4 groups across the pool (3 threads, and the ungrouped deconvolution's product split
 /// over it); and with each group's product split over the pool (5 threads).
@@ -162,7 +163,10 @@ input_shape { dim: 2 dim: 16 dim: 64 dim: 64 }
 layer { name: "up" type: "Deconvolution" bottom: "data" top: "up"
         convolution_param { num_output: 8 kernel_size: 4 stride: 2 pad: 1 } }
 layer { name: "relu" type: "ReLU" bottom: "up" top: "up" relu_param { negative_slope: 0.3 } }
-layer { name: "conv" type: "Convolution" bottom: "up" top: "conv"
+layer { name: "split" type: "Slice" bottom: "up" top: "a" top: "b" slice_param { axis: 1 slice_point: 3 } }
+layer { name: "cat" type: "Concat" bottom: "b" bottom: "a" top: "cat" }
+layer { name: "scale" type: "Scale" bottom: "cat" top: "sc" scale_param { bias_term: true } }
+layer { name: "conv" type: "Convolution" bottom: "sc" top: "conv"
         convolution_param { num_output: 12 kernel_size: 3 stride: 2 group: 4 } }
 layer { name: "pw" type: "Convolution" bottom: "conv" top: "pw" convolution_param { num_output: 8 kernel_size: 1 group: 4 } }
 layer { name: "norm" type: "LRN" bottom: "pw" top: "norm" lrn_param { local_size: 5 alpha: 0.01 beta: 0.75 } }

@@ -79,6 +79,21 @@ pub fn with_scratch<T: Real, R>(len: usize, f: impl FnOnce(&mut [T]) -> R) -> R 
     })
 }
 
+/// Values per task where a pass over memory (a copy, a sum, a fill) is split across the pool.
+pub const PASS_CHUNK: usize = 1 << 15;
+
+/// Runs `f(dst, src)` on every pair of equal-length slices, cut into pieces of at most
+/// `PASS_CHUNK` values, across the pool. A piece is the same loop as the whole pair, so
+/// the results are the same bits as one loop over each pair.
+pub fn par_pairs<T: Send + Sync>(pairs: Vec<(&mut [T], &[T])>, f: impl Fn(&mut [T], &[T]) + Sync + Send) {
+    use rayon::prelude::*;
+    let total: usize = pairs.iter().map(|(d, _)| d.len()).sum();
+    if total <= PASS_CHUNK {
+        return pairs.into_iter().for_each(|(d, s)| f(d, s));
+    }
+    pairs.into_par_iter().flat_map_iter(|(d, s)| d.chunks_mut(PASS_CHUNK).zip(s.chunks(PASS_CHUNK))).for_each(|(d, s)| f(d, s));
+}
+
 /// Stack of each thread of the CPU pool: the main thread's usual 8 MiB, since whole commands
 /// run on the pool (`on_pool`).
 const POOL_STACK: usize = 8 << 20;
@@ -146,7 +161,8 @@ impl<'w, T: Real> Backend for Cpu<'w, T> {
     }
 
     fn zero(&self, buf: &mut Vec<T>) -> Result<()> {
-        buf.iter_mut().for_each(|v| *v = T::ZERO);
+        use rayon::prelude::*;
+        buf.par_chunks_mut(PASS_CHUNK).for_each(|c| c.fill(T::ZERO));
         Ok(())
     }
 

@@ -1,6 +1,8 @@
-//! Concat along one axis and its inverse Slice: the CPU reference.
+//! Concat along one axis and its inverse Slice: the CPU reference. Each pass is a list of
+//! (destination, source) blocks in pieces across the pool (`par_pairs`).
 
 use super::ConcatKernels;
+use crate::device::cpu::par_pairs;
 use crate::device::Cpu;
 use crate::real::Real;
 use anyhow::Result;
@@ -10,15 +12,20 @@ pub fn concat_forward<T: Real>(outer: usize, inner: usize, channels: &[usize], i
     assert_eq!(channels.len(), inputs.len(), "concat_forward: {} channel counts for {} inputs", channels.len(), inputs.len());
     let row: usize = channels.iter().sum::<usize>() * inner;
     assert_eq!(y.len(), outer * row, "concat_forward: y has {} elements, expected {}", y.len(), outer * row);
-    let mut start = 0;
     for (i, (&c, x)) in channels.iter().zip(inputs).enumerate() {
-        let block = c * inner;
-        assert_eq!(x.len(), outer * block, "concat_forward: input {i} has {} elements, expected {}", x.len(), outer * block);
-        for o in 0..outer {
-            y[o * row + start..][..block].copy_from_slice(&x[o * block..][..block]);
-        }
-        start += block;
+        assert_eq!(x.len(), outer * c * inner, "concat_forward: input {i} has {} elements, expected {}", x.len(), outer * c * inner);
     }
+    // y in memory order: for each outer index, each input's block in turn.
+    let mut pairs = Vec::with_capacity(outer * inputs.len());
+    let mut rest = y;
+    for o in 0..outer {
+        for (&c, x) in channels.iter().zip(inputs) {
+            let (dst, tail) = rest.split_at_mut(c * inner);
+            pairs.push((dst, &x[o * c * inner..][..c * inner]));
+            rest = tail;
+        }
+    }
+    par_pairs(pairs, |d, s| d.copy_from_slice(s));
 }
 
 /// Each `dxs[i] +=` its slice of `dy`.
@@ -26,16 +33,25 @@ pub fn concat_backward<T: Real>(outer: usize, inner: usize, channels: &[usize], 
     assert_eq!(channels.len(), dxs.len(), "concat_backward: {} channel counts for {} gradients", channels.len(), dxs.len());
     let row: usize = channels.iter().sum::<usize>() * inner;
     assert_eq!(dy.len(), outer * row, "concat_backward: dy has {} elements, expected {}", dy.len(), outer * row);
+    let mut pairs = Vec::with_capacity(outer * dxs.len());
     let mut start = 0;
     for (i, (&c, dx)) in channels.iter().zip(dxs.iter_mut()).enumerate() {
         let block = c * inner;
         assert_eq!(dx.len(), outer * block, "concat_backward: gradient {i} has {} elements, expected {}", dx.len(), outer * block);
-        for o in 0..outer {
-            for (d, &g) in dx[o * block..][..block].iter_mut().zip(&dy[o * row + start..][..block]) {
-                *d += g;
+        if block > 0 {
+            for (o, d) in dx.chunks_mut(block).enumerate() {
+                pairs.push((d, &dy[o * row + start..][..block]));
             }
         }
         start += block;
+    }
+    par_pairs(pairs, add_into);
+}
+
+/// d += s.
+fn add_into<T: Real>(d: &mut [T], s: &[T]) {
+    for (d, &g) in d.iter_mut().zip(s) {
+        *d += g;
     }
 }
 
@@ -44,15 +60,19 @@ pub fn slice_forward<T: Real>(outer: usize, inner: usize, channels: &[usize], x:
     assert_eq!(channels.len(), ys.len(), "slice_forward: {} channel counts for {} tops", channels.len(), ys.len());
     let row: usize = channels.iter().sum::<usize>() * inner;
     assert_eq!(x.len(), outer * row, "slice_forward: x has {} elements, expected {}", x.len(), outer * row);
+    let mut pairs = Vec::with_capacity(outer * ys.len());
     let mut start = 0;
     for (i, (&c, y)) in channels.iter().zip(ys.iter_mut()).enumerate() {
         let block = c * inner;
         assert_eq!(y.len(), outer * block, "slice_forward: top {i} has {} elements, expected {}", y.len(), outer * block);
-        for o in 0..outer {
-            y[o * block..][..block].copy_from_slice(&x[o * row + start..][..block]);
+        if block > 0 {
+            for (o, d) in y.chunks_mut(block).enumerate() {
+                pairs.push((d, &x[o * row + start..][..block]));
+            }
         }
         start += block;
     }
+    par_pairs(pairs, |d, s| d.copy_from_slice(s));
 }
 
 /// Slice backward: `dx +=` each `dys[i]` in its part.
@@ -60,17 +80,20 @@ pub fn slice_backward<T: Real>(outer: usize, inner: usize, channels: &[usize], d
     assert_eq!(channels.len(), dys.len(), "slice_backward: {} channel counts for {} gradients", channels.len(), dys.len());
     let row: usize = channels.iter().sum::<usize>() * inner;
     assert_eq!(dx.len(), outer * row, "slice_backward: dx has {} elements, expected {}", dx.len(), outer * row);
-    let mut start = 0;
     for (i, (&c, dy)) in channels.iter().zip(dys).enumerate() {
-        let block = c * inner;
-        assert_eq!(dy.len(), outer * block, "slice_backward: gradient {i} has {} elements, expected {}", dy.len(), outer * block);
-        for o in 0..outer {
-            for (d, &g) in dx[o * row + start..][..block].iter_mut().zip(&dy[o * block..][..block]) {
-                *d += g;
-            }
-        }
-        start += block;
+        assert_eq!(dy.len(), outer * c * inner, "slice_backward: gradient {i} has {} elements, expected {}", dy.len(), outer * c * inner);
     }
+    // dx in memory order: for each outer index, each part in turn.
+    let mut pairs = Vec::with_capacity(outer * dys.len());
+    let mut rest = dx;
+    for o in 0..outer {
+        for (&c, dy) in channels.iter().zip(dys) {
+            let (d, tail) = rest.split_at_mut(c * inner);
+            pairs.push((d, &dy[o * c * inner..][..c * inner]));
+            rest = tail;
+        }
+    }
+    par_pairs(pairs, add_into);
 }
 
 impl<T: Real> ConcatKernels for Cpu<'_, T> {

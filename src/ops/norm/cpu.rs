@@ -2,9 +2,11 @@
 
 use super::NormKernels;
 use crate::device::cpu::CpuParam;
+use crate::device::cpu::PASS_CHUNK;
 use crate::device::Cpu;
 use crate::real::Real;
 use anyhow::Result;
+use rayon::prelude::*;
 
 fn check_len(what: &str, name: &str, len: usize, want: usize) {
     assert_eq!(len, want, "{what}: {name} has {len} elements, expected {want}");
@@ -28,6 +30,21 @@ fn for_each_run(outer: usize, channels: usize, inner: usize, mut f: impl FnMut(u
             f(c, start..start + inner);
         }
     }
+}
+
+/// Calls `f(c, dst run, src run)` for every channel's contiguous run of `dst` and `src` (both
+/// [outer, channels, inner]), runs grouped into tasks of about `PASS_CHUNK` values across
+/// the pool: each run is the same loop wherever it runs.
+fn par_runs<T: Real>(channels: usize, inner: usize, dst: &mut [T], src: &[T], f: impl Fn(usize, &mut [T], &[T]) + Sync + Send) {
+    if inner == 0 || channels == 0 {
+        return;
+    }
+    let runs_per_task = (PASS_CHUNK / inner).max(1);
+    dst.par_chunks_mut(inner)
+        .zip(src.par_chunks(inner))
+        .enumerate()
+        .with_min_len(runs_per_task)
+        .for_each(|(k, (d, s))| f(k % channels, d, s));
 }
 
 /// Caffe BatchNorm at inference (use_global_stats): stored blobs mean[c], variance[c] and a scale factor s (blob 2, one value);
@@ -136,9 +153,9 @@ pub fn scale_forward<T: Real>(outer: usize, channels: usize, inner: usize, x: &[
     }
     check_len("scale_forward", "x", x.len(), count);
     check_len("scale_forward", "y", y.len(), count);
-    for_each_run(outer, channels, inner, |c, run| {
+    par_runs(channels, inner, y, x, |c, y, x| {
         let (g, b) = (gamma[c], beta.map_or(T::ZERO, |b| b[c]));
-        for (yi, &xi) in y[run.clone()].iter_mut().zip(&x[run]) {
+        for (yi, &xi) in y.iter_mut().zip(x) {
             *yi = xi * g + b;
         }
     });
@@ -150,8 +167,8 @@ pub fn scale_backward_data<T: Real>(outer: usize, channels: usize, inner: usize,
     check_len("scale_backward_data", "gamma", gamma.len(), channels);
     check_len("scale_backward_data", "dy", dy.len(), count);
     check_len("scale_backward_data", "dx", dx.len(), count);
-    for_each_run(outer, channels, inner, |c, run| {
-        for (d, &g) in dx[run.clone()].iter_mut().zip(&dy[run]) {
+    par_runs(channels, inner, dx, dy, |c, dx, dy| {
+        for (d, &g) in dx.iter_mut().zip(dy) {
             *d += g * gamma[c];
         }
     });
