@@ -55,6 +55,18 @@ pub fn gemm<T: Real>(
     gemm_on(Threads::Pool, m, k, n, alpha, a, a_rs, a_cs, b, b_rs, b_cs, beta, c, c_rs, c_cs)
 }
 
+/// Rows of C per block when a product is split into row blocks: about one block per
+/// thread, but never a block of one row out of several. The crate computes a one-row
+/// product by another loop (a matrix-vector product) that rounds differently, so such a
+/// block would change bits with the thread count (3 rows on 2 threads did).
+fn row_block(m: usize, workers: usize) -> usize {
+    let mut rows = m.div_ceil(workers).max(2);
+    while rows < m && m % rows == 1 {
+        rows += 1;
+    }
+    rows
+}
+
 /// `gemm` on the given threads.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_on<T: Real>(
@@ -82,7 +94,7 @@ pub fn gemm_on<T: Real>(
         if c_cs != 1 || c_rs < n as isize || workers < 2 || m < 2 {
             return gemm_on(Threads::Pool, m, k, n, alpha, a, a_rs, a_cs, b, b_rs, b_cs, beta, c, c_rs, c_cs);
         }
-        let rows = m.div_ceil(workers);
+        let rows = row_block(m, workers);
         let c_rs_u = c_rs as usize;
         // The last block's slice of C ends at its last element.
         let c = &mut c[..(m - 1) * c_rs_u + n];
@@ -165,5 +177,33 @@ mod tests {
         let one = run(1);
         assert_eq!(one, run(2));
         assert_eq!(one, run(3));
+    }
+
+    /// Row blocks give the bits of one product on one thread for every small row count
+    /// (1-20, 40 and 130 rows on 2-4 threads: with 3 rows on 2 threads a block of one row
+    /// used to round differently), with beta 1 (C read too) and B transposed, and leave
+    /// the elements past each row of C (its row stride is wider than n) untouched.
+    #[test]
+    fn split_products_give_the_bits_of_one_thread() {
+        let (k, n, c_rs) = (300usize, 517usize, 530usize);
+        for m in (1usize..=20).chain([40, 130]) {
+            let a: Vec<f32> = (0..m * k).map(|i| ((i * 7919) % 1000) as f32 * 1e-3 - 0.5).collect();
+            let bt: Vec<f32> = (0..n * k).map(|i| ((i * 104729) % 1000) as f32 * 1e-3 - 0.5).collect();
+            let c0: Vec<f32> = (0..m * c_rs).map(|i| (i % 7) as f32).collect();
+            let run = |threads: usize, how: Threads| {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                let mut c = c0.clone();
+                pool.install(|| gemm_on(how, m, k, n, 1.0, &a, k as isize, 1, &bt, 1, k as isize, 1.0, &mut c, c_rs as isize, 1));
+                c
+            };
+            let one = run(1, Threads::One);
+            assert_ne!(one, c0, "m = {m}: the product changed nothing");
+            for row in 0..m {
+                assert_eq!(one[row * c_rs + n..(row + 1) * c_rs], c0[row * c_rs + n..(row + 1) * c_rs], "m = {m}: past row {row}'s end");
+            }
+            for threads in [2, 3, 4] {
+                assert_eq!(one, run(threads, Threads::RowBlocks), "m = {m}, {threads} threads");
+            }
+        }
     }
 }
