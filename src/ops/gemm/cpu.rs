@@ -206,4 +206,28 @@ mod tests {
             }
         }
     }
+
+    /// The crate's own split over the pool (`Threads::Pool`, which the inner products and
+    /// weight gradients use) gives the bits of one thread too, for few rows and for the
+    /// inner products' shapes (long k, few columns).
+    #[test]
+    fn the_crates_split_gives_the_bits_of_one_thread() {
+        for (k, n) in [(300usize, 517usize), (4096, 8), (9216, 4)] {
+            for m in (1usize..=20).chain([64, 257]) {
+                let a: Vec<f32> = (0..m * k).map(|i| ((i * 7919) % 1000) as f32 * 1e-3 - 0.5).collect();
+                let bt: Vec<f32> = (0..n * k).map(|i| ((i * 104729) % 1000) as f32 * 1e-3 - 0.5).collect();
+                let run = |threads: usize| {
+                    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                    let mut c = vec![0f32; m * n];
+                    pool.install(|| gemm(m, k, n, 1.0, &a, k as isize, 1, &bt, 1, k as isize, 0.0, &mut c, n as isize, 1));
+                    c
+                };
+                let one = run(1);
+                assert!(one.iter().any(|&v| v != 0.0));
+                for threads in [2, 3, 4] {
+                    assert_eq!(one, run(threads), "k = {k}, n = {n}, m = {m}, {threads} threads");
+                }
+            }
+        }
+    }
 }
