@@ -102,7 +102,7 @@ const POOL_STACK: usize = 8 << 20;
 /// split their work with rayon: called from a thread outside the pool, every split is sent
 /// to the pool and waited for on a lock (a wake-up and a sleep per op, thousands per step in
 /// a net of many small layers); called from inside, it forks by work-stealing. On a 2-core
-/// Zen 4, regnet_y_400mf forward + backward at batch 1 went from 74.4 to 42 ms a step.
+/// Zen 4, regnet_y_400mf forward + backward at batch 1 went from 74.4 to 37.1 ms a step.
 /// Commands and the Python module run their work through this.
 pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     if rayon::current_thread_index().is_some() {

@@ -2,14 +2,13 @@
 //! [`Activation`]s: the CPU reference.
 
 use super::ActivationKernels;
+// Elements per thread's share of a pass: the CPU's one size for passes over memory.
+use crate::device::cpu::PASS_CHUNK as CHUNK;
 use crate::device::Cpu;
 use crate::ir::Activation;
 use crate::real::Real;
 use anyhow::Result;
 use rayon::prelude::*;
-
-/// Elements per thread's share of an activation pass.
-const CHUNK: usize = 1 << 15;
 
 crate::multiversion! {
     /// `y = x > 0 ? x : slope * x`. Strictly positive, as Caffe: `x == 0` takes the slope branch.

@@ -9,43 +9,92 @@ use anyhow::Result;
 
 /// Concat along one axis: input i viewed as [outer, channels[i] * inner]; y is [outer, sum(channels) * inner].
 pub fn concat_forward<T: Real>(outer: usize, inner: usize, channels: &[usize], inputs: &[&[T]], y: &mut [T]) {
-    assert_eq!(channels.len(), inputs.len(), "concat_forward: {} channel counts for {} inputs", channels.len(), inputs.len());
-    let row: usize = channels.iter().sum::<usize>() * inner;
-    assert_eq!(y.len(), outer * row, "concat_forward: y has {} elements, expected {}", y.len(), outer * row);
-    for (i, (&c, x)) in channels.iter().zip(inputs).enumerate() {
-        assert_eq!(x.len(), outer * c * inner, "concat_forward: input {i} has {} elements, expected {}", x.len(), outer * c * inner);
-    }
-    // y in memory order: for each outer index, each input's block in turn.
-    let mut pairs = Vec::with_capacity(outer * inputs.len());
-    let mut rest = y;
-    for o in 0..outer {
-        for (&c, x) in channels.iter().zip(inputs) {
-            let (dst, tail) = rest.split_at_mut(c * inner);
-            pairs.push((dst, &x[o * c * inner..][..c * inner]));
-            rest = tail;
-        }
-    }
-    par_pairs(pairs, |d, s| d.copy_from_slice(s));
+    par_pairs(whole_by_parts(("concat_forward", "y", "input"), outer, inner, channels, y, inputs), |d, s| d.copy_from_slice(s));
 }
 
 /// Each `dxs[i] +=` its slice of `dy`.
 pub fn concat_backward<T: Real>(outer: usize, inner: usize, channels: &[usize], dy: &[T], dxs: &mut [&mut [T]]) {
-    assert_eq!(channels.len(), dxs.len(), "concat_backward: {} channel counts for {} gradients", channels.len(), dxs.len());
+    par_pairs(parts_by_whole(("concat_backward", "dy", "gradient"), outer, inner, channels, dy, dxs), add_into);
+}
+
+/// Slice forward: each `ys[i]` = its part of `x` (x as concat_forward's y).
+pub fn slice_forward<T: Real>(outer: usize, inner: usize, channels: &[usize], x: &[T], ys: &mut [&mut [T]]) {
+    par_pairs(parts_by_whole(("slice_forward", "x", "top"), outer, inner, channels, x, ys), |d, s| d.copy_from_slice(s));
+}
+
+/// Slice backward: `dx +=` each `dys[i]` in its part.
+pub fn slice_backward<T: Real>(outer: usize, inner: usize, channels: &[usize], dys: &[&[T]], dx: &mut [T]) {
+    par_pairs(whole_by_parts(("slice_backward", "dx", "gradient"), outer, inner, channels, dx, dys), add_into);
+}
+
+/// Names for the length checks: the pass, the joined tensor, one part.
+type Names = (&'static str, &'static str, &'static str);
+
+/// Checks that `whole` is [outer, sum(channels) * inner] and each part [outer, channels[i] *
+/// inner]; returns the length of one outer row of `whole`.
+fn check_lens(
+    names: Names,
+    outer: usize,
+    inner: usize,
+    channels: &[usize],
+    whole: usize,
+    parts: impl ExactSizeIterator<Item = usize>,
+) -> usize {
+    let (pass, whole_name, part_name) = names;
+    assert_eq!(channels.len(), parts.len(), "{pass}: {} channel counts for {} {part_name}s", channels.len(), parts.len());
     let row: usize = channels.iter().sum::<usize>() * inner;
-    assert_eq!(dy.len(), outer * row, "concat_backward: dy has {} elements, expected {}", dy.len(), outer * row);
-    let mut pairs = Vec::with_capacity(outer * dxs.len());
+    assert_eq!(whole, outer * row, "{pass}: {whole_name} has {whole} elements, expected {}", outer * row);
+    for (i, (&c, len)) in channels.iter().zip(parts).enumerate() {
+        assert_eq!(len, outer * c * inner, "{pass}: {part_name} {i} has {len} elements, expected {}", outer * c * inner);
+    }
+    row
+}
+
+/// The joined tensor written, in memory order (each outer index, each part's block in
+/// turn), paired with the parts' blocks it takes.
+fn whole_by_parts<'a, T>(
+    names: Names,
+    outer: usize,
+    inner: usize,
+    channels: &[usize],
+    whole: &'a mut [T],
+    parts: &[&'a [T]],
+) -> Vec<(&'a mut [T], &'a [T])> {
+    check_lens(names, outer, inner, channels, whole.len(), parts.iter().map(|p| p.len()));
+    let mut pairs = Vec::with_capacity(outer * parts.len());
+    let mut rest = whole;
+    for o in 0..outer {
+        for (&c, part) in channels.iter().zip(parts) {
+            let (dst, tail) = rest.split_at_mut(c * inner);
+            pairs.push((dst, &part[o * c * inner..][..c * inner]));
+            rest = tail;
+        }
+    }
+    pairs
+}
+
+/// Each part's blocks written, paired with the joined tensor's blocks they take.
+fn parts_by_whole<'a, T>(
+    names: Names,
+    outer: usize,
+    inner: usize,
+    channels: &[usize],
+    whole: &'a [T],
+    parts: &'a mut [&mut [T]],
+) -> Vec<(&'a mut [T], &'a [T])> {
+    let row = check_lens(names, outer, inner, channels, whole.len(), parts.iter().map(|p| p.len()));
+    let mut pairs = Vec::with_capacity(outer * parts.len());
     let mut start = 0;
-    for (i, (&c, dx)) in channels.iter().zip(dxs.iter_mut()).enumerate() {
+    for (&c, part) in channels.iter().zip(parts.iter_mut()) {
         let block = c * inner;
-        assert_eq!(dx.len(), outer * block, "concat_backward: gradient {i} has {} elements, expected {}", dx.len(), outer * block);
         if block > 0 {
-            for (o, d) in dx.chunks_mut(block).enumerate() {
-                pairs.push((d, &dy[o * row + start..][..block]));
+            for (o, d) in part.chunks_mut(block).enumerate() {
+                pairs.push((d, &whole[o * row + start..][..block]));
             }
         }
         start += block;
     }
-    par_pairs(pairs, add_into);
+    pairs
 }
 
 /// d += s.
@@ -53,47 +102,6 @@ fn add_into<T: Real>(d: &mut [T], s: &[T]) {
     for (d, &g) in d.iter_mut().zip(s) {
         *d += g;
     }
-}
-
-/// Slice forward: each `ys[i]` = its part of `x` (x as concat_forward's y).
-pub fn slice_forward<T: Real>(outer: usize, inner: usize, channels: &[usize], x: &[T], ys: &mut [&mut [T]]) {
-    assert_eq!(channels.len(), ys.len(), "slice_forward: {} channel counts for {} tops", channels.len(), ys.len());
-    let row: usize = channels.iter().sum::<usize>() * inner;
-    assert_eq!(x.len(), outer * row, "slice_forward: x has {} elements, expected {}", x.len(), outer * row);
-    let mut pairs = Vec::with_capacity(outer * ys.len());
-    let mut start = 0;
-    for (i, (&c, y)) in channels.iter().zip(ys.iter_mut()).enumerate() {
-        let block = c * inner;
-        assert_eq!(y.len(), outer * block, "slice_forward: top {i} has {} elements, expected {}", y.len(), outer * block);
-        if block > 0 {
-            for (o, d) in y.chunks_mut(block).enumerate() {
-                pairs.push((d, &x[o * row + start..][..block]));
-            }
-        }
-        start += block;
-    }
-    par_pairs(pairs, |d, s| d.copy_from_slice(s));
-}
-
-/// Slice backward: `dx +=` each `dys[i]` in its part.
-pub fn slice_backward<T: Real>(outer: usize, inner: usize, channels: &[usize], dys: &[&[T]], dx: &mut [T]) {
-    assert_eq!(channels.len(), dys.len(), "slice_backward: {} channel counts for {} gradients", channels.len(), dys.len());
-    let row: usize = channels.iter().sum::<usize>() * inner;
-    assert_eq!(dx.len(), outer * row, "slice_backward: dx has {} elements, expected {}", dx.len(), outer * row);
-    for (i, (&c, dy)) in channels.iter().zip(dys).enumerate() {
-        assert_eq!(dy.len(), outer * c * inner, "slice_backward: gradient {i} has {} elements, expected {}", dy.len(), outer * c * inner);
-    }
-    // dx in memory order: for each outer index, each part in turn.
-    let mut pairs = Vec::with_capacity(outer * dys.len());
-    let mut rest = dx;
-    for o in 0..outer {
-        for (&c, dy) in channels.iter().zip(dys) {
-            let (d, tail) = rest.split_at_mut(c * inner);
-            pairs.push((d, &dy[o * c * inner..][..c * inner]));
-            rest = tail;
-        }
-    }
-    par_pairs(pairs, add_into);
 }
 
 impl<T: Real> ConcatKernels for Cpu<'_, T> {

@@ -300,16 +300,8 @@ fn channels_per_block(g: &ConvGeom, threads: Threads, width: usize) -> usize {
 /// so. A channel's column rows come from its own input plane alone: the same columns.
 fn im2col_on<T: Real>(threads: Threads, g: &ConvGeom, x: &[T], rows: std::ops::Range<usize>, col: &mut [T]) {
     let width = rows.len() * g.out_w;
-    let per = channels_per_block(g, threads, width);
-    if per >= g.in_channels {
-        return im2col(g, x, rows, col);
-    }
     let (taps, plane) = (g.kernel[0] * g.kernel[1], g.in_plane());
-    let col = &mut col[..g.in_channels * taps * width];
-    col.par_chunks_mut(per * taps * width).zip(x[..g.in_channels * plane].par_chunks(per * plane)).for_each(|(cb, xb)| {
-        let sub = ConvGeom { in_channels: xb.len() / plane, ..*g };
-        im2col(&sub, xb, rows.clone(), cb)
-    });
+    channel_blocks(g, threads, width, col, taps * width, x, plane, |sub, cb, xb| im2col(sub, xb, rows.clone(), cb));
 }
 
 /// `col2im_add` with blocks of input channels across the pool where `channels_per_block`
@@ -317,15 +309,32 @@ fn im2col_on<T: Real>(threads: Threads, g: &ConvGeom, x: &[T], rows: std::ops::R
 /// terms in the same order: the same bits.
 fn col2im_add_on<T: Real>(threads: Threads, g: &ConvGeom, col: &[T], rows: std::ops::Range<usize>, x: &mut [T]) {
     let width = rows.len() * g.out_w;
+    let (taps, plane) = (g.kernel[0] * g.kernel[1], g.in_plane());
+    channel_blocks(g, threads, width, x, plane, col, taps * width, |sub, xb, cb| col2im_add(sub, cb, rows.clone(), xb));
+}
+
+/// Runs `f(geometry, dst, src)` on the whole of `dst` and `src`, or, where
+/// `channels_per_block` splits them, on blocks of input channels across the pool (`dst_per`
+/// and `src_per` values per channel), each with the geometry of its own channels.
+#[allow(clippy::too_many_arguments)]
+fn channel_blocks<T: Real>(
+    g: &ConvGeom,
+    threads: Threads,
+    width: usize,
+    dst: &mut [T],
+    dst_per: usize,
+    src: &[T],
+    src_per: usize,
+    f: impl Fn(&ConvGeom, &mut [T], &[T]) + Sync + Send,
+) {
     let per = channels_per_block(g, threads, width);
     if per >= g.in_channels {
-        return col2im_add(g, col, rows, x);
+        return f(g, dst, src);
     }
-    let (taps, plane) = (g.kernel[0] * g.kernel[1], g.in_plane());
-    let col = &col[..g.in_channels * taps * width];
-    x[..g.in_channels * plane].par_chunks_mut(per * plane).zip(col.par_chunks(per * taps * width)).for_each(|(xb, cb)| {
-        let sub = ConvGeom { in_channels: xb.len() / plane, ..*g };
-        col2im_add(&sub, cb, rows.clone(), xb)
+    let (dst, src) = (&mut dst[..g.in_channels * dst_per], &src[..g.in_channels * src_per]);
+    dst.par_chunks_mut(per * dst_per).zip(src.par_chunks(per * src_per)).for_each(|(d, s)| {
+        let sub = ConvGeom { in_channels: d.len() / dst_per, ..*g };
+        f(&sub, d, s)
     });
 }
 

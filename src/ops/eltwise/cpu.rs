@@ -1,6 +1,8 @@
 //! Eltwise SUM, PROD and MAX over equally shaped blobs: the CPU reference.
 
 use super::EltwiseKernels;
+// Elements per thread's share of a pass: the CPU's one size for passes over memory.
+use crate::device::cpu::PASS_CHUNK as CHUNK;
 use crate::device::Cpu;
 use crate::ir::EltwiseOp;
 use crate::ops::Aux;
@@ -13,9 +15,6 @@ fn check_eltwise<T>(what: &str, coeffs: &[T], n: usize) {
     assert!(n > 0, "{what}: no inputs");
     assert!(coeffs.is_empty() || coeffs.len() == n, "{what}: {} coefficients for {n} inputs", coeffs.len());
 }
-
-/// Elements per thread's share of an eltwise pass.
-const CHUNK: usize = 1 << 15;
 
 /// SUM and PROD run over blocks of this many outputs, one input at a time, so each input's
 /// loop vectorizes while the block stays in L1.
