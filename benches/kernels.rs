@@ -14,7 +14,7 @@ fn main() -> anyhow::Result<()> {
 fn run() -> anyhow::Result<()> {
     // cargo passes `--bench`; the first number is the batch.
     let batch: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(8);
-    let opts = KernelOptions { batch, reps: Reps::fixed(3), quick: false, only: Vec::new() };
+    let opts = KernelOptions { batch, reps: Reps::fixed(3), quick: false, only: Vec::new(), nets: Vec::new() };
     bench::kernels(Device::Cpu, Precision::F32, &opts, &mut |row| print!("{row}"))?;
     for generator in [None, Some("none")] {
         let opts = StepOptions::resolve(None, generator.map(Into::into), Some(&batch.to_string()), Some(3), false)?;

@@ -424,7 +424,36 @@ impl KernelReport {
                 "measured_copy_gbps": self.peak.measured_gbps,
             },
             "kernels": kernels,
+            "by_type": by_type(&self.kernels).iter().map(|t| json!({
+                "type": t.type_name,
+                "direction": t.direction.as_str(),
+                "ms": t.seconds * 1e3,
+                "kernels": t.kernels,
+            })).collect::<Vec<_>>(),
         })
+    }
+
+    /// The time by layer type and direction, with each one's share of the sum.
+    pub fn by_type_table(&self) -> String {
+        let types = by_type(&self.kernels);
+        let total: f64 = types.iter().map(|t| t.seconds).sum();
+        let mut s = format!("\n{:<28} {:<16} {:>7} {:>10} {:>7}\n", "layer type", "direction", "layers", "ms", "share");
+        for t in &types {
+            let _ = writeln!(
+                s,
+                "{:<28} {:<16} {:>7} {:>10.3} {:>6.1}%",
+                t.type_name,
+                t.direction.as_str(),
+                t.kernels,
+                t.seconds * 1e3,
+                100.0 * t.seconds / total
+            );
+        }
+        // What a DGN-AM step runs: no weight gradients.
+        let step: f64 = types.iter().filter(|t| t.direction != Direction::BackwardWeights).map(|t| t.seconds).sum();
+        let _ = writeln!(s, "{:<28} {:<16} {:>7} {:>10.3}", "forward + backward-data", "", "", step * 1e3);
+        let _ = writeln!(s, "{:<28} {:<16} {:>7} {:>10.3}", "all", "", self.kernels.len(), total * 1e3);
+        s
     }
 
     pub fn header(&self) -> String {
@@ -474,6 +503,9 @@ pub struct KernelOptions {
     pub quick: bool,
     /// Name fragments: only kernels whose name contains one of them run (empty: all).
     pub only: Vec<String>,
+    /// The nets whose layers are timed, .dgnw or .prototxt (random weights for a
+    /// prototxt), in order; empty: the fc6 generator, then CaffeNet.
+    pub nets: Vec<PathBuf>,
 }
 
 impl KernelOptions {
@@ -580,16 +612,54 @@ fn kernels_on<B: Fence>(
         peak.source = format!("{src}; bandwidth: {}", peak.source);
     }
     let device = backend.name();
-    let generator = Net::random(&parse_prototxt("weights/generator-fc6.prototxt")?, opts.batch, 2, make()?)?;
-    let classifier = Net::random(&parse_prototxt("weights/caffenet.prototxt")?, opts.batch, 3, make()?)?;
+    let nets: Vec<(String, Net<B>)> = if opts.nets.is_empty() {
+        vec![
+            ("generator".into(), Net::random(&parse_prototxt("weights/generator-fc6.prototxt")?, opts.batch, 2, make()?)?),
+            ("caffenet".into(), Net::random(&parse_prototxt("weights/caffenet.prototxt")?, opts.batch, 3, make()?)?),
+        ]
+    } else {
+        let mut nets = Vec::new();
+        for (i, path) in opts.nets.iter().enumerate() {
+            let label = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| format!("net{i}"));
+            nets.push((label, NetSource::open(path)?.build(opts.batch, 2 + i as u64, make()?)?));
+        }
+        nets
+    };
     let mut report = KernelReport { device, batch: opts.batch, peak, kernels: Vec::new() };
     rows(&report.header());
     let peak = report.peak.clone();
     let mut progress = |k: &KernelTime| rows(&table_row(k, &peak));
     let keep = |name: &str| opts.keeps(name);
-    report.kernels = bench_nets(&[("generator", &generator), ("caffenet", &classifier)], &opts.reps, &keep, &mut progress)?;
-    ensure!(!report.kernels.is_empty(), "--kernels {}: no kernel of either net has such a name", opts.only.join(","));
+    let labelled: Vec<(&str, &Net<B>)> = nets.iter().map(|(l, n)| (l.as_str(), n)).collect();
+    report.kernels = bench_nets(&labelled, &opts.reps, &keep, &mut progress)?;
+    ensure!(!report.kernels.is_empty(), "--kernels {}: no kernel of the nets has such a name", opts.only.join(","));
+    rows(&report.by_type_table());
     Ok(report)
+}
+
+/// Time summed over the kernels of one layer type in one direction.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TypeTime {
+    pub type_name: String,
+    pub direction: Direction,
+    pub seconds: f64,
+    pub kernels: usize,
+}
+
+/// The kernels' time by layer type and direction, the largest first.
+pub fn by_type(kernels: &[KernelTime]) -> Vec<TypeTime> {
+    let mut out: Vec<TypeTime> = Vec::new();
+    for k in kernels {
+        match out.iter_mut().find(|t| t.type_name == k.type_name && t.direction == k.direction) {
+            Some(t) => {
+                t.seconds += k.seconds;
+                t.kernels += 1;
+            }
+            None => out.push(TypeTime { type_name: k.type_name.clone(), direction: k.direction, seconds: k.seconds, kernels: 1 }),
+        }
+    }
+    out.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
+    out
 }
 
 /// The blob DGN-AM maximizes: the input of a final Softmax (fc8), else the last output.

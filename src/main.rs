@@ -197,6 +197,11 @@ struct BenchArgs {
     /// versioned kernels (im2col, col2im), side by side.
     #[arg(long, conflicts_with_all = ["net", "generator", "batch"])]
     versions: bool,
+    /// Kernel benchmark of any net: every layer of --net (and first of --generator, when
+    /// given) in each direction at --kernel-batch, random weights for a prototxt, then the
+    /// time by layer type. ReLUs are timed as layers of their own.
+    #[arg(long, requires = "net", conflicts_with_all = ["batch", "iters", "unfused", "versions"])]
+    layers: bool,
 }
 
 /// How an image file becomes net input (defaults: BGR minus the ImageNet mean for colour
@@ -379,7 +384,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bench(a) => {
             let device = self::device(a.device, precision)?;
-            let json = if a.net.is_some() || a.generator.is_some() || a.batch.is_some() {
+            let json = if !a.layers && (a.net.is_some() || a.generator.is_some() || a.batch.is_some()) {
                 let mut opts = bench::StepOptions::resolve(a.net, a.generator, a.batch.as_deref(), a.iters, a.quick)?;
                 opts.unfused = a.unfused;
                 let report = bench::steps(device, precision, &opts, &mut |row| print!("{row}"))?;
@@ -390,7 +395,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     (false, Some(n)) => bench::Reps::fixed(n),
                     (false, None) => bench::Reps::default(),
                 };
-                let opts = bench::KernelOptions { batch: a.kernel_batch, reps, quick: a.quick, only: a.kernels.clone() };
+                let nets = match (&a.generator, &a.net) {
+                    (Some(g), Some(n)) if g.as_os_str() != "none" => vec![g.clone(), n.clone()],
+                    (_, n) => n.iter().cloned().collect(),
+                };
+                let opts = bench::KernelOptions { batch: a.kernel_batch, reps, quick: a.quick, only: a.kernels.clone(), nets };
                 if a.versions {
                     bench::versions(device, precision, &opts, &mut |row| print!("{row}"))?
                 } else {

@@ -95,6 +95,65 @@ fn kernel_json_has_every_layer_in_every_direction() {
     assert!(gemm["gflops"].is_number() && gemm["shape"].as_str().unwrap().starts_with("1x256x6x6 -> 1x4096"));
     let pool = kernels.iter().find(|k| k["name"] == "caffenet/pool1").unwrap();
     assert!(pool["gbps"].is_number());
+    check_by_type(&v);
+}
+
+/// The time by layer type adds up each type's kernels in each direction.
+fn check_by_type(v: &Value) {
+    let kernels = v["kernels"].as_array().unwrap();
+    let types = v["by_type"].as_array().unwrap();
+    assert!(!types.is_empty());
+    let mut counted = 0;
+    for t in types {
+        let of_type: Vec<&Value> = kernels.iter().filter(|k| k["type"] == t["type"] && k["direction"] == t["direction"]).collect();
+        assert_eq!(t["kernels"], of_type.len(), "{t}");
+        let sum: f64 = of_type.iter().map(|k| k["ms"].as_f64().unwrap()).sum();
+        let ms = positive(&t["ms"], "by_type ms");
+        assert!((ms - sum).abs() <= 1e-9 * sum, "{t}: {ms} ms, its kernels {sum} ms");
+        counted += of_type.len();
+    }
+    assert_eq!(counted, kernels.len(), "every kernel is in one type's sum");
+    let ms: Vec<f64> = types.iter().map(|t| t["ms"].as_f64().unwrap()).collect();
+    assert!(ms.windows(2).all(|w| w[0] >= w[1]), "largest first: {ms:?}");
+}
+
+/// `--layers`: the kernel benchmark of any net's layers (a prototxt alone, then after a
+/// generator's), named after the file, in every direction, with the time by type.
+#[test]
+fn layers_of_any_net() {
+    let dir = scratch("bench-layers");
+    let clf = fixture("tiny/classifier.prototxt");
+    let v = bench_json(&["--layers", "--net", clf.to_str().unwrap(), "--kernel-batch", "2"], &dir.join("l.json"));
+    assert_eq!(v["batch"], 2);
+    let kernels = v["kernels"].as_array().unwrap();
+    let names: Vec<&str> = kernels.iter().filter(|k| k["direction"] == "forward").map(|k| k["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "classifier/conv1",
+            "classifier/relu1",
+            "classifier/norm1",
+            "classifier/pool1",
+            "classifier/fc6",
+            "classifier/relu6",
+            "classifier/fc8",
+            "classifier/prob"
+        ]
+    );
+    let conv = kernels.iter().find(|k| k["name"] == "classifier/conv1").unwrap();
+    assert!(conv["shape"].as_str().unwrap().starts_with("2x3x6x6 -> 2x4x4x4"), "{}", conv["shape"]);
+    assert_eq!(kernels.iter().filter(|k| k["direction"] == "backward-weights").count(), 3, "conv1, fc6 and fc8 have weights");
+    check_by_type(&v);
+    let generator = fixture("tiny/generator.prototxt");
+    let v = bench_json(&["--layers", "--net", clf.to_str().unwrap(), "--generator", generator.to_str().unwrap()], &dir.join("g.json"));
+    let kernels = v["kernels"].as_array().unwrap();
+    let first = kernels[0]["name"].as_str().unwrap();
+    assert!(first.starts_with("generator/"), "the generator's layers come first: {first}");
+    assert!(kernels.iter().any(|k| k["name"] == "dgn/crop"), "and the crop between the two");
+    check_by_type(&v);
+    // --layers needs a net.
+    let out = Command::new(env!("CARGO_BIN_EXE_dgnam")).args(["bench", "--device", "cpu", "--layers"]).output().unwrap();
+    assert!(!out.status.success());
 }
 
 fn check_steps(v: &Value, batches: &[u64]) {
