@@ -153,14 +153,17 @@ fn caffenet_gradient_reaches_the_input_and_batching_changes_nothing() {
 /// and 5 threads. Its 2 images take every way of
 /// running convolutions: one image per thread (1 and 2 threads); one image at a time with
 /// its 4 groups across the pool (3 threads, and the ungrouped deconvolution's product split
-/// over it); and with each group's product split over the pool (5 threads).
+/// over it); with each group's product split over the pool (5 threads); and, for the
+/// first convolution (576 column rows, 10 bands), with its bands across the pool (3 and 5).
 #[test]
 fn cpu_results_do_not_depend_on_the_thread_count() {
     let text = r#"
 name: "threads"
 input: "data"
-input_shape { dim: 2 dim: 16 dim: 64 dim: 64 }
-layer { name: "up" type: "Deconvolution" bottom: "data" top: "up"
+input_shape { dim: 2 dim: 64 dim: 64 dim: 64 }
+layer { name: "wide" type: "Convolution" bottom: "data" top: "wide"
+        convolution_param { num_output: 16 kernel_size: 3 pad: 1 } }
+layer { name: "up" type: "Deconvolution" bottom: "wide" top: "up"
         convolution_param { num_output: 8 kernel_size: 4 stride: 2 pad: 1 } }
 layer { name: "relu" type: "ReLU" bottom: "up" top: "up" relu_param { negative_slope: 0.3 } }
 layer { name: "split" type: "Slice" bottom: "up" top: "a" top: "b" slice_param { axis: 1 slice_point: 3 } }

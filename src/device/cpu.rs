@@ -59,24 +59,24 @@ impl<T: Real> Cpu<'_, T> {
 }
 
 thread_local! {
-    static SCRATCH: std::cell::RefCell<Vec<f64>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// This thread's scratch buffers, the ones not in use now.
+    static SCRATCH: std::cell::RefCell<Vec<Vec<f64>>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Runs `f` on a scratch slice of `len` values owned by this thread and kept between calls
 /// (grown, never shrunk), so a large column buffer costs no fresh, zeroed pages on every
 /// call. Its contents on entry are unspecified: `f` must write before it reads. A nested
-/// call on the same thread gets a fresh vector.
+/// call on the same thread (a pool thread that takes another task while it waits inside
+/// `f`) gets a buffer of its own, also kept.
 pub fn with_scratch<T: Real, R>(len: usize, f: impl FnOnce(&mut [T]) -> R) -> R {
     let words = (len * std::mem::size_of::<T>()).div_ceil(std::mem::size_of::<f64>());
-    SCRATCH.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut buf) => {
-            if buf.len() < words {
-                buf.resize(words, 0.0);
-            }
-            f(&mut bytemuck::cast_slice_mut::<f64, T>(&mut buf[..words])[..len])
-        }
-        Err(_) => f(&mut vec![T::ZERO; len]),
-    })
+    let mut buf = SCRATCH.with(|cell| cell.borrow_mut().pop()).unwrap_or_default();
+    if buf.len() < words {
+        buf.resize(words, 0.0);
+    }
+    let r = f(&mut bytemuck::cast_slice_mut::<f64, T>(&mut buf[..words])[..len]);
+    SCRATCH.with(|cell| cell.borrow_mut().push(buf));
+    r
 }
 
 /// Values per task where a pass over memory (a copy, a sum, a fill) is split across the pool.

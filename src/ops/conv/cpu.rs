@@ -14,7 +14,7 @@ use crate::device::cpu::CpuParam;
 use crate::device::Cpu;
 use crate::ir::ConvGeom;
 use crate::ops::activation::{relu_backward, relu_in_place};
-use crate::ops::gemm::cpu::{gemm, gemm_on, Threads};
+use crate::ops::gemm::cpu::{gemm, gemm_on, gemm_raw, Threads};
 use crate::real::Real;
 use anyhow::Result;
 use rayon::prelude::*;
@@ -513,9 +513,14 @@ fn columns_apply<T: Real>(g: &ConvGeom, x: &[T], w: &[T], bias: Option<&[T]>, y:
     let (og, kk, ohw) = (g.out_channels / g.group, g.group_rows(), g.out_plane());
     let (x_img, y_img) = (g.in_channels * g.in_plane(), g.out_channels * ohw);
     per_image(x, x_img, y, y_img, |n, xn, yn, threads| {
-        with_scratch(band_len(g) + fused.input_len(x_img), |scratch: &mut [T]| {
-            let (col, masked) = scratch.split_at_mut(band_len(g));
+        let across = bands_across_pool(g, threads);
+        let col_len = if across { 0 } else { band_len(g) };
+        with_scratch(col_len + fused.input_len(x_img), |scratch: &mut [T]| {
+            let (col, masked) = scratch.split_at_mut(col_len);
             let xn = fused.mask_input(n, xn, masked);
+            if across {
+                return bands_on_pool(g, xn, w, yn, beta);
+            }
             for rows in bands(g) {
                 let (first, n) = (rows.start * g.out_w, rows.len() * g.out_w);
                 // The band's columns: B with n columns, rows `stride` apart.
@@ -551,6 +556,82 @@ fn columns_apply<T: Real>(g: &ConvGeom, x: &[T], w: &[T], bias: Option<&[T]>, y:
         }
         fused.finish_output(yn);
     });
+}
+
+/// Whether `columns_apply` runs the bands of an image across the pool, each band's columns
+/// and products on one thread: where the products would each be split over the pool
+/// (`Threads::RowBlocks`, fewer images than threads), the image has at least as many bands
+/// as there are threads, and fewer groups (with more, `per_group` puts whole groups on the
+/// threads). A split product packs all of the band's columns on every thread and the
+/// columns are filled by all threads at once; a band per thread packs only its own, and
+/// fills them in its own cache. Each product is the same one either way, so are the bits
+/// (`Threads` changes none).
+fn bands_across_pool(g: &ConvGeom, threads: Threads) -> bool {
+    let workers = rayon::current_num_threads();
+    threads == Threads::RowBlocks && workers >= 2 && !g.is_pointwise() && g.group < workers && g.out_h.div_ceil(band_rows(g)) >= workers
+}
+
+/// One image's output `yn` = conv(xn) + beta * yn, its bands across the pool
+/// (`bands_across_pool`), each band's columns in its thread's scratch.
+fn bands_on_pool<T: Real>(g: &ConvGeom, xn: &[T], w: &[T], yn: &mut [T], beta: T) {
+    let (og, kk, ohw) = (g.out_channels / g.group, g.group_rows(), g.out_plane());
+    assert!(yn.len() >= g.out_channels * ohw, "conv: output too short for {g:?}");
+    let out = SharedOut(yn.as_mut_ptr(), yn.len());
+    bands(g).collect::<Vec<_>>().into_par_iter().for_each(|rows| {
+        let (first, n) = (rows.start * g.out_w, rows.len() * g.out_w);
+        with_scratch(band_len(g), |col: &mut [T]| {
+            im2col(g, xn, rows, col);
+            for gi in 0..g.group {
+                let offset = gi * og * ohw + first;
+                // SAFETY: `yn` is borrowed mutably for the whole loop, and this band's
+                // products write only columns first..first + n of each output row, which
+                // no other band writes; `offset` + the product's extent lies inside `yn`
+                // (gemm_raw checks it against the length given).
+                unsafe {
+                    gemm_raw(
+                        Threads::One,
+                        og,
+                        kk,
+                        n,
+                        T::ONE,
+                        &w[gi * og * kk..(gi + 1) * og * kk],
+                        kk as isize,
+                        1,
+                        &col[gi * kk * n..],
+                        n as isize,
+                        1,
+                        beta,
+                        out.at(offset),
+                        out.len_from(offset),
+                        ohw as isize,
+                        1,
+                    )
+                }
+            }
+        })
+    });
+}
+
+/// An output shared by threads that each write elements of their own.
+#[derive(Clone, Copy)]
+struct SharedOut<T>(*mut T, usize);
+
+// SAFETY: only a pointer and a length; whoever writes through it promises that no two
+// threads touch the same element (`bands_on_pool`).
+unsafe impl<T: Send> Send for SharedOut<T> {}
+unsafe impl<T: Send> Sync for SharedOut<T> {}
+
+impl<T> SharedOut<T> {
+    /// The pointer `offset` values in (a method, so closures capture the whole struct).
+    fn at(self, offset: usize) -> *mut T {
+        assert!(offset <= self.1, "conv: offset {offset} past the output ({})", self.1);
+        // SAFETY: offset is within the allocation, or one past its end.
+        unsafe { self.0.add(offset) }
+    }
+
+    fn len_from(self, offset: usize) -> usize {
+        self.1 - offset
+    }
 }
 
 fn assert_lens(g: &ConvGeom, input: usize, w: usize, output: usize) {

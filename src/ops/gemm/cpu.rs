@@ -104,20 +104,54 @@ pub fn gemm_on<T: Real>(
             gemm_on(Threads::One, mi, k, n, alpha, a, a_rs, a_cs, b, b_rs, b_cs, beta, ci, c_rs, c_cs);
         });
     }
-    check_extent(c.len(), m, n, c_rs, c_cs, "C");
+    // SAFETY: `c` is borrowed mutably, so no other thread touches it during the call.
+    unsafe { gemm_raw(threads, m, k, n, alpha, a, a_rs, a_cs, b, b_rs, b_cs, beta, c.as_mut_ptr(), c.len(), c_rs, c_cs) }
+}
+
+/// `gemm_on` with C given as a pointer to `c_len` values (its extent is checked against
+/// them), for callers that share one C among threads, each writing elements of its own.
+/// `Threads::RowBlocks` runs as `Threads::One`.
+///
+/// # Safety
+/// `c` must be valid for reads and writes of `c_len` values, and no other thread may read
+/// or write the elements of C (m x n at strides `c_rs`, `c_cs`) during the call.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemm_raw<T: Real>(
+    threads: Threads,
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: T,
+    a: &[T],
+    a_rs: isize,
+    a_cs: isize,
+    b: &[T],
+    b_rs: isize,
+    b_cs: isize,
+    beta: T,
+    c: *mut T,
+    c_len: usize,
+    c_rs: isize,
+    c_cs: isize,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    check_extent(c_len, m, n, c_rs, c_cs, "C");
     if k > 0 {
         check_extent(a.len(), m, k, a_rs, a_cs, "A");
         check_extent(b.len(), k, n, b_rs, b_cs, "B");
     }
     // The crate's naming: dst = alpha * dst + beta * lhs * rhs, dst read only if asked.
-    // SAFETY: the extents of all three matrices were checked against their slices, and the
-    // crate dispatches on T's type (f32 or f64 here).
+    // SAFETY: the extents of all three matrices were checked against their slices (C's
+    // against the length the caller vouches for), and the crate dispatches on T's type
+    // (f32 or f64 here).
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            c.as_mut_ptr(),
+            c,
             c_cs,
             c_rs,
             beta != T::ZERO,
