@@ -177,6 +177,32 @@ layer { name: "pool" type: "Pooling" bottom: "norm" top: "pool" pooling_param { 
 layer { name: "apool" type: "Pooling" bottom: "pool" top: "apool" pooling_param { pool: AVE kernel_size: 3 stride: 1 pad: 1 } }
 layer { name: "fc" type: "InnerProduct" bottom: "apool" top: "fc" inner_product_param { num_output: 37 } }
 "#;
+    same_bits_on_1_2_3_and_5_threads(text);
+}
+
+/// The thread-count test for products the crate would compute by another path if they were
+/// cut carelessly (k > 512 on maps of at most 64 positions): a 1x1 convolution of 600
+/// channels to 128 on 7 x 7 maps (row blocks of 64 x 49 or fewer would round differently,
+/// and did: DenseNet-121's last block gave other logits on 2 threads than on 1), then a
+/// 3x3 to 32 channels (1152 terms) and a 3x3 to 96 at stride 2.
+#[test]
+fn cpu_results_on_small_maps_do_not_depend_on_the_thread_count() {
+    same_bits_on_1_2_3_and_5_threads(
+        r#"
+name: "small_maps"
+input: "data"
+input_shape { dim: 2 dim: 600 dim: 7 dim: 7 }
+layer { name: "pw" type: "Convolution" bottom: "data" top: "pw" convolution_param { num_output: 128 kernel_size: 1 } }
+layer { name: "c3" type: "Convolution" bottom: "pw" top: "c3" convolution_param { num_output: 32 kernel_size: 3 pad: 1 } }
+layer { name: "s2" type: "Convolution" bottom: "c3" top: "s2" convolution_param { num_output: 96 kernel_size: 3 stride: 2 } }
+layer { name: "fc" type: "InnerProduct" bottom: "s2" top: "fc" inner_product_param { num_output: 10 } }
+"#,
+    );
+}
+
+/// A net's output and input gradient (seeded at its layer `fc`) are the same bits on 1, 2,
+/// 3 and 5 threads.
+fn same_bits_on_1_2_3_and_5_threads(text: &str) {
     let def = parse_netdef(text).unwrap();
     let net = CpuNet::<f32>::random(&def, 2, 11, Cpu::new()).unwrap();
     let mut rng = Rng::new(12);

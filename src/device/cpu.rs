@@ -79,6 +79,38 @@ pub fn with_scratch<T: Real, R>(len: usize, f: impl FnOnce(&mut [T]) -> R) -> R 
     r
 }
 
+/// A slice shared by threads that each write elements of their own: a pointer and a
+/// length, made from a mutable borrow that lasts as long as the sharing.
+#[derive(Clone, Copy)]
+pub struct SharedMut<'a, T> {
+    ptr: *mut T,
+    len: usize,
+    _borrow: PhantomData<&'a mut [T]>,
+}
+
+// SAFETY: only a pointer and a length; whoever writes through it promises that no two
+// threads touch the same element (the unsafe call that uses `at`).
+unsafe impl<T: Send> Send for SharedMut<'_, T> {}
+unsafe impl<T: Send> Sync for SharedMut<'_, T> {}
+
+impl<'a, T> SharedMut<'a, T> {
+    pub fn new(slice: &'a mut [T]) -> Self {
+        SharedMut { ptr: slice.as_mut_ptr(), len: slice.len(), _borrow: PhantomData }
+    }
+
+    /// The pointer `offset` values in (a method, so closures capture the whole struct).
+    pub fn at(self, offset: usize) -> *mut T {
+        assert!(offset <= self.len, "offset {offset} past the shared slice ({})", self.len);
+        // SAFETY: offset is within the slice, or one past its end.
+        unsafe { self.ptr.add(offset) }
+    }
+
+    /// Values from `offset` to the end.
+    pub fn len_from(self, offset: usize) -> usize {
+        self.len - offset.min(self.len)
+    }
+}
+
 /// Values per task where a pass over memory (a copy, a sum, a fill) is split across the pool.
 pub const PASS_CHUNK: usize = 1 << 15;
 

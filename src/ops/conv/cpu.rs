@@ -9,8 +9,8 @@
 mod depthwise;
 
 use super::{ConvKernels, FusedRelu};
-use crate::device::cpu::with_scratch;
 use crate::device::cpu::CpuParam;
+use crate::device::cpu::{with_scratch, SharedMut};
 use crate::device::Cpu;
 use crate::ir::ConvGeom;
 use crate::ops::activation::{relu_backward, relu_in_place};
@@ -284,12 +284,12 @@ fn col2im_add_rows<T: Real>(g: &ConvGeom, col: &[T], rows: std::ops::Range<usize
 const SPLIT_COLUMN_VALUES: usize = 16 * 1024;
 
 /// Input channels per block when im2col or col2im splits its band over the pool: only where
-/// the products are split too (`Threads::RowBlocks`, fewer images than threads; otherwise
+/// the products are split too (`Threads::Blocks`, fewer images than threads; otherwise
 /// each thread has an image of its own) and the band is large enough, else every channel.
 fn channels_per_block(g: &ConvGeom, threads: Threads, width: usize) -> usize {
     let workers = rayon::current_num_threads();
     let values = g.in_channels * g.kernel[0] * g.kernel[1] * width;
-    if threads != Threads::RowBlocks || workers < 2 || values < SPLIT_COLUMN_VALUES || g.in_plane() == 0 {
+    if threads != Threads::Blocks || workers < 2 || values < SPLIT_COLUMN_VALUES || g.in_plane() == 0 {
         return g.in_channels.max(1);
     }
     // A few blocks per thread, so a thread that finishes early takes another.
@@ -375,13 +375,13 @@ fn per_image<A: Sync, B: Send>(a: &[A], a_img: usize, b: &mut [B], b_img: usize,
     if images >= rayon::current_num_threads() {
         a.par_chunks(a_img).zip(b.par_chunks_mut(b_img)).enumerate().for_each(|(n, (an, bn))| f(n, an, bn, Threads::One));
     } else {
-        a.chunks(a_img).zip(b.chunks_mut(b_img)).enumerate().for_each(|(n, (an, bn))| f(n, an, bn, Threads::RowBlocks));
+        a.chunks(a_img).zip(b.chunks_mut(b_img)).enumerate().for_each(|(n, (an, bn))| f(n, an, bn, Threads::Blocks));
     }
 }
 
 /// Runs `f(gi, dst_gi, threads)` for each of `groups` groups, `dst_gi` being group `gi`'s
 /// `group_len` values of `dst`. Where the products would each be split over the pool
-/// (`Threads::RowBlocks`, fewer images than threads) and there are at least as many groups
+/// (`Threads::Blocks`, fewer images than threads) and there are at least as many groups
 /// as threads, the groups go across the pool instead, each product on one thread: every
 /// thread then packs only its own group's B, where a split product packs all of B on each
 /// thread. Either way each product's bits are the same (`Threads` changes no bit).
@@ -393,7 +393,7 @@ fn per_group<T: Send>(
     f: impl Fn(usize, &mut [T], Threads) + Sync + Send,
 ) {
     let dst = &mut dst[..groups * group_len];
-    if threads == Threads::RowBlocks && groups >= rayon::current_num_threads() {
+    if threads == Threads::Blocks && groups >= rayon::current_num_threads() {
         dst.par_chunks_mut(group_len).enumerate().for_each(|(gi, d)| f(gi, d, Threads::One));
     } else {
         dst.chunks_mut(group_len).enumerate().for_each(|(gi, d)| f(gi, d, threads));
@@ -560,7 +560,7 @@ fn columns_apply<T: Real>(g: &ConvGeom, x: &[T], w: &[T], bias: Option<&[T]>, y:
 
 /// Whether `columns_apply` runs the bands of an image across the pool, each band's columns
 /// and products on one thread: where the products would each be split over the pool
-/// (`Threads::RowBlocks`, fewer images than threads), the image has at least as many bands
+/// (`Threads::Blocks`, fewer images than threads), the image has at least as many bands
 /// as there are threads, and fewer groups (with more, `per_group` puts whole groups on the
 /// threads). A split product packs all of the band's columns on every thread and the
 /// columns are filled by all threads at once; a band per thread packs only its own, and
@@ -568,7 +568,7 @@ fn columns_apply<T: Real>(g: &ConvGeom, x: &[T], w: &[T], bias: Option<&[T]>, y:
 /// (`Threads` changes none).
 fn bands_across_pool(g: &ConvGeom, threads: Threads) -> bool {
     let workers = rayon::current_num_threads();
-    threads == Threads::RowBlocks && workers >= 2 && !g.is_pointwise() && g.group < workers && g.out_h.div_ceil(band_rows(g)) >= workers
+    threads == Threads::Blocks && workers >= 2 && !g.is_pointwise() && g.group < workers && g.out_h.div_ceil(band_rows(g)) >= workers
 }
 
 /// One image's output `yn` = conv(xn) + beta * yn, its bands across the pool
@@ -576,7 +576,7 @@ fn bands_across_pool(g: &ConvGeom, threads: Threads) -> bool {
 fn bands_on_pool<T: Real>(g: &ConvGeom, xn: &[T], w: &[T], yn: &mut [T], beta: T) {
     let (og, kk, ohw) = (g.out_channels / g.group, g.group_rows(), g.out_plane());
     assert!(yn.len() >= g.out_channels * ohw, "conv: output too short for {g:?}");
-    let out = SharedOut(yn.as_mut_ptr(), yn.len());
+    let out = SharedMut::new(yn);
     bands(g).collect::<Vec<_>>().into_par_iter().for_each(|rows| {
         let (first, n) = (rows.start * g.out_w, rows.len() * g.out_w);
         with_scratch(band_len(g), |col: &mut [T]| {
@@ -610,28 +610,6 @@ fn bands_on_pool<T: Real>(g: &ConvGeom, xn: &[T], w: &[T], yn: &mut [T], beta: T
             }
         })
     });
-}
-
-/// An output shared by threads that each write elements of their own.
-#[derive(Clone, Copy)]
-struct SharedOut<T>(*mut T, usize);
-
-// SAFETY: only a pointer and a length; whoever writes through it promises that no two
-// threads touch the same element (`bands_on_pool`).
-unsafe impl<T: Send> Send for SharedOut<T> {}
-unsafe impl<T: Send> Sync for SharedOut<T> {}
-
-impl<T> SharedOut<T> {
-    /// The pointer `offset` values in (a method, so closures capture the whole struct).
-    fn at(self, offset: usize) -> *mut T {
-        assert!(offset <= self.1, "conv: offset {offset} past the output ({})", self.1);
-        // SAFETY: offset is within the allocation, or one past its end.
-        unsafe { self.0.add(offset) }
-    }
-
-    fn len_from(self, offset: usize) -> usize {
-        self.1 - offset
-    }
 }
 
 fn assert_lens(g: &ConvGeom, input: usize, w: usize, output: usize) {

@@ -4,6 +4,7 @@
 //! docs/benchmarks.md). It splits rows and columns of C across threads, never the sum over
 //! k, so an element's value does not depend on the thread count.
 
+use crate::device::cpu::SharedMut;
 use crate::real::Real;
 use rayon::prelude::*;
 
@@ -26,10 +27,12 @@ pub enum Threads {
     Pool,
     /// The calling thread alone.
     One,
-    /// One block of rows of C per thread of the pool, each block's product on its thread
-    /// (the crate's own split scales worse on this project's shapes). Needs C's rows to be
+    /// One block of C per thread of the pool, each block's product on its thread (the
+    /// crate's own split scales worse on this project's shapes): blocks of columns where C
+    /// has more columns than rows (each thread then packs only its part of B, the larger
+    /// operand) and they are wide enough, else blocks of rows. Needs C's rows to be
     /// contiguous (column stride 1); otherwise as `Pool`.
-    RowBlocks,
+    Blocks,
 }
 
 /// C = alpha * A * B + beta * C, every matrix given by its row and column strides (so a
@@ -55,16 +58,45 @@ pub fn gemm<T: Real>(
     gemm_on(Threads::Pool, m, k, n, alpha, a, a_rs, a_cs, b, b_rs, b_cs, beta, c, c_rs, c_cs)
 }
 
-/// Rows of C per block when a product is split into row blocks: about one block per
-/// thread, but never a block of one row out of several. The crate computes a one-row
-/// product by another loop (a matrix-vector product) that rounds differently, so such a
-/// block would change bits with the thread count (3 rows on 2 threads did).
-fn row_block(m: usize, workers: usize) -> usize {
-    let mut rows = m.div_ceil(workers).max(2);
-    while rows < m && m % rows == 1 {
-        rows += 1;
+/// Whether the crate computes a block of `rows` x `cols` of C (k terms each) by its general
+/// path, the one every block of a split product must take for the split to give one
+/// thread's bits. Its other paths round differently: one row or one column (a
+/// matrix-vector loop), at most 256 elements (dot products), and at most 64 rows and 64
+/// columns (blocks of k at most 512 long, where the general path cuts k by the cache
+/// sizes, so the same blocks only when k <= 512). From gemm-common 0.19's
+/// `gemm_basic_generic`; `split_products_give_the_bits_of_one_thread` holds it to that.
+fn general_path(rows: usize, cols: usize, k: usize) -> bool {
+    rows >= 2 && cols >= 2 && rows * cols > 256 && (rows > 64 || cols > 64 || k <= 512)
+}
+
+/// How `Threads::Blocks` cuts a product.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Split {
+    /// Blocks of this many rows of C (the last one fewer).
+    Rows(usize),
+    /// This many blocks of columns, evenly cut.
+    Columns(usize),
+}
+
+/// The split of an m x n product (k terms) into at most one block per thread, every block
+/// on the crate's general path: by columns where C has more columns than rows (each thread
+/// then packs only its part of B, the larger operand), else by rows, else the other way;
+/// None where neither keeps every block on that path.
+fn split(m: usize, n: usize, k: usize, workers: usize) -> Option<Split> {
+    if workers < 2 || !general_path(m, n, k) {
+        return None;
     }
-    rows
+    let columns = (2..=workers.min(n)).rev().find(|&b| general_path(m, n / b, k)).map(Split::Columns);
+    let rows = {
+        let r = m.div_ceil(workers).max(2);
+        let last = m - (m.div_ceil(r) - 1) * r;
+        (r < m && general_path(last, n, k)).then_some(Split::Rows(r))
+    };
+    if n > m {
+        columns.or(rows)
+    } else {
+        rows.or(columns)
+    }
 }
 
 /// `gemm` on the given threads.
@@ -90,19 +122,52 @@ pub fn gemm_on<T: Real>(
         return;
     }
     let workers = rayon::current_num_threads();
-    if threads == Threads::RowBlocks {
-        if c_cs != 1 || c_rs < n as isize || workers < 2 || m < 2 {
-            return gemm_on(Threads::Pool, m, k, n, alpha, a, a_rs, a_cs, b, b_rs, b_cs, beta, c, c_rs, c_cs);
+    if threads == Threads::Blocks {
+        let how = if c_cs == 1 && c_rs >= n as isize { split(m, n, k, workers) } else { None };
+        match how {
+            None => return gemm_on(Threads::Pool, m, k, n, alpha, a, a_rs, a_cs, b, b_rs, b_cs, beta, c, c_rs, c_cs),
+            Some(Split::Columns(blocks)) => {
+                check_extent(c.len(), m, n, c_rs, c_cs, "C");
+                let out = SharedMut::new(c);
+                return (0..blocks).into_par_iter().for_each(|i| {
+                    let (j0, j1) = (i * n / blocks, (i + 1) * n / blocks);
+                    let b = if k == 0 { b } else { &b[j0 * b_cs as usize..] };
+                    // SAFETY: `c` is borrowed mutably for the whole split, and this block
+                    // writes only columns j0..j1 of C, which no other block writes;
+                    // gemm_raw checks the block's extent against what is left of `c`.
+                    unsafe {
+                        gemm_raw(
+                            Threads::One,
+                            m,
+                            k,
+                            j1 - j0,
+                            alpha,
+                            a,
+                            a_rs,
+                            a_cs,
+                            b,
+                            b_rs,
+                            b_cs,
+                            beta,
+                            out.at(j0),
+                            out.len_from(j0),
+                            c_rs,
+                            c_cs,
+                        )
+                    }
+                });
+            }
+            Some(Split::Rows(rows)) => {
+                let c_rs_u = c_rs as usize;
+                // The last block's slice of C ends at its last element.
+                let c = &mut c[..(m - 1) * c_rs_u + n];
+                return c.par_chunks_mut(rows * c_rs_u).enumerate().for_each(|(i, ci)| {
+                    let (i0, mi) = (i * rows, rows.min(m - i * rows));
+                    let a = if k == 0 { a } else { &a[i0 * a_rs as usize..] };
+                    gemm_on(Threads::One, mi, k, n, alpha, a, a_rs, a_cs, b, b_rs, b_cs, beta, ci, c_rs, c_cs);
+                });
+            }
         }
-        let rows = row_block(m, workers);
-        let c_rs_u = c_rs as usize;
-        // The last block's slice of C ends at its last element.
-        let c = &mut c[..(m - 1) * c_rs_u + n];
-        return c.par_chunks_mut(rows * c_rs_u).enumerate().for_each(|(i, ci)| {
-            let (i0, mi) = (i * rows, rows.min(m - i * rows));
-            let a = if k == 0 { a } else { &a[i0 * a_rs as usize..] };
-            gemm_on(Threads::One, mi, k, n, alpha, a, a_rs, a_cs, b, b_rs, b_cs, beta, ci, c_rs, c_cs);
-        });
     }
     // SAFETY: `c` is borrowed mutably, so no other thread touches it during the call.
     unsafe { gemm_raw(threads, m, k, n, alpha, a, a_rs, a_cs, b, b_rs, b_cs, beta, c.as_mut_ptr(), c.len(), c_rs, c_cs) }
@@ -110,7 +175,7 @@ pub fn gemm_on<T: Real>(
 
 /// `gemm_on` with C given as a pointer to `c_len` values (its extent is checked against
 /// them), for callers that share one C among threads, each writing elements of its own.
-/// `Threads::RowBlocks` runs as `Threads::One`.
+/// `Threads::Blocks` runs as `Threads::One`.
 ///
 /// # Safety
 /// `c` must be valid for reads and writes of `c_len` values, and no other thread may read
@@ -168,7 +233,7 @@ pub unsafe fn gemm_raw<T: Real>(
             false,
             match threads {
                 Threads::Pool => gemm::Parallelism::Rayon(0),
-                Threads::One | Threads::RowBlocks => gemm::Parallelism::None,
+                Threads::One | Threads::Blocks => gemm::Parallelism::None,
             },
         );
     }
@@ -213,32 +278,54 @@ mod tests {
         assert_eq!(one, run(3));
     }
 
-    /// Row blocks give the bits of one product on one thread for every small row count
-    /// (1-20, 40 and 130 rows on 2-4 threads: with 3 rows on 2 threads a block of one row
-    /// used to round differently), with beta 1 (C read too) and B transposed, and leave
-    /// the elements past each row of C (its row stride is wider than n) untouched.
+    /// Blocks give the bits of one product on one thread (2-4 threads): for 1-20, 40 and
+    /// 130 rows; in column blocks (more columns than rows) and row blocks; where blocks
+    /// would leave the crate's general path (a block of one row: 3 rows on 2 threads once
+    /// changed bits; blocks of at most 64 x 64 when k > 512: 130 x 40 did; at most 256
+    /// values with B transposed: 2 x 93 did), at lengths of k the crate cuts (576, 700,
+    /// 1152) and column counts at the edges (40, 129-131); with B as stored and transposed,
+    /// beta 1 (C read too); and leave the elements past each row of C untouched.
     #[test]
     fn split_products_give_the_bits_of_one_thread() {
-        let (k, n, c_rs) = (300usize, 517usize, 530usize);
-        for m in (1usize..=20).chain([40, 130]) {
-            let a: Vec<f32> = (0..m * k).map(|i| ((i * 7919) % 1000) as f32 * 1e-3 - 0.5).collect();
-            let bt: Vec<f32> = (0..n * k).map(|i| ((i * 104729) % 1000) as f32 * 1e-3 - 0.5).collect();
-            let c0: Vec<f32> = (0..m * c_rs).map(|i| (i % 7) as f32).collect();
-            let run = |threads: usize, how: Threads| {
-                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-                let mut c = c0.clone();
-                pool.install(|| gemm_on(how, m, k, n, 1.0, &a, k as isize, 1, &bt, 1, k as isize, 1.0, &mut c, c_rs as isize, 1));
-                c
-            };
-            let one = run(1, Threads::One);
-            assert_ne!(one, c0, "m = {m}: the product changed nothing");
-            for row in 0..m {
-                assert_eq!(one[row * c_rs + n..(row + 1) * c_rs], c0[row * c_rs + n..(row + 1) * c_rs], "m = {m}: past row {row}'s end");
-            }
-            for threads in [2, 3, 4] {
-                assert_eq!(one, run(threads, Threads::RowBlocks), "m = {m}, {threads} threads");
+        let shapes = [(300usize, 517usize), (1152, 280), (576, 131), (1152, 130), (1152, 129), (700, 40), (1152, 200)];
+        for (k, n) in shapes {
+            let c_rs = n + 13;
+            for m in (1usize..=20).chain([40, 130]) {
+                let a: Vec<f32> = (0..m * k).map(|i| ((i * 7919) % 1000) as f32 * 1e-3 - 0.5).collect();
+                let b: Vec<f32> = (0..n * k).map(|i| ((i * 104729) % 1000) as f32 * 1e-3 - 0.5).collect();
+                let c0: Vec<f32> = (0..m * c_rs).map(|i| (i % 7) as f32).collect();
+                for (b_rs, b_cs) in [(n as isize, 1isize), (1, k as isize)] {
+                    let run = |threads: usize, how: Threads| {
+                        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                        let mut c = c0.clone();
+                        pool.install(|| gemm_on(how, m, k, n, 1.0, &a, k as isize, 1, &b, b_rs, b_cs, 1.0, &mut c, c_rs as isize, 1));
+                        c
+                    };
+                    let one = run(1, Threads::One);
+                    assert_ne!(one, c0, "m = {m}: the product changed nothing");
+                    for row in 0..m {
+                        assert_eq!(
+                            one[row * c_rs + n..(row + 1) * c_rs],
+                            c0[row * c_rs + n..(row + 1) * c_rs],
+                            "m = {m}: past row {row}'s end"
+                        );
+                    }
+                    for threads in [2, 3, 4] {
+                        let what = format!(
+                            "k = {k}, n = {n}, m = {m}, B strides {b_rs}, {b_cs}, {threads} threads: {:?}",
+                            split(m, n, k, threads)
+                        );
+                        assert_eq!(one, run(threads, Threads::Blocks), "{what}");
+                    }
+                }
             }
         }
+        // Both ways of cutting are taken.
+        assert_eq!(split(32, 280, 1152, 2), Some(Split::Columns(2)));
+        assert_eq!(split(130, 40, 300, 2), Some(Split::Rows(65)));
+        assert_eq!(split(130, 40, 700, 2), Some(Split::Rows(65)));
+        assert_eq!(split(128, 49, 1024, 2), Some(Split::Columns(2)), "64 x 49 row blocks would leave the general path");
+        assert_eq!(split(64, 49, 1024, 2), None, "the whole product is off the general path");
     }
 
     /// The crate's own split over the pool (`Threads::Pool`, which the inner products and
