@@ -58,15 +58,29 @@ pub fn gemm<T: Real>(
     gemm_on(Threads::Pool, m, k, n, alpha, a, a_rs, a_cs, b, b_rs, b_cs, beta, c, c_rs, c_cs)
 }
 
-/// Whether the crate computes a block of `rows` x `cols` of C (k terms each) by its general
-/// path, the one every block of a split product must take for the split to give one
-/// thread's bits. Its other paths round differently: one row or one column (a
-/// matrix-vector loop), at most 256 elements (dot products), and at most 64 rows and 64
-/// columns (blocks of k at most 512 long, where the general path cuts k by the cache
-/// sizes, so the same blocks only when k <= 512). From gemm-common 0.19's
-/// `gemm_basic_generic`; `split_products_give_the_bits_of_one_thread` holds it to that.
-fn general_path(rows: usize, cols: usize, k: usize) -> bool {
-    rows >= 2 && cols >= 2 && rows * cols > 256 && (rows > 64 || cols > 64 || k <= 512)
+/// How the crate computes a block of `rows` x `cols` of C (k terms each), as far as its
+/// rounding goes: every block of a split product must go the whole product's way for the
+/// split to give one thread's bits. From gemm-common 0.19's `gemm_basic_generic`;
+/// `split_products_give_the_bits_of_one_thread` holds it to that.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Path {
+    /// One row or one column (a matrix-vector loop), or at most 256 values (dot
+    /// products): never split into or out of.
+    Vector,
+    /// At most 64 rows and 64 columns with k > 512: blocks of k at most 512 long.
+    Small,
+    /// Blocks of k cut by the cache sizes (the same as `Small`'s when k <= 512).
+    General,
+}
+
+fn path(rows: usize, cols: usize, k: usize) -> Path {
+    if rows < 2 || cols < 2 || rows * cols <= 256 {
+        Path::Vector
+    } else if rows <= 64 && cols <= 64 && k > 512 {
+        Path::Small
+    } else {
+        Path::General
+    }
 }
 
 /// How `Threads::Blocks` cuts a product.
@@ -79,18 +93,21 @@ enum Split {
 }
 
 /// The split of an m x n product (k terms) into at most one block per thread, every block
-/// on the crate's general path: by columns where C has more columns than rows (each thread
-/// then packs only its part of B, the larger operand), else by rows, else the other way;
-/// None where neither keeps every block on that path.
+/// going the whole product's way (`path`): by columns where C has more columns than rows
+/// (each thread then packs only its part of B, the larger operand), else by rows, else the
+/// other way; None where neither keeps every block on that path.
 fn split(m: usize, n: usize, k: usize, workers: usize) -> Option<Split> {
-    if workers < 2 || !general_path(m, n, k) {
+    let whole = path(m, n, k);
+    if workers < 2 || whole == Path::Vector {
         return None;
     }
-    let columns = (2..=workers.min(n)).rev().find(|&b| general_path(m, n / b, k)).map(Split::Columns);
+    // Blocks narrower than the whole product can only be on the same path or a smaller one.
+    let keeps = |rows: usize, cols: usize| path(rows, cols, k) == whole;
+    let columns = (2..=workers.min(n)).rev().find(|&b| keeps(m, n / b)).map(Split::Columns);
     let rows = {
         let r = m.div_ceil(workers).max(2);
         let last = m - (m.div_ceil(r) - 1) * r;
-        (r < m && general_path(last, n, k)).then_some(Split::Rows(r))
+        (r < m && keeps(last, n)).then_some(Split::Rows(r))
     };
     if n > m {
         columns.or(rows)
@@ -280,14 +297,15 @@ mod tests {
 
     /// Blocks give the bits of one product on one thread (2-4 threads): for 1-20, 40 and
     /// 130 rows; in column blocks (more columns than rows) and row blocks; where blocks
-    /// would leave the crate's general path (a block of one row: 3 rows on 2 threads once
+    /// would leave the whole product's path (a block of one row: 3 rows on 2 threads once
     /// changed bits; blocks of at most 64 x 64 when k > 512: 130 x 40 did; at most 256
-    /// values with B transposed: 2 x 93 did), at lengths of k the crate cuts (576, 700,
-    /// 1152) and column counts at the edges (40, 129-131); with B as stored and transposed,
+    /// values with B transposed: 2 x 93 did) and where the whole product is small itself
+    /// (32 x 49), at lengths of k the crate cuts (576, 700, 1152) and column counts at the
+    /// edges (40, 49, 129-131); with B as stored and transposed,
     /// beta 1 (C read too); and leave the elements past each row of C untouched.
     #[test]
     fn split_products_give_the_bits_of_one_thread() {
-        let shapes = [(300usize, 517usize), (1152, 280), (576, 131), (1152, 130), (1152, 129), (700, 40), (1152, 200)];
+        let shapes = [(300usize, 517usize), (1152, 280), (576, 131), (1152, 130), (1152, 129), (700, 40), (1152, 200), (1152, 49)];
         for (k, n) in shapes {
             let c_rs = n + 13;
             for m in (1usize..=20).chain([40, 130]) {
@@ -324,8 +342,9 @@ mod tests {
         assert_eq!(split(32, 280, 1152, 2), Some(Split::Columns(2)));
         assert_eq!(split(130, 40, 300, 2), Some(Split::Rows(65)));
         assert_eq!(split(130, 40, 700, 2), Some(Split::Rows(65)));
-        assert_eq!(split(128, 49, 1024, 2), Some(Split::Columns(2)), "64 x 49 row blocks would leave the general path");
-        assert_eq!(split(64, 49, 1024, 2), None, "the whole product is off the general path");
+        assert_eq!(split(128, 49, 1024, 2), Some(Split::Columns(2)), "64 x 49 row blocks would be small, the whole is not");
+        assert_eq!(split(32, 49, 1152, 2), Some(Split::Columns(2)), "the whole product and its blocks are small");
+        assert_eq!(split(2, 93, 1152, 2), None, "2 x 46 blocks are dot products");
     }
 
     /// The crate's own split over the pool (`Threads::Pool`, which the inner products and
