@@ -200,6 +200,24 @@ layer { name: "fc" type: "InnerProduct" bottom: "s2" top: "fc" inner_product_par
     );
 }
 
+/// The thread-count test for a forward pass banded only where its products are split over
+/// the pool (a column buffer of 27 rows: 3 channels, 3x3, on 128 x 128 maps, and a 7x7
+/// stride-2 convolution of those 16 channels), and the transposed passes of both, which
+/// must not be banded that way (banding the first one's col2im at 3 threads fails this).
+#[test]
+fn cpu_results_of_few_row_convolutions_do_not_depend_on_the_thread_count() {
+    same_bits_on_1_2_3_and_5_threads(
+        r#"
+name: "few_rows"
+input: "data"
+input_shape { dim: 2 dim: 3 dim: 128 dim: 128 }
+layer { name: "c3" type: "Convolution" bottom: "data" top: "c3" convolution_param { num_output: 16 kernel_size: 3 pad: 1 } }
+layer { name: "c7" type: "Convolution" bottom: "c3" top: "c7" convolution_param { num_output: 8 kernel_size: 7 stride: 2 pad: 3 } }
+layer { name: "fc" type: "InnerProduct" bottom: "c7" top: "fc" inner_product_param { num_output: 10 } }
+"#,
+    );
+}
+
 /// A net's output and input gradient (seeded at its layer `fc`) are the same bits on 1, 2,
 /// 3 and 5 threads.
 fn same_bits_on_1_2_3_and_5_threads(text: &str) {
