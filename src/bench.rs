@@ -4,11 +4,10 @@
 //! classifier forward + backward to the input), timed per iteration. `dgnam bench` and
 //! `benches/kernels.rs` call these.
 
-use crate::caffe::NetDef;
 use crate::device::cuda::{DeviceInfo, Precision};
 use crate::device::{Backend, Cpu, Cuda};
 use crate::graph::{Net, Node, Op, Plan};
-use crate::io::{default_path, read_netdef, Device, NetSource};
+use crate::io::{default_path, Device, NetSource};
 use crate::rng::Rng;
 use crate::synth::dgn::{Dgn, Objective, Schedule};
 use crate::synth::kernels::DgnKernels;
@@ -514,11 +513,6 @@ impl KernelOptions {
     }
 }
 
-fn parse_prototxt(rel: &str) -> Result<NetDef> {
-    let (def, _) = read_netdef(&default_path(rel))?;
-    Ok(def)
-}
-
 /// `dgnam bench`: every kernel of CaffeNet and the fc6 generator (random weights) at
 /// `opts.batch` on `device`; `rows` gets the table's header and each row as it is measured.
 pub fn kernels(device: Device, precision: Precision, opts: &KernelOptions, rows: &mut dyn FnMut(&str)) -> Result<KernelReport> {
@@ -612,19 +606,20 @@ fn kernels_on<B: Fence>(
         peak.source = format!("{src}; bandwidth: {}", peak.source);
     }
     let device = backend.name();
-    let nets: Vec<(String, Net<B>)> = if opts.nets.is_empty() {
+    // (label, file): the nets given, named by their files, or the fc6 generator and CaffeNet.
+    let sources: Vec<(String, PathBuf)> = if opts.nets.is_empty() {
         vec![
-            ("generator".into(), Net::random(&parse_prototxt("weights/generator-fc6.prototxt")?, opts.batch, 2, make()?)?),
-            ("caffenet".into(), Net::random(&parse_prototxt("weights/caffenet.prototxt")?, opts.batch, 3, make()?)?),
+            ("generator".into(), default_path("weights/generator-fc6.prototxt")),
+            ("caffenet".into(), default_path("weights/caffenet.prototxt")),
         ]
     } else {
-        let mut nets = Vec::new();
-        for (i, path) in opts.nets.iter().enumerate() {
-            let label = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| format!("net{i}"));
-            nets.push((label, NetSource::open(path)?.build(opts.batch, 2 + i as u64, make()?)?));
-        }
-        nets
+        let stem = |i: usize, p: &PathBuf| p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| format!("net{i}"));
+        opts.nets.iter().enumerate().map(|(i, p)| (stem(i, p), p.clone())).collect()
     };
+    let mut nets: Vec<(String, Net<B>)> = Vec::new();
+    for (i, (label, path)) in sources.into_iter().enumerate() {
+        nets.push((label, NetSource::open(&path)?.build(opts.batch, 2 + i as u64, make()?)?));
+    }
     let mut report = KernelReport { device, batch: opts.batch, peak, kernels: Vec::new() };
     rows(&report.header());
     let peak = report.peak.clone();

@@ -474,13 +474,33 @@ const BAND_MIN_COLUMNS: usize = 256;
 /// its col2im adds a band at a time, so banding there would change the order of the sums.
 const BAND_MIN_COL_ROWS: usize = 512;
 
+/// Which column buffers a pass fills in bands (`BAND_MIN_COL_ROWS` says why).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Banding {
+    /// Those of at least `BAND_MIN_COL_ROWS` rows: the transposed pass, and the forward
+    /// pass where each image's products run on one thread.
+    Large,
+    /// Every one: the forward pass where an image's products are split over the pool.
+    Every,
+}
+
+impl Banding {
+    fn forward(threads: Threads) -> Self {
+        if threads == Threads::Blocks {
+            Banding::Every
+        } else {
+            Banding::Large
+        }
+    }
+}
+
 /// Output rows per band of the column buffer (all of them for a pointwise convolution,
 /// which reads its input in place). In the forward pass bands change no bit: each band's
 /// product has at least `BAND_MIN_COLUMNS` columns, so it takes the whole product's path
 /// (`gemm::cpu`), whose blocks of k depend on k alone.
-fn band_rows(g: &ConvGeom, threads: Threads) -> usize {
+fn band_rows(g: &ConvGeom, banding: Banding) -> usize {
     let col_rows = g.in_channels * g.kernel[0] * g.kernel[1];
-    let min_rows = if threads == Threads::Blocks { 1 } else { BAND_MIN_COL_ROWS };
+    let min_rows = if banding == Banding::Every { 1 } else { BAND_MIN_COL_ROWS };
     if g.is_pointwise() || col_rows < min_rows {
         return g.out_h.max(1);
     }
@@ -489,17 +509,17 @@ fn band_rows(g: &ConvGeom, threads: Threads) -> usize {
 }
 
 /// The bands of output rows of one image.
-fn bands(g: &ConvGeom, threads: Threads) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
-    let step = band_rows(g, threads);
+fn bands(g: &ConvGeom, banding: Banding) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
+    let step = band_rows(g, banding);
     (0..g.out_h).step_by(step).map(move |r| r..(r + step).min(g.out_h))
 }
 
 /// Values in one band's column buffer (all groups; none for a pointwise convolution).
-fn band_len(g: &ConvGeom, threads: Threads) -> usize {
+fn band_len(g: &ConvGeom, banding: Banding) -> usize {
     if g.is_pointwise() {
         0
     } else {
-        g.in_channels * g.kernel[0] * g.kernel[1] * band_rows(g, threads) * g.out_w
+        g.in_channels * g.kernel[0] * g.kernel[1] * band_rows(g, banding) * g.out_w
     }
 }
 
@@ -522,14 +542,14 @@ fn columns_apply<T: Real>(g: &ConvGeom, x: &[T], w: &[T], bias: Option<&[T]>, y:
     let (x_img, y_img) = (g.in_channels * g.in_plane(), g.out_channels * ohw);
     per_image(x, x_img, y, y_img, |n, xn, yn, threads| {
         let across = bands_across_pool(g, threads);
-        let col_len = if across { 0 } else { band_len(g, threads) };
+        let col_len = if across { 0 } else { band_len(g, Banding::forward(threads)) };
         with_scratch(col_len + fused.input_len(x_img), |scratch: &mut [T]| {
             let (col, masked) = scratch.split_at_mut(col_len);
             let xn = fused.mask_input(n, xn, masked);
             if across {
                 return bands_on_pool(g, xn, w, yn, beta);
             }
-            for rows in bands(g, threads) {
+            for rows in bands(g, Banding::forward(threads)) {
                 let (first, n) = (rows.start * g.out_w, rows.len() * g.out_w);
                 // The band's columns: B with n columns, rows `stride` apart.
                 let (src, stride): (&[T], usize) = if g.is_pointwise() {
@@ -580,7 +600,7 @@ fn bands_across_pool(g: &ConvGeom, threads: Threads) -> bool {
         && workers >= 2
         && !g.is_pointwise()
         && g.group < workers
-        && g.out_h.div_ceil(band_rows(g, threads)) >= workers
+        && g.out_h.div_ceil(band_rows(g, Banding::Every)) >= workers
 }
 
 /// One image's output `yn` = conv(xn) + beta * yn, its bands across the pool
@@ -589,9 +609,9 @@ fn bands_on_pool<T: Real>(g: &ConvGeom, xn: &[T], w: &[T], yn: &mut [T], beta: T
     let (og, kk, ohw) = (g.out_channels / g.group, g.group_rows(), g.out_plane());
     assert!(yn.len() >= g.out_channels * ohw, "conv: output too short for {g:?}");
     let out = SharedMut::new(yn);
-    bands(g, Threads::Blocks).collect::<Vec<_>>().into_par_iter().for_each(|rows| {
+    bands(g, Banding::Every).collect::<Vec<_>>().into_par_iter().for_each(|rows| {
         let (first, n) = (rows.start * g.out_w, rows.len() * g.out_w);
-        with_scratch(band_len(g, Threads::Blocks), |col: &mut [T]| {
+        with_scratch(band_len(g, Banding::Every), |col: &mut [T]| {
             im2col(g, xn, rows, col);
             for gi in 0..g.group {
                 let offset = gi * og * ohw + first;
@@ -721,11 +741,11 @@ fn columns_transpose<T: Real>(g: &ConvGeom, dy: &[T], w: &[T], wt: Option<&[T]>,
         if let Start::Overwrite(_) = start {
             dxn.fill(T::ZERO);
         }
-        with_scratch(band_len(g, Threads::One) + fused.input_len(y_img), |scratch: &mut [T]| {
-            let (col, masked) = scratch.split_at_mut(band_len(g, Threads::One));
+        with_scratch(band_len(g, Banding::Large) + fused.input_len(y_img), |scratch: &mut [T]| {
+            let (col, masked) = scratch.split_at_mut(band_len(g, Banding::Large));
             let dy_n = fused.mask_input(n, dy_n, masked);
             let pointwise = g.is_pointwise();
-            for rows in bands(g, Threads::One) {
+            for rows in bands(g, Banding::Large) {
                 let (first, n) = (rows.start * g.out_w, rows.len() * g.out_w);
                 // Pointwise: accumulate straight into dx; otherwise fill the band's columns.
                 let (dst, offset, stride, beta): (&mut [T], usize, usize, T) =
@@ -1160,9 +1180,9 @@ mod tests {
         {
             assert!(c * k * k >= BAND_MIN_COL_ROWS);
             let g = ConvGeom::new(2, c, h, w, o, [k, k], [s, s], [p, p], [1, 1], group).unwrap();
-            let nbands = bands(&g, Threads::One).count();
+            let nbands = bands(&g, Banding::Large).count();
             assert!(nbands >= 3, "{g:?} has {nbands} bands");
-            assert_eq!(bands(&g, Threads::One).map(|r| r.len()).sum::<usize>(), g.out_h);
+            assert_eq!(bands(&g, Banding::Large).map(|r| r.len()).sum::<usize>(), g.out_h);
             let x = rng.uniform_vec(g.input_len(), -1.0, 1.0);
             let wt = rng.uniform_vec(g.weight_len(), -1.0, 1.0);
             let r = rng.uniform_vec(g.output_len(), -1.0, 1.0);
