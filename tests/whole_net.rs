@@ -154,7 +154,8 @@ fn caffenet_gradient_reaches_the_input_and_batching_changes_nothing() {
 /// running convolutions: one image per thread (1 and 2 threads); one image at a time with
 /// its 4 groups across the pool (3 threads, and the ungrouped deconvolution's product split
 /// over it); with each group's product split over the pool (5 threads); and, for the
-/// first convolution (576 column rows, 10 bands), with its bands across the pool (3 and 5).
+/// first convolution (576 column rows, 10 bands; 12 outputs keep it off Winograd's way),
+/// with its bands across the pool (3 and 5).
 #[test]
 fn cpu_results_do_not_depend_on_the_thread_count() {
     let text = r#"
@@ -162,7 +163,7 @@ name: "threads"
 input: "data"
 input_shape { dim: 2 dim: 64 dim: 64 dim: 64 }
 layer { name: "wide" type: "Convolution" bottom: "data" top: "wide"
-        convolution_param { num_output: 16 kernel_size: 3 pad: 1 } }
+        convolution_param { num_output: 12 kernel_size: 3 pad: 1 } }
 layer { name: "up" type: "Deconvolution" bottom: "wide" top: "up"
         convolution_param { num_output: 8 kernel_size: 4 stride: 2 pad: 1 } }
 layer { name: "relu" type: "ReLU" bottom: "up" top: "up" relu_param { negative_slope: 0.3 } }
@@ -214,6 +215,27 @@ input_shape { dim: 2 dim: 3 dim: 128 dim: 128 }
 layer { name: "c3" type: "Convolution" bottom: "data" top: "c3" convolution_param { num_output: 16 kernel_size: 3 pad: 1 } }
 layer { name: "c7" type: "Convolution" bottom: "c3" top: "c7" convolution_param { num_output: 8 kernel_size: 7 stride: 2 pad: 3 } }
 layer { name: "fc" type: "InnerProduct" bottom: "c7" top: "fc" inner_product_param { num_output: 10 } }
+"#,
+    );
+}
+
+/// The thread-count test for 3x3 convolutions of stride 1 that take Winograd's way: a
+/// convolution with a fused ReLU, a deconvolution (its forward pass the transposed
+/// correlation) with one, and an unpadded convolution, on maps that are not a whole number
+/// of 4 x 4 tiles.
+#[test]
+fn cpu_results_of_winograd_convolutions_do_not_depend_on_the_thread_count() {
+    same_bits_on_1_2_3_and_5_threads(
+        r#"
+name: "winograd"
+input: "data"
+input_shape { dim: 2 dim: 32 dim: 38 dim: 41 }
+layer { name: "c1" type: "Convolution" bottom: "data" top: "c1" convolution_param { num_output: 24 kernel_size: 3 pad: 1 } }
+layer { name: "r1" type: "ReLU" bottom: "c1" top: "c1" }
+layer { name: "d2" type: "Deconvolution" bottom: "c1" top: "d2" convolution_param { num_output: 16 kernel_size: 3 pad: 1 } }
+layer { name: "r2" type: "ReLU" bottom: "d2" top: "d2" relu_param { negative_slope: 0.2 } }
+layer { name: "c3" type: "Convolution" bottom: "d2" top: "c3" convolution_param { num_output: 20 kernel_size: 3 } }
+layer { name: "fc" type: "InnerProduct" bottom: "c3" top: "fc" inner_product_param { num_output: 10 } }
 "#,
     );
 }

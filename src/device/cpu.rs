@@ -11,24 +11,28 @@ use std::sync::OnceLock;
 /// `'w` is the lifetime of a mapped weights file whose f32 tensors are used in place.
 pub struct Cpu<'w, T: Real = f32>(PhantomData<&'w T>);
 
+/// Forms of a parameter an op may derive and keep (`CpuParam::derived`), numbered by the op.
+pub const DERIVED_FORMS: usize = 3;
+
 /// A parameter on the CPU: the values as stored (borrowed from the mapped file, or owned),
-/// and one form of them that an op derives on first use and keeps (`derived`: the
-/// convolution's weights transposed for its transposed passes). Any mutable access drops
-/// the derived form, so it can never be stale.
+/// and forms of them that an op derives on first use and keeps (`derived`: the
+/// convolution's weights transposed for its transposed passes, or transformed for its
+/// Winograd passes). Any mutable access drops the derived forms, so they can never be stale.
 pub struct CpuParam<'w, T: Real> {
     data: Cow<'w, [T]>,
-    derived: OnceLock<Vec<T>>,
+    derived: [OnceLock<Vec<T>>; DERIVED_FORMS],
 }
 
 impl<'w, T: Real> CpuParam<'w, T> {
     pub fn new(data: Cow<'w, [T]>) -> Self {
-        CpuParam { data, derived: OnceLock::new() }
+        CpuParam { data, derived: Default::default() }
     }
 
-    /// The derived form, made by `make` from the values on the first call after the last
-    /// change. Each parameter has one: the op that owns it decides what it is.
-    pub fn derived(&self, make: impl FnOnce(&[T]) -> Vec<T>) -> &[T] {
-        self.derived.get_or_init(|| make(&self.data))
+    /// Derived form number `form` (below `DERIVED_FORMS`), made by `make` from the values on
+    /// the first call after the last change. The op that owns the parameter decides what
+    /// each form is.
+    pub fn derived(&self, form: usize, make: impl FnOnce(&[T]) -> Vec<T>) -> &[T] {
+        self.derived[form].get_or_init(|| make(&self.data))
     }
 }
 
@@ -41,7 +45,7 @@ impl<T: Real> std::ops::Deref for CpuParam<'_, T> {
 
 impl<T: Real> std::ops::DerefMut for CpuParam<'_, T> {
     fn deref_mut(&mut self) -> &mut [T] {
-        self.derived = OnceLock::new();
+        self.derived = Default::default();
         self.data.to_mut()
     }
 }

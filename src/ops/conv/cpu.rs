@@ -4,9 +4,11 @@
 //! and its weight gradient the convolution's with the roles of input and output swapped.
 //! (A sub-pixel-phase deconvolution, one GEMM per phase and no col2im, was tried: no faster
 //! on the fc6 generator once each image's GEMM ran on its own thread, so it is gone.)
-//! Depthwise convolutions (`depthwise`) are computed directly instead, plane by plane.
+//! Depthwise convolutions (`depthwise`) are computed directly instead, plane by plane, and
+//! large 3 x 3 convolutions of stride 1 by Winograd's transform (`winograd`).
 
 mod depthwise;
+mod winograd;
 
 use super::{ConvKernels, FusedRelu};
 use crate::device::cpu::CpuParam;
@@ -523,13 +525,31 @@ fn band_len(g: &ConvGeom, banding: Banding) -> usize {
     }
 }
 
+/// The forms of a convolution's weights a net keeps with the parameter (`CpuParam::derived`).
+const TRANSPOSED_FORM: usize = 0;
+const WINOGRAD_FORM: usize = 1;
+const WINOGRAD_TRANSPOSED_FORM: usize = 2;
+
+/// `kept`, or else the form `make` derives, made for this call alone.
+fn kept_or_made<'a, T: Real>(kept: Option<&'a [T]>, made: &'a mut Vec<T>, make: impl FnOnce() -> Vec<T>) -> &'a [T] {
+    kept.unwrap_or_else(|| {
+        *made = make();
+        made
+    })
+}
+
 /// y = conv(x) + beta * y (beta is 0 or 1), plus `bias` per output channel when given.
-fn conv_apply<T: Real>(g: &ConvGeom, x: &[T], w: &[T], bias: Option<&[T]>, y: &mut [T], beta: T, fused: Fused<'_, T>) {
+/// `u`: the weights as `winograd::weights` gives them, where kept.
+#[allow(clippy::too_many_arguments)]
+fn conv_apply<T: Real>(g: &ConvGeom, x: &[T], w: &[T], u: Option<&[T]>, bias: Option<&[T]>, y: &mut [T], beta: T, fused: Fused<'_, T>) {
     if depthwise::applies(g) {
         // Direct plane by plane: the fused ReLU as a pass of its own over the whole batch.
         let mut masked = vec![T::ZERO; fused.input_len(x.len())];
         depthwise::forward(g, fused.mask_input(0, x, &mut masked), w, bias, y, beta);
         fused.finish_output(y);
+    } else if winograd::applies(g) {
+        let mut made = Vec::new();
+        winograd::forward(g, x, kept_or_made(u, &mut made, || winograd::weights(g, w)), bias, y, beta, fused);
     } else {
         columns_apply(g, x, w, bias, y, beta, fused)
     }
@@ -652,27 +672,38 @@ fn assert_lens(g: &ConvGeom, input: usize, w: usize, output: usize) {
 
 /// y = conv(x) + bias (overwrites y). x: [N, C, H, W], w: [O, C/group, kh, kw], y: [N, O, OH, OW].
 pub fn conv_forward<T: Real>(g: &ConvGeom, x: &[T], w: &[T], bias: Option<&[T]>, y: &mut [T]) {
-    conv_forward_fused(g, x, w, bias, None, y)
+    conv_forward_fused(g, x, w, None, bias, None, y)
 }
 
 /// `conv_forward`, then the ReLU of slope `relu` (at least 0) on each image in its pass.
-pub fn conv_forward_fused<T: Real>(g: &ConvGeom, x: &[T], w: &[T], bias: Option<&[T]>, relu: Option<f32>, y: &mut [T]) {
+/// `u`: the weights as `winograd::weights` gives them, read in place of `w` where given.
+pub fn conv_forward_fused<T: Real>(g: &ConvGeom, x: &[T], w: &[T], u: Option<&[T]>, bias: Option<&[T]>, relu: Option<f32>, y: &mut [T]) {
     assert_lens(g, x.len(), w.len(), y.len());
-    conv_apply(g, x, w, bias, y, T::ZERO, Fused::forward(relu));
+    conv_apply(g, x, w, u, bias, y, T::ZERO, Fused::forward(relu));
 }
 
 /// dx += conv^T(dy): per group, col = W^T dy, then col2im; image by image, a band of
 /// output rows at a time.
 pub fn conv_backward_data<T: Real>(g: &ConvGeom, dy: &[T], w: &[T], dx: &mut [T]) {
-    conv_backward_data_fused(g, dy, w, None, None, dx)
+    conv_backward_data_fused(g, dy, w, None, None, None, dx)
 }
 
 /// `conv_backward_data` of a convolution with a fused ReLU `(slope, y)`: each image's dy is
 /// masked as `relu_backward` from the output after the ReLU would leave it, then used.
-/// `wt`: the weights as `transposed_weights` gives them, read in place of `w` where given.
-pub fn conv_backward_data_fused<T: Real>(g: &ConvGeom, dy: &[T], w: &[T], wt: Option<&[T]>, relu: Option<(f32, &[T])>, dx: &mut [T]) {
+/// `wt`: the weights as `transposed_weights` gives them, read in place of `w` where given;
+/// `ut` likewise as `winograd::transposed_weights` gives them.
+#[allow(clippy::too_many_arguments)]
+pub fn conv_backward_data_fused<T: Real>(
+    g: &ConvGeom,
+    dy: &[T],
+    w: &[T],
+    wt: Option<&[T]>,
+    ut: Option<&[T]>,
+    relu: Option<(f32, &[T])>,
+    dx: &mut [T],
+) {
     assert_lens(g, dx.len(), w.len(), dy.len());
-    transpose_apply(g, dy, w, wt, dx, Start::Add, Fused::backward(relu, dy.len()));
+    transpose_apply(g, dy, w, wt, ut, dx, Start::Add, Fused::backward(relu, dy.len()));
 }
 
 /// What `transpose_apply` does with what dx held.
@@ -685,11 +716,24 @@ pub(super) enum Start<'a, T> {
 }
 
 /// `conv_backward_data` after what `start` says.
-fn transpose_apply<T: Real>(g: &ConvGeom, dy: &[T], w: &[T], wt: Option<&[T]>, dx: &mut [T], start: Start<'_, T>, fused: Fused<'_, T>) {
+#[allow(clippy::too_many_arguments)]
+fn transpose_apply<T: Real>(
+    g: &ConvGeom,
+    dy: &[T],
+    w: &[T],
+    wt: Option<&[T]>,
+    ut: Option<&[T]>,
+    dx: &mut [T],
+    start: Start<'_, T>,
+    fused: Fused<'_, T>,
+) {
     if depthwise::applies(g) {
         let mut masked = vec![T::ZERO; fused.input_len(dy.len())];
         depthwise::transpose(g, fused.mask_input(0, dy, &mut masked), w, dx, start);
         fused.finish_output(dx);
+    } else if winograd::applies_transposed(g) {
+        let mut made = Vec::new();
+        winograd::transpose(g, dy, kept_or_made(ut, &mut made, || winograd::transposed_weights(g, w)), dx, start, fused);
     } else {
         columns_transpose(g, dy, w, wt, dx, start, fused)
     }
@@ -710,8 +754,18 @@ const TRANSPOSED_WEIGHTS_MAX_POSITIONS: usize = 64;
 /// they are. The sums are the same either way, bit for bit. The copy is kept with the
 /// parameter (`CpuParam::derived`), so a net makes it once.
 fn weights_for_transpose<'a, T: Real>(g: &ConvGeom, w: &'a CpuParam<'_, T>) -> Option<&'a [T]> {
-    let eligible = g.out_plane() <= TRANSPOSED_WEIGHTS_MAX_POSITIONS && !depthwise::applies(g);
-    eligible.then(|| w.derived(|w| transposed_weights(g, w)))
+    let eligible = g.out_plane() <= TRANSPOSED_WEIGHTS_MAX_POSITIONS && !depthwise::applies(g) && !winograd::applies_transposed(g);
+    eligible.then(|| w.derived(TRANSPOSED_FORM, |w| transposed_weights(g, w)))
+}
+
+/// The Winograd form of the weights for the forward pass of `g`, where it takes that way.
+fn winograd_weights<'a, T: Real>(g: &ConvGeom, w: &'a CpuParam<'_, T>) -> Option<&'a [T]> {
+    winograd::applies(g).then(|| w.derived(WINOGRAD_FORM, |w| winograd::weights(g, w)))
+}
+
+/// The Winograd form of the weights for the transposed pass of `g`, where it takes that way.
+fn winograd_transposed_weights<'a, T: Real>(g: &ConvGeom, w: &'a CpuParam<'_, T>) -> Option<&'a [T]> {
+    winograd::applies_transposed(g).then(|| w.derived(WINOGRAD_TRANSPOSED_FORM, |w| winograd::transposed_weights(g, w)))
 }
 
 /// Each group's og x kk block of the weights as kk x og, row-major.
@@ -832,25 +886,36 @@ fn columns_weights<T: Real>(g: &ConvGeom, x: &[T], dy: &[T], dw: &mut [T], db: O
 /// Deconvolution forward (y overwritten): the convolution's backward-data pass plus bias.
 /// x: deconv input [N, g.out_channels, g.out_h, g.out_w]; y: [N, g.in_channels, g.in_h, g.in_w].
 pub fn deconv_forward<T: Real>(g: &ConvGeom, x: &[T], w: &[T], bias: Option<&[T]>, y: &mut [T]) {
-    deconv_forward_fused(g, x, w, None, bias, None, y)
+    deconv_forward_fused(g, x, w, None, None, bias, None, y)
 }
 
 /// `deconv_forward`, then the ReLU of slope `relu` (at least 0) on each image in its pass;
-/// `wt` as in `conv_backward_data_fused`.
-pub fn deconv_forward_fused<T: Real>(g: &ConvGeom, x: &[T], w: &[T], wt: Option<&[T]>, bias: Option<&[T]>, relu: Option<f32>, y: &mut [T]) {
+/// `wt` and `ut` as in `conv_backward_data_fused`.
+#[allow(clippy::too_many_arguments)]
+pub fn deconv_forward_fused<T: Real>(
+    g: &ConvGeom,
+    x: &[T],
+    w: &[T],
+    wt: Option<&[T]>,
+    ut: Option<&[T]>,
+    bias: Option<&[T]>,
+    relu: Option<f32>,
+    y: &mut [T],
+) {
     assert_lens(g, y.len(), w.len(), x.len());
-    transpose_apply(g, x, w, wt, y, Start::Overwrite(bias), Fused::forward(relu));
+    transpose_apply(g, x, w, wt, ut, y, Start::Overwrite(bias), Fused::forward(relu));
 }
 
 /// dx += the convolution's forward pass of dy (no bias).
 pub fn deconv_backward_data<T: Real>(g: &ConvGeom, dy: &[T], w: &[T], dx: &mut [T]) {
-    deconv_backward_data_fused(g, dy, w, None, dx)
+    deconv_backward_data_fused(g, dy, w, None, None, dx)
 }
 
-/// `deconv_backward_data` with a fused ReLU `(slope, y)`, as `conv_backward_data_fused`.
-pub fn deconv_backward_data_fused<T: Real>(g: &ConvGeom, dy: &[T], w: &[T], relu: Option<(f32, &[T])>, dx: &mut [T]) {
+/// `deconv_backward_data` with a fused ReLU `(slope, y)`, as `conv_backward_data_fused`;
+/// `u` as in `conv_forward_fused`.
+pub fn deconv_backward_data_fused<T: Real>(g: &ConvGeom, dy: &[T], w: &[T], u: Option<&[T]>, relu: Option<(f32, &[T])>, dx: &mut [T]) {
     assert_lens(g, dy.len(), w.len(), dx.len());
-    conv_apply(g, dy, w, None, dx, T::ONE, Fused::backward(relu, dy.len()));
+    conv_apply(g, dy, w, u, None, dx, T::ONE, Fused::backward(relu, dy.len()));
 }
 
 /// dw += the convolution's weight gradient with x and dy swapped; db (g.in_channels) += sums of dy.
@@ -880,7 +945,7 @@ impl<'w, T: Real> ConvKernels for Cpu<'w, T> {
         relu: Option<f32>,
         y: &mut Vec<T>,
     ) -> Result<()> {
-        conv_forward_fused(g, x, w, bias.map(|b| &**b), relu, y);
+        conv_forward_fused(g, x, w, winograd_weights(g, w), bias.map(|b| &**b), relu, y);
         Ok(())
     }
 
@@ -892,7 +957,7 @@ impl<'w, T: Real> ConvKernels for Cpu<'w, T> {
         relu: Option<FusedRelu<'_, Vec<T>>>,
         dx: &mut Vec<T>,
     ) -> Result<()> {
-        conv_backward_data_fused(g, dy, w, weights_for_transpose(g, w), fused_input(relu), dx);
+        conv_backward_data_fused(g, dy, w, weights_for_transpose(g, w), winograd_transposed_weights(g, w), fused_input(relu), dx);
         Ok(())
     }
 
@@ -910,7 +975,7 @@ impl<'w, T: Real> ConvKernels for Cpu<'w, T> {
         relu: Option<f32>,
         y: &mut Vec<T>,
     ) -> Result<()> {
-        deconv_forward_fused(g, x, w, weights_for_transpose(g, w), bias.map(|b| &**b), relu, y);
+        deconv_forward_fused(g, x, w, weights_for_transpose(g, w), winograd_transposed_weights(g, w), bias.map(|b| &**b), relu, y);
         Ok(())
     }
 
@@ -922,7 +987,7 @@ impl<'w, T: Real> ConvKernels for Cpu<'w, T> {
         relu: Option<FusedRelu<'_, Vec<T>>>,
         dx: &mut Vec<T>,
     ) -> Result<()> {
-        deconv_backward_data_fused(g, dy, w, fused_input(relu), dx);
+        deconv_backward_data_fused(g, dy, w, winograd_weights(g, w), fused_input(relu), dx);
         Ok(())
     }
 
@@ -1196,6 +1261,63 @@ mod tests {
     }
 
     #[test]
+    fn winograd_shapes_match_the_definition_through_every_entry() {
+        // 3 x 3 convolutions that take Winograd's way (pads 0-2, maps not a whole number of
+        // 4 x 4 tiles, 2 images): all four passes in f64 against the definitions, adding
+        // where the pass adds; then in f32 the kept transformed weights give the bits of
+        // the ones made per call, and the fused ReLU those of the ReLU as a pass of its own.
+        let mut rng = Rng::new(23);
+        for (c, o, [h, w], p) in [(16, 20, [18, 19], 0), (24, 16, [17, 21], 1), (16, 17, [16, 18], 2)] {
+            let g = ConvGeom::new(2, c, h, w, o, [3, 3], [1, 1], [p, p], [1, 1], 1).unwrap();
+            assert!(winograd::applies(&g) && winograd::applies_transposed(&g), "{g:?}");
+            let x = rng.uniform_vec(g.input_len(), -1.0, 1.0);
+            let wt = rng.uniform_vec(g.weight_len(), -1.0, 1.0);
+            let dy = rng.uniform_vec(g.output_len(), -1.0, 1.0);
+            let (bo, bi) = (rng.uniform_vec(o, -1.0, 1.0), rng.uniform_vec(c, -1.0, 1.0));
+            let plus = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(a, b)| a + b).collect::<Vec<_>>();
+            let mut y = vec![f64::NAN; g.output_len()];
+            conv_forward(&g, &x, &wt, Some(&bo), &mut y);
+            close(&y, &naive_conv(&g, &x, &wt, Some(&bo)), 1e-12, &format!("forward {g:?}"));
+            let start = rng.uniform_vec(g.input_len(), -1.0, 1.0);
+            let mut dx = start.clone();
+            conv_backward_data(&g, &dy, &wt, &mut dx);
+            close(&dx, &plus(&start, &naive_conv_transpose(&g, &dy, &wt)), 1e-12, &format!("backward-data {g:?}"));
+            let mut y = vec![f64::NAN; g.input_len()];
+            deconv_forward(&g, &dy, &wt, Some(&bi), &mut y);
+            let (want, ..) = naive_deconv(2, o, g.out_h, g.out_w, c, [3, 3], [1, 1], [p, p], [1, 1], 1, &dy, &wt, Some(&bi));
+            close(&y, &want, 1e-12, &format!("deconvolution forward {g:?}"));
+            let start = rng.uniform_vec(g.output_len(), -1.0, 1.0);
+            let mut dd = start.clone();
+            deconv_backward_data(&g, &x, &wt, &mut dd);
+            close(&dd, &plus(&start, &naive_conv(&g, &x, &wt, None)), 1e-12, &format!("deconvolution backward-data {g:?}"));
+
+            let to32 = |v: &[f64]| v.iter().map(|&a| a as f32).collect::<Vec<f32>>();
+            let (x, wt, dy, bo) = (to32(&x), to32(&wt), to32(&dy), to32(&bo));
+            let (u, ut) = (winograd::weights(&g, &wt), winograd::transposed_weights(&g, &wt));
+            let mut plain = vec![0f32; g.output_len()];
+            conv_forward(&g, &x, &wt, Some(&bo), &mut plain);
+            relu_in_place(0.25, &mut plain);
+            let mut fused = vec![f32::NAN; g.output_len()];
+            conv_forward_fused(&g, &x, &wt, Some(&u), Some(&bo), Some(0.25), &mut fused);
+            assert_eq!(fused, plain, "forward, kept weights and fused ReLU {g:?}");
+            let mut masked = vec![0f32; g.output_len()];
+            relu_backward(0.25, &plain, &dy, &mut masked);
+            let start = to32(&rng.uniform_vec(g.input_len(), -1.0, 1.0));
+            let (mut want, mut got) = (start.clone(), start);
+            conv_backward_data(&g, &masked, &wt, &mut want);
+            conv_backward_data_fused(&g, &dy, &wt, None, Some(&ut), Some((0.25, &plain)), &mut got);
+            assert_eq!(got, want, "backward-data, kept weights and fused ReLU {g:?}");
+            let mut want = vec![0f32; g.input_len()];
+            deconv_forward(&g, &dy, &wt, None, &mut want);
+            relu_in_place(0.0, &mut want);
+            let mut got = vec![f32::NAN; g.input_len()];
+            deconv_forward_fused(&g, &dy, &wt, None, Some(&ut), None, Some(0.0), &mut got);
+            assert_eq!(got, want, "deconvolution forward, kept weights and fused ReLU {g:?}");
+            assert!(want.iter().any(|&v| v > 0.0) && want.contains(&0.0), "vacuous ReLU");
+        }
+    }
+
+    #[test]
     fn transposed_weights_give_the_bits_of_the_stored_ones() {
         // Small maps (where the CPU reads the weights transposed), groups, strides, a
         // pointwise case, 1 and 3 images; both transposed passes, in f32.
@@ -1211,13 +1333,13 @@ mod tests {
             let dy = to32(rng.uniform_vec(g.output_len(), -1.0, 1.0));
             let start = to32(rng.uniform_vec(g.input_len(), -1.0, 1.0));
             let (mut want, mut got) = (start.clone(), start);
-            conv_backward_data_fused(&g, &dy, &w, None, None, &mut want);
-            conv_backward_data_fused(&g, &dy, &w, Some(&wt), None, &mut got);
+            conv_backward_data_fused(&g, &dy, &w, None, None, None, &mut want);
+            conv_backward_data_fused(&g, &dy, &w, Some(&wt), None, None, &mut got);
             assert_eq!(got, want, "backward-data {g:?}");
             let bias = to32(rng.uniform_vec(c, -1.0, 1.0));
             let (mut want, mut got) = (vec![0f32; g.input_len()], vec![f32::NAN; g.input_len()]);
-            deconv_forward_fused(&g, &dy, &w, None, Some(&bias), Some(0.3), &mut want);
-            deconv_forward_fused(&g, &dy, &w, Some(&wt), Some(&bias), Some(0.3), &mut got);
+            deconv_forward_fused(&g, &dy, &w, None, None, Some(&bias), Some(0.3), &mut want);
+            deconv_forward_fused(&g, &dy, &w, Some(&wt), None, Some(&bias), Some(0.3), &mut got);
             assert_eq!(got, want, "deconvolution forward {g:?}");
         }
     }
