@@ -230,11 +230,11 @@ fn cpu_results_of_winograd_convolutions_do_not_depend_on_the_thread_count() {
 name: "winograd"
 input: "data"
 input_shape { dim: 2 dim: 32 dim: 38 dim: 41 }
-layer { name: "c1" type: "Convolution" bottom: "data" top: "c1" convolution_param { num_output: 24 kernel_size: 3 pad: 1 } }
+layer { name: "c1" type: "Convolution" bottom: "data" top: "c1" convolution_param { num_output: 40 kernel_size: 3 pad: 1 } }
 layer { name: "r1" type: "ReLU" bottom: "c1" top: "c1" }
-layer { name: "d2" type: "Deconvolution" bottom: "c1" top: "d2" convolution_param { num_output: 16 kernel_size: 3 pad: 1 } }
+layer { name: "d2" type: "Deconvolution" bottom: "c1" top: "d2" convolution_param { num_output: 32 kernel_size: 3 pad: 1 } }
 layer { name: "r2" type: "ReLU" bottom: "d2" top: "d2" relu_param { negative_slope: 0.2 } }
-layer { name: "c3" type: "Convolution" bottom: "d2" top: "c3" convolution_param { num_output: 20 kernel_size: 3 } }
+layer { name: "c3" type: "Convolution" bottom: "d2" top: "c3" convolution_param { num_output: 36 kernel_size: 3 } }
 layer { name: "fc" type: "InnerProduct" bottom: "c3" top: "fc" inner_product_param { num_output: 10 } }
 "#,
     );

@@ -1267,7 +1267,7 @@ mod tests {
         // where the pass adds; then in f32 the kept transformed weights give the bits of
         // the ones made per call, and the fused ReLU those of the ReLU as a pass of its own.
         let mut rng = Rng::new(23);
-        for (c, o, [h, w], p) in [(16, 20, [18, 19], 0), (24, 16, [17, 21], 1), (16, 17, [16, 18], 2)] {
+        for (c, o, [h, w], p) in [(64, 66, [18, 19], 0), (72, 64, [17, 21], 1), (32, 33, [32, 34], 2)] {
             let g = ConvGeom::new(2, c, h, w, o, [3, 3], [1, 1], [p, p], [1, 1], 1).unwrap();
             assert!(winograd::applies(&g) && winograd::applies_transposed(&g), "{g:?}");
             let x = rng.uniform_vec(g.input_len(), -1.0, 1.0);

@@ -42,10 +42,16 @@ const G: [[f64; 3]; A] = [
     [0.0, 0.0, 1.0],
 ];
 
-/// The smallest convolution this pass takes: channels on each side, and output positions
-/// per image. Below them the transforms cost more than the multiplies saved.
-const MIN_CHANNELS: usize = 16;
-const MIN_POSITIONS: usize = 16 * 16;
+/// The smallest convolution this pass takes: channels on each side, and positions per
+/// image (13 x 13 is 16 tiles, the fewest at which the products won, measured at 256 and
+/// 384 channels; 10 x 10 and 7 x 7 maps lost). Maps under `SMALL_MAP` positions also need
+/// `SMALL_MAP_PAIRS` channel pairs (32 x 32 channels on 13 x 13 and 16 x 16 maps lost in
+/// the transposed pass, 64 x 64 won). Below these the transforms cost more than the
+/// multiplies saved (docs/benchmarks.md, the eighteenth session).
+const MIN_CHANNELS: usize = 32;
+const MIN_POSITIONS: usize = 13 * 13;
+const SMALL_MAP: usize = 32 * 32;
+const SMALL_MAP_PAIRS: usize = 64 * 64;
 
 /// One correlation as this module computes it: a 3 x 3 kernel at stride 1, `pad` zeros
 /// around the input, `out = in + 2 pad - 2`.
@@ -114,7 +120,10 @@ fn eligible(g: &ConvGeom) -> bool {
         && g.pad[1] <= 2
         && g.in_channels >= MIN_CHANNELS
         && g.out_channels >= MIN_CHANNELS
-        && g.in_h.min(g.out_h) * g.in_w.min(g.out_w) >= MIN_POSITIONS
+        && {
+            let positions = g.in_h.min(g.out_h) * g.in_w.min(g.out_w);
+            positions >= MIN_POSITIONS && (positions >= SMALL_MAP || g.in_channels * g.out_channels >= SMALL_MAP_PAIRS)
+        }
 }
 
 /// Whether a convolution's forward pass (a deconvolution's backward-data pass) takes this way.
@@ -484,5 +493,45 @@ mod tests {
         let worst = y.iter().zip(&want).map(|(&a, &b)| (a as f64 - b).abs()).fold(0.0, f64::max);
         eprintln!("f32 winograd: worst error {worst:e} of largest {top}");
         assert!(worst <= 1e-5 * top, "worst error {worst} against largest value {top}");
+    }
+
+    #[test]
+    fn the_shapes_that_take_this_way_are_those_measured_faster() {
+        let geom = |c: usize, hw: usize, o: usize, stride: usize, pad: usize, group: usize| {
+            ConvGeom::new(1, c, hw, hw, o, [3, 3], [stride, stride], [pad, pad], [1, 1], group).unwrap()
+        };
+        // VGG, ResNet, Inception v3, DenseNet's growth convolutions, CaffeNet's conv3, the
+        // generator's conv4_1 and conv3_1 (deconvolutions of stride 1, pad 1).
+        for (c, hw, o, pad) in [
+            (64, 224, 64, 1),
+            (256, 56, 256, 1),
+            (512, 14, 512, 1),
+            (64, 35, 96, 1),
+            (128, 14, 32, 1),
+            (256, 13, 384, 1),
+            (256, 16, 256, 1),
+            (128, 32, 128, 1),
+            (32, 32, 32, 1),
+            (64, 15, 64, 0),
+        ] {
+            let g = geom(c, hw, o, 1, pad, 1);
+            assert!(applies(&g) && applies_transposed(&g), "{g:?}");
+        }
+        // Small maps, few channels, strides, groups.
+        for (c, hw, o, stride, pad, group) in [
+            (512, 7, 512, 1, 1, 1),
+            (256, 10, 256, 1, 1, 1),
+            (32, 16, 32, 1, 1, 1),
+            (16, 128, 16, 1, 1, 1),
+            (128, 56, 24, 1, 1, 1),
+            (64, 56, 64, 2, 1, 1),
+            (384, 13, 384, 1, 1, 2),
+            (64, 15, 64, 1, 3, 1),
+        ] {
+            let g = geom(c, hw, o, stride, pad, group);
+            assert!(!applies(&g) && !applies_transposed(&g), "{g:?}");
+        }
+        let g = ConvGeom::new(1, 64, 32, 32, 64, [3, 3], [1, 1], [1, 1], [2, 2], 1).unwrap();
+        assert!(!applies(&g), "dilation 2");
     }
 }
