@@ -11,7 +11,7 @@ use crate::ir::shapes::checked_len;
 pub use crate::ir::shapes::MAX_PLAN_BYTES;
 pub use crate::ir::MAX_ELEMENTS;
 use crate::ir::{compile_layer, NetDef};
-use crate::ops::{Aux, Kernels};
+use crate::ops::{Aux, Dx, Kernels};
 use crate::real::Real;
 use crate::rng::Rng;
 use crate::tensor::fmt_shape;
@@ -487,16 +487,31 @@ impl<B: Kernels> Net<B> {
             for &t in &step.tops {
                 self.touch(st, t)?;
             }
+            // A bottom no later layer reached yet is overwritten by this one, not zeroed
+            // first; one that this layer reads twice (its uses are added up) or a Copy's
+            // (its tops are added into it) is zeroed as before.
+            let mut to = Vec::with_capacity(node.bottoms.len());
             for &b in &node.bottoms {
-                self.touch(st, b)?;
+                let shared = node.bottoms.iter().filter(|&&o| o == b).count() > 1;
+                let fresh = !st.live[b];
+                if fresh && !shared && !matches!(step.op, Op::Copy) {
+                    st.live[b] = true;
+                    if st.grads[b].is_none() {
+                        st.grads[b] = Some(self.backend.alloc(self.plan.blobs[b].len())?);
+                    }
+                    to.push(Dx::Overwrite);
+                } else {
+                    self.touch(st, b)?;
+                    to.push(Dx::Add);
+                }
             }
-            let r = self.backward_node(step, st, weight_grads);
+            let r = self.backward_node(step, st, weight_grads, &to);
             r.with_context(|| format!("layer '{}' ({}) backward", node.layer, node.type_name))?;
         }
         Ok(())
     }
 
-    fn backward_node(&self, step: &Step, st: &mut State<B>, weight_grads: bool) -> Result<()> {
+    fn backward_node(&self, step: &Step, st: &mut State<B>, weight_grads: bool, to: &[Dx]) -> Result<()> {
         let (i, node) = (step.node, &self.plan.nodes[step.node]);
         if let Op::Copy = step.op {
             let mut dx = st.grads[node.bottoms[0]].take().context("gradient missing")?;
@@ -536,7 +551,7 @@ impl<B: Kernels> Net<B> {
             let y = st.values[step.tops[0]].as_ref().context("blob buffer missing")?;
             let dy: Vec<&B::Buf> = step.tops.iter().map(|&t| st.grads[t].as_ref().context("gradient missing")).collect::<Result<_>>()?;
             let dp = if weight_grads { Some(pgrads.as_mut_slice()) } else { None };
-            crate::ops::backward(&self.backend, &step.op, &self.params[i], &x, y, &dy, &st.aux[i], &mut dxs, dp)
+            crate::ops::backward_into(&self.backend, &step.op, &self.params[i], &x, y, &dy, &st.aux[i], &mut dxs, to, dp)
         };
         st.param_grads[i] = pgrads;
         for ((&b, dx), was_taken) in node.bottoms.iter().zip(dxs).zip(taken) {

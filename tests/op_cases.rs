@@ -9,9 +9,10 @@ use common::fixture_prototxt;
 use dgnam::caffe::netdef::parse_netdef;
 use dgnam::device::Cpu;
 use dgnam::gradcheck::numeric::{check_net, Fd, Part};
-use dgnam::graph::Net;
+use dgnam::graph::{Net, Op};
 use dgnam::ops::cases::{self, Case};
 use dgnam::ops::gradcheck::{check, EPS, TOLERANCE};
+use dgnam::ops::{self, Dx};
 use dgnam::rng::Rng;
 
 /// Entries checked per weight array and per fixture input (each costs two forward passes).
@@ -81,4 +82,78 @@ fn the_gradient_check_catches_a_wrong_gradient() {
         check("x^2 with one entry off", &x, &wrong, |xp| xp.iter().map(|v| v * v).sum());
     });
     assert!(result.is_err());
+}
+
+/// Each op's backward pass told to overwrite its data gradients (`Dx::Overwrite`, what the
+/// graph asks of the first layer to reach a blob) writes into buffers full of NaN exactly
+/// what it adds into zeroed ones; with only the first gradient overwritten, the others still
+/// add. Returns the nodes checked.
+fn overwriting_matches_adding_to_zero(label: &str, prototxt: &str) -> usize {
+    let def = parse_netdef(prototxt).unwrap_or_else(|e| panic!("{label}: {e:#}"));
+    let net = Net::random(&def, 2, 5, Cpu::<f32>::new()).unwrap();
+    let (plan, b) = (&net.plan, &net.backend);
+    let mut rng = Rng::new(6);
+    let mut checked = 0;
+    for (i, node) in plan.nodes.iter().enumerate() {
+        if matches!(node.op, Op::Copy) || node.bottoms.is_empty() {
+            continue;
+        }
+        let blob = |id: usize, rng: &mut Rng| rng.normal_vec_f32(plan.blobs[id].len(), 1.0);
+        let xs: Vec<Vec<f32>> = node.bottoms.iter().map(|&id| blob(id, &mut rng)).collect();
+        let x: Vec<&Vec<f32>> = xs.iter().collect();
+        let mut y: Vec<Vec<f32>> = node.tops.iter().map(|&id| vec![0.0; plan.blobs[id].len()]).collect();
+        let dys: Vec<Vec<f32>> = node.tops.iter().map(|&id| blob(id, &mut rng)).collect();
+        let dy: Vec<&Vec<f32>> = dys.iter().collect();
+        let filled = |v: f32| -> Vec<Vec<f32>> { node.bottoms.iter().map(|&id| vec![v; plan.blobs[id].len()]).collect() };
+        let mut aux = Default::default();
+        let p = net.node_params(i);
+        ops::forward(b, &node.op, p, &x, &mut y, &mut aux).unwrap();
+        let mut added = filled(0.0);
+        ops::backward(b, &node.op, p, &x, &y[0], &dy, &aux, &mut added, None).unwrap();
+        let mut ways = vec![vec![Dx::Overwrite; node.bottoms.len()]];
+        if node.bottoms.len() > 1 {
+            ways.push((0..node.bottoms.len()).map(|k| if k == 0 { Dx::Overwrite } else { Dx::Add }).collect());
+        }
+        for to in ways {
+            let mut written = filled(f32::NAN);
+            for (w, t) in written.iter_mut().zip(&to) {
+                if *t == Dx::Add {
+                    w.fill(0.0);
+                }
+            }
+            ops::backward_into(b, &node.op, p, &x, &y[0], &dy, &aux, &mut written, &to, None).unwrap();
+            for (k, (w, a)) in written.iter().zip(&added).enumerate() {
+                if let Some(j) = (0..w.len()).find(|&j| w[j] != a[j]) {
+                    panic!("{label}: layer '{}' ({to:?}), gradient {k}[{j}]: {} written, {} added", node.layer, w[j], a[j]);
+                }
+            }
+        }
+        checked += 1;
+    }
+    checked
+}
+
+#[test]
+fn backward_passes_that_overwrite_their_gradients_write_what_they_would_add_to_zero() {
+    let mut checked = 0;
+    for case in cases::all() {
+        checked += overwriting_matches_adding_to_zero(case.family, &case.prototxt());
+    }
+    // Shapes the cases are too small for: Winograd's convolution and deconvolution (with
+    // fused ReLUs), a 1x1 convolution, a concatenation.
+    checked += overwriting_matches_adding_to_zero(
+        "winograd",
+        r#"name: "w"
+input: "data"
+input_shape { dim: 2 dim: 32 dim: 38 dim: 41 }
+layer { name: "c1" type: "Convolution" bottom: "data" top: "c1" convolution_param { num_output: 40 kernel_size: 3 pad: 1 } }
+layer { name: "r1" type: "ReLU" bottom: "c1" top: "c1" }
+layer { name: "d2" type: "Deconvolution" bottom: "c1" top: "d2" convolution_param { num_output: 32 kernel_size: 3 pad: 1 } }
+layer { name: "r2" type: "ReLU" bottom: "d2" top: "d2" relu_param { negative_slope: 0.2 } }
+layer { name: "p" type: "Convolution" bottom: "d2" top: "p" convolution_param { num_output: 16 kernel_size: 1 } }
+layer { name: "cat" type: "Concat" bottom: "p" bottom: "d2" top: "cat" }
+layer { name: "s" type: "Scale" bottom: "cat" top: "s" scale_param { bias_term: true } }
+"#,
+    );
+    assert!(checked >= 40, "only {checked} nodes checked");
 }

@@ -5,7 +5,8 @@
 //!
 //! [`forward`] and [`backward`] are the one dispatch of a node's [`Op`] to its family, for
 //! every device. Conventions: NCHW row-major buffers; forward overwrites its outputs;
-//! backward ADDS into the gradients it produces (a blob read by several layers sums them).
+//! backward ADDS into the gradients it produces (a blob read by several layers sums them),
+//! except where [`backward_into`] is told a gradient is [`Dx::Overwrite`].
 
 pub mod activation;
 pub mod cases;
@@ -28,7 +29,7 @@ use crate::device::cuda::compile::KernelSource;
 use crate::device::Backend;
 use crate::ir::Op;
 use activation::ActivationKernels;
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use concat::ConcatKernels;
 use conv::{ConvKernels, FusedRelu};
 use elementwise::ElementwiseKernels;
@@ -203,9 +204,41 @@ pub fn backward<B: Kernels>(
     dx: &mut [B::Buf],
     dparams: Option<&mut [B::Buf]>,
 ) -> Result<()> {
-    backward_once(dev, op, p, x, y, dy, aux, dx, dparams)?;
+    let add = vec![Dx::Add; dx.len()];
+    backward_into(dev, op, p, x, y, dy, aux, dx, &add, dparams)
+}
+
+/// What a backward pass does with one of the data gradients it writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dx {
+    /// Adds into what the buffer holds (another layer reading the same blob wrote there first).
+    Add,
+    /// Overwrites the buffer, whatever it holds: the first layer of a pass to reach the blob.
+    /// Saves zeroing the buffer and reading it back; the values are those of `Add` on a
+    /// zeroed buffer, up to the sign of zeros.
+    Overwrite,
+}
+
+/// `backward` with each data gradient `dx[i]` written as `to[i]` says. Kernels that can
+/// overwrite do; for the rest, the buffers to overwrite are zeroed first.
+#[allow(clippy::too_many_arguments)]
+pub fn backward_into<B: Kernels>(
+    dev: &B,
+    op: &Op,
+    p: &[B::Param],
+    x: &[&B::Buf],
+    y: &B::Buf,
+    dy: &[&B::Buf],
+    aux: &Aux<B>,
+    dx: &mut [B::Buf],
+    to: &[Dx],
+    dparams: Option<&mut [B::Buf]>,
+) -> Result<()> {
+    ensure!(to.len() == dx.len(), "{} data gradients, {} ways to write them", dx.len(), to.len());
+    backward_once(dev, op, p, x, y, dy, aux, dx, to, dparams)?;
     if !dx.is_empty() && wrong_backward_for_tests(op) {
-        backward_once(dev, op, p, x, y, dy, aux, dx, None)?;
+        let add = vec![Dx::Add; dx.len()];
+        backward_once(dev, op, p, x, y, dy, aux, dx, &add, None)?;
     }
     Ok(())
 }
@@ -239,15 +272,30 @@ fn backward_once<B: Kernels>(
     dy: &[&B::Buf],
     aux: &Aux<B>,
     dx: &mut [B::Buf],
+    to: &[Dx],
     dparams: Option<&mut [B::Buf]>,
 ) -> Result<()> {
     let data = !dx.is_empty();
     let dys = dy;
     let dy = *dys.first().context("no top gradient")?;
+    let all_overwrite = to.iter().all(|&t| t == Dx::Overwrite);
+    // The kernels that can overwrite their gradient; the rest get zeroed buffers to add into.
+    let overwrites = match op {
+        Op::Conv { .. } | Op::Deconv { .. } | Op::Scale { .. } | Op::Relu { .. } => true,
+        Op::Concat { .. } => all_overwrite,
+        _ => false,
+    };
+    if !overwrites {
+        for (d, &t) in dx.iter_mut().zip(to) {
+            if t == Dx::Overwrite {
+                dev.zero(d)?;
+            }
+        }
+    }
     match op {
         Op::Conv { geom, bias, relu } => {
             if data {
-                dev.conv_backward_data(geom, dy, &p[0], relu.map(|slope| FusedRelu { slope, y }), &mut dx[0])?;
+                dev.conv_backward_data_into(geom, dy, &p[0], relu.map(|slope| FusedRelu { slope, y }), &mut dx[0], to[0])?;
             }
             if let Some(pg) = dparams {
                 let (dw, db) = weight_and_bias(pg, *bias);
@@ -257,7 +305,7 @@ fn backward_once<B: Kernels>(
         }
         Op::Deconv { geom, bias, relu } => {
             if data {
-                dev.deconv_backward_data(geom, dy, &p[0], relu.map(|slope| FusedRelu { slope, y }), &mut dx[0])?;
+                dev.deconv_backward_data_into(geom, dy, &p[0], relu.map(|slope| FusedRelu { slope, y }), &mut dx[0], to[0])?;
             }
             if let Some(pg) = dparams {
                 let (dw, db) = weight_and_bias(pg, *bias);
@@ -284,7 +332,7 @@ fn backward_once<B: Kernels>(
         }
         Op::Scale { outer, channels, inner, bias } => {
             if data {
-                dev.scale_backward_data(*outer, *channels, *inner, &p[0], dy, &mut dx[0])?;
+                dev.scale_backward_data_into(*outer, *channels, *inner, &p[0], dy, &mut dx[0], to[0])?;
             }
             if let Some(pg) = dparams {
                 let (dw, db) = weight_and_bias(pg, *bias);
@@ -293,7 +341,7 @@ fn backward_once<B: Kernels>(
         }
         // The rest have no parameters: only a data gradient to skip.
         _ if !data => {}
-        Op::Relu { slope } => dev.relu_backward(*slope, x[0], dy, &mut dx[0])?,
+        Op::Relu { slope } => dev.relu_backward_into(*slope, x[0], dy, &mut dx[0], to[0])?,
         Op::Activation(f) => dev.activation_backward(*f, x[0], y, dy, &mut dx[0])?,
         Op::ScaleByBlob { outer, channels, inner } => {
             let (dx0, ds) = dx.split_at_mut(1);
@@ -307,6 +355,7 @@ fn backward_once<B: Kernels>(
         Op::ShuffleChannel { outer, channels, group, inner } => dev.shuffle_backward(*outer, *channels, *group, *inner, dy, &mut dx[0])?,
         Op::Lrn { dims, param } => dev.lrn_backward(*dims, param, x[0], y, aux, dy, &mut dx[0])?,
         Op::Softmax { outer, channels, inner } => dev.softmax_backward(*outer, *channels, *inner, y, dy, &mut dx[0])?,
+        Op::Concat { outer, inner, channels } if overwrites => dev.concat_backward_overwrite(*outer, *inner, channels, dy, dx)?,
         Op::Concat { outer, inner, channels } => dev.concat_backward(*outer, *inner, channels, dy, dx)?,
         Op::Slice { outer, inner, channels } => dev.slice_backward(*outer, *inner, channels, dys, &mut dx[0])?,
         Op::Eltwise { op, coeffs } => dev.eltwise_backward(*op, coeffs, x, aux, dy, dx)?,

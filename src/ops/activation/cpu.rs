@@ -6,6 +6,7 @@ use super::ActivationKernels;
 use crate::device::cpu::PASS_CHUNK as CHUNK;
 use crate::device::Cpu;
 use crate::ir::Activation;
+use crate::ops::Dx;
 use crate::real::Real;
 use anyhow::Result;
 use rayon::prelude::*;
@@ -46,6 +47,17 @@ crate::multiversion! {
         assert_eq!(x.len(), dx.len(), "relu_backward: x and dx differ in length");
         for ((dxi, &dyi), &xi) in dx.iter_mut().zip(dy).zip(x) {
             *dxi += if xi > T::ZERO { dyi } else { negative_slope * dyi };
+        }
+    }
+}
+
+crate::multiversion! {
+    /// `dx = dy * (x > 0 ? 1 : slope)`: `relu_backward` into a buffer whose values do not matter.
+    pub fn relu_backward_overwrite<T: Real>(negative_slope: T, x: &[T], dy: &[T], dx: &mut [T]) {
+        assert_eq!(x.len(), dy.len(), "relu_backward: x and dy differ in length");
+        assert_eq!(x.len(), dx.len(), "relu_backward: x and dx differ in length");
+        for ((dxi, &dyi), &xi) in dx.iter_mut().zip(dy).zip(x) {
+            *dxi = if xi > T::ZERO { dyi } else { negative_slope * dyi };
         }
     }
 }
@@ -191,12 +203,24 @@ impl<T: Real> ActivationKernels for Cpu<'_, T> {
     }
 
     fn relu_forward(&self, slope: f32, x: &Vec<T>, y: &mut Vec<T>) -> Result<()> {
-        relu_forward(T::from_f32(slope), x, y);
+        assert_eq!(x.len(), y.len(), "relu_forward: x and y differ in length");
+        let slope = T::from_f32(slope);
+        y.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(y, x)| relu_forward(slope, x, y));
         Ok(())
     }
 
     fn relu_backward(&self, slope: f32, x: &Vec<T>, dy: &Vec<T>, dx: &mut Vec<T>) -> Result<()> {
-        relu_backward(T::from_f32(slope), x, dy, dx);
+        self.relu_backward_into(slope, x, dy, dx, Dx::Add)
+    }
+
+    fn relu_backward_into(&self, slope: f32, x: &Vec<T>, dy: &Vec<T>, dx: &mut Vec<T>, to: Dx) -> Result<()> {
+        assert_eq!(x.len(), dx.len(), "relu_backward: x and dx differ in length");
+        assert_eq!(dy.len(), dx.len(), "relu_backward: dy and dx differ in length");
+        let slope = T::from_f32(slope);
+        dx.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK))).for_each(|(dx, (x, dy))| match to {
+            Dx::Add => relu_backward(slope, x, dy, dx),
+            Dx::Overwrite => relu_backward_overwrite(slope, x, dy, dx),
+        });
         Ok(())
     }
 }

@@ -8,6 +8,7 @@ pub mod cuda;
 
 use crate::device::Backend;
 use crate::ir::Activation;
+use crate::ops::Dx;
 use anyhow::Result;
 
 pub use cpu::{activation_backward, activation_forward, relu_backward, relu_forward, relu_in_place};
@@ -17,6 +18,14 @@ pub trait ActivationKernels: Backend {
     fn relu_forward(&self, slope: f32, x: &Self::Buf, y: &mut Self::Buf) -> Result<()>;
     /// `dx += dy * (x > 0 ? 1 : slope)`, from the layer's input `x`.
     fn relu_backward(&self, slope: f32, x: &Self::Buf, dy: &Self::Buf, dx: &mut Self::Buf) -> Result<()>;
+    /// `relu_backward`, or with `Dx::Overwrite` `dx = dy * (x > 0 ? 1 : slope)` whatever `dx`
+    /// held. By default the buffer is zeroed first.
+    fn relu_backward_into(&self, slope: f32, x: &Self::Buf, dy: &Self::Buf, dx: &mut Self::Buf, to: Dx) -> Result<()> {
+        if to == Dx::Overwrite {
+            self.zero(dx)?;
+        }
+        self.relu_backward(slope, x, dy, dx)
+    }
     /// `y = f(x)`
     fn activation_forward(&self, f: Activation, x: &Self::Buf, y: &mut Self::Buf) -> Result<()>;
     /// `dx += dy * f'(x)`, from the layer's input `x` (Sigmoid: from its output `y`).

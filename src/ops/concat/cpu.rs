@@ -117,6 +117,11 @@ impl<T: Real> ConcatKernels for Cpu<'_, T> {
         Ok(())
     }
 
+    // Each part of dy copied out: Slice's forward pass.
+    fn concat_backward_overwrite(&self, outer: usize, inner: usize, channels: &[usize], dy: &Vec<T>, dx: &mut [Vec<T>]) -> Result<()> {
+        self.slice_forward(outer, inner, channels, dy, dx)
+    }
+
     fn slice_forward(&self, outer: usize, inner: usize, channels: &[usize], x: &Vec<T>, y: &mut [Vec<T>]) -> Result<()> {
         let mut refs: Vec<&mut [T]> = y.iter_mut().map(|v| v.as_mut_slice()).collect();
         slice_forward(outer, inner, channels, x, &mut refs);

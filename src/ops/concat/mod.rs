@@ -16,6 +16,20 @@ pub trait ConcatKernels: Backend {
     fn concat_forward(&self, outer: usize, inner: usize, channels: &[usize], x: &[&Self::Buf], y: &mut Self::Buf) -> Result<()>;
     /// Each `dx[i] +=` its slice of `dy`.
     fn concat_backward(&self, outer: usize, inner: usize, channels: &[usize], dy: &Self::Buf, dx: &mut [Self::Buf]) -> Result<()>;
+    /// Each `dx[i] =` its slice of `dy`, whatever it held. By default the buffers are zeroed first.
+    fn concat_backward_overwrite(
+        &self,
+        outer: usize,
+        inner: usize,
+        channels: &[usize],
+        dy: &Self::Buf,
+        dx: &mut [Self::Buf],
+    ) -> Result<()> {
+        for d in dx.iter_mut() {
+            self.zero(d)?;
+        }
+        self.concat_backward(outer, inner, channels, dy, dx)
+    }
     /// Each `y[i]` = its part of `x`.
     fn slice_forward(&self, outer: usize, inner: usize, channels: &[usize], x: &Self::Buf, y: &mut [Self::Buf]) -> Result<()>;
     /// `dx +=` each `dy[i]` in its part.

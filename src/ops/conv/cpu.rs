@@ -17,6 +17,7 @@ use crate::device::Cpu;
 use crate::ir::ConvGeom;
 use crate::ops::activation::{relu_backward, relu_in_place};
 use crate::ops::gemm::cpu::{gemm, gemm_on, gemm_raw, Threads};
+use crate::ops::Dx;
 use crate::real::Real;
 use anyhow::Result;
 use rayon::prelude::*;
@@ -961,6 +962,25 @@ impl<'w, T: Real> ConvKernels for Cpu<'w, T> {
         Ok(())
     }
 
+    fn conv_backward_data_into(
+        &self,
+        g: &ConvGeom,
+        dy: &Vec<T>,
+        w: &CpuParam<'w, T>,
+        relu: Option<FusedRelu<'_, Vec<T>>>,
+        dx: &mut Vec<T>,
+        to: Dx,
+    ) -> Result<()> {
+        let (wt, ut) = (weights_for_transpose(g, w), winograd_transposed_weights(g, w));
+        assert_lens(g, dx.len(), w.len(), dy.len());
+        let start = match to {
+            Dx::Add => Start::Add,
+            Dx::Overwrite => Start::Overwrite(None),
+        };
+        transpose_apply(g, dy, w, wt, ut, dx, start, Fused::backward(fused_input(relu), dy.len()));
+        Ok(())
+    }
+
     fn conv_backward_weights(&self, g: &ConvGeom, x: &Vec<T>, dy: &Vec<T>, dw: &mut Vec<T>, db: Option<&mut Vec<T>>) -> Result<()> {
         conv_backward_weights(g, x, dy, dw, db.map(|b| b.as_mut_slice()));
         Ok(())
@@ -988,6 +1008,24 @@ impl<'w, T: Real> ConvKernels for Cpu<'w, T> {
         dx: &mut Vec<T>,
     ) -> Result<()> {
         deconv_backward_data_fused(g, dy, w, winograd_weights(g, w), fused_input(relu), dx);
+        Ok(())
+    }
+
+    fn deconv_backward_data_into(
+        &self,
+        g: &ConvGeom,
+        dy: &Vec<T>,
+        w: &CpuParam<'w, T>,
+        relu: Option<FusedRelu<'_, Vec<T>>>,
+        dx: &mut Vec<T>,
+        to: Dx,
+    ) -> Result<()> {
+        assert_lens(g, dy.len(), w.len(), dx.len());
+        let beta = match to {
+            Dx::Add => T::ONE,
+            Dx::Overwrite => T::ZERO,
+        };
+        conv_apply(g, dy, w, winograd_weights(g, w), None, dx, beta, Fused::backward(fused_input(relu), dy.len()));
         Ok(())
     }
 

@@ -9,6 +9,7 @@ pub mod cpu;
 pub mod cuda;
 
 use crate::device::Backend;
+use crate::ops::Dx;
 use anyhow::Result;
 
 pub use crate::ir::ConvGeom;
@@ -48,6 +49,22 @@ pub trait ConvKernels: Backend {
         relu: Option<FusedRelu<'_, Self::Buf>>,
         dx: &mut Self::Buf,
     ) -> Result<()>;
+    /// `conv_backward_data`, or with `Dx::Overwrite` `dx = conv^T(dy)` whatever `dx` held.
+    /// By default the buffer is zeroed first.
+    fn conv_backward_data_into(
+        &self,
+        g: &ConvGeom,
+        dy: &Self::Buf,
+        w: &Self::Param,
+        relu: Option<FusedRelu<'_, Self::Buf>>,
+        dx: &mut Self::Buf,
+        to: Dx,
+    ) -> Result<()> {
+        if to == Dx::Overwrite {
+            self.zero(dx)?;
+        }
+        self.conv_backward_data(g, dy, w, relu, dx)
+    }
     /// dw += dy col(x)^T; db += the sums of dy per output channel.
     fn conv_backward_weights(
         &self,
@@ -76,6 +93,22 @@ pub trait ConvKernels: Backend {
         relu: Option<FusedRelu<'_, Self::Buf>>,
         dx: &mut Self::Buf,
     ) -> Result<()>;
+    /// `deconv_backward_data`, or with `Dx::Overwrite` `dx = conv(dy)` whatever `dx` held.
+    /// By default the buffer is zeroed first.
+    fn deconv_backward_data_into(
+        &self,
+        g: &ConvGeom,
+        dy: &Self::Buf,
+        w: &Self::Param,
+        relu: Option<FusedRelu<'_, Self::Buf>>,
+        dx: &mut Self::Buf,
+        to: Dx,
+    ) -> Result<()> {
+        if to == Dx::Overwrite {
+            self.zero(dx)?;
+        }
+        self.deconv_backward_data(g, dy, w, relu, dx)
+    }
     fn deconv_backward_weights(
         &self,
         g: &ConvGeom,

@@ -4,6 +4,7 @@ use super::NormKernels;
 use crate::device::cpu::CpuParam;
 use crate::device::cpu::PASS_CHUNK;
 use crate::device::Cpu;
+use crate::ops::Dx;
 use crate::real::Real;
 use anyhow::Result;
 use rayon::prelude::*;
@@ -163,14 +164,18 @@ pub fn scale_forward<T: Real>(outer: usize, channels: usize, inner: usize, x: &[
 
 /// `dx += dy * gamma[c]`.
 pub fn scale_backward_data<T: Real>(outer: usize, channels: usize, inner: usize, gamma: &[T], dy: &[T], dx: &mut [T]) {
+    scale_backward_data_into(outer, channels, inner, gamma, dy, dx, Dx::Add)
+}
+
+/// `dx += dy * gamma[c]`, or with `Dx::Overwrite` `dx = dy * gamma[c]`.
+pub fn scale_backward_data_into<T: Real>(outer: usize, channels: usize, inner: usize, gamma: &[T], dy: &[T], dx: &mut [T], to: Dx) {
     let count = outer * channels * inner;
     check_len("scale_backward_data", "gamma", gamma.len(), channels);
     check_len("scale_backward_data", "dy", dy.len(), count);
     check_len("scale_backward_data", "dx", dx.len(), count);
-    par_runs(channels, inner, dx, dy, |c, dx, dy| {
-        for (d, &g) in dx.iter_mut().zip(dy) {
-            *d += g * gamma[c];
-        }
+    par_runs(channels, inner, dx, dy, |c, dx, dy| match to {
+        Dx::Add => dx.iter_mut().zip(dy).for_each(|(d, &g)| *d += g * gamma[c]),
+        Dx::Overwrite => dx.iter_mut().zip(dy).for_each(|(d, &g)| *d = g * gamma[c]),
     });
 }
 
@@ -275,6 +280,20 @@ impl<'w, T: Real> NormKernels for Cpu<'w, T> {
         dx: &mut Vec<T>,
     ) -> Result<()> {
         scale_backward_data(outer, channels, inner, gamma, dy, dx);
+        Ok(())
+    }
+
+    fn scale_backward_data_into(
+        &self,
+        outer: usize,
+        channels: usize,
+        inner: usize,
+        gamma: &CpuParam<'w, T>,
+        dy: &Vec<T>,
+        dx: &mut Vec<T>,
+        to: Dx,
+    ) -> Result<()> {
+        scale_backward_data_into(outer, channels, inner, gamma, dy, dx, to);
         Ok(())
     }
 

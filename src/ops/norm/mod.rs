@@ -8,6 +8,7 @@ pub mod cpu;
 pub mod cuda;
 
 use crate::device::Backend;
+use crate::ops::Dx;
 use anyhow::Result;
 
 pub use cpu::{
@@ -70,6 +71,24 @@ pub trait NormKernels: Backend {
         dy: &Self::Buf,
         dx: &mut Self::Buf,
     ) -> Result<()>;
+    /// `scale_backward_data`, or with `Dx::Overwrite` `dx = dy * gamma[c]` whatever `dx`
+    /// held. By default the buffer is zeroed first.
+    #[allow(clippy::too_many_arguments)]
+    fn scale_backward_data_into(
+        &self,
+        outer: usize,
+        channels: usize,
+        inner: usize,
+        gamma: &Self::Param,
+        dy: &Self::Buf,
+        dx: &mut Self::Buf,
+        to: Dx,
+    ) -> Result<()> {
+        if to == Dx::Overwrite {
+            self.zero(dx)?;
+        }
+        self.scale_backward_data(outer, channels, inner, gamma, dy, dx)
+    }
     fn scale_backward_weights(
         &self,
         outer: usize,
