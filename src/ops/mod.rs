@@ -282,6 +282,7 @@ fn backward_once<B: Kernels>(
     // The kernels that can overwrite their gradient; the rest get zeroed buffers to add into.
     let overwrites = match op {
         Op::Conv { .. } | Op::Deconv { .. } | Op::Scale { .. } | Op::Relu { .. } => true,
+        Op::Activation(_) | Op::Eltwise { .. } | Op::ScaleByBlob { .. } | Op::AvePool(_) => true,
         Op::Concat { .. } => all_overwrite,
         _ => false,
     };
@@ -342,15 +343,15 @@ fn backward_once<B: Kernels>(
         // The rest have no parameters: only a data gradient to skip.
         _ if !data => {}
         Op::Relu { slope } => dev.relu_backward_into(*slope, x[0], dy, &mut dx[0], to[0])?,
-        Op::Activation(f) => dev.activation_backward(*f, x[0], y, dy, &mut dx[0])?,
+        Op::Activation(f) => dev.activation_backward_into(*f, x[0], y, dy, &mut dx[0], to[0])?,
         Op::ScaleByBlob { outer, channels, inner } => {
             let (dx0, ds) = dx.split_at_mut(1);
-            dev.scale_by_blob_backward(*outer, *channels, *inner, x[0], x[1], dy, &mut dx0[0], &mut ds[0])?
+            dev.scale_by_blob_backward_into(*outer, *channels, *inner, x[0], x[1], dy, &mut dx0[0], &mut ds[0], [to[0], to[1]])?
         }
         // A Split's tops each carry a gradient; only the graph sees them all.
         Op::Copy => bail!("Copy nodes are handled by the graph"),
         Op::MaxPool(g) => dev.max_pool_backward(g, dy, aux, &mut dx[0])?,
-        Op::AvePool(g) => dev.ave_pool_backward(g, dy, &mut dx[0])?,
+        Op::AvePool(g) => dev.ave_pool_backward_into(g, dy, &mut dx[0], to[0])?,
         Op::Pad(g) => dev.pad_backward(g, dy, &mut dx[0])?,
         Op::ShuffleChannel { outer, channels, group, inner } => dev.shuffle_backward(*outer, *channels, *group, *inner, dy, &mut dx[0])?,
         Op::Lrn { dims, param } => dev.lrn_backward(*dims, param, x[0], y, aux, dy, &mut dx[0])?,
@@ -358,7 +359,7 @@ fn backward_once<B: Kernels>(
         Op::Concat { outer, inner, channels } if overwrites => dev.concat_backward_overwrite(*outer, *inner, channels, dy, dx)?,
         Op::Concat { outer, inner, channels } => dev.concat_backward(*outer, *inner, channels, dy, dx)?,
         Op::Slice { outer, inner, channels } => dev.slice_backward(*outer, *inner, channels, dys, &mut dx[0])?,
-        Op::Eltwise { op, coeffs } => dev.eltwise_backward(*op, coeffs, x, aux, dy, dx)?,
+        Op::Eltwise { op, coeffs } => dev.eltwise_backward_into(*op, coeffs, x, aux, dy, dx, to)?,
     }
     Ok(())
 }

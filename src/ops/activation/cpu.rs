@@ -192,9 +192,17 @@ impl<T: Real> ActivationKernels for Cpu<'_, T> {
     }
 
     fn activation_backward(&self, f: Activation, x: &Vec<T>, y: &Vec<T>, dy: &Vec<T>, dx: &mut Vec<T>) -> Result<()> {
+        self.activation_backward_into(f, x, y, dy, dx, Dx::Add)
+    }
+
+    // A gradient to overwrite is zeroed chunk by chunk while in cache (as eltwise_backward's).
+    fn activation_backward_into(&self, f: Activation, x: &Vec<T>, y: &Vec<T>, dy: &Vec<T>, dx: &mut Vec<T>, to: Dx) -> Result<()> {
         assert_eq!(x.len(), dx.len(), "activation_backward: x and dx differ in length");
         dx.par_chunks_mut(CHUNK).enumerate().for_each(|(k, dx)| {
             let r = k * CHUNK..k * CHUNK + dx.len();
+            if to == Dx::Overwrite {
+                dx.fill(T::ZERO);
+            }
             // Only Sigmoid reads y (it may be empty for the others).
             let y = if y.len() == x.len() { &y[r.clone()] } else { &y[..] };
             activation_backward(f, &x[r.clone()], y, &dy[r], dx);

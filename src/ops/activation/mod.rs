@@ -30,4 +30,20 @@ pub trait ActivationKernels: Backend {
     fn activation_forward(&self, f: Activation, x: &Self::Buf, y: &mut Self::Buf) -> Result<()>;
     /// `dx += dy * f'(x)`, from the layer's input `x` (Sigmoid: from its output `y`).
     fn activation_backward(&self, f: Activation, x: &Self::Buf, y: &Self::Buf, dy: &Self::Buf, dx: &mut Self::Buf) -> Result<()>;
+    /// `activation_backward`, or with `Dx::Overwrite` `dx = dy * f'(x)` whatever `dx` held.
+    /// By default the buffer is zeroed first.
+    fn activation_backward_into(
+        &self,
+        f: Activation,
+        x: &Self::Buf,
+        y: &Self::Buf,
+        dy: &Self::Buf,
+        dx: &mut Self::Buf,
+        to: Dx,
+    ) -> Result<()> {
+        if to == Dx::Overwrite {
+            self.zero(dx)?;
+        }
+        self.activation_backward(f, x, y, dy, dx)
+    }
 }

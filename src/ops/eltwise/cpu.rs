@@ -5,7 +5,7 @@ use super::EltwiseKernels;
 use crate::device::cpu::PASS_CHUNK as CHUNK;
 use crate::device::Cpu;
 use crate::ir::EltwiseOp;
-use crate::ops::Aux;
+use crate::ops::{Aux, Dx};
 use crate::real::Real;
 use anyhow::Result;
 use rayon::prelude::*;
@@ -78,6 +78,33 @@ pub fn eltwise_forward<T: Real>(op: EltwiseOp, coeffs: &[T], inputs: &[&[T]], y:
     }
 }
 
+}
+
+crate::multiversion! {
+/// `eltwise_backward` writing the gradients that `to` says to overwrite, for SUM and a
+/// two-input PROD with both overwritten; false (nothing written) for the rest.
+pub fn eltwise_backward_overwrite<T: Real>(op: EltwiseOp, coeffs: &[T], inputs: &[&[T]], dy: &[T], dxs: &mut [&mut [T]], to: &[Dx]) -> bool {
+    match (op, inputs, &mut *dxs, to) {
+        (EltwiseOp::Sum, _, _, _) => {
+            for (i, dx) in dxs.iter_mut().enumerate() {
+                let c = if coeffs.is_empty() { T::ONE } else { coeffs[i] };
+                match to[i] {
+                    Dx::Add => dx.iter_mut().zip(dy).for_each(|(d, &g)| *d += c * g),
+                    Dx::Overwrite => dx.iter_mut().zip(dy).for_each(|(d, &g)| *d = c * g),
+                }
+            }
+            true
+        }
+        (EltwiseOp::Prod, [a, b], [da, db], [Dx::Overwrite, Dx::Overwrite]) => {
+            for ((((da, db), &g), &xa), &xb) in da.iter_mut().zip(db.iter_mut()).zip(dy).zip(*a).zip(*b) {
+                *da = g * xb;
+                *db = g * xa;
+            }
+            true
+        }
+        _ => false,
+    }
+}
 }
 
 crate::multiversion! {
@@ -162,6 +189,23 @@ impl<T: Real> EltwiseKernels for Cpu<'_, T> {
         dy: &Vec<T>,
         dx: &mut [Vec<T>],
     ) -> Result<()> {
+        let add = vec![Dx::Add; dx.len()];
+        self.eltwise_backward_into(op, coeffs, x, aux, dy, dx, &add)
+    }
+
+    // SUM and two-input PROD write the gradients to overwrite; for the rest such a gradient
+    // is zeroed chunk by chunk, just before the chunk adds into it while it is in cache.
+    fn eltwise_backward_into(
+        &self,
+        op: EltwiseOp,
+        coeffs: &[f32],
+        x: &[&Vec<T>],
+        aux: &Aux<Self>,
+        dy: &Vec<T>,
+        dx: &mut [Vec<T>],
+        to: &[Dx],
+    ) -> Result<()> {
+        assert_eq!(to.len(), dx.len(), "eltwise_backward: {} gradients, {} ways to write them", dx.len(), to.len());
         let coeffs: Vec<T> = coeffs.iter().map(|&c| T::from_f32(c)).collect();
         let argmax: &[u32] = if op == EltwiseOp::Max { aux.indices("Eltwise MAX")? } else { &[] };
         let xs: Vec<&[T]> = x.iter().map(|v| v.as_slice()).collect();
@@ -179,6 +223,14 @@ impl<T: Real> EltwiseKernels for Cpu<'_, T> {
         parts.into_par_iter().enumerate().for_each(|(k, mut dxc)| {
             let r = k * CHUNK..(k * CHUNK + CHUNK).min(len);
             let xc: Vec<&[T]> = xs.iter().map(|x| &x[r.clone()]).collect();
+            if to.contains(&Dx::Overwrite) && eltwise_backward_overwrite(op, &coeffs, &xc, &dy[r.clone()], &mut dxc, to) {
+                return;
+            }
+            for (c, &t) in dxc.iter_mut().zip(to) {
+                if t == Dx::Overwrite {
+                    c.fill(T::ZERO);
+                }
+            }
             let ac = if argmax.is_empty() { argmax } else { &argmax[r.clone()] };
             eltwise_backward(op, &coeffs, &xc, ac, &dy[r], &mut dxc);
         });

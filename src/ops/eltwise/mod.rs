@@ -8,7 +8,7 @@ pub mod cuda;
 
 use crate::device::Backend;
 use crate::ir::EltwiseOp;
-use crate::ops::Aux;
+use crate::ops::{Aux, Dx};
 use anyhow::Result;
 
 pub use cpu::{eltwise_backward, eltwise_forward};
@@ -26,4 +26,24 @@ pub trait EltwiseKernels: Backend + Sized {
         dy: &Self::Buf,
         dx: &mut [Self::Buf],
     ) -> Result<()>;
+    /// `eltwise_backward`, each `dx[i]` added into or overwritten as `to[i]` says. By default
+    /// the buffers to overwrite are zeroed first.
+    #[allow(clippy::too_many_arguments)]
+    fn eltwise_backward_into(
+        &self,
+        op: EltwiseOp,
+        coeffs: &[f32],
+        x: &[&Self::Buf],
+        aux: &Aux<Self>,
+        dy: &Self::Buf,
+        dx: &mut [Self::Buf],
+        to: &[Dx],
+    ) -> Result<()> {
+        for (d, &t) in dx.iter_mut().zip(to) {
+            if t == Dx::Overwrite {
+                self.zero(d)?;
+            }
+        }
+        self.eltwise_backward(op, coeffs, x, aux, dy, dx)
+    }
 }

@@ -193,20 +193,29 @@ pub fn scale_backward_weights<T: Real>(
     check_len("scale_backward_weights", "x", x.len(), count);
     check_len("scale_backward_weights", "dy", dy.len(), count);
     check_len("scale_backward_weights", "dgamma", dgamma.len(), channels);
-    let (mut sum_dy_x, mut sum_dy) = (vec![0.0f64; channels], vec![0.0f64; channels]);
-    for_each_run(outer, channels, inner, |c, run| {
-        for (&g, &xi) in dy[run.clone()].iter().zip(&x[run]) {
-            sum_dy_x[c] += g.to_f64() * xi.to_f64();
-            sum_dy[c] += g.to_f64();
-        }
-    });
-    for c in 0..channels {
-        dgamma[c] += T::from_f64(sum_dy_x[c]);
+    // Each channel's sums on one thread, over its runs in order: the same sums on any pool.
+    let sums: Vec<(f64, f64)> = (0..channels)
+        .into_par_iter()
+        .with_min_len((PASS_CHUNK / (outer * inner).max(1)).max(1))
+        .map(|c| {
+            let (mut sum_dy_x, mut sum_dy) = (0.0f64, 0.0f64);
+            for o in 0..outer {
+                let start = (o * channels + c) * inner;
+                for (&g, &xi) in dy[start..start + inner].iter().zip(&x[start..start + inner]) {
+                    sum_dy_x += g.to_f64() * xi.to_f64();
+                    sum_dy += g.to_f64();
+                }
+            }
+            (sum_dy_x, sum_dy)
+        })
+        .collect();
+    for (d, &(sum_dy_x, _)) in dgamma.iter_mut().zip(&sums) {
+        *d += T::from_f64(sum_dy_x);
     }
     if let Some(db) = dbeta {
         check_len("scale_backward_weights", "dbeta", db.len(), channels);
-        for c in 0..channels {
-            db[c] += T::from_f64(sum_dy[c]);
+        for (d, &(_, sum_dy)) in db.iter_mut().zip(&sums) {
+            *d += T::from_f64(sum_dy);
         }
     }
 }
@@ -329,6 +338,26 @@ impl<'w, T: Real> NormKernels for Cpu<'w, T> {
         ds: &mut Vec<T>,
     ) -> Result<()> {
         scale_backward_data(outer, channels, inner, s, dy, dx);
+        scale_backward_weights(outer, channels, inner, x, dy, ds, None);
+        Ok(())
+    }
+
+    fn scale_by_blob_backward_into(
+        &self,
+        outer: usize,
+        channels: usize,
+        inner: usize,
+        x: &Vec<T>,
+        s: &Vec<T>,
+        dy: &Vec<T>,
+        dx: &mut Vec<T>,
+        ds: &mut Vec<T>,
+        to: [Dx; 2],
+    ) -> Result<()> {
+        scale_backward_data_into(outer, channels, inner, s, dy, dx, to[0]);
+        if to[1] == Dx::Overwrite {
+            ds.fill(T::ZERO);
+        }
         scale_backward_weights(outer, channels, inner, x, dy, ds, None);
         Ok(())
     }

@@ -121,4 +121,27 @@ pub trait NormKernels: Backend {
         dx: &mut Self::Buf,
         ds: &mut Self::Buf,
     ) -> Result<()>;
+    /// `scale_by_blob_backward`, with `dx` and `ds` each added into or overwritten as `to`
+    /// says. By default the buffers to overwrite are zeroed first.
+    #[allow(clippy::too_many_arguments)]
+    fn scale_by_blob_backward_into(
+        &self,
+        outer: usize,
+        channels: usize,
+        inner: usize,
+        x: &Self::Buf,
+        s: &Self::Buf,
+        dy: &Self::Buf,
+        dx: &mut Self::Buf,
+        ds: &mut Self::Buf,
+        to: [Dx; 2],
+    ) -> Result<()> {
+        if to[0] == Dx::Overwrite {
+            self.zero(dx)?;
+        }
+        if to[1] == Dx::Overwrite {
+            self.zero(ds)?;
+        }
+        self.scale_by_blob_backward(outer, channels, inner, x, s, dy, dx, ds)
+    }
 }

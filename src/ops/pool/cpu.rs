@@ -9,7 +9,7 @@
 use super::PoolKernels;
 use crate::device::Cpu;
 use crate::ir::{PoolGeom, Window};
-use crate::ops::Aux;
+use crate::ops::{Aux, Dx};
 use crate::real::Real;
 use anyhow::Result;
 use rayon::prelude::*;
@@ -195,6 +195,12 @@ pub fn ave_pool_forward<T: Real>(g: &PoolGeom, x: &[T], y: &mut [T]) {
 
 /// dx[window] += dy / divisor, the transpose of the forward pass.
 pub fn ave_pool_backward<T: Real>(g: &PoolGeom, dy: &[T], dx: &mut [T]) {
+    ave_pool_backward_into(g, dy, dx, Dx::Add)
+}
+
+/// `ave_pool_backward`, or with `Dx::Overwrite` into a `dx` whose values do not matter (each
+/// plane zeroed on its task, while in cache, before the windows add into it).
+pub fn ave_pool_backward_into<T: Real>(g: &PoolGeom, dy: &[T], dx: &mut [T], to: Dx) {
     assert_lens(g, dx.len(), dy.len());
     let (hw, ww) = g.windows();
     let (in_plane, out_plane) = g.planes();
@@ -204,6 +210,9 @@ pub fn ave_pool_backward<T: Real>(g: &PoolGeom, dy: &[T], dx: &mut [T]) {
     let per = planes_per_task(in_plane);
     dx.par_chunks_mut(in_plane * per).zip(dy.par_chunks(out_plane * per)).for_each(|(dxb, dyb)| {
         for (dxp, dyp) in dxb.chunks_exact_mut(in_plane).zip(dyb.chunks_exact(out_plane)) {
+            if to == Dx::Overwrite {
+                dxp.fill(T::ZERO);
+            }
             for (&d, (wh, wc)) in dyp.iter().zip(hw.iter().flat_map(|h| ww.iter().map(move |w| (h, w)))) {
                 let share = d / T::from_f64(g.divisor(wh, wc) as f64);
                 for ih in wh.start..wh.end {
@@ -234,6 +243,11 @@ impl<T: Real> PoolKernels for Cpu<'_, T> {
 
     fn ave_pool_backward(&self, g: &PoolGeom, dy: &Vec<T>, dx: &mut Vec<T>) -> Result<()> {
         ave_pool_backward(g, dy, dx);
+        Ok(())
+    }
+
+    fn ave_pool_backward_into(&self, g: &PoolGeom, dy: &Vec<T>, dx: &mut Vec<T>, to: Dx) -> Result<()> {
+        ave_pool_backward_into(g, dy, dx, to);
         Ok(())
     }
 }

@@ -7,7 +7,7 @@ pub mod cpu;
 pub mod cuda;
 
 use crate::device::Backend;
-use crate::ops::Aux;
+use crate::ops::{Aux, Dx};
 use anyhow::Result;
 
 pub use crate::ir::PoolGeom;
@@ -20,4 +20,12 @@ pub trait PoolKernels: Backend + Sized {
     fn max_pool_backward(&self, g: &PoolGeom, dy: &Self::Buf, aux: &Aux<Self>, dx: &mut Self::Buf) -> Result<()>;
     fn ave_pool_forward(&self, g: &PoolGeom, x: &Self::Buf, y: &mut Self::Buf) -> Result<()>;
     fn ave_pool_backward(&self, g: &PoolGeom, dy: &Self::Buf, dx: &mut Self::Buf) -> Result<()>;
+    /// `ave_pool_backward`, or with `Dx::Overwrite` into a `dx` whose values do not matter.
+    /// By default the buffer is zeroed first.
+    fn ave_pool_backward_into(&self, g: &PoolGeom, dy: &Self::Buf, dx: &mut Self::Buf, to: Dx) -> Result<()> {
+        if to == Dx::Overwrite {
+            self.zero(dx)?;
+        }
+        self.ave_pool_backward(g, dy, dx)
+    }
 }
