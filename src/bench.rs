@@ -268,7 +268,7 @@ pub fn node_work(node: &Node, plan: &Plan, dir: Direction) -> Work {
         Op::Lrn { .. } if fwd => ins + 2.0 * outs,
         Op::Lrn { .. } => 6.0 * ins,
         // x (ReLU) or y (softmax), dy, dx twice
-        Op::Relu { .. } | Op::Activation(_) | Op::Softmax { .. } if !fwd => 4.0 * ins,
+        Op::Relu { .. } | Op::Activation(_) | Op::Silu | Op::Softmax { .. } if !fwd => 4.0 * ins,
         _ if fwd => ins + outs,
         _ => outs + 2.0 * ins,
     };
@@ -743,7 +743,8 @@ pub struct StepOptions {
     pub generator: Option<PathBuf>,
     pub batches: Vec<usize>,
     pub iters: usize,
-    /// Each ReLU as a layer of its own (`Net::fuse_relus` not applied), for comparison.
+    /// Each ReLU and SiLU as layers of their own (`Net::fuse_relus` and `fuse_silus` not
+    /// applied), for comparison.
     pub unfused: bool,
 }
 
@@ -977,6 +978,7 @@ fn steps_on<B: Fence>(make: &dyn Fn() -> Result<B>, opts: &StepOptions, progress
             None => {
                 if !opts.unfused {
                     clf.fuse_relus(&[objective]);
+                    clf.fuse_silus(&[objective]);
                 }
                 classifier_step(&clf, opts.iters)?
             }

@@ -10,7 +10,7 @@ use crate::device::{Backend, Cpu, FromMapped};
 use crate::ir::shapes::checked_len;
 pub use crate::ir::shapes::MAX_PLAN_BYTES;
 pub use crate::ir::MAX_ELEMENTS;
-use crate::ir::{compile_layer, NetDef};
+use crate::ir::{compile_layer, Activation, EltwiseOp, NetDef};
 use crate::ops::{Aux, Dx, Kernels};
 use crate::real::Real;
 use crate::rng::Rng;
@@ -338,6 +338,55 @@ impl<B: Kernels> Net<B> {
         let mut flags = fused.iter();
         self.steps.retain(|_| !flags.next().copied().unwrap_or(false));
         fused.iter().filter(|&&f| f).count()
+    }
+
+    /// Fuses each SiLU, a Sigmoid whose input `x` and output `s` a following Eltwise PROD
+    /// multiplies (in either order), into one step (`Op::Silu`) where the backend runs it
+    /// (`ActivationKernels::fuses_silu`). The fused step computes the same values in the
+    /// same order, so the bits do not change; for that `x` must have no other reader (whose
+    /// gradient could land between the Mul's and the Sigmoid's) and `s` none but the Mul.
+    /// Blobs in `keep` are left as they are. Returns how many were fused.
+    pub fn fuse_silus(&mut self, keep: &[BlobId]) -> usize {
+        if !self.backend.fuses_silu() {
+            return 0;
+        }
+        let plan = &self.plan;
+        let mut readers = vec![0usize; plan.blobs.len()];
+        plan.nodes.iter().flat_map(|n| &n.bottoms).for_each(|&b| readers[b] += 1);
+        let mut fused = vec![false; self.steps.len()];
+        for r in 0..self.steps.len() {
+            let step = &self.steps[r];
+            let (node, tops) = (&plan.nodes[step.node], step.tops.clone());
+            if !matches!(step.op, Op::Activation(Activation::Sigmoid)) || node.bottoms.len() != 1 || tops.len() != 1 {
+                continue;
+            }
+            let (x, s) = (node.bottoms[0], tops[0]);
+            let apart = x != s && readers[x] == 2 && readers[s] == 1;
+            if !apart || [x, s].iter().any(|b| keep.contains(b) || plan.inputs.contains(b)) {
+                continue;
+            }
+            let mul = self.steps[r + 1..].iter().position(|m| {
+                let bottoms = &plan.nodes[m.node].bottoms;
+                let pair = bottoms[..] == [x, s] || bottoms[..] == [s, x];
+                pair && m.tops.len() == 1 && matches!(&m.op, Op::Eltwise { op: EltwiseOp::Prod, .. })
+            });
+            let Some(m) = mul.map(|m| r + 1 + m) else { continue };
+            if fused[m] {
+                continue;
+            }
+            let out = self.steps[m].tops.clone();
+            self.steps[r].op = Op::Silu;
+            self.steps[r].tops = out;
+            fused[m] = true;
+        }
+        let mut flags = fused.iter();
+        self.steps.retain(|_| !flags.next().copied().unwrap_or(false));
+        fused.iter().filter(|&&f| f).count()
+    }
+
+    /// The op of each step the passes run, in order (after any fusing).
+    pub fn step_ops(&self) -> Vec<&Op> {
+        self.steps.iter().map(|s| &s.op).collect()
     }
 
     /// The layers whose output is fused away by `fuse_relus`, with the ReLU now run in their passes.

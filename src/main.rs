@@ -190,7 +190,8 @@ struct BenchArgs {
     #[arg(long)]
     iters: Option<usize>,
     /// Step benchmark: run each ReLU as a layer of its own instead of inside the convolution
-    /// before it (for comparing the two; the results are the same bit for bit).
+    /// before it, and each SiLU as its Sigmoid and Mul (for comparing the two; the results
+    /// are the same bit for bit).
     #[arg(long)]
     unfused: bool,
     /// Kernel benchmark on a GPU: every convolution and deconvolution once per version of the

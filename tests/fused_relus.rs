@@ -1,13 +1,14 @@
 //! `Net::fuse_relus`: a ReLU run inside the convolution before it gives the bits of the two
 //! layers run apart, forward, backward to the input and to the weights, in both ways the CPU
-//! runs convolutions; and it leaves alone every ReLU it must not take.
+//! runs convolutions; and it leaves alone every ReLU it must not take. `Net::fuse_silus`
+//! likewise for a Sigmoid and the Mul of its input and output.
 
 mod common;
 
 use common::shipped;
 use dgnam::caffe::netdef::parse_netdef;
 use dgnam::device::Cpu;
-use dgnam::graph::CpuNet;
+use dgnam::graph::{CpuNet, Op};
 use dgnam::rng::Rng;
 use dgnam::synth::dgn::{fuse_relus, Dgn, Objective, Schedule};
 
@@ -139,4 +140,52 @@ fn the_dgn_am_loop_is_unchanged_by_fusing_at_real_shapes() {
     let apart = run(false);
     assert!(apart.0[0].iter().zip(&apart.0[1]).any(|(a, b)| a != b));
     assert_eq!(run(true), apart);
+}
+
+/// SiLUs the way ONNX exports them (Sigmoid, then Mul of its input and output, either
+/// order), and two that `Net::fuse_silus` must leave apart: an input that a third layer
+/// reads, a Sigmoid output that a second layer reads.
+const SILUS: &str = r#"
+name: "silus"
+input: "data"
+input_shape { dim: 2 dim: 4 dim: 9 dim: 9 }
+layer { name: "c1" type: "Convolution" bottom: "data" top: "c1" convolution_param { num_output: 8 kernel_size: 3 pad: 1 } }
+layer { name: "s1" type: "Sigmoid" bottom: "c1" top: "s1" }
+layer { name: "m1" type: "Eltwise" bottom: "c1" bottom: "s1" top: "m1" eltwise_param { operation: PROD } }
+layer { name: "c2" type: "Convolution" bottom: "m1" top: "c2" convolution_param { num_output: 8 kernel_size: 3 pad: 1 } }
+layer { name: "s2" type: "Sigmoid" bottom: "c2" top: "s2" }
+layer { name: "m2" type: "Eltwise" bottom: "s2" bottom: "c2" top: "m2" eltwise_param { operation: PROD } }
+layer { name: "c3" type: "Convolution" bottom: "m2" top: "c3" convolution_param { num_output: 8 kernel_size: 3 pad: 1 } }
+layer { name: "s3" type: "Sigmoid" bottom: "c3" top: "s3" }
+layer { name: "m3" type: "Eltwise" bottom: "c3" bottom: "s3" top: "m3" eltwise_param { operation: PROD } }
+layer { name: "res" type: "Eltwise" bottom: "m3" bottom: "c3" top: "res" }
+layer { name: "s4" type: "Sigmoid" bottom: "res" top: "s4" }
+layer { name: "m4" type: "Eltwise" bottom: "res" bottom: "s4" top: "m4" eltwise_param { operation: PROD } }
+layer { name: "both" type: "Eltwise" bottom: "m4" bottom: "s4" top: "both" }
+layer { name: "out" type: "InnerProduct" bottom: "both" top: "out" inner_product_param { num_output: 3 } }
+"#;
+
+#[test]
+fn fused_silus_give_the_bits_of_separate_layers() {
+    let def = parse_netdef(SILUS).unwrap();
+    let apart = CpuNet::<f32>::random(&def, 2, 41, Cpu::new()).unwrap();
+    let mut fused = CpuNet::<f32>::random(&def, 2, 41, Cpu::new()).unwrap();
+    let steps = fused.step_ops().len();
+    assert_eq!(fused.fuse_silus(&[]), 2);
+    let ops = fused.step_ops();
+    assert_eq!((ops.len(), ops.iter().filter(|o| matches!(o, Op::Silu)).count()), (steps - 2, 2));
+    // Kept: the blob an objective reads.
+    let mut kept = CpuNet::<f32>::random(&def, 2, 41, Cpu::new()).unwrap();
+    assert_eq!(kept.fuse_silus(&[kept.plan.layer_output("s2").unwrap()]), 1);
+    let mut rng = Rng::new(42);
+    let x: Vec<f32> = (0..apart.plan.blobs[apart.plan.inputs[0]].len()).map(|_| rng.uniform(-3.0, 3.0) as f32).collect();
+    let seed: Vec<f32> = (0..6).map(|_| rng.uniform(-1.0, 1.0) as f32).collect();
+    let want = run(&apart, &x, &seed);
+    assert!(want[1].iter().any(|&g| g != 0.0), "the input gradient is zero");
+    for (k, (a, b)) in run(&fused, &x, &seed).iter().zip(&want).enumerate() {
+        assert_eq!(a.len(), b.len());
+        if let Some(i) = (0..a.len()).find(|&i| a[i].to_bits() != b[i].to_bits()) {
+            panic!("result {k}[{i}]: fused {} against apart {}", a[i], b[i]);
+        }
+    }
 }

@@ -86,6 +86,9 @@ pub enum Op {
     },
     /// Sigmoid, HardSigmoid, HardSwish, Clip.
     Activation(Activation),
+    /// SiLU, y = x * sigmoid(x): a Sigmoid and the product of its input and output, run as
+    /// one pass. Only `Net::fuse_silus` makes it; a compiled layer never is one.
+    Silu,
     /// Dropout at inference, Reshape, Flatten and each top of a Split: the data passes unchanged.
     Copy,
     MaxPool(PoolGeom),
@@ -154,6 +157,7 @@ impl Op {
             Op::InnerProduct { .. } => "InnerProduct",
             Op::Relu { .. } => "Relu",
             Op::Activation(a) => a.type_name(),
+            Op::Silu => "Silu",
             Op::Copy => "Copy",
             Op::MaxPool(_) => "MaxPool",
             Op::AvePool(_) => "AvePool",

@@ -170,6 +170,7 @@ pub fn forward<B: Kernels>(dev: &B, op: &Op, p: &[B::Param], x: &[&B::Buf], y: &
         Op::InnerProduct { rows, k, n, bias } => dev.inner_product_forward(*rows, *k, *n, x[0], &p[0], bias_of(p, *bias), &mut y[0]),
         Op::Relu { slope } => dev.relu_forward(*slope, x[0], &mut y[0]),
         Op::Activation(f) => dev.activation_forward(*f, x[0], &mut y[0]),
+        Op::Silu => dev.silu_forward(x[0], &mut y[0]),
         Op::Copy => y.iter_mut().try_for_each(|t| dev.copy(x[0], t)),
         Op::MaxPool(g) => dev.max_pool_forward(g, x[0], &mut y[0], aux),
         Op::AvePool(g) => dev.ave_pool_forward(g, x[0], &mut y[0]),
@@ -282,7 +283,7 @@ fn backward_once<B: Kernels>(
     // The kernels that can overwrite their gradient; the rest get zeroed buffers to add into.
     let overwrites = match op {
         Op::Conv { .. } | Op::Deconv { .. } | Op::Scale { .. } | Op::Relu { .. } => true,
-        Op::Activation(_) | Op::Eltwise { .. } | Op::ScaleByBlob { .. } | Op::AvePool(_) => true,
+        Op::Activation(_) | Op::Silu | Op::Eltwise { .. } | Op::ScaleByBlob { .. } | Op::AvePool(_) => true,
         Op::Concat { .. } => all_overwrite,
         _ => false,
     };
@@ -344,6 +345,7 @@ fn backward_once<B: Kernels>(
         _ if !data => {}
         Op::Relu { slope } => dev.relu_backward_into(*slope, x[0], dy, &mut dx[0], to[0])?,
         Op::Activation(f) => dev.activation_backward_into(*f, x[0], y, dy, &mut dx[0], to[0])?,
+        Op::Silu => dev.silu_backward_into(x[0], dy, &mut dx[0], to[0])?,
         Op::ScaleByBlob { outer, channels, inner } => {
             let (dx0, ds) = dx.split_at_mut(1);
             dev.scale_by_blob_backward_into(*outer, *channels, *inner, x[0], x[1], dy, &mut dx0[0], &mut ds[0], [to[0], to[1]])?

@@ -107,9 +107,10 @@ pub struct BatchResult<T> {
 /// (`Net::fuse_relus`), keeping the classifier blobs in `objective` (those the caller's
 /// `Dgn` reads: its objective blob and, for a softmax objective, the layer output under
 /// it). The generator is read only at its input and its last output, which fusing leaves
-/// in place. Returns how many ReLUs were fused in all.
+/// in place. The SiLUs (Sigmoid and Mul) of both are fused too (`Net::fuse_silus`), under
+/// the same rule. Returns how many layers were fused away in all.
 pub fn fuse_relus<B: DgnKernels>(generator: &mut Net<B>, classifier: &mut Net<B>, objective: &[BlobId]) -> usize {
-    generator.fuse_relus(&[]) + classifier.fuse_relus(objective)
+    generator.fuse_relus(&[]) + classifier.fuse_relus(objective) + generator.fuse_silus(&[]) + classifier.fuse_silus(objective)
 }
 
 /// A generator and a classifier compiled for the same batch, with their buffers.

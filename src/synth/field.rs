@@ -94,6 +94,7 @@ pub fn receptive_field(plan: &Plan, target: BlobId, x: usize, y: usize) -> Optio
                 // Element-wise or channel-wise on the same map: the same pixels.
                 Op::Relu { .. }
                 | Op::Activation(_)
+                | Op::Silu
                 | Op::ScaleByBlob { .. }
                 | Op::Copy
                 | Op::Lrn { .. }

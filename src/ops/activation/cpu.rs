@@ -51,6 +51,42 @@ crate::multiversion! {
     }
 }
 
+/// Sigmoid as `activation_forward` computes it.
+#[inline(always)]
+fn sigmoid<T: Real>(v: T) -> T {
+    T::ONE / (T::ONE + (-v).exp_inline())
+}
+
+crate::multiversion! {
+    /// `y = x * sigmoid(x)`: the Sigmoid's value, then the product as Eltwise PROD forms it.
+    pub fn silu_forward<T: Real>(x: &[T], y: &mut [T]) {
+        assert_eq!(x.len(), y.len(), "silu_forward: x and y differ in length");
+        for (yi, &v) in y.iter_mut().zip(x) {
+            *yi = v * sigmoid(v);
+        }
+    }
+}
+
+crate::multiversion! {
+    /// The fused SiLU's data gradient: `dx (+)= dy * s`, then `+= (dy * x) * (s * (1 - s))`,
+    /// the Mul's backward pass and then the Sigmoid's, each rounded as they round it.
+    pub fn silu_backward<T: Real>(x: &[T], dy: &[T], dx: &mut [T], overwrite: bool) {
+        assert_eq!(x.len(), dy.len(), "silu_backward: x and dy differ in length");
+        assert_eq!(x.len(), dx.len(), "silu_backward: x and dx differ in length");
+        if overwrite {
+            for ((d, &g), &v) in dx.iter_mut().zip(dy).zip(x) {
+                let s = sigmoid(v);
+                *d = g * s + (g * v) * (s * (T::ONE - s));
+            }
+        } else {
+            for ((d, &g), &v) in dx.iter_mut().zip(dy).zip(x) {
+                let s = sigmoid(v);
+                *d = (*d + g * s) + (g * v) * (s * (T::ONE - s));
+            }
+        }
+    }
+}
+
 crate::multiversion! {
     /// `dx = dy * (x > 0 ? 1 : slope)`: `relu_backward` into a buffer whose values do not matter.
     pub fn relu_backward_overwrite<T: Real>(negative_slope: T, x: &[T], dy: &[T], dx: &mut [T]) {
@@ -210,6 +246,25 @@ impl<T: Real> ActivationKernels for Cpu<'_, T> {
         Ok(())
     }
 
+    fn fuses_silu(&self) -> bool {
+        true
+    }
+
+    fn silu_forward(&self, x: &Vec<T>, y: &mut Vec<T>) -> Result<()> {
+        assert_eq!(x.len(), y.len(), "silu_forward: x and y differ in length");
+        y.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(y, x)| silu_forward(x, y));
+        Ok(())
+    }
+
+    fn silu_backward_into(&self, x: &Vec<T>, dy: &Vec<T>, dx: &mut Vec<T>, to: Dx) -> Result<()> {
+        assert_eq!(x.len(), dx.len(), "silu_backward: x and dx differ in length");
+        assert_eq!(dy.len(), dx.len(), "silu_backward: dy and dx differ in length");
+        dx.par_chunks_mut(CHUNK)
+            .zip(x.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK)))
+            .for_each(|(dx, (x, dy))| silu_backward(x, dy, dx, to == Dx::Overwrite));
+        Ok(())
+    }
+
     fn relu_forward(&self, slope: f32, x: &Vec<T>, y: &mut Vec<T>) -> Result<()> {
         assert_eq!(x.len(), y.len(), "relu_forward: x and y differ in length");
         let slope = T::from_f32(slope);
@@ -237,6 +292,40 @@ impl<T: Real> ActivationKernels for Cpu<'_, T> {
 mod tests {
     use super::*;
     use crate::ops::gradcheck::{self, Rng};
+
+    /// The fused SiLU against a Sigmoid and an Eltwise PROD run apart, bit for bit: forward,
+    /// and backward both adding into a gradient that holds values and overwriting one.
+    #[test]
+    fn fused_silu_gives_the_bits_of_sigmoid_and_mul() {
+        use crate::ir::EltwiseOp;
+        use crate::ops::eltwise::{eltwise_backward, eltwise_forward};
+        let mut rng = Rng::new(7);
+        let n = 1000;
+        let x: Vec<f32> = (0..n).map(|_| rng.uniform(-9.0, 9.0) as f32).collect();
+        let dy: Vec<f32> = (0..n).map(|_| rng.uniform(-1.0, 1.0) as f32).collect();
+        let prior: Vec<f32> = (0..n).map(|_| rng.uniform(-1.0, 1.0) as f32).collect();
+        let mut s = vec![0.0f32; n];
+        activation_forward(Activation::Sigmoid, &x, &mut s);
+        let mut y = vec![0.0f32; n];
+        eltwise_forward(EltwiseOp::Prod, &[], &[&x, &s], &mut y, &mut []);
+        let mut fused = vec![0.0f32; n];
+        silu_forward(&x, &mut fused);
+        assert!(fused.iter().zip(&y).all(|(a, b)| a.to_bits() == b.to_bits()), "forward");
+        for start in [prior.clone(), vec![0.0; n]] {
+            // The Mul's backward pass first (it ran last), then the Sigmoid's.
+            let (mut dx, mut ds) = (start.clone(), vec![0.0f32; n]);
+            eltwise_backward(EltwiseOp::Prod, &[], &[&x, &s], &[], &dy, &mut [&mut dx, &mut ds]);
+            activation_backward(Activation::Sigmoid, &x, &s, &ds, &mut dx);
+            let mut added = start.clone();
+            silu_backward(&x, &dy, &mut added, false);
+            assert!(added.iter().zip(&dx).all(|(a, b)| a.to_bits() == b.to_bits()), "backward, adding");
+            if start.iter().all(|&v| v == 0.0) {
+                let mut written = vec![f32::NAN; n];
+                silu_backward(&x, &dy, &mut written, true);
+                assert!(written.iter().zip(&dx).all(|(a, b)| a == b), "backward, overwriting");
+            }
+        }
+    }
 
     #[test]
     fn erf_matches_tabulated_values() {
