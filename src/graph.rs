@@ -93,6 +93,13 @@ fn budget(total: &mut u64, shape: &[usize], what: impl FnOnce() -> String) -> Re
 }
 
 impl Plan {
+    /// How many node inputs read each blob.
+    pub fn readers(&self) -> Vec<usize> {
+        let mut readers = vec![0usize; self.blobs.len()];
+        self.nodes.iter().flat_map(|n| &n.bottoms).for_each(|&b| readers[b] += 1);
+        readers
+    }
+
     /// Compiles `def` to run at batch size `batch`: the first dimension of every input is
     /// replaced by `batch`, and so is a Reshape's first dim when it equals the declared batch.
     pub fn new(def: &NetDef, batch: usize) -> Result<Plan> {
@@ -310,8 +317,7 @@ impl<B: Kernels> Net<B> {
             return 0;
         }
         let plan = &self.plan;
-        let mut readers = vec![0usize; plan.blobs.len()];
-        plan.nodes.iter().flat_map(|n| &n.bottoms).for_each(|&b| readers[b] += 1);
+        let readers = plan.readers();
         let mut fused = vec![false; self.steps.len()];
         for (r, done) in fused.iter_mut().enumerate() {
             let (node, tops) = (&plan.nodes[self.steps[r].node], self.steps[r].tops.clone());
@@ -335,9 +341,7 @@ impl<B: Kernels> Net<B> {
             self.steps[p].tops = tops;
             *done = true;
         }
-        let mut flags = fused.iter();
-        self.steps.retain(|_| !flags.next().copied().unwrap_or(false));
-        fused.iter().filter(|&&f| f).count()
+        self.drop_steps(&fused)
     }
 
     /// Fuses each SiLU, a Sigmoid whose input `x` and output `s` a following Eltwise PROD
@@ -351,8 +355,7 @@ impl<B: Kernels> Net<B> {
             return 0;
         }
         let plan = &self.plan;
-        let mut readers = vec![0usize; plan.blobs.len()];
-        plan.nodes.iter().flat_map(|n| &n.bottoms).for_each(|&b| readers[b] += 1);
+        let readers = plan.readers();
         let mut fused = vec![false; self.steps.len()];
         for r in 0..self.steps.len() {
             let step = &self.steps[r];
@@ -379,6 +382,11 @@ impl<B: Kernels> Net<B> {
             self.steps[r].tops = out;
             fused[m] = true;
         }
+        self.drop_steps(&fused)
+    }
+
+    /// Removes the steps flagged in `fused` (folded into another); returns how many.
+    fn drop_steps(&mut self, fused: &[bool]) -> usize {
         let mut flags = fused.iter();
         self.steps.retain(|_| !flags.next().copied().unwrap_or(false));
         fused.iter().filter(|&&f| f).count()
@@ -489,14 +497,22 @@ impl<B: Kernels> Net<B> {
 
     /// Marks a blob's gradient live, allocating or zeroing it the first time in a pass.
     fn touch(&self, st: &mut State<B>, id: BlobId) -> Result<()> {
-        if !st.live[id] {
-            st.live[id] = true;
-            match st.grads[id].as_mut() {
-                Some(g) => self.backend.zero(g)?,
-                None => st.grads[id] = Some(self.backend.alloc(self.plan.blobs[id].len())?),
-            }
+        self.touch_to(st, id, false).map(|_| ())
+    }
+
+    /// `touch`, but where `may_overwrite` the first time in a pass leaves a kept buffer
+    /// as it is and says the layer about to write it overwrites it.
+    fn touch_to(&self, st: &mut State<B>, id: BlobId, may_overwrite: bool) -> Result<Dx> {
+        if st.live[id] {
+            return Ok(Dx::Add);
         }
-        Ok(())
+        st.live[id] = true;
+        match st.grads[id].as_mut() {
+            Some(_) if may_overwrite => return Ok(Dx::Overwrite),
+            Some(g) => self.backend.zero(g)?,
+            None => st.grads[id] = Some(self.backend.alloc(self.plan.blobs[id].len())?),
+        }
+        Ok(if may_overwrite { Dx::Overwrite } else { Dx::Add })
     }
 
     /// Back-propagates `seeds` (host gradients of the objective with respect to some blobs)
@@ -542,17 +558,7 @@ impl<B: Kernels> Net<B> {
             let mut to = Vec::with_capacity(node.bottoms.len());
             for &b in &node.bottoms {
                 let shared = node.bottoms.iter().filter(|&&o| o == b).count() > 1;
-                let fresh = !st.live[b];
-                if fresh && !shared && !matches!(step.op, Op::Copy) {
-                    st.live[b] = true;
-                    if st.grads[b].is_none() {
-                        st.grads[b] = Some(self.backend.alloc(self.plan.blobs[b].len())?);
-                    }
-                    to.push(Dx::Overwrite);
-                } else {
-                    self.touch(st, b)?;
-                    to.push(Dx::Add);
-                }
+                to.push(self.touch_to(st, b, !shared && !matches!(step.op, Op::Copy))?);
             }
             let r = self.backward_node(step, st, weight_grads, &to);
             r.with_context(|| format!("layer '{}' ({}) backward", node.layer, node.type_name))?;

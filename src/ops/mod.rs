@@ -220,6 +220,17 @@ pub enum Dx {
     Overwrite,
 }
 
+impl Dx {
+    /// Zeroes `buf` when it is to be overwritten: what a kernel that can only add needs
+    /// first (each op trait's default `_into` method, and the dispatch for the rest).
+    pub fn clear<B: Backend + ?Sized>(self, dev: &B, buf: &mut B::Buf) -> Result<()> {
+        if self == Dx::Overwrite {
+            dev.zero(buf)?;
+        }
+        Ok(())
+    }
+}
+
 /// `backward` with each data gradient `dx[i]` written as `to[i]` says. Kernels that can
 /// overwrite do; for the rest, the buffers to overwrite are zeroed first.
 #[allow(clippy::too_many_arguments)]
@@ -288,11 +299,7 @@ fn backward_once<B: Kernels>(
         _ => false,
     };
     if !overwrites {
-        for (d, &t) in dx.iter_mut().zip(to) {
-            if t == Dx::Overwrite {
-                dev.zero(d)?;
-            }
-        }
+        dx.iter_mut().zip(to).try_for_each(|(d, t)| t.clear(dev, d))?;
     }
     match op {
         Op::Conv { geom, bias, relu } => {

@@ -39,14 +39,26 @@ fn relu<T: Real>(negative_slope: T, x: T) -> T {
     }
 }
 
+/// `dx += dy * (x > 0 ? 1 : slope)`. `x` is the layer input: with an in-place ReLU the graph
+/// must keep the input, since the output's sign cannot tell x = 0 apart when slope = 0.
+pub fn relu_backward<T: Real>(negative_slope: T, x: &[T], dy: &[T], dx: &mut [T]) {
+    relu_backward_to(negative_slope, x, dy, dx, false)
+}
+
 crate::multiversion! {
-    /// `dx += dy * (x > 0 ? 1 : slope)`. `x` is the layer input: with an in-place ReLU the graph
-    /// must keep the input, since the output's sign cannot tell x = 0 apart when slope = 0.
-    pub fn relu_backward<T: Real>(negative_slope: T, x: &[T], dy: &[T], dx: &mut [T]) {
+    /// `relu_backward`, or with `overwrite` `dx = dy * (x > 0 ? 1 : slope)` whatever `dx` held.
+    pub fn relu_backward_to<T: Real>(negative_slope: T, x: &[T], dy: &[T], dx: &mut [T], overwrite: bool) {
         assert_eq!(x.len(), dy.len(), "relu_backward: x and dy differ in length");
         assert_eq!(x.len(), dx.len(), "relu_backward: x and dx differ in length");
-        for ((dxi, &dyi), &xi) in dx.iter_mut().zip(dy).zip(x) {
-            *dxi += if xi > T::ZERO { dyi } else { negative_slope * dyi };
+        let slope = |xi: T, dyi: T| if xi > T::ZERO { dyi } else { negative_slope * dyi };
+        if overwrite {
+            for ((dxi, &dyi), &xi) in dx.iter_mut().zip(dy).zip(x) {
+                *dxi = slope(xi, dyi);
+            }
+        } else {
+            for ((dxi, &dyi), &xi) in dx.iter_mut().zip(dy).zip(x) {
+                *dxi += slope(xi, dyi);
+            }
         }
     }
 }
@@ -83,17 +95,6 @@ crate::multiversion! {
                 let s = sigmoid(v);
                 *d = (*d + g * s) + (g * v) * (s * (T::ONE - s));
             }
-        }
-    }
-}
-
-crate::multiversion! {
-    /// `dx = dy * (x > 0 ? 1 : slope)`: `relu_backward` into a buffer whose values do not matter.
-    pub fn relu_backward_overwrite<T: Real>(negative_slope: T, x: &[T], dy: &[T], dx: &mut [T]) {
-        assert_eq!(x.len(), dy.len(), "relu_backward: x and dy differ in length");
-        assert_eq!(x.len(), dx.len(), "relu_backward: x and dx differ in length");
-        for ((dxi, &dyi), &xi) in dx.iter_mut().zip(dy).zip(x) {
-            *dxi = if xi > T::ZERO { dyi } else { negative_slope * dyi };
         }
     }
 }
@@ -280,10 +281,9 @@ impl<T: Real> ActivationKernels for Cpu<'_, T> {
         assert_eq!(x.len(), dx.len(), "relu_backward: x and dx differ in length");
         assert_eq!(dy.len(), dx.len(), "relu_backward: dy and dx differ in length");
         let slope = T::from_f32(slope);
-        dx.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK))).for_each(|(dx, (x, dy))| match to {
-            Dx::Add => relu_backward(slope, x, dy, dx),
-            Dx::Overwrite => relu_backward_overwrite(slope, x, dy, dx),
-        });
+        dx.par_chunks_mut(CHUNK)
+            .zip(x.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK)))
+            .for_each(|(dx, (x, dy))| relu_backward_to(slope, x, dy, dx, to == Dx::Overwrite));
         Ok(())
     }
 }

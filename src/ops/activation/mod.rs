@@ -21,9 +21,7 @@ pub trait ActivationKernels: Backend {
     /// `relu_backward`, or with `Dx::Overwrite` `dx = dy * (x > 0 ? 1 : slope)` whatever `dx`
     /// held. By default the buffer is zeroed first.
     fn relu_backward_into(&self, slope: f32, x: &Self::Buf, dy: &Self::Buf, dx: &mut Self::Buf, to: Dx) -> Result<()> {
-        if to == Dx::Overwrite {
-            self.zero(dx)?;
-        }
+        to.clear(self, dx)?;
         self.relu_backward(slope, x, dy, dx)
     }
     /// `y = f(x)`
@@ -55,9 +53,7 @@ pub trait ActivationKernels: Backend {
         dx: &mut Self::Buf,
         to: Dx,
     ) -> Result<()> {
-        if to == Dx::Overwrite {
-            self.zero(dx)?;
-        }
+        to.clear(self, dx)?;
         self.activation_backward(f, x, y, dy, dx)
     }
 }

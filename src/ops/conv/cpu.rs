@@ -686,13 +686,14 @@ pub fn conv_forward_fused<T: Real>(g: &ConvGeom, x: &[T], w: &[T], u: Option<&[T
 /// dx += conv^T(dy): per group, col = W^T dy, then col2im; image by image, a band of
 /// output rows at a time.
 pub fn conv_backward_data<T: Real>(g: &ConvGeom, dy: &[T], w: &[T], dx: &mut [T]) {
-    conv_backward_data_fused(g, dy, w, None, None, None, dx)
+    conv_backward_data_fused(g, dy, w, None, None, None, dx, Dx::Add)
 }
 
 /// `conv_backward_data` of a convolution with a fused ReLU `(slope, y)`: each image's dy is
 /// masked as `relu_backward` from the output after the ReLU would leave it, then used.
 /// `wt`: the weights as `transposed_weights` gives them, read in place of `w` where given;
-/// `ut` likewise as `winograd::transposed_weights` gives them.
+/// `ut` likewise as `winograd::transposed_weights` gives them. With `Dx::Overwrite`,
+/// `dx = conv^T(dy)` whatever it held.
 #[allow(clippy::too_many_arguments)]
 pub fn conv_backward_data_fused<T: Real>(
     g: &ConvGeom,
@@ -702,9 +703,14 @@ pub fn conv_backward_data_fused<T: Real>(
     ut: Option<&[T]>,
     relu: Option<(f32, &[T])>,
     dx: &mut [T],
+    to: Dx,
 ) {
     assert_lens(g, dx.len(), w.len(), dy.len());
-    transpose_apply(g, dy, w, wt, ut, dx, Start::Add, Fused::backward(relu, dy.len()));
+    let start = match to {
+        Dx::Add => Start::Add,
+        Dx::Overwrite => Start::Overwrite(None),
+    };
+    transpose_apply(g, dy, w, wt, ut, dx, start, Fused::backward(relu, dy.len()));
 }
 
 /// What `transpose_apply` does with what dx held.
@@ -909,14 +915,26 @@ pub fn deconv_forward_fused<T: Real>(
 
 /// dx += the convolution's forward pass of dy (no bias).
 pub fn deconv_backward_data<T: Real>(g: &ConvGeom, dy: &[T], w: &[T], dx: &mut [T]) {
-    deconv_backward_data_fused(g, dy, w, None, None, dx)
+    deconv_backward_data_fused(g, dy, w, None, None, dx, Dx::Add)
 }
 
-/// `deconv_backward_data` with a fused ReLU `(slope, y)`, as `conv_backward_data_fused`;
-/// `u` as in `conv_forward_fused`.
-pub fn deconv_backward_data_fused<T: Real>(g: &ConvGeom, dy: &[T], w: &[T], u: Option<&[T]>, relu: Option<(f32, &[T])>, dx: &mut [T]) {
+/// `deconv_backward_data` with a fused ReLU `(slope, y)` and `to`, as
+/// `conv_backward_data_fused`; `u` as in `conv_forward_fused`.
+pub fn deconv_backward_data_fused<T: Real>(
+    g: &ConvGeom,
+    dy: &[T],
+    w: &[T],
+    u: Option<&[T]>,
+    relu: Option<(f32, &[T])>,
+    dx: &mut [T],
+    to: Dx,
+) {
     assert_lens(g, dy.len(), w.len(), dx.len());
-    conv_apply(g, dy, w, u, None, dx, T::ONE, Fused::backward(relu, dy.len()));
+    let beta = match to {
+        Dx::Add => T::ONE,
+        Dx::Overwrite => T::ZERO,
+    };
+    conv_apply(g, dy, w, u, None, dx, beta, Fused::backward(relu, dy.len()));
 }
 
 /// dw += the convolution's weight gradient with x and dy swapped; db (g.in_channels) += sums of dy.
@@ -958,8 +976,7 @@ impl<'w, T: Real> ConvKernels for Cpu<'w, T> {
         relu: Option<FusedRelu<'_, Vec<T>>>,
         dx: &mut Vec<T>,
     ) -> Result<()> {
-        conv_backward_data_fused(g, dy, w, weights_for_transpose(g, w), winograd_transposed_weights(g, w), fused_input(relu), dx);
-        Ok(())
+        self.conv_backward_data_into(g, dy, w, relu, dx, Dx::Add)
     }
 
     fn conv_backward_data_into(
@@ -972,12 +989,7 @@ impl<'w, T: Real> ConvKernels for Cpu<'w, T> {
         to: Dx,
     ) -> Result<()> {
         let (wt, ut) = (weights_for_transpose(g, w), winograd_transposed_weights(g, w));
-        assert_lens(g, dx.len(), w.len(), dy.len());
-        let start = match to {
-            Dx::Add => Start::Add,
-            Dx::Overwrite => Start::Overwrite(None),
-        };
-        transpose_apply(g, dy, w, wt, ut, dx, start, Fused::backward(fused_input(relu), dy.len()));
+        conv_backward_data_fused(g, dy, w, wt, ut, fused_input(relu), dx, to);
         Ok(())
     }
 
@@ -1007,8 +1019,7 @@ impl<'w, T: Real> ConvKernels for Cpu<'w, T> {
         relu: Option<FusedRelu<'_, Vec<T>>>,
         dx: &mut Vec<T>,
     ) -> Result<()> {
-        deconv_backward_data_fused(g, dy, w, winograd_weights(g, w), fused_input(relu), dx);
-        Ok(())
+        self.deconv_backward_data_into(g, dy, w, relu, dx, Dx::Add)
     }
 
     fn deconv_backward_data_into(
@@ -1020,12 +1031,7 @@ impl<'w, T: Real> ConvKernels for Cpu<'w, T> {
         dx: &mut Vec<T>,
         to: Dx,
     ) -> Result<()> {
-        assert_lens(g, dy.len(), w.len(), dx.len());
-        let beta = match to {
-            Dx::Add => T::ONE,
-            Dx::Overwrite => T::ZERO,
-        };
-        conv_apply(g, dy, w, winograd_weights(g, w), None, dx, beta, Fused::backward(fused_input(relu), dy.len()));
+        deconv_backward_data_fused(g, dy, w, winograd_weights(g, w), fused_input(relu), dx, to);
         Ok(())
     }
 
@@ -1343,7 +1349,7 @@ mod tests {
             let start = to32(&rng.uniform_vec(g.input_len(), -1.0, 1.0));
             let (mut want, mut got) = (start.clone(), start);
             conv_backward_data(&g, &masked, &wt, &mut want);
-            conv_backward_data_fused(&g, &dy, &wt, None, Some(&ut), Some((0.25, &plain)), &mut got);
+            conv_backward_data_fused(&g, &dy, &wt, None, Some(&ut), Some((0.25, &plain)), &mut got, Dx::Add);
             assert_eq!(got, want, "backward-data, kept weights and fused ReLU {g:?}");
             let mut want = vec![0f32; g.input_len()];
             deconv_forward(&g, &dy, &wt, None, &mut want);
@@ -1371,8 +1377,8 @@ mod tests {
             let dy = to32(rng.uniform_vec(g.output_len(), -1.0, 1.0));
             let start = to32(rng.uniform_vec(g.input_len(), -1.0, 1.0));
             let (mut want, mut got) = (start.clone(), start);
-            conv_backward_data_fused(&g, &dy, &w, None, None, None, &mut want);
-            conv_backward_data_fused(&g, &dy, &w, Some(&wt), None, None, &mut got);
+            conv_backward_data_fused(&g, &dy, &w, None, None, None, &mut want, Dx::Add);
+            conv_backward_data_fused(&g, &dy, &w, Some(&wt), None, None, &mut got, Dx::Add);
             assert_eq!(got, want, "backward-data {g:?}");
             let bias = to32(rng.uniform_vec(c, -1.0, 1.0));
             let (mut want, mut got) = (vec![0f32; g.input_len()], vec![f32::NAN; g.input_len()]);

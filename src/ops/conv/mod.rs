@@ -60,9 +60,7 @@ pub trait ConvKernels: Backend {
         dx: &mut Self::Buf,
         to: Dx,
     ) -> Result<()> {
-        if to == Dx::Overwrite {
-            self.zero(dx)?;
-        }
+        to.clear(self, dx)?;
         self.conv_backward_data(g, dy, w, relu, dx)
     }
     /// dw += dy col(x)^T; db += the sums of dy per output channel.
@@ -104,9 +102,7 @@ pub trait ConvKernels: Backend {
         dx: &mut Self::Buf,
         to: Dx,
     ) -> Result<()> {
-        if to == Dx::Overwrite {
-            self.zero(dx)?;
-        }
+        to.clear(self, dx)?;
         self.deconv_backward_data(g, dy, w, relu, dx)
     }
     fn deconv_backward_weights(

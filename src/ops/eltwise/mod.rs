@@ -39,11 +39,7 @@ pub trait EltwiseKernels: Backend + Sized {
         dx: &mut [Self::Buf],
         to: &[Dx],
     ) -> Result<()> {
-        for (d, &t) in dx.iter_mut().zip(to) {
-            if t == Dx::Overwrite {
-                self.zero(d)?;
-            }
-        }
+        dx.iter_mut().zip(to).try_for_each(|(d, t)| t.clear(self, d))?;
         self.eltwise_backward(op, coeffs, x, aux, dy, dx)
     }
 }

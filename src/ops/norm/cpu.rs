@@ -337,9 +337,7 @@ impl<'w, T: Real> NormKernels for Cpu<'w, T> {
         dx: &mut Vec<T>,
         ds: &mut Vec<T>,
     ) -> Result<()> {
-        scale_backward_data(outer, channels, inner, s, dy, dx);
-        scale_backward_weights(outer, channels, inner, x, dy, ds, None);
-        Ok(())
+        self.scale_by_blob_backward_into(outer, channels, inner, x, s, dy, dx, ds, [Dx::Add; 2])
     }
 
     fn scale_by_blob_backward_into(

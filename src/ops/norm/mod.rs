@@ -84,9 +84,7 @@ pub trait NormKernels: Backend {
         dx: &mut Self::Buf,
         to: Dx,
     ) -> Result<()> {
-        if to == Dx::Overwrite {
-            self.zero(dx)?;
-        }
+        to.clear(self, dx)?;
         self.scale_backward_data(outer, channels, inner, gamma, dy, dx)
     }
     fn scale_backward_weights(
@@ -136,12 +134,8 @@ pub trait NormKernels: Backend {
         ds: &mut Self::Buf,
         to: [Dx; 2],
     ) -> Result<()> {
-        if to[0] == Dx::Overwrite {
-            self.zero(dx)?;
-        }
-        if to[1] == Dx::Overwrite {
-            self.zero(ds)?;
-        }
+        to[0].clear(self, dx)?;
+        to[1].clear(self, ds)?;
         self.scale_by_blob_backward(outer, channels, inner, x, s, dy, dx, ds)
     }
 }

@@ -23,9 +23,7 @@ pub trait PoolKernels: Backend + Sized {
     /// `ave_pool_backward`, or with `Dx::Overwrite` into a `dx` whose values do not matter.
     /// By default the buffer is zeroed first.
     fn ave_pool_backward_into(&self, g: &PoolGeom, dy: &Self::Buf, dx: &mut Self::Buf, to: Dx) -> Result<()> {
-        if to == Dx::Overwrite {
-            self.zero(dx)?;
-        }
+        to.clear(self, dx)?;
         self.ave_pool_backward(g, dy, dx)
     }
 }
