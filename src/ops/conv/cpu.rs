@@ -1307,12 +1307,19 @@ mod tests {
     #[test]
     fn winograd_shapes_match_the_definition_through_every_entry() {
         // 3 x 3 convolutions that take Winograd's way (pads 0-2, maps not a whole number of
-        // 4 x 4 tiles, 2 images): all four passes in f64 against the definitions, adding
-        // where the pass adds; then in f32 the kept transformed weights give the bits of
-        // the ones made per call, and the fused ReLU those of the ReLU as a pass of its own.
+        // 4 x 4 tiles, 2 images, 1 to 3 groups): all four passes in f64 against the
+        // definitions, adding where the pass adds; then in f32 the kept transformed weights
+        // give the bits of the ones made per call, and the fused ReLU those of the ReLU as
+        // a pass of its own.
         let mut rng = Rng::new(23);
-        for (c, o, [h, w], p) in [(64, 66, [18, 19], 0), (72, 64, [17, 21], 1), (32, 33, [32, 34], 2)] {
-            let g = ConvGeom::new(2, c, h, w, o, [3, 3], [1, 1], [p, p], [1, 1], 1).unwrap();
+        for (c, o, [h, w], p, group) in [
+            (64, 66, [18, 19], 0, 1),
+            (72, 64, [17, 21], 1, 1),
+            (32, 33, [32, 34], 2, 1),
+            (128, 128, [14, 15], 1, 2),
+            (96, 99, [32, 33], 1, 3),
+        ] {
+            let g = ConvGeom::new(2, c, h, w, o, [3, 3], [1, 1], [p, p], [1, 1], group).unwrap();
             assert!(winograd::applies(&g) && winograd::applies_transposed(&g), "{g:?}");
             let x = rng.uniform_vec(g.input_len(), -1.0, 1.0);
             let wt = rng.uniform_vec(g.weight_len(), -1.0, 1.0);
@@ -1328,7 +1335,7 @@ mod tests {
             close(&dx, &plus(&start, &naive_conv_transpose(&g, &dy, &wt)), 1e-12, &format!("backward-data {g:?}"));
             let mut y = vec![f64::NAN; g.input_len()];
             deconv_forward(&g, &dy, &wt, Some(&bi), &mut y);
-            let (want, ..) = naive_deconv(2, o, g.out_h, g.out_w, c, [3, 3], [1, 1], [p, p], [1, 1], 1, &dy, &wt, Some(&bi));
+            let (want, ..) = naive_deconv(2, o, g.out_h, g.out_w, c, [3, 3], [1, 1], [p, p], [1, 1], group, &dy, &wt, Some(&bi));
             close(&y, &want, 1e-12, &format!("deconvolution forward {g:?}"));
             let start = rng.uniform_vec(g.output_len(), -1.0, 1.0);
             let mut dd = start.clone();

@@ -6,6 +6,8 @@
 //! takes 144, so on large maps with many channels the pass costs well under half the
 //! column path's (measured in docs/benchmarks.md). The transposed pass is the same
 //! correlation of dy with the kernel flipped and its channels swapped, padded by 2 - pad.
+//! Grouped convolutions (CaffeNet's conv4 and conv5) transform every channel the same way
+//! and run each position's product group by group.
 //!
 //! The transforms run on whole rows of tiles at once, so their loops are vector loops: an
 //! input row is first split by column phase (mod 4), which puts every term of a tile's
@@ -54,7 +56,8 @@ const SMALL_MAP: usize = 32 * 32;
 const SMALL_MAP_PAIRS: usize = 64 * 64;
 
 /// One correlation as this module computes it: a 3 x 3 kernel at stride 1, `pad` zeros
-/// around the input, `out = in + 2 pad - 2`.
+/// around the input, `out = in + 2 pad - 2`; the channels in `group` groups (each output
+/// channel reads the input channels of its group alone).
 #[derive(Clone, Copy, Debug)]
 struct Corr {
     in_c: usize,
@@ -64,12 +67,22 @@ struct Corr {
     out_h: usize,
     out_w: usize,
     pad: [usize; 2],
+    group: usize,
 }
 
 impl Corr {
     /// A convolution's forward pass (and a deconvolution's backward-data pass).
     fn forward(g: &ConvGeom) -> Self {
-        Corr { in_c: g.in_channels, in_h: g.in_h, in_w: g.in_w, out_c: g.out_channels, out_h: g.out_h, out_w: g.out_w, pad: g.pad }
+        Corr {
+            in_c: g.in_channels,
+            in_h: g.in_h,
+            in_w: g.in_w,
+            out_c: g.out_channels,
+            out_h: g.out_h,
+            out_w: g.out_w,
+            pad: g.pad,
+            group: g.group,
+        }
     }
 
     /// A convolution's backward-data pass (and a deconvolution's forward pass): dy correlated
@@ -83,7 +96,13 @@ impl Corr {
             out_h: g.in_h,
             out_w: g.in_w,
             pad: [2 - g.pad[0], 2 - g.pad[1]],
+            group: g.group,
         }
+    }
+
+    /// Input and output channels per group.
+    fn per_group(&self) -> (usize, usize) {
+        (self.in_c / self.group, self.out_c / self.group)
     }
 
     fn tiles_w(&self) -> usize {
@@ -110,19 +129,20 @@ impl Corr {
 }
 
 /// Whether `g`'s forward pass (and backward-data pass, its padding being at most 2) goes
-/// this way: a dense 3 x 3 kernel at stride 1, enough channels and a large enough map.
+/// this way: a 3 x 3 kernel at stride 1, enough channels in each group (each group's are
+/// one product) and a large enough map.
 fn eligible(g: &ConvGeom) -> bool {
+    let (cg, og) = (g.in_channels / g.group, g.out_channels / g.group);
     g.kernel == [3, 3]
         && g.stride == [1, 1]
         && g.dilation == [1, 1]
-        && g.group == 1
         && g.pad[0] <= 2
         && g.pad[1] <= 2
-        && g.in_channels >= MIN_CHANNELS
-        && g.out_channels >= MIN_CHANNELS
+        && cg >= MIN_CHANNELS
+        && og >= MIN_CHANNELS
         && {
             let positions = g.in_h.min(g.out_h) * g.in_w.min(g.out_w);
-            positions >= MIN_POSITIONS && (positions >= SMALL_MAP || g.in_channels * g.out_channels >= SMALL_MAP_PAIRS)
+            positions >= MIN_POSITIONS && (positions >= SMALL_MAP || cg * og >= SMALL_MAP_PAIRS)
         }
 }
 
@@ -136,8 +156,9 @@ pub fn applies_transposed(g: &ConvGeom) -> bool {
     eligible(g)
 }
 
-/// G w G^T for every pair of channels: `[position][out][in]`, from `kernel(o, c)`, the 3 x 3
-/// taps of output channel o and input channel c. Computed in f64, rounded once.
+/// G w G^T for every output channel and each input channel of its group:
+/// `[position][out][in of the group]`, from `kernel(o, c)`, the 3 x 3 taps of output channel
+/// o and the group's input channel c (`in_c` of them). Computed in f64, rounded once.
 fn transform_kernels<T: Real>(out_c: usize, in_c: usize, kernel: impl Fn(usize, usize) -> [[f64; 3]; 3]) -> Vec<T> {
     let mut u = vec![T::ZERO; P * out_c * in_c];
     for o in 0..out_c {
@@ -161,19 +182,22 @@ fn transform_kernels<T: Real>(out_c: usize, in_c: usize, kernel: impl Fn(usize, 
     u
 }
 
-/// The forward pass's transformed weights (`applies`): w is [O, C, 3, 3].
+/// The forward pass's transformed weights (`applies`): w is [O, C / group, 3, 3].
 pub fn weights<T: Real>(g: &ConvGeom, w: &[T]) -> Vec<T> {
-    let c = g.in_channels;
+    let c = g.in_channels / g.group;
     let tap = |o: usize, ci: usize, r: usize, j: usize| w[((o * c + ci) * 3 + r) * 3 + j].to_f64();
     transform_kernels(g.out_channels, c, |o, ci| std::array::from_fn(|r| std::array::from_fn(|j| tap(o, ci, r, j))))
 }
 
 /// The transposed pass's transformed weights (`applies_transposed`): the kernel of input
-/// channel c to output channel o is w[o][c] turned by 180 degrees.
+/// channel c to output channel o (of c's group) is w[o][c] turned by 180 degrees.
 pub fn transposed_weights<T: Real>(g: &ConvGeom, w: &[T]) -> Vec<T> {
-    let c = g.in_channels;
+    let (c, og) = (g.in_channels / g.group, g.out_channels / g.group);
     let tap = |o: usize, ci: usize, r: usize, j: usize| w[((o * c + ci) * 3 + 2 - r) * 3 + 2 - j].to_f64();
-    transform_kernels(c, g.out_channels, |ci, o| std::array::from_fn(|r| std::array::from_fn(|j| tap(o, ci, r, j))))
+    transform_kernels(g.in_channels, og, |ci, ol| {
+        let o = ci / c * og + ol;
+        std::array::from_fn(|r| std::array::from_fn(|j| tap(o, ci % c, r, j)))
+    })
 }
 
 /// y = conv(x) + beta * y (beta 0 or 1), plus `bias` per channel where given; `u` from
@@ -197,7 +221,7 @@ pub fn transpose<T: Real>(g: &ConvGeom, dy: &[T], u: &[T], dx: &mut [T], start: 
 /// rows at a time.
 #[allow(clippy::too_many_arguments)]
 fn correlate<T: Real>(c: &Corr, band: usize, x: &[T], u: &[T], y: &mut [T], add: bool, bias: Option<&[T]>, fused: Fused<'_, T>) {
-    assert_eq!(u.len(), P * c.in_c * c.out_c, "winograd: transformed weights do not match {c:?}");
+    assert_eq!(u.len(), P * c.in_c / c.group * c.out_c, "winograd: transformed weights do not match {c:?}");
     if let Some(b) = bias {
         assert_eq!(b.len(), c.out_c, "winograd: bias has the wrong length");
     }
@@ -241,10 +265,13 @@ fn band_pass<T: Real>(
     let (in_plane, out_plane) = (c.in_plane(), c.out_plane());
     each(across, v, P * tb, |ci, vc| input_tiles(c, &xn[ci * in_plane..(ci + 1) * in_plane], rows.0, rows.1, vc));
     let v = &*v;
-    let weights = c.out_c * c.in_c;
+    let (cg, og) = c.per_group();
+    let weights = c.out_c * cg;
     each(across, m, c.out_c * tb, |p, mp| {
-        let (a, b) = (&u[p * weights..(p + 1) * weights], &v[p * tb..]);
-        gemm_on(Threads::One, c.out_c, c.in_c, tb, T::ONE, a, c.in_c as isize, 1, b, (P * tb) as isize, 1, T::ZERO, mp, tb as isize, 1)
+        for (gi, mg) in mp.chunks_mut(og * tb).enumerate() {
+            let (a, b) = (&u[p * weights + gi * og * cg..][..og * cg], &v[gi * cg * P * tb + p * tb..]);
+            gemm_on(Threads::One, og, cg, tb, T::ONE, a, cg as isize, 1, b, (P * tb) as isize, 1, T::ZERO, mg, tb as isize, 1)
+        }
     });
     let m = &*m;
     each(across, &mut yn[..c.out_c * out_plane], out_plane, |k, yk| {
@@ -426,7 +453,7 @@ mod tests {
     }
 
     fn corr(in_c: usize, in_h: usize, in_w: usize, out_c: usize, pad: [usize; 2]) -> Corr {
-        Corr { in_c, in_h, in_w, out_c, out_h: in_h + 2 * pad[0] - 2, out_w: in_w + 2 * pad[1] - 2, pad }
+        Corr { in_c, in_h, in_w, out_c, out_h: in_h + 2 * pad[0] - 2, out_w: in_w + 2 * pad[1] - 2, pad, group: 1 }
     }
 
     /// (correlation, batch, band rows): maps that are and are not multiples of 4, paddings
@@ -525,11 +552,17 @@ mod tests {
             (16, 128, 16, 1, 1, 1),
             (128, 56, 24, 1, 1, 1),
             (64, 56, 64, 2, 1, 1),
-            (384, 13, 384, 1, 1, 2),
+            (64, 56, 64, 1, 1, 8),
+            (256, 13, 256, 1, 1, 8),
             (64, 15, 64, 1, 3, 1),
         ] {
             let g = geom(c, hw, o, stride, pad, group);
             assert!(!applies(&g) && !applies_transposed(&g), "{g:?}");
+        }
+        // Groups of enough channels each: CaffeNet's conv4 and conv5.
+        for (c, o) in [(384, 384), (384, 256)] {
+            let g = geom(c, 13, o, 1, 1, 2);
+            assert!(applies(&g) && applies_transposed(&g), "{g:?}");
         }
         let g = ConvGeom::new(1, 64, 32, 32, 64, [3, 3], [1, 1], [1, 1], [2, 2], 1).unwrap();
         assert!(!applies(&g), "dilation 2");
