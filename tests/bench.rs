@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{fixture, scratch};
+use common::{fixture, scratch, NodeRun};
 use dgnam::caffe::netdef::parse_netdef;
 use dgnam::device::Cpu;
 use dgnam::graph::{CpuNet, Op};
@@ -195,31 +195,25 @@ fn split_backward_matches_full(proto: &str) {
         if matches!(node.op, Op::Copy) {
             continue;
         }
-        let blob = |id: usize, rng: &mut Rng| rng.normal_vec_f32(plan.blobs[id].len(), 1.0);
-        let xs: Vec<Vec<f32>> = node.bottoms.iter().map(|&id| blob(id, &mut rng)).collect();
-        let x: Vec<&Vec<f32>> = xs.iter().collect();
-        let mut y: Vec<Vec<f32>> = node.tops.iter().map(|&id| vec![0.0; plan.blobs[id].len()]).collect();
-        let dys: Vec<Vec<f32>> = node.tops.iter().map(|&id| blob(id, &mut rng)).collect();
-        let dy: Vec<&Vec<f32>> = dys.iter().collect();
+        let run = NodeRun::new(&net, i, &mut rng);
+        let (x, y, dy, aux) = (run.x(), &run.y, run.dy(), &run.aux);
         let zeros = || -> Vec<Vec<f32>> { node.bottoms.iter().map(|&id| vec![0.0; plan.blobs[id].len()]).collect() };
         let pzeros = || -> Vec<Vec<f32>> { node.params.iter().map(|s| vec![0.0; s.len()]).collect() };
-        let mut aux = Default::default();
         let p = net.node_params(i);
-        ops::forward(b, &node.op, p, &x, &mut y, &mut aux).unwrap();
         let (mut dx, mut dp) = (zeros(), pzeros());
-        ops::backward(b, &node.op, p, &x, &y[0], &dy, &aux, &mut dx, Some(&mut dp)).unwrap();
+        ops::backward(b, &node.op, p, &x, &y[0], &dy, aux, &mut dx, Some(&mut dp)).unwrap();
         let mut dx_only = zeros();
-        ops::backward(b, &node.op, p, &x, &y[0], &dy, &aux, &mut dx_only, None).unwrap();
+        ops::backward(b, &node.op, p, &x, &y[0], &dy, aux, &mut dx_only, None).unwrap();
         assert_eq!(dx_only, dx, "{}: data gradient", node.layer);
         let mut dp_only = pzeros();
-        ops::backward(b, &node.op, p, &x, &y[0], &dy, &aux, &mut [], Some(&mut dp_only)).unwrap();
+        ops::backward(b, &node.op, p, &x, &y[0], &dy, aux, &mut [], Some(&mut dp_only)).unwrap();
         assert_eq!(dp_only, dp, "{}: weight gradients", node.layer);
         if !node.params.is_empty() {
             assert!(dp.iter().any(|g| g.iter().any(|&v| v != 0.0)), "{}: weight gradients are zero", node.layer);
             weighted += 1;
         }
         // Nothing to do at all: an op without parameters and no dx.
-        ops::backward(b, &node.op, p, &x, &y[0], &dy, &aux, &mut [], None).unwrap();
+        ops::backward(b, &node.op, p, &x, &y[0], &dy, aux, &mut [], None).unwrap();
     }
     assert!(weighted > 0);
 }

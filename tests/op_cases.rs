@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::fixture_prototxt;
+use common::{fixture_prototxt, NodeRun};
 use dgnam::caffe::netdef::parse_netdef;
 use dgnam::device::Cpu;
 use dgnam::gradcheck::numeric::{check_net, Fd, Part};
@@ -98,18 +98,12 @@ fn overwriting_matches_adding_to_zero(label: &str, prototxt: &str) -> usize {
         if matches!(node.op, Op::Copy) || node.bottoms.is_empty() {
             continue;
         }
-        let blob = |id: usize, rng: &mut Rng| rng.normal_vec_f32(plan.blobs[id].len(), 1.0);
-        let xs: Vec<Vec<f32>> = node.bottoms.iter().map(|&id| blob(id, &mut rng)).collect();
-        let x: Vec<&Vec<f32>> = xs.iter().collect();
-        let mut y: Vec<Vec<f32>> = node.tops.iter().map(|&id| vec![0.0; plan.blobs[id].len()]).collect();
-        let dys: Vec<Vec<f32>> = node.tops.iter().map(|&id| blob(id, &mut rng)).collect();
-        let dy: Vec<&Vec<f32>> = dys.iter().collect();
+        let run = NodeRun::new(&net, i, &mut rng);
+        let (x, y, dy, aux) = (run.x(), &run.y, run.dy(), &run.aux);
         let filled = |v: f32| -> Vec<Vec<f32>> { node.bottoms.iter().map(|&id| vec![v; plan.blobs[id].len()]).collect() };
-        let mut aux = Default::default();
         let p = net.node_params(i);
-        ops::forward(b, &node.op, p, &x, &mut y, &mut aux).unwrap();
         let mut added = filled(0.0);
-        ops::backward(b, &node.op, p, &x, &y[0], &dy, &aux, &mut added, None).unwrap();
+        ops::backward(b, &node.op, p, &x, &y[0], &dy, aux, &mut added, None).unwrap();
         let mut ways = vec![vec![Dx::Overwrite; node.bottoms.len()]];
         if node.bottoms.len() > 1 {
             ways.push((0..node.bottoms.len()).map(|k| if k == 0 { Dx::Overwrite } else { Dx::Add }).collect());
@@ -121,7 +115,7 @@ fn overwriting_matches_adding_to_zero(label: &str, prototxt: &str) -> usize {
                     w.fill(0.0);
                 }
             }
-            ops::backward_into(b, &node.op, p, &x, &y[0], &dy, &aux, &mut written, &to, None).unwrap();
+            ops::backward_into(b, &node.op, p, &x, &y[0], &dy, aux, &mut written, &to, None).unwrap();
             for (k, (w, a)) in written.iter().zip(&added).enumerate() {
                 if let Some(j) = (0..w.len()).find(|&j| w[j] != a[j]) {
                     panic!("{label}: layer '{}' ({to:?}), gradient {k}[{j}]: {} written, {} added", node.layer, w[j], a[j]);

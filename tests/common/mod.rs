@@ -156,3 +156,36 @@ pub fn tiny_weight_files(dir: &Path) -> (PathBuf, PathBuf) {
     }
     (g, c)
 }
+
+/// One node of a CPU net run forward on random inputs: its bottoms `xs`, tops `y`, a random
+/// gradient `dys` for each top, and what the forward pass kept (`aux`). What a test of that
+/// node's backward pass starts from.
+pub struct NodeRun {
+    pub xs: Vec<Vec<f32>>,
+    pub y: Vec<Vec<f32>>,
+    pub dys: Vec<Vec<f32>>,
+    pub aux: dgnam::ops::Aux<dgnam::device::Cpu<'static, f32>>,
+}
+
+impl NodeRun {
+    /// Node `i` of `net`, its inputs and top gradients drawn from `rng` (normal, sd 1).
+    pub fn new(net: &dgnam::graph::CpuNet<'static, f32>, i: usize, rng: &mut dgnam::rng::Rng) -> NodeRun {
+        let (plan, node) = (&net.plan, &net.plan.nodes[i]);
+        let mut blob = |id: usize| rng.normal_vec_f32(plan.blobs[id].len(), 1.0);
+        let xs: Vec<Vec<f32>> = node.bottoms.iter().map(|&id| blob(id)).collect();
+        let dys: Vec<Vec<f32>> = node.tops.iter().map(|&id| blob(id)).collect();
+        let mut y: Vec<Vec<f32>> = node.tops.iter().map(|&id| vec![0.0; plan.blobs[id].len()]).collect();
+        let mut aux = Default::default();
+        let x: Vec<&Vec<f32>> = xs.iter().collect();
+        dgnam::ops::forward(&net.backend, &node.op, net.node_params(i), &x, &mut y, &mut aux).unwrap();
+        NodeRun { xs, y, dys, aux }
+    }
+
+    pub fn x(&self) -> Vec<&Vec<f32>> {
+        self.xs.iter().collect()
+    }
+
+    pub fn dy(&self) -> Vec<&Vec<f32>> {
+        self.dys.iter().collect()
+    }
+}
